@@ -1,0 +1,28 @@
+//! Custom resource types: the request (the audit record) and the policy (what an app means here).
+
+mod policy;
+mod request;
+
+pub use policy::*;
+pub use request::*;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every resource this operator defines.
+pub const GROUP: &str = "access.deprovisioner.dev";
+
+/// Every CRD the operator needs, in install order.
+pub fn all() -> Vec<CustomResourceDefinition> {
+    vec![DeprovisionRequest::crd(), DeprovisionPolicy::crd()]
+}
+
+/// Every CRD as one multi-document YAML stream (what `deprovisioner crd` prints).
+pub fn all_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in all() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,191 @@
+//! `DeprovisionPolicy`: what a Lumos application (and each of its permissions) means in this
+//! cluster, and how a Lumos user becomes Kubernetes subjects.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::EmptyBindingRule;
+
+/// Which application a policy covers, who its users are here, and which access to remove.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "access.deprovisioner.dev",
+    version = "v1alpha1",
+    kind = "DeprovisionPolicy",
+    shortname = "dpp",
+    category = "deprovisioner",
+    status = "DeprovisionPolicyStatus",
+    doc = "Says what a Lumos application means in this cluster: which subjects and which access.",
+    printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
+    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeprovisionPolicySpec {
+    /// Which Lumos application this policy covers.
+    pub application: ApplicationSelector,
+    /// How the Lumos target user becomes Kubernetes subjects.
+    #[schemars(length(min = 1))]
+    pub subjects: Vec<SubjectTemplate>,
+    /// Which access to remove, per Lumos permission.
+    #[schemars(length(min = 1))]
+    pub rules: Vec<AccessRule>,
+    /// What happens to a binding whose last subject goes (default `Delete`).
+    #[serde(default)]
+    pub empty_bindings: EmptyBindingRule,
+}
+
+/// Matches a Lumos application by `app_id` and/or `instance_id` (both must match when both given).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.appId) || has(self.instanceId)").message("application needs appId or instanceId"))]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationSelector {
+    /// Lumos `app_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub app_id: Option<String>,
+    /// Lumos `instance_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub instance_id: Option<String>,
+}
+
+/// One Kubernetes subject the target user is known as.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.kind != 'ServiceAccount' || has(self.namespace)").message("a ServiceAccount subject needs a namespace"))]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectTemplate {
+    /// `User`, `Group` or `ServiceAccount`.
+    pub kind: SubjectKind,
+    /// Name template, e.g. `{{target_user.email}}` or `{{custom_fields.username}}`.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// ServiceAccount namespace (template allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Prepended to the rendered name, e.g. `oidc:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Match names ignoring ASCII case (IdP emails often differ in case).
+    #[serde(default)]
+    pub case_insensitive: bool,
+}
+
+/// RBAC subject kinds.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SubjectKind {
+    /// A user name.
+    User,
+    /// A group name (the operator can only remove direct bindings of the group).
+    Group,
+    /// A ServiceAccount.
+    ServiceAccount,
+}
+
+impl SubjectKind {
+    /// The `kind` string RBAC uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::User => "User",
+            SubjectKind::Group => "Group",
+            SubjectKind::ServiceAccount => "ServiceAccount",
+        }
+    }
+}
+
+/// Which access to remove when a permission matches.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess)").message("a rule needs roleBindings, clusterRoleBindings or namespaceAccess"))]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRule {
+    /// Lumos permission values this rule applies to: exact, or with `*` wildcards. Empty: the
+    /// rule applies to every permission and to whole-application requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<String>,
+    /// RoleBindings to remove the subjects from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_bindings: Option<RoleBindingSelector>,
+    /// ClusterRoleBindings to remove the subjects from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_role_bindings: Option<ClusterRoleBindingSelector>,
+    /// Every RoleBinding in the named namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_access: Option<NamespaceAccess>,
+}
+
+/// RoleBindings chosen by namespace (list and/or label selector), optional names and roleRef.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)").message("roleBindings needs namespaces or namespaceSelector"))]
+#[serde(rename_all = "camelCase")]
+pub struct RoleBindingSelector {
+    /// Namespaces by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Only bindings with these names (empty: any name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Only bindings with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Only bindings granting this role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_ref: Option<RoleRefFilter>,
+}
+
+/// ClusterRoleBindings chosen by name, label and/or roleRef (at least one).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.names) && size(self.names) > 0) || has(self.selector) || has(self.roleRef)").message("clusterRoleBindings needs names, selector or roleRef: all ClusterRoleBindings is never implied"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRoleBindingSelector {
+    /// Bindings by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    /// Bindings by label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Only bindings granting this ClusterRole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_ref: Option<RoleRefFilter>,
+}
+
+/// Matches a binding's roleRef.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleRefFilter {
+    /// `Role` or `ClusterRole` (any when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Role name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// Every RoleBinding of the subjects in a namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || (has(self.fromPermissionValue) && self.fromPermissionValue)").message("namespaceAccess needs namespaces or fromPermissionValue: true"))]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceAccess {
+    /// Namespaces by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// The Lumos permission value names the namespace.
+    #[serde(default)]
+    pub from_permission_value: bool,
+}
+
+/// Whether the policy is usable.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeprovisionPolicyStatus {
+    /// `Valid`: True, or False with the reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,321 @@
+//! `DeprovisionRequest`: one Lumos call (or a manual request) and, in its status, the record of
+//! what was planned and done.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What to deprovision: the Lumos payload, where it came from, and whether to only plan.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "access.deprovisioner.dev",
+    version = "v1alpha1",
+    kind = "DeprovisionRequest",
+    shortname = "dpr",
+    category = "deprovisioner",
+    status = "DeprovisionRequestStatus",
+    doc = "A request to remove one person's access, and the audit record of what was removed.",
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetUser.email"),
+    printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removed"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message")
+)]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new DeprovisionRequest instead"))]
+#[serde(rename_all = "camelCase")]
+pub struct DeprovisionRequestSpec {
+    /// The Lumos application whose access goes.
+    pub application: Application,
+    /// The permissions to remove; empty means the whole application.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub permissions: Vec<Permission>,
+    /// Who triggered the request in Lumos.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<Person>,
+    /// Whose access is removed.
+    pub target_user: Person,
+    /// The requester's comment, as Lumos sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_comment: Option<String>,
+    /// Lumos intake fields (values that were not strings are kept as their JSON text).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub custom_fields: BTreeMap<String, String>,
+    /// Where the request came from.
+    #[serde(default)]
+    pub source: RequestSource,
+    /// Compute and record the plan, change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// The Lumos application.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.appId) || has(self.instanceId)").message("application needs appId or instanceId"))]
+#[serde(rename_all = "camelCase")]
+pub struct Application {
+    /// Lumos `app_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// Lumos `instance_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Lumos `user_friendly_label`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_friendly_label: Option<String>,
+}
+
+/// One Lumos permission.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct Permission {
+    /// The permission's value: what policies match on.
+    pub value: String,
+    /// Human label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Lumos type, e.g. `PERMISSION`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Lumos source, e.g. `MANUAL`, `OKTA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// A person as Lumos describes them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Person {
+    /// Email address.
+    #[schemars(length(min = 3))]
+    pub email: String,
+    /// Given name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    /// Family name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+}
+
+/// Where a request came from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RequestSource {
+    /// Created by the webhook endpoint from a Lumos call.
+    LumosWebhook,
+    /// Created by a person or another tool (`kubectl apply`).
+    #[default]
+    Manual,
+}
+
+/// Lifecycle phase of a request.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Phase {
+    /// Accepted, not yet planned.
+    #[default]
+    Pending,
+    /// Plan recorded, actions being executed.
+    InProgress,
+    /// Every action succeeded (or the access was already gone).
+    Succeeded,
+    /// At least one action failed, or the request could not be planned.
+    Failed,
+    /// `dryRun`: the plan is recorded and nothing was changed.
+    DryRun,
+}
+
+impl Phase {
+    /// True once the request will not change any more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::DryRun)
+    }
+}
+
+/// The record: plan, results, and the outcome given to Lumos.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeprovisionRequestStatus {
+    /// Where the request is in its lifecycle.
+    #[serde(default)]
+    pub phase: Phase,
+    /// metav1-style conditions (`Planned`, `Complete`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Policies that matched the application.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// Every action the operator will take, written before any is taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlannedAction>,
+    /// One result per finished action, in the order they finished.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ActionResult>,
+    /// Number of subjects removed (bindings edited or deleted).
+    #[serde(default)]
+    pub removed: u32,
+    /// When the controller first picked the request up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the request reached a terminal phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// The message given (or to give) to Lumos: short and fit to show a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Transient errors met so far while executing.
+    #[serde(default)]
+    pub retries: u32,
+    /// The last transient error, if the controller is retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// One step of the plan.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedAction {
+    /// Position in the plan; results refer to it.
+    pub id: u32,
+    /// What kind of action this is.
+    pub kind: ActionKind,
+    /// The policy that asked for it.
+    pub policy: String,
+    /// Why: which rule of the policy selected the binding.
+    pub reason: String,
+    /// For `RemoveBindingSubject`: the binding and the subject.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<BindingAction>,
+}
+
+/// Kinds of action.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ActionKind {
+    /// Remove one subject from a RoleBinding or ClusterRoleBinding.
+    RemoveBindingSubject,
+}
+
+/// Remove `subject` from `target`; what to do if that empties it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingAction {
+    /// The binding.
+    pub target: BindingRef,
+    /// The subject exactly as it stands in the binding.
+    pub subject: SubjectRef,
+    /// What happens to the binding when this was its last subject.
+    pub when_empty: EmptyBindingRule,
+}
+
+/// A RoleBinding or ClusterRoleBinding, as seen when the plan was made.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingRef {
+    /// `RoleBinding` or `ClusterRoleBinding`.
+    pub kind: BindingKind,
+    /// Namespace (RoleBindings only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// UID when planned: a binding recreated under the same name is not touched.
+    pub uid: String,
+    /// `Kind/name` of the role it grants.
+    pub role_ref: String,
+}
+
+/// The two kinds of RBAC binding.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BindingKind {
+    /// Namespaced.
+    RoleBinding,
+    /// Cluster-wide.
+    ClusterRoleBinding,
+}
+
+/// An RBAC subject.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SubjectRef {
+    /// `User`, `Group` or `ServiceAccount`.
+    pub kind: String,
+    /// Name, exactly as in the binding.
+    pub name: String,
+    /// ServiceAccount namespace, exactly as in the binding (may be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// What happens to a binding whose last subject is removed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum EmptyBindingRule {
+    /// Delete the binding (default).
+    #[default]
+    Delete,
+    /// Keep the binding with no subjects.
+    Keep,
+}
+
+/// The result of one action.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResult {
+    /// The `PlannedAction.id` this is the result of.
+    pub id: u32,
+    /// What kind of action it was.
+    pub kind: ActionKind,
+    /// The object acted on, e.g. `RoleBinding team-a/edit`.
+    pub object: String,
+    /// The subject, e.g. `User alice@example.com`.
+    pub subject: String,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Details fit to show a person.
+    pub message: String,
+    /// When it finished.
+    pub at: Time,
+}
+
+/// What one action did.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The subject was removed from the binding.
+    Removed,
+    /// The subject was removed and the now-empty binding deleted.
+    Deleted,
+    /// The subject (or the binding) was already gone: a success.
+    AlreadyAbsent,
+    /// Not executed (dry run).
+    Skipped,
+    /// The action failed; see the message.
+    Failed,
+}
+
+impl Outcome {
+    /// True for outcomes that leave the access removed.
+    pub fn is_success(self) -> bool {
+        !matches!(self, Outcome::Failed)
+    }
+}
+
+impl std::fmt::Display for BindingRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{:?} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{:?} {}", self.kind, self.name),
+        }
+    }
+}
+
+impl std::fmt::Display for SubjectRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.namespace.as_deref() {
+            Some(ns) if !ns.is_empty() => write!(f, "{} {ns}/{}", self.kind, self.name),
+            _ => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", deprovisioner::crd::all_yaml().unwrap());
+}

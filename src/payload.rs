@@ -1,0 +1,246 @@
+//! The Lumos deprovisioning payload: lenient where Lumos is loose (unknown fields, `null`
+//! custom fields, only `user`), strict where the operator needs a value (a target email).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::crd::{Application, DeprovisionRequestSpec, Permission, Person, RequestSource};
+
+/// Why a payload cannot become a request. Each message names what was wrong.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PayloadError {
+    /// The body is not valid JSON of the expected shape.
+    #[error("body is not a valid Lumos payload: {0}")]
+    Malformed(String),
+    /// Neither `target_user.email` nor `user.email` holds an email address.
+    #[error("payload has no usable target user email (target_user.email, or user.email when target_user is absent)")]
+    NoTargetEmail,
+    /// The application names neither app_id nor instance_id.
+    #[error("payload has no application.app_id or application.instance_id")]
+    NoApplication,
+    /// A permission has an empty value.
+    #[error("permissions[{0}].value is empty")]
+    EmptyPermission(usize),
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    application: Option<RawApplication>,
+    #[serde(default)]
+    permissions: Option<Vec<RawPermission>>,
+    user: Option<RawPerson>,
+    target_user: Option<RawPerson>,
+    request_comment: Option<String>,
+    custom_fields: Option<BTreeMap<String, Value>>,
+}
+
+#[derive(Deserialize)]
+struct RawApplication {
+    app_id: Option<String>,
+    instance_id: Option<String>,
+    user_friendly_label: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPermission {
+    value: Option<String>,
+    label: Option<String>,
+    #[serde(rename = "type")]
+    type_: Option<String>,
+    source: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPerson {
+    email: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+impl RawPerson {
+    fn into_person(self) -> Option<Person> {
+        let email = non_empty(self.email).filter(|e| is_plausible_email(e))?;
+        Some(Person {
+            email,
+            given_name: non_empty(self.given_name),
+            family_name: non_empty(self.family_name),
+        })
+    }
+}
+
+/// One `@`, something on each side, no whitespace or control characters.
+fn is_plausible_email(e: &str) -> bool {
+    let mut parts = e.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && !d.is_empty())
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.len() <= 320
+}
+
+/// Parses a Lumos webhook body into a request spec.
+pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, PayloadError> {
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    let app = raw.application.ok_or(PayloadError::NoApplication)?;
+    let application = Application {
+        app_id: non_empty(app.app_id),
+        instance_id: non_empty(app.instance_id),
+        user_friendly_label: non_empty(app.user_friendly_label),
+    };
+    if application.app_id.is_none() && application.instance_id.is_none() {
+        return Err(PayloadError::NoApplication);
+    }
+    let user = raw.user.and_then(RawPerson::into_person);
+    let target_user = match raw.target_user {
+        Some(t) => t.into_person().ok_or(PayloadError::NoTargetEmail)?,
+        None => user.clone().ok_or(PayloadError::NoTargetEmail)?,
+    };
+    let mut permissions = Vec::new();
+    for (i, p) in raw.permissions.unwrap_or_default().into_iter().enumerate() {
+        let value = non_empty(p.value).ok_or(PayloadError::EmptyPermission(i))?;
+        permissions.push(Permission { value, label: p.label, type_: p.type_, source: p.source });
+    }
+    let custom_fields = raw
+        .custom_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect();
+    Ok(DeprovisionRequestSpec {
+        application,
+        permissions,
+        user,
+        target_user,
+        request_comment: non_empty(raw.request_comment),
+        custom_fields,
+        source: RequestSource::LumosWebhook,
+        dry_run,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed document's example, verbatim but for the elided `...` entry.
+    pub const SEED: &str = r#"{
+"application": {
+"app_id": "demo_app",
+"instance_id": "0ob3ggjlhx892dc4abcde",
+"user_friendly_label": "Demo App"
+},
+"permissions": [
+{
+"label": "Permission One Label",
+"value": "Permission One",
+"type": "PERMISSION",
+"source": "MANUAL"
+},
+{
+"label": "Permission Two Label",
+"value": "Permission Two",
+"type": "PERMISSION",
+"source": "MANUAL"
+}
+],
+"user": {
+"email": "peterparker@lumos.com",
+"given_name": "Peter",
+"family_name": "Parker"
+},
+"target_user": {
+"email": "peterparker@lumos.com",
+"given_name": "Peter",
+"family_name": "Parker"
+},
+"request_comment": "Give me access!",
+"custom_fields": {
+"username": "pparker"
+}
+}"#;
+
+    #[test]
+    fn seed_payload_parses_fully() {
+        let spec = parse(SEED.as_bytes(), false).unwrap();
+        assert_eq!(spec.application.app_id.as_deref(), Some("demo_app"));
+        assert_eq!(spec.application.instance_id.as_deref(), Some("0ob3ggjlhx892dc4abcde"));
+        assert_eq!(spec.permissions.len(), 2);
+        assert_eq!(spec.permissions[1].value, "Permission Two");
+        assert_eq!(spec.permissions[0].type_.as_deref(), Some("PERMISSION"));
+        assert_eq!(spec.target_user.email, "peterparker@lumos.com");
+        assert_eq!(spec.target_user.given_name.as_deref(), Some("Peter"));
+        assert_eq!(spec.custom_fields.get("username").map(String::as_str), Some("pparker"));
+        assert_eq!(spec.request_comment.as_deref(), Some("Give me access!"));
+        assert_eq!(spec.source, RequestSource::LumosWebhook);
+        assert!(!spec.dry_run);
+    }
+
+    #[test]
+    fn custom_fields_null_is_fine() {
+        let body = SEED.replace(r#"{
+"username": "pparker"
+}"#, "null");
+        let spec = parse(body.as_bytes(), false).unwrap();
+        assert!(spec.custom_fields.is_empty());
+    }
+
+    #[test]
+    fn only_user_falls_back() {
+        let body = r#"{"application":{"app_id":"a"},"user":{"email":"u@x.io"}}"#;
+        let spec = parse(body.as_bytes(), false).unwrap();
+        assert_eq!(spec.target_user.email, "u@x.io");
+        assert!(spec.permissions.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_and_odd_custom_values_are_kept_or_ignored() {
+        let body = r#"{"application":{"app_id":"a","extra":1},"target_user":{"email":"t@x.io","x":true},
+            "access_length":3600,"request_task_url":"https://lumos/x",
+            "custom_fields":{"n":5,"b":true,"z":null,"s":"v"}}"#;
+        let spec = parse(body.as_bytes(), false).unwrap();
+        assert_eq!(spec.custom_fields.get("n").map(String::as_str), Some("5"));
+        assert_eq!(spec.custom_fields.get("b").map(String::as_str), Some("true"));
+        assert_eq!(spec.custom_fields.get("s").map(String::as_str), Some("v"));
+        assert!(!spec.custom_fields.contains_key("z"));
+    }
+
+    #[test]
+    fn bad_inputs_say_what_is_wrong() {
+        let cases: &[(&str, PayloadError)] = &[
+            ("not json", PayloadError::Malformed(String::new())),
+            ("[1,2]", PayloadError::Malformed(String::new())),
+            (r#"{"target_user":{"email":"t@x.io"}}"#, PayloadError::NoApplication),
+            (r#"{"application":{"app_id":" "},"target_user":{"email":"t@x.io"}}"#, PayloadError::NoApplication),
+            (r#"{"application":{"app_id":"a"}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":""}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":"no-at-sign"}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"given_name":"x"},"user":{"email":"u@x.io"}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":"a b@x.io"}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"},"permissions":[{"label":"x"}]}"#, PayloadError::EmptyPermission(0)),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"},"permissions":"all"}"#, PayloadError::Malformed(String::new())),
+        ];
+        for (body, want) in cases {
+            let got = parse(body.as_bytes(), false).unwrap_err();
+            match (want, &got) {
+                (PayloadError::Malformed(_), PayloadError::Malformed(m)) => assert!(!m.is_empty()),
+                _ => assert_eq!(&got, want, "body: {body}"),
+            }
+        }
+    }
+
+    #[test]
+    fn dry_run_flag_is_carried() {
+        assert!(parse(SEED.as_bytes(), true).unwrap().dry_run);
+    }
+}

@@ -1,0 +1,463 @@
+//! The plan: a pure function of (request, policies, observed cluster) to the list of actions.
+//! Nothing here talks to the API server, so every rule is unit-tested on plain values.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use crate::crd::{
+    AccessRule, ActionKind, BindingAction, BindingKind, BindingRef, DeprovisionPolicy, DeprovisionPolicySpec,
+    DeprovisionRequestSpec, EmptyBindingRule, PlannedAction, RoleRefFilter,
+};
+use crate::subject::{Principal, Protected, Wanted, subject_ref};
+use crate::template::{self, TemplateError};
+
+/// Why no plan could be made. Nothing is changed when planning fails.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    /// No policy covers the application.
+    #[error("no DeprovisionPolicy covers application {0}")]
+    NoPolicy(String),
+    /// A matching policy is unusable.
+    #[error("DeprovisionPolicy {policy} is invalid: {reason}")]
+    InvalidPolicy {
+        /// Policy name.
+        policy: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A requested permission that no rule maps to cluster access.
+    #[error("no rule in DeprovisionPolicy {policies} covers permission {permission:?}")]
+    UnmappedPermission {
+        /// Matching policy names.
+        policies: String,
+        /// The permission value.
+        permission: String,
+    },
+    /// A subject template could not be rendered for this request.
+    #[error("DeprovisionPolicy {policy}: {source}")]
+    Template {
+        /// Policy name.
+        policy: String,
+        /// The template error.
+        source: TemplateError,
+    },
+    /// A permission value taken as a namespace is not a namespace name.
+    #[error("permission value {0:?} is not a valid namespace name")]
+    BadNamespace(String),
+    /// The plan would touch a protected subject.
+    #[error("refused: {0}; nothing was changed")]
+    Protected(String),
+}
+
+impl PlanError {
+    /// Short CamelCase reason for conditions and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PlanError::NoPolicy(_) => "NoPolicy",
+            PlanError::InvalidPolicy { .. } => "InvalidPolicy",
+            PlanError::UnmappedPermission { .. } => "UnmappedPermission",
+            PlanError::Template { .. } => "SubjectUnresolved",
+            PlanError::BadNamespace(_) => "BadNamespace",
+            PlanError::Protected(_) => "ProtectedSubject",
+        }
+    }
+}
+
+/// What the controller observed in the cluster (a consistent, fresh read).
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Every namespace (for selectors and existence).
+    pub namespaces: Vec<Namespace>,
+    /// RoleBindings in the namespaces the scope names.
+    pub role_bindings: Vec<RoleBinding>,
+    /// ClusterRoleBindings (when the scope needs them).
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+/// What must be read from the cluster to plan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Namespaces whose RoleBindings are needed.
+    pub namespaces: BTreeSet<String>,
+    /// Whether ClusterRoleBindings are needed.
+    pub cluster_role_bindings: bool,
+}
+
+/// The outcome of planning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Names of the policies that matched.
+    pub policies: Vec<String>,
+    /// Actions in execution order.
+    pub actions: Vec<PlannedAction>,
+}
+
+/// Bindings a rule selects, before looking at subjects.
+#[derive(Debug, Clone)]
+enum Target<'p> {
+    RoleBindings {
+        namespaces: BTreeSet<String>,
+        names: &'p [String],
+        selector: Option<&'p LabelSelector>,
+        role_ref: Option<&'p RoleRefFilter>,
+    },
+    ClusterRoleBindings {
+        names: &'p [String],
+        selector: Option<&'p LabelSelector>,
+        role_ref: Option<&'p RoleRefFilter>,
+    },
+}
+
+struct Selection<'p> {
+    policy: &'p DeprovisionPolicy,
+    targets: Vec<(Target<'p>, String)>,
+}
+
+/// The label `app_id/instance_id` used in messages.
+pub fn app_label(spec: &DeprovisionRequestSpec) -> String {
+    match (&spec.application.app_id, &spec.application.instance_id) {
+        (Some(a), Some(i)) => format!("{a:?} (instance {i:?})"),
+        (Some(a), None) => format!("{a:?}"),
+        (None, Some(i)) => format!("instance {i:?}"),
+        (None, None) => "(none)".into(),
+    }
+}
+
+/// Policies covering the request's application, sorted by name.
+pub fn matching_policies<'p>(spec: &DeprovisionRequestSpec, policies: &'p [DeprovisionPolicy]) -> Vec<&'p DeprovisionPolicy> {
+    let mut out: Vec<_> = policies
+        .iter()
+        .filter(|p| {
+            let sel = &p.spec.application;
+            (sel.app_id.is_some() || sel.instance_id.is_some())
+                && sel.app_id.as_ref().is_none_or(|a| spec.application.app_id.as_ref() == Some(a))
+                && sel.instance_id.as_ref().is_none_or(|i| spec.application.instance_id.as_ref() == Some(i))
+        })
+        .collect();
+    out.sort_by_key(|p| p.name_any());
+    out
+}
+
+/// Checks what the API server's schema cannot: templates, selectors, names, patterns.
+pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
+    for (i, s) in spec.subjects.iter().enumerate() {
+        template::validate(&s.name).map_err(|e| format!("subjects[{i}].name: {e}"))?;
+        if let Some(ns) = &s.namespace {
+            template::validate(ns).map_err(|e| format!("subjects[{i}].namespace: {e}"))?;
+        }
+    }
+    let sel_ok = |s: Option<&LabelSelector>, at: &str| -> Result<(), String> {
+        if let Some(s) = s {
+            Selector::try_from(s.clone()).map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    };
+    for (i, r) in spec.rules.iter().enumerate() {
+        if r.permissions.iter().any(|p| p.is_empty()) {
+            return Err(format!("rules[{i}].permissions has an empty pattern"));
+        }
+        if let Some(rb) = &r.role_bindings {
+            check_namespaces(&rb.namespaces).map_err(|e| format!("rules[{i}].roleBindings.namespaces: {e}"))?;
+            sel_ok(rb.namespace_selector.as_ref(), &format!("rules[{i}].roleBindings.namespaceSelector"))?;
+            sel_ok(rb.selector.as_ref(), &format!("rules[{i}].roleBindings.selector"))?;
+        }
+        if let Some(crb) = &r.cluster_role_bindings {
+            sel_ok(crb.selector.as_ref(), &format!("rules[{i}].clusterRoleBindings.selector"))?;
+        }
+        if let Some(na) = &r.namespace_access {
+            check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_namespaces(names: &[String]) -> Result<(), String> {
+    match names.iter().find(|n| !is_dns_label(n)) {
+        Some(n) => Err(format!("{n:?} is not a namespace name")),
+        None => Ok(()),
+    }
+}
+
+/// RFC 1123 label: what a namespace name must be.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == value;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last) {
+        return false;
+    }
+    let mut rest = &value[first.len()..value.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// For each rule, the permission values it applies to (`None`: the whole application).
+fn applicable<'a>(rule: &AccessRule, spec: &'a DeprovisionRequestSpec) -> Vec<Option<&'a str>> {
+    if spec.permissions.is_empty() {
+        return vec![None];
+    }
+    if rule.permissions.is_empty() {
+        return spec.permissions.iter().map(|p| Some(p.value.as_str())).collect();
+    }
+    spec.permissions
+        .iter()
+        .filter(|p| rule.permissions.iter().any(|pat| glob_match(pat, &p.value)))
+        .map(|p| Some(p.value.as_str()))
+        .collect()
+}
+
+fn select<'p>(
+    spec: &DeprovisionRequestSpec,
+    policies: &[&'p DeprovisionPolicy],
+    namespaces: &[Namespace],
+) -> Result<Vec<Selection<'p>>, PlanError> {
+    if policies.is_empty() {
+        return Err(PlanError::NoPolicy(app_label(spec)));
+    }
+    for p in policies {
+        validate_policy(&p.spec).map_err(|reason| PlanError::InvalidPolicy { policy: p.name_any(), reason })?;
+    }
+    // Every requested permission must be covered by some rule of some matching policy.
+    for perm in &spec.permissions {
+        let covered = policies.iter().flat_map(|p| &p.spec.rules).any(|r| {
+            r.permissions.is_empty() || r.permissions.iter().any(|pat| glob_match(pat, &perm.value))
+        });
+        if !covered {
+            let names: Vec<_> = policies.iter().map(|p| p.name_any()).collect();
+            return Err(PlanError::UnmappedPermission { policies: names.join(", "), permission: perm.value.clone() });
+        }
+    }
+    let by_labels = |sel: &LabelSelector| -> BTreeSet<String> {
+        let sel = Selector::try_from(sel.clone()).expect("validated above");
+        namespaces.iter().filter(|ns| sel.matches(ns.labels())).map(|ns| ns.name_any()).collect()
+    };
+    let mut out = Vec::new();
+    for policy in policies {
+        let mut targets = Vec::new();
+        for (i, rule) in policy.spec.rules.iter().enumerate() {
+            for perm in applicable(rule, spec) {
+                let why = match perm {
+                    Some(v) => format!("rules[{i}] for permission {v:?}"),
+                    None => format!("rules[{i}] for the whole application"),
+                };
+                if let Some(rb) = &rule.role_bindings {
+                    let mut nss: BTreeSet<String> = rb.namespaces.iter().cloned().collect();
+                    if let Some(sel) = &rb.namespace_selector {
+                        nss.extend(by_labels(sel));
+                    }
+                    let t = Target::RoleBindings {
+                        namespaces: nss,
+                        names: &rb.names,
+                        selector: rb.selector.as_ref(),
+                        role_ref: rb.role_ref.as_ref(),
+                    };
+                    targets.push((t, format!("{why}: roleBindings")));
+                }
+                if let Some(crb) = &rule.cluster_role_bindings {
+                    let t = Target::ClusterRoleBindings {
+                        names: &crb.names,
+                        selector: crb.selector.as_ref(),
+                        role_ref: crb.role_ref.as_ref(),
+                    };
+                    targets.push((t, format!("{why}: clusterRoleBindings")));
+                }
+                if let Some(na) = &rule.namespace_access {
+                    let mut nss: BTreeSet<String> = na.namespaces.iter().cloned().collect();
+                    if let (true, Some(v)) = (na.from_permission_value, perm) {
+                        if !is_dns_label(v) {
+                            return Err(PlanError::BadNamespace(v.into()));
+                        }
+                        nss.insert(v.into());
+                    }
+                    if !nss.is_empty() {
+                        let t = Target::RoleBindings { namespaces: nss, names: &[], selector: None, role_ref: None };
+                        targets.push((t, format!("{why}: namespaceAccess")));
+                    }
+                }
+            }
+        }
+        out.push(Selection { policy, targets });
+    }
+    Ok(out)
+}
+
+/// What must be read from the cluster to plan this request (after namespaces are known).
+pub fn scope(
+    spec: &DeprovisionRequestSpec,
+    policies: &[&DeprovisionPolicy],
+    namespaces: &[Namespace],
+) -> Result<Scope, PlanError> {
+    let mut scope = Scope::default();
+    for sel in select(spec, policies, namespaces)? {
+        for (t, _) in sel.targets {
+            match t {
+                Target::RoleBindings { namespaces, .. } => scope.namespaces.extend(namespaces),
+                Target::ClusterRoleBindings { .. } => scope.cluster_role_bindings = true,
+            }
+        }
+    }
+    Ok(scope)
+}
+
+fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -> Result<Vec<Wanted>, PlanError> {
+    let err = |source| PlanError::Template { policy: policy.name_any(), source };
+    policy
+        .spec
+        .subjects
+        .iter()
+        .map(|s| {
+            let name = template::render(&s.name, spec).map_err(err)?;
+            let name = format!("{}{name}", s.prefix.as_deref().unwrap_or(""));
+            let namespace = s.namespace.as_deref().map(|ns| template::render(ns, spec)).transpose().map_err(err)?;
+            Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
+        })
+        .collect()
+}
+
+fn role_ref_matches(filter: Option<&RoleRefFilter>, r: &RoleRef) -> bool {
+    filter.is_none_or(|f| f.name == r.name && f.kind.as_ref().is_none_or(|k| *k == r.kind))
+}
+
+fn labels_match(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    sel.is_none_or(|s| Selector::try_from(s.clone()).is_ok_and(|s| s.matches(labels)))
+}
+
+struct Candidate<'a> {
+    target: BindingRef,
+    subjects: &'a [Subject],
+}
+
+fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> {
+    let empty: &[Subject] = &[];
+    match t {
+        Target::RoleBindings { namespaces, names, selector, role_ref } => observed
+            .role_bindings
+            .iter()
+            .filter(|b| b.metadata.deletion_timestamp.is_none())
+            .filter(|b| b.namespace().is_some_and(|ns| namespaces.contains(&ns)))
+            .filter(|b| names.is_empty() || names.contains(&b.name_any()))
+            .filter(|b| labels_match(*selector, b.labels()))
+            .filter(|b| role_ref_matches(*role_ref, &b.role_ref))
+            .map(|b| Candidate {
+                target: binding_ref(BindingKind::RoleBinding, b.namespace(), &b.metadata, &b.role_ref),
+                subjects: b.subjects.as_deref().unwrap_or(empty),
+            })
+            .collect(),
+        Target::ClusterRoleBindings { names, selector, role_ref } => observed
+            .cluster_role_bindings
+            .iter()
+            .filter(|b| b.metadata.deletion_timestamp.is_none())
+            .filter(|b| names.is_empty() || names.contains(&b.name_any()))
+            .filter(|b| labels_match(*selector, b.labels()))
+            .filter(|b| role_ref_matches(*role_ref, &b.role_ref))
+            .map(|b| Candidate {
+                target: binding_ref(BindingKind::ClusterRoleBinding, None, &b.metadata, &b.role_ref),
+                subjects: b.subjects.as_deref().unwrap_or(empty),
+            })
+            .collect(),
+    }
+}
+
+fn binding_ref(
+    kind: BindingKind,
+    namespace: Option<String>,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    role_ref: &RoleRef,
+) -> BindingRef {
+    BindingRef {
+        kind,
+        namespace,
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        role_ref: format!("{}/{}", role_ref.kind, role_ref.name),
+    }
+}
+
+/// Computes the plan. Fails (changing nothing) when no policy covers the request, a policy is
+/// invalid, a permission is unmapped, a subject cannot be resolved, or a protected subject would
+/// be touched. An empty plan is a success: the access is already gone.
+pub fn compute(
+    spec: &DeprovisionRequestSpec,
+    all_policies: &[DeprovisionPolicy],
+    observed: &Observed,
+    protected: &Protected,
+) -> Result<Plan, PlanError> {
+    let policies = matching_policies(spec, all_policies);
+    let selections = select(spec, &policies, &observed.namespaces)?;
+    let mut seen: BTreeSet<(BindingRef, crate::crd::SubjectRef)> = BTreeSet::new();
+    let mut actions = Vec::new();
+    for sel in &selections {
+        let wanted = resolve_subjects(sel.policy, spec)?;
+        for w in &wanted {
+            if let Some(why) = protected.why(&w.principal) {
+                return Err(PlanError::Protected(format!("DeprovisionPolicy {} resolves to {why}", sel.policy.name_any())));
+            }
+        }
+        let when_empty = sel.policy.spec.empty_bindings;
+        for (target, why) in &sel.targets {
+            for c in candidates(target, observed) {
+                for s in c.subjects {
+                    let ns = c.target.namespace.as_deref();
+                    let Some(p) = Principal::of_subject(s, ns) else { continue };
+                    if !wanted.iter().any(|w| w.matches(&p)) {
+                        continue;
+                    }
+                    if let Some(why) = protected.why(&p) {
+                        return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, c.target)));
+                    }
+                    let key = (c.target.clone(), subject_ref(s));
+                    if seen.insert(key.clone()) {
+                        actions.push((
+                            key,
+                            sel.policy.name_any(),
+                            why.clone(),
+                            when_empty,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    actions.sort_by(|a, b| a.0.cmp(&b.0));
+    let actions = actions
+        .into_iter()
+        .enumerate()
+        .map(|(i, ((target, subject), policy, reason, when_empty))| PlannedAction {
+            id: i as u32,
+            kind: ActionKind::RemoveBindingSubject,
+            policy,
+            reason,
+            binding: Some(BindingAction { target, subject, when_empty }),
+        })
+        .collect();
+    Ok(Plan { policies: policies.iter().map(|p| p.name_any()).collect(), actions })
+}
+
+/// Short human summary of an `EmptyBindingRule` for messages.
+pub fn when_empty_text(r: EmptyBindingRule) -> &'static str {
+    match r {
+        EmptyBindingRule::Delete => "deleted when empty",
+        EmptyBindingRule::Keep => "kept when empty",
+    }
+}

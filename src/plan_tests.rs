@@ -1,0 +1,336 @@
+//! Table-driven tests of plan computation.
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::json;
+
+use crate::crd::*;
+use crate::plan::*;
+use crate::subject::Protected;
+
+fn spec(perms: &[&str]) -> DeprovisionRequestSpec {
+    DeprovisionRequestSpec {
+        application: Application { app_id: Some("demo_app".into()), instance_id: Some("i1".into()), user_friendly_label: None },
+        permissions: perms.iter().map(|v| Permission { value: v.to_string(), label: None, type_: None, source: None }).collect(),
+        user: None,
+        target_user: Person { email: "Peter@Lumos.com".into(), given_name: Some("Peter".into()), family_name: Some("Parker".into()) },
+        request_comment: None,
+        custom_fields: [("username".to_string(), "pparker".to_string())].into(),
+        source: RequestSource::LumosWebhook,
+        dry_run: false,
+    }
+}
+
+fn policy(name: &str, spec: serde_json::Value) -> DeprovisionPolicy {
+    let spec: DeprovisionPolicySpec = serde_json::from_value(spec).unwrap();
+    let mut p = DeprovisionPolicy::new(name, spec);
+    p.metadata.uid = Some(format!("uid-{name}"));
+    p
+}
+
+fn s(kind: &str, name: &str, ns: Option<&str>) -> Subject {
+    Subject { kind: kind.into(), name: name.into(), namespace: ns.map(Into::into), api_group: None }
+}
+
+fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
+    RoleBinding {
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), uid: Some(format!("uid-{ns}-{name}")), ..Default::default() },
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
+        subjects: Some(subjects),
+    }
+}
+
+fn crb(name: &str, role: &str, labels: &[(&str, &str)], subjects: Vec<Subject>) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            uid: Some(format!("uid-{name}")),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
+        subjects: Some(subjects),
+    }
+}
+
+fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn observed() -> Observed {
+    Observed {
+        namespaces: vec![ns("team-a", &[("team", "a")]), ns("team-b", &[("team", "b")]), ns("other", &[])],
+        role_bindings: vec![
+            rb("team-a", "edit", "edit", vec![s("User", "Peter@Lumos.com", None), s("User", "mj@lumos.com", None)]),
+            rb("team-a", "view", "view", vec![s("User", "peter@lumos.com", None)]),
+            rb("team-a", "bots", "edit", vec![s("ServiceAccount", "pparker", None), s("ServiceAccount", "pparker", Some("team-b"))]),
+            rb("team-a", "sa-user", "edit", vec![s("User", "system:serviceaccount:team-a:pparker", None)]),
+            rb("team-b", "edit", "edit", vec![s("User", "oidc:peter@lumos.com", None), s("Group", "pparker", None)]),
+            rb("other", "edit", "edit", vec![s("User", "Peter@Lumos.com", None)]),
+        ],
+        cluster_role_bindings: vec![
+            crb("peter-admin", "cluster-admin", &[("lumos", "demo")], vec![s("User", "Peter@Lumos.com", None)]),
+            crb("peter-view", "view", &[], vec![s("User", "Peter@Lumos.com", None), s("Group", "system:masters", None)]),
+            crb("sa-no-ns", "view", &[], vec![s("ServiceAccount", "pparker", None)]),
+        ],
+    }
+}
+
+/// Actions rendered as `binding | subject` for compact comparison.
+fn rows(p: &Plan) -> Vec<String> {
+    p.actions.iter().map(|a| {
+        let b = a.binding.as_ref().unwrap();
+        format!("{} | {}", b.target, b.subject)
+    }).collect()
+}
+
+fn user(name_tmpl: &str) -> serde_json::Value {
+    json!({"kind": "User", "name": name_tmpl})
+}
+
+#[test]
+fn table() {
+    struct Case {
+        name: &'static str,
+        perms: &'static [&'static str],
+        policy: serde_json::Value,
+        want: Result<Vec<&'static str>, &'static str>,
+    }
+    let app = json!({"appId": "demo_app"});
+    let cases = vec![
+        Case {
+            name: "exact-case user in named namespace",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Ok(vec!["RoleBinding team-a/edit | User Peter@Lumos.com"]),
+        },
+        Case {
+            name: "case-insensitive user matches both spellings",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Ok(vec!["RoleBinding team-a/edit | User Peter@Lumos.com", "RoleBinding team-a/view | User peter@lumos.com"]),
+        },
+        Case {
+            name: "roleRef filter",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"], "roleRef": {"kind": "ClusterRole", "name": "view"}}}]}),
+            want: Ok(vec!["RoleBinding team-a/view | User peter@lumos.com"]),
+        },
+        Case {
+            name: "oidc prefix",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "User", "name": "{{target_user.email}}", "prefix": "oidc:", "caseInsensitive": true}],
+                "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"team": "b"}}}}]}),
+            want: Ok(vec!["RoleBinding team-b/edit | User oidc:peter@lumos.com"]),
+        },
+        Case {
+            name: "group by username, label-selected namespaces",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "Group", "name": "{{custom_fields.username}}"}],
+                "rules": [{"roleBindings": {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}}}]}),
+            want: Ok(vec!["RoleBinding team-b/edit | Group pparker"]),
+        },
+        Case {
+            name: "service account: empty namespace means the binding's; the system:serviceaccount user form too",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "ServiceAccount", "namespace": "team-a", "name": "{{custom_fields.username}}"}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}, {"clusterRoleBindings": {"roleRef": {"name": "view"}}}]}),
+            want: Ok(vec!["RoleBinding team-a/bots | ServiceAccount pparker", "RoleBinding team-a/sa-user | User system:serviceaccount:team-a:pparker"]),
+        },
+        Case {
+            name: "cluster role bindings by label, other subjects untouched",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"clusterRoleBindings": {"selector": {"matchLabels": {"lumos": "demo"}}}}]}),
+            want: Ok(vec!["ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
+        },
+        Case {
+            name: "cluster role bindings by name keep system:masters group",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"clusterRoleBindings": {"names": ["peter-view"]}}]}),
+            want: Ok(vec!["ClusterRoleBinding peter-view | User Peter@Lumos.com"]),
+        },
+        Case {
+            name: "namespace access from permission value",
+            perms: &["other"],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"permissions": ["*"], "namespaceAccess": {"fromPermissionValue": true}}]}),
+            want: Ok(vec!["RoleBinding other/edit | User Peter@Lumos.com"]),
+        },
+        Case {
+            name: "permission selects only its rule",
+            perms: &["Admin"],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"permissions": ["Edit*"], "roleBindings": {"namespaces": ["team-a"]}},
+                          {"permissions": ["Admin"], "clusterRoleBindings": {"names": ["peter-admin"]}}]}),
+            want: Ok(vec!["ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
+        },
+        Case {
+            name: "whole-application request applies every rule",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"permissions": ["Edit*"], "roleBindings": {"namespaces": ["team-a"]}},
+                          {"permissions": ["Admin"], "clusterRoleBindings": {"names": ["peter-admin"]}}]}),
+            want: Ok(vec!["RoleBinding team-a/edit | User Peter@Lumos.com", "ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
+        },
+        Case {
+            name: "nothing bound: empty plan",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("nobody@x.io")],
+                "rules": [{"roleBindings": {"namespaces": ["team-a", "missing"]}}]}),
+            want: Ok(vec![]),
+        },
+        Case {
+            name: "unmapped permission fails",
+            perms: &["Permission Three"],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"permissions": ["Permission One"], "roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("UnmappedPermission"),
+        },
+        Case {
+            name: "other application: no policy",
+            perms: &[],
+            policy: json!({"application": {"appId": "another"}, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("NoPolicy"),
+        },
+        Case {
+            name: "instance id must match too",
+            perms: &[],
+            policy: json!({"application": {"appId": "demo_app", "instanceId": "other"}, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("NoPolicy"),
+        },
+        Case {
+            name: "missing template field fails",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{custom_fields.github}}")],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("SubjectUnresolved"),
+        },
+        Case {
+            name: "unknown template field: invalid policy",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.ssn}}")],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("InvalidPolicy"),
+        },
+        Case {
+            name: "system: subject refused",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "Group", "name": "system:masters"}],
+                "rules": [{"clusterRoleBindings": {"names": ["peter-view"]}}]}),
+            want: Err("ProtectedSubject"),
+        },
+        Case {
+            name: "prefix turning a name into system: is refused",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "User", "name": "{{custom_fields.username}}", "prefix": "system:"}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("ProtectedSubject"),
+        },
+        Case {
+            name: "operator's own service account refused",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "ServiceAccount", "namespace": "deprovisioner", "name": "deprovisioner"}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("ProtectedSubject"),
+        },
+        Case {
+            name: "bad namespace from permission value",
+            perms: &["Not A Namespace"],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"namespaceAccess": {"fromPermissionValue": true}}]}),
+            want: Err("BadNamespace"),
+        },
+    ];
+    let protected = Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())) };
+    for c in cases {
+        let got = compute(&spec(c.perms), &[policy("p", c.policy)], &observed(), &protected);
+        match (got, c.want) {
+            (Ok(plan), Ok(want)) => assert_eq!(rows(&plan), want, "case: {}", c.name),
+            (Err(e), Err(reason)) => assert_eq!(e.reason(), reason, "case: {} ({e})", c.name),
+            (got, want) => panic!("case {}: got {got:?}, want {want:?}", c.name),
+        }
+    }
+}
+
+#[test]
+fn empty_binding_rule_and_ids_are_recorded() {
+    let p = policy("keep", json!({"application": {"appId": "demo_app"}, "emptyBindings": "Keep",
+        "subjects": [user("{{target_user.email}}")], "rules": [{"roleBindings": {"namespaces": ["team-a", "other"]}}]}));
+    let plan = compute(&spec(&[]), &[p], &observed(), &Protected::default()).unwrap();
+    assert_eq!(plan.policies, vec!["keep"]);
+    assert_eq!(plan.actions.iter().map(|a| a.id).collect::<Vec<_>>(), vec![0, 1]);
+    for a in &plan.actions {
+        let b = a.binding.as_ref().unwrap();
+        assert_eq!(b.when_empty, EmptyBindingRule::Keep);
+        assert!(!b.target.uid.is_empty());
+        assert_eq!(b.target.role_ref, "ClusterRole/edit");
+        assert_eq!(a.policy, "keep");
+    }
+}
+
+#[test]
+fn two_policies_for_one_app_do_not_duplicate_actions() {
+    let body = json!({"application": {"appId": "demo_app"}, "subjects": [user("{{target_user.email}}")],
+        "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]});
+    let plan = compute(&spec(&[]), &[policy("b", body.clone()), policy("a", body)], &observed(), &Protected::default()).unwrap();
+    assert_eq!(rows(&plan), vec!["RoleBinding team-a/edit | User Peter@Lumos.com"]);
+    assert_eq!(plan.policies, vec!["a", "b"]);
+    assert_eq!(plan.actions[0].policy, "a");
+}
+
+#[test]
+fn scope_names_only_what_the_policy_names() {
+    let p = policy("p", json!({"application": {"appId": "demo_app"}, "subjects": [user("x")],
+        "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"team": "a"}}}},
+                  {"permissions": ["*"], "namespaceAccess": {"fromPermissionValue": true, "namespaces": ["fixed"]}}]}));
+    let ps = [p];
+    let matched = matching_policies(&spec(&["other"]), &ps);
+    let sc = scope(&spec(&["other"]), &matched, &observed().namespaces).unwrap();
+    assert_eq!(sc.namespaces.into_iter().collect::<Vec<_>>(), vec!["fixed", "other", "team-a"]);
+    assert!(!sc.cluster_role_bindings);
+}
+
+#[test]
+fn globs() {
+    for (p, v, want) in [("*", "x", true), ("a*", "abc", true), ("a*", "ba", false), ("*c", "abc", true), ("a*c", "ac", true),
+        ("a*b*c", "axxbyyc", true), ("a*b*c", "acb", false), ("abc", "abc", true), ("abc", "abcd", false), ("a*a", "a", false)] {
+        assert_eq!(glob_match(p, v), want, "{p} ~ {v}");
+    }
+}
+
+#[test]
+fn policy_validation_catches_what_cel_cannot() {
+    let bad_selector = DeprovisionPolicySpec {
+        rules: vec![AccessRule {
+            role_bindings: Some(RoleBindingSelector {
+                namespace_selector: Some(LabelSelector {
+                    match_expressions: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                        key: "team".into(), operator: "Sometimes".into(), values: None }]),
+                    match_labels: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..serde_json::from_value(json!({"application": {"appId": "a"}, "subjects": [user("x")], "rules": []})).unwrap()
+    };
+    assert!(validate_policy(&bad_selector).unwrap_err().contains("namespaceSelector"));
+    let bad_ns: DeprovisionPolicySpec = serde_json::from_value(json!({"application": {"appId": "a"}, "subjects": [user("x")],
+        "rules": [{"namespaceAccess": {"namespaces": ["Team_A"]}}]})).unwrap();
+    assert!(validate_policy(&bad_ns).unwrap_err().contains("Team_A"));
+}

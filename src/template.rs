@@ -1,0 +1,164 @@
+//! `{{field}}` templates over a request, used for subject names and namespaces.
+//!
+//! Known fields: `target_user.email`, `target_user.email_local` (before the `@`),
+//! `target_user.given_name`, `target_user.family_name`, the same under `user.`,
+//! `custom_fields.<name>`, `application.app_id`, `application.instance_id`.
+
+use crate::crd::{DeprovisionRequestSpec, Person};
+
+/// A template that cannot be parsed or rendered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    /// `{{` without `}}`, or an empty field.
+    #[error("template {0:?} is malformed: every `{{{{` needs a closing `}}}}` around a field name")]
+    Malformed(String),
+    /// A field this operator does not know.
+    #[error("template {template:?} uses unknown field {field:?}")]
+    UnknownField {
+        /// The template.
+        template: String,
+        /// The field.
+        field: String,
+    },
+    /// A known field the payload does not carry.
+    #[error("template {template:?} needs {field}, which the request does not carry")]
+    Missing {
+        /// The template.
+        template: String,
+        /// The field.
+        field: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part<'a> {
+    Text(&'a str),
+    Field(&'a str),
+}
+
+fn parse(template: &str) -> Result<Vec<Part<'_>>, TemplateError> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            parts.push(Part::Text(&rest[..start]));
+        }
+        let after = &rest[start + 2..];
+        let end = after.find("}}").ok_or_else(|| TemplateError::Malformed(template.into()))?;
+        let field = after[..end].trim();
+        if field.is_empty() {
+            return Err(TemplateError::Malformed(template.into()));
+        }
+        parts.push(Part::Field(field));
+        rest = &after[end + 2..];
+    }
+    if rest.contains("}}") {
+        return Err(TemplateError::Malformed(template.into()));
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest));
+    }
+    Ok(parts)
+}
+
+fn known(field: &str) -> bool {
+    let person = |f: &str| matches!(f, "email" | "email_local" | "given_name" | "family_name");
+    match field.split_once('.') {
+        Some(("target_user" | "user", f)) => person(f),
+        Some(("custom_fields", f)) => !f.is_empty(),
+        Some(("application", f)) => matches!(f, "app_id" | "instance_id"),
+        _ => false,
+    }
+}
+
+/// Checks a template without a request: syntax and field names.
+pub fn validate(template: &str) -> Result<(), TemplateError> {
+    for part in parse(template)? {
+        if let Part::Field(f) = part
+            && !known(f)
+        {
+            return Err(TemplateError::UnknownField { template: template.into(), field: f.into() });
+        }
+    }
+    Ok(())
+}
+
+fn person_field(p: &Person, f: &str) -> Option<String> {
+    match f {
+        "email" => Some(p.email.clone()),
+        "email_local" => p.email.split('@').next().map(str::to_string),
+        "given_name" => p.given_name.clone(),
+        "family_name" => p.family_name.clone(),
+        _ => None,
+    }
+}
+
+fn lookup(spec: &DeprovisionRequestSpec, field: &str) -> Option<String> {
+    match field.split_once('.')? {
+        ("target_user", f) => person_field(&spec.target_user, f),
+        ("user", f) => spec.user.as_ref().and_then(|u| person_field(u, f)),
+        ("custom_fields", f) => spec.custom_fields.get(f).cloned(),
+        ("application", "app_id") => spec.application.app_id.clone(),
+        ("application", "instance_id") => spec.application.instance_id.clone(),
+        _ => None,
+    }
+    .filter(|v| !v.trim().is_empty())
+}
+
+/// Renders a template over a request. A missing or empty field is an error, never "".
+pub fn render(template: &str, spec: &DeprovisionRequestSpec) -> Result<String, TemplateError> {
+    validate(template)?;
+    let mut out = String::new();
+    for part in parse(template)? {
+        match part {
+            Part::Text(t) => out.push_str(t),
+            Part::Field(f) => out.push_str(&lookup(spec, f).ok_or_else(|| TemplateError::Missing {
+                template: template.into(),
+                field: f.into(),
+            })?),
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Application;
+
+    fn spec() -> DeprovisionRequestSpec {
+        DeprovisionRequestSpec {
+            application: Application { app_id: Some("demo_app".into()), ..Default::default() },
+            permissions: vec![],
+            user: None,
+            target_user: Person { email: "Peter.Parker@lumos.com".into(), given_name: Some("Peter".into()), family_name: None },
+            request_comment: None,
+            custom_fields: [("username".to_string(), "pparker".to_string())].into(),
+            source: Default::default(),
+            dry_run: false,
+        }
+    }
+
+    #[test]
+    fn renders_known_fields() {
+        let s = spec();
+        assert_eq!(render("{{target_user.email}}", &s).unwrap(), "Peter.Parker@lumos.com");
+        assert_eq!(render("{{ target_user.email_local }}", &s).unwrap(), "Peter.Parker");
+        assert_eq!(render("u-{{custom_fields.username}}-x", &s).unwrap(), "u-pparker-x");
+        assert_eq!(render("plain", &s).unwrap(), "plain");
+        assert_eq!(render("{{application.app_id}}", &s).unwrap(), "demo_app");
+    }
+
+    #[test]
+    fn missing_unknown_and_malformed_are_errors() {
+        let s = spec();
+        assert!(matches!(render("{{target_user.family_name}}", &s), Err(TemplateError::Missing { .. })));
+        assert!(matches!(render("{{user.email}}", &s), Err(TemplateError::Missing { .. })));
+        assert!(matches!(render("{{custom_fields.nope}}", &s), Err(TemplateError::Missing { .. })));
+        assert!(matches!(validate("{{target_user.password}}"), Err(TemplateError::UnknownField { .. })));
+        assert!(matches!(validate("{{secret}}"), Err(TemplateError::UnknownField { .. })));
+        assert!(matches!(validate("{{target_user.email"), Err(TemplateError::Malformed(_))));
+        assert!(matches!(validate("{{}}"), Err(TemplateError::Malformed(_))));
+        assert!(matches!(validate("a}}"), Err(TemplateError::Malformed(_))));
+    }
+}
