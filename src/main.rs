@@ -1,3 +1,161 @@
-fn main() {
-    print!("{}", deprovisioner::crd::all_yaml().unwrap());
+//! `deprovisioner run | crd`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use deprovisioner::auth::{HeaderScheme, SecretFile};
+use deprovisioner::cli::{Cli, Command, LogFormat, RunArgs};
+use deprovisioner::controller::{self, Settings};
+use deprovisioner::subject::Protected;
+use deprovisioner::webhook::{self, WebhookState};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", deprovisioner::crd::all_yaml()?);
+            Ok(())
+        }
+        Command::Run(args) => run(*args).await,
+    }
+}
+
+fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("bad --log-level {:?}", args.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+async fn client(args: &RunArgs) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let opts = KubeConfigOptions {
+                context: args.context.clone(),
+                ..Default::default()
+            };
+            Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .context("loading kubeconfig")?
+        }
+        None => Config::infer()
+            .await
+            .context("no kubeconfig and not running in a cluster")?,
+    };
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(&args)?;
+    let secret = SecretFile::load(&args.secret_file)?;
+    let client = client(&args).await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+
+    let state = Arc::new(WebhookState {
+        client: client.clone(),
+        secret,
+        header: HeaderScheme::new(args.secret_header.clone()),
+        deadline: args.response_deadline,
+        body_limit: args.body_limit as usize,
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
+    let server = axum::serve(listener, webhook::router(state))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let settings = Settings {
+        retention: args.retention,
+        give_up_after: args.give_up_after,
+        protected: Protected {
+            operator: args.service_account.clone(),
+        },
+        concurrency: args.concurrency,
+    };
+    let controllers = run_controllers(client, settings, &args, stop_rx.clone());
+
+    tokio::spawn(async move {
+        signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let (served, ran) = tokio::join!(server, controllers);
+    served.context("webhook server")?;
+    ran
+}
+
+/// Runs the controllers, only while this replica holds the Lease when leader election is on.
+async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    args: &RunArgs,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    if !args.leader_election {
+        controller::run(client, settings, stopped(stop)).await;
+        return Ok(());
+    }
+    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .with_context(|| format!("leader Lease {}/{}", args.lease_namespace, args.lease_name))?;
+    let (mut leader, _task) = manager.watch().await;
+    loop {
+        let mut stop_now = stop.clone();
+        tokio::select! {
+            r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+            _ = stop_now.wait_for(|v| *v) => return Ok(()),
+        }
+        tracing::info!("holding the leader Lease: starting the controllers");
+        let mut lost = leader.clone();
+        let stop2 = stop.clone();
+        let until = async move {
+            let mut s = stop2;
+            tokio::select! {
+                _ = lost.wait_for(|l| !*l) => tracing::warn!("lost the leader Lease: stopping the controllers"),
+                _ = s.wait_for(|v| *v) => {}
+            }
+        };
+        controller::run(client.clone(), settings.clone(), until).await;
+        if *stop.borrow() {
+            return Ok(());
+        }
+    }
 }

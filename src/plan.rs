@@ -10,8 +10,8 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::crd::{
-    AccessRule, ActionKind, BindingAction, BindingKind, BindingRef, DeprovisionPolicy, DeprovisionPolicySpec,
-    DeprovisionRequestSpec, EmptyBindingRule, PlannedAction, RoleRefFilter,
+    AbsentCheck, AccessRule, ActionKind, BindingAction, BindingKind, BindingRef, DeprovisionPolicy,
+    DeprovisionPolicySpec, DeprovisionRequestSpec, PlannedAction, RoleRefFilter,
 };
 use crate::subject::{Principal, Protected, Wanted, subject_ref};
 use crate::template::{self, TemplateError};
@@ -129,14 +129,23 @@ pub fn app_label(spec: &DeprovisionRequestSpec) -> String {
 }
 
 /// Policies covering the request's application, sorted by name.
-pub fn matching_policies<'p>(spec: &DeprovisionRequestSpec, policies: &'p [DeprovisionPolicy]) -> Vec<&'p DeprovisionPolicy> {
+pub fn matching_policies<'p>(
+    spec: &DeprovisionRequestSpec,
+    policies: &'p [DeprovisionPolicy],
+) -> Vec<&'p DeprovisionPolicy> {
     let mut out: Vec<_> = policies
         .iter()
         .filter(|p| {
             let sel = &p.spec.application;
             (sel.app_id.is_some() || sel.instance_id.is_some())
-                && sel.app_id.as_ref().is_none_or(|a| spec.application.app_id.as_ref() == Some(a))
-                && sel.instance_id.as_ref().is_none_or(|i| spec.application.instance_id.as_ref() == Some(i))
+                && sel
+                    .app_id
+                    .as_ref()
+                    .is_none_or(|a| spec.application.app_id.as_ref() == Some(a))
+                && sel
+                    .instance_id
+                    .as_ref()
+                    .is_none_or(|i| spec.application.instance_id.as_ref() == Some(i))
         })
         .collect();
     out.sort_by_key(|p| p.name_any());
@@ -162,15 +171,26 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
             return Err(format!("rules[{i}].permissions has an empty pattern"));
         }
         if let Some(rb) = &r.role_bindings {
-            check_namespaces(&rb.namespaces).map_err(|e| format!("rules[{i}].roleBindings.namespaces: {e}"))?;
-            sel_ok(rb.namespace_selector.as_ref(), &format!("rules[{i}].roleBindings.namespaceSelector"))?;
-            sel_ok(rb.selector.as_ref(), &format!("rules[{i}].roleBindings.selector"))?;
+            check_namespaces(&rb.namespaces)
+                .map_err(|e| format!("rules[{i}].roleBindings.namespaces: {e}"))?;
+            sel_ok(
+                rb.namespace_selector.as_ref(),
+                &format!("rules[{i}].roleBindings.namespaceSelector"),
+            )?;
+            sel_ok(
+                rb.selector.as_ref(),
+                &format!("rules[{i}].roleBindings.selector"),
+            )?;
         }
         if let Some(crb) = &r.cluster_role_bindings {
-            sel_ok(crb.selector.as_ref(), &format!("rules[{i}].clusterRoleBindings.selector"))?;
+            sel_ok(
+                crb.selector.as_ref(),
+                &format!("rules[{i}].clusterRoleBindings.selector"),
+            )?;
         }
         if let Some(na) = &r.namespace_access {
-            check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
+            check_namespaces(&na.namespaces)
+                .map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
         }
     }
     Ok(())
@@ -187,7 +207,8 @@ fn check_namespaces(names: &[String]) -> Result<(), String> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -199,7 +220,8 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
         return pattern == value;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last) {
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last)
+    {
         return false;
     }
     let mut rest = &value[first.len()..value.len() - last.len()];
@@ -218,7 +240,11 @@ fn applicable<'a>(rule: &AccessRule, spec: &'a DeprovisionRequestSpec) -> Vec<Op
         return vec![None];
     }
     if rule.permissions.is_empty() {
-        return spec.permissions.iter().map(|p| Some(p.value.as_str())).collect();
+        return spec
+            .permissions
+            .iter()
+            .map(|p| Some(p.value.as_str()))
+            .collect();
     }
     spec.permissions
         .iter()
@@ -236,7 +262,10 @@ fn select<'p>(
         return Err(PlanError::NoPolicy(app_label(spec)));
     }
     for p in policies {
-        validate_policy(&p.spec).map_err(|reason| PlanError::InvalidPolicy { policy: p.name_any(), reason })?;
+        validate_policy(&p.spec).map_err(|reason| PlanError::InvalidPolicy {
+            policy: p.name_any(),
+            reason,
+        })?;
     }
     // Every requested permission must be covered by some rule of some matching policy.
     for perm in &spec.permissions {
@@ -245,12 +274,19 @@ fn select<'p>(
         });
         if !covered {
             let names: Vec<_> = policies.iter().map(|p| p.name_any()).collect();
-            return Err(PlanError::UnmappedPermission { policies: names.join(", "), permission: perm.value.clone() });
+            return Err(PlanError::UnmappedPermission {
+                policies: names.join(", "),
+                permission: perm.value.clone(),
+            });
         }
     }
     let by_labels = |sel: &LabelSelector| -> BTreeSet<String> {
         let sel = Selector::try_from(sel.clone()).expect("validated above");
-        namespaces.iter().filter(|ns| sel.matches(ns.labels())).map(|ns| ns.name_any()).collect()
+        namespaces
+            .iter()
+            .filter(|ns| sel.matches(ns.labels()))
+            .map(|ns| ns.name_any())
+            .collect()
     };
     let mut out = Vec::new();
     for policy in policies {
@@ -291,7 +327,12 @@ fn select<'p>(
                         nss.insert(v.into());
                     }
                     if !nss.is_empty() {
-                        let t = Target::RoleBindings { namespaces: nss, names: &[], selector: None, role_ref: None };
+                        let t = Target::RoleBindings {
+                            namespaces: nss,
+                            names: &[],
+                            selector: None,
+                            role_ref: None,
+                        };
                         targets.push((t, format!("{why}: namespaceAccess")));
                     }
                 }
@@ -320,8 +361,14 @@ pub fn scope(
     Ok(scope)
 }
 
-fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -> Result<Vec<Wanted>, PlanError> {
-    let err = |source| PlanError::Template { policy: policy.name_any(), source };
+fn resolve_subjects(
+    policy: &DeprovisionPolicy,
+    spec: &DeprovisionRequestSpec,
+) -> Result<Vec<Wanted>, PlanError> {
+    let err = |source| PlanError::Template {
+        policy: policy.name_any(),
+        source,
+    };
     policy
         .spec
         .subjects
@@ -329,7 +376,12 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .map(|s| {
             let name = template::render(&s.name, spec).map_err(err)?;
             let name = format!("{}{name}", s.prefix.as_deref().unwrap_or(""));
-            let namespace = s.namespace.as_deref().map(|ns| template::render(ns, spec)).transpose().map_err(err)?;
+            let namespace = s
+                .namespace
+                .as_deref()
+                .map(|ns| template::render(ns, spec))
+                .transpose()
+                .map_err(err)?;
             Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
         })
         .collect()
@@ -351,7 +403,12 @@ struct Candidate<'a> {
 fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> {
     let empty: &[Subject] = &[];
     match t {
-        Target::RoleBindings { namespaces, names, selector, role_ref } => observed
+        Target::RoleBindings {
+            namespaces,
+            names,
+            selector,
+            role_ref,
+        } => observed
             .role_bindings
             .iter()
             .filter(|b| b.metadata.deletion_timestamp.is_none())
@@ -360,11 +417,20 @@ fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> 
             .filter(|b| labels_match(*selector, b.labels()))
             .filter(|b| role_ref_matches(*role_ref, &b.role_ref))
             .map(|b| Candidate {
-                target: binding_ref(BindingKind::RoleBinding, b.namespace(), &b.metadata, &b.role_ref),
+                target: binding_ref(
+                    BindingKind::RoleBinding,
+                    b.namespace(),
+                    &b.metadata,
+                    &b.role_ref,
+                ),
                 subjects: b.subjects.as_deref().unwrap_or(empty),
             })
             .collect(),
-        Target::ClusterRoleBindings { names, selector, role_ref } => observed
+        Target::ClusterRoleBindings {
+            names,
+            selector,
+            role_ref,
+        } => observed
             .cluster_role_bindings
             .iter()
             .filter(|b| b.metadata.deletion_timestamp.is_none())
@@ -372,7 +438,12 @@ fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> 
             .filter(|b| labels_match(*selector, b.labels()))
             .filter(|b| role_ref_matches(*role_ref, &b.role_ref))
             .map(|b| Candidate {
-                target: binding_ref(BindingKind::ClusterRoleBinding, None, &b.metadata, &b.role_ref),
+                target: binding_ref(
+                    BindingKind::ClusterRoleBinding,
+                    None,
+                    &b.metadata,
+                    &b.role_ref,
+                ),
                 subjects: b.subjects.as_deref().unwrap_or(empty),
             })
             .collect(),
@@ -407,57 +478,85 @@ pub fn compute(
     let selections = select(spec, &policies, &observed.namespaces)?;
     let mut seen: BTreeSet<(BindingRef, crate::crd::SubjectRef)> = BTreeSet::new();
     let mut actions = Vec::new();
+    let mut absent = Vec::new();
     for sel in &selections {
         let wanted = resolve_subjects(sel.policy, spec)?;
         for w in &wanted {
             if let Some(why) = protected.why(&w.principal) {
-                return Err(PlanError::Protected(format!("DeprovisionPolicy {} resolves to {why}", sel.policy.name_any())));
+                return Err(PlanError::Protected(format!(
+                    "DeprovisionPolicy {} resolves to {why}",
+                    sel.policy.name_any()
+                )));
             }
         }
         let when_empty = sel.policy.spec.empty_bindings;
+        let mut found = vec![false; wanted.len()];
+        let mut checked = BTreeSet::new();
         for (target, why) in &sel.targets {
             for c in candidates(target, observed) {
+                checked.insert(c.target.clone());
                 for s in c.subjects {
                     let ns = c.target.namespace.as_deref();
-                    let Some(p) = Principal::of_subject(s, ns) else { continue };
-                    if !wanted.iter().any(|w| w.matches(&p)) {
+                    let Some(p) = Principal::of_subject(s, ns) else {
+                        continue;
+                    };
+                    let hits: Vec<usize> = (0..wanted.len())
+                        .filter(|&i| wanted[i].matches(&p))
+                        .collect();
+                    if hits.is_empty() {
                         continue;
                     }
+                    hits.iter().for_each(|&i| found[i] = true);
                     if let Some(why) = protected.why(&p) {
-                        return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, c.target)));
+                        return Err(PlanError::Protected(format!(
+                            "{} in {} matches: {why}",
+                            s.name, c.target
+                        )));
                     }
                     let key = (c.target.clone(), subject_ref(s));
                     if seen.insert(key.clone()) {
-                        actions.push((
-                            key,
-                            sel.policy.name_any(),
-                            why.clone(),
-                            when_empty,
-                        ));
+                        actions.push((key, sel.policy.name_any(), why.clone(), when_empty));
                     }
                 }
             }
+        }
+        for (w, _) in wanted.iter().zip(&found).filter(|(_, f)| !**f) {
+            absent.push(PlannedAction {
+                id: 0,
+                kind: ActionKind::ConfirmAbsent,
+                policy: sel.policy.name_any(),
+                reason: format!("no binding selected by the policy holds {}", w.principal),
+                binding: None,
+                absent: Some(AbsentCheck {
+                    subject: w.principal.to_string(),
+                    bindings_checked: checked.len() as i32,
+                }),
+            });
         }
     }
     actions.sort_by(|a, b| a.0.cmp(&b.0));
     let actions = actions
         .into_iter()
+        .map(
+            |((target, subject), policy, reason, when_empty)| PlannedAction {
+                id: 0,
+                kind: ActionKind::RemoveBindingSubject,
+                policy,
+                reason,
+                binding: Some(BindingAction {
+                    target,
+                    subject,
+                    when_empty,
+                }),
+                absent: None,
+            },
+        )
+        .chain(absent)
         .enumerate()
-        .map(|(i, ((target, subject), policy, reason, when_empty))| PlannedAction {
-            id: i as u32,
-            kind: ActionKind::RemoveBindingSubject,
-            policy,
-            reason,
-            binding: Some(BindingAction { target, subject, when_empty }),
-        })
+        .map(|(i, a)| PlannedAction { id: i as i32, ..a })
         .collect();
-    Ok(Plan { policies: policies.iter().map(|p| p.name_any()).collect(), actions })
-}
-
-/// Short human summary of an `EmptyBindingRule` for messages.
-pub fn when_empty_text(r: EmptyBindingRule) -> &'static str {
-    match r {
-        EmptyBindingRule::Delete => "deleted when empty",
-        EmptyBindingRule::Keep => "kept when empty",
-    }
+    Ok(Plan {
+        policies: policies.iter().map(|p| p.name_any()).collect(),
+        actions,
+    })
 }

@@ -11,10 +11,26 @@ use crate::subject::Protected;
 
 fn spec(perms: &[&str]) -> DeprovisionRequestSpec {
     DeprovisionRequestSpec {
-        application: Application { app_id: Some("demo_app".into()), instance_id: Some("i1".into()), user_friendly_label: None },
-        permissions: perms.iter().map(|v| Permission { value: v.to_string(), label: None, type_: None, source: None }).collect(),
+        application: Application {
+            app_id: Some("demo_app".into()),
+            instance_id: Some("i1".into()),
+            user_friendly_label: None,
+        },
+        permissions: perms
+            .iter()
+            .map(|v| Permission {
+                value: v.to_string(),
+                label: None,
+                type_: None,
+                source: None,
+            })
+            .collect(),
         user: None,
-        target_user: Person { email: "Peter@Lumos.com".into(), given_name: Some("Peter".into()), family_name: Some("Parker".into()) },
+        target_user: Person {
+            email: "Peter@Lumos.com".into(),
+            given_name: Some("Peter".into()),
+            family_name: Some("Parker".into()),
+        },
         request_comment: None,
         custom_fields: [("username".to_string(), "pparker".to_string())].into(),
         source: RequestSource::LumosWebhook,
@@ -30,26 +46,54 @@ fn policy(name: &str, spec: serde_json::Value) -> DeprovisionPolicy {
 }
 
 fn s(kind: &str, name: &str, ns: Option<&str>) -> Subject {
-    Subject { kind: kind.into(), name: name.into(), namespace: ns.map(Into::into), api_group: None }
+    Subject {
+        kind: kind.into(),
+        name: name.into(),
+        namespace: ns.map(Into::into),
+        api_group: None,
+    }
 }
 
 fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
     RoleBinding {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), uid: Some(format!("uid-{ns}-{name}")), ..Default::default() },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            uid: Some(format!("uid-{ns}-{name}")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
         subjects: Some(subjects),
     }
 }
 
-fn crb(name: &str, role: &str, labels: &[(&str, &str)], subjects: Vec<Subject>) -> ClusterRoleBinding {
+fn crb(
+    name: &str,
+    role: &str,
+    labels: &[(&str, &str)],
+    subjects: Vec<Subject>,
+) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: ObjectMeta {
             name: Some(name.into()),
             uid: Some(format!("uid-{name}")),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: role.into() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
         subjects: Some(subjects),
     }
 }
@@ -58,7 +102,12 @@ fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()
@@ -67,29 +116,91 @@ fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
 
 fn observed() -> Observed {
     Observed {
-        namespaces: vec![ns("team-a", &[("team", "a")]), ns("team-b", &[("team", "b")]), ns("other", &[])],
+        namespaces: vec![
+            ns("team-a", &[("team", "a")]),
+            ns("team-b", &[("team", "b")]),
+            ns("other", &[]),
+        ],
         role_bindings: vec![
-            rb("team-a", "edit", "edit", vec![s("User", "Peter@Lumos.com", None), s("User", "mj@lumos.com", None)]),
-            rb("team-a", "view", "view", vec![s("User", "peter@lumos.com", None)]),
-            rb("team-a", "bots", "edit", vec![s("ServiceAccount", "pparker", None), s("ServiceAccount", "pparker", Some("team-b"))]),
-            rb("team-a", "sa-user", "edit", vec![s("User", "system:serviceaccount:team-a:pparker", None)]),
-            rb("team-b", "edit", "edit", vec![s("User", "oidc:peter@lumos.com", None), s("Group", "pparker", None)]),
-            rb("other", "edit", "edit", vec![s("User", "Peter@Lumos.com", None)]),
+            rb(
+                "team-a",
+                "edit",
+                "edit",
+                vec![
+                    s("User", "Peter@Lumos.com", None),
+                    s("User", "mj@lumos.com", None),
+                ],
+            ),
+            rb(
+                "team-a",
+                "view",
+                "view",
+                vec![s("User", "peter@lumos.com", None)],
+            ),
+            rb(
+                "team-a",
+                "bots",
+                "edit",
+                vec![
+                    s("ServiceAccount", "pparker", None),
+                    s("ServiceAccount", "pparker", Some("team-b")),
+                ],
+            ),
+            rb(
+                "team-a",
+                "sa-user",
+                "edit",
+                vec![s("User", "system:serviceaccount:team-a:pparker", None)],
+            ),
+            rb(
+                "team-b",
+                "edit",
+                "edit",
+                vec![
+                    s("User", "oidc:peter@lumos.com", None),
+                    s("Group", "pparker", None),
+                ],
+            ),
+            rb(
+                "other",
+                "edit",
+                "edit",
+                vec![s("User", "Peter@Lumos.com", None)],
+            ),
         ],
         cluster_role_bindings: vec![
-            crb("peter-admin", "cluster-admin", &[("lumos", "demo")], vec![s("User", "Peter@Lumos.com", None)]),
-            crb("peter-view", "view", &[], vec![s("User", "Peter@Lumos.com", None), s("Group", "system:masters", None)]),
-            crb("sa-no-ns", "view", &[], vec![s("ServiceAccount", "pparker", None)]),
+            crb(
+                "peter-admin",
+                "cluster-admin",
+                &[("lumos", "demo")],
+                vec![s("User", "Peter@Lumos.com", None)],
+            ),
+            crb(
+                "peter-view",
+                "view",
+                &[],
+                vec![
+                    s("User", "Peter@Lumos.com", None),
+                    s("Group", "system:masters", None),
+                ],
+            ),
+            crb(
+                "sa-no-ns",
+                "view",
+                &[],
+                vec![s("ServiceAccount", "pparker", None)],
+            ),
         ],
     }
 }
 
 /// Actions rendered as `binding | subject` for compact comparison.
 fn rows(p: &Plan) -> Vec<String> {
-    p.actions.iter().map(|a| {
-        let b = a.binding.as_ref().unwrap();
-        format!("{} | {}", b.target, b.subject)
-    }).collect()
+    p.actions
+        .iter()
+        .filter_map(|a| a.binding.as_ref())
+        .map(|b| format!("{} | {}", b.target, b.subject))
+        .collect()
 }
 
 fn user(name_tmpl: &str) -> serde_json::Value {
@@ -118,7 +229,10 @@ fn table() {
             perms: &[],
             policy: json!({"application": app, "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
                 "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
-            want: Ok(vec!["RoleBinding team-a/edit | User Peter@Lumos.com", "RoleBinding team-a/view | User peter@lumos.com"]),
+            want: Ok(vec![
+                "RoleBinding team-a/edit | User Peter@Lumos.com",
+                "RoleBinding team-a/view | User peter@lumos.com",
+            ]),
         },
         Case {
             name: "roleRef filter",
@@ -146,14 +260,19 @@ fn table() {
             perms: &[],
             policy: json!({"application": app, "subjects": [{"kind": "ServiceAccount", "namespace": "team-a", "name": "{{custom_fields.username}}"}],
                 "rules": [{"roleBindings": {"namespaces": ["team-a"]}}, {"clusterRoleBindings": {"roleRef": {"name": "view"}}}]}),
-            want: Ok(vec!["RoleBinding team-a/bots | ServiceAccount pparker", "RoleBinding team-a/sa-user | User system:serviceaccount:team-a:pparker"]),
+            want: Ok(vec![
+                "RoleBinding team-a/bots | ServiceAccount pparker",
+                "RoleBinding team-a/sa-user | User system:serviceaccount:team-a:pparker",
+            ]),
         },
         Case {
             name: "cluster role bindings by label, other subjects untouched",
             perms: &[],
             policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
                 "rules": [{"clusterRoleBindings": {"selector": {"matchLabels": {"lumos": "demo"}}}}]}),
-            want: Ok(vec!["ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
+            want: Ok(vec![
+                "ClusterRoleBinding peter-admin | User Peter@Lumos.com",
+            ]),
         },
         Case {
             name: "cluster role bindings by name keep system:masters group",
@@ -175,7 +294,9 @@ fn table() {
             policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
                 "rules": [{"permissions": ["Edit*"], "roleBindings": {"namespaces": ["team-a"]}},
                           {"permissions": ["Admin"], "clusterRoleBindings": {"names": ["peter-admin"]}}]}),
-            want: Ok(vec!["ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
+            want: Ok(vec![
+                "ClusterRoleBinding peter-admin | User Peter@Lumos.com",
+            ]),
         },
         Case {
             name: "whole-application request applies every rule",
@@ -183,7 +304,10 @@ fn table() {
             policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
                 "rules": [{"permissions": ["Edit*"], "roleBindings": {"namespaces": ["team-a"]}},
                           {"permissions": ["Admin"], "clusterRoleBindings": {"names": ["peter-admin"]}}]}),
-            want: Ok(vec!["RoleBinding team-a/edit | User Peter@Lumos.com", "ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
+            want: Ok(vec![
+                "RoleBinding team-a/edit | User Peter@Lumos.com",
+                "ClusterRoleBinding peter-admin | User Peter@Lumos.com",
+            ]),
         },
         Case {
             name: "nothing bound: empty plan",
@@ -256,9 +380,16 @@ fn table() {
             want: Err("BadNamespace"),
         },
     ];
-    let protected = Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())) };
+    let protected = Protected {
+        operator: Some(("deprovisioner".into(), "deprovisioner".into())),
+    };
     for c in cases {
-        let got = compute(&spec(c.perms), &[policy("p", c.policy)], &observed(), &protected);
+        let got = compute(
+            &spec(c.perms),
+            &[policy("p", c.policy)],
+            &observed(),
+            &protected,
+        );
         match (got, c.want) {
             (Ok(plan), Ok(want)) => assert_eq!(rows(&plan), want, "case: {}", c.name),
             (Err(e), Err(reason)) => assert_eq!(e.reason(), reason, "case: {} ({e})", c.name),
@@ -269,11 +400,17 @@ fn table() {
 
 #[test]
 fn empty_binding_rule_and_ids_are_recorded() {
-    let p = policy("keep", json!({"application": {"appId": "demo_app"}, "emptyBindings": "Keep",
-        "subjects": [user("{{target_user.email}}")], "rules": [{"roleBindings": {"namespaces": ["team-a", "other"]}}]}));
+    let p = policy(
+        "keep",
+        json!({"application": {"appId": "demo_app"}, "emptyBindings": "Keep",
+        "subjects": [user("{{target_user.email}}")], "rules": [{"roleBindings": {"namespaces": ["team-a", "other"]}}]}),
+    );
     let plan = compute(&spec(&[]), &[p], &observed(), &Protected::default()).unwrap();
     assert_eq!(plan.policies, vec!["keep"]);
-    assert_eq!(plan.actions.iter().map(|a| a.id).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        plan.actions.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     for a in &plan.actions {
         let b = a.binding.as_ref().unwrap();
         assert_eq!(b.when_empty, EmptyBindingRule::Keep);
@@ -287,28 +424,53 @@ fn empty_binding_rule_and_ids_are_recorded() {
 fn two_policies_for_one_app_do_not_duplicate_actions() {
     let body = json!({"application": {"appId": "demo_app"}, "subjects": [user("{{target_user.email}}")],
         "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]});
-    let plan = compute(&spec(&[]), &[policy("b", body.clone()), policy("a", body)], &observed(), &Protected::default()).unwrap();
-    assert_eq!(rows(&plan), vec!["RoleBinding team-a/edit | User Peter@Lumos.com"]);
+    let plan = compute(
+        &spec(&[]),
+        &[policy("b", body.clone()), policy("a", body)],
+        &observed(),
+        &Protected::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        rows(&plan),
+        vec!["RoleBinding team-a/edit | User Peter@Lumos.com"]
+    );
     assert_eq!(plan.policies, vec!["a", "b"]);
     assert_eq!(plan.actions[0].policy, "a");
 }
 
 #[test]
 fn scope_names_only_what_the_policy_names() {
-    let p = policy("p", json!({"application": {"appId": "demo_app"}, "subjects": [user("x")],
+    let p = policy(
+        "p",
+        json!({"application": {"appId": "demo_app"}, "subjects": [user("x")],
         "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"team": "a"}}}},
-                  {"permissions": ["*"], "namespaceAccess": {"fromPermissionValue": true, "namespaces": ["fixed"]}}]}));
+                  {"permissions": ["*"], "namespaceAccess": {"fromPermissionValue": true, "namespaces": ["fixed"]}}]}),
+    );
     let ps = [p];
     let matched = matching_policies(&spec(&["other"]), &ps);
     let sc = scope(&spec(&["other"]), &matched, &observed().namespaces).unwrap();
-    assert_eq!(sc.namespaces.into_iter().collect::<Vec<_>>(), vec!["fixed", "other", "team-a"]);
+    assert_eq!(
+        sc.namespaces.into_iter().collect::<Vec<_>>(),
+        vec!["fixed", "other", "team-a"]
+    );
     assert!(!sc.cluster_role_bindings);
 }
 
 #[test]
 fn globs() {
-    for (p, v, want) in [("*", "x", true), ("a*", "abc", true), ("a*", "ba", false), ("*c", "abc", true), ("a*c", "ac", true),
-        ("a*b*c", "axxbyyc", true), ("a*b*c", "acb", false), ("abc", "abc", true), ("abc", "abcd", false), ("a*a", "a", false)] {
+    for (p, v, want) in [
+        ("*", "x", true),
+        ("a*", "abc", true),
+        ("a*", "ba", false),
+        ("*c", "abc", true),
+        ("a*c", "ac", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "acb", false),
+        ("abc", "abc", true),
+        ("abc", "abcd", false),
+        ("a*a", "a", false),
+    ] {
         assert_eq!(glob_match(p, v), want, "{p} ~ {v}");
     }
 }
@@ -319,18 +481,61 @@ fn policy_validation_catches_what_cel_cannot() {
         rules: vec![AccessRule {
             role_bindings: Some(RoleBindingSelector {
                 namespace_selector: Some(LabelSelector {
-                    match_expressions: Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
-                        key: "team".into(), operator: "Sometimes".into(), values: None }]),
+                    match_expressions: Some(vec![
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                            key: "team".into(),
+                            operator: "Sometimes".into(),
+                            values: None,
+                        },
+                    ]),
                     match_labels: None,
                 }),
                 ..Default::default()
             }),
             ..Default::default()
         }],
-        ..serde_json::from_value(json!({"application": {"appId": "a"}, "subjects": [user("x")], "rules": []})).unwrap()
+        ..serde_json::from_value(
+            json!({"application": {"appId": "a"}, "subjects": [user("x")], "rules": []}),
+        )
+        .unwrap()
     };
-    assert!(validate_policy(&bad_selector).unwrap_err().contains("namespaceSelector"));
-    let bad_ns: DeprovisionPolicySpec = serde_json::from_value(json!({"application": {"appId": "a"}, "subjects": [user("x")],
-        "rules": [{"namespaceAccess": {"namespaces": ["Team_A"]}}]})).unwrap();
+    assert!(
+        validate_policy(&bad_selector)
+            .unwrap_err()
+            .contains("namespaceSelector")
+    );
+    let bad_ns: DeprovisionPolicySpec = serde_json::from_value(
+        json!({"application": {"appId": "a"}, "subjects": [user("x")],
+        "rules": [{"namespaceAccess": {"namespaces": ["Team_A"]}}]}),
+    )
+    .unwrap();
     assert!(validate_policy(&bad_ns).unwrap_err().contains("Team_A"));
+}
+
+#[test]
+fn subjects_bound_nowhere_are_confirmed_absent() {
+    let p = policy(
+        "p",
+        json!({"application": {"appId": "demo_app"},
+        "subjects": [user("{{target_user.email}}"), {"kind": "Group", "name": "{{custom_fields.username}}"}],
+        "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+    );
+    let plan = compute(&spec(&[]), &[p], &observed(), &Protected::default()).unwrap();
+    let absent: Vec<_> = plan
+        .actions
+        .iter()
+        .filter(|a| a.kind == ActionKind::ConfirmAbsent)
+        .collect();
+    assert_eq!(absent.len(), 1);
+    let a = absent[0].absent.as_ref().unwrap();
+    assert_eq!(a.subject, "Group pparker");
+    assert_eq!(a.bindings_checked, 4);
+    // Removals come first, the confirmation last, ids in order.
+    assert_eq!(plan.actions.last().unwrap().kind, ActionKind::ConfirmAbsent);
+    assert!(
+        plan.actions
+            .iter()
+            .enumerate()
+            .all(|(i, a)| a.id == i as i32)
+    );
 }

@@ -44,7 +44,9 @@ fn parse(template: &str) -> Result<Vec<Part<'_>>, TemplateError> {
             parts.push(Part::Text(&rest[..start]));
         }
         let after = &rest[start + 2..];
-        let end = after.find("}}").ok_or_else(|| TemplateError::Malformed(template.into()))?;
+        let end = after
+            .find("}}")
+            .ok_or_else(|| TemplateError::Malformed(template.into()))?;
         let field = after[..end].trim();
         if field.is_empty() {
             return Err(TemplateError::Malformed(template.into()));
@@ -77,7 +79,10 @@ pub fn validate(template: &str) -> Result<(), TemplateError> {
         if let Part::Field(f) = part
             && !known(f)
         {
-            return Err(TemplateError::UnknownField { template: template.into(), field: f.into() });
+            return Err(TemplateError::UnknownField {
+                template: template.into(),
+                field: f.into(),
+            });
         }
     }
     Ok(())
@@ -112,10 +117,12 @@ pub fn render(template: &str, spec: &DeprovisionRequestSpec) -> Result<String, T
     for part in parse(template)? {
         match part {
             Part::Text(t) => out.push_str(t),
-            Part::Field(f) => out.push_str(&lookup(spec, f).ok_or_else(|| TemplateError::Missing {
-                template: template.into(),
-                field: f.into(),
-            })?),
+            Part::Field(f) => {
+                out.push_str(&lookup(spec, f).ok_or_else(|| TemplateError::Missing {
+                    template: template.into(),
+                    field: f.into(),
+                })?)
+            }
         }
     }
     Ok(out)
@@ -128,10 +135,17 @@ mod tests {
 
     fn spec() -> DeprovisionRequestSpec {
         DeprovisionRequestSpec {
-            application: Application { app_id: Some("demo_app".into()), ..Default::default() },
+            application: Application {
+                app_id: Some("demo_app".into()),
+                ..Default::default()
+            },
             permissions: vec![],
             user: None,
-            target_user: Person { email: "Peter.Parker@lumos.com".into(), given_name: Some("Peter".into()), family_name: None },
+            target_user: Person {
+                email: "Peter.Parker@lumos.com".into(),
+                given_name: Some("Peter".into()),
+                family_name: None,
+            },
             request_comment: None,
             custom_fields: [("username".to_string(), "pparker".to_string())].into(),
             source: Default::default(),
@@ -142,9 +156,18 @@ mod tests {
     #[test]
     fn renders_known_fields() {
         let s = spec();
-        assert_eq!(render("{{target_user.email}}", &s).unwrap(), "Peter.Parker@lumos.com");
-        assert_eq!(render("{{ target_user.email_local }}", &s).unwrap(), "Peter.Parker");
-        assert_eq!(render("u-{{custom_fields.username}}-x", &s).unwrap(), "u-pparker-x");
+        assert_eq!(
+            render("{{target_user.email}}", &s).unwrap(),
+            "Peter.Parker@lumos.com"
+        );
+        assert_eq!(
+            render("{{ target_user.email_local }}", &s).unwrap(),
+            "Peter.Parker"
+        );
+        assert_eq!(
+            render("u-{{custom_fields.username}}-x", &s).unwrap(),
+            "u-pparker-x"
+        );
         assert_eq!(render("plain", &s).unwrap(), "plain");
         assert_eq!(render("{{application.app_id}}", &s).unwrap(), "demo_app");
     }
@@ -152,12 +175,30 @@ mod tests {
     #[test]
     fn missing_unknown_and_malformed_are_errors() {
         let s = spec();
-        assert!(matches!(render("{{target_user.family_name}}", &s), Err(TemplateError::Missing { .. })));
-        assert!(matches!(render("{{user.email}}", &s), Err(TemplateError::Missing { .. })));
-        assert!(matches!(render("{{custom_fields.nope}}", &s), Err(TemplateError::Missing { .. })));
-        assert!(matches!(validate("{{target_user.password}}"), Err(TemplateError::UnknownField { .. })));
-        assert!(matches!(validate("{{secret}}"), Err(TemplateError::UnknownField { .. })));
-        assert!(matches!(validate("{{target_user.email"), Err(TemplateError::Malformed(_))));
+        assert!(matches!(
+            render("{{target_user.family_name}}", &s),
+            Err(TemplateError::Missing { .. })
+        ));
+        assert!(matches!(
+            render("{{user.email}}", &s),
+            Err(TemplateError::Missing { .. })
+        ));
+        assert!(matches!(
+            render("{{custom_fields.nope}}", &s),
+            Err(TemplateError::Missing { .. })
+        ));
+        assert!(matches!(
+            validate("{{target_user.password}}"),
+            Err(TemplateError::UnknownField { .. })
+        ));
+        assert!(matches!(
+            validate("{{secret}}"),
+            Err(TemplateError::UnknownField { .. })
+        ));
+        assert!(matches!(
+            validate("{{target_user.email"),
+            Err(TemplateError::Malformed(_))
+        ));
         assert!(matches!(validate("{{}}"), Err(TemplateError::Malformed(_))));
         assert!(matches!(validate("a}}"), Err(TemplateError::Malformed(_))));
     }

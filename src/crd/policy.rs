@@ -1,6 +1,9 @@
 //! `DeprovisionPolicy`: what a Lumos application (and each of its permissions) means in this
 //! cluster, and how a Lumos user becomes Kubernetes subjects.
 
+// kube-derive repeats `type_` across printcolumn(...) entries, which this lint misreads as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -19,8 +22,16 @@ use super::EmptyBindingRule;
     status = "DeprovisionPolicyStatus",
     doc = "Says what a Lumos application means in this cluster: which subjects and which access.",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
-    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Valid",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeprovisionPolicySpec {
@@ -74,7 +85,9 @@ pub struct SubjectTemplate {
 }
 
 /// RBAC subject kinds.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum SubjectKind {
     /// A user name.
     User,

@@ -1,6 +1,9 @@
 //! `DeprovisionRequest`: one Lumos call (or a manual request) and, in its status, the record of
 //! what was planned and done.
 
+// kube-derive repeats `type_` across printcolumn(...) entries, which this lint misreads as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -18,11 +21,19 @@ use serde::{Deserialize, Serialize};
     category = "deprovisioner",
     status = "DeprovisionRequestStatus",
     doc = "A request to remove one person's access, and the audit record of what was removed.",
-    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetUser.email"),
+    printcolumn(
+        name = "Target",
+        type_ = "string",
+        json_path = ".spec.targetUser.email"
+    ),
     printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removed"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new DeprovisionRequest instead"))]
@@ -154,7 +165,7 @@ pub struct DeprovisionRequestStatus {
     pub results: Vec<ActionResult>,
     /// Number of subjects removed (bindings edited or deleted).
     #[serde(default)]
-    pub removed: u32,
+    pub removed: i32,
     /// When the controller first picked the request up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -166,7 +177,7 @@ pub struct DeprovisionRequestStatus {
     pub message: Option<String>,
     /// Transient errors met so far while executing.
     #[serde(default)]
-    pub retries: u32,
+    pub retries: i32,
     /// The last transient error, if the controller is retrying.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -180,7 +191,7 @@ pub struct DeprovisionRequestStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PlannedAction {
     /// Position in the plan; results refer to it.
-    pub id: u32,
+    pub id: i32,
     /// What kind of action this is.
     pub kind: ActionKind,
     /// The policy that asked for it.
@@ -190,17 +201,36 @@ pub struct PlannedAction {
     /// For `RemoveBindingSubject`: the binding and the subject.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<BindingAction>,
+    /// For `ConfirmAbsent`: the subject that no selected binding holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent: Option<AbsentCheck>,
+}
+
+/// A subject the policy resolves to that none of the selected bindings holds (already removed).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AbsentCheck {
+    /// The subject looked for, e.g. `User alice@example.com`.
+    pub subject: String,
+    /// How many bindings the policy selected and were checked.
+    pub bindings_checked: i32,
 }
 
 /// Kinds of action.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum ActionKind {
     /// Remove one subject from a RoleBinding or ClusterRoleBinding.
     RemoveBindingSubject,
+    /// Record that a subject holds none of the selected bindings (nothing to remove).
+    ConfirmAbsent,
 }
 
 /// Remove `subject` from `target`; what to do if that empties it.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BindingAction {
     /// The binding.
@@ -212,7 +242,9 @@ pub struct BindingAction {
 }
 
 /// A RoleBinding or ClusterRoleBinding, as seen when the plan was made.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct BindingRef {
     /// `RoleBinding` or `ClusterRoleBinding`.
@@ -229,7 +261,9 @@ pub struct BindingRef {
 }
 
 /// The two kinds of RBAC binding.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum BindingKind {
     /// Namespaced.
     RoleBinding,
@@ -238,7 +272,9 @@ pub enum BindingKind {
 }
 
 /// An RBAC subject.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SubjectRef {
     /// `User`, `Group` or `ServiceAccount`.
@@ -251,7 +287,20 @@ pub struct SubjectRef {
 }
 
 /// What happens to a binding whose last subject is removed.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Default,
+)]
 pub enum EmptyBindingRule {
     /// Delete the binding (default).
     #[default]
@@ -265,7 +314,7 @@ pub enum EmptyBindingRule {
 #[serde(rename_all = "camelCase")]
 pub struct ActionResult {
     /// The `PlannedAction.id` this is the result of.
-    pub id: u32,
+    pub id: i32,
     /// What kind of action it was.
     pub kind: ActionKind,
     /// The object acted on, e.g. `RoleBinding team-a/edit`.

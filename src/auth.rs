@@ -1,0 +1,251 @@
+//! The shared secret Lumos sends: read from a file (a mounted Secret), re-read when it changes,
+//! one secret per line (two during a rotation), compared in constant time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use axum::http::{HeaderMap, HeaderName, header};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Shortest secret accepted: guessing must be hopeless.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// Why the secret file cannot be used. Never contains the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file cannot be read.
+    #[error("cannot read secret file {path}: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No usable secret in the file.
+    #[error(
+        "secret file {0} holds no secret (one per line, at least {MIN_SECRET_LEN} characters each)"
+    )]
+    Empty(PathBuf),
+    /// A line is too short.
+    #[error("secret file {path}: line {line} is shorter than {MIN_SECRET_LEN} characters")]
+    TooShort {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+    },
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    ino: u64,
+}
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let m = std::fs::metadata(path)?;
+    Ok(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+        #[cfg(unix)]
+        ino: std::os::unix::fs::MetadataExt::ino(&m),
+    })
+}
+
+struct Loaded {
+    stamp: Stamp,
+    digests: Vec<[u8; 32]>,
+}
+
+/// The accepted secrets, reloaded from their file when it changes.
+pub struct SecretFile {
+    path: PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+fn digest(s: &[u8]) -> [u8; 32] {
+    Sha256::digest(s).into()
+}
+
+fn read(path: &Path) -> Result<Loaded, SecretError> {
+    let err = |source| SecretError::Read {
+        path: path.into(),
+        source,
+    };
+    let stamp = stamp(path).map_err(err)?;
+    let text = std::fs::read_to_string(path).map_err(err)?;
+    let mut digests = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let s = line.trim();
+        if s.is_empty() {
+            continue;
+        }
+        if s.len() < MIN_SECRET_LEN {
+            return Err(SecretError::TooShort {
+                path: path.into(),
+                line: i + 1,
+            });
+        }
+        digests.push(digest(s.as_bytes()));
+    }
+    if digests.is_empty() {
+        return Err(SecretError::Empty(path.into()));
+    }
+    Ok(Loaded { stamp, digests })
+}
+
+impl SecretFile {
+    /// Loads the file; fails when it is unreadable or holds no valid secret.
+    pub fn load(path: impl Into<PathBuf>) -> Result<Self, SecretError> {
+        let path = path.into();
+        let loaded = read(&path)?;
+        Ok(SecretFile {
+            path,
+            loaded: Mutex::new(loaded),
+        })
+    }
+
+    /// Re-reads the file if it changed. A broken new file keeps the old secrets (and is logged).
+    fn refresh(&self) {
+        let Ok(now) = stamp(&self.path) else { return };
+        let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        if loaded.stamp == now {
+            return;
+        }
+        match read(&self.path) {
+            Ok(new) => {
+                tracing::info!(path = %self.path.display(), secrets = new.digests.len(), "webhook secret file reloaded");
+                *loaded = new;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook secret file changed but is unusable; keeping the previous secrets")
+            }
+        }
+    }
+
+    /// Whether `presented` is one of the secrets. Constant time in the secret's content: both
+    /// sides are hashed to a fixed length and every secret is compared.
+    pub fn verify(&self, presented: &str) -> bool {
+        self.refresh();
+        let p = digest(presented.as_bytes());
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ok = subtle::Choice::from(0u8);
+        for d in &loaded.digests {
+            ok |= d.ct_eq(&p);
+        }
+        bool::from(ok)
+    }
+}
+
+/// Where the secret is in the request: `Authorization: Bearer <secret>`, or the raw value of
+/// another header.
+#[derive(Clone, Debug)]
+pub struct HeaderScheme {
+    name: HeaderName,
+}
+
+impl HeaderScheme {
+    /// The header to read; `Authorization` expects the `Bearer` scheme.
+    pub fn new(name: HeaderName) -> Self {
+        HeaderScheme { name }
+    }
+
+    /// The header's name.
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+
+    /// The presented secret, if the header is there and well-formed.
+    pub fn extract<'a>(&self, headers: &'a HeaderMap) -> Option<&'a str> {
+        let v = headers.get(&self.name)?.to_str().ok()?.trim();
+        if self.name == header::AUTHORIZATION {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        } else {
+            Some(v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const A: &str = "first-secret-0123456789";
+    const B: &str = "second-secret-0123456789";
+
+    fn write(path: &Path, text: &str) {
+        // Write a new file and rename it over the old one, as a Secret volume update does.
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn verify_and_rotate_without_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write(&path, &format!("{A}\n"));
+        let s = SecretFile::load(&path).unwrap();
+        assert!(s.verify(A));
+        assert!(!s.verify(B));
+        assert!(!s.verify(""));
+        assert!(!s.verify(&A[..A.len() - 1]));
+        // Rotation: both during the overlap, then only the new one.
+        write(&path, &format!("{A}\n{B}\n"));
+        assert!(s.verify(A) && s.verify(B));
+        write(&path, &format!("{B}\n"));
+        assert!(!s.verify(A) && s.verify(B));
+        // A broken update keeps the last good secrets.
+        write(&path, "short\n");
+        assert!(s.verify(B));
+    }
+
+    #[test]
+    fn bad_files_fail_clearly_without_echoing_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        assert!(matches!(
+            SecretFile::load(&path),
+            Err(SecretError::Read { .. })
+        ));
+        write(&path, "\n  \n");
+        assert!(matches!(
+            SecretFile::load(&path),
+            Err(SecretError::Empty(_))
+        ));
+        write(&path, "tooshortsecret\n");
+        let e = SecretFile::load(&path).err().unwrap().to_string();
+        assert!(e.contains("line 1") && !e.contains("tooshortsecret"), "{e}");
+    }
+
+    #[test]
+    fn header_extraction() {
+        let auth = HeaderScheme::new(header::AUTHORIZATION);
+        let mut h = HeaderMap::new();
+        assert_eq!(auth.extract(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {A}").parse().unwrap(),
+        );
+        assert_eq!(auth.extract(&h), Some(A));
+        h.insert(
+            header::AUTHORIZATION,
+            format!("bearer  {A}").parse().unwrap(),
+        );
+        assert_eq!(auth.extract(&h), Some(A));
+        h.insert(header::AUTHORIZATION, format!("Basic {A}").parse().unwrap());
+        assert_eq!(auth.extract(&h), None);
+        h.insert(header::AUTHORIZATION, A.parse().unwrap());
+        assert_eq!(auth.extract(&h), None);
+        let custom = HeaderScheme::new(HeaderName::from_static("x-lumos-key"));
+        h.insert("x-lumos-key", A.parse().unwrap());
+        assert_eq!(custom.extract(&h), Some(A));
+    }
+}

@@ -1,0 +1,178 @@
+//! Command line: `deprovisioner run` and `deprovisioner crd`. Every flag has an env var.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Lumos may wait at most this long; the response deadline must stay under it.
+pub const LUMOS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Removes people's Kubernetes access when Lumos (access governance) says so.
+#[derive(Parser, Debug)]
+#[command(name = "deprovisioner", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the Lumos webhook and run the controller (while holding the leader Lease).
+    Run(Box<RunArgs>),
+    /// Print every CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Kubeconfig file. Default: $KUBECONFIG or ~/.kube/config if present, else in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "DEPROVISIONER_CONTEXT")]
+    pub context: Option<String>,
+    /// Address the webhook, /healthz and /readyz listen on.
+    #[arg(long, env = "DEPROVISIONER_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// File holding the shared secret Lumos sends (one per line; two during a rotation).
+    /// Re-read when it changes.
+    #[arg(long, env = "DEPROVISIONER_SECRET_FILE")]
+    pub secret_file: PathBuf,
+    /// Header carrying the secret. `Authorization` expects `Bearer <secret>`; any other header
+    /// carries the secret as its whole value.
+    #[arg(long, env = "DEPROVISIONER_SECRET_HEADER", default_value = "Authorization", value_parser = parse_header)]
+    pub secret_header: HeaderName,
+    /// Answer Lumos by this deadline even if the removal is unfinished (must be under 15s).
+    #[arg(long, env = "DEPROVISIONER_RESPONSE_DEADLINE", default_value = "10s", value_parser = parse_deadline)]
+    pub response_deadline: Duration,
+    /// Largest accepted webhook body in bytes.
+    #[arg(long, env = "DEPROVISIONER_BODY_LIMIT", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
+    pub body_limit: u32,
+    /// How long finished DeprovisionRequests are kept before deletion.
+    #[arg(long, env = "DEPROVISIONER_RETENTION", default_value = "400days", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// A request still meeting API errors this long after creation is marked Failed.
+    #[arg(long, env = "DEPROVISIONER_GIVE_UP_AFTER", default_value = "15m", value_parser = parse_duration)]
+    pub give_up_after: Duration,
+    /// The operator's own ServiceAccount as NAMESPACE/NAME: never removed from anything.
+    #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa)]
+    pub service_account: Option<(String, String)>,
+    /// Requests reconciled at once.
+    #[arg(long, env = "DEPROVISIONER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Run the controller only while holding a Lease (set false for a single local process).
+    #[arg(long, env = "DEPROVISIONER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "DEPROVISIONER_LEASE_NAME",
+        default_value = "deprovisioner"
+    )]
+    pub lease_name: String,
+    /// Log format.
+    #[arg(long, env = "DEPROVISIONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `deprovisioner=debug,kube=info`.
+    #[arg(long, env = "DEPROVISIONER_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 10s, 15m, 400days)"))
+}
+
+fn parse_deadline(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || d >= LUMOS_TIMEOUT {
+        return Err(format!(
+            "must be more than 0s and less than Lumos's 15s timeout, got {s}"
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_header(s: &str) -> Result<HeaderName, String> {
+    HeaderName::try_from(s).map_err(|_| format!("{s:?} is not a valid HTTP header name"))
+}
+
+fn parse_sa(s: &str) -> Result<(String, String), String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.into(), name.into()))
+        }
+        _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<RunArgs, String> {
+        let mut all = vec!["deprovisioner", "run", "--secret-file", "/s"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
+            Command::Run(r) => Ok(*r),
+            Command::Crd => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let r = run(&[]).unwrap();
+        assert_eq!(r.response_deadline, Duration::from_secs(10));
+        assert_eq!(r.body_limit, 1024 * 1024);
+        assert_eq!(r.retention, Duration::from_secs(400 * 86_400));
+        assert_eq!(r.secret_header, axum::http::header::AUTHORIZATION);
+        assert!(r.leader_election);
+    }
+
+    #[test]
+    fn bad_values_fail_with_a_clear_message() {
+        let e = run(&["--response-deadline", "15s"]).unwrap_err();
+        assert!(e.contains("less than Lumos's 15s"), "{e}");
+        assert!(run(&["--response-deadline", "0s"]).is_err());
+        assert!(
+            run(&["--response-deadline", "ten"])
+                .unwrap_err()
+                .contains("examples")
+        );
+        assert!(
+            run(&["--service-account", "nope"])
+                .unwrap_err()
+                .contains("NAMESPACE/NAME")
+        );
+        assert!(
+            run(&["--secret-header", "bad header"])
+                .unwrap_err()
+                .contains("not a valid HTTP header")
+        );
+        assert!(run(&["--log-format", "xml"]).is_err());
+        assert!(run(&["--no-such-flag"]).is_err());
+        assert_eq!(
+            run(&["--service-account", "ns/sa"])
+                .unwrap()
+                .service_account,
+            Some(("ns".into(), "sa".into()))
+        );
+    }
+}
