@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// Requests reconciled at once.
     #[arg(long, env = "DEPROVISIONER_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Run the controller in this process (false: serve only the webhook, e.g. extra replicas).
+    #[arg(long, env = "DEPROVISIONER_RUN_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub controller: bool,
     /// Run the controller only while holding a Lease (set false for a single local process).
     #[arg(long, env = "DEPROVISIONER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
@@ -88,6 +91,9 @@ pub struct RunArgs {
         default_value = "deprovisioner"
     )]
     pub lease_name: String,
+    /// Fault injection for tests: exit right after recording this many action results.
+    #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS", hide = true)]
+    pub exit_after_results: Option<usize>,
     /// Log format.
     #[arg(long, env = "DEPROVISIONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -36,6 +36,8 @@ pub struct Settings {
     pub protected: Protected,
     /// Requests reconciled at once.
     pub concurrency: u16,
+    /// Test-only fault injection: exit the process right after recording this many results.
+    pub exit_after_results: Option<usize>,
 }
 
 /// Shared state of the reconcilers.
@@ -256,6 +258,13 @@ async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Ac
                 st.results.push(result);
                 st.last_error = None;
                 st = rec.write(st).await?;
+                if ctx.settings.exit_after_results == Some(st.results.len()) {
+                    tracing::error!(
+                        "fault injection: exiting after {} recorded result(s)",
+                        st.results.len()
+                    );
+                    std::process::exit(86);
+                }
                 let (type_, reason) = match done.outcome {
                     Outcome::Failed => (EventType::Warning, "RemovalFailed"),
                     Outcome::AlreadyAbsent => (EventType::Normal, "AlreadyAbsent"),

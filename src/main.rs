@@ -102,6 +102,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             operator: args.service_account.clone(),
         },
         concurrency: args.concurrency,
+        exit_after_results: args.exit_after_results,
     };
     let controllers = run_controllers(client, settings, &args, stop_rx.clone());
 
@@ -125,6 +126,10 @@ async fn run_controllers(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
+    if !args.controller {
+        tracing::info!("--controller=false: serving the webhook only");
+        return Ok(());
+    }
     if !args.leader_election {
         controller::run(client, settings, stopped(stop)).await;
         return Ok(());

@@ -113,7 +113,8 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, Transie
             );
         }
         let now_empty = subjects.is_empty();
-        let result = if now_empty && a.when_empty == EmptyBindingRule::Delete {
+        let deleting = now_empty && a.when_empty == EmptyBindingRule::Delete;
+        let result = if deleting {
             let dp = DeleteParams {
                 preconditions: Some(Preconditions {
                     uid: Some(t.uid.clone()),
@@ -146,6 +147,16 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, Transie
                 return done(
                     Outcome::AlreadyAbsent,
                     format!("{t} was deleted by someone else"),
+                );
+            }
+            Err(kube::Error::Api(s)) if s.is_forbidden() && !deleting => {
+                // The API server's RBAC escalation check runs on every binding update.
+                return done(
+                    Outcome::Failed,
+                    format!(
+                        "writing {t}: {} (editing a binding needs the `bind` verb on {}, or every permission it grants)",
+                        s.message, t.role_ref
+                    ),
                 );
             }
             Err(e) => return classify(&format!("writing {t}"), e),

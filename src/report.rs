@@ -106,13 +106,21 @@ fn capitalize(s: &str) -> String {
 /// The webhook's answer for a request in its current state.
 pub fn answer(name: &str, status: Option<&DeprovisionRequestStatus>) -> LumosAnswer {
     let phase = status.map(|s| s.phase).unwrap_or_default();
+    // The record's name always survives clipping: it is how a person finds the details.
+    let record = format!(" (record: deprovisionrequest/{name})");
+    let room = MAX_MESSAGE.saturating_sub(record.chars().count());
     let msg = status.and_then(|s| s.message.clone()).unwrap_or_default();
+    let msg = if msg.chars().count() > room {
+        format!(
+            "{}…{record}",
+            msg.chars().take(room.saturating_sub(1)).collect::<String>()
+        )
+    } else {
+        format!("{msg}{record}")
+    };
     match phase {
-        Phase::Succeeded => {
-            LumosAnswer::success(format!("{msg} (record: deprovisionrequest/{name})"))
-        }
-        Phase::DryRun => LumosAnswer::success(format!("{msg} (record: deprovisionrequest/{name})")),
-        Phase::Failed => LumosAnswer::failure(format!("{msg} (record: deprovisionrequest/{name})")),
+        Phase::Succeeded | Phase::DryRun => LumosAnswer::success(msg),
+        Phase::Failed => LumosAnswer::failure(msg),
         Phase::Pending | Phase::InProgress => LumosAnswer::failure(format!(
             "Still in progress: the operator will finish it; see deprovisionrequest/{name} for the result"
         )),
@@ -223,6 +231,15 @@ mod tests {
         assert_eq!(answer("n", Some(&s)).response, "FAILURE");
         s.phase = Phase::DryRun;
         assert_eq!(answer("n", Some(&s)).response, "SUCCESS");
+        s.message = Some("x".repeat(2 * MAX_MESSAGE));
+        let long = answer("lumos-abc-1", Some(&s));
+        assert_eq!(long.msg.chars().count(), MAX_MESSAGE);
+        assert!(
+            long.msg
+                .ends_with("(record: deprovisionrequest/lumos-abc-1)"),
+            "{}",
+            long.msg
+        );
         let pending = answer("lumos-abc-1", None);
         assert_eq!(pending.response, "FAILURE");
         assert!(pending.msg.contains("in progress") && pending.msg.contains("lumos-abc-1"));

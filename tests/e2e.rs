@@ -1,0 +1,887 @@
+//! End-to-end: the operator, run as a process with only the RBAC it ships, driven through HTTP
+//! exactly as Lumos calls it, against a real kube-apiserver and etcd. Every test uses its own
+//! namespaces, bindings and Lumos application, so they run in parallel.
+
+mod support;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use deprovisioner::crd::{DeprovisionRequest, DeprovisionRequestSpec, Outcome, Phase};
+use kube::Api;
+use kube::api::{ObjectMeta, PostParams};
+use serde_json::json;
+use support::*;
+
+/// The shared operator (one per test binary; killed with the control plane).
+fn operator() -> &'static Operator {
+    static OP: OnceLock<Operator> = OnceLock::new();
+    OP.get_or_init(|| {
+        Operator::start(OperatorOpts {
+            args: vec!["--response-deadline".into(), "8s".into()],
+            ..Default::default()
+        })
+    })
+}
+
+fn user(tmpl: &str) -> serde_json::Value {
+    json!({"kind": "User", "name": tmpl})
+}
+
+#[tokio::test]
+async fn seed_payload_removes_exactly_what_the_policy_names() {
+    let c = admin().await;
+    let (ns_a, ns_b, other_ns) = (unique("seed-a"), unique("seed-b"), unique("seed-other"));
+    let label = unique("seed");
+    namespace(&c, &ns_a, &[("seed-team", &label)]).await;
+    namespace(&c, &ns_b, &[]).await;
+    namespace(&c, &other_ns, &[]).await;
+    let peter = || subj("User", "peterparker@lumos.com", None);
+    let mj = subj("User", "maryjane@lumos.com", None);
+    let devs = role_binding(
+        &c,
+        &ns_a,
+        "developers",
+        "edit",
+        vec![peter(), mj.clone(), subj("Group", "system:masters", None)],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns_a,
+        "peter-only",
+        "view",
+        vec![subj("User", "PeterParker@Lumos.com", None)],
+    )
+    .await;
+    let unrelated = role_binding(&c, &ns_a, "others", "view", vec![mj.clone()]).await;
+    let outside = role_binding(&c, &other_ns, "developers", "edit", vec![peter()]).await;
+    let crb_name = unique("seed-readers");
+    let crb = cluster_role_binding(
+        &c,
+        &crb_name,
+        "view",
+        &[("lumos-app", &label)],
+        vec![peter(), subj("Group", "auditors", None)],
+    )
+    .await;
+    policy(&c, &unique("seed-policy"), json!({
+        "application": {"appId": "demo_app", "instanceId": "0ob3ggjlhx892dc4abcde"},
+        "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
+        "rules": [
+            {"permissions": ["Permission One"], "roleBindings": {"namespaceSelector": {"matchLabels": {"seed-team": label}}}},
+            {"permissions": ["Permission Two"], "roleBindings": {"namespaces": [ns_b]},
+             "clusterRoleBindings": {"selector": {"matchLabels": {"lumos-app": label}}}}
+        ]
+    })).await;
+
+    let (status, answer, took) = operator().lumos(&seed_payload()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    assert!(took < Duration::from_secs(10), "answered in {took:?}");
+
+    // The subject is gone from every binding the policy names; everything else is unchanged.
+    let after = get_rb(&c, &ns_a, "developers").await.unwrap();
+    assert_eq!(
+        names(&after.subjects),
+        vec!["User:maryjane@lumos.com", "Group:system:masters"]
+    );
+    assert_eq!(after.role_ref, devs.role_ref);
+    assert!(
+        get_rb(&c, &ns_a, "peter-only").await.is_none(),
+        "last subject gone: binding deleted"
+    );
+    assert_eq!(get_rb(&c, &ns_a, "others").await.unwrap(), unrelated);
+    assert_eq!(
+        get_rb(&c, &other_ns, "developers").await.unwrap(),
+        outside,
+        "a namespace the policy does not name"
+    );
+    let crb_after = get_crb(&c, &crb_name).await.unwrap();
+    assert_eq!(names(&crb_after.subjects), vec!["Group:auditors"]);
+    assert_eq!(crb_after.role_ref, crb.role_ref);
+
+    // The record is complete.
+    let name = request_name(&answer);
+    let r = get_request(&c, &name).await;
+    let st = r.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::Succeeded);
+    assert_eq!(st.plan.len(), 3);
+    assert_eq!(st.results.len(), 3);
+    assert_eq!(st.removed, 3);
+    assert!(st.started_at.is_some() && st.completed_at.is_some());
+    assert!(
+        st.results
+            .iter()
+            .all(|x| matches!(x.outcome, Outcome::Removed | Outcome::Deleted))
+    );
+    assert!(
+        st.results
+            .iter()
+            .any(|x| x.outcome == Outcome::Deleted && x.object.ends_with("/peter-only"))
+    );
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True" && c.reason == "Succeeded")
+    );
+    assert_eq!(
+        st.message
+            .as_deref()
+            .map(|m| answer["msg"].as_str().unwrap().starts_with(m)),
+        Some(true)
+    );
+    assert_eq!(r.spec.target_user.email, "peterparker@lumos.com");
+    assert_eq!(r.spec.custom_fields["username"], "pparker");
+    let events = events_for(&c, &name).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(reason, _)| reason == "Removed")
+            .count(),
+        3,
+        "{events:?}"
+    );
+    assert!(events.iter().any(|(reason, _)| reason == "Succeeded"));
+}
+
+#[tokio::test]
+async fn every_subject_form_is_matched_and_only_it() {
+    let c = admin().await;
+    let ns = unique("forms");
+    namespace(&c, &ns, &[]).await;
+    let app = unique("forms-app");
+    role_binding(
+        &c,
+        &ns,
+        "oidc-users",
+        "view",
+        vec![
+            subj("User", "oidc:Spider@Lumos.com", None),
+            subj("User", "oidc:other@lumos.com", None),
+        ],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns,
+        "groups",
+        "view",
+        vec![
+            subj("Group", "spider", None),
+            subj("Group", "spiders", None),
+        ],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns,
+        "bots",
+        "view",
+        vec![
+            subj("ServiceAccount", "spider", None),
+            subj("ServiceAccount", "spider", Some("elsewhere")),
+            subj("ServiceAccount", "other", None),
+        ],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns,
+        "sa-as-user",
+        "view",
+        vec![
+            subj("User", &format!("system:serviceaccount:{ns}:spider"), None),
+            subj("User", "keep@lumos.com", None),
+        ],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns,
+        "exact-case",
+        "view",
+        vec![
+            subj("User", "Spider@Lumos.com", None),
+            subj("User", "keep@lumos.com", None),
+        ],
+    )
+    .await;
+    policy(&c, &unique("forms-policy"), json!({
+        "application": {"appId": app},
+        "subjects": [
+            {"kind": "User", "name": "{{target_user.email}}", "prefix": "oidc:", "caseInsensitive": true},
+            {"kind": "Group", "name": "{{custom_fields.username}}"},
+            {"kind": "ServiceAccount", "namespace": ns, "name": "{{custom_fields.username}}"}
+        ],
+        "rules": [{"roleBindings": {"namespaces": [ns]}}]
+    })).await;
+    let (status, answer, _) = operator()
+        .lumos(&payload(&app, "spider@lumos.com", &[]))
+        .await;
+    assert_eq!(
+        (status, answer["response"].as_str()),
+        (200, Some("SUCCESS")),
+        "{answer}"
+    );
+    assert_eq!(
+        names(&get_rb(&c, &ns, "oidc-users").await.unwrap().subjects),
+        vec!["User:oidc:other@lumos.com"]
+    );
+    assert_eq!(
+        names(&get_rb(&c, &ns, "groups").await.unwrap().subjects),
+        vec!["Group:spiders"]
+    );
+    let bots = get_rb(&c, &ns, "bots").await.unwrap().subjects.unwrap();
+    assert_eq!(bots.len(), 2);
+    assert_eq!(
+        bots[0].namespace.as_deref(),
+        Some("elsewhere"),
+        "another namespace's SA stays"
+    );
+    assert_eq!(bots[1].name, "other");
+    assert_eq!(
+        names(&get_rb(&c, &ns, "sa-as-user").await.unwrap().subjects),
+        vec!["User:keep@lumos.com"]
+    );
+    // Without the prefix the exact-case User is another identity: untouched.
+    assert_eq!(
+        names(&get_rb(&c, &ns, "exact-case").await.unwrap().subjects).len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn empty_bindings_are_deleted_or_kept_per_policy() {
+    let c = admin().await;
+    for keep in [false, true] {
+        let ns = unique("empty");
+        namespace(&c, &ns, &[]).await;
+        let app = unique("empty-app");
+        let crb = unique("empty-crb");
+        role_binding(
+            &c,
+            &ns,
+            "solo",
+            "view",
+            vec![subj("User", "gwen@lumos.com", None)],
+        )
+        .await;
+        role_binding(
+            &c,
+            &ns,
+            "pair",
+            "view",
+            vec![
+                subj("User", "gwen@lumos.com", None),
+                subj("User", "miles@lumos.com", None),
+            ],
+        )
+        .await;
+        cluster_role_binding(
+            &c,
+            &crb,
+            "view",
+            &[],
+            vec![subj("User", "gwen@lumos.com", None)],
+        )
+        .await;
+        policy(&c, &unique("empty-policy"), json!({
+            "application": {"appId": app},
+            "emptyBindings": if keep { "Keep" } else { "Delete" },
+            "subjects": [user("{{target_user.email}}")],
+            "rules": [{"roleBindings": {"namespaces": [ns]}, "clusterRoleBindings": {"names": [crb]}}]
+        })).await;
+        let (_, answer, _) = operator()
+            .lumos(&payload(&app, "gwen@lumos.com", &[]))
+            .await;
+        assert_eq!(answer["response"], "SUCCESS", "{answer}");
+        assert_eq!(
+            names(&get_rb(&c, &ns, "pair").await.unwrap().subjects),
+            vec!["User:miles@lumos.com"]
+        );
+        let solo = get_rb(&c, &ns, "solo").await;
+        let crb_after = get_crb(&c, &crb).await;
+        if keep {
+            assert!(names(&solo.unwrap().subjects).is_empty());
+            assert!(names(&crb_after.unwrap().subjects).is_empty());
+        } else {
+            assert!(solo.is_none());
+            assert!(crb_after.is_none());
+        }
+    }
+}
+
+#[tokio::test]
+async fn namespace_access_from_the_permission_value_and_label_selected_namespaces() {
+    let c = admin().await;
+    let (ns1, ns2, ns3, ns4) = (
+        unique("nsacc"),
+        unique("nsacc"),
+        unique("nsacc"),
+        unique("nsacc"),
+    );
+    let label = unique("tier");
+    namespace(&c, &ns1, &[]).await;
+    namespace(&c, &ns2, &[]).await;
+    namespace(&c, &ns3, &[("tier", &label)]).await;
+    namespace(&c, &ns4, &[("tier", &label)]).await;
+    for ns in [&ns1, &ns2, &ns3, &ns4] {
+        role_binding(
+            &c,
+            ns,
+            "a",
+            "view",
+            vec![
+                subj("User", "ned@lumos.com", None),
+                subj("User", "may@lumos.com", None),
+            ],
+        )
+        .await;
+        role_binding(
+            &c,
+            ns,
+            "b",
+            "edit",
+            vec![
+                subj("User", "ned@lumos.com", None),
+                subj("User", "may@lumos.com", None),
+            ],
+        )
+        .await;
+    }
+    let app = unique("nsacc-app");
+    policy(&c, &unique("nsacc-policy"), json!({
+        "application": {"appId": app},
+        "subjects": [user("{{target_user.email}}")],
+        "rules": [
+            {"permissions": ["nsacc-*"], "namespaceAccess": {"fromPermissionValue": true}},
+            {"permissions": ["tiered"], "roleBindings": {"namespaceSelector": {"matchLabels": {"tier": label}}, "roleRef": {"name": "edit"}}}
+        ]
+    })).await;
+    let (_, answer, _) = operator()
+        .lumos(&payload(&app, "ned@lumos.com", &[&ns1, "tiered"]))
+        .await;
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    let subjects = |ns: String, b: &'static str| {
+        let c = c.clone();
+        async move { names(&get_rb(&c, &ns, b).await.unwrap().subjects) }
+    };
+    let may = vec!["User:may@lumos.com".to_string()];
+    let both = 2;
+    assert_eq!(subjects(ns1.clone(), "a").await, may);
+    assert_eq!(subjects(ns1.clone(), "b").await, may);
+    assert_eq!(
+        subjects(ns2.clone(), "a").await.len(),
+        both,
+        "namespace not named"
+    );
+    assert_eq!(
+        subjects(ns3.clone(), "a").await.len(),
+        both,
+        "roleRef filter keeps view"
+    );
+    assert_eq!(subjects(ns3.clone(), "b").await, may);
+    assert_eq!(subjects(ns4.clone(), "b").await, may);
+}
+
+#[tokio::test]
+async fn protected_subjects_are_never_touched() {
+    let c = admin().await;
+    let ns = unique("prot");
+    namespace(&c, &ns, &[]).await;
+    let rb = role_binding(
+        &c,
+        &ns,
+        "mixed",
+        "view",
+        vec![
+            subj("Group", "system:masters", None),
+            subj("ServiceAccount", "deprovisioner", Some("deprovisioner")),
+            subj("User", "victim@lumos.com", None),
+        ],
+    )
+    .await;
+    for (i, subject) in [
+        json!({"kind": "Group", "name": "system:masters"}),
+        json!({"kind": "ServiceAccount", "namespace": "deprovisioner", "name": "deprovisioner"}),
+        json!({"kind": "User", "name": "system:serviceaccount:deprovisioner:deprovisioner"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let app = unique(&format!("prot-{i}"));
+        policy(
+            &c,
+            &unique("prot-policy"),
+            json!({
+                "application": {"appId": app},
+                "subjects": [user("{{target_user.email}}"), subject],
+                "rules": [{"roleBindings": {"namespaces": [ns]}}]
+            }),
+        )
+        .await;
+        let (status, answer, _) = operator()
+            .lumos(&payload(&app, "victim@lumos.com", &[]))
+            .await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["response"], "FAILURE", "{answer}");
+        let msg = answer["msg"].as_str().unwrap();
+        assert!(
+            msg.contains("refused") && msg.contains("nothing was changed"),
+            "{msg}"
+        );
+        let r = get_request(&c, &request_name(&answer)).await;
+        assert_eq!(phase(&r), Phase::Failed);
+        assert!(
+            r.status
+                .unwrap()
+                .conditions
+                .iter()
+                .any(|c| c.reason == "ProtectedSubject")
+        );
+        assert_eq!(
+            get_rb(&c, &ns, "mixed").await.unwrap(),
+            rb,
+            "nothing changed, not even the victim"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_app_is_recorded_as_failed() {
+    let c = admin().await;
+    let app = unique("nobody-covers");
+    let email = format!("{}@lumos.com", unique("u"));
+    let (status, answer, _) = operator().lumos(&payload(&app, &email, &["x"])).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"], "FAILURE");
+    assert!(
+        answer["msg"]
+            .as_str()
+            .unwrap()
+            .contains("no DeprovisionPolicy covers application"),
+        "{answer}"
+    );
+    let r = get_request(&c, &request_name(&answer)).await;
+    assert_eq!(phase(&r), Phase::Failed);
+    let st = r.status.unwrap();
+    assert!(st.conditions.iter().any(|c| c.reason == "NoPolicy"));
+    assert_eq!(requests_for(&c, &email).await.len(), 1);
+}
+
+#[tokio::test]
+async fn bad_calls_are_refused_and_create_nothing() {
+    let c = admin().await;
+    let op = operator();
+    let email = format!("{}@lumos.com", unique("bad"));
+    let body = serde_json::to_vec(&payload("whatever", &email, &[])).unwrap();
+    let path = "/webhooks/lumos/deprovision";
+    let json_ct = ("content-type", "application/json");
+    let good = format!("Bearer {SECRET}");
+    let cases: Vec<(Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+        (vec![json_ct], body.clone(), 401, "missing credentials"),
+        (
+            vec![json_ct, ("authorization", "Bearer wrong-secret-0123456789")],
+            body.clone(),
+            401,
+            "wrong credentials",
+        ),
+        (
+            vec![json_ct, ("authorization", SECRET)],
+            body.clone(),
+            401,
+            "missing credentials",
+        ),
+        (
+            vec![("authorization", &good), ("content-type", "text/plain")],
+            body.clone(),
+            415,
+            "application/json",
+        ),
+        (
+            vec![("authorization", &good)],
+            body.clone(),
+            415,
+            "application/json",
+        ),
+        (
+            vec![json_ct, ("authorization", &good)],
+            b"{not json".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            vec![json_ct, ("authorization", &good)],
+            br#"{"application":{"app_id":"a"}}"#.to_vec(),
+            400,
+            "no usable target user email",
+        ),
+        (
+            vec![json_ct, ("authorization", &good)],
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+            "byte limit",
+        ),
+    ];
+    for (headers, body, want, words) in cases {
+        let (status, answer, _) = op.post_raw(path, &headers, body).await;
+        assert_eq!(status, want, "{answer}");
+        assert_eq!(answer["response"], "FAILURE");
+        assert!(
+            answer["msg"].as_str().unwrap().contains(words),
+            "{answer} should say {words:?}"
+        );
+    }
+    assert!(
+        requests_for(&c, &email).await.is_empty(),
+        "no object created"
+    );
+    assert!(
+        !op.log_text().contains(SECRET),
+        "the secret never reaches the log"
+    );
+}
+
+#[tokio::test]
+async fn rotated_secret_works_without_restart() {
+    // A second, webhook-only replica with a secret file of its own.
+    let own = Operator::start(OperatorOpts {
+        args: vec!["--controller=false".into()],
+        ..Default::default()
+    });
+    let call = |secret: &'static str| {
+        let url = own.url.clone();
+        async move {
+            let resp = http_client()
+                .post(format!("{url}/webhooks/lumos/deprovision"))
+                .header("authorization", format!("Bearer {secret}"))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&payload(&unique("rot"), "rot@lumos.com", &[])).unwrap())
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    const NEW: &str = "rotated-secret-abcdefghijklmnop";
+    assert_eq!(call(SECRET).await, 200);
+    assert_eq!(call(NEW).await, 401);
+    let replace = |text: String| {
+        let tmp = own.secret_file.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &own.secret_file).unwrap();
+    };
+    replace(format!("{SECRET}\n{NEW}\n"));
+    assert_eq!(call(SECRET).await, 200);
+    assert_eq!(call(NEW).await, 200);
+    replace(format!("{NEW}\n"));
+    assert_eq!(call(SECRET).await, 401);
+    assert_eq!(call(NEW).await, 200);
+}
+
+#[tokio::test]
+async fn duplicates_attach_and_repeats_confirm_absence() {
+    let c = admin().await;
+    let ns = unique("dup");
+    namespace(&c, &ns, &[]).await;
+    for i in 0..5 {
+        role_binding(
+            &c,
+            &ns,
+            &format!("rb-{i}"),
+            "view",
+            vec![
+                subj("User", "harry@lumos.com", None),
+                subj("User", "norman@lumos.com", None),
+            ],
+        )
+        .await;
+    }
+    let app = unique("dup-app");
+    policy(
+        &c,
+        &unique("dup-policy"),
+        json!({
+            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
+    let body = payload(&app, "harry@lumos.com", &["p1", "p2"]);
+    let mut reordered = body.clone();
+    reordered["permissions"].as_array_mut().unwrap().reverse();
+    reordered["request_comment"] = json!("pressed the button twice");
+    let op = operator();
+    let (a, b, d) = tokio::join!(op.lumos(&body), op.lumos(&reordered), op.lumos(&body));
+    let names_: Vec<String> = [&a, &b, &d].iter().map(|x| request_name(&x.1)).collect();
+    assert!(
+        names_.iter().all(|n| n == &names_[0]),
+        "one request for identical calls: {names_:?}"
+    );
+    assert!(
+        [&a, &b, &d].iter().all(|x| x.1["response"] == "SUCCESS"),
+        "{a:?} {b:?} {d:?}"
+    );
+    let harry = requests_for(&c, "harry@lumos.com").await;
+    assert_eq!(
+        harry
+            .iter()
+            .filter(|r| r.spec.application.app_id.as_deref() == Some(app.as_str()))
+            .count(),
+        1
+    );
+    let first = get_request(&c, &names_[0]).await;
+    assert_eq!(first.status.unwrap().removed, 5);
+
+    // After it finished, the same call is a new request that finds the access gone.
+    let (_, again, _) = op.lumos(&body).await;
+    assert_eq!(again["response"], "SUCCESS", "{again}");
+    let second = request_name(&again);
+    assert_ne!(second, names_[0]);
+    let st = get_request(&c, &second).await.status.unwrap();
+    assert_eq!(st.removed, 0);
+    assert!(!st.results.is_empty());
+    assert!(
+        st.results
+            .iter()
+            .all(|r| r.outcome == Outcome::AlreadyAbsent),
+        "{:?}",
+        st.results
+    );
+    for i in 0..5 {
+        assert_eq!(
+            names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects),
+            vec!["User:norman@lumos.com"]
+        );
+    }
+}
+
+#[tokio::test]
+async fn dry_run_changes_nothing() {
+    let c = admin().await;
+    let ns = unique("dry");
+    namespace(&c, &ns, &[]).await;
+    let rb = role_binding(
+        &c,
+        &ns,
+        "rb",
+        "view",
+        vec![subj("User", "otto@lumos.com", None)],
+    )
+    .await;
+    let app = unique("dry-app");
+    policy(
+        &c,
+        &unique("dry-policy"),
+        json!({
+            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
+    // Through the webhook (`?dryRun=true`, for Lumos's Test Webhook button) ...
+    let (_, answer, _) = operator()
+        .lumos_to(
+            "/webhooks/lumos/deprovision?dryRun=true",
+            &payload(&app, "otto@lumos.com", &[]),
+        )
+        .await;
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    assert!(
+        answer["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Dry run: would remove otto@lumos.com from 1 binding"),
+        "{answer}"
+    );
+    let r = get_request(&c, &request_name(&answer)).await;
+    assert_eq!(phase(&r), Phase::DryRun);
+    assert_eq!(r.status.unwrap().plan.len(), 1);
+    // ... and as a manual request.
+    let spec: DeprovisionRequestSpec = serde_json::from_value(json!({
+        "application": {"appId": app}, "targetUser": {"email": "otto@lumos.com"}, "dryRun": true
+    }))
+    .unwrap();
+    let name = unique("manual-dry");
+    let obj = DeprovisionRequest {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        spec,
+        status: None,
+    };
+    Api::<DeprovisionRequest>::all(c.clone())
+        .create(&PostParams::default(), &obj)
+        .await
+        .unwrap();
+    assert_eq!(
+        phase(&wait_terminal(&c, &name, Duration::from_secs(20)).await),
+        Phase::DryRun
+    );
+    assert_eq!(get_rb(&c, &ns, "rb").await.unwrap(), rb);
+}
+
+#[tokio::test]
+async fn manual_requests_are_reconciled_and_their_spec_is_immutable() {
+    let c = admin().await;
+    let ns = unique("manual");
+    namespace(&c, &ns, &[]).await;
+    role_binding(
+        &c,
+        &ns,
+        "rb",
+        "view",
+        vec![
+            subj("User", "felicia@lumos.com", None),
+            subj("User", "stays@lumos.com", None),
+        ],
+    )
+    .await;
+    let app = unique("manual-app");
+    policy(
+        &c,
+        &unique("manual-policy"),
+        json!({
+            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
+    let name = unique("manual");
+    let yaml = format!(
+        "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionRequest\nmetadata:\n  name: {name}\nspec:\n  application:\n    appId: {app}\n  targetUser:\n    email: felicia@lumos.com\n"
+    );
+    let file = cluster().dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, &yaml).unwrap();
+    let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = wait_terminal(&c, &name, Duration::from_secs(20)).await;
+    assert_eq!(phase(&r), Phase::Succeeded);
+    assert_eq!(
+        names(&get_rb(&c, &ns, "rb").await.unwrap().subjects),
+        vec!["User:stays@lumos.com"]
+    );
+    // The API server refuses a changed spec (CEL rule), with the rule's message.
+    std::fs::write(
+        &file,
+        yaml.replace("felicia@lumos.com", "someone-else@lumos.com"),
+    )
+    .unwrap();
+    let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("spec is immutable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = cluster().kubectl(&["get", "dpr", &name]);
+    let table = String::from_utf8_lossy(&get.stdout);
+    assert!(
+        table.contains("TARGET")
+            && table.contains("felicia@lumos.com")
+            && table.contains("Succeeded"),
+        "{table}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_policies_are_rejected_or_marked() {
+    let c = admin().await;
+    // Rejected by the API server's schema (CEL): a rule that names nothing to remove.
+    let bad = format!(
+        "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionPolicy\nmetadata:\n  name: {}\nspec:\n  application: {{appId: x}}\n  subjects: [{{kind: User, name: x}}]\n  rules: [{{permissions: [x]}}]\n",
+        unique("bad-policy")
+    );
+    let file = cluster().dir.join(format!("{}.yaml", unique("bad")));
+    std::fs::write(&file, bad).unwrap();
+    let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("a rule needs roleBindings, clusterRoleBindings or namespaceAccess")
+    );
+    // Accepted by the schema but unusable: a status condition says what is wrong.
+    let name = unique("marked-policy");
+    policy(&c, &name, json!({"application": {"appId": unique("m")}, "subjects": [user("{{target_user.password}}")],
+        "rules": [{"roleBindings": {"namespaces": ["x"]}}]})).await;
+    let api: Api<deprovisioner::crd::DeprovisionPolicy> = Api::all(c.clone());
+    for _ in 0..100 {
+        let p = api.get(&name).await.unwrap();
+        if let Some(cond) = p
+            .status
+            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Valid"))
+        {
+            assert_eq!(cond.status, "False");
+            assert!(
+                cond.message
+                    .contains("unknown field \"target_user.password\""),
+                "{}",
+                cond.message
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("policy never got a Valid condition");
+}
+
+#[tokio::test]
+async fn concurrent_requests_editing_the_same_bindings_both_succeed() {
+    let c = admin().await;
+    let ns = unique("race");
+    namespace(&c, &ns, &[]).await;
+    let people = ["eddie", "cletus", "flash", "betty"];
+    for i in 0..6 {
+        role_binding(
+            &c,
+            &ns,
+            &format!("shared-{i}"),
+            "view",
+            people
+                .iter()
+                .map(|p| subj("User", &format!("{p}@lumos.com"), None))
+                .collect(),
+        )
+        .await;
+    }
+    let app = unique("race-app");
+    policy(
+        &c,
+        &unique("race-policy"),
+        json!({
+            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
+    let op = operator();
+    let calls = people[..3]
+        .iter()
+        .map(|p| payload(&app, &format!("{p}@lumos.com"), &[]))
+        .collect::<Vec<_>>();
+    let (a, b, d) = tokio::join!(
+        op.lumos(&calls[0]),
+        op.lumos(&calls[1]),
+        op.lumos(&calls[2])
+    );
+    for x in [&a, &b, &d] {
+        assert_eq!(x.1["response"], "SUCCESS", "{:?}", x.1);
+    }
+    for i in 0..6 {
+        assert_eq!(
+            names(
+                &get_rb(&c, &ns, &format!("shared-{i}"))
+                    .await
+                    .unwrap()
+                    .subjects
+            ),
+            vec!["User:betty@lumos.com"]
+        );
+    }
+}

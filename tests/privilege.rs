@@ -1,0 +1,137 @@
+//! Least privilege, proven: the operator runs with an identity holding only the shipped rules
+//! (or fewer), on a control plane of its own so no other operator handles its requests.
+
+mod support;
+
+use deprovisioner::crd::Outcome;
+use serde_json::json;
+use support::*;
+
+fn user(tmpl: &str) -> serde_json::Value {
+    json!({"kind": "User", "name": tmpl})
+}
+
+#[tokio::test]
+async fn least_privilege_shows_which_verbs_are_needed() {
+    // An identity with the shipped rules but `bind` narrowed to one role: deleting a binding still
+    // works (needs only `delete`), but editing one that references a role it may not bind (and
+    // whose permissions it lacks) is refused by the API server's escalation check, and the record
+    // says so. (The built-in edit/view roles are empty here: no controller-manager aggregates
+    // them, so the test uses roles with real rules.)
+    let c = admin().await;
+    let sa = "deprovisioner-nobind";
+    for (role, resource) in [("lp-guarded", "secrets"), ("lp-bindable", "configmaps")] {
+        let yaml = format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {role}\nrules:\n- apiGroups: [\"\"]\n  resources: [{resource}]\n  verbs: [get]\n"
+        );
+        let file = cluster().dir.join(format!("{role}.yaml"));
+        std::fs::write(&file, yaml).unwrap();
+        let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let rbac = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).unwrap();
+    let narrowed = rbac
+        .replace("name: deprovisioner\n", &format!("name: {sa}\n"))
+        .replace(
+            "name: deprovisioner-leader-election\n",
+            &format!("name: {sa}-leader-election\n"),
+        )
+        .replace(
+            "  verbs: [bind]\n",
+            "  verbs: [bind]\n  resourceNames: [lp-bindable]\n",
+        );
+    let file = cluster().dir.join(format!("{sa}.yaml"));
+    std::fs::write(&file, narrowed).unwrap();
+    let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut op = Operator::start(OperatorOpts {
+        kubeconfig: cluster().kubeconfig_as(sa),
+        args: vec!["--lease-name".into(), sa.into()],
+        ..Default::default()
+    });
+    let ns = unique("lp");
+    namespace(&c, &ns, &[]).await;
+    role_binding(
+        &c,
+        &ns,
+        "edit-pair",
+        "lp-guarded",
+        vec![
+            subj("User", "kraven@lumos.com", None),
+            subj("User", "stays@lumos.com", None),
+        ],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns,
+        "edit-solo",
+        "lp-guarded",
+        vec![subj("User", "kraven@lumos.com", None)],
+    )
+    .await;
+    role_binding(
+        &c,
+        &ns,
+        "view-pair",
+        "lp-bindable",
+        vec![
+            subj("User", "kraven@lumos.com", None),
+            subj("User", "stays@lumos.com", None),
+        ],
+    )
+    .await;
+    let app = unique("lp-app");
+    policy(
+        &c,
+        &unique("lp-policy"),
+        json!({
+            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
+    let (_, answer, _) = op.lumos(&payload(&app, "kraven@lumos.com", &[])).await;
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    let msg = answer["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("Failed 1 of 3") && msg.contains("edit-pair"),
+        "{msg}"
+    );
+    let r = get_request(&c, &request_name(&answer))
+        .await
+        .status
+        .unwrap();
+    let by_object = |suffix: &str| {
+        r.results
+            .iter()
+            .find(|x| x.object.ends_with(suffix))
+            .unwrap()
+            .clone()
+    };
+    let failed = by_object("/edit-pair");
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert!(
+        failed.message.contains("forbidden")
+            && failed
+                .message
+                .contains("needs the `bind` verb on ClusterRole/lp-guarded"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(by_object("/edit-solo").outcome, Outcome::Deleted);
+    assert_eq!(by_object("/view-pair").outcome, Outcome::Removed);
+    assert_eq!(
+        names(&get_rb(&c, &ns, "edit-pair").await.unwrap().subjects).len(),
+        2
+    );
+    op.kill();
+}

@@ -1,0 +1,542 @@
+//! Test harness: a real etcd + kube-apiserver started by `scripts/control-plane`, the operator
+//! binary run as a process with the ServiceAccount identity `deploy/rbac.yaml` grants, and
+//! helpers that talk to both exactly as Lumos and an admin would.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::{DeprovisionPolicy, DeprovisionPolicySpec, DeprovisionRequest, Phase};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
+use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running control plane, shared by every test of one test binary.
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub operator_kubeconfig: PathBuf,
+    pub bin_dir: PathBuf,
+}
+
+impl Cluster {
+    /// Runs a binary of the control plane (kubectl) against it.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.bin_dir.join("kubectl"))
+            .env("KUBECONFIG", &self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl")
+    }
+
+    /// A kubeconfig acting as another ServiceAccount of the `deprovisioner` namespace.
+    pub fn kubeconfig_as(&self, sa: &str) -> PathBuf {
+        let text = std::fs::read_to_string(&self.operator_kubeconfig).unwrap();
+        let path = self.dir.join(format!("{sa}.kubeconfig"));
+        let text = text.replace(
+            "system:serviceaccount:deprovisioner:deprovisioner",
+            &format!("system:serviceaccount:deprovisioner:{sa}"),
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn apiserver_pid(&self) -> i32 {
+        std::fs::read_to_string(self.dir.join("apiserver.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+
+/// Starts the control plane on first use (torn down when the test process exits), installs
+/// the CRDs from `crds/` and the operator's RBAC from `deploy/rbac.yaml`.
+pub fn cluster() -> &'static Cluster {
+    CLUSTER.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("deprovisioner-test-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let out = Command::new(repo().join("scripts/control-plane"))
+            .args(["up", dir.to_str().unwrap()])
+            .env("DEPROVISIONER_OWNER_PID", std::process::id().to_string())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running scripts/control-plane up");
+        assert!(out.status.success(), "control plane did not start");
+        let env = String::from_utf8(out.stdout).unwrap();
+        let bin_dir = env
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("export PATH=")
+                    .and_then(|p| p.split(':').next())
+            })
+            .map(PathBuf::from)
+            .expect("PATH line");
+        let c = Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            operator_kubeconfig: dir.join("operator.kubeconfig"),
+            dir,
+            bin_dir,
+        };
+        let ns = c.kubectl(&["create", "namespace", "deprovisioner"]);
+        assert!(
+            ns.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ns.stderr)
+        );
+        for f in ["crds/crds.yaml", "deploy/rbac.yaml"] {
+            let out = c.kubectl(&["apply", "-f", repo().join(f).to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "applying {f}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = c.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c
+    })
+}
+
+/// An admin client (system:masters) for setting up and checking the cluster.
+pub async fn admin() -> Client {
+    client_for(&cluster().kubeconfig).await
+}
+
+pub async fn client_for(path: &Path) -> Client {
+    let kc = Kubeconfig::read_from(path).unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
+}
+
+/// A name no other test (or test run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}-{}-{n}", t % 100_000)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator, run as a process.
+pub struct Operator {
+    child: Option<Child>,
+    pub url: String,
+    pub secret_file: PathBuf,
+    pub log: PathBuf,
+    pid_file: PathBuf,
+}
+
+/// How to start an operator.
+pub struct OperatorOpts {
+    pub kubeconfig: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for OperatorOpts {
+    fn default() -> Self {
+        OperatorOpts {
+            kubeconfig: cluster().operator_kubeconfig.clone(),
+            args: vec![],
+            env: vec![],
+        }
+    }
+}
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+
+impl Operator {
+    pub fn start(opts: OperatorOpts) -> Operator {
+        let c = cluster();
+        let id = unique("op");
+        let secret_file = c.dir.join(format!("{id}.secret"));
+        if !secret_file.exists() {
+            std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+        }
+        Self::start_with_secret(opts, id, secret_file)
+    }
+
+    fn start_with_secret(opts: OperatorOpts, id: String, secret_file: PathBuf) -> Operator {
+        let c = cluster();
+        let port = free_port();
+        let log = c.dir.join(format!("{id}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+            .arg("run")
+            .args(["--kubeconfig", opts.kubeconfig.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--secret-file", secret_file.to_str().unwrap()])
+            .args(["--service-account", "deprovisioner/deprovisioner"])
+            .args(["--lease-namespace", "deprovisioner"])
+            .args(["--log-level", "info,deprovisioner=debug"])
+            .args(&opts.args)
+            .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("KUBECONFIG")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("starting the operator");
+        let pid_file = c.dir.join(format!("{id}.pid"));
+        std::fs::write(&pid_file, child.id().to_string()).unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let op = Operator {
+            child: Some(child),
+            url,
+            secret_file,
+            log,
+            pid_file,
+        };
+        op.wait_healthy();
+        op
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(s) = std::net::TcpStream::connect(self.url.trim_start_matches("http://")) {
+                drop(s);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "operator did not listen within 30s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// POSTs a body to the Lumos endpoint with the given headers.
+    pub async fn post_raw(
+        &self,
+        path_query: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, Value, Duration) {
+        let started = Instant::now();
+        let mut req = http_client()
+            .post(format!("{}{path_query}", self.url))
+            .body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.expect("HTTP call to the operator");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json, started.elapsed())
+    }
+
+    /// POSTs a Lumos payload exactly as Lumos does.
+    pub async fn lumos(&self, payload: &Value) -> (u16, Value, Duration) {
+        self.lumos_to("/webhooks/lumos/deprovision", payload).await
+    }
+
+    pub async fn lumos_to(&self, path_query: &str, payload: &Value) -> (u16, Value, Duration) {
+        let auth = format!("Bearer {SECRET}");
+        self.post_raw(
+            path_query,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            serde_json::to_vec(payload).unwrap(),
+        )
+        .await
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The seed document's example payload (the elided third permission left out).
+pub fn seed_payload() -> Value {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/seed-payload.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A Lumos payload for `app` and `email` with the given permission values.
+pub fn payload(app: &str, email: &str, perms: &[&str]) -> Value {
+    serde_json::json!({
+        "application": {"app_id": app, "instance_id": "inst-1", "user_friendly_label": app},
+        "permissions": perms.iter().map(|p| serde_json::json!({"label": p, "value": p, "type": "PERMISSION", "source": "MANUAL"})).collect::<Vec<_>>(),
+        "user": {"email": "admin@lumos.com", "given_name": "Ad", "family_name": "Min"},
+        "target_user": {"email": email, "given_name": "Target", "family_name": "User"},
+        "request_comment": "access review closed",
+        "custom_fields": {"username": email.split('@').next().unwrap()}
+    })
+}
+
+pub fn subj(kind: &str, name: &str, ns: Option<&str>) -> Subject {
+    Subject {
+        api_group: (kind != "ServiceAccount").then(|| "rbac.authorization.k8s.io".to_string()),
+        kind: kind.into(),
+        name: name.into(),
+        namespace: ns.map(Into::into),
+    }
+}
+
+pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+pub async fn role_binding(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    role: &str,
+    subjects: Vec<Subject>,
+) -> RoleBinding {
+    let rb = RoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(subjects),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap()
+}
+
+pub async fn cluster_role_binding(
+    client: &Client,
+    name: &str,
+    role: &str,
+    labels: &[(&str, &str)],
+    subjects: Vec<Subject>,
+) -> ClusterRoleBinding {
+    let crb = ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(subjects),
+    };
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &crb)
+        .await
+        .unwrap()
+}
+
+pub async fn policy(client: &Client, name: &str, spec: Value) -> DeprovisionPolicy {
+    let spec: DeprovisionPolicySpec = serde_json::from_value(spec).unwrap();
+    Api::<DeprovisionPolicy>::all(client.clone())
+        .create(&PostParams::default(), &DeprovisionPolicy::new(name, spec))
+        .await
+        .unwrap()
+}
+
+pub async fn get_rb(client: &Client, ns: &str, name: &str) -> Option<RoleBinding> {
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+pub async fn get_crb(client: &Client, name: &str) -> Option<ClusterRoleBinding> {
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+/// Subject names of a binding, in order.
+pub fn names(subjects: &Option<Vec<Subject>>) -> Vec<String> {
+    subjects
+        .iter()
+        .flatten()
+        .map(|s| format!("{}:{}", s.kind, s.name))
+        .collect()
+}
+
+/// The request named in a Lumos answer's message (`deprovisionrequest/<name>`).
+pub fn request_name(answer: &Value) -> String {
+    let msg = answer["msg"].as_str().unwrap_or_default();
+    let i = msg
+        .find("deprovisionrequest/")
+        .unwrap_or_else(|| panic!("no request named in {msg:?}"));
+    msg[i + "deprovisionrequest/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+pub async fn get_request(client: &Client, name: &str) -> DeprovisionRequest {
+    Api::<DeprovisionRequest>::all(client.clone())
+        .get(name)
+        .await
+        .unwrap()
+}
+
+/// Waits until the request reaches a terminal phase.
+pub async fn wait_terminal(client: &Client, name: &str, timeout: Duration) -> DeprovisionRequest {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(r)) = Api::<DeprovisionRequest>::all(client.clone())
+            .get_opt(name)
+            .await
+            && r.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+        {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} not terminal after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Requests whose labels say they are for this target email.
+pub async fn requests_for(client: &Client, email: &str) -> Vec<DeprovisionRequest> {
+    let lp = ListParams::default().labels(&format!(
+        "{}={}",
+        deprovisioner::naming::LABEL_TARGET,
+        deprovisioner::naming::email_hash(email)
+    ));
+    Api::<DeprovisionRequest>::all(client.clone())
+        .list(&lp)
+        .await
+        .unwrap()
+        .items
+}
+
+/// Event notes about a request (events of cluster-scoped objects land in `default`).
+pub async fn events_for(client: &Client, request: &str) -> Vec<(String, String)> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(request))
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+pub fn phase(r: &DeprovisionRequest) -> Phase {
+    r.status.as_ref().map(|s| s.phase).unwrap_or_default()
+}
+
+/// Labels map helper.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn name_of<K: ResourceExt>(k: &K) -> String {
+    k.name_any()
+}
