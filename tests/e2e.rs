@@ -479,7 +479,9 @@ async fn bad_calls_are_refused_and_create_nothing() {
     let path = "/webhooks/lumos/deprovision";
     let json_ct = ("content-type", "application/json");
     let good = format!("Bearer {SECRET}");
-    let cases: Vec<(Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (headers, body, expected status, words the message must contain)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (vec![json_ct], body.clone(), 401, "missing credentials"),
         (
             vec![json_ct, ("authorization", "Bearer wrong-secret-0123456789")],
