@@ -135,13 +135,7 @@ async fn deprovision(
             );
         }
     };
-    let remaining = s.deadline.saturating_sub(started.elapsed());
-    let answer = match tokio::time::timeout(remaining, submit_and_wait(&s.client, spec)).await {
-        Ok(answer) => answer,
-        Err(_) => LumosAnswer::failure(
-            "The Kubernetes API server did not answer in time; the request may not have been recorded. Check `kubectl get dpr` before retrying",
-        ),
-    };
+    let answer = submit_and_wait(&s.client, spec, started + s.deadline).await;
     tracing::info!(
         response = answer.response,
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -158,18 +152,28 @@ fn bad_payload_message(e: &PayloadError) -> String {
     }
 }
 
-/// Records the request (or finds the identical unfinished one), then waits until it is terminal.
-/// Callers bound this with the response deadline.
-async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpec) -> LumosAnswer {
+/// Records the request (or finds the identical unfinished one), then waits until it is terminal
+/// or the deadline passes.
+async fn submit_and_wait(
+    client: &Client,
+    spec: DeprovisionRequestSpec,
+    deadline: Instant,
+) -> LumosAnswer {
     let api: Api<DeprovisionRequest> = Api::all(client.clone());
-    let (name, attached) = match submit(&api, spec).await {
-        Ok(x) => x,
-        Err(e) => {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let (name, attached) = match tokio::time::timeout_at(deadline, submit(&api, spec)).await {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not record the request");
             return LumosAnswer::failure(format!(
                 "Could not record the request: the Kubernetes API server refused or is unavailable ({}); nothing was changed",
                 short_error(&e)
             ));
+        }
+        Err(_) => {
+            return LumosAnswer::failure(
+                "The Kubernetes API server did not answer in time; the request may not have been recorded. Check `kubectl get dpr` before retrying",
+            );
         }
     };
     tracing::info!(request = %name, attached, "request recorded; waiting for the result");
@@ -177,16 +181,17 @@ async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpec) -> Lumos
         o.and_then(|o| o.status.as_ref())
             .is_some_and(|s| s.phase.is_terminal())
     };
-    let wait = await_condition(api.clone(), &name, terminal);
-    match wait.await {
-        Ok(Some(obj)) => report::answer(&name, obj.status.as_ref()),
-        Ok(None) => LumosAnswer::failure(format!(
+    match tokio::time::timeout_at(deadline, await_condition(api, &name, terminal)).await {
+        Ok(Ok(Some(obj))) => report::answer(&name, obj.status.as_ref()),
+        Ok(Ok(None)) => LumosAnswer::failure(format!(
             "deprovisionrequest/{name} was deleted before it finished"
         )),
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(request = %name, error = %e, "lost the watch on the request");
             report::answer(&name, None)
         }
+        // Recorded but unfinished: the controller finishes it; the record tells the outcome.
+        Err(_) => report::answer(&name, None),
     }
 }
 

@@ -64,10 +64,21 @@ impl Cluster {
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
 
-/// Starts the control plane on first use (torn down when the test process exits), installs
-/// the CRDs from `crds/` and the operator's RBAC from `deploy/rbac.yaml`.
+/// The control plane shared by the tests of this binary, started on first use.
 pub fn cluster() -> &'static Cluster {
-    CLUSTER.get_or_init(|| {
+    CLUSTER.get_or_init(Cluster::start)
+}
+
+/// A control plane of the caller's own (for tests that stop processes), alive until the test
+/// process exits.
+pub fn own_cluster() -> &'static Cluster {
+    Box::leak(Box::new(Cluster::start()))
+}
+
+impl Cluster {
+    /// Starts etcd and kube-apiserver (torn down when the test process exits, however it exits),
+    /// installs the CRDs from `crds/` and the operator's RBAC from `deploy/rbac.yaml`.
+    pub fn start() -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("deprovisioner-test-")
             .tempdir()
@@ -122,7 +133,12 @@ pub fn cluster() -> &'static Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         c
-    })
+    }
+
+    /// An admin client (system:masters) for this control plane.
+    pub async fn admin(&self) -> Client {
+        client_for(&self.kubeconfig).await
+    }
 }
 
 /// An admin client (system:masters) for setting up and checking the cluster.
@@ -168,18 +184,33 @@ pub struct Operator {
 
 /// How to start an operator.
 pub struct OperatorOpts {
+    pub cluster: &'static Cluster,
     pub kubeconfig: PathBuf,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
 }
 
-impl Default for OperatorOpts {
-    fn default() -> Self {
+impl OperatorOpts {
+    /// Defaults on a given control plane.
+    pub fn on(cluster: &'static Cluster) -> Self {
         OperatorOpts {
-            kubeconfig: cluster().operator_kubeconfig.clone(),
+            cluster,
+            kubeconfig: cluster.operator_kubeconfig.clone(),
             args: vec![],
             env: vec![],
         }
+    }
+
+    /// Adds command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+}
+
+impl Default for OperatorOpts {
+    fn default() -> Self {
+        OperatorOpts::on(cluster())
     }
 }
 
@@ -187,7 +218,7 @@ pub const SECRET: &str = "test-secret-0123456789abcdef";
 
 impl Operator {
     pub fn start(opts: OperatorOpts) -> Operator {
-        let c = cluster();
+        let c = opts.cluster;
         let id = unique("op");
         let secret_file = c.dir.join(format!("{id}.secret"));
         if !secret_file.exists() {
@@ -197,7 +228,7 @@ impl Operator {
     }
 
     fn start_with_secret(opts: OperatorOpts, id: String, secret_file: PathBuf) -> Operator {
-        let c = cluster();
+        let c = opts.cluster;
         let port = free_port();
         let log = c.dir.join(format!("{id}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
