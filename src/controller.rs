@@ -568,3 +568,7 @@ fn policy_error_policy(p: Arc<DeprovisionPolicy>, err: &Error, _ctx: Arc<Context
     tracing::warn!(policy = %p.name_any(), error = %err, "policy status update failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod tests;
