@@ -24,9 +24,7 @@ pub enum SecretError {
         source: std::io::Error,
     },
     /// No usable secret in the file.
-    #[error(
-        "secret file {0} holds no secret (one per line, at least {MIN_SECRET_LEN} characters each)"
-    )]
+    #[error("secret file {0} holds no secret (one per line, at least {MIN_SECRET_LEN} characters each)")]
     Empty(PathBuf),
     /// A line is too short.
     #[error("secret file {path}: line {line} is shorter than {MIN_SECRET_LEN} characters")]
@@ -72,10 +70,7 @@ fn digest(s: &[u8]) -> [u8; 32] {
 }
 
 fn read(path: &Path) -> Result<Loaded, SecretError> {
-    let err = |source| SecretError::Read {
-        path: path.into(),
-        source,
-    };
+    let err = |source| SecretError::Read { path: path.into(), source };
     let stamp = stamp(path).map_err(err)?;
     let text = std::fs::read_to_string(path).map_err(err)?;
     let mut digests = Vec::new();
@@ -85,10 +80,7 @@ fn read(path: &Path) -> Result<Loaded, SecretError> {
             continue;
         }
         if s.len() < MIN_SECRET_LEN {
-            return Err(SecretError::TooShort {
-                path: path.into(),
-                line: i + 1,
-            });
+            return Err(SecretError::TooShort { path: path.into(), line: i + 1 });
         }
         digests.push(digest(s.as_bytes()));
     }
@@ -103,10 +95,7 @@ impl SecretFile {
     pub fn load(path: impl Into<PathBuf>) -> Result<Self, SecretError> {
         let path = path.into();
         let loaded = read(&path)?;
-        Ok(SecretFile {
-            path,
-            loaded: Mutex::new(loaded),
-        })
+        Ok(SecretFile { path, loaded: Mutex::new(loaded) })
     }
 
     /// Re-reads the file if it changed. A broken new file keeps the old secrets (and is logged).
@@ -211,15 +200,9 @@ mod tests {
     fn bad_files_fail_clearly_without_echoing_the_secret() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
-        assert!(matches!(
-            SecretFile::load(&path),
-            Err(SecretError::Read { .. })
-        ));
+        assert!(matches!(SecretFile::load(&path), Err(SecretError::Read { .. })));
         write(&path, "\n  \n");
-        assert!(matches!(
-            SecretFile::load(&path),
-            Err(SecretError::Empty(_))
-        ));
+        assert!(matches!(SecretFile::load(&path), Err(SecretError::Empty(_))));
         write(&path, "tooshortsecret\n");
         let e = SecretFile::load(&path).err().unwrap().to_string();
         assert!(e.contains("line 1") && !e.contains("tooshortsecret"), "{e}");
@@ -230,15 +213,9 @@ mod tests {
         let auth = HeaderScheme::new(header::AUTHORIZATION);
         let mut h = HeaderMap::new();
         assert_eq!(auth.extract(&h), None);
-        h.insert(
-            header::AUTHORIZATION,
-            format!("Bearer {A}").parse().unwrap(),
-        );
+        h.insert(header::AUTHORIZATION, format!("Bearer {A}").parse().unwrap());
         assert_eq!(auth.extract(&h), Some(A));
-        h.insert(
-            header::AUTHORIZATION,
-            format!("bearer  {A}").parse().unwrap(),
-        );
+        h.insert(header::AUTHORIZATION, format!("bearer  {A}").parse().unwrap());
         assert_eq!(auth.extract(&h), Some(A));
         h.insert(header::AUTHORIZATION, format!("Basic {A}").parse().unwrap());
         assert_eq!(auth.extract(&h), None);

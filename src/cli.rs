@@ -81,15 +81,12 @@ pub struct RunArgs {
     /// Run the controller only while holding a Lease (set false for a single local process).
     #[arg(long, env = "DEPROVISIONER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
-    /// Namespace of the leader Lease.
+    /// The operator's own namespace: where its leader Lease lives and the only namespace
+    /// external actions read Secrets (and CA ConfigMaps) from.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
+    pub namespace: String,
     /// Name of the leader Lease.
-    #[arg(
-        long,
-        env = "DEPROVISIONER_LEASE_NAME",
-        default_value = "deprovisioner"
-    )]
+    #[arg(long, env = "DEPROVISIONER_LEASE_NAME", default_value = "deprovisioner")]
     pub lease_name: String,
     /// Fault injection for tests: exit right after recording this many action results.
     #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS", hide = true)]
@@ -109,9 +106,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 fn parse_deadline(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d.is_zero() || d >= LUMOS_TIMEOUT {
-        return Err(format!(
-            "must be more than 0s and less than Lumos's 15s timeout, got {s}"
-        ));
+        return Err(format!("must be more than 0s and less than Lumos's 15s timeout, got {s}"));
     }
     Ok(d)
 }
@@ -122,9 +117,7 @@ fn parse_header(s: &str) -> Result<HeaderName, String> {
 
 fn parse_sa(s: &str) -> Result<(String, String), String> {
     match s.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.into(), name.into()))
-        }
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Ok((ns.into(), name.into())),
         _ => Err(format!("expected NAMESPACE/NAME, got {s:?}")),
     }
 }
@@ -157,28 +150,11 @@ mod tests {
         let e = run(&["--response-deadline", "15s"]).unwrap_err();
         assert!(e.contains("less than Lumos's 15s"), "{e}");
         assert!(run(&["--response-deadline", "0s"]).is_err());
-        assert!(
-            run(&["--response-deadline", "ten"])
-                .unwrap_err()
-                .contains("examples")
-        );
-        assert!(
-            run(&["--service-account", "nope"])
-                .unwrap_err()
-                .contains("NAMESPACE/NAME")
-        );
-        assert!(
-            run(&["--secret-header", "bad header"])
-                .unwrap_err()
-                .contains("not a valid HTTP header")
-        );
+        assert!(run(&["--response-deadline", "ten"]).unwrap_err().contains("examples"));
+        assert!(run(&["--service-account", "nope"]).unwrap_err().contains("NAMESPACE/NAME"));
+        assert!(run(&["--secret-header", "bad header"]).unwrap_err().contains("not a valid HTTP header"));
         assert!(run(&["--log-format", "xml"]).is_err());
         assert!(run(&["--no-such-flag"]).is_err());
-        assert_eq!(
-            run(&["--service-account", "ns/sa"])
-                .unwrap()
-                .service_account,
-            Some(("ns".into(), "sa".into()))
-        );
+        assert_eq!(run(&["--service-account", "ns/sa"]).unwrap().service_account, Some(("ns".into(), "sa".into())));
     }
 }

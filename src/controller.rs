@@ -17,9 +17,10 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::crd::{
-    ActionResult, DeprovisionPolicy, DeprovisionPolicyStatus, DeprovisionRequest,
-    DeprovisionRequestStatus, Outcome, Phase, PlannedAction,
+    ActionKind, ActionResult, DeprovisionPolicy, DeprovisionPolicyStatus, DeprovisionRequest, DeprovisionRequestStatus,
+    ExternalDetails, Outcome, Phase, PlannedAction,
 };
+use crate::external;
 use crate::plan::{self, Observed, PlanError};
 use crate::rbac::{self, Transient};
 use crate::report::{self, set_condition};
@@ -38,6 +39,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Test-only fault injection: exit the process right after recording this many results.
     pub exit_after_results: Option<usize>,
+    /// The operator's own namespace: external actions read Secrets only from here.
+    pub namespace: String,
 }
 
 /// Shared state of the reconcilers.
@@ -45,6 +48,7 @@ pub struct Context {
     client: Client,
     recorder: Recorder,
     settings: Settings,
+    external: external::Env,
 }
 
 /// Errors that make the controller retry a reconcile with backoff.
@@ -61,43 +65,32 @@ pub enum Error {
 }
 
 /// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `shutdown` resolves.
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
-    let reporter = Reporter {
-        controller: "deprovisioner".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
+    let external = external::Env { client: client.clone(), namespace: settings.namespace.clone() };
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         settings,
+        external,
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
     let shutdown_rx = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;
     };
-    let requests = Controller::new(
-        Api::<DeprovisionRequest>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
-    .graceful_shutdown_on(shutdown_rx(rx.clone()))
-    .run(reconcile, error_policy, ctx.clone())
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "request reconcile loop");
-        }
-    });
-    let policies = Controller::new(
-        Api::<DeprovisionPolicy>::all(client),
-        watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown_rx(rx))
-    .run(reconcile_policy, policy_error_policy, ctx)
-    .for_each(|_| async {});
+    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown_rx(rx.clone()))
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "request reconcile loop");
+            }
+        });
+    let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default())
+        .graceful_shutdown_on(shutdown_rx(rx))
+        .run(reconcile_policy, policy_error_policy, ctx)
+        .for_each(|_| async {});
     tokio::spawn(async move {
         shutdown.await;
         let _ = tx.send(true);
@@ -108,10 +101,7 @@ pub async fn run(
 fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, _ctx: Arc<Context>) -> Action {
     match err {
         // Our cached copy was older than the stored one: reconcile again with the fresh one.
-        Error::Status {
-            source: kube::Error::Api(s),
-            ..
-        } if s.is_conflict() => {
+        Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict() => {
             tracing::debug!(request = %obj.name_any(), "status write conflicted; requeueing");
             Action::requeue(Duration::from_millis(200))
         }
@@ -123,10 +113,7 @@ fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, _ctx: Arc<Context>) -
 }
 
 fn since(t: &Time) -> Duration {
-    Timestamp::now()
-        .duration_since(t.0)
-        .try_into()
-        .unwrap_or_default()
+    Timestamp::now().duration_since(t.0).try_into().unwrap_or_default()
 }
 
 fn now() -> Time {
@@ -136,11 +123,7 @@ fn now() -> Time {
 /// One reconcile of one request. Every status write is a replace guarded by resourceVersion,
 /// so two controllers can never interleave their records.
 async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut rec = Record {
-        api: Api::all(ctx.client.clone()),
-        obj: (*obj).clone(),
-        ctx: ctx.clone(),
-    };
+    let mut rec = Record { api: Api::all(ctx.client.clone()), obj: (*obj).clone(), ctx: ctx.clone() };
     let mut st = rec.obj.status.clone().unwrap_or_default();
     if st.phase.is_terminal() {
         return rec.retention(&st).await;
@@ -163,28 +146,13 @@ async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Ac
                     st.phase = Phase::DryRun;
                     st.message = Some(dry_run_message(&rec.obj, &st.plan));
                     st.completed_at = Some(now());
-                    set_condition(
-                        &mut st.conditions,
-                        "Complete",
-                        true,
-                        "DryRun",
-                        "dry run: nothing was changed",
-                        gen_,
-                    );
+                    set_condition(&mut st.conditions, "Complete", true, "DryRun", "dry run: nothing was changed", gen_);
                     rec.write(st).await?;
-                    rec.event(EventType::Normal, "DryRun", "Plan", rec.message(), None)
-                        .await;
+                    rec.event(EventType::Normal, "DryRun", "Plan", rec.message(), None).await;
                     return Ok(Action::await_change());
                 }
                 st.phase = Phase::InProgress;
-                set_condition(
-                    &mut st.conditions,
-                    "Complete",
-                    false,
-                    "InProgress",
-                    "executing the plan",
-                    gen_,
-                );
+                set_condition(&mut st.conditions, "Complete", false, "InProgress", "executing the plan", gen_);
                 st = rec.write(st).await?;
             }
             Err(Failure::Refused(e)) => {
@@ -192,112 +160,106 @@ async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Ac
                 st.message = Some(report::clip(e.to_string()));
                 st.completed_at = Some(now());
                 let gen_ = rec.obj.metadata.generation;
-                set_condition(
-                    &mut st.conditions,
-                    "Planned",
-                    false,
-                    e.reason(),
-                    &e.to_string(),
-                    gen_,
-                );
-                set_condition(
-                    &mut st.conditions,
-                    "Complete",
-                    true,
-                    e.reason(),
-                    &e.to_string(),
-                    gen_,
-                );
+                set_condition(&mut st.conditions, "Planned", false, e.reason(), &e.to_string(), gen_);
+                set_condition(&mut st.conditions, "Complete", true, e.reason(), &e.to_string(), gen_);
                 rec.write(st).await?;
-                rec.event(EventType::Warning, e.reason(), "Plan", e.to_string(), None)
-                    .await;
+                rec.event(EventType::Warning, e.reason(), "Plan", e.to_string(), None).await;
                 return Ok(Action::await_change());
             }
             Err(Failure::Transient(t)) => return rec.transient(st, t).await,
         }
     }
     // InProgress: run every action that has no result yet, recording each as it completes.
-    let pending: Vec<PlannedAction> = st
-        .plan
-        .iter()
-        .filter(|a| !st.results.iter().any(|r| r.id == a.id))
-        .cloned()
-        .collect();
+    let pending: Vec<PlannedAction> =
+        st.plan.iter().filter(|a| !st.results.iter().any(|r| r.id == a.id)).cloned().collect();
+    let email = rec.obj.spec.target_user.email.clone();
     for action in pending {
-        if let Some(check) = &action.absent {
-            // Observed absent by the plan's fresh read: nothing to change, only to record.
-            st.results.push(ActionResult {
-                id: action.id,
-                kind: action.kind,
-                object: format!("bindings selected by DeprovisionPolicy {}", action.policy),
-                subject: check.subject.clone(),
-                outcome: Outcome::AlreadyAbsent,
-                message: format!(
-                    "{} holds none of the {} binding(s) the policy selects",
-                    check.subject, check.bindings_checked
-                ),
-                at: now(),
-            });
-            continue;
-        }
-        let Some(b) = &action.binding else { continue };
-        match rbac::remove_subject(&ctx.client, b).await {
-            Ok(done) => {
-                let result = ActionResult {
-                    id: action.id,
-                    kind: action.kind,
-                    object: b.target.to_string(),
-                    subject: b.subject.to_string(),
-                    outcome: done.outcome,
-                    message: done.message.clone(),
-                    at: now(),
-                };
-                if matches!(done.outcome, Outcome::Removed | Outcome::Deleted) {
-                    st.removed += 1;
-                }
-                st.results.push(result);
-                st.last_error = None;
-                st = rec.write(st).await?;
-                if ctx.settings.exit_after_results == Some(st.results.len()) {
-                    tracing::error!(
-                        "fault injection: exiting after {} recorded result(s)",
-                        st.results.len()
-                    );
-                    std::process::exit(86);
-                }
-                let (type_, reason) = match done.outcome {
-                    Outcome::Failed => (EventType::Warning, "RemovalFailed"),
-                    Outcome::AlreadyAbsent => (EventType::Normal, "AlreadyAbsent"),
-                    _ => (EventType::Normal, "Removed"),
-                };
-                rec.event(
-                    type_,
-                    reason,
-                    "RemoveBindingSubject",
-                    done.message,
-                    Some(&b.target),
-                )
-                .await;
-            }
+        let result = match execute(&ctx, &action, &email).await {
+            Ok(r) => r,
             Err(t) => return rec.transient(st, t).await,
+        };
+        if matches!(result.outcome, Outcome::Removed | Outcome::Deleted | Outcome::Deactivated) {
+            st.removed += 1;
         }
+        st.results.push(result.clone());
+        st.last_error = None;
+        if action.kind == ActionKind::ConfirmAbsent {
+            continue; // nothing changed in the cluster: recorded with the next write
+        }
+        st = rec.write(st).await?;
+        if ctx.settings.exit_after_results == Some(st.results.len()) {
+            tracing::error!("fault injection: exiting after {} recorded result(s)", st.results.len());
+            std::process::exit(86);
+        }
+        let (type_, reason) = match result.outcome {
+            Outcome::Failed => (EventType::Warning, "ActionFailed"),
+            Outcome::AlreadyAbsent => (EventType::Normal, "AlreadyAbsent"),
+            Outcome::Deactivated => (EventType::Normal, "Deactivated"),
+            _ => (EventType::Normal, "Removed"),
+        };
+        let related = action.binding.as_ref().map(|b| &b.target);
+        rec.event(type_, reason, &format!("{:?}", action.kind), result.message, related).await;
     }
     rec.finish(st).await
 }
 
+/// What an action is about, for its result: (object, subject).
+fn describe(a: &PlannedAction, email: &str) -> (String, String) {
+    if let Some(b) = &a.binding {
+        (b.target.to_string(), b.subject.to_string())
+    } else if let Some(c) = &a.absent {
+        (format!("bindings selected by DeprovisionPolicy {}", a.policy), c.subject.clone())
+    } else if let Some(c) = &a.scim {
+        (format!("SCIM {} ({})", c.system, c.base_url), c.filter.clone())
+    } else if let Some(c) = &a.http {
+        (format!("HTTP {} ({} {})", c.system, c.method, c.url), email.to_string())
+    } else {
+        ("(unknown)".into(), String::new())
+    }
+}
+
+fn result_of(
+    a: &PlannedAction,
+    email: &str,
+    outcome: Outcome,
+    message: String,
+    external: Option<ExternalDetails>,
+) -> ActionResult {
+    let (object, subject) = describe(a, email);
+    ActionResult { id: a.id, kind: a.kind, object, subject, outcome, message, at: now(), external }
+}
+
+/// Executes one planned action. `Err` means "retry later" (API server trouble); every other
+/// outcome, failures included, is a result.
+async fn execute(ctx: &Context, a: &PlannedAction, email: &str) -> Result<ActionResult, Transient> {
+    let (outcome, message, external) = if let Some(c) = &a.absent {
+        let msg = format!("{} holds none of the {} binding(s) the policy selects", c.subject, c.bindings_checked);
+        (Outcome::AlreadyAbsent, msg, None)
+    } else if let Some(b) = &a.binding {
+        let d = rbac::remove_subject(&ctx.client, b).await?;
+        (d.outcome, d.message, None)
+    } else if let Some(c) = &a.scim {
+        let d = external::scim(&ctx.external, c).await?;
+        (d.outcome, d.message, Some(d.details))
+    } else if let Some(c) = &a.http {
+        let d = external::http(&ctx.external, c).await?;
+        (d.outcome, d.message, Some(d.details))
+    } else {
+        (Outcome::Failed, "malformed plan entry: nothing to do".to_string(), None)
+    };
+    Ok(result_of(a, email, outcome, message, external))
+}
+
 fn dry_run_message(obj: &DeprovisionRequest, plan: &[PlannedAction]) -> String {
-    let targets: Vec<String> = plan
-        .iter()
-        .filter_map(|a| a.binding.as_ref())
-        .map(|b| b.target.to_string())
-        .collect();
+    let email = &obj.spec.target_user.email;
+    let targets: Vec<String> =
+        plan.iter().filter(|a| a.kind != ActionKind::ConfirmAbsent).map(|a| describe(a, email).0).collect();
     let mut shown: Vec<String> = targets.iter().take(3).cloned().collect();
     if targets.len() > 3 {
         shown.push(format!("and {} more", targets.len() - 3));
     }
     report::clip(format!(
-        "Dry run: would remove {} from {} binding(s){}{}; nothing was changed",
-        obj.spec.target_user.email,
+        "Dry run: would remove {email} from {} place(s){}{}; nothing was changed",
         targets.len(),
         if shown.is_empty() { "" } else { ": " },
         shown.join("; ")
@@ -318,18 +280,11 @@ struct Record {
 
 impl Record {
     fn message(&self) -> String {
-        self.obj
-            .status
-            .as_ref()
-            .and_then(|s| s.message.clone())
-            .unwrap_or_default()
+        self.obj.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
     }
 
     /// Replaces the status (guarded by resourceVersion) and keeps the returned object.
-    async fn write(
-        &mut self,
-        st: DeprovisionRequestStatus,
-    ) -> Result<DeprovisionRequestStatus, Error> {
+    async fn write(&mut self, st: DeprovisionRequestStatus) -> Result<DeprovisionRequestStatus, Error> {
         let mut next = self.obj.clone();
         next.status = Some(st);
         let name = self.obj.name_any();
@@ -349,85 +304,35 @@ impl Record {
             move |e: kube::Error| Failure::Transient(Transient(format!("listing {what}: {e}")))
         };
         let lp = ListParams::default();
-        let policies = Api::<DeprovisionPolicy>::all(c.clone())
-            .list(&lp)
-            .await
-            .map_err(t("DeprovisionPolicies"))?
-            .items;
+        let policies =
+            Api::<DeprovisionPolicy>::all(c.clone()).list(&lp).await.map_err(t("DeprovisionPolicies"))?.items;
         let matched = plan::matching_policies(&self.obj.spec, &policies);
-        let namespaces = Api::<Namespace>::all(c.clone())
-            .list(&lp)
-            .await
-            .map_err(t("namespaces"))?
-            .items;
+        let namespaces = Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(t("namespaces"))?.items;
         let scope = plan::scope(&self.obj.spec, &matched, &namespaces).map_err(Failure::Refused)?;
-        let mut observed = Observed {
-            namespaces,
-            ..Default::default()
-        };
+        let mut observed = Observed { namespaces, ..Default::default() };
         for ns in &scope.namespaces {
-            let items = Api::<RoleBinding>::namespaced(c.clone(), ns)
-                .list(&lp)
-                .await
-                .map_err(t("RoleBindings"))?
-                .items;
+            let items = Api::<RoleBinding>::namespaced(c.clone(), ns).list(&lp).await.map_err(t("RoleBindings"))?.items;
             observed.role_bindings.extend(items);
         }
         if scope.cluster_role_bindings {
-            observed.cluster_role_bindings = Api::<ClusterRoleBinding>::all(c.clone())
-                .list(&lp)
-                .await
-                .map_err(t("ClusterRoleBindings"))?
-                .items;
+            observed.cluster_role_bindings =
+                Api::<ClusterRoleBinding>::all(c.clone()).list(&lp).await.map_err(t("ClusterRoleBindings"))?.items;
         }
-        plan::compute(
-            &self.obj.spec,
-            &policies,
-            &observed,
-            &self.ctx.settings.protected,
-        )
-        .map_err(Failure::Refused)
+        plan::compute(&self.obj.spec, &policies, &observed, &self.ctx.settings.protected).map_err(Failure::Refused)
     }
 
     /// Records a transient error and retries with backoff, or gives up after the bounded time.
-    async fn transient(
-        &mut self,
-        mut st: DeprovisionRequestStatus,
-        t: Transient,
-    ) -> Result<Action, Error> {
-        let created = self
-            .obj
-            .meta()
-            .creation_timestamp
-            .clone()
-            .unwrap_or_else(now);
+    async fn transient(&mut self, mut st: DeprovisionRequestStatus, t: Transient) -> Result<Action, Error> {
+        let created = self.obj.meta().creation_timestamp.clone().unwrap_or_else(now);
         st.retries += 1;
         st.last_error = Some(report::clip(t.0.clone()));
         if since(&created) >= self.ctx.settings.give_up_after {
-            let give_up = format!(
-                "gave up after {}: {}",
-                humantime::format_duration(self.ctx.settings.give_up_after),
-                t.0
-            );
+            let give_up =
+                format!("gave up after {}: {}", humantime::format_duration(self.ctx.settings.give_up_after), t.0);
+            let email = self.obj.spec.target_user.email.clone();
             for a in st.plan.clone() {
                 if !st.results.iter().any(|r| r.id == a.id) {
-                    st.results.push(ActionResult {
-                        id: a.id,
-                        kind: a.kind,
-                        object: a
-                            .binding
-                            .as_ref()
-                            .map(|b| b.target.to_string())
-                            .unwrap_or_default(),
-                        subject: a
-                            .binding
-                            .as_ref()
-                            .map(|b| b.subject.to_string())
-                            .unwrap_or_default(),
-                        outcome: Outcome::Failed,
-                        message: report::clip(give_up.clone()),
-                        at: now(),
-                    });
+                    st.results.push(result_of(&a, &email, Outcome::Failed, report::clip(give_up.clone()), None));
                 }
             }
             if st.plan.is_empty() {
@@ -437,8 +342,7 @@ impl Record {
                 let g = self.obj.metadata.generation;
                 set_condition(&mut st.conditions, "Complete", true, "GaveUp", &give_up, g);
                 self.write(st).await?;
-                self.event(EventType::Warning, "GaveUp", "Plan", give_up, None)
-                    .await;
+                self.event(EventType::Warning, "GaveUp", "Plan", give_up, None).await;
                 return Ok(Action::await_change());
             }
             return self.finish(st).await;
@@ -458,22 +362,12 @@ impl Record {
         st.message = Some(msg.clone());
         st.completed_at = Some(now());
         let g = self.obj.metadata.generation;
-        let reason = if phase == Phase::Succeeded {
-            "Succeeded"
-        } else {
-            "ActionsFailed"
-        };
+        let reason = if phase == Phase::Succeeded { "Succeeded" } else { "ActionsFailed" };
         set_condition(&mut st.conditions, "Complete", true, reason, &msg, g);
         self.write(st).await?;
-        let type_ = if phase == Phase::Succeeded {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        };
+        let type_ = if phase == Phase::Succeeded { EventType::Normal } else { EventType::Warning };
         self.event(type_, reason, "Complete", msg, None).await;
-        Ok(Action::requeue(
-            self.ctx.settings.retention.min(Duration::from_secs(86_400)),
-        ))
+        Ok(Action::requeue(self.ctx.settings.retention.min(Duration::from_secs(86_400))))
     }
 
     /// Deletes a finished request once its retention has passed.
@@ -493,9 +387,7 @@ impl Record {
             }
             return Ok(Action::await_change());
         }
-        Ok(Action::requeue(
-            (keep - age).min(Duration::from_secs(86_400)),
-        ))
+        Ok(Action::requeue((keep - age).min(Duration::from_secs(86_400))))
     }
 
     /// Publishes an Event on the request (failures to publish are logged, never fatal).
@@ -515,19 +407,9 @@ impl Record {
             uid: Some(b.uid.clone()),
             ..Default::default()
         });
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(report::clip(note)),
-            action: action.into(),
-            secondary,
-        };
-        if let Err(e) = self
-            .ctx
-            .recorder
-            .publish(&ev, &self.obj.object_ref(&()))
-            .await
-        {
+        let ev =
+            Event { type_, reason: reason.into(), note: Some(report::clip(note)), action: action.into(), secondary };
+        if let Err(e) = self.ctx.recorder.publish(&ev, &self.obj.object_ref(&())).await {
             tracing::warn!(request = %self.obj.name_any(), error = %e, "could not publish event");
         }
     }

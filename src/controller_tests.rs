@@ -26,19 +26,15 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, Handle) {
         protected: Protected::default(),
         concurrency: 1,
         exit_after_results: None,
+        namespace: "deprovisioner".into(),
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "test".into(),
-            instance: None,
-        },
-    );
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
     (
         Arc::new(Context {
-            client,
+            client: client.clone(),
             recorder,
             settings,
+            external: crate::external::Env { client, namespace: "deprovisioner".into() },
         }),
         handle,
     )
@@ -65,31 +61,14 @@ fn binding() -> Value {
 }
 
 /// Answers the next call, after checking its method and path; returns the request body.
-async fn expect(
-    handle: &mut Handle,
-    method: Method,
-    path: &str,
-    status: StatusCode,
-    reply: Value,
-) -> Value {
+async fn expect(handle: &mut Handle, method: Method, path: &str, status: StatusCode, reply: Value) -> Value {
     let (req, send) = handle.next_request().await.expect("another API call");
-    assert_eq!(
-        (req.method(), req.uri().path()),
-        (&method, path),
-        "unexpected call order"
-    );
+    assert_eq!((req.method(), req.uri().path()), (&method, path), "unexpected call order");
     let body = req.into_body().collect_bytes().await.unwrap();
-    let sent: Value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).unwrap()
-    };
+    let sent: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
     let reply = if reply.is_null() { sent.clone() } else { reply };
     send.send_response(
-        Response::builder()
-            .status(status)
-            .body(Body::from(serde_json::to_vec(&reply).unwrap()))
-            .unwrap(),
+        Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
     );
     sent
 }
@@ -134,24 +113,11 @@ async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
     let (ctx, mut handle) = ctx(Duration::from_secs(900));
     let server = tokio::spawn(async move {
         planning_calls(&mut handle).await;
-        let planned = expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
+        let planned = expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         assert_eq!(planned["status"]["phase"], "InProgress");
         assert_eq!(planned["status"]["plan"].as_array().unwrap().len(), 1);
-        assert!(
-            planned["status"].get("results").is_none(),
-            "nothing done before the plan is recorded"
-        );
-        assert_eq!(
-            planned["metadata"]["resourceVersion"], "1",
-            "status writes are guarded by resourceVersion"
-        );
+        assert!(planned["status"].get("results").is_none(), "nothing done before the plan is recorded");
+        assert_eq!(planned["metadata"]["resourceVersion"], "1", "status writes are guarded by resourceVersion");
 
         expect(
             &mut handle,
@@ -170,19 +136,10 @@ async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
         )
         .await;
         assert_eq!(written["metadata"]["resourceVersion"], "7");
-        assert_eq!(
-            written["subjects"],
-            json!([{"kind": "User", "name": "other@x.io"}])
-        );
+        assert_eq!(written["subjects"], json!([{"kind": "User", "name": "other@x.io"}]));
 
-        let recorded = expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
+        let recorded =
+            expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         assert_eq!(recorded["status"]["results"][0]["outcome"], "Removed");
         assert_eq!(recorded["status"]["phase"], "InProgress");
         let event = expect(
@@ -195,14 +152,8 @@ async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
         .await;
         assert_eq!(event["reason"], "Removed");
 
-        let finished = expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
+        let finished =
+            expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         assert_eq!(finished["status"]["phase"], "Succeeded");
         assert!(finished["status"]["completedAt"].is_string());
         expect(
@@ -232,9 +183,12 @@ async fn resumed_request_skips_recorded_actions() {
     plan.as_array_mut().unwrap().push(json!({"id": 1, "kind": "RemoveBindingSubject", "policy": "pol", "reason": "r",
         "binding": {"target": {"kind": "RoleBinding", "namespace": "team", "name": "rb", "uid": "u1", "roleRef": "ClusterRole/edit"},
                     "subject": {"kind": "User", "name": "other@x.io"}, "whenEmpty": "Keep"}}));
-    req.status = Some(serde_json::from_value(json!({"phase": "InProgress", "plan": plan, "removed": 1,
+    req.status = Some(
+        serde_json::from_value(json!({"phase": "InProgress", "plan": plan, "removed": 1,
         "results": [{"id": 0, "kind": "RemoveBindingSubject", "object": "RoleBinding team/rb", "subject": "User p@x.io",
-                     "outcome": "Removed", "message": "m", "at": "2026-01-01T00:00:01Z"}]})).unwrap());
+                     "outcome": "Removed", "message": "m", "at": "2026-01-01T00:00:01Z"}]}))
+        .unwrap(),
+    );
     let server = tokio::spawn(async move {
         let mut rb = binding();
         rb["subjects"] = json!([{"kind": "User", "name": "other@x.io"}]);
@@ -254,25 +208,11 @@ async fn resumed_request_skips_recorded_actions() {
             Value::Null,
         )
         .await;
-        assert_eq!(
-            kept["subjects"],
-            json!([]),
-            "kept empty per the plan's rule"
-        );
-        let recorded = expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
-        let ids: Vec<i64> = recorded["status"]["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["id"].as_i64().unwrap())
-            .collect();
+        assert_eq!(kept["subjects"], json!([]), "kept empty per the plan's rule");
+        let recorded =
+            expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
+        let ids: Vec<i64> =
+            recorded["status"]["results"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect();
         assert_eq!(ids, vec![0, 1]);
         expect(
             &mut handle,
@@ -282,14 +222,8 @@ async fn resumed_request_skips_recorded_actions() {
             Value::Null,
         )
         .await;
-        let finished = expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
+        let finished =
+            expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         assert_eq!(finished["status"]["phase"], "Succeeded");
         assert_eq!(finished["status"]["removed"], 2);
         expect(
@@ -311,14 +245,7 @@ async fn api_errors_past_the_bounded_time_end_failed() {
     let (ctx, mut handle) = ctx(Duration::ZERO);
     let server = tokio::spawn(async move {
         planning_calls(&mut handle).await;
-        expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
+        expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is sulking", "reason": "InternalError", "code": 500});
         expect(
             &mut handle,
@@ -328,21 +255,12 @@ async fn api_errors_past_the_bounded_time_end_failed() {
             err,
         )
         .await;
-        let failed = expect(
-            &mut handle,
-            Method::PUT,
-            &format!("{DPR}/req/status"),
-            StatusCode::OK,
-            Value::Null,
-        )
-        .await;
-        let st: crate::crd::DeprovisionRequestStatus =
-            serde_json::from_value(failed["status"].clone()).unwrap();
+        let failed = expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
+        let st: crate::crd::DeprovisionRequestStatus = serde_json::from_value(failed["status"].clone()).unwrap();
         assert_eq!(st.phase, Phase::Failed);
         assert_eq!(st.results[0].outcome, Outcome::Failed);
         assert!(
-            st.results[0].message.contains("gave up after")
-                && st.results[0].message.contains("etcd is sulking"),
+            st.results[0].message.contains("gave up after") && st.results[0].message.contains("etcd is sulking"),
             "{}",
             st.results[0].message
         );

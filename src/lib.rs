@@ -3,6 +3,7 @@ pub mod auth;
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod external;
 pub mod naming;
 pub mod payload;
 pub mod plan;

@@ -29,8 +29,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("bad --log-level {:?}", args.log_level))?;
+    let filter =
+        EnvFilter::try_new(&args.log_level).with_context(|| format!("bad --log-level {:?}", args.log_level))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
@@ -42,19 +42,11 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
 async fn client(args: &RunArgs) -> anyhow::Result<Client> {
     let config = match &args.kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            let opts = KubeConfigOptions {
-                context: args.context.clone(),
-                ..Default::default()
-            };
-            Config::from_custom_kubeconfig(kc, &opts)
-                .await
-                .context("loading kubeconfig")?
+            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let opts = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+            Config::from_custom_kubeconfig(kc, &opts).await.context("loading kubeconfig")?
         }
-        None => Config::infer()
-            .await
-            .context("no kubeconfig and not running in a cluster")?,
+        None => Config::infer().await.context("no kubeconfig and not running in a cluster")?,
     };
     Client::try_from(config).context("building the Kubernetes client")
 }
@@ -64,8 +56,8 @@ async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }
     #[cfg(not(unix))]
@@ -88,21 +80,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         deadline: args.response_deadline,
         body_limit: args.body_limit as usize,
     });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
-    let server = axum::serve(listener, webhook::router(state))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let server = axum::serve(listener, webhook::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let settings = Settings {
         retention: args.retention,
         give_up_after: args.give_up_after,
-        protected: Protected {
-            operator: args.service_account.clone(),
-        },
+        protected: Protected { operator: args.service_account.clone() },
         concurrency: args.concurrency,
         exit_after_results: args.exit_after_results,
+        namespace: args.namespace.clone(),
     };
     let controllers = run_controllers(client, settings, &args, stop_rx.clone());
 
@@ -135,12 +124,12 @@ async fn run_controllers(
         return Ok(());
     }
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
+        .with_namespace(&args.namespace)
         .with_duration(15)
         .with_grace(5)
         .build()
         .await
-        .with_context(|| format!("leader Lease {}/{}", args.lease_namespace, args.lease_name))?;
+        .with_context(|| format!("leader Lease {}/{}", args.namespace, args.lease_name))?;
     let (mut leader, _task) = manager.watch().await;
     loop {
         let mut stop_now = stop.clone();

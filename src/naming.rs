@@ -31,16 +31,10 @@ pub fn email_hash(email: &str) -> String {
 pub fn app_label_value(app_id: &str) -> String {
     let valid = !app_id.is_empty()
         && app_id.len() <= 63
-        && app_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && app_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && app_id.as_bytes()[0].is_ascii_alphanumeric()
         && app_id.as_bytes()[app_id.len() - 1].is_ascii_alphanumeric();
-    if valid {
-        app_id.to_string()
-    } else {
-        format!("h-{}", sha_hex(app_id.as_bytes(), 16))
-    }
+    if valid { app_id.to_string() } else { format!("h-{}", sha_hex(app_id.as_bytes(), 16)) }
 }
 
 /// Identity of a request for de-duplication: app, instance, target (case-folded), sorted
@@ -73,10 +67,7 @@ pub fn seq_of(name: &str) -> Option<u32> {
 pub fn labels(spec: &DeprovisionRequestSpec, fingerprint: &str) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_FINGERPRINT.to_string(), fingerprint.to_string()),
-        (
-            LABEL_TARGET.to_string(),
-            email_hash(&spec.target_user.email),
-        ),
+        (LABEL_TARGET.to_string(), email_hash(&spec.target_user.email)),
         (LABEL_SOURCE.to_string(), "lumos-webhook".to_string()),
     ]);
     if let Some(app) = &spec.application.app_id {
@@ -99,19 +90,10 @@ mod tests {
             },
             permissions: perms
                 .iter()
-                .map(|v| Permission {
-                    value: v.to_string(),
-                    label: None,
-                    type_: None,
-                    source: None,
-                })
+                .map(|v| Permission { value: v.to_string(), label: None, type_: None, source: None })
                 .collect(),
             user: None,
-            target_user: Person {
-                email: email.into(),
-                given_name: None,
-                family_name: None,
-            },
+            target_user: Person { email: email.into(), given_name: None, family_name: None },
             request_comment: Some("different comments do not matter".into()),
             custom_fields: Default::default(),
             source: Default::default(),
@@ -137,10 +119,7 @@ mod tests {
         let hostile = spec("'; DROP TABLE--@../../etc", &["\u{0}", "Ünïcode*"]);
         let name = request_name(&fingerprint(&hostile), 12);
         assert!(name.len() <= 63);
-        assert!(
-            name.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        );
+        assert!(name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
         assert_eq!(seq_of(&name), Some(12));
     }
 
@@ -150,10 +129,7 @@ mod tests {
         assert!(app_label_value("Demo App!").starts_with("h-"));
         assert!(app_label_value(&"x".repeat(64)).starts_with("h-"));
         assert!(app_label_value("_x").starts_with("h-"));
-        assert_eq!(
-            email_hash("Peter@Lumos.com "),
-            email_hash("peter@lumos.com")
-        );
+        assert_eq!(email_hash("Peter@Lumos.com "), email_hash("peter@lumos.com"));
         let l = labels(&spec("a@b.c", &[]), "f");
         assert_eq!(l[LABEL_APP], "demo_app");
         assert_eq!(l[LABEL_TARGET].len(), 16);

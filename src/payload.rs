@@ -15,9 +15,7 @@ pub enum PayloadError {
     #[error("body is not a valid Lumos payload: {0}")]
     Malformed(String),
     /// Neither `target_user.email` nor `user.email` holds an email address.
-    #[error(
-        "payload has no usable target user email (target_user.email, or user.email when target_user is absent)"
-    )]
+    #[error("payload has no usable target user email (target_user.email, or user.email when target_user is absent)")]
     NoTargetEmail,
     /// The application names neither app_id nor instance_id.
     #[error("payload has no application.app_id or application.instance_id")]
@@ -68,11 +66,7 @@ fn non_empty(s: Option<String>) -> Option<String> {
 impl RawPerson {
     fn into_person(self) -> Option<Person> {
         let email = non_empty(self.email).filter(|e| is_plausible_email(e))?;
-        Some(Person {
-            email,
-            given_name: non_empty(self.given_name),
-            family_name: non_empty(self.family_name),
-        })
+        Some(Person { email, given_name: non_empty(self.given_name), family_name: non_empty(self.family_name) })
     }
 }
 
@@ -86,8 +80,7 @@ fn is_plausible_email(e: &str) -> bool {
 
 /// Parses a Lumos webhook body into a request spec.
 pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, PayloadError> {
-    let raw: Raw =
-        serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| PayloadError::Malformed(e.to_string()))?;
     let app = raw.application.ok_or(PayloadError::NoApplication)?;
     let application = Application {
         app_id: non_empty(app.app_id),
@@ -105,12 +98,7 @@ pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, Paylo
     let mut permissions = Vec::new();
     for (i, p) in raw.permissions.unwrap_or_default().into_iter().enumerate() {
         let value = non_empty(p.value).ok_or(PayloadError::EmptyPermission(i))?;
-        permissions.push(Permission {
-            value,
-            label: p.label,
-            type_: p.type_,
-            source: p.source,
-        });
+        permissions.push(Permission { value, label: p.label, type_: p.type_, source: p.source });
     }
     let custom_fields = raw
         .custom_fields
@@ -182,19 +170,13 @@ mod tests {
     fn seed_payload_parses_fully() {
         let spec = parse(SEED.as_bytes(), false).unwrap();
         assert_eq!(spec.application.app_id.as_deref(), Some("demo_app"));
-        assert_eq!(
-            spec.application.instance_id.as_deref(),
-            Some("0ob3ggjlhx892dc4abcde")
-        );
+        assert_eq!(spec.application.instance_id.as_deref(), Some("0ob3ggjlhx892dc4abcde"));
         assert_eq!(spec.permissions.len(), 2);
         assert_eq!(spec.permissions[1].value, "Permission Two");
         assert_eq!(spec.permissions[0].type_.as_deref(), Some("PERMISSION"));
         assert_eq!(spec.target_user.email, "peterparker@lumos.com");
         assert_eq!(spec.target_user.given_name.as_deref(), Some("Peter"));
-        assert_eq!(
-            spec.custom_fields.get("username").map(String::as_str),
-            Some("pparker")
-        );
+        assert_eq!(spec.custom_fields.get("username").map(String::as_str), Some("pparker"));
         assert_eq!(spec.request_comment.as_deref(), Some("Give me access!"));
         assert_eq!(spec.source, RequestSource::LumosWebhook);
         assert!(!spec.dry_run);
@@ -227,10 +209,7 @@ mod tests {
             "custom_fields":{"n":5,"b":true,"z":null,"s":"v"}}"#;
         let spec = parse(body.as_bytes(), false).unwrap();
         assert_eq!(spec.custom_fields.get("n").map(String::as_str), Some("5"));
-        assert_eq!(
-            spec.custom_fields.get("b").map(String::as_str),
-            Some("true")
-        );
+        assert_eq!(spec.custom_fields.get("b").map(String::as_str), Some("true"));
         assert_eq!(spec.custom_fields.get("s").map(String::as_str), Some("v"));
         assert!(!spec.custom_fields.contains_key("z"));
     }
@@ -240,34 +219,16 @@ mod tests {
         let cases: &[(&str, PayloadError)] = &[
             ("not json", PayloadError::Malformed(String::new())),
             ("[1,2]", PayloadError::Malformed(String::new())),
-            (
-                r#"{"target_user":{"email":"t@x.io"}}"#,
-                PayloadError::NoApplication,
-            ),
-            (
-                r#"{"application":{"app_id":" "},"target_user":{"email":"t@x.io"}}"#,
-                PayloadError::NoApplication,
-            ),
-            (
-                r#"{"application":{"app_id":"a"}}"#,
-                PayloadError::NoTargetEmail,
-            ),
-            (
-                r#"{"application":{"app_id":"a"},"target_user":{"email":""}}"#,
-                PayloadError::NoTargetEmail,
-            ),
-            (
-                r#"{"application":{"app_id":"a"},"target_user":{"email":"no-at-sign"}}"#,
-                PayloadError::NoTargetEmail,
-            ),
+            (r#"{"target_user":{"email":"t@x.io"}}"#, PayloadError::NoApplication),
+            (r#"{"application":{"app_id":" "},"target_user":{"email":"t@x.io"}}"#, PayloadError::NoApplication),
+            (r#"{"application":{"app_id":"a"}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":""}}"#, PayloadError::NoTargetEmail),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":"no-at-sign"}}"#, PayloadError::NoTargetEmail),
             (
                 r#"{"application":{"app_id":"a"},"target_user":{"given_name":"x"},"user":{"email":"u@x.io"}}"#,
                 PayloadError::NoTargetEmail,
             ),
-            (
-                r#"{"application":{"app_id":"a"},"target_user":{"email":"a b@x.io"}}"#,
-                PayloadError::NoTargetEmail,
-            ),
+            (r#"{"application":{"app_id":"a"},"target_user":{"email":"a b@x.io"}}"#, PayloadError::NoTargetEmail),
             (
                 r#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"},"permissions":[{"label":"x"}]}"#,
                 PayloadError::EmptyPermission(0),

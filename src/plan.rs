@@ -11,7 +11,8 @@ use kube::core::{Selector, SelectorExt};
 
 use crate::crd::{
     AbsentCheck, AccessRule, ActionKind, BindingAction, BindingKind, BindingRef, DeprovisionPolicy,
-    DeprovisionPolicySpec, DeprovisionRequestSpec, PlannedAction, RoleRefFilter,
+    DeprovisionPolicySpec, DeprovisionRequestSpec, HttpCall, HttpTarget, PlannedAction, RoleRefFilter, ScimCall,
+    ScimMatchAttribute, ScimTarget,
 };
 use crate::subject::{Principal, Protected, Wanted, subject_ref};
 use crate::template::{self, TemplateError};
@@ -113,9 +114,17 @@ enum Target<'p> {
     },
 }
 
+/// An external account a rule names.
+#[derive(Debug, Clone, Copy)]
+enum External<'p> {
+    Scim(&'p ScimTarget),
+    Http(&'p HttpTarget),
+}
+
 struct Selection<'p> {
     policy: &'p DeprovisionPolicy,
     targets: Vec<(Target<'p>, String)>,
+    external: Vec<(External<'p>, String)>,
 }
 
 /// The label `app_id/instance_id` used in messages.
@@ -138,14 +147,8 @@ pub fn matching_policies<'p>(
         .filter(|p| {
             let sel = &p.spec.application;
             (sel.app_id.is_some() || sel.instance_id.is_some())
-                && sel
-                    .app_id
-                    .as_ref()
-                    .is_none_or(|a| spec.application.app_id.as_ref() == Some(a))
-                && sel
-                    .instance_id
-                    .as_ref()
-                    .is_none_or(|i| spec.application.instance_id.as_ref() == Some(i))
+                && sel.app_id.as_ref().is_none_or(|a| spec.application.app_id.as_ref() == Some(a))
+                && sel.instance_id.as_ref().is_none_or(|i| spec.application.instance_id.as_ref() == Some(i))
         })
         .collect();
     out.sort_by_key(|p| p.name_any());
@@ -171,29 +174,60 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
             return Err(format!("rules[{i}].permissions has an empty pattern"));
         }
         if let Some(rb) = &r.role_bindings {
-            check_namespaces(&rb.namespaces)
-                .map_err(|e| format!("rules[{i}].roleBindings.namespaces: {e}"))?;
-            sel_ok(
-                rb.namespace_selector.as_ref(),
-                &format!("rules[{i}].roleBindings.namespaceSelector"),
-            )?;
-            sel_ok(
-                rb.selector.as_ref(),
-                &format!("rules[{i}].roleBindings.selector"),
-            )?;
+            check_namespaces(&rb.namespaces).map_err(|e| format!("rules[{i}].roleBindings.namespaces: {e}"))?;
+            sel_ok(rb.namespace_selector.as_ref(), &format!("rules[{i}].roleBindings.namespaceSelector"))?;
+            sel_ok(rb.selector.as_ref(), &format!("rules[{i}].roleBindings.selector"))?;
         }
         if let Some(crb) = &r.cluster_role_bindings {
-            sel_ok(
-                crb.selector.as_ref(),
-                &format!("rules[{i}].clusterRoleBindings.selector"),
-            )?;
+            sel_ok(crb.selector.as_ref(), &format!("rules[{i}].clusterRoleBindings.selector"))?;
+        }
+        if let Some(t) = &r.scim {
+            check_url(&t.base_url).map_err(|e| format!("rules[{i}].scim.baseUrl: {e}"))?;
+            template::validate(&t.match_value).map_err(|e| format!("rules[{i}].scim.matchValue: {e}"))?;
+        }
+        if let Some(t) = &r.http {
+            check_url(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
+            template::validate(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
+            if let Some(b) = &t.body {
+                template::validate(b).map_err(|e| format!("rules[{i}].http.body: {e}"))?;
+            }
+            if !matches!(t.method.to_ascii_uppercase().as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                return Err(format!("rules[{i}].http.method {:?} is not GET, POST, PUT, PATCH or DELETE", t.method));
+            }
+            for h in &t.headers {
+                if h.value.is_some() && is_credential_header(&h.name) {
+                    return Err(format!(
+                        "rules[{i}].http.headers: {} looks like a credential; use valueFrom (a Secret) so it is never recorded",
+                        h.name
+                    ));
+                }
+            }
         }
         if let Some(na) = &r.namespace_access {
-            check_namespaces(&na.namespaces)
-                .map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
+            check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
         }
     }
     Ok(())
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} must start with https:// (or http://)"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.starts_with("{{") {
+        return Err(format!("{url:?} must name its host literally"));
+    }
+    Ok(())
+}
+
+/// Header names whose literal values would be credentials.
+fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || ["token", "key", "secret", "password"].iter().any(|w| n.contains(w))
 }
 
 fn check_namespaces(names: &[String]) -> Result<(), String> {
@@ -207,8 +241,7 @@ fn check_namespaces(names: &[String]) -> Result<(), String> {
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -220,8 +253,7 @@ pub fn glob_match(pattern: &str, value: &str) -> bool {
         return pattern == value;
     }
     let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last)
-    {
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last) {
         return false;
     }
     let mut rest = &value[first.len()..value.len() - last.len()];
@@ -240,11 +272,7 @@ fn applicable<'a>(rule: &AccessRule, spec: &'a DeprovisionRequestSpec) -> Vec<Op
         return vec![None];
     }
     if rule.permissions.is_empty() {
-        return spec
-            .permissions
-            .iter()
-            .map(|p| Some(p.value.as_str()))
-            .collect();
+        return spec.permissions.iter().map(|p| Some(p.value.as_str())).collect();
     }
     spec.permissions
         .iter()
@@ -262,35 +290,27 @@ fn select<'p>(
         return Err(PlanError::NoPolicy(app_label(spec)));
     }
     for p in policies {
-        validate_policy(&p.spec).map_err(|reason| PlanError::InvalidPolicy {
-            policy: p.name_any(),
-            reason,
-        })?;
+        validate_policy(&p.spec).map_err(|reason| PlanError::InvalidPolicy { policy: p.name_any(), reason })?;
     }
     // Every requested permission must be covered by some rule of some matching policy.
     for perm in &spec.permissions {
-        let covered = policies.iter().flat_map(|p| &p.spec.rules).any(|r| {
-            r.permissions.is_empty() || r.permissions.iter().any(|pat| glob_match(pat, &perm.value))
-        });
+        let covered = policies
+            .iter()
+            .flat_map(|p| &p.spec.rules)
+            .any(|r| r.permissions.is_empty() || r.permissions.iter().any(|pat| glob_match(pat, &perm.value)));
         if !covered {
             let names: Vec<_> = policies.iter().map(|p| p.name_any()).collect();
-            return Err(PlanError::UnmappedPermission {
-                policies: names.join(", "),
-                permission: perm.value.clone(),
-            });
+            return Err(PlanError::UnmappedPermission { policies: names.join(", "), permission: perm.value.clone() });
         }
     }
     let by_labels = |sel: &LabelSelector| -> BTreeSet<String> {
         let sel = Selector::try_from(sel.clone()).expect("validated above");
-        namespaces
-            .iter()
-            .filter(|ns| sel.matches(ns.labels()))
-            .map(|ns| ns.name_any())
-            .collect()
+        namespaces.iter().filter(|ns| sel.matches(ns.labels())).map(|ns| ns.name_any()).collect()
     };
     let mut out = Vec::new();
     for policy in policies {
         let mut targets = Vec::new();
+        let mut external = Vec::new();
         for (i, rule) in policy.spec.rules.iter().enumerate() {
             for perm in applicable(rule, spec) {
                 let why = match perm {
@@ -327,18 +347,19 @@ fn select<'p>(
                         nss.insert(v.into());
                     }
                     if !nss.is_empty() {
-                        let t = Target::RoleBindings {
-                            namespaces: nss,
-                            names: &[],
-                            selector: None,
-                            role_ref: None,
-                        };
+                        let t = Target::RoleBindings { namespaces: nss, names: &[], selector: None, role_ref: None };
                         targets.push((t, format!("{why}: namespaceAccess")));
                     }
                 }
+                if let Some(t) = &rule.scim {
+                    external.push((External::Scim(t), format!("{why}: scim {}", t.system)));
+                }
+                if let Some(t) = &rule.http {
+                    external.push((External::Http(t), format!("{why}: http {}", t.system)));
+                }
             }
         }
-        out.push(Selection { policy, targets });
+        out.push(Selection { policy, targets, external });
     }
     Ok(out)
 }
@@ -361,14 +382,8 @@ pub fn scope(
     Ok(scope)
 }
 
-fn resolve_subjects(
-    policy: &DeprovisionPolicy,
-    spec: &DeprovisionRequestSpec,
-) -> Result<Vec<Wanted>, PlanError> {
-    let err = |source| PlanError::Template {
-        policy: policy.name_any(),
-        source,
-    };
+fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -> Result<Vec<Wanted>, PlanError> {
+    let err = |source| PlanError::Template { policy: policy.name_any(), source };
     policy
         .spec
         .subjects
@@ -376,15 +391,80 @@ fn resolve_subjects(
         .map(|s| {
             let name = template::render(&s.name, spec).map_err(err)?;
             let name = format!("{}{name}", s.prefix.as_deref().unwrap_or(""));
-            let namespace = s
-                .namespace
-                .as_deref()
-                .map(|ns| template::render(ns, spec))
-                .transpose()
-                .map_err(err)?;
+            let namespace = s.namespace.as_deref().map(|ns| template::render(ns, spec)).transpose().map_err(err)?;
             Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
         })
         .collect()
+}
+
+fn render_external(
+    ext: External<'_>,
+    spec: &DeprovisionRequestSpec,
+    policy: &DeprovisionPolicy,
+    why: &str,
+) -> Result<PlannedAction, PlanError> {
+    let err = |source| PlanError::Template { policy: policy.name_any(), source };
+    let mut a = PlannedAction {
+        id: 0,
+        kind: ActionKind::ScimDeprovision,
+        policy: policy.name_any(),
+        reason: why.to_string(),
+        binding: None,
+        absent: None,
+        scim: None,
+        http: None,
+    };
+    match ext {
+        External::Scim(t) => {
+            let value = template::render(&t.match_value, spec).map_err(err)?;
+            let attribute = match t.match_attribute {
+                ScimMatchAttribute::UserName => "userName",
+                ScimMatchAttribute::Email => "emails.value",
+            };
+            a.scim = Some(ScimCall {
+                system: t.system.clone(),
+                base_url: t.base_url.trim_end_matches('/').to_string(),
+                filter: template::scim_filter(attribute, &value),
+                action: t.action,
+                remove_from_groups: t.remove_from_groups.clone(),
+                credentials: t.credentials.clone(),
+                ca_bundle: t.ca_bundle.clone(),
+                timeout_seconds: t.timeout_seconds,
+                max_attempts: t.max_attempts,
+            });
+        }
+        External::Http(t) => {
+            a.kind = ActionKind::HttpCall;
+            let url = template::render_escaped(&t.url, spec, template::url_escape).map_err(err)?;
+            let body = t
+                .body
+                .as_deref()
+                .map(|b| template::render_escaped(b, spec, template::json_escape))
+                .transpose()
+                .map_err(err)?;
+            if let Some(b) = &body
+                && let Err(e) = serde_json::from_str::<serde_json::Value>(b)
+            {
+                return Err(PlanError::InvalidPolicy {
+                    policy: policy.name_any(),
+                    reason: format!("http {} body is not JSON once rendered: {e}", t.system),
+                });
+            }
+            a.http = Some(HttpCall {
+                system: t.system.clone(),
+                method: t.method.to_ascii_uppercase(),
+                url,
+                headers: t.headers.clone(),
+                body,
+                success_codes: t.success_codes.clone(),
+                absent_codes: t.absent_codes.clone(),
+                ca_bundle: t.ca_bundle.clone(),
+                timeout_seconds: t.timeout_seconds,
+                max_attempts: t.max_attempts,
+            });
+        }
+    }
+    Ok(a)
 }
 
 fn role_ref_matches(filter: Option<&RoleRefFilter>, r: &RoleRef) -> bool {
@@ -403,12 +483,7 @@ struct Candidate<'a> {
 fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> {
     let empty: &[Subject] = &[];
     match t {
-        Target::RoleBindings {
-            namespaces,
-            names,
-            selector,
-            role_ref,
-        } => observed
+        Target::RoleBindings { namespaces, names, selector, role_ref } => observed
             .role_bindings
             .iter()
             .filter(|b| b.metadata.deletion_timestamp.is_none())
@@ -417,20 +492,11 @@ fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> 
             .filter(|b| labels_match(*selector, b.labels()))
             .filter(|b| role_ref_matches(*role_ref, &b.role_ref))
             .map(|b| Candidate {
-                target: binding_ref(
-                    BindingKind::RoleBinding,
-                    b.namespace(),
-                    &b.metadata,
-                    &b.role_ref,
-                ),
+                target: binding_ref(BindingKind::RoleBinding, b.namespace(), &b.metadata, &b.role_ref),
                 subjects: b.subjects.as_deref().unwrap_or(empty),
             })
             .collect(),
-        Target::ClusterRoleBindings {
-            names,
-            selector,
-            role_ref,
-        } => observed
+        Target::ClusterRoleBindings { names, selector, role_ref } => observed
             .cluster_role_bindings
             .iter()
             .filter(|b| b.metadata.deletion_timestamp.is_none())
@@ -438,12 +504,7 @@ fn candidates<'a>(t: &Target<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> 
             .filter(|b| labels_match(*selector, b.labels()))
             .filter(|b| role_ref_matches(*role_ref, &b.role_ref))
             .map(|b| Candidate {
-                target: binding_ref(
-                    BindingKind::ClusterRoleBinding,
-                    None,
-                    &b.metadata,
-                    &b.role_ref,
-                ),
+                target: binding_ref(BindingKind::ClusterRoleBinding, None, &b.metadata, &b.role_ref),
                 subjects: b.subjects.as_deref().unwrap_or(empty),
             })
             .collect(),
@@ -479,6 +540,7 @@ pub fn compute(
     let mut seen: BTreeSet<(BindingRef, crate::crd::SubjectRef)> = BTreeSet::new();
     let mut actions = Vec::new();
     let mut absent = Vec::new();
+    let mut external: Vec<PlannedAction> = Vec::new();
     for sel in &selections {
         let wanted = resolve_subjects(sel.policy, spec)?;
         for w in &wanted {
@@ -500,18 +562,13 @@ pub fn compute(
                     let Some(p) = Principal::of_subject(s, ns) else {
                         continue;
                     };
-                    let hits: Vec<usize> = (0..wanted.len())
-                        .filter(|&i| wanted[i].matches(&p))
-                        .collect();
+                    let hits: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i].matches(&p)).collect();
                     if hits.is_empty() {
                         continue;
                     }
                     hits.iter().for_each(|&i| found[i] = true);
                     if let Some(why) = protected.why(&p) {
-                        return Err(PlanError::Protected(format!(
-                            "{} in {} matches: {why}",
-                            s.name, c.target
-                        )));
+                        return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, c.target)));
                     }
                     let key = (c.target.clone(), subject_ref(s));
                     if seen.insert(key.clone()) {
@@ -520,6 +577,15 @@ pub fn compute(
                 }
             }
         }
+        for (ext, why) in &sel.external {
+            let a = render_external(*ext, spec, sel.policy, why)?;
+            if !external.iter().any(|e: &PlannedAction| e.scim == a.scim && e.http == a.http) {
+                external.push(a);
+            }
+        }
+        if sel.targets.is_empty() {
+            continue;
+        }
         for (w, _) in wanted.iter().zip(&found).filter(|(_, f)| !**f) {
             absent.push(PlannedAction {
                 id: 0,
@@ -527,36 +593,29 @@ pub fn compute(
                 policy: sel.policy.name_any(),
                 reason: format!("no binding selected by the policy holds {}", w.principal),
                 binding: None,
-                absent: Some(AbsentCheck {
-                    subject: w.principal.to_string(),
-                    bindings_checked: checked.len() as i32,
-                }),
+                absent: Some(AbsentCheck { subject: w.principal.to_string(), bindings_checked: checked.len() as i32 }),
+                scim: None,
+                http: None,
             });
         }
     }
     actions.sort_by(|a, b| a.0.cmp(&b.0));
     let actions = actions
         .into_iter()
-        .map(
-            |((target, subject), policy, reason, when_empty)| PlannedAction {
-                id: 0,
-                kind: ActionKind::RemoveBindingSubject,
-                policy,
-                reason,
-                binding: Some(BindingAction {
-                    target,
-                    subject,
-                    when_empty,
-                }),
-                absent: None,
-            },
-        )
+        .map(|((target, subject), policy, reason, when_empty)| PlannedAction {
+            id: 0,
+            kind: ActionKind::RemoveBindingSubject,
+            policy,
+            reason,
+            binding: Some(BindingAction { target, subject, when_empty }),
+            absent: None,
+            scim: None,
+            http: None,
+        })
+        .chain(external)
         .chain(absent)
         .enumerate()
         .map(|(i, a)| PlannedAction { id: i as i32, ..a })
         .collect();
-    Ok(Plan {
-        policies: policies.iter().map(|p| p.name_any()).collect(),
-        actions,
-    })
+    Ok(Plan { policies: policies.iter().map(|p| p.name_any()).collect(), actions })
 }

@@ -18,12 +18,7 @@ fn spec(perms: &[&str]) -> DeprovisionRequestSpec {
         },
         permissions: perms
             .iter()
-            .map(|v| Permission {
-                value: v.to_string(),
-                label: None,
-                type_: None,
-                source: None,
-            })
+            .map(|v| Permission { value: v.to_string(), label: None, type_: None, source: None })
             .collect(),
         user: None,
         target_user: Person {
@@ -46,12 +41,7 @@ fn policy(name: &str, spec: serde_json::Value) -> DeprovisionPolicy {
 }
 
 fn s(kind: &str, name: &str, ns: Option<&str>) -> Subject {
-    Subject {
-        kind: kind.into(),
-        name: name.into(),
-        namespace: ns.map(Into::into),
-        api_group: None,
-    }
+    Subject { kind: kind.into(), name: name.into(), namespace: ns.map(Into::into), api_group: None }
 }
 
 fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
@@ -71,22 +61,12 @@ fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
     }
 }
 
-fn crb(
-    name: &str,
-    role: &str,
-    labels: &[(&str, &str)],
-    subjects: Vec<Subject>,
-) -> ClusterRoleBinding {
+fn crb(name: &str, role: &str, labels: &[(&str, &str)], subjects: Vec<Subject>) -> ClusterRoleBinding {
     ClusterRoleBinding {
         metadata: ObjectMeta {
             name: Some(name.into()),
             uid: Some(format!("uid-{name}")),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
         role_ref: RoleRef {
@@ -102,12 +82,7 @@ fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
         ..Default::default()
@@ -116,91 +91,36 @@ fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
 
 fn observed() -> Observed {
     Observed {
-        namespaces: vec![
-            ns("team-a", &[("team", "a")]),
-            ns("team-b", &[("team", "b")]),
-            ns("other", &[]),
-        ],
+        namespaces: vec![ns("team-a", &[("team", "a")]), ns("team-b", &[("team", "b")]), ns("other", &[])],
         role_bindings: vec![
-            rb(
-                "team-a",
-                "edit",
-                "edit",
-                vec![
-                    s("User", "Peter@Lumos.com", None),
-                    s("User", "mj@lumos.com", None),
-                ],
-            ),
-            rb(
-                "team-a",
-                "view",
-                "view",
-                vec![s("User", "peter@lumos.com", None)],
-            ),
+            rb("team-a", "edit", "edit", vec![s("User", "Peter@Lumos.com", None), s("User", "mj@lumos.com", None)]),
+            rb("team-a", "view", "view", vec![s("User", "peter@lumos.com", None)]),
             rb(
                 "team-a",
                 "bots",
                 "edit",
-                vec![
-                    s("ServiceAccount", "pparker", None),
-                    s("ServiceAccount", "pparker", Some("team-b")),
-                ],
+                vec![s("ServiceAccount", "pparker", None), s("ServiceAccount", "pparker", Some("team-b"))],
             ),
-            rb(
-                "team-a",
-                "sa-user",
-                "edit",
-                vec![s("User", "system:serviceaccount:team-a:pparker", None)],
-            ),
-            rb(
-                "team-b",
-                "edit",
-                "edit",
-                vec![
-                    s("User", "oidc:peter@lumos.com", None),
-                    s("Group", "pparker", None),
-                ],
-            ),
-            rb(
-                "other",
-                "edit",
-                "edit",
-                vec![s("User", "Peter@Lumos.com", None)],
-            ),
+            rb("team-a", "sa-user", "edit", vec![s("User", "system:serviceaccount:team-a:pparker", None)]),
+            rb("team-b", "edit", "edit", vec![s("User", "oidc:peter@lumos.com", None), s("Group", "pparker", None)]),
+            rb("other", "edit", "edit", vec![s("User", "Peter@Lumos.com", None)]),
         ],
         cluster_role_bindings: vec![
-            crb(
-                "peter-admin",
-                "cluster-admin",
-                &[("lumos", "demo")],
-                vec![s("User", "Peter@Lumos.com", None)],
-            ),
+            crb("peter-admin", "cluster-admin", &[("lumos", "demo")], vec![s("User", "Peter@Lumos.com", None)]),
             crb(
                 "peter-view",
                 "view",
                 &[],
-                vec![
-                    s("User", "Peter@Lumos.com", None),
-                    s("Group", "system:masters", None),
-                ],
+                vec![s("User", "Peter@Lumos.com", None), s("Group", "system:masters", None)],
             ),
-            crb(
-                "sa-no-ns",
-                "view",
-                &[],
-                vec![s("ServiceAccount", "pparker", None)],
-            ),
+            crb("sa-no-ns", "view", &[], vec![s("ServiceAccount", "pparker", None)]),
         ],
     }
 }
 
 /// Actions rendered as `binding | subject` for compact comparison.
 fn rows(p: &Plan) -> Vec<String> {
-    p.actions
-        .iter()
-        .filter_map(|a| a.binding.as_ref())
-        .map(|b| format!("{} | {}", b.target, b.subject))
-        .collect()
+    p.actions.iter().filter_map(|a| a.binding.as_ref()).map(|b| format!("{} | {}", b.target, b.subject)).collect()
 }
 
 fn user(name_tmpl: &str) -> serde_json::Value {
@@ -270,9 +190,7 @@ fn table() {
             perms: &[],
             policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
                 "rules": [{"clusterRoleBindings": {"selector": {"matchLabels": {"lumos": "demo"}}}}]}),
-            want: Ok(vec![
-                "ClusterRoleBinding peter-admin | User Peter@Lumos.com",
-            ]),
+            want: Ok(vec!["ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
         },
         Case {
             name: "cluster role bindings by name keep system:masters group",
@@ -294,9 +212,7 @@ fn table() {
             policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
                 "rules": [{"permissions": ["Edit*"], "roleBindings": {"namespaces": ["team-a"]}},
                           {"permissions": ["Admin"], "clusterRoleBindings": {"names": ["peter-admin"]}}]}),
-            want: Ok(vec![
-                "ClusterRoleBinding peter-admin | User Peter@Lumos.com",
-            ]),
+            want: Ok(vec!["ClusterRoleBinding peter-admin | User Peter@Lumos.com"]),
         },
         Case {
             name: "whole-application request applies every rule",
@@ -380,16 +296,9 @@ fn table() {
             want: Err("BadNamespace"),
         },
     ];
-    let protected = Protected {
-        operator: Some(("deprovisioner".into(), "deprovisioner".into())),
-    };
+    let protected = Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())) };
     for c in cases {
-        let got = compute(
-            &spec(c.perms),
-            &[policy("p", c.policy)],
-            &observed(),
-            &protected,
-        );
+        let got = compute(&spec(c.perms), &[policy("p", c.policy)], &observed(), &protected);
         match (got, c.want) {
             (Ok(plan), Ok(want)) => assert_eq!(rows(&plan), want, "case: {}", c.name),
             (Err(e), Err(reason)) => assert_eq!(e.reason(), reason, "case: {} ({e})", c.name),
@@ -407,10 +316,7 @@ fn empty_binding_rule_and_ids_are_recorded() {
     );
     let plan = compute(&spec(&[]), &[p], &observed(), &Protected::default()).unwrap();
     assert_eq!(plan.policies, vec!["keep"]);
-    assert_eq!(
-        plan.actions.iter().map(|a| a.id).collect::<Vec<_>>(),
-        vec![0, 1]
-    );
+    assert_eq!(plan.actions.iter().map(|a| a.id).collect::<Vec<_>>(), vec![0, 1]);
     for a in &plan.actions {
         let b = a.binding.as_ref().unwrap();
         assert_eq!(b.when_empty, EmptyBindingRule::Keep);
@@ -424,17 +330,9 @@ fn empty_binding_rule_and_ids_are_recorded() {
 fn two_policies_for_one_app_do_not_duplicate_actions() {
     let body = json!({"application": {"appId": "demo_app"}, "subjects": [user("{{target_user.email}}")],
         "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]});
-    let plan = compute(
-        &spec(&[]),
-        &[policy("b", body.clone()), policy("a", body)],
-        &observed(),
-        &Protected::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        rows(&plan),
-        vec!["RoleBinding team-a/edit | User Peter@Lumos.com"]
-    );
+    let plan = compute(&spec(&[]), &[policy("b", body.clone()), policy("a", body)], &observed(), &Protected::default())
+        .unwrap();
+    assert_eq!(rows(&plan), vec!["RoleBinding team-a/edit | User Peter@Lumos.com"]);
     assert_eq!(plan.policies, vec!["a", "b"]);
     assert_eq!(plan.actions[0].policy, "a");
 }
@@ -450,10 +348,7 @@ fn scope_names_only_what_the_policy_names() {
     let ps = [p];
     let matched = matching_policies(&spec(&["other"]), &ps);
     let sc = scope(&spec(&["other"]), &matched, &observed().namespaces).unwrap();
-    assert_eq!(
-        sc.namespaces.into_iter().collect::<Vec<_>>(),
-        vec!["fixed", "other", "team-a"]
-    );
+    assert_eq!(sc.namespaces.into_iter().collect::<Vec<_>>(), vec!["fixed", "other", "team-a"]);
     assert!(!sc.cluster_role_bindings);
 }
 
@@ -494,21 +389,13 @@ fn policy_validation_catches_what_cel_cannot() {
             }),
             ..Default::default()
         }],
-        ..serde_json::from_value(
-            json!({"application": {"appId": "a"}, "subjects": [user("x")], "rules": []}),
-        )
-        .unwrap()
+        ..serde_json::from_value(json!({"application": {"appId": "a"}, "subjects": [user("x")], "rules": []})).unwrap()
     };
-    assert!(
-        validate_policy(&bad_selector)
-            .unwrap_err()
-            .contains("namespaceSelector")
-    );
-    let bad_ns: DeprovisionPolicySpec = serde_json::from_value(
-        json!({"application": {"appId": "a"}, "subjects": [user("x")],
-        "rules": [{"namespaceAccess": {"namespaces": ["Team_A"]}}]}),
-    )
-    .unwrap();
+    assert!(validate_policy(&bad_selector).unwrap_err().contains("namespaceSelector"));
+    let bad_ns: DeprovisionPolicySpec =
+        serde_json::from_value(json!({"application": {"appId": "a"}, "subjects": [user("x")],
+        "rules": [{"namespaceAccess": {"namespaces": ["Team_A"]}}]}))
+        .unwrap();
     assert!(validate_policy(&bad_ns).unwrap_err().contains("Team_A"));
 }
 
@@ -521,21 +408,12 @@ fn subjects_bound_nowhere_are_confirmed_absent() {
         "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
     );
     let plan = compute(&spec(&[]), &[p], &observed(), &Protected::default()).unwrap();
-    let absent: Vec<_> = plan
-        .actions
-        .iter()
-        .filter(|a| a.kind == ActionKind::ConfirmAbsent)
-        .collect();
+    let absent: Vec<_> = plan.actions.iter().filter(|a| a.kind == ActionKind::ConfirmAbsent).collect();
     assert_eq!(absent.len(), 1);
     let a = absent[0].absent.as_ref().unwrap();
     assert_eq!(a.subject, "Group pparker");
     assert_eq!(a.bindings_checked, 4);
     // Removals come first, the confirmation last, ids in order.
     assert_eq!(plan.actions.last().unwrap().kind, ActionKind::ConfirmAbsent);
-    assert!(
-        plan.actions
-            .iter()
-            .enumerate()
-            .all(|(i, a)| a.id == i as i32)
-    );
+    assert!(plan.actions.iter().enumerate().all(|(i, a)| a.id == i as i32));
 }

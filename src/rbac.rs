@@ -28,9 +28,7 @@ pub struct Done {
 pub struct Transient(pub String);
 
 /// The two binding types, seen through what this module needs.
-trait Binding:
-    Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug
-{
+trait Binding: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug {
     fn subjects_mut(&mut self) -> &mut Option<Vec<Subject>>;
 }
 impl Binding for RoleBinding {
@@ -45,22 +43,14 @@ impl Binding for ClusterRoleBinding {
 }
 
 fn done(outcome: Outcome, message: impl Into<String>) -> Result<Done, Transient> {
-    Ok(Done {
-        outcome,
-        message: message.into(),
-    })
+    Ok(Done { outcome, message: message.into() })
 }
 
 /// Classifies an API error: permanent ones become a Failed result, the rest are retried.
 fn classify(what: &str, e: kube::Error) -> Result<Done, Transient> {
     match &e {
-        kube::Error::Api(s)
-            if s.is_forbidden() || s.is_invalid() || s.code == 400 || s.code == 405 =>
-        {
-            done(
-                Outcome::Failed,
-                format!("{what}: {} ({})", s.message, s.reason),
-            )
+        kube::Error::Api(s) if s.is_forbidden() || s.is_invalid() || s.code == 400 || s.code == 405 => {
+            done(Outcome::Failed, format!("{what}: {} ({})", s.message, s.reason))
         }
         _ => Err(Transient(format!("{what}: {e}"))),
     }
@@ -70,19 +60,9 @@ fn classify(what: &str, e: kube::Error) -> Result<Done, Transient> {
 /// and the rule says so).
 pub async fn remove_subject(client: &Client, a: &BindingAction) -> Result<Done, Transient> {
     match (a.target.kind, a.target.namespace.as_deref()) {
-        (BindingKind::RoleBinding, Some(ns)) => {
-            run(Api::<RoleBinding>::namespaced(client.clone(), ns), a).await
-        }
-        (BindingKind::ClusterRoleBinding, None) => {
-            run(Api::<ClusterRoleBinding>::all(client.clone()), a).await
-        }
-        _ => done(
-            Outcome::Failed,
-            format!(
-                "{}: malformed plan entry (namespace does not fit the kind)",
-                a.target
-            ),
-        ),
+        (BindingKind::RoleBinding, Some(ns)) => run(Api::<RoleBinding>::namespaced(client.clone(), ns), a).await,
+        (BindingKind::ClusterRoleBinding, None) => run(Api::<ClusterRoleBinding>::all(client.clone()), a).await,
+        _ => done(Outcome::Failed, format!("{}: malformed plan entry (namespace does not fit the kind)", a.target)),
     }
 }
 
@@ -107,19 +87,13 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, Transie
         let before = subjects.len();
         subjects.retain(|s| !is_exactly(s, &a.subject));
         if subjects.len() == before {
-            return done(
-                Outcome::AlreadyAbsent,
-                format!("{} was not in {t}", a.subject),
-            );
+            return done(Outcome::AlreadyAbsent, format!("{} was not in {t}", a.subject));
         }
         let now_empty = subjects.is_empty();
         let deleting = now_empty && a.when_empty == EmptyBindingRule::Delete;
         let result = if deleting {
             let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: Some(t.uid.clone()),
-                    resource_version: rv,
-                }),
+                preconditions: Some(Preconditions { uid: Some(t.uid.clone()), resource_version: rv }),
                 ..DeleteParams::default()
             };
             api.delete(&t.name, &dp).await.map(|_| Done {
@@ -128,26 +102,16 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, Transie
             })
         } else {
             // `subjects` has no merge key: replace the whole object, guarded by resourceVersion.
-            let note = if now_empty {
-                "; binding kept with no subjects"
-            } else {
-                ""
-            };
+            let note = if now_empty { "; binding kept with no subjects" } else { "" };
             api.replace(&t.name, &PostParams::default(), &obj)
                 .await
-                .map(|_| Done {
-                    outcome: Outcome::Removed,
-                    message: format!("removed {} from {t}{note}", a.subject),
-                })
+                .map(|_| Done { outcome: Outcome::Removed, message: format!("removed {} from {t}{note}", a.subject) })
         };
         match result {
             Ok(d) => return Ok(d),
             Err(kube::Error::Api(s)) if s.is_conflict() => continue,
             Err(kube::Error::Api(s)) if s.is_not_found() => {
-                return done(
-                    Outcome::AlreadyAbsent,
-                    format!("{t} was deleted by someone else"),
-                );
+                return done(Outcome::AlreadyAbsent, format!("{t} was deleted by someone else"));
             }
             Err(kube::Error::Api(s)) if s.is_forbidden() && !deleting => {
                 // The API server's RBAC escalation check runs on every binding update.
@@ -162,7 +126,5 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, Transie
             Err(e) => return classify(&format!("writing {t}"), e),
         }
     }
-    Err(Transient(format!(
-        "{t}: still conflicting after {CONFLICT_RETRIES} attempts"
-    )))
+    Err(Transient(format!("{t}: still conflicting after {CONFLICT_RETRIES} attempts")))
 }

@@ -21,17 +21,11 @@ pub struct LumosAnswer {
 impl LumosAnswer {
     /// A success.
     pub fn success(msg: impl Into<String>) -> Self {
-        LumosAnswer {
-            response: "SUCCESS",
-            msg: clip(msg.into()),
-        }
+        LumosAnswer { response: "SUCCESS", msg: clip(msg.into()) }
     }
     /// A failure.
     pub fn failure(msg: impl Into<String>) -> Self {
-        LumosAnswer {
-            response: "FAILURE",
-            msg: clip(msg.into()),
-        }
+        LumosAnswer { response: "FAILURE", msg: clip(msg.into()) }
     }
 }
 
@@ -57,23 +51,14 @@ fn list(items: &[&ActionResult], f: impl Fn(&ActionResult) -> String) -> String 
 pub fn summarize(target: &str, results: &[ActionResult]) -> (Phase, String) {
     let removed: Vec<_> = results
         .iter()
-        .filter(|r| matches!(r.outcome, Outcome::Removed | Outcome::Deleted))
+        .filter(|r| matches!(r.outcome, Outcome::Removed | Outcome::Deleted | Outcome::Deactivated))
         .collect();
-    let absent = results
-        .iter()
-        .filter(|r| r.outcome == Outcome::AlreadyAbsent)
-        .count();
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|r| r.outcome == Outcome::Failed)
-        .collect();
+    let absent = results.iter().filter(|r| r.outcome == Outcome::AlreadyAbsent).count();
+    let failed: Vec<_> = results.iter().filter(|r| r.outcome == Outcome::Failed).collect();
     let removed_text = if removed.is_empty() {
         String::new()
     } else {
-        format!(
-            "removed {target} from {}",
-            list(&removed, |r| r.object.clone())
-        )
+        format!("removed {target} from {}", list(&removed, |r| r.object.clone()))
     };
     if !failed.is_empty() {
         let mut msg = format!(
@@ -98,9 +83,7 @@ pub fn summarize(target: &str, results: &[ActionResult]) -> (Phase, String) {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next()
-        .map(|f| f.to_uppercase().chain(c).collect())
-        .unwrap_or_default()
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 /// The webhook's answer for a request in its current state.
@@ -111,10 +94,7 @@ pub fn answer(name: &str, status: Option<&DeprovisionRequestStatus>) -> LumosAns
     let room = MAX_MESSAGE.saturating_sub(record.chars().count());
     let msg = status.and_then(|s| s.message.clone()).unwrap_or_default();
     let msg = if msg.chars().count() > room {
-        format!(
-            "{}…{record}",
-            msg.chars().take(room.saturating_sub(1)).collect::<String>()
-        )
+        format!("{}…{record}", msg.chars().take(room.saturating_sub(1)).collect::<String>())
     } else {
         format!("{msg}{record}")
     };
@@ -173,6 +153,7 @@ mod tests {
             outcome,
             message: format!("{outcome:?} detail"),
             at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            external: None,
         }
     }
 
@@ -180,20 +161,11 @@ mod tests {
     fn summaries() {
         let (p, m) = summarize(
             "p@x.io",
-            &[
-                r(0, Outcome::Removed, "RoleBinding a/edit"),
-                r(1, Outcome::Deleted, "ClusterRoleBinding x"),
-            ],
+            &[r(0, Outcome::Removed, "RoleBinding a/edit"), r(1, Outcome::Deleted, "ClusterRoleBinding x")],
         );
         assert_eq!(p, Phase::Succeeded);
-        assert_eq!(
-            m,
-            "Removed p@x.io from RoleBinding a/edit; ClusterRoleBinding x"
-        );
-        let (p, m) = summarize(
-            "p@x.io",
-            &[r(0, Outcome::AlreadyAbsent, "RoleBinding a/edit")],
-        );
+        assert_eq!(m, "Removed p@x.io from RoleBinding a/edit; ClusterRoleBinding x");
+        let (p, m) = summarize("p@x.io", &[r(0, Outcome::AlreadyAbsent, "RoleBinding a/edit")]);
         assert_eq!(p, Phase::Succeeded);
         assert!(m.contains("already removed"), "{m}");
         let (p, m) = summarize("p@x.io", &[]);
@@ -201,10 +173,7 @@ mod tests {
         assert!(m.contains("nothing to remove"));
         let (p, m) = summarize(
             "p@x.io",
-            &[
-                r(0, Outcome::Removed, "RoleBinding a/edit"),
-                r(1, Outcome::Failed, "RoleBinding b/edit"),
-            ],
+            &[r(0, Outcome::Removed, "RoleBinding a/edit"), r(1, Outcome::Failed, "RoleBinding b/edit")],
         );
         assert_eq!(p, Phase::Failed);
         assert!(
@@ -213,19 +182,14 @@ mod tests {
                 && m.contains("Done: removed"),
             "{m}"
         );
-        let many: Vec<_> = (0..10)
-            .map(|i| r(i, Outcome::Removed, &format!("RoleBinding n{i}/edit")))
-            .collect();
+        let many: Vec<_> = (0..10).map(|i| r(i, Outcome::Removed, &format!("RoleBinding n{i}/edit"))).collect();
         assert!(summarize("p@x.io", &many).1.ends_with("and 7 more"));
     }
 
     #[test]
     fn answers_map_phases() {
-        let mut s = DeprovisionRequestStatus {
-            phase: Phase::Succeeded,
-            message: Some("Removed".into()),
-            ..Default::default()
-        };
+        let mut s =
+            DeprovisionRequestStatus { phase: Phase::Succeeded, message: Some("Removed".into()), ..Default::default() };
         assert_eq!(answer("n", Some(&s)).response, "SUCCESS");
         s.phase = Phase::Failed;
         assert_eq!(answer("n", Some(&s)).response, "FAILURE");
@@ -234,12 +198,7 @@ mod tests {
         s.message = Some("x".repeat(2 * MAX_MESSAGE));
         let long = answer("lumos-abc-1", Some(&s));
         assert_eq!(long.msg.chars().count(), MAX_MESSAGE);
-        assert!(
-            long.msg
-                .ends_with("(record: deprovisionrequest/lumos-abc-1)"),
-            "{}",
-            long.msg
-        );
+        assert!(long.msg.ends_with("(record: deprovisionrequest/lumos-abc-1)"), "{}", long.msg);
         let pending = answer("lumos-abc-1", None);
         assert_eq!(pending.response, "FAILURE");
         assert!(pending.msg.contains("in progress") && pending.msg.contains("lumos-abc-1"));

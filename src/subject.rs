@@ -21,10 +21,7 @@ pub enum Principal {
 impl Principal {
     /// Canonical form of a User name (which may be a ServiceAccount in disguise).
     pub fn user(name: &str) -> Principal {
-        match name
-            .strip_prefix(SA_USER_PREFIX)
-            .and_then(|rest| rest.split_once(':'))
-        {
+        match name.strip_prefix(SA_USER_PREFIX).and_then(|rest| rest.split_once(':')) {
             Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains(':') => {
                 Principal::ServiceAccount(ns.into(), sa.into())
             }
@@ -39,11 +36,7 @@ impl Principal {
             "User" => Some(Principal::user(&s.name)),
             "Group" => Some(Principal::Group(s.name.clone())),
             "ServiceAccount" => {
-                let ns = s
-                    .namespace
-                    .as_deref()
-                    .filter(|n| !n.is_empty())
-                    .or(binding_namespace)?;
+                let ns = s.namespace.as_deref().filter(|n| !n.is_empty()).or(binding_namespace)?;
                 Some(Principal::ServiceAccount(ns.into(), s.name.clone()))
             }
             _ => None,
@@ -72,40 +65,23 @@ pub struct Wanted {
 
 impl Wanted {
     /// Builds the wanted identity from a rendered name (prefix already applied).
-    pub fn new(
-        kind: SubjectKind,
-        name: String,
-        namespace: Option<String>,
-        case_insensitive: bool,
-    ) -> Wanted {
+    pub fn new(kind: SubjectKind, name: String, namespace: Option<String>, case_insensitive: bool) -> Wanted {
         let principal = match kind {
             SubjectKind::User => Principal::user(&name),
             SubjectKind::Group => Principal::Group(name),
-            SubjectKind::ServiceAccount => {
-                Principal::ServiceAccount(namespace.unwrap_or_default(), name)
-            }
+            SubjectKind::ServiceAccount => Principal::ServiceAccount(namespace.unwrap_or_default(), name),
         };
-        Wanted {
-            principal,
-            case_insensitive,
-        }
+        Wanted { principal, case_insensitive }
     }
 
     /// Whether a binding subject (in canonical form) is this identity.
     pub fn matches(&self, p: &Principal) -> bool {
         let eq = |a: &str, b: &str| {
-            if self.case_insensitive {
-                a.eq_ignore_ascii_case(b)
-            } else {
-                a == b
-            }
+            if self.case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b }
         };
         match (&self.principal, p) {
-            (Principal::User(a), Principal::User(b))
-            | (Principal::Group(a), Principal::Group(b)) => eq(a, b),
-            (Principal::ServiceAccount(an, a), Principal::ServiceAccount(bn, b)) => {
-                an == bn && a == b
-            }
+            (Principal::User(a), Principal::User(b)) | (Principal::Group(a), Principal::Group(b)) => eq(a, b),
+            (Principal::ServiceAccount(an, a), Principal::ServiceAccount(bn, b)) => an == bn && a == b,
             _ => false,
         }
     }
@@ -123,26 +99,18 @@ impl Protected {
     pub fn why(&self, p: &Principal) -> Option<String> {
         match p {
             Principal::User(n) | Principal::Group(n)
-                if n.get(..7)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("system:")) =>
+                if n.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("system:")) =>
             {
-                Some(format!(
-                    "{n:?} is a system: subject, which the operator never removes"
-                ))
+                Some(format!("{n:?} is a system: subject, which the operator never removes"))
             }
             Principal::ServiceAccount(ns, n)
-                if self
-                    .operator
-                    .as_ref()
-                    .is_some_and(|(ons, on)| ons == ns && on == n) =>
+                if self.operator.as_ref().is_some_and(|(ons, on)| ons == ns && on == n) =>
             {
-                Some(format!(
-                    "ServiceAccount {ns}/{n} is the operator's own identity"
-                ))
+                Some(format!("ServiceAccount {ns}/{n} is the operator's own identity"))
             }
-            Principal::ServiceAccount(ns, n) if ns == "kube-system" => Some(format!(
-                "ServiceAccount {ns}/{n} belongs to kube-system, which the operator never touches"
-            )),
+            Principal::ServiceAccount(ns, n) if ns == "kube-system" => {
+                Some(format!("ServiceAccount {ns}/{n} belongs to kube-system, which the operator never touches"))
+            }
             _ => None,
         }
     }
@@ -150,18 +118,12 @@ impl Protected {
 
 /// The subject exactly as it stands in a binding, for the record and for exact removal.
 pub fn subject_ref(s: &Subject) -> SubjectRef {
-    SubjectRef {
-        kind: s.kind.clone(),
-        name: s.name.clone(),
-        namespace: s.namespace.clone(),
-    }
+    SubjectRef { kind: s.kind.clone(), name: s.name.clone(), namespace: s.namespace.clone() }
 }
 
 /// Whether `s` is exactly the recorded subject (same kind, name and namespace as written).
 pub fn is_exactly(s: &Subject, r: &SubjectRef) -> bool {
-    s.kind == r.kind
-        && s.name == r.name
-        && s.namespace.as_deref().unwrap_or("") == r.namespace.as_deref().unwrap_or("")
+    s.kind == r.kind && s.name == r.name && s.namespace.as_deref().unwrap_or("") == r.namespace.as_deref().unwrap_or("")
 }
 
 #[cfg(test)]
@@ -169,20 +131,12 @@ mod tests {
     use super::*;
 
     fn subj(kind: &str, name: &str, ns: Option<&str>) -> Subject {
-        Subject {
-            kind: kind.into(),
-            name: name.into(),
-            namespace: ns.map(Into::into),
-            api_group: None,
-        }
+        Subject { kind: kind.into(), name: name.into(), namespace: ns.map(Into::into), api_group: None }
     }
 
     #[test]
     fn canonical_forms() {
-        assert_eq!(
-            Principal::of_subject(&subj("User", "a@x.io", None), None),
-            Some(Principal::User("a@x.io".into()))
-        );
+        assert_eq!(Principal::of_subject(&subj("User", "a@x.io", None), None), Some(Principal::User("a@x.io".into())));
         assert_eq!(
             Principal::of_subject(&subj("User", "system:serviceaccount:team:bot", None), None),
             Some(Principal::ServiceAccount("team".into(), "bot".into()))
@@ -195,91 +149,43 @@ mod tests {
             Principal::of_subject(&subj("ServiceAccount", "bot", Some("")), Some("team")),
             Some(Principal::ServiceAccount("team".into(), "bot".into()))
         );
-        assert_eq!(
-            Principal::of_subject(&subj("ServiceAccount", "bot", None), None),
-            None
-        );
+        assert_eq!(Principal::of_subject(&subj("ServiceAccount", "bot", None), None), None);
         assert_eq!(Principal::of_subject(&subj("Robot", "r", None), None), None);
-        assert_eq!(
-            Principal::user("system:serviceaccount:only"),
-            Principal::User("system:serviceaccount:only".into())
-        );
+        assert_eq!(Principal::user("system:serviceaccount:only"), Principal::User("system:serviceaccount:only".into()));
     }
 
     #[test]
     fn matching_respects_case_rule_and_kind() {
         let exact = Wanted::new(SubjectKind::User, "Peter@x.io".into(), None, false);
-        let ci = Wanted {
-            case_insensitive: true,
-            ..exact.clone()
-        };
+        let ci = Wanted { case_insensitive: true, ..exact.clone() };
         let p = Principal::User("peter@X.io".into());
         assert!(!exact.matches(&p));
         assert!(ci.matches(&p));
         assert!(!ci.matches(&Principal::Group("peter@x.io".into())));
-        let sa = Wanted::new(
-            SubjectKind::ServiceAccount,
-            "bot".into(),
-            Some("team".into()),
-            true,
-        );
+        let sa = Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("team".into()), true);
         assert!(sa.matches(&Principal::ServiceAccount("team".into(), "bot".into())));
         assert!(!sa.matches(&Principal::ServiceAccount("other".into(), "bot".into())));
-        let sa_user = Wanted::new(
-            SubjectKind::User,
-            "system:serviceaccount:team:bot".into(),
-            None,
-            false,
-        );
+        let sa_user = Wanted::new(SubjectKind::User, "system:serviceaccount:team:bot".into(), None, false);
         assert!(sa_user.matches(&Principal::ServiceAccount("team".into(), "bot".into())));
     }
 
     #[test]
     fn protection() {
-        let prot = Protected {
-            operator: Some(("deprov".into(), "deprovisioner".into())),
-        };
+        let prot = Protected { operator: Some(("deprov".into(), "deprovisioner".into())) };
         assert!(prot.why(&Principal::User("system:admin".into())).is_some());
-        assert!(
-            prot.why(&Principal::Group("SYSTEM:masters".into()))
-                .is_some()
-        );
-        assert!(
-            prot.why(&Principal::ServiceAccount(
-                "deprov".into(),
-                "deprovisioner".into()
-            ))
-            .is_some()
-        );
-        assert!(
-            prot.why(&Principal::ServiceAccount("kube-system".into(), "x".into()))
-                .is_some()
-        );
-        assert!(
-            prot.why(&Principal::user(
-                "system:serviceaccount:deprov:deprovisioner"
-            ))
-            .is_some()
-        );
-        assert!(
-            prot.why(&Principal::user("system:serviceaccount:team:bot"))
-                .is_none()
-        );
+        assert!(prot.why(&Principal::Group("SYSTEM:masters".into())).is_some());
+        assert!(prot.why(&Principal::ServiceAccount("deprov".into(), "deprovisioner".into())).is_some());
+        assert!(prot.why(&Principal::ServiceAccount("kube-system".into(), "x".into())).is_some());
+        assert!(prot.why(&Principal::user("system:serviceaccount:deprov:deprovisioner")).is_some());
+        assert!(prot.why(&Principal::user("system:serviceaccount:team:bot")).is_none());
         assert!(prot.why(&Principal::User("alice".into())).is_none());
     }
 
     #[test]
     fn exact_identity_treats_missing_and_empty_namespace_alike() {
-        let r = SubjectRef {
-            kind: "ServiceAccount".into(),
-            name: "bot".into(),
-            namespace: None,
-        };
+        let r = SubjectRef { kind: "ServiceAccount".into(), name: "bot".into(), namespace: None };
         assert!(is_exactly(&subj("ServiceAccount", "bot", Some("")), &r));
-        assert!(!is_exactly(
-            &subj("ServiceAccount", "bot", Some("team")),
-            &r
-        ));
+        assert!(!is_exactly(&subj("ServiceAccount", "bot", Some("team")), &r));
         assert!(!is_exactly(&subj("User", "bot", None), &r));
     }
 }

@@ -44,9 +44,7 @@ fn parse(template: &str) -> Result<Vec<Part<'_>>, TemplateError> {
             parts.push(Part::Text(&rest[..start]));
         }
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| TemplateError::Malformed(template.into()))?;
+        let end = after.find("}}").ok_or_else(|| TemplateError::Malformed(template.into()))?;
         let field = after[..end].trim();
         if field.is_empty() {
             return Err(TemplateError::Malformed(template.into()));
@@ -79,10 +77,7 @@ pub fn validate(template: &str) -> Result<(), TemplateError> {
         if let Part::Field(f) = part
             && !known(f)
         {
-            return Err(TemplateError::UnknownField {
-                template: template.into(),
-                field: f.into(),
-            });
+            return Err(TemplateError::UnknownField { template: template.into(), field: f.into() });
         }
     }
     Ok(())
@@ -112,20 +107,44 @@ fn lookup(spec: &DeprovisionRequestSpec, field: &str) -> Option<String> {
 
 /// Renders a template over a request. A missing or empty field is an error, never "".
 pub fn render(template: &str, spec: &DeprovisionRequestSpec) -> Result<String, TemplateError> {
+    render_escaped(template, spec, |v| v.to_string())
+}
+
+/// Renders a template, passing each inserted value through `escape` (literal text is kept).
+pub fn render_escaped(
+    template: &str,
+    spec: &DeprovisionRequestSpec,
+    escape: impl Fn(&str) -> String,
+) -> Result<String, TemplateError> {
     validate(template)?;
     let mut out = String::new();
     for part in parse(template)? {
         match part {
             Part::Text(t) => out.push_str(t),
             Part::Field(f) => {
-                out.push_str(&lookup(spec, f).ok_or_else(|| TemplateError::Missing {
-                    template: template.into(),
-                    field: f.into(),
-                })?)
+                let value = lookup(spec, f)
+                    .ok_or_else(|| TemplateError::Missing { template: template.into(), field: f.into() })?;
+                out.push_str(&escape(&value));
             }
         }
     }
     Ok(out)
+}
+
+/// Escapes a value for the inside of a JSON string (no surrounding quotes).
+pub fn json_escape(v: &str) -> String {
+    let quoted = serde_json::Value::String(v.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+/// Percent-encodes a value for a URL path segment or query value.
+pub fn url_escape(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// An RFC 7644 filter comparing `attribute` with `value` (a JSON string literal, escaped).
+pub fn scim_filter(attribute: &str, value: &str) -> String {
+    format!("{attribute} eq {}", serde_json::Value::String(value.to_string()))
 }
 
 #[cfg(test)]
@@ -135,10 +154,7 @@ mod tests {
 
     fn spec() -> DeprovisionRequestSpec {
         DeprovisionRequestSpec {
-            application: Application {
-                app_id: Some("demo_app".into()),
-                ..Default::default()
-            },
+            application: Application { app_id: Some("demo_app".into()), ..Default::default() },
             permissions: vec![],
             user: None,
             target_user: Person {
@@ -156,49 +172,34 @@ mod tests {
     #[test]
     fn renders_known_fields() {
         let s = spec();
-        assert_eq!(
-            render("{{target_user.email}}", &s).unwrap(),
-            "Peter.Parker@lumos.com"
-        );
-        assert_eq!(
-            render("{{ target_user.email_local }}", &s).unwrap(),
-            "Peter.Parker"
-        );
-        assert_eq!(
-            render("u-{{custom_fields.username}}-x", &s).unwrap(),
-            "u-pparker-x"
-        );
+        assert_eq!(render("{{target_user.email}}", &s).unwrap(), "Peter.Parker@lumos.com");
+        assert_eq!(render("{{ target_user.email_local }}", &s).unwrap(), "Peter.Parker");
+        assert_eq!(render("u-{{custom_fields.username}}-x", &s).unwrap(), "u-pparker-x");
         assert_eq!(render("plain", &s).unwrap(), "plain");
         assert_eq!(render("{{application.app_id}}", &s).unwrap(), "demo_app");
     }
 
     #[test]
+    fn escaping_keeps_hostile_values_inside_their_slot() {
+        let mut s = spec();
+        s.target_user.email = r#"a"b\c@x.io"#.into();
+        assert_eq!(scim_filter("emails.value", &s.target_user.email), r#"emails.value eq "a\"b\\c@x.io""#);
+        let body = render_escaped(r#"{"email": "{{target_user.email}}"}"#, &s, json_escape).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["email"], s.target_user.email.as_str());
+        let url = render_escaped("https://h/u/{{target_user.email}}?x=1", &s, url_escape).unwrap();
+        assert_eq!(url, "https://h/u/a%22b%5Cc%40x%2Eio?x=1");
+    }
+
+    #[test]
     fn missing_unknown_and_malformed_are_errors() {
         let s = spec();
-        assert!(matches!(
-            render("{{target_user.family_name}}", &s),
-            Err(TemplateError::Missing { .. })
-        ));
-        assert!(matches!(
-            render("{{user.email}}", &s),
-            Err(TemplateError::Missing { .. })
-        ));
-        assert!(matches!(
-            render("{{custom_fields.nope}}", &s),
-            Err(TemplateError::Missing { .. })
-        ));
-        assert!(matches!(
-            validate("{{target_user.password}}"),
-            Err(TemplateError::UnknownField { .. })
-        ));
-        assert!(matches!(
-            validate("{{secret}}"),
-            Err(TemplateError::UnknownField { .. })
-        ));
-        assert!(matches!(
-            validate("{{target_user.email"),
-            Err(TemplateError::Malformed(_))
-        ));
+        assert!(matches!(render("{{target_user.family_name}}", &s), Err(TemplateError::Missing { .. })));
+        assert!(matches!(render("{{user.email}}", &s), Err(TemplateError::Missing { .. })));
+        assert!(matches!(render("{{custom_fields.nope}}", &s), Err(TemplateError::Missing { .. })));
+        assert!(matches!(validate("{{target_user.password}}"), Err(TemplateError::UnknownField { .. })));
+        assert!(matches!(validate("{{secret}}"), Err(TemplateError::UnknownField { .. })));
+        assert!(matches!(validate("{{target_user.email"), Err(TemplateError::Malformed(_))));
         assert!(matches!(validate("{{}}"), Err(TemplateError::Malformed(_))));
         assert!(matches!(validate("a}}"), Err(TemplateError::Malformed(_))));
     }

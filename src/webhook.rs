@@ -62,18 +62,10 @@ struct WebhookQuery {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
@@ -96,10 +88,7 @@ async fn deprovision(
     };
     if !s.secret.verify(presented) {
         tracing::warn!("webhook call with a wrong secret rejected");
-        return reply(
-            StatusCode::UNAUTHORIZED,
-            LumosAnswer::failure("wrong credentials"),
-        );
+        return reply(StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials"));
     }
     let Ok(Query(query)) = query else {
         return reply(
@@ -118,10 +107,7 @@ async fn deprovision(
         Err(_) => {
             return reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                LumosAnswer::failure(format!(
-                    "body is larger than the {} byte limit",
-                    s.body_limit
-                )),
+                LumosAnswer::failure(format!("body is larger than the {} byte limit", s.body_limit)),
             );
         }
     };
@@ -129,18 +115,11 @@ async fn deprovision(
         Ok(spec) => spec,
         Err(e) => {
             tracing::info!(error = %e, "bad webhook payload");
-            return reply(
-                StatusCode::BAD_REQUEST,
-                LumosAnswer::failure(bad_payload_message(&e)),
-            );
+            return reply(StatusCode::BAD_REQUEST, LumosAnswer::failure(bad_payload_message(&e)));
         }
     };
     let answer = submit_and_wait(&s.client, spec, started + s.deadline).await;
-    tracing::info!(
-        response = answer.response,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "answered Lumos"
-    );
+    tracing::info!(response = answer.response, elapsed_ms = started.elapsed().as_millis() as u64, "answered Lumos");
     reply(StatusCode::OK, answer)
 }
 
@@ -154,11 +133,7 @@ fn bad_payload_message(e: &PayloadError) -> String {
 
 /// Records the request (or finds the identical unfinished one), then waits until it is terminal
 /// or the deadline passes.
-async fn submit_and_wait(
-    client: &Client,
-    spec: DeprovisionRequestSpec,
-    deadline: Instant,
-) -> LumosAnswer {
+async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpec, deadline: Instant) -> LumosAnswer {
     let api: Api<DeprovisionRequest> = Api::all(client.clone());
     let deadline = tokio::time::Instant::from_std(deadline);
     let (name, attached) = match tokio::time::timeout_at(deadline, submit(&api, spec)).await {
@@ -177,15 +152,11 @@ async fn submit_and_wait(
         }
     };
     tracing::info!(request = %name, attached, "request recorded; waiting for the result");
-    let terminal = |o: Option<&DeprovisionRequest>| {
-        o.and_then(|o| o.status.as_ref())
-            .is_some_and(|s| s.phase.is_terminal())
-    };
+    let terminal =
+        |o: Option<&DeprovisionRequest>| o.and_then(|o| o.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
     match tokio::time::timeout_at(deadline, await_condition(api, &name, terminal)).await {
         Ok(Ok(Some(obj))) => report::answer(&name, obj.status.as_ref()),
-        Ok(Ok(None)) => LumosAnswer::failure(format!(
-            "deprovisionrequest/{name} was deleted before it finished"
-        )),
+        Ok(Ok(None)) => LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished")),
         Ok(Err(e)) => {
             tracing::warn!(request = %name, error = %e, "lost the watch on the request");
             report::answer(&name, None)
@@ -208,24 +179,14 @@ fn short_error(e: &kube::Error) -> String {
 /// Creates the request, or returns the name of an unfinished identical one (`attached = true`).
 /// Names are `lumos-<fingerprint>-<seq>`: two concurrent identical calls race for the same name
 /// and the API server lets exactly one create it.
-async fn submit(
-    api: &Api<DeprovisionRequest>,
-    spec: DeprovisionRequestSpec,
-) -> Result<(String, bool), kube::Error> {
+async fn submit(api: &Api<DeprovisionRequest>, spec: DeprovisionRequestSpec) -> Result<(String, bool), kube::Error> {
     let fp = naming::fingerprint(&spec);
     let lp = ListParams::default().labels(&format!("{}={fp}", naming::LABEL_FINGERPRINT));
     let existing = api.list(&lp).await?.items;
-    if let Some(active) = existing
-        .iter()
-        .find(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal()))
-    {
+    if let Some(active) = existing.iter().find(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal())) {
         return Ok((active.name_any(), true));
     }
-    let seq = existing
-        .iter()
-        .filter_map(|r| naming::seq_of(&r.name_any()))
-        .max()
-        .map_or(1, |m| m + 1);
+    let seq = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().map_or(1, |m| m + 1);
     let name = naming::request_name(&fp, seq);
     let obj = DeprovisionRequest {
         metadata: ObjectMeta {
@@ -245,22 +206,10 @@ async fn submit(
 
 async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
-    let check = tokio::time::timeout(
-        Duration::from_secs(3),
-        api.list_metadata(&ListParams::default().limit(1)),
-    )
-    .await;
+    let check = tokio::time::timeout(Duration::from_secs(3), api.list_metadata(&ListParams::default().limit(1))).await;
     match check {
         Ok(Ok(_)) => (StatusCode::OK, "ok").into_response(),
-        Ok(Err(e)) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("API server: {}", short_error(&e)),
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "API server did not answer within 3s",
-        )
-            .into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("API server: {}", short_error(&e))).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "API server did not answer within 3s").into_response(),
     }
 }

@@ -19,39 +19,34 @@ async fn setup(cl: &Cluster, prefix: &str, bindings: usize) -> (kube::Client, St
             &ns,
             &format!("rb-{i}"),
             "view",
-            vec![
-                subj("User", "doc@lumos.com", None),
-                subj("User", "stays@lumos.com", None),
-            ],
+            vec![subj("User", "doc@lumos.com", None), subj("User", "stays@lumos.com", None)],
         )
         .await;
     }
     let app = unique(&format!("{prefix}-app"));
-    policy(&c, &unique(&format!("{prefix}-policy")), json!({
-        "application": {"appId": app}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
-        "rules": [{"roleBindings": {"namespaces": [ns]}}]
-    })).await;
+    policy(
+        &c,
+        &unique(&format!("{prefix}-policy")),
+        json!({
+            "application": {"appId": app}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
     (c, ns, app)
 }
 
 async fn manual_request(c: &kube::Client, app: &str) -> String {
-    let spec: DeprovisionRequestSpec = serde_json::from_value(
-        json!({"application": {"appId": app}, "targetUser": {"email": "doc@lumos.com"}}),
-    )
-    .unwrap();
+    let spec: DeprovisionRequestSpec =
+        serde_json::from_value(json!({"application": {"appId": app}, "targetUser": {"email": "doc@lumos.com"}}))
+            .unwrap();
     let name = unique("req");
     let obj = DeprovisionRequest {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
         spec,
         status: None,
     };
-    Api::<DeprovisionRequest>::all(c.clone())
-        .create(&PostParams::default(), &obj)
-        .await
-        .unwrap();
+    Api::<DeprovisionRequest>::all(c.clone()).create(&PostParams::default(), &obj).await.unwrap();
     name
 }
 
@@ -60,92 +55,46 @@ async fn crash_after_part_of_the_plan_resumes_without_repeating_work() {
     let cl = own_cluster();
     let (c, ns, app) = setup(cl, "crash", 6).await;
     let mut first = Operator::start(OperatorOpts {
-        env: vec![(
-            "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS".into(),
-            "2".into(),
-        )],
+        env: vec![("DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS".into(), "2".into())],
         ..OperatorOpts::on(cl)
     });
     let name = manual_request(&c, &app).await;
-    let exit = first
-        .wait_exit(Duration::from_secs(30))
-        .expect("operator should crash at the fault point");
+    let exit = first.wait_exit(Duration::from_secs(30)).expect("operator should crash at the fault point");
     assert_eq!(exit.code(), Some(86), "{}", first.log_text());
     let mid = get_request(&c, &name).await.status.unwrap();
     assert_eq!(mid.phase, Phase::InProgress);
-    assert_eq!(
-        mid.plan.len(),
-        6,
-        "the whole plan was written before acting"
-    );
+    assert_eq!(mid.plan.len(), 6, "the whole plan was written before acting");
     assert_eq!(mid.results.len(), 2);
     let mut edited = 0;
     for i in 0..6 {
-        edited += usize::from(
-            get_rb(&c, &ns, &format!("rb-{i}"))
-                .await
-                .unwrap()
-                .subjects
-                .unwrap()
-                .len()
-                == 1,
-        );
+        edited += usize::from(get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects.unwrap().len() == 1);
     }
-    assert_eq!(
-        edited, 2,
-        "exactly the recorded actions were done before the crash"
-    );
+    assert_eq!(edited, 2, "exactly the recorded actions were done before the crash");
 
     let _second = Operator::start(OperatorOpts::on(cl));
-    let done = wait_terminal(&c, &name, Duration::from_secs(30))
-        .await
-        .status
-        .unwrap();
+    let done = wait_terminal(&c, &name, Duration::from_secs(30)).await.status.unwrap();
     assert_eq!(done.phase, Phase::Succeeded, "{:?}", done.message);
     let mut ids: Vec<i32> = done.results.iter().map(|r| r.id).collect();
     ids.sort();
-    assert_eq!(
-        ids,
-        (0..6).collect::<Vec<_>>(),
-        "one result per action, none repeated"
-    );
-    assert_eq!(
-        done.results[..2],
-        mid.results[..],
-        "results recorded before the crash are kept as they were"
-    );
-    assert!(
-        done.results.iter().all(|r| r.outcome == Outcome::Removed),
-        "nothing removed twice: {:?}",
-        done.results
-    );
+    assert_eq!(ids, (0..6).collect::<Vec<_>>(), "one result per action, none repeated");
+    assert_eq!(done.results[..2], mid.results[..], "results recorded before the crash are kept as they were");
+    assert!(done.results.iter().all(|r| r.outcome == Outcome::Removed), "nothing removed twice: {:?}", done.results);
     assert_eq!(done.removed, 6);
     for i in 0..6 {
-        assert_eq!(
-            names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects),
-            vec!["User:stays@lumos.com"]
-        );
+        assert_eq!(names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects), vec!["User:stays@lumos.com"]);
     }
 }
 
 struct Frozen(i32);
 impl Frozen {
     fn freeze(pid: i32) -> Frozen {
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-STOP", &pid.to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+        assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
         Frozen(pid)
     }
 }
 impl Drop for Frozen {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
+        let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
     }
 }
 
@@ -154,38 +103,20 @@ async fn api_server_outage_answers_in_time_and_loses_nothing() {
     let cl = own_cluster();
     let (c, ns, app) = setup(cl, "outage", 3).await;
     // A webhook-only replica: the request is recorded but not worked on yet.
-    let webhook = Operator::start(OperatorOpts::on(cl).args(&[
-        "--controller=false",
-        "--response-deadline",
-        "2s",
-    ]));
+    let webhook = Operator::start(OperatorOpts::on(cl).args(&["--controller=false", "--response-deadline", "2s"]));
     let (status, answer, took) = webhook.lumos(&payload(&app, "doc@lumos.com", &[])).await;
     assert_eq!(status, 200);
     assert_eq!(answer["response"], "FAILURE");
-    assert!(
-        answer["msg"]
-            .as_str()
-            .unwrap()
-            .contains("Still in progress"),
-        "{answer}"
-    );
+    assert!(answer["msg"].as_str().unwrap().contains("Still in progress"), "{answer}");
     assert!(took < Duration::from_secs(3), "{took:?}");
     let accepted = request_name(&answer);
 
     // The API server stops answering: calls fail inside the deadline with a clear message.
     let frozen = Frozen::freeze(cl.apiserver_pid());
-    let (status, answer, took) = webhook
-        .lumos(&payload(&unique("during-outage"), "doc@lumos.com", &[]))
-        .await;
+    let (status, answer, took) = webhook.lumos(&payload(&unique("during-outage"), "doc@lumos.com", &[])).await;
     assert_eq!(status, 200);
     assert_eq!(answer["response"], "FAILURE");
-    assert!(
-        answer["msg"]
-            .as_str()
-            .unwrap()
-            .contains("API server did not answer in time"),
-        "{answer}"
-    );
+    assert!(answer["msg"].as_str().unwrap().contains("API server did not answer in time"), "{answer}");
     assert!(took < Duration::from_secs(3), "answered in {took:?}");
 
     // A controller starts during the outage; once the API server is back, the accepted request completes.
@@ -197,10 +128,7 @@ async fn api_server_outage_answers_in_time_and_loses_nothing() {
     assert_eq!(phase(&done), Phase::Succeeded, "{:?}", done.status);
     assert!(thawed.elapsed() < Duration::from_secs(60));
     for i in 0..3 {
-        assert_eq!(
-            names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects),
-            vec!["User:stays@lumos.com"]
-        );
+        assert_eq!(names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects), vec!["User:stays@lumos.com"]);
     }
 }
 
@@ -215,10 +143,7 @@ async fn finished_requests_are_deleted_after_retention() {
     let api: Api<DeprovisionRequest> = Api::all(c.clone());
     let deadline = Instant::now() + Duration::from_secs(30);
     while api.get_opt(&name).await.unwrap().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "request still there long after its retention"
-        );
+        assert!(Instant::now() < deadline, "request still there long after its retention");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

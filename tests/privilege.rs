@@ -27,31 +27,17 @@ async fn least_privilege_shows_which_verbs_are_needed() {
         let file = cluster().dir.join(format!("{role}.yaml"));
         std::fs::write(&file, yaml).unwrap();
         let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let rbac = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).unwrap();
     let narrowed = rbac
         .replace("name: deprovisioner\n", &format!("name: {sa}\n"))
-        .replace(
-            "name: deprovisioner-leader-election\n",
-            &format!("name: {sa}-leader-election\n"),
-        )
-        .replace(
-            "  verbs: [bind]\n",
-            "  verbs: [bind]\n  resourceNames: [lp-bindable]\n",
-        );
+        .replace("name: deprovisioner-leader-election\n", &format!("name: {sa}-leader-election\n"))
+        .replace("  verbs: [bind]\n", "  verbs: [bind]\n  resourceNames: [lp-bindable]\n");
     let file = cluster().dir.join(format!("{sa}.yaml"));
     std::fs::write(&file, narrowed).unwrap();
     let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut op = Operator::start(OperatorOpts {
         kubeconfig: cluster().kubeconfig_as(sa),
         args: vec!["--lease-name".into(), sa.into()],
@@ -64,29 +50,16 @@ async fn least_privilege_shows_which_verbs_are_needed() {
         &ns,
         "edit-pair",
         "lp-guarded",
-        vec![
-            subj("User", "kraven@lumos.com", None),
-            subj("User", "stays@lumos.com", None),
-        ],
+        vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
     )
     .await;
-    role_binding(
-        &c,
-        &ns,
-        "edit-solo",
-        "lp-guarded",
-        vec![subj("User", "kraven@lumos.com", None)],
-    )
-    .await;
+    role_binding(&c, &ns, "edit-solo", "lp-guarded", vec![subj("User", "kraven@lumos.com", None)]).await;
     role_binding(
         &c,
         &ns,
         "view-pair",
         "lp-bindable",
-        vec![
-            subj("User", "kraven@lumos.com", None),
-            subj("User", "stays@lumos.com", None),
-        ],
+        vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
     )
     .await;
     let app = unique("lp-app");
@@ -102,36 +75,19 @@ async fn least_privilege_shows_which_verbs_are_needed() {
     let (_, answer, _) = op.lumos(&payload(&app, "kraven@lumos.com", &[])).await;
     assert_eq!(answer["response"], "FAILURE", "{answer}");
     let msg = answer["msg"].as_str().unwrap();
-    assert!(
-        msg.contains("Failed 1 of 3") && msg.contains("edit-pair"),
-        "{msg}"
-    );
-    let r = get_request(&c, &request_name(&answer))
-        .await
-        .status
-        .unwrap();
-    let by_object = |suffix: &str| {
-        r.results
-            .iter()
-            .find(|x| x.object.ends_with(suffix))
-            .unwrap()
-            .clone()
-    };
+    assert!(msg.contains("Failed 1 of 3") && msg.contains("edit-pair"), "{msg}");
+    let r = get_request(&c, &request_name(&answer)).await.status.unwrap();
+    let by_object = |suffix: &str| r.results.iter().find(|x| x.object.ends_with(suffix)).unwrap().clone();
     let failed = by_object("/edit-pair");
     assert_eq!(failed.outcome, Outcome::Failed);
     assert!(
         failed.message.contains("forbidden")
-            && failed
-                .message
-                .contains("needs the `bind` verb on ClusterRole/lp-guarded"),
+            && failed.message.contains("needs the `bind` verb on ClusterRole/lp-guarded"),
         "{}",
         failed.message
     );
     assert_eq!(by_object("/edit-solo").outcome, Outcome::Deleted);
     assert_eq!(by_object("/view-pair").outcome, Outcome::Removed);
-    assert_eq!(
-        names(&get_rb(&c, &ns, "edit-pair").await.unwrap().subjects).len(),
-        2
-    );
+    assert_eq!(names(&get_rb(&c, &ns, "edit-pair").await.unwrap().subjects).len(), 2);
     op.kill();
 }

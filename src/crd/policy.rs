@@ -22,16 +22,8 @@ use super::EmptyBindingRule;
     status = "DeprovisionPolicyStatus",
     doc = "Says what a Lumos application means in this cluster: which subjects and which access.",
     printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
-    printcolumn(
-        name = "Valid",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Valid\")].status"
-    ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Valid", type_ = "string", json_path = ".status.conditions[?(@.type==\"Valid\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeprovisionPolicySpec {
@@ -85,9 +77,7 @@ pub struct SubjectTemplate {
 }
 
 /// RBAC subject kinds.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SubjectKind {
     /// A user name.
     User,
@@ -110,7 +100,7 @@ impl SubjectKind {
 
 /// Which access to remove when a permission matches.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess)").message("a rule needs roleBindings, clusterRoleBindings or namespaceAccess"))]
+#[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, scim or http"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// Lumos permission values this rule applies to: exact, or with `*` wildcards. Empty: the
@@ -126,6 +116,184 @@ pub struct AccessRule {
     /// Every RoleBinding in the named namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_access: Option<NamespaceAccess>,
+    /// Deactivate or delete the user's account in a SCIM 2.0 service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<ScimTarget>,
+    /// Call an HTTP endpoint that removes the user's account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpTarget>,
+}
+
+/// A key of a Secret in the operator's own namespace (there is no namespace field on purpose:
+/// a policy cannot point the operator at another namespace's Secret).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key in the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// PEM CA certificates to trust, from a Secret or ConfigMap in the operator's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(validation = Rule::new("has(self.secret) != has(self.configMap)").message("caBundle needs exactly one of secret or configMap"))]
+#[serde(rename_all = "camelCase")]
+pub struct CaBundleRef {
+    /// From a Secret key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretKeyRef>,
+    /// From a ConfigMap key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<SecretKeyRef>,
+}
+
+/// How the operator authenticates to a SCIM service.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(validation = Rule::new("has(self.bearerToken) != (has(self.username) && has(self.password))").message("credentials need bearerToken, or username and password"))]
+#[serde(rename_all = "camelCase")]
+pub struct ScimCredentials {
+    /// `Authorization: Bearer <token>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretKeyRef>,
+    /// Basic auth user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<SecretKeyRef>,
+    /// Basic auth password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<SecretKeyRef>,
+}
+
+/// Which SCIM attribute finds the user.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScimMatchAttribute {
+    /// `userName eq "..."`.
+    #[serde(rename = "userName")]
+    UserName,
+    /// `emails.value eq "..."`.
+    #[serde(rename = "emails.value")]
+    Email,
+}
+
+/// What to do with the SCIM account.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum ScimMode {
+    /// `PATCH` with `active: false` (default: reversible, keeps history).
+    #[default]
+    Deactivate,
+    /// `DELETE` the account.
+    Delete,
+}
+
+/// A SCIM 2.0 (RFC 7644) service holding accounts of the application's users.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimTarget {
+    /// Name of the system, shown in records and messages.
+    #[schemars(length(min = 1, max = 63))]
+    pub system: String,
+    /// SCIM base URL (the one holding `/Users`), `https://` (or `http://` for loopback tests).
+    #[schemars(length(min = 8))]
+    pub base_url: String,
+    /// Credentials, from Secrets in the operator's namespace.
+    pub credentials: ScimCredentials,
+    /// Extra CA certificates to trust for this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+    /// The attribute that finds the user (default `emails.value`).
+    #[serde(default = "default_match_attribute")]
+    pub match_attribute: ScimMatchAttribute,
+    /// The value to match, a template (default `{{target_user.email}}`). Escaped per the RFC 7644
+    /// filter grammar.
+    #[serde(default = "default_match_value")]
+    pub match_value: String,
+    /// Deactivate (default) or delete.
+    #[serde(default)]
+    pub action: ScimMode,
+    /// Remove the user from these groups (by `displayName`) first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_from_groups: Vec<String>,
+    /// Per-call timeout in seconds.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: i32,
+    /// Attempts per call on 429, 5xx and connection errors.
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: i32,
+}
+
+fn default_match_attribute() -> ScimMatchAttribute {
+    ScimMatchAttribute::Email
+}
+fn default_match_value() -> String {
+    "{{target_user.email}}".into()
+}
+fn default_timeout() -> i32 {
+    10
+}
+fn default_attempts() -> i32 {
+    4
+}
+
+/// A header of an HTTP action: a literal value or one from a Secret.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("a header needs exactly one of value or valueFrom"))]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderSpec {
+    /// Header name.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Literal value (recorded in the plan: never put credentials here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Value from a Secret in the operator's namespace (never recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<SecretKeyRef>,
+}
+
+/// An HTTP call that removes the user's account in another system.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpTarget {
+    /// Name of the system, shown in records and messages.
+    #[schemars(length(min = 1, max = 63))]
+    pub system: String,
+    /// HTTP method (default `POST`).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// URL template; inserted payload values are percent-encoded.
+    #[schemars(length(min = 8))]
+    pub url: String,
+    /// Headers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderSpec>,
+    /// JSON body template; inserted payload values are JSON-escaped (write `"{{target_user.email}}"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Status codes meaning success (default: any 2xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub success_codes: Vec<i32>,
+    /// Status codes meaning the account is already gone (e.g. 404).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_codes: Vec<i32>,
+    /// Extra CA certificates to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<CaBundleRef>,
+    /// Per-call timeout in seconds.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 60))]
+    pub timeout_seconds: i32,
+    /// Attempts on 429, 5xx and connection errors.
+    #[serde(default = "default_attempts")]
+    #[schemars(range(min = 1, max = 10))]
+    pub max_attempts: i32,
+}
+
+fn default_method() -> String {
+    "POST".into()
 }
 
 /// RoleBindings chosen by namespace (list and/or label selector), optional names and roleRef.

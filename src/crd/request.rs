@@ -21,19 +21,11 @@ use serde::{Deserialize, Serialize};
     category = "deprovisioner",
     status = "DeprovisionRequestStatus",
     doc = "A request to remove one person's access, and the audit record of what was removed.",
-    printcolumn(
-        name = "Target",
-        type_ = "string",
-        json_path = ".spec.targetUser.email"
-    ),
+    printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetUser.email"),
     printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removed"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new DeprovisionRequest instead"))]
@@ -204,6 +196,69 @@ pub struct PlannedAction {
     /// For `ConfirmAbsent`: the subject that no selected binding holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absent: Option<AbsentCheck>,
+    /// For `ScimDeprovision`: the SCIM call, rendered for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim: Option<ScimCall>,
+    /// For `HttpCall`: the HTTP call, rendered for this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCall>,
+}
+
+/// A SCIM deprovisioning, rendered for one request (credentials are references, never values).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ScimCall {
+    /// System name.
+    pub system: String,
+    /// SCIM base URL.
+    pub base_url: String,
+    /// The filter that finds the user, e.g. `emails.value eq "a@b.c"` (already escaped).
+    pub filter: String,
+    /// Deactivate or delete.
+    pub action: crate::crd::ScimMode,
+    /// Groups (displayName) to remove the user from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_from_groups: Vec<String>,
+    /// Credentials.
+    pub credentials: crate::crd::ScimCredentials,
+    /// CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<crate::crd::CaBundleRef>,
+    /// Per-call timeout.
+    pub timeout_seconds: i32,
+    /// Attempts per call.
+    pub max_attempts: i32,
+}
+
+/// An HTTP call, rendered for one request.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpCall {
+    /// System name.
+    pub system: String,
+    /// Method.
+    pub method: String,
+    /// URL.
+    pub url: String,
+    /// Headers (Secret values are references).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<crate::crd::HeaderSpec>,
+    /// Body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Success codes (empty: 2xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub success_codes: Vec<i32>,
+    /// Already-gone codes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_codes: Vec<i32>,
+    /// CA bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle: Option<crate::crd::CaBundleRef>,
+    /// Per-call timeout.
+    pub timeout_seconds: i32,
+    /// Attempts.
+    pub max_attempts: i32,
 }
 
 /// A subject the policy resolves to that none of the selected bindings holds (already removed).
@@ -217,20 +272,20 @@ pub struct AbsentCheck {
 }
 
 /// Kinds of action.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ActionKind {
     /// Remove one subject from a RoleBinding or ClusterRoleBinding.
     RemoveBindingSubject,
     /// Record that a subject holds none of the selected bindings (nothing to remove).
     ConfirmAbsent,
+    /// Deactivate or delete an account through SCIM 2.0.
+    ScimDeprovision,
+    /// Call an HTTP endpoint.
+    HttpCall,
 }
 
 /// Remove `subject` from `target`; what to do if that empties it.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct BindingAction {
     /// The binding.
@@ -242,9 +297,7 @@ pub struct BindingAction {
 }
 
 /// A RoleBinding or ClusterRoleBinding, as seen when the plan was made.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct BindingRef {
     /// `RoleBinding` or `ClusterRoleBinding`.
@@ -261,9 +314,7 @@ pub struct BindingRef {
 }
 
 /// The two kinds of RBAC binding.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BindingKind {
     /// Namespaced.
     RoleBinding,
@@ -272,9 +323,7 @@ pub enum BindingKind {
 }
 
 /// An RBAC subject.
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct SubjectRef {
     /// `User`, `Group` or `ServiceAccount`.
@@ -287,20 +336,7 @@ pub struct SubjectRef {
 }
 
 /// What happens to a binding whose last subject is removed.
-#[derive(
-    JsonSchema,
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Default,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum EmptyBindingRule {
     /// Delete the binding (default).
     #[default]
@@ -327,6 +363,25 @@ pub struct ActionResult {
     pub message: String,
     /// When it finished.
     pub at: Time,
+    /// For external actions: what the other system answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDetails>,
+}
+
+/// What an external system answered.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDetails {
+    /// System name.
+    pub system: String,
+    /// The account id found (SCIM `id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// HTTP status of the last call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<i32>,
+    /// Calls made, retries included.
+    pub attempts: i32,
 }
 
 /// What one action did.
@@ -334,8 +389,10 @@ pub struct ActionResult {
 pub enum Outcome {
     /// The subject was removed from the binding.
     Removed,
-    /// The subject was removed and the now-empty binding deleted.
+    /// The subject was removed and the now-empty binding deleted (or the account deleted).
     Deleted,
+    /// The external account was deactivated.
+    Deactivated,
     /// The subject (or the binding) was already gone: a success.
     AlreadyAbsent,
     /// Not executed (dry run).

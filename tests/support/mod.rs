@@ -54,11 +54,7 @@ impl Cluster {
     }
 
     pub fn apiserver_pid(&self) -> i32 {
-        std::fs::read_to_string(self.dir.join("apiserver.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+        std::fs::read_to_string(self.dir.join("apiserver.pid")).unwrap().trim().parse().unwrap()
     }
 }
 
@@ -79,11 +75,7 @@ impl Cluster {
     /// Starts etcd and kube-apiserver (torn down when the test process exits, however it exits),
     /// installs the CRDs from `crds/` and the operator's RBAC from `deploy/rbac.yaml`.
     pub fn start() -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("deprovisioner-test-")
-            .tempdir()
-            .unwrap()
-            .keep();
+        let dir = tempfile::Builder::new().prefix("deprovisioner-test-").tempdir().unwrap().keep();
         let out = Command::new(repo().join("scripts/control-plane"))
             .args(["up", dir.to_str().unwrap()])
             .env("DEPROVISIONER_OWNER_PID", std::process::id().to_string())
@@ -94,10 +86,7 @@ impl Cluster {
         let env = String::from_utf8(out.stdout).unwrap();
         let bin_dir = env
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("export PATH=")
-                    .and_then(|p| p.split(':').next())
-            })
+            .find_map(|l| l.strip_prefix("export PATH=").and_then(|p| p.split(':').next()))
             .map(PathBuf::from)
             .expect("PATH line");
         let c = Cluster {
@@ -107,31 +96,13 @@ impl Cluster {
             bin_dir,
         };
         let ns = c.kubectl(&["create", "namespace", "deprovisioner"]);
-        assert!(
-            ns.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ns.stderr)
-        );
+        assert!(ns.status.success(), "{}", String::from_utf8_lossy(&ns.stderr));
         for f in ["crds/crds.yaml", "deploy/rbac.yaml"] {
             let out = c.kubectl(&["apply", "-f", repo().join(f).to_str().unwrap()]);
-            assert!(
-                out.status.success(),
-                "applying {f}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "applying {f}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let out = c.kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "--all",
-            "--timeout=60s",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = c.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         c
     }
 
@@ -148,9 +119,7 @@ pub async fn admin() -> Client {
 
 pub async fn client_for(path: &Path) -> Client {
     let kc = Kubeconfig::read_from(path).unwrap();
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
     Client::try_from(config).unwrap()
 }
 
@@ -158,19 +127,12 @@ pub async fn client_for(path: &Path) -> Client {
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{prefix}-{}-{n}", t % 100_000)
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// The operator, run as a process.
@@ -193,12 +155,7 @@ pub struct OperatorOpts {
 impl OperatorOpts {
     /// Defaults on a given control plane.
     pub fn on(cluster: &'static Cluster) -> Self {
-        OperatorOpts {
-            cluster,
-            kubeconfig: cluster.operator_kubeconfig.clone(),
-            args: vec![],
-            env: vec![],
-        }
+        OperatorOpts { cluster, kubeconfig: cluster.operator_kubeconfig.clone(), args: vec![], env: vec![] }
     }
 
     /// Adds command-line arguments.
@@ -237,7 +194,7 @@ impl Operator {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--secret-file", secret_file.to_str().unwrap()])
             .args(["--service-account", "deprovisioner/deprovisioner"])
-            .args(["--lease-namespace", "deprovisioner"])
+            .args(["--namespace", "deprovisioner"])
             .args(["--log-level", "info,deprovisioner=debug"])
             .args(&opts.args)
             .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -249,13 +206,7 @@ impl Operator {
         let pid_file = c.dir.join(format!("{id}.pid"));
         std::fs::write(&pid_file, child.id().to_string()).unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let op = Operator {
-            child: Some(child),
-            url,
-            secret_file,
-            log,
-            pid_file,
-        };
+        let op = Operator { child: Some(child), url, secret_file, log, pid_file };
         op.wait_healthy();
         op
     }
@@ -269,10 +220,7 @@ impl Operator {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "operator did not listen within 30s; log:\n{}",
-            self.log_text()
-        );
+        panic!("operator did not listen within 30s; log:\n{}", self.log_text());
     }
 
     pub fn log_text(&self) -> String {
@@ -303,16 +251,9 @@ impl Operator {
     }
 
     /// POSTs a body to the Lumos endpoint with the given headers.
-    pub async fn post_raw(
-        &self,
-        path_query: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> (u16, Value, Duration) {
+    pub async fn post_raw(&self, path_query: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value, Duration) {
         let started = Instant::now();
-        let mut req = http_client()
-            .post(format!("{}{path_query}", self.url))
-            .body(body);
+        let mut req = http_client().post(format!("{}{path_query}", self.url)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -332,10 +273,7 @@ impl Operator {
         let auth = format!("Bearer {SECRET}");
         self.post_raw(
             path_query,
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
+            &[("authorization", &auth), ("content-type", "application/json")],
             serde_json::to_vec(payload).unwrap(),
         )
         .await
@@ -350,10 +288,7 @@ impl Drop for Operator {
 }
 
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 /// The seed document's example payload (the elided third permission left out).
@@ -387,35 +322,17 @@ pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
 }
 
-pub async fn role_binding(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    role: &str,
-    subjects: Vec<Subject>,
-) -> RoleBinding {
+pub async fn role_binding(client: &Client, ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
     let rb = RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "ClusterRole".into(),
@@ -423,10 +340,7 @@ pub async fn role_binding(
         },
         subjects: Some(subjects),
     };
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &rb)
-        .await
-        .unwrap()
+    Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &rb).await.unwrap()
 }
 
 pub async fn cluster_role_binding(
@@ -439,12 +353,7 @@ pub async fn cluster_role_binding(
     let crb = ClusterRoleBinding {
         metadata: ObjectMeta {
             name: Some(name.into()),
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             ..Default::default()
         },
         role_ref: RoleRef {
@@ -454,10 +363,7 @@ pub async fn cluster_role_binding(
         },
         subjects: Some(subjects),
     };
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(&PostParams::default(), &crb)
-        .await
-        .unwrap()
+    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &crb).await.unwrap()
 }
 
 pub async fn policy(client: &Client, name: &str, spec: Value) -> DeprovisionPolicy {
@@ -469,62 +375,39 @@ pub async fn policy(client: &Client, name: &str, spec: Value) -> DeprovisionPoli
 }
 
 pub async fn get_rb(client: &Client, ns: &str, name: &str) -> Option<RoleBinding> {
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .unwrap()
+    Api::<RoleBinding>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
 }
 
 pub async fn get_crb(client: &Client, name: &str) -> Option<ClusterRoleBinding> {
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .get_opt(name)
-        .await
-        .unwrap()
+    Api::<ClusterRoleBinding>::all(client.clone()).get_opt(name).await.unwrap()
 }
 
 /// Subject names of a binding, in order.
 pub fn names(subjects: &Option<Vec<Subject>>) -> Vec<String> {
-    subjects
-        .iter()
-        .flatten()
-        .map(|s| format!("{}:{}", s.kind, s.name))
-        .collect()
+    subjects.iter().flatten().map(|s| format!("{}:{}", s.kind, s.name)).collect()
 }
 
 /// The request named in a Lumos answer's message (`deprovisionrequest/<name>`).
 pub fn request_name(answer: &Value) -> String {
     let msg = answer["msg"].as_str().unwrap_or_default();
-    let i = msg
-        .find("deprovisionrequest/")
-        .unwrap_or_else(|| panic!("no request named in {msg:?}"));
-    msg[i + "deprovisionrequest/".len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .collect()
+    let i = msg.find("deprovisionrequest/").unwrap_or_else(|| panic!("no request named in {msg:?}"));
+    msg[i + "deprovisionrequest/".len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-').collect()
 }
 
 pub async fn get_request(client: &Client, name: &str) -> DeprovisionRequest {
-    Api::<DeprovisionRequest>::all(client.clone())
-        .get(name)
-        .await
-        .unwrap()
+    Api::<DeprovisionRequest>::all(client.clone()).get(name).await.unwrap()
 }
 
 /// Waits until the request reaches a terminal phase.
 pub async fn wait_terminal(client: &Client, name: &str, timeout: Duration) -> DeprovisionRequest {
     let deadline = Instant::now() + timeout;
     loop {
-        if let Ok(Some(r)) = Api::<DeprovisionRequest>::all(client.clone())
-            .get_opt(name)
-            .await
+        if let Ok(Some(r)) = Api::<DeprovisionRequest>::all(client.clone()).get_opt(name).await
             && r.status.as_ref().is_some_and(|s| s.phase.is_terminal())
         {
             return r;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{name} not terminal after {timeout:?}"
-        );
+        assert!(Instant::now() < deadline, "{name} not terminal after {timeout:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -536,11 +419,7 @@ pub async fn requests_for(client: &Client, email: &str) -> Vec<DeprovisionReques
         deprovisioner::naming::LABEL_TARGET,
         deprovisioner::naming::email_hash(email)
     ));
-    Api::<DeprovisionRequest>::all(client.clone())
-        .list(&lp)
-        .await
-        .unwrap()
-        .items
+    Api::<DeprovisionRequest>::all(client.clone()).list(&lp).await.unwrap().items
 }
 
 /// Event notes about a request (events of cluster-scoped objects land in `default`).
@@ -562,10 +441,7 @@ pub fn phase(r: &DeprovisionRequest) -> Phase {
 
 /// Labels map helper.
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 pub fn name_of<K: ResourceExt>(k: &K) -> String {
