@@ -53,8 +53,13 @@ async fn read_key(env: &Env, r: &SecretKeyRef, config_map: bool) -> Result<Resul
     let ns = &env.namespace;
     let (kind, found) = if config_map {
         let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), ns);
-        let cm =
-            api.get_opt(&r.name).await.map_err(|e| Transient(format!("reading ConfigMap {ns}/{}: {e}", r.name)))?;
+        let cm = match api.get_opt(&r.name).await {
+            Ok(c) => c,
+            Err(kube::Error::Api(s)) if s.is_forbidden() => {
+                return Ok(Err(format!("the operator may not read ConfigMap {ns}/{}: {}", r.name, s.message)));
+            }
+            Err(e) => return Err(Transient(format!("reading ConfigMap {ns}/{}: {e}", r.name))),
+        };
         ("ConfigMap", cm.map(|c| c.data.unwrap_or_default().get(&r.key).cloned()))
     } else {
         let api: Api<Secret> = Api::namespaced(env.client.clone(), ns);

@@ -557,7 +557,7 @@ async fn invalid_policies_are_rejected_or_marked() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("a rule needs roleBindings, clusterRoleBindings or namespaceAccess")
+            .contains("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, scim or http")
     );
     // Accepted by the schema but unusable: a status condition says what is wrong.
     let name = unique("marked-policy");

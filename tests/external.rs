@@ -38,10 +38,11 @@ struct ScimServer {
 
 fn spawn_scim(args: &[&str], tls: Option<(&str, &str)>) -> ScimServer {
     let c = cluster();
-    let bin = String::from_utf8(Command::new(repo().join("scripts/control-plane")).arg("scim-bin").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    let bin =
+        String::from_utf8(Command::new(repo().join("scripts/control-plane")).arg("scim-bin").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
     let port = free_port();
     let mut cmd = match tls {
         None => Command::new(format!("{bin}/scim2-server")),
@@ -81,8 +82,11 @@ async fn secrets() {
     DONE.get_or_init(|| async {
         let c = admin().await;
         let api: Api<Secret> = Api::namespaced(c.clone(), "deprovisioner");
-        for (name, key, value) in [("scim", "token", TOKEN), ("scim-wrong", "token", "not-the-token-000000"), ("http", "key", HTTP_SECRET)] {
-            let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}})).unwrap();
+        for (name, key, value) in
+            [("scim", "token", TOKEN), ("scim-wrong", "token", "not-the-token-000000"), ("http", "key", HTTP_SECRET)]
+        {
+            let s: Secret =
+                serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {key: value}})).unwrap();
             api.create(&Default::default(), &s).await.unwrap();
         }
     })
@@ -143,11 +147,15 @@ async fn app_with(rule: Value) -> String {
     secrets().await;
     let c = admin().await;
     let app = unique("ext-app");
-    policy(&c, &unique("ext-policy"), json!({
-        "application": {"appId": app},
-        "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
-        "rules": [rule]
-    }))
+    policy(
+        &c,
+        &unique("ext-policy"),
+        json!({
+            "application": {"appId": app},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [rule]
+        }),
+    )
     .await;
     app
 }
@@ -170,7 +178,10 @@ async fn deactivates_the_matching_account_and_records_it() {
     let r = &st.results[0];
     assert_eq!(r.outcome, Outcome::Deactivated);
     let ext = r.external.as_ref().unwrap();
-    assert_eq!((ext.system.as_str(), ext.account_id.as_deref(), ext.http_status, ext.attempts), ("acme-scim", Some(id.as_str()), Some(204), 2));
+    assert_eq!(
+        (ext.system.as_str(), ext.account_id.as_deref(), ext.http_status, ext.attempts),
+        ("acme-scim", Some(id.as_str()), Some(204), 2)
+    );
     assert_eq!(r.subject, r#"emails.value eq "peter@lumos.com""#);
     assert_eq!(st.removed, 1);
     // Again: the account is already inactive.
@@ -203,7 +214,11 @@ async fn deletes_and_removes_from_named_groups() {
     assert!(get(&base, "Users", &keep).await.is_some());
     let r = &record(&answer).await.results[0];
     assert_eq!(r.outcome, Outcome::Deleted);
-    assert!(r.message.contains(r#"removed from group "eng""#) && r.message.contains(r#"group "no-such-group" not found"#), "{}", r.message);
+    assert!(
+        r.message.contains(r#"removed from group "eng""#) && r.message.contains(r#"group "no-such-group" not found"#),
+        "{}",
+        r.message
+    );
 }
 
 #[tokio::test]
@@ -248,7 +263,13 @@ struct Faults {
     seen: Arc<AtomicUsize>,
 }
 
-async fn faulty(State(f): State<Faults>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn faulty(
+    State(f): State<Faults>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     let n = f.seen.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(f.delay).await;
     if n < f.fail_first {
@@ -285,7 +306,8 @@ async fn a_500_then_success_is_retried() {
     let (origin, path) = base.rsplit_once('/').unwrap();
     let id = create_user(&base, "retry", "retry@lumos.com").await;
     let seen = Arc::new(AtomicUsize::new(0));
-    let front = proxy(Faults { upstream: origin.to_string(), fail_first: 1, delay: Duration::ZERO, seen: seen.clone() }).await;
+    let front =
+        proxy(Faults { upstream: origin.to_string(), fail_first: 1, delay: Duration::ZERO, seen: seen.clone() }).await;
     let app = app_with(json!({"scim": scim_rule(&format!("{front}/{path}"), json!({}))})).await;
     let (_, answer, _) = operator().lumos(&payload(&app, "retry@lumos.com", &[])).await;
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
@@ -301,8 +323,12 @@ async fn a_server_slower_than_the_timeout_fails_in_bounded_time() {
     let (origin, path) = base.rsplit_once('/').unwrap();
     let id = create_user(&base, "slow", "slow@lumos.com").await;
     let seen = Arc::new(AtomicUsize::new(0));
-    let front = proxy(Faults { upstream: origin.to_string(), fail_first: 0, delay: Duration::from_secs(3), seen }).await;
-    let app = app_with(json!({"scim": scim_rule(&format!("{front}/{path}"), json!({"timeoutSeconds": 1, "maxAttempts": 2}))})).await;
+    let front =
+        proxy(Faults { upstream: origin.to_string(), fail_first: 0, delay: Duration::from_secs(3), seen }).await;
+    let app = app_with(
+        json!({"scim": scim_rule(&format!("{front}/{path}"), json!({"timeoutSeconds": 1, "maxAttempts": 2}))}),
+    )
+    .await;
     let (_, answer, took) = operator().lumos(&payload(&app, "slow@lumos.com", &[])).await;
     assert_eq!(answer["response"], "FAILURE", "{answer}");
     assert!(answer["msg"].as_str().unwrap().contains("timed out"), "{answer}");
@@ -327,7 +353,8 @@ async fn tls_with_a_test_ca() {
     };
     let c = admin().await;
     let ca = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "scim-ca"}, "data": {"ca.crt": ca}})).unwrap();
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "scim-ca"}, "data": {"ca.crt": ca}})).unwrap();
     let _ = Api::<ConfigMap>::namespaced(c.clone(), "deprovisioner").create(&Default::default(), &cm).await;
     let base = tenant(tls_server);
     let id = create_user(&base, "tls", "tls@lumos.com").await;
@@ -338,7 +365,10 @@ async fn tls_with_a_test_ca() {
     assert!(answer["msg"].as_str().unwrap().to_lowercase().contains("certificate"), "{answer}");
     assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], true);
     // With the test CA from a ConfigMap: done.
-    let trusted = app_with(json!({"scim": scim_rule(&base, json!({"caBundle": {"configMap": {"name": "scim-ca", "key": "ca.crt"}}}))})).await;
+    let trusted = app_with(
+        json!({"scim": scim_rule(&base, json!({"caBundle": {"configMap": {"name": "scim-ca", "key": "ca.crt"}}}))}),
+    )
+    .await;
     let (_, answer, _) = operator().lumos(&payload(&trusted, "tls@lumos.com", &[])).await;
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
     assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], false);
@@ -349,23 +379,39 @@ async fn wrong_token_fails_clearly_and_no_secret_leaks_anywhere() {
     let c = admin().await;
     let ns = unique("mixed");
     namespace(&c, &ns, &[]).await;
-    role_binding(&c, &ns, "rb", "view", vec![subj("User", "leak@lumos.com", None), subj("User", "stays@lumos.com", None)]).await;
+    role_binding(
+        &c,
+        &ns,
+        "rb",
+        "view",
+        vec![subj("User", "leak@lumos.com", None), subj("User", "stays@lumos.com", None)],
+    )
+    .await;
     let base = tenant(scim());
     let id = create_user(&base, "leak", "leak@lumos.com").await;
     let mut rule = scim_rule(&base, json!({}));
     rule["credentials"]["bearerToken"]["name"] = json!("scim-wrong");
     secrets().await;
     let app = unique("mixed-app");
-    policy(&c, &unique("mixed-policy"), json!({
-        "application": {"appId": app},
-        "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
-        "rules": [{"roleBindings": {"namespaces": [ns]}}, {"scim": rule}]
-    }))
+    policy(
+        &c,
+        &unique("mixed-policy"),
+        json!({
+            "application": {"appId": app},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}, {"scim": rule}]
+        }),
+    )
     .await;
     let (_, answer, _) = operator().lumos(&payload(&app, "leak@lumos.com", &[])).await;
     assert_eq!(answer["response"], "FAILURE", "{answer}");
     let msg = answer["msg"].as_str().unwrap();
-    assert!(msg.contains("Failed 1 of 2") && msg.contains("401 Unauthorized") && msg.contains("Done: removed leak@lumos.com from RoleBinding"), "{msg}");
+    assert!(
+        msg.contains("Failed 1 of 2")
+            && msg.contains("401 Unauthorized")
+            && msg.contains("Done: removed leak@lumos.com from RoleBinding"),
+        "{msg}"
+    );
     assert_eq!(names(&get_rb(&c, &ns, "rb").await.unwrap().subjects), vec!["User:stays@lumos.com"]);
     assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], true);
     // No credential in the record, the events or the log.
@@ -373,7 +419,10 @@ async fn wrong_token_fails_clearly_and_no_secret_leaks_anywhere() {
     let yaml = String::from_utf8(cluster().kubectl(&["get", "dpr", &name, "-o", "yaml"]).stdout).unwrap();
     let events = String::from_utf8(cluster().kubectl(&["get", "events", "-A", "-o", "yaml"]).stdout).unwrap();
     for secret in [TOKEN, TOKEN_2, "not-the-token-000000", HTTP_SECRET] {
-        assert!(!yaml.contains(secret) && !events.contains(secret) && !operator().log_text().contains(secret), "{secret} leaked");
+        assert!(
+            !yaml.contains(secret) && !events.contains(secret) && !operator().log_text().contains(secret),
+            "{secret} leaked"
+        );
     }
     assert!(yaml.contains("401"), "the record names the failure");
 }
@@ -383,7 +432,9 @@ async fn a_rotated_secret_is_used_without_restart() {
     let c = admin().await;
     let api: Api<Secret> = Api::namespaced(c.clone(), "deprovisioner");
     let name = unique("rotating");
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"token": "stale-token-000000000"}})).unwrap();
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"token": "stale-token-000000000"}}))
+            .unwrap();
     api.create(&Default::default(), &s).await.unwrap();
     let base = tenant(scim());
     let id = create_user(&base, "rot", "rot@lumos.com").await;
@@ -398,9 +449,12 @@ async fn a_rotated_secret_is_used_without_restart() {
     assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], false);
 }
 
+/// One call the recording server received: method, URI, headers, body.
+type Call = (String, String, HeaderMap, String);
+
 /// What the recording server received.
 #[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<(String, String, HeaderMap, String)>>>);
+struct Recorded(Arc<Mutex<Vec<Call>>>);
 
 #[tokio::test]
 async fn http_action_sends_escaped_values_and_secret_headers() {

@@ -1,0 +1,121 @@
+{{/* The chart name, overridable. */}}
+{{- define "deprovisioner.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of every object: the release name when it already contains the chart name (release
+"deprovisioner" -> "deprovisioner"), else "<release>-<chart>".
+*/}}
+{{- define "deprovisioner.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "deprovisioner.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "deprovisioner.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "deprovisioner.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "deprovisioner.labels" -}}
+helm.sh/chart: {{ include "deprovisioner.chart" . }}
+{{ include "deprovisioner.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "deprovisioner.serviceAccountName" -}}
+{{- default (include "deprovisioner.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{- define "deprovisioner.leaderElectionName" -}}
+{{- printf "%s-leader-election" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "deprovisioner.leaseName" -}}
+{{- default (include "deprovisioner.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{/* The Secret holding the webhook secret, and the key in it. */}}
+{{- define "deprovisioner.secretName" -}}
+{{- if .Values.webhook.secret.existingSecret }}
+{{- .Values.webhook.secret.existingSecret }}
+{{- else }}
+{{- printf "%s-webhook" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "deprovisioner.secretKey" -}}
+{{- .Values.webhook.secret.key }}
+{{- end }}
+
+{{- define "deprovisioner.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The URL Lumos calls: the Ingress host when there is one, else a placeholder. */}}
+{{- define "deprovisioner.webhookURL" -}}
+{{- if and .Values.ingress.enabled .Values.ingress.host }}
+{{- printf "%s://%s%s" (ternary "https" "http" (not (empty .Values.ingress.tls.secretName))) .Values.ingress.host .Values.ingress.path }}
+{{- else }}
+{{- printf "https://<your public host>%s" .Values.ingress.path }}
+{{- end }}
+{{- end }}
+
+{{/* Checks across values that JSON Schema cannot express with a clear message. */}}
+{{- define "deprovisioner.validate" -}}
+{{- include "deprovisioner.validateFormats" . }}
+{{- if and .Values.webhook.secret.value .Values.webhook.secret.existingSecret }}
+{{- fail "webhook.secret: set either value or existingSecret, not both" }}
+{{- end }}
+{{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
+{{- fail "ingress.enabled is true but ingress.host is empty: set the public host name Lumos calls" }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not .Values.networkPolicy.ingressControllerNamespaceSelector) }}
+{{- fail "networkPolicy.enabled is true but networkPolicy.ingressControllerNamespaceSelector is empty: an empty selector would admit every namespace (to admit everyone, disable the NetworkPolicy instead)" }}
+{{- end }}
+{{- end }}
+
+{{/* String formats, checked here because a schema pattern error would not say what is wanted. */}}
+{{- define "deprovisioner.validateFormats" -}}
+{{- $duration := "^([0-9]+ ?(nsec|ns|usec|us|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y) ?)+$" }}
+{{- range $name, $v := dict "controller.retention" .Values.controller.retention "controller.giveUpAfter" .Values.controller.giveUpAfter }}
+{{- if not (regexMatch $duration $v) }}
+{{- fail (printf "%s must be a duration such as 90s, 15m, 12h or 400days, got %q" $name $v) }}
+{{- end }}
+{{- end }}
+{{- $d := .Values.webhook.responseDeadline }}
+{{- if not (regexMatch "^(([1-9]|1[0-4])s|([1-9][0-9]{0,3}|1[0-4][0-9]{3})ms)$" $d) }}
+{{- fail (printf "webhook.responseDeadline must be more than 0s and less than Lumos's 15s timeout, written like 10s or 2500ms, got %q" $d) }}
+{{- end }}
+{{- if not (regexMatch "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" .Values.webhook.header) }}
+{{- fail (printf "webhook.header must be an HTTP header name such as Authorization or X-Lumos-Secret, got %q" .Values.webhook.header) }}
+{{- end }}
+{{- with .Values.webhook.secret.value }}
+{{- range $i, $line := splitList "\n" (trimSuffix "\n" .) }}
+{{- if not (regexMatch "^[!-~]{16,}$" $line) }}
+{{- fail (printf "webhook.secret.value: line %d must be at least 16 printable characters without spaces (one secret per line, two during a rotation); the secret is not shown" (add1 $i)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,859 @@
+//! The Helm chart (charts/deprovisioner) and the plain manifests rendered from it (deploy/),
+//! proven with the real helm and a real kube-apiserver: lint and schema, server-side validation
+//! (including the restricted Pod Security profile, enforced by the API server's PodSecurity
+//! admission), install / upgrade / uninstall, and a full deprovisioning run by the operator with
+//! nothing but the chart's RBAC. (No kubelet or scheduler runs here, so no pod starts: the
+//! operator runs as a local process with the chart's ServiceAccount identity.)
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::{Outcome, Phase};
+use serde_json::{Value, json};
+use support::*;
+
+const CHART: &str = "charts/deprovisioner";
+const KUBE_VERSION: &str = "1.37.2";
+
+/// The helm that scripts/control-plane installs (building it if missing).
+fn helm_bin() -> PathBuf {
+    let out = Command::new(repo().join("scripts/control-plane")).arg("helm-bin").output().unwrap();
+    let helm = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
+    if !helm.exists() {
+        let st = Command::new(repo().join("scripts/control-plane")).arg("build").status().unwrap();
+        assert!(st.success(), "scripts/control-plane build failed");
+    }
+    helm
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs helm (against `kubeconfig` when given); returns the whole output.
+fn helm(kubeconfig: Option<&Path>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(helm_bin());
+    cmd.current_dir(repo())
+        .env("HELM_CACHE_HOME", std::env::temp_dir().join("deprovisioner-helm/cache"))
+        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("deprovisioner-helm/config"))
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("deprovisioner-helm/data"))
+        .args(args);
+    match kubeconfig {
+        Some(k) => cmd.env("KUBECONFIG", k),
+        None => cmd.env_remove("KUBECONFIG"),
+    };
+    cmd.output().expect("running helm")
+}
+
+/// Runs helm and asserts it succeeded; returns stdout.
+fn helm_ok(kubeconfig: Option<&Path>, args: &[&str]) -> String {
+    let out = helm(kubeconfig, args);
+    assert!(out.status.success(), "helm {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn kubectl_ok(c: &Cluster, args: &[&str]) -> Output {
+    let out = c.kubectl(args);
+    assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    out
+}
+
+/// `helm template` with the given extra arguments.
+fn template(release: &str, ns: &str, extra: &[&str]) -> String {
+    let mut args = vec!["template", release, CHART, "--namespace", ns, "--kube-version", KUBE_VERSION];
+    args.extend_from_slice(extra);
+    helm_ok(None, &args)
+}
+
+/// The objects of a multi-document YAML stream, as JSON.
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    let found: Vec<&Value> = objs.iter().filter(|o| o["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "expected one {kind}, got {}", found.len());
+    found[0]
+}
+
+fn kinds(objs: &[Value]) -> BTreeSet<String> {
+    objs.iter().map(|o| o["kind"].as_str().unwrap().to_string()).collect()
+}
+
+fn write(c: &Cluster, name: &str, contents: &str) -> PathBuf {
+    let path = c.dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A namespace where the API server enforces (and warns about) the restricted Pod Security
+/// profile.
+fn restricted_namespace(c: &Cluster, name: &str) {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels:\n    pod-security.kubernetes.io/enforce: restricted\n    pod-security.kubernetes.io/warn: restricted\n"
+    );
+    let f = write(c, &format!("ns-{name}.yaml"), &yaml);
+    kubectl_ok(c, &["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// `kubectl apply --dry-run=server`: every object passes the real API server's validation and
+/// admission (PodSecurity included). Returns stdout; fails on any PodSecurity warning.
+fn dry_run(c: &Cluster, file: &Path) -> String {
+    let out = kubectl_ok(c, &["apply", "--dry-run=server", "-f", file.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("PodSecurity"), "{} violates the restricted profile:\n{stderr}", file.display());
+    text(&out.stdout)
+}
+
+#[test]
+fn chart_lints_and_rejects_bad_values_with_clear_messages() {
+    for extra in [
+        vec![],
+        vec![
+            "--set",
+            "ingress.enabled=true,ingress.host=deprovisioner.example.com,ingress.tls.secretName=tls,networkPolicy.enabled=true,rbac.bindRoles.clusterRoles={edit,view},webhook.secret.existingSecret=mine",
+        ],
+    ] {
+        let mut args = vec!["lint", "--strict", CHART, "--kube-version", KUBE_VERSION];
+        args.extend_from_slice(&extra);
+        let out = helm_ok(None, &args);
+        assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "{out}");
+    }
+    let cases: &[(&str, &str)] = &[
+        ("replicaCount=0", "at '/replicaCount': minimum: got 0, want 1"),
+        ("log.format=xml", "value must be one of 'json', 'text'"),
+        ("nosuchvalue=1", "additional properties 'nosuchvalue' not allowed"),
+        ("rbac.bindRoles.clusterRoles=edit", "at '/rbac/bindRoles/clusterRoles': got string, want array"),
+        (
+            "webhook.responseDeadline=15s",
+            "webhook.responseDeadline must be more than 0s and less than Lumos's 15s timeout",
+        ),
+        ("webhook.secret.value=short", "line 1 must be at least 16 printable characters"),
+        (
+            "webhook.secret.value=0123456789abcdefgh,webhook.secret.existingSecret=mine",
+            "set either value or existingSecret, not both",
+        ),
+        ("ingress.enabled=true", "ingress.enabled is true but ingress.host is empty"),
+        (
+            "controller.retention=forever",
+            "controller.retention must be a duration such as 90s, 15m, 12h or 400days, got \"forever\"",
+        ),
+        ("webhook.header=bad header", "webhook.header must be an HTTP header name"),
+    ];
+    for (set, want) in cases {
+        let out = helm(None, &["template", "x", CHART, "--kube-version", KUBE_VERSION, "--set", set]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(stderr.contains(want), "--set {set}: {stderr}");
+    }
+    // A bad secret is never echoed back.
+    let out = helm(
+        None,
+        &["template", "x", CHART, "--kube-version", KUBE_VERSION, "--set", "webhook.secret.value=has a space in it!"],
+    );
+    assert!(!out.status.success());
+    assert!(!text(&out.stderr).contains("has a space"));
+}
+
+#[test]
+fn deploy_manifests_are_the_rendered_chart() {
+    // deploy/ is generated from the chart; the check in scripts/check-generated does the same.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(repo().join("deploy/render")).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for f in ["deprovisioner.yaml", "rbac.yaml"] {
+        let fresh = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        let checked_in = std::fs::read_to_string(repo().join("deploy").join(f)).unwrap();
+        assert!(fresh == checked_in, "deploy/{f} is stale: run deploy/render");
+    }
+    assert_eq!(
+        std::fs::read(repo().join("crds/crds.yaml")).unwrap(),
+        std::fs::read(repo().join("charts/deprovisioner/crds/crds.yaml")).unwrap(),
+        "charts/deprovisioner/crds/crds.yaml differs from crds/crds.yaml"
+    );
+
+    // deploy/rbac.yaml (what the other suites run the operator with) holds the very objects of
+    // the full chart, with names the suites rely on.
+    let rbac = docs(&std::fs::read_to_string(repo().join("deploy/rbac.yaml")).unwrap());
+    let full = docs(&template("deprovisioner", "deprovisioner", &[]));
+    let ids = |objs: &[Value]| -> Vec<String> {
+        objs.iter()
+            .map(|o| {
+                format!(
+                    "{}/{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["namespace"].as_str().unwrap_or("-"),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(&rbac),
+        [
+            "ServiceAccount/deprovisioner/deprovisioner",
+            "ClusterRole/-/deprovisioner",
+            "ClusterRoleBinding/-/deprovisioner",
+            "Role/deprovisioner/deprovisioner",
+            "Role/deprovisioner/deprovisioner-leader-election",
+            "RoleBinding/deprovisioner/deprovisioner",
+            "RoleBinding/deprovisioner/deprovisioner-leader-election",
+        ]
+    );
+    for o in &rbac {
+        let same =
+            full.iter().find(|f| f["kind"] == o["kind"] && f["metadata"]["name"] == o["metadata"]["name"]).unwrap();
+        assert_eq!(same, o);
+    }
+    // Least privilege: no wildcard anywhere, `bind` only on roles, and the lease verbs exactly.
+    let cr = find(&rbac, "ClusterRole");
+    for rule in cr["rules"].as_array().unwrap() {
+        for field in ["apiGroups", "resources", "verbs"] {
+            assert!(!rule[field].as_array().unwrap().contains(&json!("*")), "{rule}");
+        }
+    }
+    let role = |name: &str| {
+        rbac.iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Role {name}"))["rules"]
+            .clone()
+    };
+    assert_eq!(
+        role("deprovisioner-leader-election"),
+        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
+    );
+    assert_eq!(
+        role("deprovisioner"),
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+        ])
+    );
+
+    // The Deployment: probes, limits, restricted security context, the secret as a file, the
+    // downward API, the ServiceAccount to protect.
+    let dep = find(&full, "Deployment");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    let pod = &dep["spec"]["template"]["spec"];
+    let ctr = &pod["containers"][0];
+    assert_eq!(ctr["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(ctr["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for k in ["requests", "limits"] {
+        assert!(ctr["resources"][k]["cpu"].is_string() && ctr["resources"][k]["memory"].is_string());
+    }
+    let sc = &ctr["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let args: Vec<&str> = ctr["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let secret_arg = args.iter().find_map(|a| a.strip_prefix("--secret-file=")).expect("--secret-file");
+    let mount = ctr["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(secret_arg, format!("{mount}/secret"));
+    let env = |name: &str| {
+        ctr["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("env {name}"))
+            .clone()
+    };
+    assert_eq!(env("POD_NAMESPACE")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.namespace");
+    assert_eq!(env("POD_NAME")["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+    assert_eq!(env("DEPROVISIONER_SERVICE_ACCOUNT")["value"], "deprovisioner/deprovisioner");
+    assert_eq!(pod["serviceAccountName"], "deprovisioner");
+    // The plain manifests carry no generated secret and no test pod.
+    let plain = docs(&std::fs::read_to_string(repo().join("deploy/deprovisioner.yaml")).unwrap());
+    assert!(!kinds(&plain).contains("Secret") && !kinds(&plain).contains("Pod"));
+}
+
+#[test]
+fn rendered_chart_and_examples_pass_the_api_server() {
+    let c = cluster();
+    restricted_namespace(c, "chart-dry");
+    // Every optional object on, the helm test pod included.
+    let all = template(
+        "dry",
+        "chart-dry",
+        &[
+            "--set",
+            "ingress.enabled=true,ingress.className=nginx,ingress.host=deprovisioner.example.com,ingress.tls.secretName=deprovisioner-tls,networkPolicy.enabled=true,rbac.bindRoles.clusterRoles={edit,view},rbac.bindRoles.roles={deployer}",
+        ],
+    );
+    let objs = docs(&all);
+    assert_eq!(
+        kinds(&objs),
+        [
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Ingress",
+            "Lease",
+            "NetworkPolicy",
+            "Pod",
+            "PodDisruptionBudget",
+            "Role",
+            "RoleBinding",
+            "Secret",
+            "Service",
+            "ServiceAccount",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect()
+    );
+    let test_pod = find(&objs, "Pod");
+    assert_eq!(test_pod["metadata"]["annotations"]["helm.sh/hook"], "test");
+    // The test pod must not be picked up by the operator's Service.
+    let svc = find(&objs, "Service");
+    let selected =
+        svc["spec"]["selector"].as_object().unwrap().iter().all(|(k, v)| test_pod["metadata"]["labels"][k] == *v);
+    assert!(!selected, "the Service selects the helm test pod");
+    let f = write(c, "chart-all.yaml", &all);
+    let out = dry_run(c, &f);
+    assert_eq!(out.matches("created (server dry run)").count(), objs.len(), "{out}");
+    assert!(out.contains("pod/dry-deprovisioner-test-healthz created"), "{out}");
+
+    // The plain manifests, into the namespace they name (made restricted too).
+    let label = c.kubectl(&[
+        "label",
+        "--overwrite",
+        "namespace",
+        "deprovisioner",
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    ]);
+    assert!(label.status.success(), "{}", text(&label.stderr));
+    let out = dry_run(c, &repo().join("deploy/deprovisioner.yaml"));
+    assert!(out.contains("deployment.apps/deprovisioner"), "{out}");
+
+    // Restricted really is enforced here: a root pod is refused.
+    let root = write(
+        c,
+        "root-pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: root, namespace: chart-dry}\nspec:\n  containers: [{name: c, image: busybox}]\n",
+    );
+    let out = c.kubectl(&["apply", "--dry-run=server", "-f", root.to_str().unwrap()]);
+    assert!(!out.status.success() && text(&out.stderr).contains("violates PodSecurity"), "{}", text(&out.stderr));
+
+    // The example policies are valid DeprovisionPolicies.
+    let examples: Vec<PathBuf> = std::fs::read_dir(repo().join("deploy/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for ex in &examples {
+        let out = dry_run(c, ex);
+        assert!(out.contains("deprovisionpolicy.access.deprovisioner.dev/"), "{}: {out}", ex.display());
+    }
+    // ...and the validation they pass is real: the same kind of object, broken, is refused.
+    let broken = write(
+        c,
+        "broken-policy.yaml",
+        "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionPolicy\nmetadata: {name: broken}\nspec:\n  application: {appId: x}\n  subjects: [{kind: User, name: \"{{target_user.email}}\"}]\n  rules: [{namespaceAccess: {}}]\n",
+    );
+    let out = c.kubectl(&["apply", "--dry-run=server", "-f", broken.to_str().unwrap()]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("namespaceAccess needs namespaces or fromPermissionValue"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// A kubeconfig acting as a ServiceAccount (the admin certificate impersonating it, exactly as
+/// scripts/control-plane writes operator.kubeconfig).
+fn kubeconfig_for_sa(c: &Cluster, ns: &str, sa: &str) -> PathBuf {
+    let admin = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    assert!(admin.contains("\n  user:\n"), "{admin}");
+    let text = admin.replacen(
+        "\n  user:\n",
+        &format!(
+            "\n  user:\n    as: system:serviceaccount:{ns}:{sa}\n    as-groups: [system:serviceaccounts, system:serviceaccounts:{ns}, system:authenticated]\n"
+        ),
+        1,
+    );
+    let path = c.dir.join(format!("chart-{ns}-{sa}.kubeconfig"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn cluster_role(c: &Cluster, name: &str, resource: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {name}\nrules:\n- apiGroups: [\"\"]\n  resources: [{resource}]\n  verbs: [get]\n"
+    );
+    let f = write(c, &format!("{name}.yaml"), &yaml);
+    kubectl_ok(c, &["apply", "-f", f.to_str().unwrap()]);
+}
+
+/// `kind/namespace/name` of every object in a manifest, for `kubectl get`.
+fn refs(objs: &[Value]) -> Vec<(String, Option<String>, String)> {
+    objs.iter()
+        .map(|o| {
+            let api = o["apiVersion"].as_str().unwrap();
+            let group = api.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+            let kind = o["kind"].as_str().unwrap().to_lowercase();
+            let resource = if group.is_empty() { kind } else { format!("{kind}.{group}") };
+            (
+                resource,
+                o["metadata"]["namespace"].as_str().map(String::from),
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn get(c: &Cluster, (resource, ns, name): &(String, Option<String>, String)) -> Output {
+    let mut args = vec!["get", resource.as_str(), name.as_str(), "-o", "json"];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns.as_str()]);
+    }
+    c.kubectl(&args)
+}
+
+fn get_json(c: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_slice(&kubectl_ok(c, &all).stdout).unwrap()
+}
+
+/// The operator binary run exactly with the chart Deployment's container args and env (only
+/// the listen address and the secret file's path made local), until dropped.
+struct ChartProcess {
+    child: std::process::Child,
+    pid_file: PathBuf,
+}
+
+impl Drop for ChartProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+fn start_like_the_deployment(c: &Cluster, deployment: &Value, kubeconfig: &Path) -> (ChartProcess, String) {
+    let ctr = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let ns = deployment["metadata"]["namespace"].as_str().unwrap();
+    let port = free_port();
+    let secret = c.dir.join("chart-process.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let args: Vec<String> = ctr["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let a = a.as_str().unwrap();
+            if a.starts_with("--secret-file=") {
+                format!("--secret-file={}", secret.display())
+            } else if a.starts_with("--listen=") {
+                format!("--listen=127.0.0.1:{port}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_deprovisioner"));
+    cmd.args(&args).env_clear().env("KUBECONFIG", kubeconfig);
+    for e in ctr["env"].as_array().unwrap() {
+        let name = e["name"].as_str().unwrap();
+        let value = match (&e["value"], e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+            (Value::String(v), _) => v.clone(),
+            (_, Some("metadata.namespace")) => ns.to_string(),
+            (_, Some("metadata.name")) => "deprovisioner-0".to_string(),
+            other => panic!("env {name}: unexpected source {other:?}"),
+        };
+        cmd.env(name, value);
+    }
+    let log = c.dir.join("chart-process.log");
+    let child = cmd
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid_file = c.dir.join("chart-process.pid");
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    (ChartProcess { child, pid_file }, format!("http://127.0.0.1:{port}"))
+}
+
+async fn wait_http_ok(url: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http_client().get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not OK within 30s; log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn install_deprovision_upgrade_narrow_bind_and_uninstall() {
+    let c = own_cluster();
+    let admin = c.admin().await;
+    let kc = c.kubeconfig.as_path();
+    let (release, ns) = ("deprovisioner", "deprovisioner");
+
+    // Only the chart grants anything: remove what the harness applied from deploy/rbac.yaml.
+    kubectl_ok(c, &["delete", "-f", repo().join("deploy/rbac.yaml").to_str().unwrap()]);
+    // Roles with real rules (the built-in edit/view are empty here: nothing aggregates them).
+    cluster_role(c, "chart-guarded", "secrets");
+    cluster_role(c, "chart-bindable", "configmaps");
+
+    // --- install, with every optional object on -------------------------------------------
+    helm_ok(
+        Some(kc),
+        &[
+            "install",
+            release,
+            CHART,
+            "--namespace",
+            ns,
+            "--set",
+            "ingress.enabled=true,ingress.className=nginx,ingress.host=deprovisioner.example.com,ingress.tls.secretName=deprovisioner-tls,networkPolicy.enabled=true",
+        ],
+    );
+    let manifest = docs(&helm_ok(Some(kc), &["get", "manifest", release, "--namespace", ns]));
+    let want: BTreeSet<String> = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Ingress",
+        "Lease",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "Service",
+        "ServiceAccount",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(kinds(&manifest), want);
+    let objects = refs(&manifest);
+    for r in &objects {
+        let out = get(c, r);
+        assert!(out.status.success(), "{r:?} missing: {}", text(&out.stderr));
+    }
+    // What the chart's ServiceAccount may do, asked of the API server's own authorizer.
+    let who = "system:serviceaccount:deprovisioner:deprovisioner";
+    for (verb, resource, namespace, allowed) in [
+        ("create", "deprovisionrequests.access.deprovisioner.dev", None, true),
+        ("update", "deprovisionrequests.access.deprovisioner.dev/status", None, true),
+        ("update", "deprovisionrequests.access.deprovisioner.dev", None, false),
+        ("watch", "deprovisionpolicies.access.deprovisioner.dev", None, true),
+        ("create", "deprovisionpolicies.access.deprovisioner.dev", None, false),
+        ("update", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), true),
+        ("create", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), false),
+        ("delete", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
+        ("bind", "clusterroles.rbac.authorization.k8s.io", None, true),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io", None, false),
+        ("list", "namespaces", None, true),
+        ("get", "secrets", Some(ns), true),
+        ("list", "secrets", Some(ns), false),
+        ("get", "secrets", Some("any-ns"), false),
+        ("get", "configmaps", Some(ns), true),
+        ("patch", "leases.coordination.k8s.io", Some(ns), true),
+        ("update", "leases.coordination.k8s.io", Some(ns), false),
+        ("patch", "leases.coordination.k8s.io", Some("any-ns"), false),
+        ("create", "events.events.k8s.io", Some("default"), true),
+        ("get", "pods", Some(ns), false),
+    ] {
+        let (resource, sub) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
+        let mut args = vec!["auth", "can-i", verb, resource, "--as", who];
+        let sub_arg = sub.map(|s| format!("--subresource={s}"));
+        args.extend(sub_arg.as_deref());
+        match namespace {
+            Some(n) => args.extend(["-n", n]),
+            None => args.push("--all-namespaces"),
+        }
+        let out = c.kubectl(&args);
+        let answer = text(&out.stdout).trim().to_string();
+        assert_eq!(answer, if allowed { "yes" } else { "no" }, "can-i {verb} {resource} in {namespace:?}");
+    }
+    let notes = helm_ok(Some(kc), &["get", "notes", release, "--namespace", ns]);
+    for want in [
+        "https://deprovisioner.example.com/webhooks/lumos/deprovision",
+        "kubectl -n deprovisioner get secret deprovisioner-webhook -o jsonpath='{.data.secret}' | base64 -d",
+        "Header name:   Authorization",
+        "Header value:  Bearer <the secret from step 2>",
+        "kubectl get dpr",
+    ] {
+        assert!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
+    }
+    let secret_of = || {
+        let s = get_json(c, &["-n", ns, "get", "secret", "deprovisioner-webhook"]);
+        s["data"]["secret"].as_str().unwrap().to_string()
+    };
+    let generated = secret_of();
+    let decoded = text(
+        &kubectl_ok(
+            c,
+            &["-n", ns, "get", "secret", "deprovisioner-webhook", "-o", "go-template={{.data.secret | base64decode}}"],
+        )
+        .stdout,
+    );
+    assert!(
+        decoded.len() == 48 && decoded.chars().all(|ch| ch.is_ascii_alphanumeric()),
+        "generated secret has {} characters",
+        decoded.len()
+    );
+
+    // --- the operator, with the identity of the chart's ServiceAccount ---------------------
+    let deployment = find(&manifest, "Deployment").clone();
+    let sa = deployment["spec"]["template"]["spec"]["serviceAccountName"].as_str().unwrap();
+    // The harness passes --service-account deprovisioner/deprovisioner and its namespace as
+    // the Lease namespace; the chart (release "deprovisioner") must agree.
+    assert_eq!((ns, sa), ("deprovisioner", "deprovisioner"));
+    let sa_kc = kubeconfig_for_sa(c, ns, sa);
+    let mut op = Operator::start(OperatorOpts { kubeconfig: sa_kc.clone(), ..OperatorOpts::on(c) });
+
+    let team = unique("chart-team");
+    namespace(&admin, &team, &[]).await;
+    role_binding(
+        &admin,
+        &team,
+        "pair",
+        "chart-guarded",
+        vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
+    )
+    .await;
+    role_binding(&admin, &team, "solo", "chart-bindable", vec![subj("User", "kraven@lumos.com", None)]).await;
+    let crb = unique("chart-crb");
+    cluster_role_binding(
+        &admin,
+        &crb,
+        "chart-guarded",
+        &[],
+        vec![subj("User", "kraven@lumos.com", None), subj("Group", "auditors", None)],
+    )
+    .await;
+    let app = unique("chart-app");
+    policy(
+        &admin,
+        &unique("chart-policy"),
+        json!({
+            "application": {"appId": app},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": [team]}, "clusterRoleBindings": {"names": [crb]}}]
+        }),
+    )
+    .await;
+    let (status, answer, _) = op.lumos(&payload(&app, "kraven@lumos.com", &[])).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    let record = wait_terminal(&admin, &request_name(&answer), Duration::from_secs(30)).await;
+    assert_eq!(phase(&record), Phase::Succeeded);
+    assert_eq!(names(&get_rb(&admin, &team, "pair").await.unwrap().subjects), ["User:stays@lumos.com"]);
+    assert!(get_rb(&admin, &team, "solo").await.is_none());
+    assert_eq!(names(&get_crb(&admin, &crb).await.unwrap().subjects), ["Group:auditors"]);
+    // The controller ran while holding the chart's Lease (it existed: no `create` needed).
+    let lease = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"]);
+    assert!(
+        lease["spec"]["holderIdentity"].is_string() && lease["spec"]["acquireTime"].is_string(),
+        "lease not held: {lease}"
+    );
+
+    // --- upgrade: narrow `bind` to one ClusterRole; the generated secret stays --------------
+    helm_ok(
+        Some(kc),
+        &[
+            "upgrade",
+            release,
+            CHART,
+            "--namespace",
+            ns,
+            "--reuse-values",
+            "--set",
+            "rbac.bindRoles.clusterRoles={chart-bindable}",
+        ],
+    );
+    let status = helm_ok(Some(kc), &["status", release, "--namespace", ns]);
+    assert!(status.contains("REVISION: 2") && status.contains("STATUS: deployed"), "{status}");
+    assert_eq!(secret_of(), generated, "the upgrade changed the webhook secret");
+    // The upgrade left the operator's hold on the chart's Lease alone (a cleared spec would
+    // make it acquire the Lease again, with a new acquireTime).
+    let after = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"]);
+    assert_eq!(
+        (&after["spec"]["holderIdentity"], &after["spec"]["acquireTime"]),
+        (&lease["spec"]["holderIdentity"], &lease["spec"]["acquireTime"]),
+        "{after}"
+    );
+    let cr = get_json(c, &["get", "clusterrole", "deprovisioner"]);
+    let bind_rule = cr["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["resources"] == json!(["clusterroles"]))
+        .unwrap_or_else(|| panic!("no clusterroles rule: {cr}"));
+    assert_eq!(bind_rule["verbs"], json!(["bind"]));
+    assert_eq!(bind_rule["resourceNames"], json!(["chart-bindable"]));
+
+    // A policy reaching beyond the grant: editing a binding of chart-guarded now fails, and
+    // the record names the missing permission; the bindable role still works.
+    let team2 = unique("chart-narrow");
+    namespace(&admin, &team2, &[]).await;
+    for (name, role) in [("guarded-pair", "chart-guarded"), ("bindable-pair", "chart-bindable")] {
+        role_binding(
+            &admin,
+            &team2,
+            name,
+            role,
+            vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
+        )
+        .await;
+    }
+    let app2 = unique("chart-app");
+    policy(
+        &admin,
+        &unique("chart-policy"),
+        json!({
+            "application": {"appId": app2},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": [team2]}}]
+        }),
+    )
+    .await;
+    let (_, answer, _) = op.lumos(&payload(&app2, "kraven@lumos.com", &[])).await;
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    let record = wait_terminal(&admin, &request_name(&answer), Duration::from_secs(30)).await;
+    let results = record.status.unwrap().results;
+    let by = |suffix: &str| {
+        results.iter().find(|r| r.object.ends_with(suffix)).unwrap_or_else(|| panic!("no result for {suffix}")).clone()
+    };
+    let failed = by("/guarded-pair");
+    assert_eq!(failed.outcome, Outcome::Failed);
+    assert!(failed.message.contains("needs the `bind` verb on ClusterRole/chart-guarded"), "{}", failed.message);
+    assert_eq!(by("/bindable-pair").outcome, Outcome::Removed);
+    assert_eq!(get_rb(&admin, &team2, "guarded-pair").await.unwrap().subjects.unwrap().len(), 2);
+    op.kill();
+
+    // --- the chart's own container args and env start the binary --------------------------
+    let (chart_proc, url) = start_like_the_deployment(c, &deployment, &sa_kc);
+    let log = c.dir.join("chart-process.log");
+    wait_http_ok(&format!("{url}/healthz"), &log).await;
+    // /readyz lists DeprovisionRequests with the chart's identity.
+    wait_http_ok(&format!("{url}/readyz"), &log).await;
+    // Free the Lease the killed operator held, so this process leads without waiting it out.
+    let old_holder = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"])["spec"]["holderIdentity"].clone();
+    kubectl_ok(
+        c,
+        &[
+            "-n",
+            ns,
+            "patch",
+            "lease",
+            "deprovisioner",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"holderIdentity":null,"acquireTime":null,"renewTime":null}}"#,
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let holder = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"])["spec"]["holderIdentity"].clone();
+        if holder.is_string() && holder != old_holder {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chart-configured process did not take the Lease");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The chart's DEPROVISIONER_SERVICE_ACCOUNT names the chart's ServiceAccount: a policy that
+    // would remove it from a binding is refused, and nothing changes.
+    let team3 = unique("chart-protected");
+    namespace(&admin, &team3, &[]).await;
+    role_binding(
+        &admin,
+        &team3,
+        "operator",
+        "chart-bindable",
+        vec![subj("ServiceAccount", sa, Some(ns)), subj("User", "stays@lumos.com", None)],
+    )
+    .await;
+    let app3 = unique("chart-app");
+    policy(
+        &admin,
+        &unique("chart-policy"),
+        json!({
+            "application": {"appId": app3},
+            "subjects": [{"kind": "ServiceAccount", "namespace": ns, "name": sa}],
+            "rules": [{"roleBindings": {"namespaces": [team3]}}]
+        }),
+    )
+    .await;
+    let resp = http_client()
+        .post(format!("{url}/webhooks/lumos/deprovision"))
+        .header("authorization", format!("Bearer {SECRET}"))
+        .header("content-type", "application/json")
+        .json(&payload(&app3, "kraven@lumos.com", &[]))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    assert!(
+        answer["msg"]
+            .as_str()
+            .unwrap()
+            .contains("ServiceAccount deprovisioner/deprovisioner is the operator's own identity"),
+        "{answer}"
+    );
+    assert_eq!(get_rb(&admin, &team3, "operator").await.unwrap().subjects.unwrap().len(), 2);
+    drop(chart_proc);
+
+    // --- uninstall: every chart object goes, the CRDs (and the records) stay --------------
+    helm_ok(Some(kc), &["uninstall", release, "--namespace", ns, "--wait"]);
+    for r in &objects {
+        let out = get(c, r);
+        assert!(!out.status.success() && text(&out.stderr).contains("NotFound"), "{r:?} left behind after uninstall");
+    }
+    for scope in [
+        vec![
+            "get",
+            "all,serviceaccounts,secrets,roles,rolebindings,leases,ingresses,networkpolicies,poddisruptionbudgets",
+            "-A",
+        ],
+        vec!["get", "clusterroles,clusterrolebindings"],
+    ] {
+        let mut args = scope.clone();
+        args.extend(["-l", "app.kubernetes.io/instance=deprovisioner", "-o", "name"]);
+        let out = kubectl_ok(c, &args);
+        assert_eq!(text(&out.stdout).trim(), "", "left behind: {:?}", scope);
+    }
+    // Nothing else is left in the release namespace either (no controller-manager runs here,
+    // so not even a default ServiceAccount): the Lease the operator used was the chart's.
+    let rest = kubectl_ok(
+        c,
+        &[
+            "get",
+            "all,serviceaccounts,secrets,configmaps,roles,rolebindings,leases,ingresses,networkpolicies,poddisruptionbudgets",
+            "-n",
+            ns,
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(text(&rest.stdout).trim(), "", "left in namespace {ns}");
+    for crd in ["deprovisionrequests.access.deprovisioner.dev", "deprovisionpolicies.access.deprovisioner.dev"] {
+        kubectl_ok(c, &["get", "crd", crd]);
+    }
+    let records = get_json(c, &["get", "dpr"]);
+    assert_eq!(records["items"].as_array().unwrap().len(), 3);
+}
