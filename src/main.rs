@@ -51,6 +51,31 @@ async fn client(args: &RunArgs) -> anyhow::Result<Client> {
     Client::try_from(config).context("building the Kubernetes client")
 }
 
+/// Fails fast when the CRDs are not installed; also opens the API connection before the first
+/// webhook call needs it. An unreachable API server is only logged: the webhook then answers
+/// FAILURE and the controller retries.
+async fn check_crds(client: &Client) -> anyhow::Result<()> {
+    use deprovisioner::crd::DeprovisionRequest;
+    use kube::api::{Api, ListParams};
+    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+    let lp = ListParams::default().limit(1);
+    let probe = tokio::time::timeout(std::time::Duration::from_secs(10), api.list_metadata(&lp));
+    match probe.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(kube::Error::Api(s))) if s.is_not_found() => anyhow::bail!(
+            "the DeprovisionRequest CRD is not installed: run `deprovisioner crd | kubectl apply -f -` (or install the chart)"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "API server check failed at start; continuing");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::warn!("API server did not answer within 10s at start; continuing");
+            Ok(())
+        }
+    }
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -68,6 +93,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let secret = SecretFile::load(&args.secret_file)?;
     let client = client(&args).await?;
+    check_crds(&client).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|v| *v).await;

@@ -147,3 +147,39 @@ async fn finished_requests_are_deleted_after_retention() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn duplicates_attach_to_the_unfinished_request_and_repeats_confirm_absence() {
+    // No controller at first, so the first request is certainly unfinished when the others come.
+    let cl = own_cluster();
+    let (c, ns, app) = setup(cl, "dup", 5).await;
+    let webhook = Operator::start(OperatorOpts::on(cl).args(&["--controller=false", "--response-deadline", "2s"]));
+    let body = payload(&app, "doc@lumos.com", &["p1", "p2"]);
+    let mut reordered = body.clone();
+    reordered["permissions"].as_array_mut().unwrap().reverse();
+    reordered["request_comment"] = json!("pressed the button twice");
+    let (_, first, _) = webhook.lumos(&body).await;
+    assert!(first["msg"].as_str().unwrap().contains("Still in progress"), "{first}");
+    let name = request_name(&first);
+    let (a, b, d) = tokio::join!(webhook.lumos(&reordered), webhook.lumos(&body), webhook.lumos(&body));
+    for x in [&a, &b, &d] {
+        assert_eq!(request_name(&x.1), name, "identical calls attach to the unfinished request: {:?}", x.1);
+    }
+    assert_eq!(requests_for(&c, "doc@lumos.com").await.len(), 1);
+
+    // The controller finishes it once; a repeat afterwards is a new request that finds nothing left.
+    let _controller = Operator::start(OperatorOpts::on(cl));
+    let done = wait_terminal(&c, &name, Duration::from_secs(30)).await.status.unwrap();
+    assert_eq!((done.phase, done.removed), (Phase::Succeeded, 5));
+    let (_, again, _) = _controller.lumos(&body).await;
+    assert_eq!(again["response"], "SUCCESS", "{again}");
+    let second = request_name(&again);
+    assert_ne!(second, name);
+    let st = get_request(&c, &second).await.status.unwrap();
+    assert_eq!(st.removed, 0);
+    assert!(!st.results.is_empty());
+    assert!(st.results.iter().all(|r| r.outcome == Outcome::AlreadyAbsent), "{:?}", st.results);
+    for i in 0..5 {
+        assert_eq!(names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects), vec!["User:stays@lumos.com"]);
+    }
+}

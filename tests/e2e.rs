@@ -397,59 +397,6 @@ async fn rotated_secret_works_without_restart() {
 }
 
 #[tokio::test]
-async fn duplicates_attach_and_repeats_confirm_absence() {
-    let c = admin().await;
-    let ns = unique("dup");
-    namespace(&c, &ns, &[]).await;
-    for i in 0..5 {
-        role_binding(
-            &c,
-            &ns,
-            &format!("rb-{i}"),
-            "view",
-            vec![subj("User", "harry@lumos.com", None), subj("User", "norman@lumos.com", None)],
-        )
-        .await;
-    }
-    let app = unique("dup-app");
-    policy(
-        &c,
-        &unique("dup-policy"),
-        json!({
-            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
-            "rules": [{"roleBindings": {"namespaces": [ns]}}]
-        }),
-    )
-    .await;
-    let body = payload(&app, "harry@lumos.com", &["p1", "p2"]);
-    let mut reordered = body.clone();
-    reordered["permissions"].as_array_mut().unwrap().reverse();
-    reordered["request_comment"] = json!("pressed the button twice");
-    let op = operator();
-    let (a, b, d) = tokio::join!(op.lumos(&body), op.lumos(&reordered), op.lumos(&body));
-    let names_: Vec<String> = [&a, &b, &d].iter().map(|x| request_name(&x.1)).collect();
-    assert!(names_.iter().all(|n| n == &names_[0]), "one request for identical calls: {names_:?}");
-    assert!([&a, &b, &d].iter().all(|x| x.1["response"] == "SUCCESS"), "{a:?} {b:?} {d:?}");
-    let harry = requests_for(&c, "harry@lumos.com").await;
-    assert_eq!(harry.iter().filter(|r| r.spec.application.app_id.as_deref() == Some(app.as_str())).count(), 1);
-    let first = get_request(&c, &names_[0]).await;
-    assert_eq!(first.status.unwrap().removed, 5);
-
-    // After it finished, the same call is a new request that finds the access gone.
-    let (_, again, _) = op.lumos(&body).await;
-    assert_eq!(again["response"], "SUCCESS", "{again}");
-    let second = request_name(&again);
-    assert_ne!(second, names_[0]);
-    let st = get_request(&c, &second).await.status.unwrap();
-    assert_eq!(st.removed, 0);
-    assert!(!st.results.is_empty());
-    assert!(st.results.iter().all(|r| r.outcome == Outcome::AlreadyAbsent), "{:?}", st.results);
-    for i in 0..5 {
-        assert_eq!(names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects), vec!["User:norman@lumos.com"]);
-    }
-}
-
-#[tokio::test]
 async fn dry_run_changes_nothing() {
     let c = admin().await;
     let ns = unique("dry");
