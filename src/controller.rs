@@ -62,6 +62,22 @@ pub enum Error {
         /// API error.
         source: kube::Error,
     },
+    /// The API server refused the status as invalid; a minimal Failed status was recorded instead.
+    #[error("status of {name} could not be recorded ({message}); recorded Failed instead")]
+    Unrecordable {
+        /// Request name.
+        name: String,
+        /// The API server's reason.
+        message: String,
+    },
+    /// Reading the request failed.
+    #[error("reading {name}: {source}")]
+    Read {
+        /// Request name.
+        name: String,
+        /// API error.
+        source: kube::Error,
+    },
 }
 
 /// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `shutdown` resolves.
@@ -105,6 +121,11 @@ fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, _ctx: Arc<Context>) -
             tracing::debug!(request = %obj.name_any(), "status write conflicted; requeueing");
             Action::requeue(Duration::from_millis(200))
         }
+        // Retrying would fail the same way; the request is terminal now.
+        Error::Unrecordable { .. } => {
+            tracing::error!(request = %obj.name_any(), error = %err, "status refused by the API server");
+            Action::await_change()
+        }
         _ => {
             tracing::warn!(request = %obj.name_any(), error = %err, "reconcile failed; retrying");
             Action::requeue(Duration::from_secs(5))
@@ -123,7 +144,16 @@ fn now() -> Time {
 /// One reconcile of one request. Every status write is a replace guarded by resourceVersion,
 /// so two controllers can never interleave their records.
 async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let mut rec = Record { api: Api::all(ctx.client.clone()), obj: (*obj).clone(), ctx: ctx.clone() };
+    // Work from a fresh read, never the cache: a cache one status write behind would run actions
+    // whose results are already recorded.
+    let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
+    let name = obj.name_any();
+    let fresh = match api.get_opt(&name).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::Read { name, source }),
+    };
+    let mut rec = Record { api, obj: fresh, ctx: ctx.clone() };
     let mut st = rec.obj.status.clone().unwrap_or_default();
     if st.phase.is_terminal() {
         return rec.retention(&st).await;
@@ -178,9 +208,6 @@ async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Ac
             Ok(r) => r,
             Err(t) => return rec.transient(st, t).await,
         };
-        if matches!(result.outcome, Outcome::Removed | Outcome::Deleted | Outcome::Deactivated) {
-            st.removed += 1;
-        }
         st.results.push(result.clone());
         st.last_error = None;
         if action.kind == ActionKind::ConfirmAbsent {
@@ -210,7 +237,7 @@ fn describe(a: &PlannedAction, email: &str) -> (String, String) {
     } else if let Some(c) = &a.absent {
         (format!("bindings selected by DeprovisionPolicy {}", a.policy), c.subject.clone())
     } else if let Some(c) = &a.scim {
-        (format!("SCIM {} ({})", c.system, c.base_url), c.filter.clone())
+        (format!("SCIM {} ({})", c.system, c.base_url), c.filter())
     } else if let Some(c) = &a.http {
         (format!("HTTP {} ({} {})", c.system, c.method, c.url), email.to_string())
     } else {
@@ -284,15 +311,37 @@ impl Record {
     }
 
     /// Replaces the status (guarded by resourceVersion) and keeps the returned object.
-    async fn write(&mut self, st: DeprovisionRequestStatus) -> Result<DeprovisionRequestStatus, Error> {
+    async fn write(&mut self, mut st: DeprovisionRequestStatus) -> Result<DeprovisionRequestStatus, Error> {
+        st.removed = st
+            .results
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Removed | Outcome::Deleted | Outcome::Deactivated))
+            .count() as i32;
         let mut next = self.obj.clone();
         next.status = Some(st);
         let name = self.obj.name_any();
-        self.obj = self
-            .api
-            .replace_status(&name, &PostParams::default(), &next)
-            .await
-            .map_err(|source| Error::Status { name, source })?;
+        match self.api.replace_status(&name, &PostParams::default(), &next).await {
+            Ok(o) => self.obj = o,
+            // Refused as invalid or too large: retrying cannot help, so record a minimal Failed
+            // status that says why, rather than leave the request non-terminal forever.
+            Err(kube::Error::Api(s)) if s.is_invalid() || s.code == 413 => {
+                let old = next.status.take().unwrap_or_default();
+                let message = report::clip(format!("Could not record the status: {}", s.message));
+                next.status = Some(DeprovisionRequestStatus {
+                    phase: Phase::Failed,
+                    started_at: old.started_at,
+                    completed_at: Some(now()),
+                    message: Some(message.clone()),
+                    ..Default::default()
+                });
+                self.api
+                    .replace_status(&name, &PostParams::default(), &next)
+                    .await
+                    .map_err(|source| Error::Status { name: name.clone(), source })?;
+                return Err(Error::Unrecordable { name, message });
+            }
+            Err(source) => return Err(Error::Status { name, source }),
+        }
         Ok(self.obj.status.clone().unwrap_or_default())
     }
 
@@ -323,7 +372,9 @@ impl Record {
 
     /// Records a transient error and retries with backoff, or gives up after the bounded time.
     async fn transient(&mut self, mut st: DeprovisionRequestStatus, t: Transient) -> Result<Action, Error> {
-        let created = self.obj.meta().creation_timestamp.clone().unwrap_or_else(now);
+        // The clock starts when a controller first took the request, not at creation: a request
+        // accepted while no controller ran still gets its full time.
+        let created = st.started_at.clone().or_else(|| self.obj.meta().creation_timestamp.clone()).unwrap_or_else(now);
         st.retries += 1;
         st.last_error = Some(report::clip(t.0.clone()));
         if since(&created) >= self.ctx.settings.give_up_after {

@@ -109,9 +109,36 @@ async fn planning_calls(handle: &mut Handle) {
 }
 
 #[tokio::test]
+async fn a_stale_cached_copy_is_never_acted_on() {
+    // The cache still shows the request Pending; the API server has it finished.
+    let (ctx, mut handle) = ctx(Duration::from_secs(900));
+    let mut done = request();
+    done.status = Some(crate::crd::DeprovisionRequestStatus {
+        phase: Phase::Succeeded,
+        completed_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
+        ..Default::default()
+    });
+    let fresh = serde_json::to_value(&done).unwrap();
+    let server = tokio::spawn(async move {
+        expect(&mut handle, Method::GET, &format!("{DPR}/req"), StatusCode::OK, fresh).await;
+        assert!(handle.next_request().await.is_none(), "no plan, no action, no write");
+    });
+    reconcile(Arc::new(request()), ctx).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
 async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
     let (ctx, mut handle) = ctx(Duration::from_secs(900));
     let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &format!("{DPR}/req"),
+            StatusCode::OK,
+            serde_json::to_value(request()).unwrap(),
+        )
+        .await;
         planning_calls(&mut handle).await;
         let planned = expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         assert_eq!(planned["status"]["phase"], "InProgress");
@@ -189,7 +216,9 @@ async fn resumed_request_skips_recorded_actions() {
                      "outcome": "Removed", "message": "m", "at": "2026-01-01T00:00:01Z"}]}))
         .unwrap(),
     );
+    let fresh = serde_json::to_value(&req).unwrap();
     let server = tokio::spawn(async move {
+        expect(&mut handle, Method::GET, &format!("{DPR}/req"), StatusCode::OK, fresh).await;
         let mut rb = binding();
         rb["subjects"] = json!([{"kind": "User", "name": "other@x.io"}]);
         expect(
@@ -244,6 +273,14 @@ async fn api_errors_past_the_bounded_time_end_failed() {
     // give_up_after 0: the first transient error is final.
     let (ctx, mut handle) = ctx(Duration::ZERO);
     let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &format!("{DPR}/req"),
+            StatusCode::OK,
+            serde_json::to_value(request()).unwrap(),
+        )
+        .await;
         planning_calls(&mut handle).await;
         expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is sulking", "reason": "InternalError", "code": 500});
@@ -277,5 +314,31 @@ async fn api_errors_past_the_bounded_time_end_failed() {
     let obj = request();
     assert_eq!(obj.name_any(), "req");
     reconcile(Arc::new(obj), ctx).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_status_the_api_server_refuses_ends_failed_instead_of_looping() {
+    let (ctx, mut handle) = ctx(Duration::from_secs(900));
+    let server = tokio::spawn(async move {
+        expect(
+            &mut handle,
+            Method::GET,
+            &format!("{DPR}/req"),
+            StatusCode::OK,
+            serde_json::to_value(request()).unwrap(),
+        )
+        .await;
+        planning_calls(&mut handle).await;
+        let invalid = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+            "message": "status.plan[0].x: Required value"});
+        expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::UNPROCESSABLE_ENTITY, invalid).await;
+        let minimal = expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
+        assert_eq!(minimal["status"]["phase"], "Failed");
+        assert!(minimal["status"]["message"].as_str().unwrap().contains("status.plan[0].x: Required value"));
+        assert!(minimal["status"].get("plan").is_none());
+    });
+    let err = reconcile(Arc::new(request()), ctx).await.unwrap_err();
+    assert!(matches!(err, super::Error::Unrecordable { .. }), "{err}");
     server.await.unwrap();
 }

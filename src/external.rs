@@ -9,7 +9,9 @@ use kube::{Api, Client};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
-use crate::crd::{CaBundleRef, ExternalDetails, HttpCall, Outcome, ScimCall, ScimMode, SecretKeyRef};
+use crate::crd::{
+    CaBundleRef, ExternalDetails, HttpCall, Outcome, ScimCall, ScimMatchAttribute, ScimMode, SecretKeyRef,
+};
 use crate::rbac::Transient;
 
 /// Where external actions find their Secrets.
@@ -159,8 +161,16 @@ async fn send(
                     tokio::time::sleep(wait).await;
                     continue;
                 }
-                let bytes = resp.bytes().await.unwrap_or_default();
-                let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).to_string();
+                // Read at most MAX_BODY bytes, however much the server sends.
+                let mut resp = resp;
+                let mut bytes = Vec::new();
+                while bytes.len() < MAX_BODY {
+                    match resp.chunk().await {
+                        Ok(Some(c)) => bytes.extend_from_slice(&c[..c.len().min(MAX_BODY - bytes.len())]),
+                        _ => break,
+                    }
+                }
+                let body = String::from_utf8_lossy(&bytes).to_string();
                 return Ok(Answer { status, body });
             }
             Err(e) if *attempts < max && (e.is_connect() || e.is_timeout() || e.is_request()) => {
@@ -208,6 +218,20 @@ fn ok(status: u16) -> bool {
     (200..300).contains(&status)
 }
 
+/// Whether a SCIM resource really has the attribute value the call looks for (compared ignoring
+/// case, as RFC 7643 defines `userName` and `emails.value`).
+fn matches_account(r: &Value, call: &ScimCall) -> bool {
+    let want = call.match_value.as_str();
+    match call.match_attribute {
+        ScimMatchAttribute::UserName => {
+            r.get("userName").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(want))
+        }
+        ScimMatchAttribute::Email => r.get("emails").and_then(Value::as_array).is_some_and(|e| {
+            e.iter().any(|m| m.get("value").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(want)))
+        }),
+    }
+}
+
 /// Deactivates or deletes the one account the filter matches (after removing it from groups).
 pub async fn scim(env: &Env, call: &ScimCall) -> Result<ExtDone, Transient> {
     let mut details = ExternalDetails { system: call.system.clone(), ..Default::default() };
@@ -248,11 +272,12 @@ pub async fn scim(env: &Env, call: &ScimCall) -> Result<ExtDone, Transient> {
         Err(e) => return fail(details, &secrets, e),
     };
     let base = &call.base_url;
+    let filter = call.filter();
     let mut attempts = 0;
     let get = reqwest::Method::GET;
 
     // 1. Find the account.
-    let search = format!("{base}/Users?filter={}", crate::template::url_escape(&call.filter));
+    let search = format!("{base}/Users?filter={}", crate::template::url_escape(&filter));
     let found = send(&client, get.clone(), &search, &headers, None, call.max_attempts, &mut attempts).await;
     details.attempts = attempts;
     let found = match found {
@@ -261,28 +286,37 @@ pub async fn scim(env: &Env, call: &ScimCall) -> Result<ExtDone, Transient> {
     };
     details.http_status = Some(found.status as i32);
     if !ok(found.status) {
-        return fail(details, &secrets, format!("searching {} answered {}", call.filter, scim_detail(&found)));
+        return fail(details, &secrets, format!("searching {} answered {}", filter, scim_detail(&found)));
     }
     let list: Value = match serde_json::from_str(&found.body) {
         Ok(v) => v,
         Err(e) => return fail(details, &secrets, format!("search answer is not JSON: {e}")),
     };
     let resources = list.get("Resources").and_then(Value::as_array).cloned().unwrap_or_default();
+    // A paging server may return fewer resources than match: totalResults is the authority.
+    let total = list.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
+    if total > 1 && resources.len() <= 1 {
+        let msg = format!("{total} accounts match {}; nothing was changed", filter);
+        return fail(details, &secrets, msg);
+    }
+    // Never trust the server's filtering alone: a server that ignores filters would otherwise
+    // have us deactivate whoever it lists first.
+    if let Some(stray) = resources.iter().find(|r| !matches_account(r, call)) {
+        let id = stray.get("id").and_then(Value::as_str).unwrap_or("?");
+        let msg = format!("the service answered {filter} with account {id}, which does not match; nothing was changed");
+        return fail(details, &secrets, msg);
+    }
     let user = match resources.as_slice() {
         [] => {
             return Ok(ExtDone {
                 outcome: Outcome::AlreadyAbsent,
-                message: format!("{}: no account matches {}", call.system, call.filter),
+                message: format!("{}: no account matches {filter}", call.system),
                 details,
             });
         }
         [one] => one.clone(),
         many => {
-            return fail(
-                details,
-                &secrets,
-                format!("{} accounts match {}; nothing was changed", many.len(), call.filter),
-            );
+            return fail(details, &secrets, format!("{} accounts match {filter}; nothing was changed", many.len()));
         }
     };
     let Some(id) = user.get("id").and_then(Value::as_str).map(str::to_string) else {

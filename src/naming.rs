@@ -37,8 +37,9 @@ pub fn app_label_value(app_id: &str) -> String {
     if valid { app_id.to_string() } else { format!("h-{}", sha_hex(app_id.as_bytes(), 16)) }
 }
 
-/// Identity of a request for de-duplication: app, instance, target (case-folded), sorted
-/// permission values and the dry-run flag. 20 hex digits.
+/// Identity of a request for de-duplication: everything that can change what is removed (app,
+/// instance, both people, custom fields, sorted permission values, dry-run flag), but not the
+/// comment, the permissions' order or their labels. 20 hex digits.
 pub fn fingerprint(spec: &DeprovisionRequestSpec) -> String {
     let mut perms: Vec<&str> = spec.permissions.iter().map(|p| p.value.as_str()).collect();
     perms.sort_unstable();
@@ -46,7 +47,9 @@ pub fn fingerprint(spec: &DeprovisionRequestSpec) -> String {
     let canonical = serde_json::json!({
         "app": spec.application.app_id,
         "instance": spec.application.instance_id,
-        "target": spec.target_user.email.trim().to_lowercase(),
+        "target": spec.target_user,
+        "user": spec.user,
+        "customFields": spec.custom_fields,
         "permissions": perms,
         "dryRun": spec.dry_run,
     });
@@ -102,12 +105,18 @@ mod tests {
     }
 
     #[test]
-    fn fingerprint_ignores_order_case_and_comments() {
-        let a = fingerprint(&spec("Peter@Lumos.com", &["b", "a"]));
-        let mut s = spec("peter@lumos.com", &["a", "b"]);
+    fn fingerprint_ignores_order_and_comments_but_not_what_changes_the_plan() {
+        let a = fingerprint(&spec("peter@lumos.com", &["b", "a"]));
+        let mut s = spec("peter@lumos.com", &["a", "b", "a"]);
         s.request_comment = None;
+        s.permissions[0].label = Some("a label".into());
         assert_eq!(a, fingerprint(&s));
         assert_ne!(a, fingerprint(&spec("peter@lumos.com", &["a"])));
+        // A case-sensitive policy would resolve another subject; so would another username.
+        assert_ne!(a, fingerprint(&spec("Peter@Lumos.com", &["a", "b"])));
+        let mut other_user = spec("peter@lumos.com", &["a", "b"]);
+        other_user.custom_fields.insert("username".into(), "someone-else".into());
+        assert_ne!(a, fingerprint(&other_user));
         let mut dry = spec("peter@lumos.com", &["a", "b"]);
         dry.dry_run = true;
         assert_ne!(a, fingerprint(&dry));

@@ -12,7 +12,7 @@ use kube::core::{Selector, SelectorExt};
 use crate::crd::{
     AbsentCheck, AccessRule, ActionKind, BindingAction, BindingKind, BindingRef, DeprovisionPolicy,
     DeprovisionPolicySpec, DeprovisionRequestSpec, HttpCall, HttpTarget, PlannedAction, RoleRefFilter, ScimCall,
-    ScimMatchAttribute, ScimTarget,
+    ScimTarget,
 };
 use crate::subject::{Principal, Protected, Wanted, subject_ref};
 use crate::template::{self, TemplateError};
@@ -53,7 +53,35 @@ pub enum PlanError {
     /// The plan would touch a protected subject.
     #[error("refused: {0}; nothing was changed")]
     Protected(String),
+    /// A rule takes its namespace from the permission value, but the request names none.
+    #[error(
+        "DeprovisionPolicy {policy} rules[{rule}] takes the namespace from the Lumos permission value, but the request names no permission (whole application); nothing was changed"
+    )]
+    NeedsPermission {
+        /// Policy name.
+        policy: String,
+        /// Rule index.
+        rule: usize,
+    },
+    /// A rendered subject name is not allowed by the policy.
+    #[error(
+        "DeprovisionPolicy {policy}: subject {name:?} is not allowed by subjects[{index}].allowedNames; nothing was changed"
+    )]
+    NotAllowed {
+        /// Policy name.
+        policy: String,
+        /// Subject index.
+        index: usize,
+        /// The rendered name.
+        name: String,
+    },
+    /// The plan is too large to record.
+    #[error("the plan has {0} actions, more than the {MAX_ACTIONS} one request may record; narrow the policy")]
+    TooLarge(usize),
 }
+
+/// Most actions one request records (a status must fit in one etcd object).
+pub const MAX_ACTIONS: usize = 2000;
 
 impl PlanError {
     /// Short CamelCase reason for conditions and events.
@@ -65,6 +93,9 @@ impl PlanError {
             PlanError::Template { .. } => "SubjectUnresolved",
             PlanError::BadNamespace(_) => "BadNamespace",
             PlanError::Protected(_) => "ProtectedSubject",
+            PlanError::NeedsPermission { .. } => "NeedsPermission",
+            PlanError::NotAllowed { .. } => "SubjectNotAllowed",
+            PlanError::TooLarge(_) => "PlanTooLarge",
         }
     }
 }
@@ -165,6 +196,11 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
     }
     let sel_ok = |s: Option<&LabelSelector>, at: &str| -> Result<(), String> {
         if let Some(s) = s {
+            if s.match_labels.as_ref().is_none_or(|l| l.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+            {
+                return Err(format!("{at} is empty, which would select everything"));
+            }
             Selector::try_from(s.clone()).map_err(|e| format!("{at}: {e}"))?;
         }
         Ok(())
@@ -190,6 +226,7 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
             template::validate(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
             if let Some(b) = &t.body {
                 template::validate(b).map_err(|e| format!("rules[{i}].http.body: {e}"))?;
+                check_body(b).map_err(|e| format!("rules[{i}].http.body: {e}"))?;
             }
             if !matches!(t.method.to_ascii_uppercase().as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
                 return Err(format!("rules[{i}].http.method {:?} is not GET, POST, PUT, PATCH or DELETE", t.method));
@@ -210,24 +247,47 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
     Ok(())
 }
 
+/// `https://` with a literal host; `http://` only to loopback (credentials never travel in clear).
 fn check_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("{url:?} must start with https:// (or http://)"))?;
-    if rest.is_empty() || rest.starts_with('/') || rest.starts_with("{{") {
+    let (rest, tls) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (r, true),
+        (None, Some(r)) => (r, false),
+        _ => return Err(format!("{url:?} must start with https://")),
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains("{{") {
         return Err(format!("{url:?} must name its host literally"));
     }
+    let hostname = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    if !tls && !matches!(hostname, "localhost" | "127.0.0.1" | "::1") {
+        return Err(format!("{url:?}: plain http:// is only allowed to loopback; use https://"));
+    }
     Ok(())
+}
+
+/// Every `{{field}}` of a JSON body template must sit inside a string literal, so a payload value
+/// can never add JSON structure.
+fn check_body(body: &str) -> Result<(), String> {
+    let mut marked = String::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("{{") {
+        marked.push_str(&rest[..i]);
+        marked.push_str("__deprovisioner_field__");
+        rest = rest[i..].find("}}").map_or("", |j| &rest[i + j + 2..]);
+    }
+    marked.push_str(rest);
+    serde_json::from_str::<serde_json::Value>(&marked)
+        .map(|_| ())
+        .map_err(|e| format!("must be JSON with every {{{{field}}}} inside a string: {e}"))
 }
 
 /// Header names whose literal values would be credentials.
 fn is_credential_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    n == "authorization"
-        || n == "proxy-authorization"
-        || n == "cookie"
-        || ["token", "key", "secret", "password"].iter().any(|w| n.contains(w))
+    n == "cookie" || ["auth", "token", "key", "secret", "password", "credential"].iter().any(|w| n.contains(w))
 }
 
 fn check_namespaces(names: &[String]) -> Result<(), String> {
@@ -340,11 +400,17 @@ fn select<'p>(
                 }
                 if let Some(na) = &rule.namespace_access {
                     let mut nss: BTreeSet<String> = na.namespaces.iter().cloned().collect();
-                    if let (true, Some(v)) = (na.from_permission_value, perm) {
-                        if !is_dns_label(v) {
-                            return Err(PlanError::BadNamespace(v.into()));
+                    match (na.from_permission_value, perm) {
+                        (true, Some(v)) if !is_dns_label(v) => return Err(PlanError::BadNamespace(v.into())),
+                        (true, Some(v)) => {
+                            nss.insert(v.into());
                         }
-                        nss.insert(v.into());
+                        // A whole-application request names no permission, so no namespace: refuse
+                        // rather than report success while that access stays.
+                        (true, None) => {
+                            return Err(PlanError::NeedsPermission { policy: policy.name_any(), rule: i });
+                        }
+                        (false, _) => {}
                     }
                     if !nss.is_empty() {
                         let t = Target::RoleBindings { namespaces: nss, names: &[], selector: None, role_ref: None };
@@ -388,9 +454,21 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .spec
         .subjects
         .iter()
-        .map(|s| {
-            let name = template::render(&s.name, spec).map_err(err)?;
-            let name = format!("{}{name}", s.prefix.as_deref().unwrap_or(""));
+        .enumerate()
+        .map(|(index, s)| {
+            let rendered = template::render(&s.name, spec).map_err(err)?;
+            if !s.allowed_names.is_empty() && !s.allowed_names.iter().any(|p| glob_match(p, &rendered)) {
+                return Err(PlanError::NotAllowed { policy: policy.name_any(), index, name: rendered });
+            }
+            let name = format!("{}{rendered}", s.prefix.as_deref().unwrap_or(""));
+            // Checked on the raw name: a User template must not reach `system:` identities, not
+            // even ServiceAccounts in their `system:serviceaccount:` form (use kind ServiceAccount).
+            if name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("system:")) {
+                return Err(PlanError::Protected(format!(
+                    "DeprovisionPolicy {} subjects[{index}] renders to {name:?}, a system: name",
+                    policy.name_any()
+                )));
+            }
             let namespace = s.namespace.as_deref().map(|ns| template::render(ns, spec)).transpose().map_err(err)?;
             Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
         })
@@ -417,14 +495,11 @@ fn render_external(
     match ext {
         External::Scim(t) => {
             let value = template::render(&t.match_value, spec).map_err(err)?;
-            let attribute = match t.match_attribute {
-                ScimMatchAttribute::UserName => "userName",
-                ScimMatchAttribute::Email => "emails.value",
-            };
             a.scim = Some(ScimCall {
                 system: t.system.clone(),
                 base_url: t.base_url.trim_end_matches('/').to_string(),
-                filter: template::scim_filter(attribute, &value),
+                match_attribute: t.match_attribute,
+                match_value: value,
                 action: t.action,
                 remove_from_groups: t.remove_from_groups.clone(),
                 credentials: t.credentials.clone(),
@@ -600,7 +675,7 @@ pub fn compute(
         }
     }
     actions.sort_by(|a, b| a.0.cmp(&b.0));
-    let actions = actions
+    let actions: Vec<PlannedAction> = actions
         .into_iter()
         .map(|((target, subject), policy, reason, when_empty)| PlannedAction {
             id: 0,
@@ -617,5 +692,8 @@ pub fn compute(
         .enumerate()
         .map(|(i, a)| PlannedAction { id: i as i32, ..a })
         .collect();
+    if actions.len() > MAX_ACTIONS {
+        return Err(PlanError::TooLarge(actions.len()));
+    }
     Ok(Plan { policies: policies.iter().map(|p| p.name_any()).collect(), actions })
 }

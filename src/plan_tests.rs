@@ -295,6 +295,41 @@ fn table() {
                 "rules": [{"namespaceAccess": {"fromPermissionValue": true}}]}),
             want: Err("BadNamespace"),
         },
+        Case {
+            name: "whole-application request with a namespace taken from the permission value is refused",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"permissions": ["ns-*"], "namespaceAccess": {"fromPermissionValue": true}}]}),
+            want: Err("NeedsPermission"),
+        },
+        Case {
+            name: "a User template rendering to the system:serviceaccount: form is refused",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "User", "name": "system:serviceaccount:team-a:{{custom_fields.username}}"}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("ProtectedSubject"),
+        },
+        Case {
+            name: "a name outside allowedNames is refused",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "Group", "name": "{{custom_fields.username}}", "allowedNames": ["team-*"]}],
+                "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+            want: Err("SubjectNotAllowed"),
+        },
+        Case {
+            name: "a name inside allowedNames is used",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [{"kind": "Group", "name": "{{custom_fields.username}}", "allowedNames": ["pp*"]}],
+                "rules": [{"roleBindings": {"namespaces": ["team-b"]}}]}),
+            want: Ok(vec!["RoleBinding team-b/edit | Group pparker"]),
+        },
+        Case {
+            name: "an empty selector is invalid, never everything",
+            perms: &[],
+            policy: json!({"application": app, "subjects": [user("{{target_user.email}}")],
+                "rules": [{"clusterRoleBindings": {"selector": {}}}]}),
+            want: Err("InvalidPolicy"),
+        },
     ];
     let protected = Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())) };
     for c in cases {
@@ -416,4 +451,36 @@ fn subjects_bound_nowhere_are_confirmed_absent() {
     // Removals come first, the confirmation last, ids in order.
     assert_eq!(plan.actions.last().unwrap().kind, ActionKind::ConfirmAbsent);
     assert!(plan.actions.iter().enumerate().all(|(i, a)| a.id == i as i32));
+}
+
+#[test]
+fn external_targets_are_validated() {
+    let with_http = |http: serde_json::Value| -> DeprovisionPolicySpec {
+        serde_json::from_value(
+            json!({"application": {"appId": "a"}, "subjects": [user("x")], "rules": [{"http": http}]}),
+        )
+        .unwrap()
+    };
+    let ok = with_http(json!({"system": "s", "url": "https://h.example/x/{{target_user.email}}",
+        "body": r#"{"email": "{{target_user.email}}", "n": 1}"#}));
+    assert_eq!(validate_policy(&ok), Ok(()));
+    for (http, words) in [
+        (json!({"system": "s", "url": "http://h.example/x"}), "only allowed to loopback"),
+        (json!({"system": "s", "url": "https://{{target_user.email}}/x"}), "host literally"),
+        (json!({"system": "s", "url": "ftp://h/x"}), "must start with https://"),
+        (
+            json!({"system": "s", "url": "https://h.example/x", "body": r#"{"admin": {{custom_fields.x}}}"#}),
+            "inside a string",
+        ),
+        (json!({"system": "s", "url": "https://h.example/x", "method": "TRACE"}), "is not GET"),
+        (
+            json!({"system": "s", "url": "https://h.example/x", "headers": [{"name": "X-Auth-Token", "value": "v"}]}),
+            "looks like a credential",
+        ),
+    ] {
+        let e = validate_policy(&with_http(http.clone())).unwrap_err();
+        assert!(e.contains(words), "{http}: {e}");
+    }
+    assert_eq!(validate_policy(&with_http(json!({"system": "s", "url": "http://127.0.0.1:8080/x"}))), Ok(()));
+    assert_eq!(validate_policy(&with_http(json!({"system": "s", "url": "http://[::1]:8080/x"}))), Ok(()));
 }

@@ -74,7 +74,7 @@ pub fn summarize(target: &str, results: &[ActionResult]) -> (Phase, String) {
     }
     let msg = match (removed.is_empty(), absent) {
         (true, 0) => format!("No access of {target} matched the policy: nothing to remove"),
-        (true, _) => format!("Access of {target} was already removed: nothing left to remove"),
+        (true, _) => format!("Nothing to remove: {target} holds none of the access the policy names"),
         (false, 0) => capitalize(&removed_text),
         (false, n) => format!("{}; {n} already absent", capitalize(&removed_text)),
     };
@@ -167,7 +167,7 @@ mod tests {
         assert_eq!(m, "Removed p@x.io from RoleBinding a/edit; ClusterRoleBinding x");
         let (p, m) = summarize("p@x.io", &[r(0, Outcome::AlreadyAbsent, "RoleBinding a/edit")]);
         assert_eq!(p, Phase::Succeeded);
-        assert!(m.contains("already removed"), "{m}");
+        assert!(m.starts_with("Nothing to remove: p@x.io holds none"), "{m}");
         let (p, m) = summarize("p@x.io", &[]);
         assert_eq!(p, Phase::Succeeded);
         assert!(m.contains("nothing to remove"));

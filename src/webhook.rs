@@ -102,9 +102,15 @@ async fn deprovision(
             LumosAnswer::failure("Content-Type must be application/json"),
         );
     }
-    let bytes: Bytes = match axum::body::to_bytes(body, s.body_limit).await {
-        Ok(b) => b,
+    // The body is read within the deadline too: a caller trickling bytes cannot hold us past it.
+    let read =
+        tokio::time::timeout(s.deadline.saturating_sub(started.elapsed()), axum::body::to_bytes(body, s.body_limit));
+    let bytes: Bytes = match read.await {
+        Ok(Ok(b)) => b,
         Err(_) => {
+            return reply(StatusCode::REQUEST_TIMEOUT, LumosAnswer::failure("the request body did not arrive in time"));
+        }
+        Ok(Err(_)) => {
             return reply(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 LumosAnswer::failure(format!("body is larger than the {} byte limit", s.body_limit)),

@@ -444,6 +444,7 @@ async fn dry_run_changes_nothing() {
 
 #[tokio::test]
 async fn manual_requests_are_reconciled_and_their_spec_is_immutable() {
+    operator(); // the controller that reconciles what this test creates
     let c = admin().await;
     let ns = unique("manual");
     namespace(&c, &ns, &[]).await;
@@ -492,6 +493,7 @@ async fn manual_requests_are_reconciled_and_their_spec_is_immutable() {
 
 #[tokio::test]
 async fn invalid_policies_are_rejected_or_marked() {
+    operator(); // the controller that reconciles what this test creates
     let c = admin().await;
     // Rejected by the API server's schema (CEL): a rule that names nothing to remove.
     let bad = format!(
@@ -505,6 +507,19 @@ async fn invalid_policies_are_rejected_or_marked() {
     assert!(
         String::from_utf8_lossy(&out.stderr)
             .contains("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, scim or http")
+    );
+    // An empty selector never means "everything".
+    let empty = format!(
+        "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionPolicy\nmetadata:\n  name: {}\nspec:\n  application: {{appId: x}}\n  subjects: [{{kind: User, name: x}}]\n  rules: [{{clusterRoleBindings: {{selector: {{}}}}}}]\n",
+        unique("empty-selector")
+    );
+    std::fs::write(&file, empty).unwrap();
+    let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("an empty selector would select everything"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // Accepted by the schema but unusable: a status condition says what is wrong.
     let name = unique("marked-policy");

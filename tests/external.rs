@@ -479,7 +479,9 @@ async fn http_action_sends_escaped_values_and_secret_headers() {
     body["target_user"]["given_name"] = json!("Bob \"The\" Builder");
     let (_, answer, _) = operator().lumos(&body).await;
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
-    let (method, uri, headers, sent) = rec.0.lock().unwrap()[0].clone();
+    let calls = rec.0.lock().unwrap().clone();
+    assert_eq!(calls.len(), 1, "called exactly once");
+    let (method, uri, headers, sent) = calls[0].clone();
     assert_eq!(method, "PUT");
     assert_eq!(uri, "/api/users/bob%22%7D%5Cx%40lumos%2Ecom/disable?by=admin%40lumos%2Ecom");
     assert_eq!(headers["x-api-key"], HTTP_SECRET);

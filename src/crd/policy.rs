@@ -30,10 +30,10 @@ pub struct DeprovisionPolicySpec {
     /// Which Lumos application this policy covers.
     pub application: ApplicationSelector,
     /// How the Lumos target user becomes Kubernetes subjects.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 16))]
     pub subjects: Vec<SubjectTemplate>,
     /// Which access to remove, per Lumos permission.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 64))]
     pub rules: Vec<AccessRule>,
     /// What happens to a binding whose last subject goes (default `Delete`).
     #[serde(default)]
@@ -74,6 +74,11 @@ pub struct SubjectTemplate {
     /// Match names ignoring ASCII case (IdP emails often differ in case).
     #[serde(default)]
     pub case_insensitive: bool,
+    /// Patterns (`*` wildcards) the rendered name (before the prefix) must match; a request whose
+    /// name matches none fails, changing nothing. Use it when the name comes from fields the
+    /// requester types (`custom_fields`, `user`), e.g. `["*@example.com"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_names: Vec<String>,
 }
 
 /// RBAC subject kinds.
@@ -175,6 +180,16 @@ pub enum ScimMatchAttribute {
     /// `emails.value eq "..."`.
     #[serde(rename = "emails.value")]
     Email,
+}
+
+impl ScimMatchAttribute {
+    /// The attribute path in SCIM filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScimMatchAttribute::UserName => "userName",
+            ScimMatchAttribute::Email => "emails.value",
+        }
+    }
 }
 
 /// What to do with the SCIM account.
@@ -299,6 +314,7 @@ fn default_method() -> String {
 /// RoleBindings chosen by namespace (list and/or label selector), optional names and roleRef.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)").message("roleBindings needs namespaces or namespaceSelector"))]
+#[x_kube(validation = Rule::new("(!has(self.namespaceSelector) || has(self.namespaceSelector.matchLabels) || has(self.namespaceSelector.matchExpressions)) && (!has(self.selector) || has(self.selector.matchLabels) || has(self.selector.matchExpressions))").message("an empty selector would select everything: give matchLabels or matchExpressions"))]
 #[serde(rename_all = "camelCase")]
 pub struct RoleBindingSelector {
     /// Namespaces by name.
@@ -321,6 +337,7 @@ pub struct RoleBindingSelector {
 /// ClusterRoleBindings chosen by name, label and/or roleRef (at least one).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("(has(self.names) && size(self.names) > 0) || has(self.selector) || has(self.roleRef)").message("clusterRoleBindings needs names, selector or roleRef: all ClusterRoleBindings is never implied"))]
+#[x_kube(validation = Rule::new("(!has(self.selector) || has(self.selector.matchLabels) || has(self.selector.matchExpressions))").message("an empty selector would select everything: give matchLabels or matchExpressions"))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterRoleBindingSelector {
     /// Bindings by name.

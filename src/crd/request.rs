@@ -212,8 +212,10 @@ pub struct ScimCall {
     pub system: String,
     /// SCIM base URL.
     pub base_url: String,
-    /// The filter that finds the user, e.g. `emails.value eq "a@b.c"` (already escaped).
-    pub filter: String,
+    /// The attribute that finds the user.
+    pub match_attribute: crate::crd::ScimMatchAttribute,
+    /// The value it must equal (rendered for this request, not escaped).
+    pub match_value: String,
     /// Deactivate or delete.
     pub action: crate::crd::ScimMode,
     /// Groups (displayName) to remove the user from.
@@ -228,6 +230,13 @@ pub struct ScimCall {
     pub timeout_seconds: i32,
     /// Attempts per call.
     pub max_attempts: i32,
+}
+
+impl ScimCall {
+    /// The RFC 7644 filter that finds the user, e.g. `emails.value eq "a@b.c"` (escaped).
+    pub fn filter(&self) -> String {
+        crate::template::scim_filter(self.match_attribute.as_str(), &self.match_value)
+    }
 }
 
 /// An HTTP call, rendered for one request.
