@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// Answer Lumos by this deadline even if the removal is unfinished (must be under 15s).
     #[arg(long, env = "DEPROVISIONER_RESPONSE_DEADLINE", default_value = "10s", value_parser = parse_deadline)]
     pub response_deadline: Duration,
+    /// Address serving Prometheus metrics at /metrics (off when not given), e.g. 0.0.0.0:9090.
+    #[arg(long, env = "DEPROVISIONER_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Largest accepted webhook body in bytes.
     #[arg(long, env = "DEPROVISIONER_BODY_LIMIT", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
     pub body_limit: u32,

@@ -21,6 +21,7 @@ use crate::crd::{
     ExternalDetails, Outcome, Phase, PlannedAction,
 };
 use crate::external;
+use crate::metrics::{ActionLabels, Metrics, PhaseLabels};
 use crate::plan::{self, Observed, PlanError};
 use crate::rbac::{self, Transient};
 use crate::report::{self, set_condition};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub exit_after_results: Option<usize>,
     /// The operator's own namespace: external actions read Secrets only from here.
     pub namespace: String,
+    /// Where actions, finished requests and errors are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Shared state of the reconcilers.
@@ -114,7 +117,8 @@ pub async fn run(client: Client, settings: Settings, shutdown: impl Future<Outpu
     futures::join!(requests, policies);
 }
 
-fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, _ctx: Arc<Context>) -> Action {
+fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.settings.metrics.reconcile_errors.inc();
     match err {
         // Our cached copy was older than the stored one: reconcile again with the fresh one.
         Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict() => {
@@ -208,6 +212,8 @@ async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Ac
             Ok(r) => r,
             Err(t) => return rec.transient(st, t).await,
         };
+        let labels = ActionLabels { kind: format!("{:?}", action.kind), outcome: format!("{:?}", result.outcome) };
+        ctx.settings.metrics.actions.get_or_create(&labels).inc();
         st.results.push(result.clone());
         st.last_error = None;
         if action.kind == ActionKind::ConfirmAbsent {
@@ -317,11 +323,19 @@ impl Record {
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Removed | Outcome::Deleted | Outcome::Deactivated))
             .count() as i32;
+        let finishing = st.phase.is_terminal() && !self.obj.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        let phase = st.phase;
         let mut next = self.obj.clone();
         next.status = Some(st);
         let name = self.obj.name_any();
         match self.api.replace_status(&name, &PostParams::default(), &next).await {
-            Ok(o) => self.obj = o,
+            Ok(o) => {
+                self.obj = o;
+                if finishing {
+                    let labels = PhaseLabels { phase: format!("{phase:?}") };
+                    self.ctx.settings.metrics.requests_finished.get_or_create(&labels).inc();
+                }
+            }
             // Refused as invalid or too large: retrying cannot help, so record a minimal Failed
             // status that says why, rather than leave the request non-terminal forever.
             Err(kube::Error::Api(s)) if s.is_invalid() || s.code == 413 => {
@@ -338,6 +352,8 @@ impl Record {
                     .replace_status(&name, &PostParams::default(), &next)
                     .await
                     .map_err(|source| Error::Status { name: name.clone(), source })?;
+                let labels = PhaseLabels { phase: "Failed".into() };
+                self.ctx.settings.metrics.requests_finished.get_or_create(&labels).inc();
                 return Err(Error::Unrecordable { name, message });
             }
             Err(source) => return Err(Error::Status { name, source }),

@@ -27,6 +27,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, Handle) {
         concurrency: 1,
         exit_after_results: None,
         namespace: "deprovisioner".into(),
+        metrics: crate::metrics::Metrics::new(),
     };
     let recorder = Recorder::new(client.clone(), Reporter { controller: "test".into(), instance: None });
     (
@@ -193,8 +194,12 @@ async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
         .await;
         handle
     });
+    let metrics = ctx.settings.metrics.clone();
     reconcile(Arc::new(request()), ctx).await.unwrap();
     let mut handle = server.await.unwrap();
+    let text = metrics.encode();
+    assert!(text.contains(r#"deprovisioner_actions_total{kind="RemoveBindingSubject",outcome="Removed"} 1"#), "{text}");
+    assert!(text.contains(r#"deprovisioner_requests_finished_total{phase="Succeeded"} 1"#), "{text}");
     // No further calls: the client is gone and nothing was left queued.
     assert!(handle.next_request().await.is_none());
 }

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod external;
+pub mod metrics;
 pub mod naming;
 pub mod payload;
 pub mod plan;

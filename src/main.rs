@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use deprovisioner::auth::{HeaderScheme, SecretFile};
 use deprovisioner::cli::{Cli, Command, LogFormat, RunArgs};
 use deprovisioner::controller::{self, Settings};
+use deprovisioner::metrics::Metrics;
 use deprovisioner::subject::Protected;
 use deprovisioner::webhook::{self, WebhookState};
 
@@ -99,12 +100,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = rx.wait_for(|v| *v).await;
     };
 
+    let metrics = Metrics::new();
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+        let router = metrics.clone().router();
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop).await });
+    }
     let state = Arc::new(WebhookState {
         client: client.clone(),
         secret,
         header: HeaderScheme::new(args.secret_header.clone()),
         deadline: args.response_deadline,
         body_limit: args.body_limit as usize,
+        metrics: metrics.clone(),
     });
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -118,6 +128,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         exit_after_results: args.exit_after_results,
         namespace: args.namespace.clone(),
+        metrics,
     };
     let controllers = run_controllers(client, settings, &args, stop_rx.clone());
 

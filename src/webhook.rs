@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 use crate::auth::{HeaderScheme, SecretFile};
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec};
+use crate::metrics::{AnswerLabels, Metrics};
 use crate::naming;
 use crate::payload::{self, PayloadError};
 use crate::report::{self, LumosAnswer};
@@ -38,6 +39,8 @@ pub struct WebhookState {
     pub deadline: Duration,
     /// Largest accepted body, in bytes.
     pub body_limit: usize,
+    /// Where answers are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The router with every endpoint.
@@ -47,10 +50,6 @@ pub fn router(state: Arc<WebhookState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
-}
-
-fn reply(status: StatusCode, answer: LumosAnswer) -> Response {
-    (status, Json(answer)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -76,9 +75,23 @@ async fn deprovision(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let (status, answer) = handle(&s, started, query, headers, body).await;
+    s.metrics.webhook_answers.get_or_create(&AnswerLabels { response: answer.response, code: status.as_u16() }).inc();
+    s.metrics.webhook_seconds.observe(started.elapsed().as_secs_f64());
+    (status, Json(answer)).into_response()
+}
+
+/// Everything between receiving a call and answering it.
+async fn handle(
+    s: &WebhookState,
+    started: Instant,
+    query: Result<Query<WebhookQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> (StatusCode, LumosAnswer) {
     let Some(presented) = s.header.extract(&headers) else {
         tracing::info!("webhook call without credentials rejected");
-        return reply(
+        return (
             StatusCode::UNAUTHORIZED,
             LumosAnswer::failure(format!(
                 "missing credentials: send the shared secret in the {} header",
@@ -88,19 +101,13 @@ async fn deprovision(
     };
     if !s.secret.verify(presented) {
         tracing::warn!("webhook call with a wrong secret rejected");
-        return reply(StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials"));
+        return (StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials"));
     }
     let Ok(Query(query)) = query else {
-        return reply(
-            StatusCode::BAD_REQUEST,
-            LumosAnswer::failure("bad query string: only dryRun=true|false is accepted"),
-        );
+        return (StatusCode::BAD_REQUEST, LumosAnswer::failure("bad query string: only dryRun=true|false is accepted"));
     };
     if !is_json(&headers) {
-        return reply(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            LumosAnswer::failure("Content-Type must be application/json"),
-        );
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, LumosAnswer::failure("Content-Type must be application/json"));
     }
     // The body is read within the deadline too: a caller trickling bytes cannot hold us past it.
     let read =
@@ -108,10 +115,10 @@ async fn deprovision(
     let bytes: Bytes = match read.await {
         Ok(Ok(b)) => b,
         Err(_) => {
-            return reply(StatusCode::REQUEST_TIMEOUT, LumosAnswer::failure("the request body did not arrive in time"));
+            return (StatusCode::REQUEST_TIMEOUT, LumosAnswer::failure("the request body did not arrive in time"));
         }
         Ok(Err(_)) => {
-            return reply(
+            return (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 LumosAnswer::failure(format!("body is larger than the {} byte limit", s.body_limit)),
             );
@@ -121,12 +128,12 @@ async fn deprovision(
         Ok(spec) => spec,
         Err(e) => {
             tracing::info!(error = %e, "bad webhook payload");
-            return reply(StatusCode::BAD_REQUEST, LumosAnswer::failure(bad_payload_message(&e)));
+            return (StatusCode::BAD_REQUEST, LumosAnswer::failure(bad_payload_message(&e)));
         }
     };
     let answer = submit_and_wait(&s.client, spec, started + s.deadline).await;
     tracing::info!(response = answer.response, elapsed_ms = started.elapsed().as_millis() as u64, "answered Lumos");
-    reply(StatusCode::OK, answer)
+    (StatusCode::OK, answer)
 }
 
 fn bad_payload_message(e: &PayloadError) -> String {

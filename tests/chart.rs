@@ -146,6 +146,7 @@ fn chart_lints_and_rejects_bad_values_with_clear_messages() {
             "controller.retention must be a duration such as 90s, 15m, 12h or 400days, got \"forever\"",
         ),
         ("webhook.header=bad header", "webhook.header must be an HTTP header name"),
+        ("metrics.port=80", "at '/metrics/port': minimum: got 80, want 1,024"),
     ];
     for (set, want) in cases {
         let out = helm(None, &["template", "x", CHART, "--kube-version", KUBE_VERSION, "--set", set]);
@@ -160,6 +161,28 @@ fn chart_lints_and_rejects_bad_values_with_clear_messages() {
     );
     assert!(!out.status.success());
     assert!(!text(&out.stderr).contains("has a space"));
+    // The ServiceMonitor, when asked for, scrapes the Service's metrics port.
+    let sm = helm_ok(
+        None,
+        &[
+            "template",
+            "x",
+            CHART,
+            "--kube-version",
+            KUBE_VERSION,
+            "--set",
+            "webhook.secret.existingSecret=mine",
+            "--set",
+            "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.labels.release=prom",
+            "--show-only",
+            "templates/servicemonitor.yaml",
+        ],
+    );
+    let sm: Value = serde_yaml::from_str(sm.trim_start_matches("---\n").split("\n---").next().unwrap()).unwrap();
+    assert_eq!(sm["kind"], "ServiceMonitor");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prom");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
 }
 
 #[test]
@@ -441,10 +464,13 @@ impl Drop for ChartProcess {
     }
 }
 
-fn start_like_the_deployment(c: &Cluster, deployment: &Value, kubeconfig: &Path) -> (ChartProcess, String) {
+/// Starts the binary as the Deployment would; returns the process, the webhook URL and the
+/// metrics URL (both moved to free loopback ports).
+fn start_like_the_deployment(c: &Cluster, deployment: &Value, kubeconfig: &Path) -> (ChartProcess, String, String) {
     let ctr = &deployment["spec"]["template"]["spec"]["containers"][0];
     let ns = deployment["metadata"]["namespace"].as_str().unwrap();
     let port = free_port();
+    let metrics_port = free_port();
     let secret = c.dir.join("chart-process.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
     let args: Vec<String> = ctr["args"]
@@ -457,6 +483,8 @@ fn start_like_the_deployment(c: &Cluster, deployment: &Value, kubeconfig: &Path)
                 format!("--secret-file={}", secret.display())
             } else if a.starts_with("--listen=") {
                 format!("--listen=127.0.0.1:{port}")
+            } else if a.starts_with("--metrics-listen=") {
+                format!("--metrics-listen=127.0.0.1:{metrics_port}")
             } else {
                 a.to_string()
             }
@@ -482,7 +510,11 @@ fn start_like_the_deployment(c: &Cluster, deployment: &Value, kubeconfig: &Path)
         .unwrap();
     let pid_file = c.dir.join("chart-process.pid");
     std::fs::write(&pid_file, child.id().to_string()).unwrap();
-    (ChartProcess { child, pid_file }, format!("http://127.0.0.1:{port}"))
+    (
+        ChartProcess { child, pid_file },
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{metrics_port}/metrics"),
+    )
 }
 
 async fn wait_http_ok(url: &str, log: &Path) {
@@ -746,7 +778,7 @@ async fn install_deprovision_upgrade_narrow_bind_and_uninstall() {
     op.kill();
 
     // --- the chart's own container args and env start the binary --------------------------
-    let (chart_proc, url) = start_like_the_deployment(c, &deployment, &sa_kc);
+    let (chart_proc, url, metrics_url) = start_like_the_deployment(c, &deployment, &sa_kc);
     let log = c.dir.join("chart-process.log");
     wait_http_ok(&format!("{url}/healthz"), &log).await;
     // /readyz lists DeprovisionRequests with the chart's identity.
@@ -816,6 +848,10 @@ async fn install_deprovision_upgrade_narrow_bind_and_uninstall() {
         "{answer}"
     );
     assert_eq!(get_rb(&admin, &team3, "operator").await.unwrap().subjects.unwrap().len(), 2);
+    // The chart's metrics port serves what happened.
+    let metrics = http_client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"deprovisioner_webhook_answers_total{response="FAILURE",code="200"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"deprovisioner_requests_finished_total{phase="Failed"} 1"#), "{metrics}");
     drop(chart_proc);
 
     // --- uninstall: every chart object goes, the CRDs (and the records) stay --------------

@@ -17,10 +17,30 @@ use support::*;
 fn operator() -> &'static Operator {
     static OP: OnceLock<Operator> = OnceLock::new();
     OP.get_or_init(|| {
-        Operator::start(OperatorOpts { args: vec!["--response-deadline".into(), "8s".into()], ..Default::default() })
+        let metrics = format!("127.0.0.1:{}", metrics_port());
+        Operator::start(OperatorOpts::default().args(&["--response-deadline", "8s", "--metrics-listen", &metrics]))
     })
 }
 
+fn metrics_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(free_port)
+}
+
+/// The value of one metric line of the shared operator, e.g. `name{labels}`.
+async fn metric(line: &str) -> f64 {
+    let text = http_client()
+        .get(format!("http://127.0.0.1:{}/metrics", metrics_port()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
+}
 fn user(tmpl: &str) -> serde_json::Value {
     json!({"kind": "User", "name": tmpl})
 }
@@ -581,4 +601,18 @@ async fn concurrent_requests_editing_the_same_bindings_both_succeed() {
             vec!["User:betty@lumos.com"]
         );
     }
+}
+
+#[tokio::test]
+async fn metrics_count_answers_actions_and_finished_requests() {
+    let op = operator();
+    let (status, answer, _) = op.lumos(&payload(&unique("metrics-app"), "m@lumos.com", &[])).await;
+    assert_eq!((status, answer["response"].as_str()), (200, Some("FAILURE")));
+    let (status, _, _) =
+        op.post_raw("/webhooks/lumos/deprovision", &[("content-type", "application/json")], b"{}".to_vec()).await;
+    assert_eq!(status, 401);
+    assert!(metric(r#"deprovisioner_webhook_answers_total{response="FAILURE",code="200"}"#).await >= 1.0);
+    assert!(metric(r#"deprovisioner_webhook_answers_total{response="FAILURE",code="401"}"#).await >= 1.0);
+    assert!(metric(r#"deprovisioner_requests_finished_total{phase="Failed"}"#).await >= 1.0);
+    assert!(metric("deprovisioner_webhook_seconds_count").await >= 2.0);
 }

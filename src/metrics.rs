@@ -1,0 +1,115 @@
+//! Prometheus metrics, served on their own listener (`--metrics-listen`) at `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a webhook answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    /// `SUCCESS` or `FAILURE`.
+    pub response: &'static str,
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Labels of an executed action.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    /// Action kind, e.g. `RemoveBindingSubject`.
+    pub kind: String,
+    /// Outcome, e.g. `Removed`.
+    pub outcome: String,
+}
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Terminal phase.
+    pub phase: String,
+}
+
+/// Every metric the operator exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook answers by response and HTTP code.
+    pub webhook_answers: Family<AnswerLabels, Counter>,
+    /// Time from receiving a webhook call to answering it.
+    pub webhook_seconds: Histogram,
+    /// Executed actions by kind and outcome.
+    pub actions: Family<ActionLabels, Counter>,
+    /// Requests that reached a terminal phase.
+    pub requests_finished: Family<PhaseLabels, Counter>,
+    /// Reconciles that failed and were retried.
+    pub reconcile_errors: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric under the `deprovisioner` prefix.
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("deprovisioner");
+        let webhook_answers = Family::<AnswerLabels, Counter>::default();
+        registry.register("webhook_answers", "Webhook answers by response and HTTP code", webhook_answers.clone());
+        let webhook_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 12));
+        registry.register("webhook_seconds", "Time to answer a webhook call", webhook_seconds.clone());
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register("actions", "Executed actions by kind and outcome", actions.clone());
+        let requests_finished = Family::<PhaseLabels, Counter>::default();
+        registry.register("requests_finished", "Requests that reached a terminal phase", requests_finished.clone());
+        let reconcile_errors = Counter::default();
+        registry.register("reconcile_errors", "Reconciles that failed and were retried", reconcile_errors.clone());
+        Arc::new(Metrics { registry, webhook_answers, webhook_seconds, actions, requests_finished, reconcile_errors })
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// An axum router serving `GET /metrics`.
+    pub fn router(self: Arc<Self>) -> axum::Router {
+        axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = self.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let m = Metrics::new();
+        m.webhook_answers.get_or_create(&AnswerLabels { response: "SUCCESS", code: 200 }).inc();
+        m.actions.get_or_create(&ActionLabels { kind: "RemoveBindingSubject".into(), outcome: "Removed".into() }).inc();
+        let text = m.encode();
+        assert!(text.contains(r#"deprovisioner_webhook_answers_total{response="SUCCESS",code="200"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"deprovisioner_actions_total{kind="RemoveBindingSubject",outcome="Removed"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("deprovisioner_webhook_seconds_bucket"));
+        assert!(text.contains("deprovisioner_reconcile_errors_total 0"));
+    }
+}
