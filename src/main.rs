@@ -77,6 +77,25 @@ async fn check_crds(client: &Client) -> anyhow::Result<()> {
     }
 }
 
+/// The operator's own ServiceAccount: `--service-account`, or in a pod the subject of its
+/// mounted token. Without either it is not protected, which is logged.
+fn own_identity(args: &RunArgs) -> Option<(String, String)> {
+    if let Some(sa) = &args.service_account {
+        return Some(sa.clone());
+    }
+    let token = std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/token").ok();
+    let found = token.as_deref().and_then(deprovisioner::subject::service_account_of_token);
+    match &found {
+        Some((ns, name)) => {
+            tracing::info!(namespace = %ns, name = %name, "protecting the operator's own ServiceAccount (from its token)")
+        }
+        None => tracing::warn!(
+            "--service-account not set and no in-cluster token: the operator's own identity is not protected"
+        ),
+    }
+    found
+}
+
 /// Resolves when SIGINT or SIGTERM arrives.
 async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
@@ -124,7 +143,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = Settings {
         retention: args.retention,
         give_up_after: args.give_up_after,
-        protected: Protected { operator: args.service_account.clone() },
+        protected: Protected { operator: own_identity(&args) },
         concurrency: args.concurrency,
         exit_after_results: args.exit_after_results,
         namespace: args.namespace.clone(),

@@ -90,7 +90,7 @@ impl PlanError {
             PlanError::NoPolicy(_) => "NoPolicy",
             PlanError::InvalidPolicy { .. } => "InvalidPolicy",
             PlanError::UnmappedPermission { .. } => "UnmappedPermission",
-            PlanError::Template { .. } => "SubjectUnresolved",
+            PlanError::Template { .. } => "TemplateUnresolved",
             PlanError::BadNamespace(_) => "BadNamespace",
             PlanError::Protected(_) => "ProtectedSubject",
             PlanError::NeedsPermission { .. } => "NeedsPermission",

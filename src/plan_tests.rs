@@ -258,7 +258,7 @@ fn table() {
             perms: &[],
             policy: json!({"application": app, "subjects": [user("{{custom_fields.github}}")],
                 "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
-            want: Err("SubjectUnresolved"),
+            want: Err("TemplateUnresolved"),
         },
         Case {
             name: "unknown template field: invalid policy",

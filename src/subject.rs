@@ -116,6 +116,19 @@ impl Protected {
     }
 }
 
+/// The ServiceAccount a projected token belongs to (its `sub` claim,
+/// `system:serviceaccount:<ns>:<name>`). Only the payload is decoded: the token is our own.
+pub fn service_account_of_token(token: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    match Principal::user(claims.get("sub")?.as_str()?) {
+        Principal::ServiceAccount(ns, name) => Some((ns, name)),
+        _ => None,
+    }
+}
+
 /// The subject exactly as it stands in a binding, for the record and for exact removal.
 pub fn subject_ref(s: &Subject) -> SubjectRef {
     SubjectRef { kind: s.kind.clone(), name: s.name.clone(), namespace: s.namespace.clone() }
@@ -179,6 +192,21 @@ mod tests {
         assert!(prot.why(&Principal::user("system:serviceaccount:deprov:deprovisioner")).is_some());
         assert!(prot.why(&Principal::user("system:serviceaccount:team:bot")).is_none());
         assert!(prot.why(&Principal::User("alice".into())).is_none());
+    }
+
+    #[test]
+    fn own_identity_from_a_token() {
+        use base64::Engine as _;
+        let enc = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let token = format!(
+            "{}.{}.sig",
+            enc(r#"{"alg":"RS256"}"#),
+            enc(r#"{"sub":"system:serviceaccount:ops:deprovisioner"}"#)
+        );
+        assert_eq!(service_account_of_token(&token), Some(("ops".into(), "deprovisioner".into())));
+        let user = format!("h.{}.s", enc(r#"{"sub":"alice"}"#));
+        assert_eq!(service_account_of_token(&user), None);
+        assert_eq!(service_account_of_token("not-a-jwt"), None);
     }
 
     #[test]

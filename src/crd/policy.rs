@@ -92,17 +92,6 @@ pub enum SubjectKind {
     ServiceAccount,
 }
 
-impl SubjectKind {
-    /// The `kind` string RBAC uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubjectKind::User => "User",
-            SubjectKind::Group => "Group",
-            SubjectKind::ServiceAccount => "ServiceAccount",
-        }
-    }
-}
-
 /// Which access to remove when a permission matches.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, scim or http"))]
