@@ -226,3 +226,7 @@ async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "API server did not answer within 3s").into_response(),
     }
 }
+
+#[cfg(test)]
+#[path = "webhook_tests.rs"]
+mod tests;

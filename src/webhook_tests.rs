@@ -1,0 +1,112 @@
+//! The endpoint's refusals, without an API server: each bad call is answered with the right
+//! status and a FAILURE body naming what was wrong, and none of them reaches the API server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use kube::Client;
+use tower::ServiceExt;
+
+use super::{DEPROVISION_PATH, WebhookState, router};
+use crate::auth::{HeaderScheme, SecretFile};
+
+const SECRET: &str = "unit-test-secret-0123456789";
+
+fn app() -> (
+    axum::Router,
+    tower_test::mock::Handle<Request<kube::client::Body>, http::Response<kube::client::Body>>,
+    tempfile::TempDir,
+) {
+    let (svc, handle) = tower_test::mock::pair::<Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret");
+    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    let state = WebhookState {
+        client: Client::new(svc, "default"),
+        secret: SecretFile::load(&path).unwrap(),
+        header: HeaderScheme::new(header::AUTHORIZATION),
+        deadline: Duration::from_secs(2),
+        body_limit: 1024,
+        metrics: crate::metrics::Metrics::new(),
+    };
+    (router(Arc::new(state)), handle, dir)
+}
+
+async fn call(
+    app: axum::Router,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::post(DEPROVISION_PATH);
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let resp = app.oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn bad_calls_are_refused_before_any_api_call() {
+    let good = format!("Bearer {SECRET}");
+    let json = Some("application/json");
+    let valid = br#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"}}"#.to_vec();
+    let cases: Vec<(Option<&str>, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+        (None, json, valid.clone(), StatusCode::UNAUTHORIZED, "missing credentials"),
+        (Some("Bearer nope-nope-nope-nope-nope"), json, valid.clone(), StatusCode::UNAUTHORIZED, "wrong credentials"),
+        (Some(&good), None, valid.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
+        (Some(&good), Some("text/plain"), valid.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
+        (Some(&good), json, vec![b'x'; 2048], StatusCode::PAYLOAD_TOO_LARGE, "1024 byte limit"),
+        (Some(&good), json, b"{".to_vec(), StatusCode::BAD_REQUEST, "malformed JSON"),
+        (
+            Some(&good),
+            json,
+            br#"{"application":{"app_id":"a"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "no usable target user email",
+        ),
+        (
+            Some(&good),
+            json,
+            br#"{"target_user":{"email":"t@x.io"}}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "no application.app_id",
+        ),
+    ];
+    let (app, mut handle, _dir) = app();
+    for (auth, ct, body, want, words) in cases {
+        let (status, answer) = call(app.clone(), auth, ct, body).await;
+        assert_eq!(status, want, "{answer}");
+        assert_eq!(answer["response"], "FAILURE");
+        assert!(answer["msg"].as_str().unwrap().contains(words), "{answer} should say {words:?}");
+        assert!(!answer["msg"].as_str().unwrap().contains(SECRET));
+    }
+    drop(app);
+    assert!(handle.next_request().await.is_none(), "no bad call reached the API server");
+}
+
+#[tokio::test]
+async fn application_json_with_parameters_and_json_suffixes_are_accepted() {
+    for ct in ["application/json; charset=utf-8", "application/vnd.lumos+json"] {
+        let (app, mut handle, _dir) = app();
+        let body = br#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"}}"#.to_vec();
+        let server = tokio::spawn(async move {
+            // The first API call is the duplicate lookup: answer it with an error and stop.
+            let (req, send) = handle.next_request().await.expect("the valid call reaches the API server");
+            assert!(req.uri().path().ends_with("/deprovisionrequests"), "{}", req.uri());
+            send.send_error(std::io::Error::other("test: API server unreachable"));
+        });
+        let (status, answer) = call(app, Some(&format!("Bearer {SECRET}")), Some(ct), body).await;
+        server.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"], "FAILURE");
+        assert!(answer["msg"].as_str().unwrap().contains("Could not record the request"), "{answer}");
+    }
+}
