@@ -58,7 +58,9 @@ async fn bad_calls_are_refused_before_any_api_call() {
     let good = format!("Bearer {SECRET}");
     let json = Some("application/json");
     let valid = br#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"}}"#.to_vec();
-    let cases: Vec<(Option<&str>, Option<&str>, Vec<u8>, StatusCode, &str)> = vec![
+    // (Authorization, Content-Type, body, expected status, words the message must contain)
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, Vec<u8>, StatusCode, &'a str);
+    let cases: Vec<Case> = vec![
         (None, json, valid.clone(), StatusCode::UNAUTHORIZED, "missing credentials"),
         (Some("Bearer nope-nope-nope-nope-nope"), json, valid.clone(), StatusCode::UNAUTHORIZED, "wrong credentials"),
         (Some(&good), None, valid.clone(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json"),
