@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::crd::{
-    CaBundleRef, ExternalDetails, HttpCall, Outcome, ScimCall, ScimMatchAttribute, ScimMode, SecretKeyRef,
+    CaBundleRef, ExternalDetails, HttpTarget, Outcome, ScimMatchAttribute, ScimMode, ScimTarget, SecretKeyRef,
 };
 use crate::rbac::Transient;
 
@@ -220,7 +220,7 @@ fn ok(status: u16) -> bool {
 
 /// Whether a SCIM resource really has the attribute value the call looks for (compared ignoring
 /// case, as RFC 7643 defines `userName` and `emails.value`).
-fn matches_account(r: &Value, call: &ScimCall) -> bool {
+fn matches_account(r: &Value, call: &ScimTarget) -> bool {
     let want = call.match_value.as_str();
     match call.match_attribute {
         ScimMatchAttribute::UserName => {
@@ -233,7 +233,7 @@ fn matches_account(r: &Value, call: &ScimCall) -> bool {
 }
 
 /// Deactivates or deletes the one account the filter matches (after removing it from groups).
-pub async fn scim(env: &Env, call: &ScimCall) -> Result<ExtDone, Transient> {
+pub async fn scim(env: &Env, call: &ScimTarget) -> Result<ExtDone, Transient> {
     let mut details = ExternalDetails { system: call.system.clone(), ..Default::default() };
     let mut secrets = Secrets::default();
     let fail = |details: ExternalDetails, secrets: &Secrets, msg: String| {
@@ -418,7 +418,7 @@ pub async fn scim(env: &Env, call: &ScimCall) -> Result<ExtDone, Transient> {
 }
 
 /// Calls the configured endpoint.
-pub async fn http(env: &Env, call: &HttpCall) -> Result<ExtDone, Transient> {
+pub async fn http(env: &Env, call: &HttpTarget) -> Result<ExtDone, Transient> {
     let mut details = ExternalDetails { system: call.system.clone(), ..Default::default() };
     let mut secrets = Secrets::default();
     let fail = |details: ExternalDetails, secrets: &Secrets, msg: String| {

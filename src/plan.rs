@@ -11,8 +11,7 @@ use kube::core::{Selector, SelectorExt};
 
 use crate::crd::{
     AbsentCheck, AccessRule, ActionKind, BindingAction, BindingKind, BindingRef, DeprovisionPolicy,
-    DeprovisionPolicySpec, DeprovisionRequestSpec, HttpCall, HttpTarget, PlannedAction, RoleRefFilter, ScimCall,
-    ScimTarget,
+    DeprovisionPolicySpec, DeprovisionRequestSpec, HttpTarget, PlannedAction, RoleRefFilter, ScimTarget,
 };
 use crate::subject::{Principal, Protected, Wanted, subject_ref};
 use crate::template::{self, TemplateError};
@@ -495,17 +494,10 @@ fn render_external(
     match ext {
         External::Scim(t) => {
             let value = template::render(&t.match_value, spec).map_err(err)?;
-            a.scim = Some(ScimCall {
-                system: t.system.clone(),
+            a.scim = Some(ScimTarget {
                 base_url: t.base_url.trim_end_matches('/').to_string(),
-                match_attribute: t.match_attribute,
                 match_value: value,
-                action: t.action,
-                remove_from_groups: t.remove_from_groups.clone(),
-                credentials: t.credentials.clone(),
-                ca_bundle: t.ca_bundle.clone(),
-                timeout_seconds: t.timeout_seconds,
-                max_attempts: t.max_attempts,
+                ..t.clone()
             });
         }
         External::Http(t) => {
@@ -525,18 +517,7 @@ fn render_external(
                     reason: format!("http {} body is not JSON once rendered: {e}", t.system),
                 });
             }
-            a.http = Some(HttpCall {
-                system: t.system.clone(),
-                method: t.method.to_ascii_uppercase(),
-                url,
-                headers: t.headers.clone(),
-                body,
-                success_codes: t.success_codes.clone(),
-                absent_codes: t.absent_codes.clone(),
-                ca_bundle: t.ca_bundle.clone(),
-                timeout_seconds: t.timeout_seconds,
-                max_attempts: t.max_attempts,
-            });
+            a.http = Some(HttpTarget { method: t.method.to_ascii_uppercase(), url, body, ..t.clone() });
         }
     }
     Ok(a)

@@ -192,7 +192,7 @@ pub enum ScimMode {
 }
 
 /// A SCIM 2.0 (RFC 7644) service holding accounts of the application's users.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct ScimTarget {
     /// Name of the system, shown in records and messages.
@@ -229,6 +229,14 @@ pub struct ScimTarget {
     pub max_attempts: i32,
 }
 
+impl ScimTarget {
+    /// The RFC 7644 filter that finds the user, e.g. `emails.value eq "a@b.c"` (escaped). Only
+    /// meaningful once `match_value` is rendered.
+    pub fn filter(&self) -> String {
+        crate::template::scim_filter(self.match_attribute.as_str(), &self.match_value)
+    }
+}
+
 fn default_match_attribute() -> ScimMatchAttribute {
     ScimMatchAttribute::Email
 }
@@ -259,7 +267,7 @@ pub struct HeaderSpec {
 }
 
 /// An HTTP call that removes the user's account in another system.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpTarget {
     /// Name of the system, shown in records and messages.

@@ -196,78 +196,13 @@ pub struct PlannedAction {
     /// For `ConfirmAbsent`: the subject that no selected binding holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absent: Option<AbsentCheck>,
-    /// For `ScimDeprovision`: the SCIM call, rendered for this request.
+    /// For `ScimDeprovision`: the policy's SCIM target with its templates rendered for this
+    /// request (credentials stay references, never values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scim: Option<ScimCall>,
-    /// For `HttpCall`: the HTTP call, rendered for this request.
+    pub scim: Option<crate::crd::ScimTarget>,
+    /// For `HttpCall`: the policy's HTTP target with its templates rendered for this request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpCall>,
-}
-
-/// A SCIM deprovisioning, rendered for one request (credentials are references, never values).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct ScimCall {
-    /// System name.
-    pub system: String,
-    /// SCIM base URL.
-    pub base_url: String,
-    /// The attribute that finds the user.
-    pub match_attribute: crate::crd::ScimMatchAttribute,
-    /// The value it must equal (rendered for this request, not escaped).
-    pub match_value: String,
-    /// Deactivate or delete.
-    pub action: crate::crd::ScimMode,
-    /// Groups (displayName) to remove the user from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub remove_from_groups: Vec<String>,
-    /// Credentials.
-    pub credentials: crate::crd::ScimCredentials,
-    /// CA bundle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<crate::crd::CaBundleRef>,
-    /// Per-call timeout.
-    pub timeout_seconds: i32,
-    /// Attempts per call.
-    pub max_attempts: i32,
-}
-
-impl ScimCall {
-    /// The RFC 7644 filter that finds the user, e.g. `emails.value eq "a@b.c"` (escaped).
-    pub fn filter(&self) -> String {
-        crate::template::scim_filter(self.match_attribute.as_str(), &self.match_value)
-    }
-}
-
-/// An HTTP call, rendered for one request.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct HttpCall {
-    /// System name.
-    pub system: String,
-    /// Method.
-    pub method: String,
-    /// URL.
-    pub url: String,
-    /// Headers (Secret values are references).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub headers: Vec<crate::crd::HeaderSpec>,
-    /// Body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// Success codes (empty: 2xx).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub success_codes: Vec<i32>,
-    /// Already-gone codes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub absent_codes: Vec<i32>,
-    /// CA bundle.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<crate::crd::CaBundleRef>,
-    /// Per-call timeout.
-    pub timeout_seconds: i32,
-    /// Attempts.
-    pub max_attempts: i32,
+    pub http: Option<crate::crd::HttpTarget>,
 }
 
 /// A subject the policy resolves to that none of the selected bindings holds (already removed).
