@@ -261,6 +261,9 @@ struct Faults {
     fail_first: usize,
     delay: Duration,
     seen: Arc<AtomicUsize>,
+    /// When set, only `Authorization: Basic <this>` is accepted, and forwarded as the bearer
+    /// token scim2-server knows (it has no basic auth of its own).
+    basic: Option<String>,
 }
 
 async fn faulty(
@@ -276,7 +279,16 @@ async fn faulty(
         return (StatusCode::INTERNAL_SERVER_ERROR, [("retry-after", "1")], Bytes::from_static(b"{}")).into_response();
     }
     let mut req = reqwest::Client::new().request(method, format!("{}{}", f.upstream, uri)).body(body);
+    if let Some(basic) = &f.basic {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Basic {basic}")) {
+            return (StatusCode::UNAUTHORIZED, Bytes::from_static(b"{}")).into_response();
+        }
+        req = req.bearer_auth(TOKEN);
+    }
     for name in ["authorization", "content-type", "accept"] {
+        if f.basic.is_some() && name == "authorization" {
+            continue;
+        }
         if let Some(v) = headers.get(name) {
             req = req.header(name, v.clone());
         }
@@ -306,8 +318,14 @@ async fn a_500_then_success_is_retried() {
     let (origin, path) = base.rsplit_once('/').unwrap();
     let id = create_user(&base, "retry", "retry@lumos.com").await;
     let seen = Arc::new(AtomicUsize::new(0));
-    let front =
-        proxy(Faults { upstream: origin.to_string(), fail_first: 1, delay: Duration::ZERO, seen: seen.clone() }).await;
+    let front = proxy(Faults {
+        upstream: origin.to_string(),
+        fail_first: 1,
+        delay: Duration::ZERO,
+        seen: seen.clone(),
+        basic: None,
+    })
+    .await;
     let app = app_with(json!({"scim": scim_rule(&format!("{front}/{path}"), json!({}))})).await;
     let (_, answer, _) = operator().lumos(&payload(&app, "retry@lumos.com", &[])).await;
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
@@ -324,7 +342,8 @@ async fn a_server_slower_than_the_timeout_fails_in_bounded_time() {
     let id = create_user(&base, "slow", "slow@lumos.com").await;
     let seen = Arc::new(AtomicUsize::new(0));
     let front =
-        proxy(Faults { upstream: origin.to_string(), fail_first: 0, delay: Duration::from_secs(3), seen }).await;
+        proxy(Faults { upstream: origin.to_string(), fail_first: 0, delay: Duration::from_secs(3), seen, basic: None })
+            .await;
     let app = app_with(
         json!({"scim": scim_rule(&format!("{front}/{path}"), json!({"timeoutSeconds": 1, "maxAttempts": 2}))}),
     )
@@ -519,4 +538,32 @@ async fn a_policy_cannot_name_another_namespace_or_put_credentials_in_the_record
     assert_eq!(answer["response"], "FAILURE");
     assert!(answer["msg"].as_str().unwrap().contains("looks like a credential; use valueFrom"), "{answer}");
     assert!(record(&answer).await.plan.is_empty());
+}
+
+#[tokio::test]
+async fn basic_auth_credentials_from_secrets() {
+    let c = admin().await;
+    let name = unique("basic");
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": name}, "stringData": {"user": "svc-deprov", "password": "pa:ss w0rd"}}),
+    )
+    .unwrap();
+    Api::<Secret>::namespaced(c.clone(), "deprovisioner").create(&Default::default(), &s).await.unwrap();
+    let base = tenant(scim());
+    let (origin, path) = base.rsplit_once('/').unwrap();
+    let id = create_user(&base, "basic", "basic@lumos.com").await;
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("svc-deprov:pa:ss w0rd");
+    let seen = Arc::new(AtomicUsize::new(0));
+    let front =
+        proxy(Faults { upstream: origin.to_string(), fail_first: 0, delay: Duration::ZERO, seen, basic: Some(basic) })
+            .await;
+    let mut rule = scim_rule(&format!("{front}/{path}"), json!({}));
+    rule["credentials"] =
+        json!({"username": {"name": name, "key": "user"}, "password": {"name": name, "key": "password"}});
+    let app = app_with(json!({"scim": rule})).await;
+    let (_, answer, _) = operator().lumos(&payload(&app, "basic@lumos.com", &[])).await;
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], false);
+    assert!(!operator().log_text().contains("pa:ss w0rd"));
 }
