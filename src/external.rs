@@ -154,8 +154,7 @@ async fn send(
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs)
+                        .and_then(retry_after)
                         .unwrap_or(backoff)
                         .min(MAX_RETRY_AFTER);
                     tokio::time::sleep(wait).await;
@@ -188,6 +187,16 @@ async fn send(
             }
         }
     }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP-date (RFC 9110 §10.2.3).
+fn retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(std::time::SystemTime::now()).unwrap_or_default())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -475,5 +484,30 @@ pub async fn http(env: &Env, call: &HttpTarget) -> Result<ExtDone, Transient> {
     } else {
         let snippet: String = a.body.chars().take(200).collect();
         fail(details, &secrets, format!("{method} answered {code}: {snippet}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(retry_after(" 3 "), Some(Duration::from_secs(3)));
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(5));
+        let d = retry_after(&soon).unwrap();
+        assert!(d > Duration::from_secs(3) && d <= Duration::from_secs(5), "{d:?}");
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO), "a past date means now");
+        assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn redaction_removes_every_secret_read() {
+        let s = Secrets(vec!["tok-123456".into(), "abc".into()]);
+        assert_eq!(
+            s.redact("bad tok-123456 and abc"),
+            "bad [redacted] and abc",
+            "values under 4 characters are left alone"
+        );
     }
 }
