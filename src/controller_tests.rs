@@ -74,6 +74,11 @@ async fn expect(handle: &mut Handle, method: Method, path: &str, status: StatusC
     sent
 }
 
+/// Every reconcile starts by reading the request afresh.
+async fn fresh_read(handle: &mut Handle, obj: &DeprovisionRequest) {
+    expect(handle, Method::GET, &format!("{DPR}/req"), StatusCode::OK, serde_json::to_value(obj).unwrap()).await;
+}
+
 const DPR: &str = "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests";
 
 async fn planning_calls(handle: &mut Handle) {
@@ -119,9 +124,8 @@ async fn a_stale_cached_copy_is_never_acted_on() {
         completed_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())),
         ..Default::default()
     });
-    let fresh = serde_json::to_value(&done).unwrap();
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, &format!("{DPR}/req"), StatusCode::OK, fresh).await;
+        fresh_read(&mut handle, &done).await;
         assert!(handle.next_request().await.is_none(), "no plan, no action, no write");
     });
     reconcile(Arc::new(request()), ctx).await.unwrap();
@@ -132,14 +136,7 @@ async fn a_stale_cached_copy_is_never_acted_on() {
 async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
     let (ctx, mut handle) = ctx(Duration::from_secs(900));
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{DPR}/req"),
-            StatusCode::OK,
-            serde_json::to_value(request()).unwrap(),
-        )
-        .await;
+        fresh_read(&mut handle, &request()).await;
         planning_calls(&mut handle).await;
         let planned = expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         assert_eq!(planned["status"]["phase"], "InProgress");
@@ -221,9 +218,9 @@ async fn resumed_request_skips_recorded_actions() {
                      "outcome": "Removed", "message": "m", "at": "2026-01-01T00:00:01Z"}]}))
         .unwrap(),
     );
-    let fresh = serde_json::to_value(&req).unwrap();
+    let fresh = req.clone();
     let server = tokio::spawn(async move {
-        expect(&mut handle, Method::GET, &format!("{DPR}/req"), StatusCode::OK, fresh).await;
+        fresh_read(&mut handle, &fresh).await;
         let mut rb = binding();
         rb["subjects"] = json!([{"kind": "User", "name": "other@x.io"}]);
         expect(
@@ -278,14 +275,7 @@ async fn api_errors_past_the_bounded_time_end_failed() {
     // give_up_after 0: the first transient error is final.
     let (ctx, mut handle) = ctx(Duration::ZERO);
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{DPR}/req"),
-            StatusCode::OK,
-            serde_json::to_value(request()).unwrap(),
-        )
-        .await;
+        fresh_read(&mut handle, &request()).await;
         planning_calls(&mut handle).await;
         expect(&mut handle, Method::PUT, &format!("{DPR}/req/status"), StatusCode::OK, Value::Null).await;
         let err = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "etcd is sulking", "reason": "InternalError", "code": 500});
@@ -326,14 +316,7 @@ async fn api_errors_past_the_bounded_time_end_failed() {
 async fn a_status_the_api_server_refuses_ends_failed_instead_of_looping() {
     let (ctx, mut handle) = ctx(Duration::from_secs(900));
     let server = tokio::spawn(async move {
-        expect(
-            &mut handle,
-            Method::GET,
-            &format!("{DPR}/req"),
-            StatusCode::OK,
-            serde_json::to_value(request()).unwrap(),
-        )
-        .await;
+        fresh_read(&mut handle, &request()).await;
         planning_calls(&mut handle).await;
         let invalid = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
             "message": "status.plan[0].x: Required value"});

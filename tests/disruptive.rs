@@ -23,16 +23,7 @@ async fn setup(cl: &Cluster, prefix: &str, bindings: usize) -> (kube::Client, St
         )
         .await;
     }
-    let app = unique(&format!("{prefix}-app"));
-    policy(
-        &c,
-        &unique(&format!("{prefix}-policy")),
-        json!({
-            "application": {"appId": app}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
-            "rules": [{"roleBindings": {"namespaces": [ns]}}]
-        }),
-    )
-    .await;
+    let app = namespace_policy(&c, prefix, &ns).await;
     (c, ns, app)
 }
 

@@ -422,16 +422,7 @@ async fn dry_run_changes_nothing() {
     let ns = unique("dry");
     namespace(&c, &ns, &[]).await;
     let rb = role_binding(&c, &ns, "rb", "view", vec![subj("User", "otto@lumos.com", None)]).await;
-    let app = unique("dry-app");
-    policy(
-        &c,
-        &unique("dry-policy"),
-        json!({
-            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
-            "rules": [{"roleBindings": {"namespaces": [ns]}}]
-        }),
-    )
-    .await;
+    let app = namespace_policy(&c, "dry", &ns).await;
     // Through the webhook (`?dryRun=true`, for Lumos's Test Webhook button) ...
     let (_, answer, _) =
         operator().lumos_to("/webhooks/lumos/deprovision?dryRun=true", &payload(&app, "otto@lumos.com", &[])).await;
@@ -476,16 +467,7 @@ async fn manual_requests_are_reconciled_and_their_spec_is_immutable() {
         vec![subj("User", "felicia@lumos.com", None), subj("User", "stays@lumos.com", None)],
     )
     .await;
-    let app = unique("manual-app");
-    policy(
-        &c,
-        &unique("manual-policy"),
-        json!({
-            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
-            "rules": [{"roleBindings": {"namespaces": [ns]}}]
-        }),
-    )
-    .await;
+    let app = namespace_policy(&c, "manual", &ns).await;
     let name = unique("manual");
     let yaml = format!(
         "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionRequest\nmetadata:\n  name: {name}\nspec:\n  application:\n    appId: {app}\n  targetUser:\n    email: felicia@lumos.com\n"
@@ -579,16 +561,7 @@ async fn concurrent_requests_editing_the_same_bindings_both_succeed() {
         )
         .await;
     }
-    let app = unique("race-app");
-    policy(
-        &c,
-        &unique("race-policy"),
-        json!({
-            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
-            "rules": [{"roleBindings": {"namespaces": [ns]}}]
-        }),
-    )
-    .await;
+    let app = namespace_policy(&c, "race", &ns).await;
     let op = operator();
     let calls = people[..3].iter().map(|p| payload(&app, &format!("{p}@lumos.com"), &[])).collect::<Vec<_>>();
     let (a, b, d) = tokio::join!(op.lumos(&calls[0]), op.lumos(&calls[1]), op.lumos(&calls[2]));

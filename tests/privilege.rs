@@ -4,12 +4,7 @@
 mod support;
 
 use deprovisioner::crd::Outcome;
-use serde_json::json;
 use support::*;
-
-fn user(tmpl: &str) -> serde_json::Value {
-    json!({"kind": "User", "name": tmpl})
-}
 
 #[tokio::test]
 async fn least_privilege_shows_which_verbs_are_needed() {
@@ -62,16 +57,7 @@ async fn least_privilege_shows_which_verbs_are_needed() {
         vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
     )
     .await;
-    let app = unique("lp-app");
-    policy(
-        &c,
-        &unique("lp-policy"),
-        json!({
-            "application": {"appId": app}, "subjects": [user("{{target_user.email}}")],
-            "rules": [{"roleBindings": {"namespaces": [ns]}}]
-        }),
-    )
-    .await;
+    let app = namespace_policy(&c, "lp", &ns).await;
     let (_, answer, _) = op.lumos(&payload(&app, "kraven@lumos.com", &[])).await;
     assert_eq!(answer["response"], "FAILURE", "{answer}");
     let msg = answer["msg"].as_str().unwrap();

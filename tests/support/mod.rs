@@ -374,6 +374,23 @@ pub async fn policy(client: &Client, name: &str, spec: Value) -> DeprovisionPoli
         .unwrap()
 }
 
+/// A policy for a new Lumos app: the target user (by email) is removed from every RoleBinding in
+/// `ns`. Returns the app id.
+pub async fn namespace_policy(client: &Client, prefix: &str, ns: &str) -> String {
+    let app = unique(&format!("{prefix}-app"));
+    policy(
+        client,
+        &unique(&format!("{prefix}-policy")),
+        serde_json::json!({
+            "application": {"appId": app},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": [ns]}}]
+        }),
+    )
+    .await;
+    app
+}
+
 pub async fn get_rb(client: &Client, ns: &str, name: &str) -> Option<RoleBinding> {
     Api::<RoleBinding>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
 }
