@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use deprovisioner::crd::{DeprovisionPolicy, DeprovisionPolicySpec, DeprovisionRequestSpec};
+use deprovisioner::plan::subject::Protected;
 use deprovisioner::plan::{self, Observed};
-use deprovisioner::subject::Protected;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -1,17 +1,13 @@
 //! deprovisioner: removes people's Kubernetes access when Lumos says so.
-pub mod auth;
+//!
+//! A Lumos call reaches the [`webhook`], which records it as a `DeprovisionRequest` ([`crd`]).
+//! The [`controller`] computes a [`plan`] with pure functions, records it, has the executors
+//! ([`exec`]) carry it out, and records each result. See `docs/architecture.md`.
 pub mod cli;
 pub mod controller;
 pub mod crd;
-pub mod external;
+pub mod exec;
 pub mod metrics;
-pub mod naming;
-pub mod payload;
 pub mod plan;
-#[cfg(test)]
-mod plan_tests;
-pub mod rbac;
-pub mod report;
-pub mod subject;
-pub mod template;
+pub mod text;
 pub mod webhook;

@@ -7,14 +7,14 @@ use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use kube_lease_manager::LeaseManagerBuilder;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use deprovisioner::auth::{HeaderScheme, SecretFile};
 use deprovisioner::cli::{Cli, Command, LogFormat, RunArgs};
 use deprovisioner::controller::{self, Settings};
 use deprovisioner::metrics::Metrics;
-use deprovisioner::subject::Protected;
+use deprovisioner::plan::subject::{self, Protected};
+use deprovisioner::webhook::auth::{HeaderScheme, SecretFile};
 use deprovisioner::webhook::{self, WebhookState};
 
 #[tokio::main]
@@ -84,7 +84,7 @@ fn own_identity(args: &RunArgs) -> Option<(String, String)> {
         return Some(sa.clone());
     }
     let token = std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/token").ok();
-    let found = token.as_deref().and_then(deprovisioner::subject::service_account_of_token);
+    let found = token.as_deref().and_then(subject::service_account_of_token);
     match &found {
         Some((ns, name)) => {
             tracing::info!(namespace = %ns, name = %name, "protecting the operator's own ServiceAccount (from its token)")
@@ -114,18 +114,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let secret = SecretFile::load(&args.secret_file)?;
     let client = client(&args).await?;
     check_crds(&client).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
+    // One shutdown signal for everything: cancelled on SIGINT or SIGTERM.
+    let stop = CancellationToken::new();
 
     let metrics = Metrics::new();
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
         let router = metrics.clone().router();
-        let stop = stopped(stop_rx.clone());
-        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stop).await });
+        let stopped = stop.clone().cancelled_owned();
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
     }
     let state = Arc::new(WebhookState {
         client: client.clone(),
@@ -138,7 +136,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
-    let server = axum::serve(listener, webhook::router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let server = axum::serve(listener, webhook::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
 
     let settings = Settings {
         retention: args.retention,
@@ -149,12 +147,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         metrics,
     };
-    let controllers = run_controllers(client, settings, &args, stop_rx.clone());
+    let controllers = run_controllers(client, settings, &args, stop.clone());
 
+    let on_signal = stop.clone();
     tokio::spawn(async move {
         signal().await;
         tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
+        on_signal.cancel();
     });
     let (served, ran) = tokio::join!(server, controllers);
     served.context("webhook server")?;
@@ -166,17 +165,14 @@ async fn run_controllers(
     client: Client,
     settings: Settings,
     args: &RunArgs,
-    stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
     if !args.controller {
         tracing::info!("--controller=false: serving the webhook only");
         return Ok(());
     }
     if !args.leader_election {
-        controller::run(client, settings, stopped(stop)).await;
+        controller::run(client, settings, stop).await;
         return Ok(());
     }
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
@@ -188,23 +184,24 @@ async fn run_controllers(
         .with_context(|| format!("leader Lease {}/{}", args.namespace, args.lease_name))?;
     let (mut leader, _task) = manager.watch().await;
     loop {
-        let mut stop_now = stop.clone();
         tokio::select! {
             r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
-            _ = stop_now.wait_for(|v| *v) => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         }
         tracing::info!("holding the leader Lease: starting the controllers");
+        // The controllers stop when the Lease is lost or the process stops, whichever is first.
+        let term = stop.child_token();
         let mut lost = leader.clone();
-        let stop2 = stop.clone();
-        let until = async move {
-            let mut s = stop2;
-            tokio::select! {
-                _ = lost.wait_for(|l| !*l) => tracing::warn!("lost the leader Lease: stopping the controllers"),
-                _ = s.wait_for(|v| *v) => {}
+        let on_loss = term.clone();
+        let watch_loss = tokio::spawn(async move {
+            if lost.wait_for(|l| !*l).await.is_ok() {
+                tracing::warn!("lost the leader Lease: stopping the controllers");
             }
-        };
-        controller::run(client.clone(), settings.clone(), until).await;
-        if *stop.borrow() {
+            on_loss.cancel();
+        });
+        controller::run(client.clone(), settings.clone(), term).await;
+        watch_loss.abort();
+        if stop.is_cancelled() {
             return Ok(());
         }
     }

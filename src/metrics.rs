@@ -21,16 +21,23 @@ pub struct AnswerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     /// Action kind, e.g. `RemoveBindingSubject`.
-    pub kind: String,
+    pub kind: &'static str,
     /// Outcome, e.g. `Removed`.
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Labels of a finished request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     /// Terminal phase.
-    pub phase: String,
+    pub phase: &'static str,
+}
+
+/// Labels of a failed reconcile.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// What failed, e.g. `status_conflict`.
+    pub kind: &'static str,
 }
 
 /// Every metric the operator exports.
@@ -45,8 +52,8 @@ pub struct Metrics {
     pub actions: Family<ActionLabels, Counter>,
     /// Requests that reached a terminal phase.
     pub requests_finished: Family<PhaseLabels, Counter>,
-    /// Reconciles that failed and were retried.
-    pub reconcile_errors: Counter,
+    /// Reconciles that failed, by kind of error.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
 }
 
 impl Metrics {
@@ -61,8 +68,8 @@ impl Metrics {
         registry.register("actions", "Executed actions by kind and outcome", actions.clone());
         let requests_finished = Family::<PhaseLabels, Counter>::default();
         registry.register("requests_finished", "Requests that reached a terminal phase", requests_finished.clone());
-        let reconcile_errors = Counter::default();
-        registry.register("reconcile_errors", "Reconciles that failed and were retried", reconcile_errors.clone());
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("reconcile_errors", "Reconciles that failed, by kind of error", reconcile_errors.clone());
         Arc::new(Metrics { registry, webhook_answers, webhook_seconds, actions, requests_finished, reconcile_errors })
     }
 
@@ -102,7 +109,8 @@ mod tests {
     fn exposition_names_every_metric() {
         let m = Metrics::new();
         m.webhook_answers.get_or_create(&AnswerLabels { response: "SUCCESS", code: 200 }).inc();
-        m.actions.get_or_create(&ActionLabels { kind: "RemoveBindingSubject".into(), outcome: "Removed".into() }).inc();
+        m.actions.get_or_create(&ActionLabels { kind: "RemoveBindingSubject", outcome: "Removed" }).inc();
+        m.reconcile_errors.get_or_create(&ErrorLabels { kind: "status_conflict" }).inc();
         let text = m.encode();
         assert!(text.contains(r#"deprovisioner_webhook_answers_total{response="SUCCESS",code="200"} 1"#), "{text}");
         assert!(
@@ -110,6 +118,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("deprovisioner_webhook_seconds_bucket"));
-        assert!(text.contains("deprovisioner_reconcile_errors_total 0"));
+        assert!(text.contains(r#"deprovisioner_reconcile_errors_total{kind="status_conflict"} 1"#), "{text}");
     }
 }

@@ -1,8 +1,12 @@
 //! Custom resource types: the request (the audit record) and the policy (what an app means here).
 
+mod action;
+mod condition;
 mod policy;
 mod request;
 
+pub use action::*;
+pub use condition::*;
 pub use policy::*;
 pub use request::*;
 

@@ -112,10 +112,10 @@ pub struct AccessRule {
     pub namespace_access: Option<NamespaceAccess>,
     /// Deactivate or delete the user's account in a SCIM 2.0 service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scim: Option<ScimTarget>,
+    pub scim: Option<ScimDeprovision>,
     /// Call an HTTP endpoint that removes the user's account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<HttpTarget>,
+    pub http: Option<HttpCall>,
 }
 
 /// A key of a Secret in the operator's own namespace (there is no namespace field on purpose:
@@ -194,7 +194,7 @@ pub enum ScimMode {
 /// A SCIM 2.0 (RFC 7644) service holding accounts of the application's users.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
-pub struct ScimTarget {
+pub struct ScimDeprovision {
     /// Name of the system, shown in records and messages.
     #[schemars(length(min = 1, max = 63))]
     pub system: String,
@@ -229,11 +229,11 @@ pub struct ScimTarget {
     pub max_attempts: i32,
 }
 
-impl ScimTarget {
+impl ScimDeprovision {
     /// The RFC 7644 filter that finds the user, e.g. `emails.value eq "a@b.c"` (escaped). Only
     /// meaningful once `match_value` is rendered.
     pub fn filter(&self) -> String {
-        crate::template::scim_filter(self.match_attribute.as_str(), &self.match_value)
+        crate::plan::template::scim_filter(self.match_attribute.as_str(), &self.match_value)
     }
 }
 
@@ -269,7 +269,7 @@ pub struct HeaderSpec {
 /// An HTTP call that removes the user's account in another system.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
-pub struct HttpTarget {
+pub struct HttpCall {
     /// Name of the system, shown in records and messages.
     #[schemars(length(min = 1, max = 63))]
     pub system: String,

@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::{ActionResult, PlannedAction};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -134,6 +136,17 @@ impl Phase {
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Succeeded | Phase::Failed | Phase::DryRun)
     }
+
+    /// The phase as recorded (and as used in metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::InProgress => "InProgress",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::DryRun => "DryRun",
+        }
+    }
 }
 
 /// The record: plan, results, and the outcome given to Lumos.
@@ -151,9 +164,11 @@ pub struct DeprovisionRequestStatus {
     pub policies: Vec<String>,
     /// Every action the operator will take, written before any is taken.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2000))]
     pub plan: Vec<PlannedAction>,
     /// One result per finished action, in the order they finished.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2000))]
     pub results: Vec<ActionResult>,
     /// Number of subjects removed (bindings edited or deleted).
     #[serde(default)]
@@ -176,196 +191,4 @@ pub struct DeprovisionRequestStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-}
-
-/// One step of the plan.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct PlannedAction {
-    /// Position in the plan; results refer to it.
-    pub id: i32,
-    /// What kind of action this is.
-    pub kind: ActionKind,
-    /// The policy that asked for it.
-    pub policy: String,
-    /// Why: which rule of the policy selected the binding.
-    pub reason: String,
-    /// For `RemoveBindingSubject`: the binding and the subject.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub binding: Option<BindingAction>,
-    /// For `ConfirmAbsent`: the subject that no selected binding holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub absent: Option<AbsentCheck>,
-    /// For `ScimDeprovision`: the policy's SCIM target with its templates rendered for this
-    /// request (credentials stay references, never values).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scim: Option<crate::crd::ScimTarget>,
-    /// For `HttpCall`: the policy's HTTP target with its templates rendered for this request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http: Option<crate::crd::HttpTarget>,
-}
-
-/// A subject the policy resolves to that none of the selected bindings holds (already removed).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct AbsentCheck {
-    /// The subject looked for, e.g. `User alice@example.com`.
-    pub subject: String,
-    /// How many bindings the policy selected and were checked.
-    pub bindings_checked: i32,
-}
-
-/// Kinds of action.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ActionKind {
-    /// Remove one subject from a RoleBinding or ClusterRoleBinding.
-    RemoveBindingSubject,
-    /// Record that a subject holds none of the selected bindings (nothing to remove).
-    ConfirmAbsent,
-    /// Deactivate or delete an account through SCIM 2.0.
-    ScimDeprovision,
-    /// Call an HTTP endpoint.
-    HttpCall,
-}
-
-/// Remove `subject` from `target`; what to do if that empties it.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct BindingAction {
-    /// The binding.
-    pub target: BindingRef,
-    /// The subject exactly as it stands in the binding.
-    pub subject: SubjectRef,
-    /// What happens to the binding when this was its last subject.
-    pub when_empty: EmptyBindingRule,
-}
-
-/// A RoleBinding or ClusterRoleBinding, as seen when the plan was made.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct BindingRef {
-    /// `RoleBinding` or `ClusterRoleBinding`.
-    pub kind: BindingKind,
-    /// Namespace (RoleBindings only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-    /// Name.
-    pub name: String,
-    /// UID when planned: a binding recreated under the same name is not touched.
-    pub uid: String,
-    /// `Kind/name` of the role it grants.
-    pub role_ref: String,
-}
-
-/// The two kinds of RBAC binding.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BindingKind {
-    /// Namespaced.
-    RoleBinding,
-    /// Cluster-wide.
-    ClusterRoleBinding,
-}
-
-/// An RBAC subject.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "camelCase")]
-pub struct SubjectRef {
-    /// `User`, `Group` or `ServiceAccount`.
-    pub kind: String,
-    /// Name, exactly as in the binding.
-    pub name: String,
-    /// ServiceAccount namespace, exactly as in the binding (may be empty).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
-
-/// What happens to a binding whose last subject is removed.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub enum EmptyBindingRule {
-    /// Delete the binding (default).
-    #[default]
-    Delete,
-    /// Keep the binding with no subjects.
-    Keep,
-}
-
-/// The result of one action.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct ActionResult {
-    /// The `PlannedAction.id` this is the result of.
-    pub id: i32,
-    /// What kind of action it was.
-    pub kind: ActionKind,
-    /// The object acted on, e.g. `RoleBinding team-a/edit`.
-    pub object: String,
-    /// The subject, e.g. `User alice@example.com`.
-    pub subject: String,
-    /// What happened.
-    pub outcome: Outcome,
-    /// Details fit to show a person.
-    pub message: String,
-    /// When it finished.
-    pub at: Time,
-    /// For external actions: what the other system answered.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<ExternalDetails>,
-}
-
-/// What an external system answered.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct ExternalDetails {
-    /// System name.
-    pub system: String,
-    /// The account id found (SCIM `id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
-    /// HTTP status of the last call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub http_status: Option<i32>,
-    /// Calls made, retries included.
-    pub attempts: i32,
-}
-
-/// What one action did.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The subject was removed from the binding.
-    Removed,
-    /// The subject was removed and the now-empty binding deleted (or the account deleted).
-    Deleted,
-    /// The external account was deactivated.
-    Deactivated,
-    /// The subject (or the binding) was already gone: a success.
-    AlreadyAbsent,
-    /// Not executed (dry run).
-    Skipped,
-    /// The action failed; see the message.
-    Failed,
-}
-
-impl Outcome {
-    /// True for outcomes that leave the access removed.
-    pub fn is_success(self) -> bool {
-        !matches!(self, Outcome::Failed)
-    }
-}
-
-impl std::fmt::Display for BindingRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{:?} {ns}/{}", self.kind, self.name),
-            None => write!(f, "{:?} {}", self.kind, self.name),
-        }
-    }
-}
-
-impl std::fmt::Display for SubjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.namespace.as_deref() {
-            Some(ns) if !ns.is_empty() => write!(f, "{} {ns}/{}", self.kind, self.name),
-            _ => write!(f, "{} {}", self.kind, self.name),
-        }
-    }
 }

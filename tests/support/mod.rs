@@ -433,8 +433,8 @@ pub async fn wait_terminal(client: &Client, name: &str, timeout: Duration) -> De
 pub async fn requests_for(client: &Client, email: &str) -> Vec<DeprovisionRequest> {
     let lp = ListParams::default().labels(&format!(
         "{}={}",
-        deprovisioner::naming::LABEL_TARGET,
-        deprovisioner::naming::email_hash(email)
+        deprovisioner::webhook::naming::LABEL_TARGET,
+        deprovisioner::webhook::naming::email_hash(email)
     ));
     Api::<DeprovisionRequest>::all(client.clone()).list(&lp).await.unwrap().items
 }

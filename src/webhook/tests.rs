@@ -9,8 +9,8 @@ use axum::http::{Request, StatusCode, header};
 use kube::Client;
 use tower::ServiceExt;
 
+use super::auth::{HeaderScheme, SecretFile};
 use super::{DEPROVISION_PATH, WebhookState, router};
-use crate::auth::{HeaderScheme, SecretFile};
 
 const SECRET: &str = "unit-test-secret-0123456789";
 

@@ -6,6 +6,11 @@ use crate::crd::{SubjectKind, SubjectRef};
 
 const SA_USER_PREFIX: &str = "system:serviceaccount:";
 
+/// Whether a name is reserved for the system (`system:` in any case): never removed.
+pub fn is_system_name(name: &str) -> bool {
+    name.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("system:"))
+}
+
 /// A subject in canonical form: the `system:serviceaccount:ns:name` user is its ServiceAccount,
 /// and a ServiceAccount with no namespace has the binding's.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -98,9 +103,7 @@ impl Protected {
     /// Why this principal must not be touched, or `None` when it may be.
     pub fn why(&self, p: &Principal) -> Option<String> {
         match p {
-            Principal::User(n) | Principal::Group(n)
-                if n.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("system:")) =>
-            {
+            Principal::User(n) | Principal::Group(n) if is_system_name(n) => {
                 Some(format!("{n:?} is a system: subject, which the operator never removes"))
             }
             Principal::ServiceAccount(ns, n)

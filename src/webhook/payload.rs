@@ -129,42 +129,8 @@ pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, Paylo
 mod tests {
     use super::*;
 
-    /// The seed document's example, verbatim but for the elided `...` entry.
-    pub const SEED: &str = r#"{
-"application": {
-"app_id": "demo_app",
-"instance_id": "0ob3ggjlhx892dc4abcde",
-"user_friendly_label": "Demo App"
-},
-"permissions": [
-{
-"label": "Permission One Label",
-"value": "Permission One",
-"type": "PERMISSION",
-"source": "MANUAL"
-},
-{
-"label": "Permission Two Label",
-"value": "Permission Two",
-"type": "PERMISSION",
-"source": "MANUAL"
-}
-],
-"user": {
-"email": "peterparker@lumos.com",
-"given_name": "Peter",
-"family_name": "Parker"
-},
-"target_user": {
-"email": "peterparker@lumos.com",
-"given_name": "Peter",
-"family_name": "Parker"
-},
-"request_comment": "Give me access!",
-"custom_fields": {
-"username": "pparker"
-}
-}"#;
+    /// The seed document's example (the elided `...` entry left out), shared with every suite.
+    pub const SEED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-payload.json"));
 
     #[test]
     fn seed_payload_parses_fully() {

@@ -6,8 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::json;
 
 use crate::crd::*;
+use crate::plan::subject::Protected;
 use crate::plan::*;
-use crate::subject::Protected;
 
 fn spec(perms: &[&str]) -> DeprovisionRequestSpec {
     DeprovisionRequestSpec {
@@ -120,7 +120,13 @@ fn observed() -> Observed {
 
 /// Actions rendered as `binding | subject` for compact comparison.
 fn rows(p: &Plan) -> Vec<String> {
-    p.actions.iter().filter_map(|a| a.binding.as_ref()).map(|b| format!("{} | {}", b.target, b.subject)).collect()
+    p.actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::RemoveBindingSubject(b) => Some(format!("{} | {}", b.binding, b.subject)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn user(name_tmpl: &str) -> serde_json::Value {
@@ -336,7 +342,7 @@ fn table() {
         let got = compute(&spec(c.perms), &[policy("p", c.policy)], &observed(), &protected);
         match (got, c.want) {
             (Ok(plan), Ok(want)) => assert_eq!(rows(&plan), want, "case: {}", c.name),
-            (Err(e), Err(reason)) => assert_eq!(e.reason(), reason, "case: {} ({e})", c.name),
+            (Err(e), Err(reason)) => assert_eq!(e.reason().as_str(), reason, "case: {} ({e})", c.name),
             (got, want) => panic!("case {}: got {got:?}, want {want:?}", c.name),
         }
     }
@@ -353,10 +359,10 @@ fn empty_binding_rule_and_ids_are_recorded() {
     assert_eq!(plan.policies, vec!["keep"]);
     assert_eq!(plan.actions.iter().map(|a| a.id).collect::<Vec<_>>(), vec![0, 1]);
     for a in &plan.actions {
-        let b = a.binding.as_ref().unwrap();
+        let Action::RemoveBindingSubject(b) = &a.action else { panic!("{a:?}") };
         assert_eq!(b.when_empty, EmptyBindingRule::Keep);
-        assert!(!b.target.uid.is_empty());
-        assert_eq!(b.target.role_ref, "ClusterRole/edit");
+        assert!(!b.binding.uid.is_empty());
+        assert_eq!(b.binding.role_ref, "ClusterRole/edit");
         assert_eq!(a.policy, "keep");
     }
 }
@@ -443,13 +449,20 @@ fn subjects_bound_nowhere_are_confirmed_absent() {
         "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
     );
     let plan = compute(&spec(&[]), &[p], &observed(), &Protected::default()).unwrap();
-    let absent: Vec<_> = plan.actions.iter().filter(|a| a.kind == ActionKind::ConfirmAbsent).collect();
+    let absent: Vec<&AbsentCheck> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match &a.action {
+            Action::ConfirmAbsent(c) => Some(c),
+            _ => None,
+        })
+        .collect();
     assert_eq!(absent.len(), 1);
-    let a = absent[0].absent.as_ref().unwrap();
+    let a = absent[0];
     assert_eq!(a.subject, "Group pparker");
     assert_eq!(a.bindings_checked, 4);
     // Removals come first, the confirmation last, ids in order.
-    assert_eq!(plan.actions.last().unwrap().kind, ActionKind::ConfirmAbsent);
+    assert_eq!(plan.actions.last().unwrap().kind(), ActionKind::ConfirmAbsent);
     assert!(plan.actions.iter().enumerate().all(|(i, a)| a.id == i as i32));
 }
 

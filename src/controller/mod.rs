@@ -1,0 +1,157 @@
+//! Reconciles DeprovisionRequests: plan (recorded before anything changes), execute action by
+//! action (each result recorded as it completes), finish in a terminal phase, and delete the
+//! record after its retention. Also keeps DeprovisionPolicy status up to date.
+//!
+//! `reconcile` dispatches on the request's phase; `record` owns every write of the status;
+//! `summary` words the messages; `retention` deletes old records; `policy` validates policies.
+
+mod policy;
+mod reconcile;
+mod record;
+mod retention;
+mod summary;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::{DeprovisionPolicy, DeprovisionRequest};
+use crate::exec;
+use crate::metrics::Metrics;
+use crate::plan::subject::Protected;
+
+/// Controller settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long finished requests are kept before deletion.
+    pub retention: Duration,
+    /// How long after a controller first took a request that API errors are retried before the
+    /// request is marked Failed.
+    pub give_up_after: Duration,
+    /// Subjects never removed.
+    pub protected: Protected,
+    /// Requests reconciled at once.
+    pub concurrency: u16,
+    /// Test-only fault injection: exit the process right after recording this many results.
+    pub exit_after_results: Option<usize>,
+    /// The operator's own namespace: external actions read Secrets only from here.
+    pub namespace: String,
+    /// Where actions, finished requests and errors are counted.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    settings: Settings,
+    exec: exec::Env,
+}
+
+impl Context {
+    /// The context the reconcilers share.
+    pub fn new(client: Client, settings: Settings) -> Arc<Context> {
+        let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
+        let exec = exec::Env { client: client.clone(), namespace: settings.namespace.clone() };
+        Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, settings, exec })
+    }
+}
+
+/// Errors that make the controller retry a reconcile with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Writing the status failed.
+    #[error("writing status of {name}: {source}")]
+    Status {
+        /// Request name.
+        name: String,
+        /// API error.
+        source: kube::Error,
+    },
+    /// The API server refused the status as invalid; a minimal Failed status was recorded instead.
+    #[error("status of {name} could not be recorded ({message}); recorded Failed instead")]
+    Unrecordable {
+        /// Request name.
+        name: String,
+        /// The API server's reason.
+        message: String,
+    },
+    /// Reading the request failed.
+    #[error("reading {name}: {source}")]
+    Read {
+        /// Request name.
+        name: String,
+        /// API error.
+        source: kube::Error,
+    },
+    /// Deleting a record after its retention failed.
+    #[error("deleting {name} after its retention: {source}")]
+    Delete {
+        /// Request name.
+        name: String,
+        /// API error.
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    /// The label of `reconcile_errors_total`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict() => "status_conflict",
+            Error::Status { .. } => "status_write",
+            Error::Unrecordable { .. } => "status_unrecordable",
+            Error::Read { .. } => "read",
+            Error::Delete { .. } => "delete",
+        }
+    }
+}
+
+/// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `stop` is cancelled.
+pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
+    let ctx = Context::new(client.clone(), settings);
+    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "request reconcile loop");
+            }
+        });
+    let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default())
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(policy::reconcile, policy::error_policy, ctx)
+        .for_each(|_| async {});
+    futures::join!(requests, policies);
+}
+
+fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, ctx: Arc<Context>) -> Action {
+    let labels = crate::metrics::ErrorLabels { kind: err.metric_label() };
+    ctx.settings.metrics.reconcile_errors.get_or_create(&labels).inc();
+    match err {
+        // Our cached copy was older than the stored one: reconcile again with the fresh one.
+        Error::Status { source: kube::Error::Api(s), .. } if s.is_conflict() => {
+            tracing::debug!(request = %obj.name_any(), "status write conflicted; requeueing");
+            Action::requeue(Duration::from_millis(200))
+        }
+        // Retrying would fail the same way; the request is terminal now.
+        Error::Unrecordable { .. } => {
+            tracing::error!(request = %obj.name_any(), error = %err, "status refused by the API server");
+            Action::await_change()
+        }
+        _ => {
+            tracing::warn!(request = %obj.name_any(), error = %err, "reconcile failed; retrying");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+//! One reconcile of one request, dispatched on its phase: plan a `Pending` request, execute an
+//! `InProgress` one, keep or delete a terminal one.
+
+use std::sync::Arc;
+
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+
+use super::record::{EventAction, Record, now};
+use super::{Context, Error, summary};
+use crate::crd::{
+    Action as PlanAction, ConditionType, DeprovisionPolicy, DeprovisionRequest, DeprovisionRequestStatus, Outcome,
+    Phase, PlannedAction, Reason, set_condition,
+};
+use crate::exec::{self, ExecError};
+use crate::metrics::ActionLabels;
+use crate::plan::{self, Observed, PlanError};
+
+/// Reconciles a request from a fresh read, never the cache: a cache one status write behind
+/// would run actions whose results are already recorded. Every status write is a replace
+/// guarded by resourceVersion, so two controllers can never interleave their records.
+pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
+    let name = obj.name_any();
+    let fresh = match api.get_opt(&name).await {
+        Ok(Some(o)) => o,
+        Ok(None) => return Ok(Action::await_change()),
+        Err(source) => return Err(Error::Read { name, source }),
+    };
+    let mut rec = Record::new(api, fresh, ctx);
+    let mut st = rec.status();
+    if st.started_at.is_none() {
+        st.started_at = Some(now());
+    }
+    match st.phase {
+        Phase::Succeeded | Phase::Failed | Phase::DryRun => super::retention::keep_or_delete(&rec, &st).await,
+        Phase::Pending => plan_request(&mut rec, st).await,
+        Phase::InProgress => execute_plan(&mut rec, st).await,
+    }
+}
+
+/// Why planning did not produce a plan.
+enum PlanFailure {
+    /// The request cannot be planned as it stands: it ends Failed, nothing changed.
+    Refused(PlanError),
+    /// Reading the cluster failed: retry later.
+    Unavailable(ExecError),
+}
+
+/// Plans a `Pending` request and records the plan before anything changes; then executes it
+/// (or, for a dry run, finishes).
+async fn plan_request(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
+    let generation = rec.obj.metadata.generation;
+    let plan = match observe_and_plan(rec).await {
+        Ok(p) => p,
+        Err(PlanFailure::Refused(e)) => return refuse(rec, st, e).await,
+        Err(PlanFailure::Unavailable(e)) => return rec.transient(st, e).await,
+    };
+    let n = plan.actions.len();
+    st.policies = plan.policies;
+    st.plan = plan.actions;
+    let msg = format!("{n} action(s) from policy {}", st.policies.join(", "));
+    set_condition(&mut st.conditions, ConditionType::Planned, true, Reason::Planned, &msg, generation);
+    st.observed_generation = generation;
+    st.last_error = None;
+    if rec.obj.spec.dry_run {
+        st.phase = Phase::DryRun;
+        st.message = Some(summary::dry_run(&rec.obj.spec.target_user.email, &st.plan));
+        st.completed_at = Some(now());
+        let done = "dry run: nothing was changed";
+        set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::DryRun, done, generation);
+        rec.write(st).await?;
+        rec.event(EventType::Normal, Reason::DryRun, EventAction::Plan, rec.message(), None).await;
+        return Ok(Action::await_change());
+    }
+    st.phase = Phase::InProgress;
+    let running = "executing the plan";
+    set_condition(&mut st.conditions, ConditionType::Complete, false, Reason::InProgress, running, generation);
+    let st = rec.write(st).await?;
+    execute_plan(rec, st).await
+}
+
+/// Ends a request that cannot be planned: Failed, nothing changed.
+async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError) -> Result<Action, Error> {
+    let generation = rec.obj.metadata.generation;
+    let msg = crate::text::clip(e.to_string());
+    st.phase = Phase::Failed;
+    st.message = Some(msg.clone());
+    st.completed_at = Some(now());
+    set_condition(&mut st.conditions, ConditionType::Planned, false, e.reason(), &msg, generation);
+    set_condition(&mut st.conditions, ConditionType::Complete, true, e.reason(), &msg, generation);
+    rec.write(st).await?;
+    rec.event(EventType::Warning, e.reason(), EventAction::Plan, msg, None).await;
+    Ok(Action::await_change())
+}
+
+/// Reads what the plan needs (fresh, consistent reads: no binding that existed before the
+/// request can be missed) and computes it.
+async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
+    let c = &rec.ctx.client;
+    let unavailable = |what: &'static str| {
+        move |source| PlanFailure::Unavailable(ExecError::Unavailable { context: what.into(), source })
+    };
+    let lp = ListParams::default();
+    let policies = Api::<DeprovisionPolicy>::all(c.clone())
+        .list(&lp)
+        .await
+        .map_err(unavailable("listing DeprovisionPolicies"))?
+        .items;
+    let matched = plan::matching_policies(&rec.obj.spec, &policies);
+    let namespaces = Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items;
+    let scope = plan::scope(&rec.obj.spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
+    let mut observed = Observed { namespaces, ..Default::default() };
+    for ns in &scope.namespaces {
+        let api = Api::<RoleBinding>::namespaced(c.clone(), ns);
+        observed.role_bindings.extend(api.list(&lp).await.map_err(unavailable("listing RoleBindings"))?.items);
+    }
+    if scope.cluster_role_bindings {
+        let api = Api::<ClusterRoleBinding>::all(c.clone());
+        observed.cluster_role_bindings = api.list(&lp).await.map_err(unavailable("listing ClusterRoleBindings"))?.items;
+    }
+    plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+}
+
+/// Runs every action that has no result yet, recording each as it completes, then finishes.
+async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
+    let pending: Vec<PlannedAction> =
+        st.plan.iter().filter(|a| !st.results.iter().any(|r| r.id == a.id)).cloned().collect();
+    let email = rec.obj.spec.target_user.email.clone();
+    for action in pending {
+        let result = match exec::execute(&rec.ctx.exec, &action.action).await {
+            Ok(done) => summary::result(&action, &email, done.outcome, done.message, done.external),
+            Err(e) if e.is_transient() => return rec.transient(st, e).await,
+            Err(e) => {
+                let details = e.external_details().cloned();
+                summary::result(&action, &email, Outcome::Failed, crate::text::clip(e.to_string()), details)
+            }
+        };
+        let labels = ActionLabels { kind: action.kind().as_str(), outcome: result.outcome.as_str() };
+        rec.ctx.settings.metrics.actions.get_or_create(&labels).inc();
+        st.results.push(result.clone());
+        st.last_error = None;
+        if !action.action.changes_something() {
+            continue; // nothing changed in the cluster: recorded with the next write
+        }
+        st = rec.write(st).await?;
+        if rec.ctx.settings.exit_after_results == Some(st.results.len()) {
+            tracing::error!("fault injection: exiting after {} recorded result(s)", st.results.len());
+            std::process::exit(86);
+        }
+        let (type_, reason) = match result.outcome {
+            Outcome::Failed => (EventType::Warning, Reason::ActionFailed),
+            Outcome::AlreadyAbsent => (EventType::Normal, Reason::AlreadyAbsent),
+            Outcome::Deactivated => (EventType::Normal, Reason::Deactivated),
+            Outcome::Removed | Outcome::Deleted | Outcome::Skipped => (EventType::Normal, Reason::Removed),
+        };
+        let related = match &action.action {
+            PlanAction::RemoveBindingSubject(b) => Some(&b.binding),
+            _ => None,
+        };
+        rec.event(type_, reason, EventAction::Execute(action.kind()), result.message, related).await;
+    }
+    rec.finish(st).await
+}

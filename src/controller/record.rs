@@ -1,0 +1,220 @@
+//! The record: every write of a request's status goes through [`Record`], guarded by the
+//! resourceVersion it last read, so two controllers can never interleave a record.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+
+use super::{Context, Error, summary};
+use crate::crd::{
+    ActionKind, BindingRef, ConditionType, DeprovisionRequest, DeprovisionRequestStatus, Outcome, Phase, Reason,
+    set_condition,
+};
+use crate::exec::ExecError;
+use crate::metrics::PhaseLabels;
+use crate::text;
+
+/// The current time as a Kubernetes timestamp.
+pub(super) fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+/// How long ago `t` was (zero for a time in the future).
+pub(super) fn since(t: &Time) -> Duration {
+    Timestamp::now().duration_since(t.0).try_into().unwrap_or_default()
+}
+
+/// What the controller was doing when it published an Event.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum EventAction {
+    /// Planning the request.
+    Plan,
+    /// Executing one action of the plan.
+    Execute(ActionKind),
+    /// Finishing the request.
+    Complete,
+}
+
+impl EventAction {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventAction::Plan => "Plan",
+            EventAction::Execute(kind) => kind.as_str(),
+            EventAction::Complete => "Complete",
+        }
+    }
+}
+
+/// The request being reconciled and how to write its record.
+pub(super) struct Record {
+    api: Api<DeprovisionRequest>,
+    /// The request as last read or written.
+    pub obj: DeprovisionRequest,
+    /// The reconcilers' shared state.
+    pub ctx: Arc<Context>,
+}
+
+impl Record {
+    pub fn new(api: Api<DeprovisionRequest>, obj: DeprovisionRequest, ctx: Arc<Context>) -> Record {
+        Record { api, obj, ctx }
+    }
+
+    /// The status as last read or written.
+    pub fn status(&self) -> DeprovisionRequestStatus {
+        self.obj.status.clone().unwrap_or_default()
+    }
+
+    /// The status message as last written.
+    pub fn message(&self) -> String {
+        self.obj.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the status (guarded by resourceVersion) and keeps the returned object.
+    pub async fn write(&mut self, mut st: DeprovisionRequestStatus) -> Result<DeprovisionRequestStatus, Error> {
+        st.removed = st.results.iter().filter(|r| r.outcome.is_removal()).count() as i32;
+        let finishing = st.phase.is_terminal() && !self.obj.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        let phase = st.phase;
+        let mut next = self.obj.clone();
+        next.status = Some(st);
+        let name = self.obj.name_any();
+        match self.api.replace_status(&name, &PostParams::default(), &next).await {
+            Ok(o) => {
+                self.obj = o;
+                if finishing {
+                    self.count_finished(phase);
+                }
+                Ok(self.status())
+            }
+            // Refused as invalid or too large: retrying cannot help, so record a minimal Failed
+            // status that says why, rather than leave the request non-terminal forever.
+            Err(kube::Error::Api(s)) if s.is_invalid() || s.code == 413 => {
+                let started_at = next.status.take().and_then(|old| old.started_at);
+                let message = text::clip(format!("Could not record the status: {}", s.message));
+                next.status = Some(DeprovisionRequestStatus {
+                    phase: Phase::Failed,
+                    started_at,
+                    completed_at: Some(now()),
+                    message: Some(message.clone()),
+                    ..Default::default()
+                });
+                self.api
+                    .replace_status(&name, &PostParams::default(), &next)
+                    .await
+                    .map_err(|source| Error::Status { name: name.clone(), source })?;
+                self.count_finished(Phase::Failed);
+                Err(Error::Unrecordable { name, message })
+            }
+            Err(source) => Err(Error::Status { name, source }),
+        }
+    }
+
+    fn count_finished(&self, phase: Phase) {
+        let labels = PhaseLabels { phase: phase.as_str() };
+        self.ctx.settings.metrics.requests_finished.get_or_create(&labels).inc();
+    }
+
+    /// Records a transient error and retries with backoff, or gives up after the bounded time.
+    pub async fn transient(&mut self, mut st: DeprovisionRequestStatus, e: ExecError) -> Result<Action, Error> {
+        // The clock starts when a controller first took the request, not at creation: a request
+        // accepted while no controller ran still gets its full time.
+        let started = st.started_at.clone().or_else(|| self.obj.meta().creation_timestamp.clone()).unwrap_or_else(now);
+        st.retries += 1;
+        st.last_error = Some(text::clip(e.to_string()));
+        if since(&started) >= self.ctx.settings.give_up_after {
+            return self.give_up(st, e).await;
+        }
+        let backoff = Duration::from_secs((1u64 << st.retries.min(6)).min(60));
+        tracing::warn!(request = %self.obj.name_any(), retries = st.retries, error = %e, "transient error; retrying in {backoff:?}");
+        // Best effort: the API server may be the thing that is down.
+        if let Err(e) = self.write(st).await {
+            tracing::debug!(error = %e, "could not record the transient error");
+        }
+        Ok(Action::requeue(backoff))
+    }
+
+    /// Ends a request whose API errors lasted past `--give-up-after`: every action without a
+    /// result is recorded Failed.
+    async fn give_up(&mut self, mut st: DeprovisionRequestStatus, e: ExecError) -> Result<Action, Error> {
+        let give_up = format!("gave up after {}: {e}", humantime::format_duration(self.ctx.settings.give_up_after));
+        let email = self.obj.spec.target_user.email.clone();
+        for a in st.plan.clone() {
+            if !st.results.iter().any(|r| r.id == a.id) {
+                st.results.push(summary::result(&a, &email, Outcome::Failed, text::clip(&give_up), None));
+            }
+        }
+        if !st.plan.is_empty() {
+            return self.finish(st).await;
+        }
+        st.phase = Phase::Failed;
+        st.message = Some(text::clip(format!("Could not plan: {give_up}")));
+        st.completed_at = Some(now());
+        let generation = self.obj.metadata.generation;
+        set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::GaveUp, &give_up, generation);
+        self.write(st).await?;
+        self.event(EventType::Warning, Reason::GaveUp, EventAction::Plan, give_up, None).await;
+        Ok(Action::await_change())
+    }
+
+    /// Records the terminal phase and the message for Lumos from the results.
+    pub async fn finish(&mut self, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
+        let (phase, msg) = summary::summarize(&self.obj.spec.target_user.email, &st.results);
+        st.phase = phase;
+        st.message = Some(msg.clone());
+        st.completed_at = Some(now());
+        let generation = self.obj.metadata.generation;
+        let (type_, reason) = match phase {
+            Phase::Succeeded => (EventType::Normal, Reason::Succeeded),
+            _ => (EventType::Warning, Reason::ActionsFailed),
+        };
+        set_condition(&mut st.conditions, ConditionType::Complete, true, reason, &msg, generation);
+        self.write(st).await?;
+        self.event(type_, reason, EventAction::Complete, msg, None).await;
+        Ok(Action::requeue(self.ctx.settings.retention.min(Duration::from_secs(86_400))))
+    }
+
+    /// Publishes an Event on the request (failures to publish are logged, never fatal).
+    pub async fn event(
+        &self,
+        type_: EventType,
+        reason: Reason,
+        action: EventAction,
+        note: String,
+        related: Option<&BindingRef>,
+    ) {
+        let secondary = related.map(|b| ObjectReference {
+            api_version: Some("rbac.authorization.k8s.io/v1".into()),
+            kind: Some(b.kind().as_str().into()),
+            namespace: b.namespace().map(str::to_string),
+            name: Some(b.name.clone()),
+            uid: Some(b.uid.clone()),
+            ..Default::default()
+        });
+        let ev = Event {
+            type_,
+            reason: reason.as_str().into(),
+            note: Some(text::clip(note)),
+            action: action.as_str().into(),
+            secondary,
+        };
+        if let Err(e) = self.ctx.recorder.publish(&ev, &self.obj.object_ref(&())).await {
+            tracing::warn!(request = %self.obj.name_any(), error = %e, "could not publish event");
+        }
+    }
+
+    /// Deletes the record (a missing one is fine).
+    pub async fn delete(&self) -> Result<(), Error> {
+        let name = self.obj.name_any();
+        match self.api.delete(&name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+            Err(source) => Err(Error::Delete { name, source }),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The words of the record: what each result says it acted on, and the one message that sums a
+//! request up (shown in `kubectl get dpr` and sent to Lumos).
+
+use crate::crd::{Action, ActionResult, ExternalDetails, Outcome, Phase, PlannedAction};
+use crate::text::{self, first_and_more};
+
+use super::record::now;
+
+/// What an action is about: (object, subject).
+fn describe(a: &PlannedAction, email: &str) -> (String, String) {
+    match &a.action {
+        Action::RemoveBindingSubject(b) => (b.binding.to_string(), b.subject.to_string()),
+        Action::ConfirmAbsent(c) => (format!("bindings selected by DeprovisionPolicy {}", a.policy), c.subject.clone()),
+        Action::ScimDeprovision(c) => (format!("SCIM {} ({})", c.system, c.base_url), c.filter()),
+        Action::HttpCall(c) => (format!("HTTP {} ({} {})", c.system, c.method, c.url), email.to_string()),
+    }
+}
+
+/// The result of action `a` (`email`: the target user's).
+pub(super) fn result(
+    a: &PlannedAction,
+    email: &str,
+    outcome: Outcome,
+    message: String,
+    external: Option<ExternalDetails>,
+) -> ActionResult {
+    let (object, subject) = describe(a, email);
+    ActionResult { id: a.id, kind: a.kind(), object, subject, outcome, message, at: now(), external }
+}
+
+/// The message of a dry run: where the target user would lose access.
+pub(super) fn dry_run(email: &str, plan: &[PlannedAction]) -> String {
+    let objects: Vec<String> =
+        plan.iter().filter(|a| a.action.changes_something()).map(|a| describe(a, email).0).collect();
+    let shown = first_and_more(&objects);
+    let sep = if shown.is_empty() { "" } else { ": " };
+    text::clip(format!(
+        "Dry run: would remove {email} from {} place(s){sep}{shown}; nothing was changed",
+        objects.len()
+    ))
+}
+
+/// The terminal phase and message for a finished set of results (`email`: the target user's).
+pub(super) fn summarize(email: &str, results: &[ActionResult]) -> (Phase, String) {
+    let removed: Vec<&ActionResult> = results.iter().filter(|r| r.outcome.is_removal()).collect();
+    let absent = results.iter().filter(|r| r.outcome == Outcome::AlreadyAbsent).count();
+    let failed: Vec<&ActionResult> = results.iter().filter(|r| r.outcome == Outcome::Failed).collect();
+    let removed_text = if removed.is_empty() {
+        String::new()
+    } else {
+        format!("removed {email} from {}", first_and_more(removed.iter().map(|r| &r.object)))
+    };
+    if !failed.is_empty() {
+        let what = first_and_more(failed.iter().map(|r| format!("{}: {}", r.object, r.message)));
+        let mut msg = format!("Failed {} of {} action(s) for {email}: {what}", failed.len(), results.len());
+        if !removed_text.is_empty() {
+            msg.push_str(&format!(". Done: {removed_text}"));
+        }
+        return (Phase::Failed, text::clip(msg));
+    }
+    let msg = match (removed.is_empty(), absent) {
+        (true, 0) => format!("No access of {email} matched the policy: nothing to remove"),
+        (true, _) => format!("Nothing to remove: {email} holds none of the access the policy names"),
+        (false, 0) => capitalize(&removed_text),
+        (false, n) => format!("{}; {n} already absent", capitalize(&removed_text)),
+    };
+    (Phase::Succeeded, text::clip(msg))
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::crd::ActionKind;
+
+    fn r(id: i32, outcome: Outcome, object: &str) -> ActionResult {
+        ActionResult {
+            id,
+            kind: ActionKind::RemoveBindingSubject,
+            object: object.into(),
+            subject: "User p@x.io".into(),
+            outcome,
+            message: format!("{} detail", outcome.as_str()),
+            at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            external: None,
+        }
+    }
+
+    #[test]
+    fn summaries() {
+        let (p, m) = summarize(
+            "p@x.io",
+            &[r(0, Outcome::Removed, "RoleBinding a/edit"), r(1, Outcome::Deleted, "ClusterRoleBinding x")],
+        );
+        assert_eq!(p, Phase::Succeeded);
+        assert_eq!(m, "Removed p@x.io from RoleBinding a/edit; ClusterRoleBinding x");
+        let (p, m) = summarize("p@x.io", &[r(0, Outcome::AlreadyAbsent, "RoleBinding a/edit")]);
+        assert_eq!(p, Phase::Succeeded);
+        assert!(m.starts_with("Nothing to remove: p@x.io holds none"), "{m}");
+        let (p, m) = summarize("p@x.io", &[]);
+        assert_eq!(p, Phase::Succeeded);
+        assert!(m.contains("nothing to remove"));
+        let (p, m) = summarize(
+            "p@x.io",
+            &[r(0, Outcome::Removed, "RoleBinding a/edit"), r(1, Outcome::Failed, "RoleBinding b/edit")],
+        );
+        assert_eq!(p, Phase::Failed);
+        assert!(
+            m.starts_with("Failed 1 of 2 action(s)")
+                && m.contains("RoleBinding b/edit: Failed detail")
+                && m.contains("Done: removed"),
+            "{m}"
+        );
+        let many: Vec<_> = (0..10).map(|i| r(i, Outcome::Removed, &format!("RoleBinding n{i}/edit"))).collect();
+        assert!(summarize("p@x.io", &many).1.ends_with("and 7 more"));
+    }
+}

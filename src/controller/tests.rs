@@ -1,0 +1,327 @@
+//! The controller's write sequence against a mocked API server (tower-test): the plan is written
+//! before any binding changes, each result is written as it completes, then the terminal phase.
+//! The same behaviour is proven against a real API server in `tests/`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+
+use super::reconcile::reconcile;
+use super::{Context, Settings};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::crd::{DeprovisionRequest, DeprovisionRequestStatus, Outcome, Phase};
+use crate::plan::subject::Protected;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(svc, "default");
+    let settings = Settings {
+        retention: Duration::from_secs(3600),
+        give_up_after,
+        protected: Protected::default(),
+        concurrency: 1,
+        exit_after_results: None,
+        namespace: "deprovisioner".into(),
+        metrics: crate::metrics::Metrics::new(),
+    };
+    (Context::new(client, settings), ApiServer::new(handle))
+}
+
+fn request() -> DeprovisionRequest {
+    serde_json::from_value(json!({
+        "apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "DeprovisionRequest",
+        "metadata": {"name": "req", "resourceVersion": "1", "generation": 1, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"application": {"appId": "app"}, "targetUser": {"email": "p@x.io"}}
+    }))
+    .unwrap()
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "5"}, "items": items})
+}
+
+fn binding() -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "rb", "namespace": "team", "uid": "u1", "resourceVersion": "7"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "name": "p@x.io"}, {"kind": "User", "name": "other@x.io"}]})
+}
+
+const DPR: &str = "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests";
+const STATUS: &str = "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests/req/status";
+const RB: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings/rb";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+
+/// Checks a call's body.
+type Check = Box<dyn FnOnce(&Value) + Send>;
+
+/// One expected call: method, path, the answer (`None`: echo the body sent) and a check.
+struct Expected {
+    method: Method,
+    path: String,
+    status: StatusCode,
+    reply: Option<Value>,
+    check: Check,
+}
+
+/// A mocked API server that expects calls in exactly this order, built by chaining, e.g.
+/// `ApiServer::new(h).get(path, obj).put_status(|s| ...).event(|e| ...).run()`.
+struct ApiServer {
+    handle: Handle,
+    expected: Vec<Expected>,
+}
+
+impl ApiServer {
+    fn new(handle: Handle) -> Self {
+        ApiServer { handle, expected: Vec::new() }
+    }
+
+    fn call(
+        mut self,
+        method: Method,
+        path: &str,
+        status: StatusCode,
+        reply: Option<Value>,
+        check: impl FnOnce(&Value) + Send + 'static,
+    ) -> Self {
+        self.expected.push(Expected { method, path: path.into(), status, reply, check: Box::new(check) });
+        self
+    }
+
+    /// A GET answered with `obj`.
+    fn get(self, path: &str, obj: Value) -> Self {
+        self.call(Method::GET, path, StatusCode::OK, Some(obj), |_| {})
+    }
+
+    /// A failing GET.
+    fn get_fails(self, path: &str, status: StatusCode, error: Value) -> Self {
+        self.call(Method::GET, path, status, Some(error), |_| {})
+    }
+
+    /// A replace, echoed back as stored; `check` sees the object sent.
+    fn put(self, path: &str, check: impl FnOnce(&Value) + Send + 'static) -> Self {
+        self.call(Method::PUT, path, StatusCode::OK, None, check)
+    }
+
+    /// A status write of the request, echoed back as stored.
+    fn put_status(self, check: impl FnOnce(&Value) + Send + 'static) -> Self {
+        self.put(STATUS, check)
+    }
+
+    /// An Event, created.
+    fn event(self, check: impl FnOnce(&Value) + Send + 'static) -> Self {
+        self.call(Method::POST, EVENTS, StatusCode::CREATED, None, check)
+    }
+
+    /// The fresh read every reconcile starts with.
+    fn fresh_read(self, obj: &DeprovisionRequest) -> Self {
+        self.get(&format!("{DPR}/req"), serde_json::to_value(obj).unwrap())
+    }
+
+    /// The reads planning makes: policies, namespaces, the RoleBindings of namespace `team`.
+    fn planning_reads(self) -> Self {
+        let policy = json!({"apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "DeprovisionPolicy",
+            "metadata": {"name": "pol"},
+            "spec": {"application": {"appId": "app"}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+                     "rules": [{"roleBindings": {"namespaces": ["team"]}}]}});
+        self.get(
+            "/apis/access.deprovisioner.dev/v1alpha1/deprovisionpolicies",
+            list("DeprovisionPolicyList", vec![policy]),
+        )
+        .get("/api/v1/namespaces", list("NamespaceList", vec![json!({"metadata": {"name": "team"}})]))
+        .get(
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings",
+            list("RoleBindingList", vec![binding()]),
+        )
+    }
+
+    /// Answers the expected calls in order, then checks that no other call comes.
+    fn run(self) -> tokio::task::JoinHandle<()> {
+        let ApiServer { mut handle, expected } = self;
+        tokio::spawn(async move {
+            for e in expected {
+                let (req, send) = handle.next_request().await.expect("another API call");
+                assert_eq!((req.method(), req.uri().path()), (&e.method, e.path.as_str()), "unexpected call order");
+                let body = req.into_body().collect_bytes().await.unwrap();
+                let sent: Value = if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap() };
+                (e.check)(&sent);
+                let reply = e.reply.unwrap_or(sent);
+                let response =
+                    Response::builder().status(e.status).body(Body::from(serde_json::to_vec(&reply).unwrap()));
+                send.send_response(response.unwrap());
+            }
+            assert!(handle.next_request().await.is_none(), "no call beyond the expected ones");
+        })
+    }
+}
+
+/// An API error as the API server words it.
+fn status_error(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code})
+}
+
+#[tokio::test]
+async fn a_stale_cached_copy_is_never_acted_on() {
+    // The cache still shows the request Pending; the API server has it finished.
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let mut done = request();
+    done.status = Some(DeprovisionRequestStatus {
+        phase: Phase::Succeeded,
+        completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        ..Default::default()
+    });
+    let server = api.fresh_read(&done).run(); // and then no plan, no action, no write
+    reconcile(Arc::new(request()), ctx).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn plan_is_written_before_the_binding_changes_and_each_result_after() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let server = api
+        .fresh_read(&request())
+        .planning_reads()
+        .put_status(|planned| {
+            assert_eq!(planned["status"]["phase"], "InProgress");
+            assert_eq!(planned["status"]["plan"].as_array().unwrap().len(), 1);
+            assert!(planned["status"].get("results").is_none(), "nothing done before the plan is recorded");
+            assert_eq!(planned["metadata"]["resourceVersion"], "1", "status writes are guarded by resourceVersion");
+        })
+        .get(RB, binding())
+        .put(RB, |written| {
+            assert_eq!(written["metadata"]["resourceVersion"], "7");
+            assert_eq!(written["subjects"], json!([{"kind": "User", "name": "other@x.io"}]));
+        })
+        .put_status(|recorded| {
+            assert_eq!(recorded["status"]["results"][0]["outcome"], "Removed");
+            assert_eq!(recorded["status"]["phase"], "InProgress");
+        })
+        .event(|event| assert_eq!(event["reason"], "Removed"))
+        .put_status(|finished| {
+            assert_eq!(finished["status"]["phase"], "Succeeded");
+            assert!(finished["status"]["completedAt"].is_string());
+        })
+        .event(|event| assert_eq!((&event["reason"], &event["action"]), (&json!("Succeeded"), &json!("Complete"))))
+        .run();
+    let metrics = ctx.settings.metrics.clone();
+    reconcile(Arc::new(request()), ctx).await.unwrap();
+    server.await.unwrap();
+    let text = metrics.encode();
+    assert!(text.contains(r#"deprovisioner_actions_total{kind="RemoveBindingSubject",outcome="Removed"} 1"#), "{text}");
+    assert!(text.contains(r#"deprovisioner_requests_finished_total{phase="Succeeded"} 1"#), "{text}");
+}
+
+#[tokio::test]
+async fn resumed_request_skips_recorded_actions() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    // A request whose plan and first result are already recorded (a crash happened after them).
+    let mut req = request();
+    let mut plan = json!([{"id": 0, "kind": "RemoveBindingSubject", "policy": "pol", "reason": "r",
+        "binding": {"target": {"kind": "RoleBinding", "namespace": "team", "name": "rb", "uid": "u1", "roleRef": "ClusterRole/edit"},
+                    "subject": {"kind": "User", "name": "p@x.io"}, "whenEmpty": "Delete"}}]);
+    plan.as_array_mut().unwrap().push(json!({"id": 1, "kind": "RemoveBindingSubject", "policy": "pol", "reason": "r",
+        "binding": {"target": {"kind": "RoleBinding", "namespace": "team", "name": "rb", "uid": "u1", "roleRef": "ClusterRole/edit"},
+                    "subject": {"kind": "User", "name": "other@x.io"}, "whenEmpty": "Keep"}}));
+    req.status = Some(
+        serde_json::from_value(json!({"phase": "InProgress", "plan": plan, "removed": 1,
+        "results": [{"id": 0, "kind": "RemoveBindingSubject", "object": "RoleBinding team/rb", "subject": "User p@x.io",
+                     "outcome": "Removed", "message": "m", "at": "2026-01-01T00:00:01Z"}]}))
+        .unwrap(),
+    );
+    let mut rb = binding();
+    rb["subjects"] = json!([{"kind": "User", "name": "other@x.io"}]);
+    let server = api
+        .fresh_read(&req)
+        .get(RB, rb)
+        .put(RB, |kept| assert_eq!(kept["subjects"], json!([]), "kept empty per the plan's rule"))
+        .put_status(|recorded| {
+            let results = recorded["status"]["results"].as_array().unwrap();
+            let ids: Vec<i64> = results.iter().map(|r| r["id"].as_i64().unwrap()).collect();
+            assert_eq!(ids, vec![0, 1]);
+        })
+        .event(|event| assert_eq!(event["reason"], "Removed"))
+        .put_status(|finished| {
+            assert_eq!(finished["status"]["phase"], "Succeeded");
+            assert_eq!(finished["status"]["removed"], 2);
+        })
+        .event(|event| assert_eq!(event["reason"], "Succeeded"))
+        .run();
+    reconcile(Arc::new(req), ctx).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn api_errors_past_the_bounded_time_end_failed() {
+    // give_up_after 0: the first transient error is final.
+    let (ctx, api) = ctx(Duration::ZERO);
+    let server = api
+        .fresh_read(&request())
+        .planning_reads()
+        .put_status(|planned| assert_eq!(planned["status"]["phase"], "InProgress"))
+        .get_fails(RB, StatusCode::INTERNAL_SERVER_ERROR, status_error(500, "InternalError", "etcd is sulking"))
+        .put_status(|failed| {
+            let st: DeprovisionRequestStatus = serde_json::from_value(failed["status"].clone()).unwrap();
+            assert_eq!(st.phase, Phase::Failed);
+            assert_eq!(st.results[0].outcome, Outcome::Failed);
+            let msg = &st.results[0].message;
+            assert!(msg.contains("gave up after") && msg.contains("etcd is sulking"), "{msg}");
+            assert_eq!(st.retries, 1);
+        })
+        .event(|event| assert_eq!(event["reason"], "ActionsFailed"))
+        .run();
+    let metrics = ctx.settings.metrics.clone();
+    reconcile(Arc::new(request()), ctx).await.unwrap();
+    server.await.unwrap();
+    let text = metrics.encode();
+    assert!(text.contains(r#"deprovisioner_requests_finished_total{phase="Failed"} 1"#), "{text}");
+}
+
+#[tokio::test]
+async fn a_refused_action_is_recorded_failed_with_the_api_servers_reason() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let server = api
+        .fresh_read(&request())
+        .planning_reads()
+        .put_status(|planned| assert_eq!(planned["status"]["phase"], "InProgress"))
+        .get(RB, binding())
+        .call(Method::PUT, RB, StatusCode::FORBIDDEN, Some(status_error(403, "Forbidden", "may not bind")), |_| {})
+        .put_status(|recorded| {
+            let result = &recorded["status"]["results"][0];
+            assert_eq!(result["outcome"], "Failed");
+            let msg = result["message"].as_str().unwrap();
+            assert!(msg.contains("may not bind") && msg.contains("needs the `bind` verb on ClusterRole/edit"), "{msg}");
+        })
+        .event(|event| assert_eq!((&event["reason"], &event["type"]), (&json!("ActionFailed"), &json!("Warning"))))
+        .put_status(|finished| assert_eq!(finished["status"]["phase"], "Failed"))
+        .event(|event| assert_eq!(event["reason"], "ActionsFailed"))
+        .run();
+    reconcile(Arc::new(request()), ctx).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_status_the_api_server_refuses_ends_failed_instead_of_looping() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let invalid = status_error(422, "Invalid", "status.plan[0].x: Required value");
+    let server = api
+        .fresh_read(&request())
+        .planning_reads()
+        .call(Method::PUT, STATUS, StatusCode::UNPROCESSABLE_ENTITY, Some(invalid), |_| {})
+        .put_status(|minimal| {
+            assert_eq!(minimal["status"]["phase"], "Failed");
+            assert!(minimal["status"]["message"].as_str().unwrap().contains("status.plan[0].x: Required value"));
+            assert!(minimal["status"].get("plan").is_none());
+        })
+        .run();
+    let err = reconcile(Arc::new(request()), ctx).await.unwrap_err();
+    assert!(matches!(err, super::Error::Unrecordable { .. }), "{err}");
+    assert_eq!(err.metric_label(), "status_unrecordable");
+    server.await.unwrap();
+}

@@ -1,0 +1,145 @@
+//! Executors: carry out one planned action. Every executor has the same contract: it returns
+//! [`Done`] (what happened) or an [`ExecError`] that says whether retrying later can help.
+//!
+//! `rbac` edits or deletes bindings; `external` deactivates or deletes accounts in other systems
+//! (`scim`, `http`). Each is idempotent: access already gone is `AlreadyAbsent`, a success.
+
+pub mod external;
+pub mod rbac;
+
+use kube::Client;
+
+use crate::crd::{Action, ExternalDetails, Outcome};
+
+/// What executing an action needs.
+#[derive(Clone)]
+pub struct Env {
+    /// Kubernetes client.
+    pub client: Client,
+    /// The operator's own namespace: the only one external credentials are read from.
+    pub namespace: String,
+}
+
+/// What an executed action did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    /// What happened (never `Failed`: a failure is an [`ExecError`]).
+    pub outcome: Outcome,
+    /// Details fit to show a person.
+    pub message: String,
+    /// For external actions: what the other system answered.
+    pub external: Option<ExternalDetails>,
+}
+
+impl Done {
+    /// A result with no external details.
+    pub fn new(outcome: Outcome, message: impl Into<String>) -> Done {
+        Done { outcome, message: message.into(), external: None }
+    }
+}
+
+/// Why an action did not complete. [`ExecError::is_transient`] says whether retrying later can
+/// help (the controller retries until `--give-up-after`); every other error is recorded as a
+/// `Failed` result with [`ExecError`]'s message.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The API server is unreachable, throttling or failing: retry later.
+    #[error("{context}: {source}")]
+    Unavailable {
+        /// What was being done.
+        context: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// A write kept conflicting with other writers: retry later.
+    #[error("{context}: still conflicting after {attempts} attempts")]
+    Conflicting {
+        /// What was being written.
+        context: String,
+        /// Attempts made.
+        attempts: usize,
+    },
+    /// The API server refused the action (forbidden, invalid).
+    #[error("{context}: {}{hint}", api_message(source))]
+    Refused {
+        /// What was being done.
+        context: String,
+        /// What would let it pass, e.g. the `bind` verb; may be empty.
+        hint: String,
+        /// The API server's answer.
+        source: kube::Error,
+    },
+    /// The cluster no longer matches the plan (e.g. the binding was deleted and recreated).
+    #[error("{0}")]
+    Stale(String),
+    /// An external system did not do what was asked. The message names the system and is
+    /// already free of credentials.
+    #[error("{message}")]
+    External {
+        /// What went wrong, credentials redacted.
+        message: String,
+        /// What the system answered so far.
+        details: ExternalDetails,
+        /// The underlying error, when there is one.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// `message (Reason)` of an API error, or the error itself.
+fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.reason),
+        other => other.to_string(),
+    }
+}
+
+impl ExecError {
+    /// Classifies an API error: forbidden, invalid and bad requests are refusals (retrying
+    /// cannot help); everything else may pass later.
+    pub fn api(context: impl Into<String>, source: kube::Error) -> ExecError {
+        let context = context.into();
+        match &source {
+            kube::Error::Api(s) if s.is_forbidden() || s.is_invalid() || s.code == 400 || s.code == 405 => {
+                ExecError::Refused { context, hint: String::new(), source }
+            }
+            _ => ExecError::Unavailable { context, source },
+        }
+    }
+
+    /// Whether retrying later can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ExecError::Unavailable { .. } | ExecError::Conflicting { .. })
+    }
+
+    /// What an external system answered before it failed.
+    pub fn external_details(&self) -> Option<&ExternalDetails> {
+        match self {
+            ExecError::External { details, .. } => Some(details),
+            _ => None,
+        }
+    }
+
+    /// A short label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            ExecError::Unavailable { .. } => "unavailable",
+            ExecError::Conflicting { .. } => "conflicting",
+            ExecError::Refused { .. } => "refused",
+            ExecError::Stale(_) => "stale",
+            ExecError::External { .. } => "external",
+        }
+    }
+}
+
+/// Executes one action.
+pub async fn execute(env: &Env, action: &Action) -> Result<Done, ExecError> {
+    match action {
+        Action::RemoveBindingSubject(b) => rbac::remove_subject(&env.client, b).await,
+        Action::ConfirmAbsent(c) => Ok(Done::new(
+            Outcome::AlreadyAbsent,
+            format!("{} holds none of the {} binding(s) the policy selects", c.subject, c.bindings_checked),
+        )),
+        Action::ScimDeprovision(call) => external::scim::deprovision(env, call).await,
+        Action::HttpCall(call) => external::http::call(env, call).await,
+    }
+}

@@ -1,0 +1,329 @@
+//! The plan: a pure function of (request, policies, observed cluster) to the list of actions.
+//! Nothing here talks to the API server, so every rule is unit-tested on plain values.
+//!
+//! `select` finds the policies and what their rules select, `subject` says who a binding's
+//! subject is (and whether it is protected), `template` renders policy templates for a request,
+//! `validate` checks policies; this module puts them together into a [`Plan`].
+
+mod select;
+pub mod subject;
+pub mod template;
+mod validate;
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::ResourceExt;
+
+pub use select::{matching_policies, scope};
+pub use validate::{glob_match, is_dns_label, validate_policy};
+
+use crate::crd::{
+    AbsentCheck, Action, BindingAction, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, HttpCall, PlannedAction,
+    Reason, ScimDeprovision, SubjectRef,
+};
+use select::{ExternalCall, Selection, candidates};
+use subject::{Principal, Protected, Wanted, subject_ref};
+use template::TemplateError;
+
+/// Why no plan could be made. Nothing is changed when planning fails.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    /// No policy covers the application.
+    #[error("no DeprovisionPolicy covers application {0}")]
+    NoPolicy(String),
+    /// A matching policy is unusable.
+    #[error("DeprovisionPolicy {policy} is invalid: {reason}")]
+    InvalidPolicy {
+        /// Policy name.
+        policy: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A requested permission that no rule maps to cluster access.
+    #[error("no rule in DeprovisionPolicy {policies} covers permission {permission:?}")]
+    UnmappedPermission {
+        /// Matching policy names.
+        policies: String,
+        /// The permission value.
+        permission: String,
+    },
+    /// A subject template could not be rendered for this request.
+    #[error("DeprovisionPolicy {policy}: {source}")]
+    Template {
+        /// Policy name.
+        policy: String,
+        /// The template error.
+        source: TemplateError,
+    },
+    /// A permission value taken as a namespace is not a namespace name.
+    #[error("permission value {0:?} is not a valid namespace name")]
+    BadNamespace(String),
+    /// The plan would touch a protected subject.
+    #[error("refused: {0}; nothing was changed")]
+    Protected(String),
+    /// A rule takes its namespace from the permission value, but the request names none.
+    #[error(
+        "DeprovisionPolicy {policy} rules[{rule}] takes the namespace from the Lumos permission value, but the request names no permission (whole application); nothing was changed"
+    )]
+    NeedsPermission {
+        /// Policy name.
+        policy: String,
+        /// Rule index.
+        rule: usize,
+    },
+    /// A rendered subject name is not allowed by the policy.
+    #[error(
+        "DeprovisionPolicy {policy}: subject {name:?} is not allowed by subjects[{index}].allowedNames; nothing was changed"
+    )]
+    NotAllowed {
+        /// Policy name.
+        policy: String,
+        /// Subject index.
+        index: usize,
+        /// The rendered name.
+        name: String,
+    },
+    /// The plan is too large to record.
+    #[error("the plan has {0} actions, more than the {MAX_ACTIONS} one request may record; narrow the policy")]
+    TooLarge(usize),
+}
+
+/// Most actions one request records (a status must fit in one etcd object).
+pub const MAX_ACTIONS: usize = 2000;
+
+impl PlanError {
+    /// The reason recorded in conditions and Events.
+    pub fn reason(&self) -> Reason {
+        match self {
+            PlanError::NoPolicy(_) => Reason::NoPolicy,
+            PlanError::InvalidPolicy { .. } => Reason::InvalidPolicy,
+            PlanError::UnmappedPermission { .. } => Reason::UnmappedPermission,
+            PlanError::Template { .. } => Reason::TemplateUnresolved,
+            PlanError::BadNamespace(_) => Reason::BadNamespace,
+            PlanError::Protected(_) => Reason::ProtectedSubject,
+            PlanError::NeedsPermission { .. } => Reason::NeedsPermission,
+            PlanError::NotAllowed { .. } => Reason::SubjectNotAllowed,
+            PlanError::TooLarge(_) => Reason::PlanTooLarge,
+        }
+    }
+}
+
+/// What the controller observed in the cluster (a consistent, fresh read).
+#[derive(Debug, Default, Clone)]
+pub struct Observed {
+    /// Every namespace (for selectors and existence).
+    pub namespaces: Vec<Namespace>,
+    /// RoleBindings in the namespaces the scope names.
+    pub role_bindings: Vec<RoleBinding>,
+    /// ClusterRoleBindings (when the scope needs them).
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+/// What must be read from the cluster to plan.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// Namespaces whose RoleBindings are needed.
+    pub namespaces: BTreeSet<String>,
+    /// Whether ClusterRoleBindings are needed.
+    pub cluster_role_bindings: bool,
+}
+
+/// The outcome of planning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Names of the policies that matched.
+    pub policies: Vec<String>,
+    /// Actions in execution order.
+    pub actions: Vec<PlannedAction>,
+}
+
+/// The label `app_id/instance_id` used in messages.
+pub fn app_label(spec: &DeprovisionRequestSpec) -> String {
+    match (&spec.application.app_id, &spec.application.instance_id) {
+        (Some(a), Some(i)) => format!("{a:?} (instance {i:?})"),
+        (Some(a), None) => format!("{a:?}"),
+        (None, Some(i)) => format!("instance {i:?}"),
+        (None, None) => "(none)".into(),
+    }
+}
+
+/// The subjects a policy says the target user is known as, rendered for this request.
+fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -> Result<Vec<Wanted>, PlanError> {
+    let err = |source| PlanError::Template { policy: policy.name_any(), source };
+    policy
+        .spec
+        .subjects
+        .iter()
+        .enumerate()
+        .map(|(index, s)| {
+            let rendered = template::render(&s.name, spec).map_err(err)?;
+            if !s.allowed_names.is_empty() && !s.allowed_names.iter().any(|p| glob_match(p, &rendered)) {
+                return Err(PlanError::NotAllowed { policy: policy.name_any(), index, name: rendered });
+            }
+            let name = format!("{}{rendered}", s.prefix.as_deref().unwrap_or(""));
+            // Checked on the raw name: a User template must not reach `system:` identities, not
+            // even ServiceAccounts in their `system:serviceaccount:` form (use kind ServiceAccount).
+            if subject::is_system_name(&name) {
+                return Err(PlanError::Protected(format!(
+                    "DeprovisionPolicy {} subjects[{index}] renders to {name:?}, a system: name",
+                    policy.name_any()
+                )));
+            }
+            let namespace = s.namespace.as_deref().map(|ns| template::render(ns, spec)).transpose().map_err(err)?;
+            Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
+        })
+        .collect()
+}
+
+/// The policy's external call rendered for this request (values escaped for where they go).
+fn render_external(
+    call: ExternalCall<'_>,
+    spec: &DeprovisionRequestSpec,
+    policy: &DeprovisionPolicy,
+) -> Result<Action, PlanError> {
+    let err = |source| PlanError::Template { policy: policy.name_any(), source };
+    match call {
+        ExternalCall::Scim(t) => {
+            let value = template::render(&t.match_value, spec).map_err(err)?;
+            Ok(Action::ScimDeprovision(ScimDeprovision {
+                base_url: t.base_url.trim_end_matches('/').to_string(),
+                match_value: value,
+                ..t.clone()
+            }))
+        }
+        ExternalCall::Http(t) => {
+            let url = template::render_escaped(&t.url, spec, template::url_escape).map_err(err)?;
+            let body = t
+                .body
+                .as_deref()
+                .map(|b| template::render_escaped(b, spec, template::json_escape))
+                .transpose()
+                .map_err(err)?;
+            if let Some(b) = &body
+                && let Err(e) = serde_json::from_str::<serde_json::Value>(b)
+            {
+                return Err(PlanError::InvalidPolicy {
+                    policy: policy.name_any(),
+                    reason: format!("http {} body is not JSON once rendered: {e}", t.system),
+                });
+            }
+            Ok(Action::HttpCall(HttpCall { method: t.method.to_ascii_uppercase(), url, body, ..t.clone() }))
+        }
+    }
+}
+
+/// One subject to remove from one binding, before ids are given.
+type Removal = ((BindingRef, SubjectRef), String, String, crate::crd::EmptyBindingRule);
+
+/// The plan under construction: binding removals (kept sorted), external calls, absence checks.
+#[derive(Default)]
+struct Draft {
+    seen: BTreeSet<(BindingRef, SubjectRef)>,
+    removals: Vec<Removal>,
+    external: Vec<PlannedAction>,
+    absent: Vec<PlannedAction>,
+}
+
+impl Draft {
+    /// Adds what one policy's selection yields for the wanted subjects.
+    fn add(
+        &mut self,
+        sel: &Selection<'_>,
+        wanted: &[Wanted],
+        spec: &DeprovisionRequestSpec,
+        observed: &Observed,
+        protected: &Protected,
+    ) -> Result<(), PlanError> {
+        let policy = sel.policy.name_any();
+        let mut found = vec![false; wanted.len()];
+        let mut checked = BTreeSet::new();
+        for (selection, why) in &sel.bindings {
+            for c in candidates(selection, observed) {
+                checked.insert(c.binding.clone());
+                for s in c.subjects {
+                    let Some(p) = Principal::of_subject(s, c.binding.namespace()) else {
+                        continue;
+                    };
+                    let hits: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i].matches(&p)).collect();
+                    if hits.is_empty() {
+                        continue;
+                    }
+                    hits.iter().for_each(|&i| found[i] = true);
+                    if let Some(why) = protected.why(&p) {
+                        return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, c.binding)));
+                    }
+                    let key = (c.binding.clone(), subject_ref(s));
+                    if self.seen.insert(key.clone()) {
+                        self.removals.push((key, policy.clone(), why.clone(), sel.policy.spec.empty_bindings));
+                    }
+                }
+            }
+        }
+        for (call, why) in &sel.external {
+            let action = render_external(*call, spec, sel.policy)?;
+            if !self.external.iter().any(|e| e.action == action) {
+                self.external.push(PlannedAction { id: 0, policy: policy.clone(), reason: why.clone(), action });
+            }
+        }
+        if !sel.bindings.is_empty() {
+            for (w, _) in wanted.iter().zip(&found).filter(|(_, f)| !**f) {
+                let check = AbsentCheck { subject: w.principal.to_string(), bindings_checked: checked.len() as i32 };
+                self.absent.push(PlannedAction {
+                    id: 0,
+                    policy: policy.clone(),
+                    reason: format!("no binding selected by the policy holds {}", w.principal),
+                    action: Action::ConfirmAbsent(check),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Binding removals in a stable order, then external calls, then absence checks; numbered.
+    fn finish(mut self) -> Vec<PlannedAction> {
+        self.removals.sort_by(|a, b| a.0.cmp(&b.0));
+        self.removals
+            .into_iter()
+            .map(|((binding, subject), policy, reason, when_empty)| PlannedAction {
+                id: 0,
+                policy,
+                reason,
+                action: Action::RemoveBindingSubject(BindingAction { binding, subject, when_empty }),
+            })
+            .chain(self.external)
+            .chain(self.absent)
+            .enumerate()
+            .map(|(i, a)| PlannedAction { id: i as i32, ..a })
+            .collect()
+    }
+}
+
+/// Computes the plan. Fails (changing nothing) when no policy covers the request, a policy is
+/// invalid, a permission is unmapped, a subject cannot be resolved, or a protected subject would
+/// be touched. An empty plan is a success: the access is already gone.
+pub fn compute(
+    spec: &DeprovisionRequestSpec,
+    all_policies: &[DeprovisionPolicy],
+    observed: &Observed,
+    protected: &Protected,
+) -> Result<Plan, PlanError> {
+    let policies = matching_policies(spec, all_policies);
+    let mut draft = Draft::default();
+    for sel in select::select(spec, &policies, &observed.namespaces)? {
+        let wanted = resolve_subjects(sel.policy, spec)?;
+        if let Some(why) = wanted.iter().find_map(|w| protected.why(&w.principal)) {
+            return Err(PlanError::Protected(format!("DeprovisionPolicy {} resolves to {why}", sel.policy.name_any())));
+        }
+        draft.add(&sel, &wanted, spec, observed, protected)?;
+    }
+    let actions = draft.finish();
+    if actions.len() > MAX_ACTIONS {
+        return Err(PlanError::TooLarge(actions.len()));
+    }
+    Ok(Plan { policies: policies.iter().map(|p| p.name_any()).collect(), actions })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+//! Which policies cover a request, and which bindings and external calls their rules select.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use super::validate::{glob_match, is_dns_label, validate_policy};
+use super::{Observed, PlanError, Scope, app_label};
+use crate::crd::{
+    AccessRule, BindingRef, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, HttpCall, RoleRefFilter,
+    ScimDeprovision,
+};
+
+/// Bindings a rule selects, before looking at subjects.
+#[derive(Debug, Clone)]
+pub(super) enum BindingSelection<'p> {
+    RoleBindings {
+        namespaces: BTreeSet<String>,
+        names: &'p [String],
+        selector: Option<&'p LabelSelector>,
+        role_ref: Option<&'p RoleRefFilter>,
+    },
+    ClusterRoleBindings {
+        names: &'p [String],
+        selector: Option<&'p LabelSelector>,
+        role_ref: Option<&'p RoleRefFilter>,
+    },
+}
+
+/// An external call a rule names, still holding its templates.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ExternalCall<'p> {
+    Scim(&'p ScimDeprovision),
+    Http(&'p HttpCall),
+}
+
+/// What one policy selects for a request, each with the reason recorded in the plan.
+pub(super) struct Selection<'p> {
+    pub policy: &'p DeprovisionPolicy,
+    pub bindings: Vec<(BindingSelection<'p>, String)>,
+    pub external: Vec<(ExternalCall<'p>, String)>,
+}
+
+/// Policies covering the request's application, sorted by name.
+pub fn matching_policies<'p>(
+    spec: &DeprovisionRequestSpec,
+    policies: &'p [DeprovisionPolicy],
+) -> Vec<&'p DeprovisionPolicy> {
+    let mut out: Vec<_> = policies
+        .iter()
+        .filter(|p| {
+            let sel = &p.spec.application;
+            (sel.app_id.is_some() || sel.instance_id.is_some())
+                && sel.app_id.as_ref().is_none_or(|a| spec.application.app_id.as_ref() == Some(a))
+                && sel.instance_id.as_ref().is_none_or(|i| spec.application.instance_id.as_ref() == Some(i))
+        })
+        .collect();
+    out.sort_by_key(|p| p.name_any());
+    out
+}
+
+/// For each rule, the permission values it applies to (`None`: the whole application).
+fn applicable<'a>(rule: &AccessRule, spec: &'a DeprovisionRequestSpec) -> Vec<Option<&'a str>> {
+    if spec.permissions.is_empty() {
+        return vec![None];
+    }
+    if rule.permissions.is_empty() {
+        return spec.permissions.iter().map(|p| Some(p.value.as_str())).collect();
+    }
+    spec.permissions
+        .iter()
+        .filter(|p| rule.permissions.iter().any(|pat| glob_match(pat, &p.value)))
+        .map(|p| Some(p.value.as_str()))
+        .collect()
+}
+
+/// Refuses a request no policy covers, an invalid policy, or a permission no rule maps.
+fn check_coverage(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]) -> Result<(), PlanError> {
+    if policies.is_empty() {
+        return Err(PlanError::NoPolicy(app_label(spec)));
+    }
+    for p in policies {
+        validate_policy(&p.spec).map_err(|reason| PlanError::InvalidPolicy { policy: p.name_any(), reason })?;
+    }
+    for perm in &spec.permissions {
+        let covered = policies
+            .iter()
+            .flat_map(|p| &p.spec.rules)
+            .any(|r| r.permissions.is_empty() || r.permissions.iter().any(|pat| glob_match(pat, &perm.value)));
+        if !covered {
+            let names: Vec<_> = policies.iter().map(|p| p.name_any()).collect();
+            return Err(PlanError::UnmappedPermission { policies: names.join(", "), permission: perm.value.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// What every matching policy selects for this request.
+pub(super) fn select<'p>(
+    spec: &DeprovisionRequestSpec,
+    policies: &[&'p DeprovisionPolicy],
+    namespaces: &[Namespace],
+) -> Result<Vec<Selection<'p>>, PlanError> {
+    check_coverage(spec, policies)?;
+    let mut out = Vec::new();
+    for policy in policies {
+        let mut sel = Selection { policy, bindings: Vec::new(), external: Vec::new() };
+        for (i, rule) in policy.spec.rules.iter().enumerate() {
+            for perm in applicable(rule, spec) {
+                select_rule(&mut sel, i, rule, perm, namespaces)?;
+            }
+        }
+        out.push(sel);
+    }
+    Ok(out)
+}
+
+/// Adds what rule `i` selects for one permission (`None`: the whole application).
+fn select_rule<'p>(
+    sel: &mut Selection<'p>,
+    i: usize,
+    rule: &'p AccessRule,
+    perm: Option<&str>,
+    namespaces: &[Namespace],
+) -> Result<(), PlanError> {
+    let why = match perm {
+        Some(v) => format!("rules[{i}] for permission {v:?}"),
+        None => format!("rules[{i}] for the whole application"),
+    };
+    if let Some(rb) = &rule.role_bindings {
+        let mut nss: BTreeSet<String> = rb.namespaces.iter().cloned().collect();
+        if let Some(s) = &rb.namespace_selector {
+            nss.extend(namespaces_labelled(s, namespaces));
+        }
+        let b = BindingSelection::RoleBindings {
+            namespaces: nss,
+            names: &rb.names,
+            selector: rb.selector.as_ref(),
+            role_ref: rb.role_ref.as_ref(),
+        };
+        sel.bindings.push((b, format!("{why}: roleBindings")));
+    }
+    if let Some(crb) = &rule.cluster_role_bindings {
+        let b = BindingSelection::ClusterRoleBindings {
+            names: &crb.names,
+            selector: crb.selector.as_ref(),
+            role_ref: crb.role_ref.as_ref(),
+        };
+        sel.bindings.push((b, format!("{why}: clusterRoleBindings")));
+    }
+    if let Some(na) = &rule.namespace_access {
+        let mut nss: BTreeSet<String> = na.namespaces.iter().cloned().collect();
+        match (na.from_permission_value, perm) {
+            (true, Some(v)) if !is_dns_label(v) => return Err(PlanError::BadNamespace(v.into())),
+            (true, Some(v)) => {
+                nss.insert(v.into());
+            }
+            // A whole-application request names no permission, so no namespace: refuse rather
+            // than report success while that access stays.
+            (true, None) => return Err(PlanError::NeedsPermission { policy: sel.policy.name_any(), rule: i }),
+            (false, _) => {}
+        }
+        if !nss.is_empty() {
+            let b = BindingSelection::RoleBindings { namespaces: nss, names: &[], selector: None, role_ref: None };
+            sel.bindings.push((b, format!("{why}: namespaceAccess")));
+        }
+    }
+    if let Some(t) = &rule.scim {
+        sel.external.push((ExternalCall::Scim(t), format!("{why}: scim {}", t.system)));
+    }
+    if let Some(t) = &rule.http {
+        sel.external.push((ExternalCall::Http(t), format!("{why}: http {}", t.system)));
+    }
+    Ok(())
+}
+
+/// Names of the namespaces a (validated) label selector matches.
+fn namespaces_labelled(sel: &LabelSelector, namespaces: &[Namespace]) -> BTreeSet<String> {
+    let Ok(sel) = Selector::try_from(sel.clone()) else {
+        return BTreeSet::new(); // unreachable: policies are validated before selection
+    };
+    namespaces.iter().filter(|ns| sel.matches(ns.labels())).map(|ns| ns.name_any()).collect()
+}
+
+/// What must be read from the cluster to plan this request (after namespaces are known).
+pub fn scope(
+    spec: &DeprovisionRequestSpec,
+    policies: &[&DeprovisionPolicy],
+    namespaces: &[Namespace],
+) -> Result<Scope, PlanError> {
+    let mut scope = Scope::default();
+    for sel in select(spec, policies, namespaces)? {
+        for (b, _) in sel.bindings {
+            match b {
+                BindingSelection::RoleBindings { namespaces, .. } => scope.namespaces.extend(namespaces),
+                BindingSelection::ClusterRoleBindings { .. } => scope.cluster_role_bindings = true,
+            }
+        }
+    }
+    Ok(scope)
+}
+
+fn role_ref_matches(filter: Option<&RoleRefFilter>, r: &RoleRef) -> bool {
+    filter.is_none_or(|f| f.name == r.name && f.kind.as_ref().is_none_or(|k| *k == r.kind))
+}
+
+fn labels_match(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+    sel.is_none_or(|s| Selector::try_from(s.clone()).is_ok_and(|s| s.matches(labels)))
+}
+
+/// A selected binding and its subjects.
+pub(super) struct Candidate<'a> {
+    pub binding: BindingRef,
+    pub subjects: &'a [Subject],
+}
+
+/// The observed bindings a selection picks (bindings being deleted are skipped).
+pub(super) fn candidates<'a>(b: &BindingSelection<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> {
+    let empty: &[Subject] = &[];
+    match b {
+        BindingSelection::RoleBindings { namespaces, names, selector, role_ref } => observed
+            .role_bindings
+            .iter()
+            .filter(|b| b.metadata.deletion_timestamp.is_none())
+            .filter(|b| names.is_empty() || names.contains(&b.name_any()))
+            .filter(|b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
+            .filter_map(|b| {
+                let ns = b.namespace().filter(|ns| namespaces.contains(ns))?;
+                let binding = binding_ref(BindingScope::Namespaced(ns), &b.metadata, &b.role_ref);
+                Some(Candidate { binding, subjects: b.subjects.as_deref().unwrap_or(empty) })
+            })
+            .collect(),
+        BindingSelection::ClusterRoleBindings { names, selector, role_ref } => observed
+            .cluster_role_bindings
+            .iter()
+            .filter(|b| b.metadata.deletion_timestamp.is_none())
+            .filter(|b| names.is_empty() || names.contains(&b.name_any()))
+            .filter(|b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
+            .map(|b| Candidate {
+                binding: binding_ref(BindingScope::Cluster, &b.metadata, &b.role_ref),
+                subjects: b.subjects.as_deref().unwrap_or(empty),
+            })
+            .collect(),
+    }
+}
+
+fn binding_ref(scope: BindingScope, meta: &ObjectMeta, role_ref: &RoleRef) -> BindingRef {
+    BindingRef {
+        scope,
+        name: meta.name.clone().unwrap_or_default(),
+        uid: meta.uid.clone().unwrap_or_default(),
+        role_ref: format!("{}/{}", role_ref.kind, role_ref.name),
+    }
+}

@@ -1,0 +1,148 @@
+//! Checks on a policy that the API server's schema cannot make: templates, selectors, names,
+//! URLs, JSON bodies and credential-looking headers. Also the name rules planning relies on.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::Selector;
+
+use super::template;
+use crate::crd::DeprovisionPolicySpec;
+
+/// Checks what the API server's schema cannot: templates, selectors, names, patterns.
+pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
+    for (i, s) in spec.subjects.iter().enumerate() {
+        template::validate(&s.name).map_err(|e| format!("subjects[{i}].name: {e}"))?;
+        if let Some(ns) = &s.namespace {
+            template::validate(ns).map_err(|e| format!("subjects[{i}].namespace: {e}"))?;
+        }
+    }
+    let sel_ok = |s: Option<&LabelSelector>, at: &str| -> Result<(), String> {
+        if let Some(s) = s {
+            if s.match_labels.as_ref().is_none_or(|l| l.is_empty())
+                && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+            {
+                return Err(format!("{at} is empty, which would select everything"));
+            }
+            Selector::try_from(s.clone()).map_err(|e| format!("{at}: {e}"))?;
+        }
+        Ok(())
+    };
+    for (i, r) in spec.rules.iter().enumerate() {
+        if r.permissions.iter().any(|p| p.is_empty()) {
+            return Err(format!("rules[{i}].permissions has an empty pattern"));
+        }
+        if let Some(rb) = &r.role_bindings {
+            check_namespaces(&rb.namespaces).map_err(|e| format!("rules[{i}].roleBindings.namespaces: {e}"))?;
+            sel_ok(rb.namespace_selector.as_ref(), &format!("rules[{i}].roleBindings.namespaceSelector"))?;
+            sel_ok(rb.selector.as_ref(), &format!("rules[{i}].roleBindings.selector"))?;
+        }
+        if let Some(crb) = &r.cluster_role_bindings {
+            sel_ok(crb.selector.as_ref(), &format!("rules[{i}].clusterRoleBindings.selector"))?;
+        }
+        if let Some(t) = &r.scim {
+            check_url(&t.base_url).map_err(|e| format!("rules[{i}].scim.baseUrl: {e}"))?;
+            template::validate(&t.match_value).map_err(|e| format!("rules[{i}].scim.matchValue: {e}"))?;
+        }
+        if let Some(t) = &r.http {
+            check_url(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
+            template::validate(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
+            if let Some(b) = &t.body {
+                template::validate(b).map_err(|e| format!("rules[{i}].http.body: {e}"))?;
+                check_body(b).map_err(|e| format!("rules[{i}].http.body: {e}"))?;
+            }
+            if !matches!(t.method.to_ascii_uppercase().as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                return Err(format!("rules[{i}].http.method {:?} is not GET, POST, PUT, PATCH or DELETE", t.method));
+            }
+            for h in &t.headers {
+                if h.value.is_some() && is_credential_header(&h.name) {
+                    return Err(format!(
+                        "rules[{i}].http.headers: {} looks like a credential; use valueFrom (a Secret) so it is never recorded",
+                        h.name
+                    ));
+                }
+            }
+        }
+        if let Some(na) = &r.namespace_access {
+            check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// `https://` with a literal host; `http://` only to loopback (credentials never travel in clear).
+fn check_url(url: &str) -> Result<(), String> {
+    let (rest, tls) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (r, true),
+        (None, Some(r)) => (r, false),
+        _ => return Err(format!("{url:?} must start with https://")),
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains("{{") {
+        return Err(format!("{url:?} must name its host literally"));
+    }
+    let hostname = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    if !tls && !matches!(hostname, "localhost" | "127.0.0.1" | "::1") {
+        return Err(format!("{url:?}: plain http:// is only allowed to loopback; use https://"));
+    }
+    Ok(())
+}
+
+/// Every `{{field}}` of a JSON body template must sit inside a string literal, so a payload value
+/// can never add JSON structure.
+fn check_body(body: &str) -> Result<(), String> {
+    let mut marked = String::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("{{") {
+        marked.push_str(&rest[..i]);
+        marked.push_str("__deprovisioner_field__");
+        rest = rest[i..].find("}}").map_or("", |j| &rest[i + j + 2..]);
+    }
+    marked.push_str(rest);
+    serde_json::from_str::<serde_json::Value>(&marked)
+        .map(|_| ())
+        .map_err(|e| format!("must be JSON with every {{{{field}}}} inside a string: {e}"))
+}
+
+/// Header names whose literal values would be credentials.
+fn is_credential_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "cookie" || ["auth", "token", "key", "secret", "password", "credential"].iter().any(|w| n.contains(w))
+}
+
+fn check_namespaces(names: &[String]) -> Result<(), String> {
+    match names.iter().find(|n| !is_dns_label(n)) {
+        Some(n) => Err(format!("{n:?} is not a namespace name")),
+        None => Ok(()),
+    }
+}
+
+/// RFC 1123 label: what a namespace name must be.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `*` matches any run of characters; everything else is literal.
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == value;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last) {
+        return false;
+    }
+    let mut rest = &value[first.len()..value.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}

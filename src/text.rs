@@ -1,0 +1,77 @@
+//! Small text helpers every message goes through: clipping and "first N and M more" lists.
+
+/// Longest message shown in Lumos, in `kubectl get dpr`, in a condition or an Event.
+pub const MAX_MESSAGE: usize = 480;
+
+/// Cuts `s` to at most `max` characters on a character boundary, ending in `…` when cut.
+pub fn clip_to(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Cuts a message to [`MAX_MESSAGE`] characters.
+pub fn clip(s: impl AsRef<str>) -> String {
+    clip_to(s.as_ref(), MAX_MESSAGE)
+}
+
+/// Cuts `s` so that `s + suffix` fits [`MAX_MESSAGE`]; the suffix always survives.
+pub fn clip_keeping(s: &str, suffix: &str) -> String {
+    let room = MAX_MESSAGE.saturating_sub(suffix.chars().count());
+    format!("{}{suffix}", clip_to(s, room))
+}
+
+/// How many items a list in a message shows before "and N more".
+pub const SHOWN: usize = 3;
+
+/// `a; b; c; and 4 more`: the first [`SHOWN`] items, then how many were left out.
+pub fn first_and_more<I, T>(items: I) -> String
+where
+    I: IntoIterator<Item = T>,
+    T: std::fmt::Display,
+{
+    let mut parts = Vec::new();
+    let mut more = 0;
+    for item in items {
+        if parts.len() < SHOWN {
+            parts.push(item.to_string());
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        parts.push(format!("and {more} more"));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_is_char_safe_and_marks_the_cut() {
+        let c = clip("é".repeat(1000));
+        assert_eq!(c.chars().count(), MAX_MESSAGE);
+        assert!(c.ends_with('…'));
+        assert_eq!(clip("short"), "short");
+        assert_eq!(clip_to("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn the_suffix_survives_clipping() {
+        let m = clip_keeping(&"x".repeat(2 * MAX_MESSAGE), " (record: r)");
+        assert_eq!(m.chars().count(), MAX_MESSAGE);
+        assert!(m.ends_with("… (record: r)"), "{m}");
+    }
+
+    #[test]
+    fn lists_show_the_first_few_and_count_the_rest() {
+        assert_eq!(first_and_more(["a", "b"]), "a; b");
+        assert_eq!(first_and_more(0..10), "0; 1; 2; and 7 more");
+        assert_eq!(first_and_more(Vec::<String>::new()), "");
+    }
+}

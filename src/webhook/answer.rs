@@ -1,0 +1,95 @@
+//! What the endpoint answers Lumos: `SUCCESS` or `FAILURE` and a short message fit to show the
+//! requester, always naming the record.
+
+use serde::Serialize;
+
+use crate::crd::{DeprovisionRequestStatus, Phase};
+use crate::text;
+
+/// The answer's verdict, spelled as Lumos expects it.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub enum Verdict {
+    /// The access is gone (or a dry run planned it).
+    #[serde(rename = "SUCCESS")]
+    Success,
+    /// Anything else: Lumos shows the message.
+    #[serde(rename = "FAILURE")]
+    Failure,
+}
+
+impl Verdict {
+    /// `SUCCESS` or `FAILURE` (also the metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Success => "SUCCESS",
+            Verdict::Failure => "FAILURE",
+        }
+    }
+}
+
+/// What the webhook answers (HTTP 200, or a 4xx for a refused call, with this JSON body).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LumosAnswer {
+    /// `SUCCESS` or `FAILURE`.
+    pub response: Verdict,
+    /// Shown to the requester in Lumos.
+    pub msg: String,
+}
+
+impl LumosAnswer {
+    /// A success.
+    pub fn success(msg: impl AsRef<str>) -> Self {
+        LumosAnswer { response: Verdict::Success, msg: text::clip(msg) }
+    }
+
+    /// A failure.
+    pub fn failure(msg: impl AsRef<str>) -> Self {
+        LumosAnswer { response: Verdict::Failure, msg: text::clip(msg) }
+    }
+
+    /// The answer for a record in its current state. The record's name always survives
+    /// clipping: it is how a person finds the details.
+    pub fn for_record(name: &str, status: Option<&DeprovisionRequestStatus>) -> Self {
+        let phase = status.map(|s| s.phase).unwrap_or_default();
+        let record = format!(" (record: deprovisionrequest/{name})");
+        let msg = status.and_then(|s| s.message.as_deref()).unwrap_or_default();
+        let msg = text::clip_keeping(msg, &record);
+        match phase {
+            Phase::Succeeded | Phase::DryRun => LumosAnswer::success(msg),
+            Phase::Failed => LumosAnswer::failure(msg),
+            Phase::Pending | Phase::InProgress => LumosAnswer::failure(format!(
+                "Still in progress: the operator will finish it; see deprovisionrequest/{name} for the result"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::MAX_MESSAGE;
+
+    #[test]
+    fn answers_map_phases() {
+        let mut s =
+            DeprovisionRequestStatus { phase: Phase::Succeeded, message: Some("Removed".into()), ..Default::default() };
+        assert_eq!(LumosAnswer::for_record("n", Some(&s)).response, Verdict::Success);
+        s.phase = Phase::Failed;
+        assert_eq!(LumosAnswer::for_record("n", Some(&s)).response, Verdict::Failure);
+        s.phase = Phase::DryRun;
+        assert_eq!(LumosAnswer::for_record("n", Some(&s)).response, Verdict::Success);
+        s.message = Some("x".repeat(2 * MAX_MESSAGE));
+        let long = LumosAnswer::for_record("lumos-abc-1", Some(&s));
+        assert_eq!(long.msg.chars().count(), MAX_MESSAGE);
+        assert!(long.msg.ends_with("(record: deprovisionrequest/lumos-abc-1)"), "{}", long.msg);
+        let pending = LumosAnswer::for_record("lumos-abc-1", None);
+        assert_eq!(pending.response, Verdict::Failure);
+        assert!(pending.msg.contains("in progress") && pending.msg.contains("lumos-abc-1"));
+    }
+
+    #[test]
+    fn the_verdict_is_spelled_as_lumos_expects() {
+        let json = serde_json::to_value(LumosAnswer::success("ok")).unwrap();
+        assert_eq!(json, serde_json::json!({"response": "SUCCESS", "msg": "ok"}));
+    }
+}

@@ -1,0 +1,111 @@
+//! The deprovisioning endpoint: refuses bad calls (401, 400, 415, 413, 408) before anything is
+//! recorded, then hands the parsed request to `submit`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::WebhookState;
+use super::answer::LumosAnswer;
+use super::payload::{self, PayloadError};
+use crate::metrics::AnswerLabels;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct WebhookQuery {
+    /// `?dryRun=true`: plan and record, change nothing (for Lumos's "Test Webhook").
+    #[serde(default)]
+    dry_run: bool,
+}
+
+type QueryResult = Result<Query<WebhookQuery>, axum::extract::rejection::QueryRejection>;
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+pub(super) async fn deprovision(
+    State(s): State<Arc<WebhookState>>,
+    query: QueryResult,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let (status, answer) = handle(&s, started, query, headers, body).await;
+    let labels = AnswerLabels { response: answer.response.as_str(), code: status.as_u16() };
+    s.metrics.webhook_answers.get_or_create(&labels).inc();
+    s.metrics.webhook_seconds.observe(started.elapsed().as_secs_f64());
+    (status, Json(answer)).into_response()
+}
+
+/// Everything between receiving a call and answering it.
+async fn handle(
+    s: &WebhookState,
+    started: Instant,
+    query: QueryResult,
+    headers: HeaderMap,
+    body: Body,
+) -> (StatusCode, LumosAnswer) {
+    let Some(presented) = s.header.extract(&headers) else {
+        tracing::info!("webhook call without credentials rejected");
+        let msg = format!("missing credentials: send the shared secret in the {} header", s.header.name());
+        return (StatusCode::UNAUTHORIZED, LumosAnswer::failure(msg));
+    };
+    if !s.secret.verify(presented) {
+        tracing::warn!("webhook call with a wrong secret rejected");
+        return (StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials"));
+    }
+    let Ok(Query(query)) = query else {
+        return (StatusCode::BAD_REQUEST, LumosAnswer::failure("bad query string: only dryRun=true|false is accepted"));
+    };
+    if !is_json(&headers) {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, LumosAnswer::failure("Content-Type must be application/json"));
+    }
+    let bytes = match read_body(s, started, body).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
+    };
+    let spec = match payload::parse(&bytes, query.dry_run) {
+        Ok(spec) => spec,
+        Err(e) => {
+            tracing::info!(error = %e, "bad webhook payload");
+            return (StatusCode::BAD_REQUEST, LumosAnswer::failure(bad_payload_message(&e)));
+        }
+    };
+    let answer = super::submit::submit_and_wait(&s.client, spec, started + s.deadline).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(response = answer.response.as_str(), elapsed_ms, "answered Lumos");
+    (StatusCode::OK, answer)
+}
+
+/// Reads the body within the deadline too: a caller trickling bytes cannot hold us past it.
+async fn read_body(s: &WebhookState, started: Instant, body: Body) -> Result<Bytes, (StatusCode, LumosAnswer)> {
+    let read =
+        tokio::time::timeout(s.deadline.saturating_sub(started.elapsed()), axum::body::to_bytes(body, s.body_limit));
+    match read.await {
+        Ok(Ok(b)) => Ok(b),
+        Err(_) => Err((StatusCode::REQUEST_TIMEOUT, LumosAnswer::failure("the request body did not arrive in time"))),
+        Ok(Err(_)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            LumosAnswer::failure(format!("body is larger than the {} byte limit", s.body_limit)),
+        )),
+    }
+}
+
+fn bad_payload_message(e: &PayloadError) -> String {
+    match e {
+        // serde's message may quote input; keep it, it is the caller's own data (clipped).
+        PayloadError::Malformed(m) => format!("malformed JSON payload: {m}"),
+        other => other.to_string(),
+    }
+}
