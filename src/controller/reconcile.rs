@@ -134,7 +134,7 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
     let email = rec.obj.spec.target_user.email.clone();
     for action in pending {
         let result = match exec::execute(&rec.ctx.exec, &action.action).await {
-            Ok(done) => summary::result(&action, &email, done.outcome, done.message, done.external),
+            Ok(done) => summary::result(&action, &email, done.outcome.into(), done.message, done.external),
             Err(e) if e.is_transient() => return rec.transient(st, e).await,
             Err(e) => {
                 let details = e.external_details().cloned();
@@ -157,7 +157,7 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
             Outcome::Failed => (EventType::Warning, Reason::ActionFailed),
             Outcome::AlreadyAbsent => (EventType::Normal, Reason::AlreadyAbsent),
             Outcome::Deactivated => (EventType::Normal, Reason::Deactivated),
-            Outcome::Removed | Outcome::Deleted | Outcome::Skipped => (EventType::Normal, Reason::Removed),
+            Outcome::Removed | Outcome::Deleted => (EventType::Normal, Reason::Removed),
         };
         let related = match &action.action {
             PlanAction::RemoveBindingSubject(b) => Some(&b.binding),

@@ -357,12 +357,12 @@ pub struct ActionResult {
     pub message: String,
     /// When it finished.
     pub at: Time,
-    /// For external actions: what the other system answered.
+    /// For external actions: what the other system replied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalDetails>,
 }
 
-/// What an external system answered.
+/// What an external system replied.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalDetails {
@@ -389,18 +389,11 @@ pub enum Outcome {
     Deactivated,
     /// The subject (or the binding) was already gone: a success.
     AlreadyAbsent,
-    /// Not executed (dry run).
-    Skipped,
     /// The action failed; see the message.
     Failed,
 }
 
 impl Outcome {
-    /// True for outcomes that leave the access removed.
-    pub fn is_success(self) -> bool {
-        !matches!(self, Outcome::Failed)
-    }
-
     /// True for outcomes where this request itself took access away.
     pub fn is_removal(self) -> bool {
         matches!(self, Outcome::Removed | Outcome::Deleted | Outcome::Deactivated)
@@ -413,7 +406,6 @@ impl Outcome {
             Outcome::Deleted => "Deleted",
             Outcome::Deactivated => "Deactivated",
             Outcome::AlreadyAbsent => "AlreadyAbsent",
-            Outcome::Skipped => "Skipped",
             Outcome::Failed => "Failed",
         }
     }

@@ -20,20 +20,44 @@ pub struct Env {
     pub namespace: String,
 }
 
+/// What a completed action did: the successful [`Outcome`]s (a failure is an [`ExecError`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// The subject was removed from the binding.
+    Removed,
+    /// The binding (emptied) or the external account was deleted.
+    Deleted,
+    /// The external account was deactivated.
+    Deactivated,
+    /// The access was already gone.
+    AlreadyAbsent,
+}
+
+impl From<Effect> for Outcome {
+    fn from(e: Effect) -> Outcome {
+        match e {
+            Effect::Removed => Outcome::Removed,
+            Effect::Deleted => Outcome::Deleted,
+            Effect::Deactivated => Outcome::Deactivated,
+            Effect::AlreadyAbsent => Outcome::AlreadyAbsent,
+        }
+    }
+}
+
 /// What an executed action did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Done {
-    /// What happened (never `Failed`: a failure is an [`ExecError`]).
-    pub outcome: Outcome,
+    /// What happened.
+    pub outcome: Effect,
     /// Details fit to show a person.
     pub message: String,
-    /// For external actions: what the other system answered.
+    /// For external actions: what the other system replied.
     pub external: Option<ExternalDetails>,
 }
 
 impl Done {
     /// A result with no external details.
-    pub fn new(outcome: Outcome, message: impl Into<String>) -> Done {
+    pub fn new(outcome: Effect, message: impl Into<String>) -> Done {
         Done { outcome, message: message.into(), external: None }
     }
 }
@@ -66,7 +90,7 @@ pub enum ExecError {
         context: String,
         /// What would let it pass, e.g. the `bind` verb; may be empty.
         hint: String,
-        /// The API server's answer.
+        /// The API server's reply.
         source: kube::Error,
     },
     /// The cluster no longer matches the plan (e.g. the binding was deleted and recreated).
@@ -78,7 +102,7 @@ pub enum ExecError {
     External {
         /// What went wrong, credentials redacted.
         message: String,
-        /// What the system answered so far.
+        /// What the system replied so far.
         details: ExternalDetails,
         /// The underlying error, when there is one.
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
@@ -111,7 +135,7 @@ impl ExecError {
         matches!(self, ExecError::Unavailable { .. } | ExecError::Conflicting { .. })
     }
 
-    /// What an external system answered before it failed.
+    /// What an external system replied before it failed.
     pub fn external_details(&self) -> Option<&ExternalDetails> {
         match self {
             ExecError::External { details, .. } => Some(details),
@@ -136,7 +160,7 @@ pub async fn execute(env: &Env, action: &Action) -> Result<Done, ExecError> {
     match action {
         Action::RemoveBindingSubject(b) => rbac::remove_subject(&env.client, b).await,
         Action::ConfirmAbsent(c) => Ok(Done::new(
-            Outcome::AlreadyAbsent,
+            Effect::AlreadyAbsent,
             format!("{} holds none of the {} binding(s) the policy selects", c.subject, c.bindings_checked),
         )),
         Action::ScimDeprovision(call) => external::scim::deprovision(env, call).await,

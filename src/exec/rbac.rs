@@ -7,8 +7,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Done, ExecError};
-use crate::crd::{BindingAction, BindingScope, EmptyBindingRule, Outcome};
+use super::{Done, Effect, ExecError};
+use crate::crd::{BindingAction, BindingScope, EmptyBindingRule};
 use crate::plan::subject::is_exactly;
 
 /// How many times a write is retried after a 409 Conflict before giving up for this attempt.
@@ -43,7 +43,7 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, ExecErr
     for _ in 0..CONFLICT_RETRIES {
         let obj = match api.get_opt(&b.name).await {
             Ok(Some(o)) => o,
-            Ok(None) => return Ok(Done::new(Outcome::AlreadyAbsent, format!("{b} no longer exists"))),
+            Ok(None) => return Ok(Done::new(Effect::AlreadyAbsent, format!("{b} no longer exists"))),
             Err(e) => return Err(ExecError::api(format!("reading {b}"), e)),
         };
         match write_without_subject(&api, a, obj).await {
@@ -68,7 +68,7 @@ async fn write_without_subject<K: Binding>(api: &Api<K>, a: &BindingAction, mut 
     let before = subjects.len();
     subjects.retain(|s| !is_exactly(s, &a.subject));
     if subjects.len() == before {
-        return Ok(Done::new(Outcome::AlreadyAbsent, format!("{} was not in {b}", a.subject)));
+        return Ok(Done::new(Effect::AlreadyAbsent, format!("{} was not in {b}", a.subject)));
     }
     let now_empty = subjects.is_empty();
     let deleting = now_empty && a.when_empty == EmptyBindingRule::Delete;
@@ -78,17 +78,17 @@ async fn write_without_subject<K: Binding>(api: &Api<K>, a: &BindingAction, mut 
             ..DeleteParams::default()
         };
         let msg = format!("removed {} and deleted {b}, its last subject", a.subject);
-        api.delete(&b.name, &dp).await.map(|_| Done::new(Outcome::Deleted, msg))
+        api.delete(&b.name, &dp).await.map(|_| Done::new(Effect::Deleted, msg))
     } else {
         // `subjects` has no merge key: replace the whole object, guarded by resourceVersion.
         let note = if now_empty { "; binding kept with no subjects" } else { "" };
         let msg = format!("removed {} from {b}{note}", a.subject);
-        api.replace(&b.name, &PostParams::default(), &obj).await.map(|_| Done::new(Outcome::Removed, msg))
+        api.replace(&b.name, &PostParams::default(), &obj).await.map(|_| Done::new(Effect::Removed, msg))
     };
     match written {
         Ok(d) => Ok(d),
         Err(kube::Error::Api(s)) if s.is_not_found() => {
-            Ok(Done::new(Outcome::AlreadyAbsent, format!("{b} was deleted by someone else")))
+            Ok(Done::new(Effect::AlreadyAbsent, format!("{b} was deleted by someone else")))
         }
         // The API server's RBAC escalation check runs on every binding update.
         Err(source @ kube::Error::Api(_)) if !deleting && is_forbidden(&source) => Err(ExecError::Refused {

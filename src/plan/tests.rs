@@ -133,6 +133,8 @@ fn user(name_tmpl: &str) -> serde_json::Value {
     json!({"kind": "User", "name": name_tmpl})
 }
 
+/// Every planning rule as a case: (policy, permissions) -> rows or a refusal reason. Long on
+/// purpose: it is a table of data, a few lines per case, read one case at a time.
 #[test]
 fn table() {
     struct Case {

@@ -4,8 +4,8 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::{KeySource, Session};
-use crate::crd::{HttpCall, Outcome};
-use crate::exec::{Done, Env, ExecError};
+use crate::crd::HttpCall;
+use crate::exec::{Done, Effect, Env, ExecError};
 
 /// Sends the call; the policy's success and absent codes decide the outcome.
 pub async fn call(env: &Env, call: &HttpCall) -> Result<Done, ExecError> {
@@ -34,11 +34,11 @@ pub async fn call(env: &Env, call: &HttpCall) -> Result<Done, ExecError> {
     let code = reply.status as i32;
     let success = if call.success_codes.is_empty() { reply.ok() } else { call.success_codes.contains(&code) };
     if success {
-        session.done(Outcome::Removed, format!("{method} answered {code}"))
+        session.done(Effect::Removed, format!("{method} replied {code}"))
     } else if call.absent_codes.contains(&code) {
-        session.done(Outcome::AlreadyAbsent, format!("{method} answered {code}: account already gone"))
+        session.done(Effect::AlreadyAbsent, format!("{method} replied {code}: account already gone"))
     } else {
         let snippet = crate::text::clip_to(&reply.body, 200);
-        Err(session.fail(format_args!("{method} answered {code}: {snippet}")))
+        Err(session.fail(format_args!("{method} replied {code}: {snippet}")))
     }
 }

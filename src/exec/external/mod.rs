@@ -13,8 +13,8 @@ use kube::Api;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::{Done, Env, ExecError};
-use crate::crd::{CaBundleRef, ExternalDetails, Outcome, SecretKeyRef};
+use super::{Done, Effect, Env, ExecError};
+use crate::crd::{CaBundleRef, ExternalDetails, SecretKeyRef};
 
 /// Largest reply body read from another system.
 const MAX_BODY: usize = 64 * 1024;
@@ -22,7 +22,7 @@ const MAX_BODY: usize = 64 * 1024;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 /// One external action in progress: the HTTP client, the credentials read so far (kept only to
-/// redact them) and what the system answered (attempts, last status, account id).
+/// redact them) and what the system replied (attempts, last status, account id).
 struct Session<'a> {
     env: &'a Env,
     system: &'a str,
@@ -79,7 +79,7 @@ impl<'a> Session<'a> {
     }
 
     /// A success.
-    fn done(&self, outcome: Outcome, message: String) -> Result<Done, ExecError> {
+    fn done(&self, outcome: Effect, message: String) -> Result<Done, ExecError> {
         Ok(Done { outcome, message: format!("{}: {message}", self.system), external: Some(self.details.clone()) })
     }
 

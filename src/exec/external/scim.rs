@@ -6,15 +6,15 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 
 use super::{KeySource, Reply, Session};
-use crate::crd::{Outcome, ScimDeprovision, ScimMatchAttribute, ScimMode};
-use crate::exec::{Done, Env, ExecError};
+use crate::crd::{ScimDeprovision, ScimMatchAttribute, ScimMode};
+use crate::exec::{Done, Effect, Env, ExecError};
 use crate::plan::template::{scim_filter, url_escape};
 
 /// Deactivates or deletes the one account the filter matches (after removing it from groups).
 pub async fn deprovision(env: &Env, call: &ScimDeprovision) -> Result<Done, ExecError> {
     let mut scim = Scim::connect(env, call).await?;
     let Some(user) = scim.find_account().await? else {
-        return scim.session.done(Outcome::AlreadyAbsent, format!("no account matches {}", call.filter()));
+        return scim.session.done(Effect::AlreadyAbsent, format!("no account matches {}", call.filter()));
     };
     let id = user.get("id").and_then(Value::as_str).map(str::to_string);
     let Some(id) = id else {
@@ -70,10 +70,12 @@ impl<'a> Scim<'a> {
         let url = format!("{base}/Users?filter={}", url_escape(&filter));
         let found = self.session.send(Method::GET, &url, None).await?;
         if !found.ok() {
-            return Err(self.session.fail(format_args!("searching {filter} answered {}", scim_detail(&found))));
+            return Err(self
+                .session
+                .fail(format_args!("searching {filter}: the service replied {}", scim_detail(&found))));
         }
         let list: Value =
-            serde_json::from_str(&found.body).map_err(|e| self.session.fail_with("search answer is not JSON", e))?;
+            serde_json::from_str(&found.body).map_err(|e| self.session.fail_with("search reply is not JSON", e))?;
         let resources = list.get("Resources").and_then(Value::as_array).cloned().unwrap_or_default();
         // A paging server may return fewer resources than match: totalResults is the authority.
         let total = list.get("totalResults").and_then(Value::as_u64).unwrap_or(0) as usize;
@@ -83,7 +85,7 @@ impl<'a> Scim<'a> {
         if let Some(stray) = resources.iter().find(|r| !matches_account(r, self.call)) {
             let id = stray.get("id").and_then(Value::as_str).unwrap_or("?");
             return Err(self.session.fail(format_args!(
-                "the service answered {filter} with account {id}, which does not match; nothing was changed"
+                "the service replied to {filter} with account {id}, which does not match; nothing was changed"
             )));
         }
         match resources.as_slice() {
@@ -100,7 +102,7 @@ impl<'a> Scim<'a> {
         let url = format!("{base}/Groups?filter={}", url_escape(&filter));
         let reply = self.session.send(Method::GET, &url, None).await?;
         if !reply.ok() {
-            return Err(self.session.fail(format_args!("searching group {group:?} answered {}", scim_detail(&reply))));
+            return Err(self.session.fail(format_args!("searching group {group:?} replied {}", scim_detail(&reply))));
         }
         let groups = serde_json::from_str::<Value>(&reply.body)
             .ok()
@@ -126,7 +128,7 @@ impl<'a> Scim<'a> {
         let reply = self.session.send(Method::PATCH, &url, Some(&body)).await?;
         if !reply.ok() {
             let detail = scim_detail(&reply);
-            return Err(self.session.fail(format_args!("removing from group {group:?} answered {detail}")));
+            return Err(self.session.fail(format_args!("removing from group {group:?} replied {detail}")));
         }
         Ok(format!("removed from group {group:?}"))
     }
@@ -138,27 +140,27 @@ impl<'a> Scim<'a> {
             ScimMode::Deactivate => {
                 if user.get("active") == Some(&Value::Bool(false)) {
                     let msg = format!("account {id} was already deactivated{notes}");
-                    return self.session.done(Outcome::AlreadyAbsent, msg);
+                    return self.session.done(Effect::AlreadyAbsent, msg);
                 }
                 let body = json!({
                     "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                     "Operations": [{"op": "replace", "path": "active", "value": false}]
                 });
                 let reply = self.session.send(Method::PATCH, &url, Some(&body)).await?;
-                (Outcome::Deactivated, format!("deactivated account {id}{notes}"), reply)
+                (Effect::Deactivated, format!("deactivated account {id}{notes}"), reply)
             }
             ScimMode::Delete => {
                 let reply = self.session.send(Method::DELETE, &url, None).await?;
-                (Outcome::Deleted, format!("deleted account {id}{notes}"), reply)
+                (Effect::Deleted, format!("deleted account {id}{notes}"), reply)
             }
         };
         match reply.status {
             _ if reply.ok() => self.session.done(outcome, done),
             404 => {
                 let msg = format!("account {id} disappeared before it could be changed{notes}");
-                self.session.done(Outcome::AlreadyAbsent, msg)
+                self.session.done(Effect::AlreadyAbsent, msg)
             }
-            _ => Err(self.session.fail(format_args!("changing account {id} answered {}", scim_detail(&reply)))),
+            _ => Err(self.session.fail(format_args!("changing account {id} replied {}", scim_detail(&reply)))),
         }
     }
 }
