@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod controller;
 pub mod crd;
+pub mod egress;
 pub mod exec;
 pub mod metrics;
 pub mod plan;

@@ -84,6 +84,8 @@ vocabulary! {
         NeedsPermission,
         /// A rendered subject name is not in `allowedNames`.
         SubjectNotAllowed,
+        /// Two policies disagree about one binding.
+        ConflictingPolicies,
         /// The plan is too large to record.
         PlanTooLarge,
     }

@@ -227,6 +227,10 @@ pub struct ScimDeprovision {
     #[serde(default = "default_attempts")]
     #[schemars(range(min = 1, max = 10))]
     pub max_attempts: i32,
+    /// Allow link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10,
+    /// fd00:ec2::254), refused by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_link_local_addresses: bool,
 }
 
 impl ScimDeprovision {
@@ -302,6 +306,10 @@ pub struct HttpCall {
     #[serde(default = "default_attempts")]
     #[schemars(range(min = 1, max = 10))]
     pub max_attempts: i32,
+    /// Allow link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10,
+    /// fd00:ec2::254), refused by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_link_local_addresses: bool,
 }
 
 fn default_method() -> String {

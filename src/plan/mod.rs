@@ -10,7 +10,7 @@ pub mod subject;
 pub mod template;
 mod validate;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -20,8 +20,8 @@ pub use select::{matching_policies, scope};
 pub use validate::{glob_match, is_dns_label, validate_policy};
 
 use crate::crd::{
-    AbsentCheck, Action, BindingAction, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, HttpCall, PlannedAction,
-    Reason, ScimDeprovision, SubjectRef,
+    AbsentCheck, Action, BindingAction, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, EmptyBindingRule,
+    HttpCall, PlannedAction, Reason, ScimDeprovision, SubjectRef,
 };
 use select::{ExternalCall, Selection, candidates};
 use subject::{Principal, Protected, Wanted, subject_ref};
@@ -85,6 +85,23 @@ pub enum PlanError {
         /// The rendered name.
         name: String,
     },
+    /// Two matching policies select one binding but disagree about what an emptied binding
+    /// becomes.
+    #[error(
+        "DeprovisionPolicy {first} and {second} both select {binding} but disagree on emptyBindings ({first_rule:?} vs {second_rule:?}); make them agree; nothing was changed"
+    )]
+    ConflictingPolicies {
+        /// The binding both select.
+        binding: String,
+        /// The first policy (by name).
+        first: String,
+        /// Its rule.
+        first_rule: EmptyBindingRule,
+        /// The other policy.
+        second: String,
+        /// Its rule.
+        second_rule: EmptyBindingRule,
+    },
     /// The plan is too large to record.
     #[error("the plan has {0} actions, more than the {MAX_ACTIONS} one request may record; narrow the policy")]
     TooLarge(usize),
@@ -105,6 +122,7 @@ impl PlanError {
             PlanError::Protected(_) => Reason::ProtectedSubject,
             PlanError::NeedsPermission { .. } => Reason::NeedsPermission,
             PlanError::NotAllowed { .. } => Reason::SubjectNotAllowed,
+            PlanError::ConflictingPolicies { .. } => Reason::ConflictingPolicies,
             PlanError::TooLarge(_) => Reason::PlanTooLarge,
         }
     }
@@ -215,12 +233,14 @@ fn render_external(
 }
 
 /// One subject to remove from one binding, before ids are given.
-type Removal = ((BindingRef, SubjectRef), String, String, crate::crd::EmptyBindingRule);
+type Removal = ((BindingRef, SubjectRef), String, String, EmptyBindingRule);
 
 /// The plan under construction: binding removals (kept sorted), external calls, absence checks.
 #[derive(Default)]
 struct Draft {
     seen: BTreeSet<(BindingRef, SubjectRef)>,
+    /// Which policy first selected each binding, and its `emptyBindings` rule.
+    rule_of: BTreeMap<BindingRef, (String, EmptyBindingRule)>,
     removals: Vec<Removal>,
     external: Vec<PlannedAction>,
     absent: Vec<PlannedAction>,
@@ -254,6 +274,7 @@ impl Draft {
                     if let Some(why) = protected.why(&p) {
                         return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, c.binding)));
                     }
+                    self.agree(&c.binding, &policy, sel.policy.spec.empty_bindings)?;
                     let key = (c.binding.clone(), subject_ref(s));
                     if self.seen.insert(key.clone()) {
                         self.removals.push((key, policy.clone(), why.clone(), sel.policy.spec.empty_bindings));
@@ -279,6 +300,21 @@ impl Draft {
             }
         }
         Ok(())
+    }
+
+    /// Fails when another policy already selected `binding` with a different `emptyBindings`.
+    fn agree(&mut self, binding: &BindingRef, policy: &str, rule: EmptyBindingRule) -> Result<(), PlanError> {
+        let (first, first_rule) = self.rule_of.entry(binding.clone()).or_insert_with(|| (policy.to_string(), rule));
+        if *first_rule == rule {
+            return Ok(());
+        }
+        Err(PlanError::ConflictingPolicies {
+            binding: binding.to_string(),
+            first: first.clone(),
+            first_rule: *first_rule,
+            second: policy.to_string(),
+            second_rule: rule,
+        })
     }
 
     /// Binding removals in a stable order, then external calls, then absence checks; numbered.

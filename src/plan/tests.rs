@@ -381,6 +381,22 @@ fn two_policies_for_one_app_do_not_duplicate_actions() {
 }
 
 #[test]
+fn two_policies_that_disagree_about_an_emptied_binding_fail_naming_both() {
+    let with = |rule: &str| {
+        json!({"application": {"appId": "demo_app"}, "subjects": [user("{{target_user.email}}")],
+            "emptyBindings": rule, "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]})
+    };
+    let policies = [policy("keeps", with("Keep")), policy("deletes", with("Delete"))];
+    let err = compute(&spec(&[]), &policies, &observed(), &Protected::default()).unwrap_err();
+    assert_eq!(err.reason(), Reason::ConflictingPolicies);
+    let msg = err.to_string();
+    assert!(msg.contains("deletes") && msg.contains("keeps") && msg.contains("RoleBinding team-a/edit"), "{msg}");
+    // Agreeing policies still plan once.
+    let agreeing = [policy("one", with("Keep")), policy("two", with("Keep"))];
+    assert!(compute(&spec(&[]), &agreeing, &observed(), &Protected::default()).is_ok());
+}
+
+#[test]
 fn scope_names_only_what_the_policy_names() {
     let p = policy(
         "p",

@@ -39,11 +39,13 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
             sel_ok(crb.selector.as_ref(), &format!("rules[{i}].clusterRoleBindings.selector"))?;
         }
         if let Some(t) = &r.scim {
-            check_url(&t.base_url).map_err(|e| format!("rules[{i}].scim.baseUrl: {e}"))?;
+            crate::egress::check_url(&t.base_url, t.allow_link_local_addresses)
+                .map_err(|e| format!("rules[{i}].scim.baseUrl: {e}"))?;
             template::validate(&t.match_value).map_err(|e| format!("rules[{i}].scim.matchValue: {e}"))?;
         }
         if let Some(t) = &r.http {
-            check_url(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
+            crate::egress::check_url(&t.url, t.allow_link_local_addresses)
+                .map_err(|e| format!("rules[{i}].http.url: {e}"))?;
             template::validate(&t.url).map_err(|e| format!("rules[{i}].http.url: {e}"))?;
             if let Some(b) = &t.body {
                 template::validate(b).map_err(|e| format!("rules[{i}].http.body: {e}"))?;
@@ -64,27 +66,6 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
         if let Some(na) = &r.namespace_access {
             check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
         }
-    }
-    Ok(())
-}
-
-/// `https://` with a literal host; `http://` only to loopback (credentials never travel in clear).
-fn check_url(url: &str) -> Result<(), String> {
-    let (rest, tls) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
-        (Some(r), _) => (r, true),
-        (None, Some(r)) => (r, false),
-        _ => return Err(format!("{url:?} must start with https://")),
-    };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.contains("{{") {
-        return Err(format!("{url:?} must name its host literally"));
-    }
-    let hostname = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.split(':').next().unwrap_or(""),
-    };
-    if !tls && !matches!(hostname, "localhost" | "127.0.0.1" | "::1") {
-        return Err(format!("{url:?}: plain http:// is only allowed to loopback; use https://"));
     }
     Ok(())
 }

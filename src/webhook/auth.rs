@@ -55,7 +55,9 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
 }
 
 struct Loaded {
-    stamp: Stamp,
+    /// The file as last seen; `None` when it could not be read.
+    stamp: Option<Stamp>,
+    /// Accepted secrets; empty once the file holds none (every call is refused).
     digests: Vec<[u8; 32]>,
 }
 
@@ -87,7 +89,7 @@ fn read(path: &Path) -> Result<Loaded, SecretError> {
     if digests.is_empty() {
         return Err(SecretError::Empty(path.into()));
     }
-    Ok(Loaded { stamp, digests })
+    Ok(Loaded { stamp: Some(stamp), digests })
 }
 
 impl SecretFile {
@@ -98,9 +100,10 @@ impl SecretFile {
         Ok(SecretFile { path, loaded: Mutex::new(loaded) })
     }
 
-    /// Re-reads the file if it changed. A broken new file keeps the old secrets (and is logged).
+    /// Re-reads the file if it changed. A file that is gone, unreadable or holds no valid secret
+    /// revokes every secret (all calls get 401); that is logged once per change of the file.
     fn refresh(&self) {
-        let Ok(now) = stamp(&self.path) else { return };
+        let now = stamp(&self.path).ok();
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         if loaded.stamp == now {
             return;
@@ -111,7 +114,8 @@ impl SecretFile {
                 *loaded = new;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "webhook secret file changed but is unusable; keeping the previous secrets")
+                tracing::error!(error = %e, "webhook secret file is unusable: every secret is revoked and every call refused until it holds a valid one");
+                *loaded = Loaded { stamp: now, digests: Vec::new() };
             }
         }
     }
@@ -191,9 +195,15 @@ mod tests {
         assert!(s.verify(A) && s.verify(B));
         write(&path, &format!("{B}\n"));
         assert!(!s.verify(A) && s.verify(B));
-        // A broken update keeps the last good secrets.
+        // A file with no valid secret revokes them all; a good one later restores access.
         write(&path, "short\n");
+        assert!(!s.verify(B) && !s.verify(A));
+        write(&path, "");
+        assert!(!s.verify(B));
+        write(&path, &format!("{B}\n"));
         assert!(s.verify(B));
+        std::fs::remove_file(&path).unwrap();
+        assert!(!s.verify(B), "a deleted file revokes too");
     }
 
     #[test]

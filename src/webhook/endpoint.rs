@@ -17,7 +17,7 @@ use super::payload::{self, PayloadError};
 use crate::metrics::AnswerLabels;
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct WebhookQuery {
     /// `?dryRun=true`: plan and record, change nothing (for Lumos's "Test Webhook").
     #[serde(default)]
@@ -65,8 +65,12 @@ async fn handle(
         tracing::warn!("webhook call with a wrong secret rejected");
         return (StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials"));
     }
-    let Ok(Query(query)) = query else {
-        return (StatusCode::BAD_REQUEST, LumosAnswer::failure("bad query string: only dryRun=true|false is accepted"));
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            let msg = format!("bad query string ({}): only dryRun=true|false is accepted", e.body_text());
+            return (StatusCode::BAD_REQUEST, LumosAnswer::failure(msg));
+        }
     };
     if !is_json(&headers) {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, LumosAnswer::failure("Content-Type must be application/json"));

@@ -40,7 +40,17 @@ async fn call(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (StatusCode, serde_json::Value) {
-    let mut req = Request::post(DEPROVISION_PATH);
+    call_at(app, DEPROVISION_PATH, auth, content_type, body).await
+}
+
+async fn call_at(
+    app: axum::Router,
+    path_and_query: &str,
+    auth: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::post(path_and_query);
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
@@ -111,4 +121,19 @@ async fn application_json_with_parameters_and_json_suffixes_are_accepted() {
         assert_eq!(answer["response"], "FAILURE");
         assert!(answer["msg"].as_str().unwrap().contains("Could not record the request"), "{answer}");
     }
+}
+
+#[tokio::test]
+async fn unknown_or_misspelt_query_parameters_are_refused() {
+    let (app, mut handle, _dir) = app();
+    let valid = br#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"}}"#.to_vec();
+    let auth = format!("Bearer {SECRET}");
+    for query in ["?dry_run=true", "?dryrun=true", "?dryRun=yes", "?dryRun=true&force=1"] {
+        let path = format!("{DEPROVISION_PATH}{query}");
+        let (status, answer) = call_at(app.clone(), &path, Some(&auth), Some("application/json"), valid.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {answer}");
+        assert!(answer["msg"].as_str().unwrap().contains("only dryRun=true|false is accepted"), "{answer}");
+    }
+    drop(app);
+    assert!(handle.next_request().await.is_none(), "a misspelt dry run never reaches the API server");
 }

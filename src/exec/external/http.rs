@@ -3,13 +3,18 @@
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::{KeySource, Session};
+use super::{KeySource, Limits, Session};
 use crate::crd::HttpCall;
 use crate::exec::{Done, Effect, Env, ExecError};
 
 /// Sends the call; the policy's success and absent codes decide the outcome.
 pub async fn call(env: &Env, call: &HttpCall) -> Result<Done, ExecError> {
-    let mut session = Session::new(env, &call.system, call.timeout_seconds, call.max_attempts)?;
+    let limits = Limits {
+        timeout_seconds: call.timeout_seconds,
+        max_attempts: call.max_attempts,
+        allow_link_local: call.allow_link_local_addresses,
+    };
+    let mut session = Session::new(env, &call.system, &call.url, limits)?;
     for h in &call.headers {
         let value = match (&h.value, &h.value_from) {
             (Some(v), _) => v.clone(),
@@ -29,7 +34,7 @@ pub async fn call(env: &Env, call: &HttpCall) -> Result<Done, ExecError> {
     let Ok(method) = reqwest::Method::from_bytes(call.method.as_bytes()) else {
         return Err(session.fail(format_args!("{:?} is not an HTTP method", call.method)));
     };
-    session.trust(call.ca_bundle.as_ref(), call.timeout_seconds).await?;
+    session.trust(call.ca_bundle.as_ref()).await?;
     let reply = session.send(method.clone(), &call.url, body.as_ref()).await?;
     let code = reply.status as i32;
     let success = if call.success_codes.is_empty() { reply.ok() } else { call.success_codes.contains(&code) };

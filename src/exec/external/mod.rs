@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use super::{Done, Effect, Env, ExecError};
 use crate::crd::{CaBundleRef, ExternalDetails, SecretKeyRef};
+use crate::egress::{Egress, GuardedResolver};
 
 /// Largest reply body read from another system.
 const MAX_BODY: usize = 64 * 1024;
@@ -31,6 +32,8 @@ struct Session<'a> {
     secrets: Vec<String>,
     details: ExternalDetails,
     max_attempts: i32,
+    timeout_seconds: i32,
+    egress: Egress,
 }
 
 /// One HTTP exchange's reply after retries (body read up to [`MAX_BODY`]).
@@ -45,6 +48,14 @@ impl Reply {
     }
 }
 
+/// A call's bounds, from the policy.
+#[derive(Clone, Copy)]
+struct Limits {
+    timeout_seconds: i32,
+    max_attempts: i32,
+    allow_link_local: bool,
+}
+
 /// Where a key is read from.
 #[derive(Clone, Copy)]
 enum KeySource {
@@ -53,14 +64,31 @@ enum KeySource {
 }
 
 impl<'a> Session<'a> {
-    fn new(env: &'a Env, system: &'a str, timeout_seconds: i32, max_attempts: i32) -> Result<Self, ExecError> {
+    /// Starts an action against the system at `url` (checked again here, at call time, with the
+    /// same rules as the policy: the plan holds it rendered).
+    fn new(env: &'a Env, system: &'a str, url: &str, limits: Limits) -> Result<Self, ExecError> {
         let details = ExternalDetails { system: system.to_string(), ..Default::default() };
-        let client = build_client(timeout_seconds, Vec::new()).map_err(|e| ExecError::External {
-            message: format!("{system}: building the HTTP client: {}", error_chain(&e)),
+        let refuse = |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| ExecError::External {
+            message,
             details: details.clone(),
-            source: Some(Box::new(e)),
+            source,
+        };
+        let (_, egress) = crate::egress::check_url(url, limits.allow_link_local)
+            .map_err(|why| refuse(format!("{system}: {why}"), None))?;
+        let client = build_client(limits.timeout_seconds, egress, Vec::new()).map_err(|e| {
+            refuse(format!("{system}: building the HTTP client: {}", error_chain(&e)), Some(Box::new(e)))
         })?;
-        Ok(Session { env, system, client, headers: HeaderMap::new(), secrets: Vec::new(), details, max_attempts })
+        Ok(Session {
+            env,
+            system,
+            client,
+            headers: HeaderMap::new(),
+            secrets: Vec::new(),
+            details,
+            max_attempts: limits.max_attempts,
+            timeout_seconds: limits.timeout_seconds,
+            egress,
+        })
     }
 
     /// A failure of this action, its message prefixed with the system and redacted.
@@ -86,9 +114,15 @@ impl<'a> Session<'a> {
     /// Removes every credential read for this action from a message, in every form it could
     /// take, then clips it.
     fn redact(&self, msg: &str) -> String {
+        use crate::plan::template::{json_escape, url_escape};
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
         let mut m = msg.to_string();
         for s in self.secrets.iter().filter(|s| s.len() >= 4) {
-            m = m.replace(s.as_str(), "[redacted]");
+            let forms = [s.clone(), json_escape(s), url_escape(s), STANDARD.encode(s), URL_SAFE_NO_PAD.encode(s)];
+            for form in forms {
+                m = m.replace(&form, "[redacted]");
+            }
         }
         crate::text::clip(m)
     }
@@ -142,7 +176,7 @@ impl<'a> Session<'a> {
     }
 
     /// Trusts the CA certificates of `ca` in addition to the system's.
-    async fn trust(&mut self, ca: Option<&CaBundleRef>, timeout_seconds: i32) -> Result<(), ExecError> {
+    async fn trust(&mut self, ca: Option<&CaBundleRef>) -> Result<(), ExecError> {
         let Some(ca) = ca else {
             return Ok(());
         };
@@ -156,8 +190,8 @@ impl<'a> Session<'a> {
             Ok(c) if !c.is_empty() => c,
             _ => return Err(self.fail(format_args!("caBundle {}/{} holds no PEM certificate", r.name, r.key))),
         };
-        self.client =
-            build_client(timeout_seconds, certs).map_err(|e| self.fail_with("building the HTTP client", e))?;
+        self.client = build_client(self.timeout_seconds, self.egress, certs)
+            .map_err(|e| self.fail_with("building the HTTP client", e))?;
         Ok(())
     }
 
@@ -208,13 +242,16 @@ impl<'a> Session<'a> {
     }
 }
 
-/// An HTTP client that never follows redirects, trusting `extra_roots` besides the system's.
+/// An HTTP client that never follows redirects, resolves names through [`GuardedResolver`] and
+/// trusts `extra_roots` besides the system's CAs.
 fn build_client(
     timeout_seconds: i32,
+    egress: Egress,
     extra_roots: Vec<reqwest::Certificate>,
 ) -> Result<reqwest::Client, reqwest::Error> {
     let mut b = reqwest::Client::builder()
         .timeout(Duration::from_secs(timeout_seconds.max(1) as u64))
+        .dns_resolver(GuardedResolver::shared(egress))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("deprovisioner/", env!("CARGO_PKG_VERSION")));
     for c in extra_roots {

@@ -5,7 +5,7 @@ use reqwest::Method;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 
-use super::{KeySource, Reply, Session};
+use super::{KeySource, Limits, Reply, Session};
 use crate::crd::{ScimDeprovision, ScimMatchAttribute, ScimMode};
 use crate::exec::{Done, Effect, Env, ExecError};
 use crate::plan::template::{scim_filter, url_escape};
@@ -38,7 +38,12 @@ struct Scim<'a> {
 impl<'a> Scim<'a> {
     /// Reads the credentials and the CA bundle, and prepares the headers.
     async fn connect(env: &'a Env, call: &'a ScimDeprovision) -> Result<Scim<'a>, ExecError> {
-        let mut session = Session::new(env, &call.system, call.timeout_seconds, call.max_attempts)?;
+        let limits = Limits {
+            timeout_seconds: call.timeout_seconds,
+            max_attempts: call.max_attempts,
+            allow_link_local: call.allow_link_local_addresses,
+        };
+        let mut session = Session::new(env, &call.system, &call.base_url, limits)?;
         session.headers.insert(ACCEPT, HeaderValue::from_static("application/scim+json, application/json"));
         let c = &call.credentials;
         let auth = match (&c.bearer_token, &c.username, &c.password) {
@@ -58,7 +63,7 @@ impl<'a> Scim<'a> {
         };
         value.set_sensitive(true);
         session.headers.insert(AUTHORIZATION, value);
-        session.trust(call.ca_bundle.as_ref(), call.timeout_seconds).await?;
+        session.trust(call.ca_bundle.as_ref()).await?;
         Ok(Scim { session, call })
     }
 

@@ -15,10 +15,48 @@ async fn failures_redact_every_secret_read() {
     let (svc, _handle) =
         tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
     let env = Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() };
-    let mut s = Session::new(&env, "crm", 5, 1).unwrap();
+    let limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
+    let mut s = Session::new(&env, "crm", "https://crm.example/x", limits).unwrap();
     s.secrets = vec!["tok-123456".into(), "abc".into()];
     let err = s.fail("bad tok-123456 and abc");
     assert_eq!(err.to_string(), "crm: bad [redacted] and abc", "values under 4 characters are left alone");
     assert_eq!(err.external_details().map(|d| d.system.as_str()), Some("crm"));
     assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn secrets_are_redacted_in_their_escaped_and_encoded_forms_before_clipping() {
+    let (svc, _handle) =
+        tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
+    let env = Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() };
+    let limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
+    let mut s = Session::new(&env, "crm", "https://crm.example/x", limits).unwrap();
+    let secret = r#"pa"ss/w0rd+&x"#;
+    s.secrets = vec![secret.into()];
+    use base64::Engine as _;
+    let forms = [
+        secret.to_string(),
+        crate::plan::template::json_escape(secret),
+        crate::plan::template::url_escape(secret),
+        base64::engine::general_purpose::STANDARD.encode(secret),
+    ];
+    for form in &forms {
+        let msg = s.fail(format_args!("the service echoed {form}")).to_string();
+        assert!(msg.ends_with("echoed [redacted]"), "{form}: {msg}");
+    }
+    // A secret straddling the clipping point is redacted, not cut into a visible prefix.
+    let long = format!("{}{secret}", "x".repeat(crate::text::MAX_MESSAGE - 8));
+    let msg = s.fail(long).to_string();
+    assert!(!msg.contains("pa\"ss") && !msg.contains(r#"pa"s"#), "{msg}");
+}
+
+#[tokio::test]
+async fn a_rendered_url_is_checked_again_when_called() {
+    let (svc, _handle) =
+        tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
+    let env = Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() };
+    let limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
+    let err = Session::new(&env, "crm", "http://localhost:80@169.254.169.254/latest/meta-data/", limits).err().unwrap();
+    assert!(!err.is_transient());
+    assert!(err.to_string().starts_with("crm: ") && err.to_string().contains("userinfo"), "{err}");
 }

@@ -1,0 +1,124 @@
+//! Where the operator may send a request on a policy's behalf. URLs are judged by a real URL
+//! parser (the `url` crate, WHATWG rules), never by string slicing:
+//! - `https://`, or plain `http://` only to loopback (an IP literal or `localhost`, which must
+//!   resolve to loopback when called);
+//! - no credentials in the URL (userinfo): they belong in Secrets;
+//! - link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254) are
+//!   refused for every scheme unless the policy sets `allowLinkLocalAddresses`.
+//!
+//! [`GuardedResolver`] applies the same address rules to whatever a host name resolves to at call
+//! time, so a DNS name cannot lead a call where a literal address could not.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use url::{Host, Url};
+
+/// What a call may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    /// Plain `http://`: only loopback addresses.
+    pub loopback_only: bool,
+    /// Link-local and metadata addresses allowed (the policy opted in).
+    pub allow_link_local: bool,
+}
+
+/// The AWS IPv6 metadata address.
+const EC2_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+
+/// The address as IPv4 when it is an IPv4-mapped IPv6 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Loopback: 127.0.0.0/8 or ::1 (also IPv4-mapped).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    canonical(ip).is_loopback()
+}
+
+/// Link-local (169.254.0.0/16, fe80::/10) or a cloud metadata address.
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6 == EC2_METADATA_V6 || (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+impl Egress {
+    /// Why the call may not go to `ip`, or `None` when it may.
+    pub fn refuses(&self, ip: IpAddr) -> Option<&'static str> {
+        if self.loopback_only && !is_loopback(ip) {
+            Some("plain http:// is only allowed to loopback; use https://")
+        } else if !self.allow_link_local && is_link_local(ip) {
+            Some("link-local and cloud metadata addresses are refused (set allowLinkLocalAddresses to allow them)")
+        } else {
+            None
+        }
+    }
+}
+
+/// Checks a URL (or URL template: `{{field}}` only after the host) and says what it may reach.
+pub fn check_url(raw: &str, allow_link_local: bool) -> Result<(Url, Egress), String> {
+    let authority = raw.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+    if authority.contains("{{") {
+        return Err(format!("{raw:?} must name its host literally"));
+    }
+    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    let loopback_only = match url.scheme() {
+        "https" => false,
+        "http" => true,
+        _ => return Err(format!("{raw:?} must start with https://")),
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!("{raw:?} carries credentials (userinfo); put them in a Secret"));
+    }
+    let egress = Egress { loopback_only, allow_link_local };
+    let refused = match url.host() {
+        None => return Err(format!("{raw:?} names no host")),
+        Some(Host::Ipv4(ip)) => egress.refuses(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => egress.refuses(IpAddr::V6(ip)),
+        // Only `localhost` may be a name for loopback; it is held to loopback again when resolved.
+        Some(Host::Domain(d)) if loopback_only && !d.eq_ignore_ascii_case("localhost") => {
+            Some("plain http:// is only allowed to loopback; use https://")
+        }
+        Some(Host::Domain(_)) => None,
+    };
+    match refused {
+        Some(why) => Err(format!("{raw:?}: {why}")),
+        None => Ok((url, egress)),
+    }
+}
+
+/// Resolves host names like the system does, then drops every address [`Egress`] refuses; a
+/// name left with none fails the call.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardedResolver(pub Egress);
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let egress = self.0;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| egress.refuses(a.ip()).is_none()).collect();
+            if allowed.is_empty() {
+                let why = found.first().and_then(|a| egress.refuses(a.ip())).unwrap_or("it resolves to no address");
+                return Err(format!("{host} resolves to no allowed address: {why}").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+impl GuardedResolver {
+    /// The resolver as reqwest takes it.
+    pub fn shared(egress: Egress) -> Arc<GuardedResolver> {
+        Arc::new(GuardedResolver(egress))
+    }
+}
+
+#[cfg(test)]
+mod tests;
