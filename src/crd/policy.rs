@@ -79,6 +79,10 @@ pub struct SubjectTemplate {
     /// requester types (`custom_fields`, `user`), e.g. `["*@example.com"]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_names: Vec<String>,
+    /// Patterns (`*` wildcards) the rendered ServiceAccount namespace must match. Required when
+    /// the namespace comes from fields the requester types (`custom_fields`, `user`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_namespaces: Vec<String>,
 }
 
 /// RBAC subject kinds.

@@ -73,15 +73,15 @@ pub enum PlanError {
         /// Rule index.
         rule: usize,
     },
-    /// A rendered subject name is not allowed by the policy.
-    #[error(
-        "DeprovisionPolicy {policy}: subject {name:?} is not allowed by subjects[{index}].allowedNames; nothing was changed"
-    )]
+    /// A rendered subject name or namespace is not allowed by the policy.
+    #[error("DeprovisionPolicy {policy}: {name:?} is not allowed by subjects[{index}].{field}; nothing was changed")]
     NotAllowed {
         /// Policy name.
         policy: String,
         /// Subject index.
         index: usize,
+        /// `allowedNames` or `allowedNamespaces`.
+        field: &'static str,
         /// The rendered name.
         name: String,
     },
@@ -178,7 +178,8 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .map(|(index, s)| {
             let rendered = template::render(&s.name, spec).map_err(err)?;
             if !s.allowed_names.is_empty() && !s.allowed_names.iter().any(|p| glob_match(p, &rendered)) {
-                return Err(PlanError::NotAllowed { policy: policy.name_any(), index, name: rendered });
+                let name = rendered;
+                return Err(PlanError::NotAllowed { policy: policy.name_any(), index, field: "allowedNames", name });
             }
             let name = format!("{}{rendered}", s.prefix.as_deref().unwrap_or(""));
             // Checked on the raw name: a User template must not reach `system:` identities, not
@@ -190,6 +191,18 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
                 )));
             }
             let namespace = s.namespace.as_deref().map(|ns| template::render(ns, spec)).transpose().map_err(err)?;
+            if let Some(ns) = &namespace
+                && !s.allowed_namespaces.is_empty()
+                && !s.allowed_namespaces.iter().any(|p| glob_match(p, ns))
+            {
+                let name = ns.clone();
+                return Err(PlanError::NotAllowed {
+                    policy: policy.name_any(),
+                    index,
+                    field: "allowedNamespaces",
+                    name,
+                });
+            }
             Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
         })
         .collect()

@@ -83,6 +83,14 @@ pub fn validate(template: &str) -> Result<(), TemplateError> {
     Ok(())
 }
 
+/// Whether a template uses fields the requester can type in Lumos (`custom_fields.*`, `user.*`),
+/// as opposed to what Lumos itself knows (the target user's identity, the application).
+pub fn uses_requester_fields(template: &str) -> bool {
+    parse(template).is_ok_and(|parts| {
+        parts.iter().any(|p| matches!(p, Part::Field(f) if f.starts_with("custom_fields.") || f.starts_with("user.")))
+    })
+}
+
 fn person_field(p: &Person, f: &str) -> Option<String> {
     match f {
         "email" => Some(p.email.clone()),

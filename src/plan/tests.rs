@@ -397,6 +397,33 @@ fn two_policies_that_disagree_about_an_emptied_binding_fail_naming_both() {
 }
 
 #[test]
+fn a_service_account_namespace_the_requester_types_needs_allowed_namespaces() {
+    let with = |extra: serde_json::Value| {
+        let mut sa = json!({"kind": "ServiceAccount", "name": "pparker", "namespace": "{{custom_fields.ns}}"});
+        sa.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        policy(
+            "sa",
+            json!({"application": {"appId": "demo_app"}, "subjects": [sa],
+            "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]}),
+        )
+    };
+    let mut req = spec(&[]);
+    req.custom_fields.insert("ns".into(), "kube-system".into());
+    let err = compute(&req, &[with(json!({}))], &observed(), &Protected::default()).unwrap_err();
+    assert_eq!(err.reason(), Reason::InvalidPolicy);
+    assert!(err.to_string().contains("allowedNamespaces"), "{err}");
+
+    let fenced = with(json!({"allowedNamespaces": ["team-*"]}));
+    let err = compute(&req, std::slice::from_ref(&fenced), &observed(), &Protected::default()).unwrap_err();
+    assert_eq!(err.reason(), Reason::SubjectNotAllowed);
+    assert!(err.to_string().contains("\"kube-system\" is not allowed by subjects[0].allowedNamespaces"), "{err}");
+
+    req.custom_fields.insert("ns".into(), "team-b".into());
+    let plan = compute(&req, &[fenced], &observed(), &Protected::default()).unwrap();
+    assert_eq!(rows(&plan), vec!["RoleBinding team-a/bots | ServiceAccount team-b/pparker"]);
+}
+
+#[test]
 fn scope_names_only_what_the_policy_names() {
     let p = policy(
         "p",

@@ -13,6 +13,11 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
         template::validate(&s.name).map_err(|e| format!("subjects[{i}].name: {e}"))?;
         if let Some(ns) = &s.namespace {
             template::validate(ns).map_err(|e| format!("subjects[{i}].namespace: {e}"))?;
+            if template::uses_requester_fields(ns) && s.allowed_namespaces.is_empty() {
+                return Err(format!(
+                    "subjects[{i}].namespace comes from fields the requester types (custom_fields, user): list the namespaces it may name in allowedNamespaces"
+                ));
+            }
         }
     }
     let sel_ok = |s: Option<&LabelSelector>, at: &str| -> Result<(), String> {

@@ -9,7 +9,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::answer::LumosAnswer;
 use super::{naming, short_error};
-use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec};
+use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, RequestSource};
 
 /// Records the request, then waits until it is terminal or the deadline passes.
 pub(super) async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpec, deadline: Instant) -> LumosAnswer {
@@ -20,8 +20,7 @@ pub(super) async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpe
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not record the request");
             return LumosAnswer::failure(format!(
-                "Could not record the request: the Kubernetes API server refused or is unavailable ({}); nothing was changed",
-                short_error(&e)
+                "Could not record the request: the Kubernetes API server refused or is unavailable ({e}); nothing was changed"
             ));
         }
         Err(_) => {
@@ -45,30 +44,67 @@ pub(super) async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpe
     }
 }
 
+/// How many names past the first free-looking one a call tries before giving up: each taken
+/// name is an object someone else created with a name we predicted.
+const NAME_ATTEMPTS: u32 = 8;
+
+/// Whether `obj` is this same Lumos call recorded by the webhook: what it would remove is the
+/// same (its own spec fingerprints the same, the label agrees) and it came from the webhook.
+/// An object someone else created under a predicted name (other spec, no label, a dry run) is
+/// never taken for ours.
+fn is_same_call(obj: &DeprovisionRequest, fingerprint: &str) -> bool {
+    obj.spec.source == RequestSource::LumosWebhook
+        && naming::fingerprint(&obj.spec) == fingerprint
+        && obj.labels().get(naming::LABEL_FINGERPRINT).map(String::as_str) == Some(fingerprint)
+}
+
+fn is_terminal(obj: &DeprovisionRequest) -> bool {
+    obj.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+}
+
 /// Creates the request, or returns the name of an unfinished identical one (`attached = true`).
 /// Names are `lumos-<fingerprint>-<seq>`: two concurrent identical calls race for the same name
-/// and the API server lets exactly one create it.
-async fn submit(api: &Api<DeprovisionRequest>, spec: DeprovisionRequestSpec) -> Result<(String, bool), kube::Error> {
+/// and the API server lets exactly one create it; the other reads it and attaches.
+async fn submit(api: &Api<DeprovisionRequest>, spec: DeprovisionRequestSpec) -> Result<(String, bool), SubmitError> {
     let fp = naming::fingerprint(&spec);
     let lp = ListParams::default().labels(&format!("{}={fp}", naming::LABEL_FINGERPRINT));
     let existing = api.list(&lp).await?.items;
-    if let Some(active) = existing.iter().find(|r| !r.status.as_ref().is_some_and(|s| s.phase.is_terminal())) {
+    if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp) && !is_terminal(r)) {
         return Ok((active.name_any(), true));
     }
-    let seq = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().map_or(1, |m| m + 1);
-    let name = naming::request_name(&fp, seq);
-    let obj = DeprovisionRequest {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(naming::labels(&spec, &fp)),
-            ..Default::default()
-        },
-        spec,
-        status: None,
-    };
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => Ok((name, false)),
-        Err(kube::Error::Api(s)) if s.is_already_exists() => Ok((name, true)),
-        Err(e) => Err(e),
+    let mut seq = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().map_or(1, |m| m + 1);
+    let labels = naming::labels(&spec, &fp);
+    for _ in 0..NAME_ATTEMPTS {
+        let name = naming::request_name(&fp, seq);
+        let obj = DeprovisionRequest {
+            metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels.clone()), ..Default::default() },
+            spec: spec.clone(),
+            status: None,
+        };
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => return Ok((name, false)),
+            Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
+                Some(taken) if is_same_call(&taken, &fp) && !is_terminal(&taken) => return Ok((name, true)),
+                Some(_) => {
+                    tracing::warn!(request = %name, "the predicted name is taken by another object; trying the next");
+                    seq += 1;
+                }
+                // Deleted in between: try the same name again.
+                None => {}
+            },
+            Err(e) => return Err(e.into()),
+        }
     }
+    Err(SubmitError::NamesTaken)
+}
+
+/// Why a call could not be recorded.
+#[derive(Debug, thiserror::Error)]
+enum SubmitError {
+    /// The API server refused or is unreachable.
+    #[error("{}", short_error(.0))]
+    Api(#[from] kube::Error),
+    /// Every name this call could take is held by another object.
+    #[error("{NAME_ATTEMPTS} names for this call are taken by objects that are not this call")]
+    NamesTaken,
 }
