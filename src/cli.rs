@@ -66,6 +66,24 @@ pub struct RunArgs {
     /// Largest accepted webhook body in bytes.
     #[arg(long, env = "DEPROVISIONER_BODY_LIMIT", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=16 * 1024 * 1024))]
     pub body_limit: u32,
+    /// Connections open at once on the webhook listener; more are closed when accepted.
+    #[arg(long, env = "DEPROVISIONER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536))]
+    pub max_connections: u32,
+    /// Webhook calls handled at once; more are answered 503 at once.
+    #[arg(long, env = "DEPROVISIONER_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_in_flight: u32,
+    /// A request's headers must arrive within this (also the idle keep-alive timeout).
+    #[arg(long, env = "DEPROVISIONER_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Calls with missing or wrong credentials accepted per minute from one address; more get 429.
+    #[arg(long, env = "DEPROVISIONER_UNAUTHENTICATED_PER_MINUTE", default_value_t = 30)]
+    pub unauthenticated_per_minute: u32,
+    /// DeprovisionRequests the webhook records per minute; past it calls are answered FAILURE.
+    #[arg(long, env = "DEPROVISIONER_MAX_REQUESTS_PER_MINUTE", default_value_t = 1200)]
+    pub max_requests_per_minute: u32,
+    /// On SIGTERM, how long in-flight calls get to finish (keep it under the pod's grace period).
+    #[arg(long, env = "DEPROVISIONER_SHUTDOWN_DRAIN", default_value = "12s", value_parser = parse_duration)]
+    pub shutdown_drain: Duration,
     /// How long finished DeprovisionRequests are kept before deletion.
     #[arg(long, env = "DEPROVISIONER_RETENTION", default_value = "400days", value_parser = parse_duration)]
     pub retention: Duration,

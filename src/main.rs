@@ -1,6 +1,8 @@
 //! `deprovisioner run | crd`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -15,6 +17,8 @@ use deprovisioner::controller::{self, Settings};
 use deprovisioner::metrics::Metrics;
 use deprovisioner::plan::subject::{self, Protected};
 use deprovisioner::webhook::auth::{HeaderScheme, SecretFile};
+use deprovisioner::webhook::guard::{PerMinute, PerSource};
+use deprovisioner::webhook::server::{self, ServerLimits};
 use deprovisioner::webhook::{self, WebhookState};
 
 #[tokio::main]
@@ -114,7 +118,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let secret = SecretFile::load(&args.secret_file)?;
     let client = client(&args).await?;
     check_crds(&client).await?;
-    // One shutdown signal for everything: cancelled on SIGINT or SIGTERM.
+    // One shutdown signal for everything: cancelled on SIGINT or SIGTERM, or when the controller
+    // dies (the process then exits non-zero so the pod restarts).
     let stop = CancellationToken::new();
 
     let metrics = Metrics::new();
@@ -132,11 +137,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         deadline: args.response_deadline,
         body_limit: args.body_limit as usize,
         metrics: metrics.clone(),
+        in_flight: tokio::sync::Semaphore::new(args.max_in_flight as usize),
+        unauthenticated: PerSource::new(args.unauthenticated_per_minute),
+        recorded: PerMinute::new(args.max_requests_per_minute),
+        controller_alive: AtomicBool::new(true),
     });
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
-    let server = axum::serve(listener, webhook::router(state)).with_graceful_shutdown(stop.clone().cancelled_owned());
+    let limits = ServerLimits {
+        header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections as usize,
+        drain: args.shutdown_drain,
+    };
+    let server = tokio::spawn(server::serve(listener, webhook::router(state.clone()), limits, stop.clone()));
 
     let settings = Settings {
         retention: args.retention,
@@ -147,20 +161,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         metrics,
     };
-    let controllers = run_controllers(client, settings, &args, stop.clone());
-
     let on_signal = stop.clone();
     tokio::spawn(async move {
         signal().await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: draining the webhook");
         on_signal.cancel();
     });
-    let (served, ran) = tokio::join!(server, controllers);
-    served.context("webhook server")?;
-    ran
+    let ran = run_controllers(client, settings, &args, stop.clone()).await;
+    let died = !stop.is_cancelled();
+    if died {
+        // The webhook must not go on accepting calls that no controller will finish.
+        state.controller_alive.store(false, Ordering::SeqCst);
+        tracing::error!("the controller stopped while the process was not stopping; exiting so the pod restarts");
+        stop.cancel();
+    }
+    server.await.context("webhook server")?;
+    ran?;
+    if died {
+        anyhow::bail!("the controller stopped unexpectedly");
+    }
+    Ok(())
 }
 
-/// Runs the controllers, only while this replica holds the Lease when leader election is on.
+/// Runs the controllers until `stop`; with leader election, only while this replica holds the
+/// Lease. Returns early only when something it depends on fails for good.
 async fn run_controllers(
     client: Client,
     settings: Settings,
@@ -169,19 +193,16 @@ async fn run_controllers(
 ) -> anyhow::Result<()> {
     if !args.controller {
         tracing::info!("--controller=false: serving the webhook only");
+        stop.cancelled().await;
         return Ok(());
     }
     if !args.leader_election {
         controller::run(client, settings, stop).await;
         return Ok(());
     }
-    let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.namespace)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await
-        .with_context(|| format!("leader Lease {}/{}", args.namespace, args.lease_name))?;
+    let Some(manager) = lease_manager(&client, args, &stop).await else {
+        return Ok(()); // stopped before the Lease could be set up
+    };
     let (mut leader, _task) = manager.watch().await;
     loop {
         tokio::select! {
@@ -204,5 +225,35 @@ async fn run_controllers(
         if stop.is_cancelled() {
             return Ok(());
         }
+    }
+}
+
+/// Sets up leader election, retrying with backoff while the API server is unreachable or refuses
+/// (the webhook keeps recording requests meanwhile; the controller finishes them once elected).
+async fn lease_manager(
+    client: &Client,
+    args: &RunArgs,
+    stop: &CancellationToken,
+) -> Option<kube_lease_manager::LeaseManager> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let built = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.namespace)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await;
+        match built {
+            Ok(m) => return Some(m),
+            Err(e) => tracing::warn!(
+                lease = %format!("{}/{}", args.namespace, args.lease_name), error = %e,
+                "could not set up leader election; retrying in {backoff:?}"
+            ),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.cancelled() => return None,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }

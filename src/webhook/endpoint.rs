@@ -1,14 +1,16 @@
 //! The deprovisioning endpoint: refuses bad calls (401, 400, 415, 413, 408) before anything is
 //! recorded, then hands the parsed request to `submit`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 
 use super::WebhookState;
@@ -36,12 +38,19 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 pub(super) async fn deprovision(
     State(s): State<Arc<WebhookState>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     query: QueryResult,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
-    let (status, answer) = handle(&s, started, query, headers, body).await;
+    let (status, answer) = match s.in_flight.try_acquire() {
+        Ok(_permit) => handle(&s, started, peer.map(|p| p.0.0.ip()), query, headers, body).await,
+        Err(_) => {
+            tracing::warn!("too many webhook calls in flight; answering 503");
+            (StatusCode::SERVICE_UNAVAILABLE, LumosAnswer::failure("too many calls in flight; nothing was recorded"))
+        }
+    };
     let labels = AnswerLabels { response: answer.response.as_str(), code: status.as_u16() };
     s.metrics.webhook_answers.get_or_create(&labels).inc();
     s.metrics.webhook_seconds.observe(started.elapsed().as_secs_f64());
@@ -52,18 +61,13 @@ pub(super) async fn deprovision(
 async fn handle(
     s: &WebhookState,
     started: Instant,
+    peer: Option<IpAddr>,
     query: QueryResult,
     headers: HeaderMap,
     body: Body,
 ) -> (StatusCode, LumosAnswer) {
-    let Some(presented) = s.header.extract(&headers) else {
-        tracing::info!("webhook call without credentials rejected");
-        let msg = format!("missing credentials: send the shared secret in the {} header", s.header.name());
-        return (StatusCode::UNAUTHORIZED, LumosAnswer::failure(msg));
-    };
-    if !s.secret.verify(presented) {
-        tracing::warn!("webhook call with a wrong secret rejected");
-        return (StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials"));
+    if let Err(refusal) = authenticate(s, peer, &headers) {
+        return refusal;
     }
     let query = match query {
         Ok(Query(q)) => q,
@@ -86,10 +90,36 @@ async fn handle(
             return (StatusCode::BAD_REQUEST, LumosAnswer::failure(bad_payload_message(&e)));
         }
     };
-    let answer = super::submit::submit_and_wait(&s.client, spec, started + s.deadline).await;
+    let answer = super::submit::submit_and_wait(&s.client, &s.recorded, spec, started + s.deadline).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(response = answer.response.as_str(), elapsed_ms, "answered Lumos");
     (StatusCode::OK, answer)
+}
+
+/// Checks the shared secret. A source that keeps failing is answered 429 for the rest of the
+/// minute (a correct secret always passes).
+fn authenticate(s: &WebhookState, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), (StatusCode, LumosAnswer)> {
+    let refusal = match s.header.extract(headers) {
+        Some(presented) if s.secret.verify(presented) => return Ok(()),
+        Some(_) => {
+            tracing::warn!(?peer, "webhook call with a wrong secret rejected");
+            LumosAnswer::failure("wrong credentials")
+        }
+        None => {
+            tracing::info!(?peer, "webhook call without credentials rejected");
+            LumosAnswer::failure(format!(
+                "missing credentials: send the shared secret in the {} header",
+                s.header.name()
+            ))
+        }
+    };
+    if let Some(ip) = peer
+        && !s.unauthenticated.take(ip)
+    {
+        let msg = "too many calls with missing or wrong credentials from this address; try again in a minute";
+        return Err((StatusCode::TOO_MANY_REQUESTS, LumosAnswer::failure(msg)));
+    }
+    Err((StatusCode::UNAUTHORIZED, refusal))
 }
 
 /// Reads the body within the deadline too: a caller trickling bytes cannot hold us past it.

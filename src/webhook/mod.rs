@@ -9,11 +9,14 @@
 pub mod answer;
 pub mod auth;
 mod endpoint;
+pub mod guard;
 pub mod naming;
 pub mod payload;
+pub mod server;
 mod submit;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -45,13 +48,21 @@ pub struct WebhookState {
     pub body_limit: usize,
     /// Where answers are counted.
     pub metrics: Arc<Metrics>,
+    /// Calls handled at once; past it, 503.
+    pub in_flight: tokio::sync::Semaphore,
+    /// Calls with missing or wrong credentials, per source address and minute; past it, 429.
+    pub unauthenticated: guard::PerSource,
+    /// Requests recorded per minute; past it, FAILURE and nothing recorded.
+    pub recorded: guard::PerMinute,
+    /// False once this replica's controller has died (`/healthz` then fails).
+    pub controller_alive: AtomicBool,
 }
 
 /// The router with every endpoint.
 pub fn router(state: Arc<WebhookState>) -> Router {
     Router::new()
         .route(DEPROVISION_PATH, post(endpoint::deprovision))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -63,6 +74,14 @@ fn short_error(e: &kube::Error) -> String {
         other => other.to_string(),
     };
     crate::text::clip_to(&text, 200)
+}
+
+async fn healthz(State(s): State<Arc<WebhookState>>) -> Response {
+    if s.controller_alive.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the controller has stopped").into_response()
+    }
 }
 
 async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {

@@ -8,14 +8,26 @@ use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
 
 use super::answer::LumosAnswer;
+use super::guard::PerMinute;
 use super::{naming, short_error};
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, RequestSource};
 
 /// Records the request, then waits until it is terminal or the deadline passes.
-pub(super) async fn submit_and_wait(client: &Client, spec: DeprovisionRequestSpec, deadline: Instant) -> LumosAnswer {
+pub(super) async fn submit_and_wait(
+    client: &Client,
+    recorded: &PerMinute,
+    spec: DeprovisionRequestSpec,
+    deadline: Instant,
+) -> LumosAnswer {
     let api: Api<DeprovisionRequest> = Api::all(client.clone());
     let deadline = tokio::time::Instant::from_std(deadline);
-    let (name, attached) = match tokio::time::timeout_at(deadline, submit(&api, spec)).await {
+    let (name, attached) = match tokio::time::timeout_at(deadline, submit(&api, recorded, spec)).await {
+        Ok(Err(SubmitError::RateLimited(limit))) => {
+            tracing::warn!(limit, "request rate cap reached; the call is answered FAILURE");
+            return LumosAnswer::failure(format!(
+                "Refused: more than {limit} requests were recorded in the last minute (--max-requests-per-minute); nothing was recorded"
+            ));
+        }
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "could not record the request");
@@ -65,12 +77,19 @@ fn is_terminal(obj: &DeprovisionRequest) -> bool {
 /// Creates the request, or returns the name of an unfinished identical one (`attached = true`).
 /// Names are `lumos-<fingerprint>-<seq>`: two concurrent identical calls race for the same name
 /// and the API server lets exactly one create it; the other reads it and attaches.
-async fn submit(api: &Api<DeprovisionRequest>, spec: DeprovisionRequestSpec) -> Result<(String, bool), SubmitError> {
+async fn submit(
+    api: &Api<DeprovisionRequest>,
+    recorded: &PerMinute,
+    spec: DeprovisionRequestSpec,
+) -> Result<(String, bool), SubmitError> {
     let fp = naming::fingerprint(&spec);
     let lp = ListParams::default().labels(&format!("{}={fp}", naming::LABEL_FINGERPRINT));
     let existing = api.list(&lp).await?.items;
     if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp) && !is_terminal(r)) {
         return Ok((active.name_any(), true));
+    }
+    if !recorded.take() {
+        return Err(SubmitError::RateLimited(recorded.limit()));
     }
     let mut seq = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().map_or(1, |m| m + 1);
     let labels = naming::labels(&spec, &fp);
@@ -104,6 +123,9 @@ enum SubmitError {
     /// The API server refused or is unreachable.
     #[error("{}", short_error(.0))]
     Api(#[from] kube::Error),
+    /// The per-minute cap on recorded requests is reached.
+    #[error("more than {0} requests a minute")]
+    RateLimited(u32),
     /// Every name this call could take is held by another object.
     #[error("{NAME_ATTEMPTS} names for this call are taken by objects that are not this call")]
     NamesTaken,

@@ -30,6 +30,10 @@ fn app() -> (
         deadline: Duration::from_secs(2),
         body_limit: 1024,
         metrics: crate::metrics::Metrics::new(),
+        in_flight: tokio::sync::Semaphore::new(8),
+        unauthenticated: crate::webhook::guard::PerSource::new(1000),
+        recorded: crate::webhook::guard::PerMinute::new(1000),
+        controller_alive: std::sync::atomic::AtomicBool::new(true),
     };
     (router(Arc::new(state)), handle, dir)
 }
