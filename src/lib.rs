@@ -4,6 +4,8 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod external;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod metrics;
 pub mod naming;
 pub mod payload;
