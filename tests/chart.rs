@@ -13,6 +13,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use deprovisioner::crd::{Outcome, Phase};
+use deprovisioner::fixtures::{group, service_account_in, user};
 use serde_json::{Value, json};
 use support::*;
 
@@ -659,24 +660,10 @@ async fn install_deprovision_upgrade_narrow_bind_and_uninstall() {
 
     let team = unique("chart-team");
     namespace(&admin, &team, &[]).await;
-    role_binding(
-        &admin,
-        &team,
-        "pair",
-        "chart-guarded",
-        vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
-    )
-    .await;
-    role_binding(&admin, &team, "solo", "chart-bindable", vec![subj("User", "kraven@lumos.com", None)]).await;
+    role_binding(&admin, &team, "pair", "chart-guarded", vec![user("kraven@lumos.com"), user("stays@lumos.com")]).await;
+    role_binding(&admin, &team, "solo", "chart-bindable", vec![user("kraven@lumos.com")]).await;
     let crb = unique("chart-crb");
-    cluster_role_binding(
-        &admin,
-        &crb,
-        "chart-guarded",
-        &[],
-        vec![subj("User", "kraven@lumos.com", None), subj("Group", "auditors", None)],
-    )
-    .await;
+    cluster_role_binding(&admin, &crb, "chart-guarded", &[], vec![user("kraven@lumos.com"), group("auditors")]).await;
     let app = unique("chart-app");
     policy(
         &admin,
@@ -743,14 +730,7 @@ async fn install_deprovision_upgrade_narrow_bind_and_uninstall() {
     let team2 = unique("chart-narrow");
     namespace(&admin, &team2, &[]).await;
     for (name, role) in [("guarded-pair", "chart-guarded"), ("bindable-pair", "chart-bindable")] {
-        role_binding(
-            &admin,
-            &team2,
-            name,
-            role,
-            vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
-        )
-        .await;
+        role_binding(&admin, &team2, name, role, vec![user("kraven@lumos.com"), user("stays@lumos.com")]).await;
     }
     let app2 = unique("chart-app");
     policy(
@@ -816,7 +796,7 @@ async fn install_deprovision_upgrade_narrow_bind_and_uninstall() {
         &team3,
         "operator",
         "chart-bindable",
-        vec![subj("ServiceAccount", sa, Some(ns)), subj("User", "stays@lumos.com", None)],
+        vec![service_account_in(ns, sa), user("stays@lumos.com")],
     )
     .await;
     let app3 = unique("chart-app");
