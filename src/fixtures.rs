@@ -195,8 +195,8 @@ pub fn policy(name: &str, spec: Value) -> DeprovisionPolicy {
 pub struct RequestSpecBuilder(DeprovisionRequestSpec);
 
 /// A request to remove `target_email`'s access to Lumos app `app_id`: every permission (none
-/// listed), no instance, no custom fields, source `Manual` (as `kubectl apply` would create it),
-/// not a dry run.
+/// listed), no instance, no names, no requester, no comment, no custom fields, source `Manual`
+/// (as `kubectl apply` would create it), not a dry run.
 pub fn request_spec(app_id: &str, target_email: &str) -> RequestSpecBuilder {
     RequestSpecBuilder(DeprovisionRequestSpec {
         application: Application { app_id: Some(app_id.into()), instance_id: None, user_friendly_label: None },
@@ -234,9 +234,14 @@ impl RequestSpecBuilder {
         self
     }
 
-    /// The target user's given and family name.
-    pub fn target_name(mut self, given: &str, family: &str) -> Self {
+    /// The target user's given name.
+    pub fn given_name(mut self, given: &str) -> Self {
         self.0.target_user.given_name = Some(given.into());
+        self
+    }
+
+    /// The target user's family name.
+    pub fn family_name(mut self, family: &str) -> Self {
         self.0.target_user.family_name = Some(family.into());
         self
     }
