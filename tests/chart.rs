@@ -881,9 +881,22 @@ async fn run_with_the_deployments_args_and_env(r: &Release, installed: &Installe
     );
     assert_eq!(get_rb(admin, &team3, "operator").await.unwrap().subjects.unwrap().len(), 2);
     // The chart's metrics port serves what happened.
-    let metrics = http_client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"deprovisioner_webhook_answers_total{response="FAILURE",code="200"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"deprovisioner_requests_finished_total{phase="Failed"} 1"#), "{metrics}");
+    // Whole lines (`contains("… 1")` would also pass for 10). The controller counts a finished
+    // request just after the status write the webhook answers from: allow it a moment.
+    let want = [
+        r#"deprovisioner_webhook_answers_total{response="FAILURE",code="200"} 1"#,
+        r#"deprovisioner_requests_finished_total{phase="Failed"} 1"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = http_client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+        let missing: Vec<&str> = want.into_iter().filter(|w| !metrics.lines().any(|l| l == *w)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no line {missing:?} in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(chart_proc);
 }
 

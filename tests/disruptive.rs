@@ -97,11 +97,10 @@ async fn api_server_outage_answers_in_time_and_loses_nothing() {
     // A controller starts during the outage; once the API server is back, the accepted request completes.
     let _controller = Operator::start(OperatorOpts::on(cl));
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let thawed = Instant::now();
     drop(frozen);
+    // Within 60 s of the thaw: wait_terminal fails the test otherwise.
     let done = wait_terminal(&c, &accepted, Duration::from_secs(60)).await;
     assert_eq!(phase(&done), Phase::Succeeded, "{:?}", done.status);
-    assert!(thawed.elapsed() < Duration::from_secs(60));
     for i in 0..3 {
         assert_eq!(names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects), vec!["User:stays@lumos.com"]);
     }
