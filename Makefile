@@ -1,4 +1,4 @@
-.PHONY: dev test check control-plane
+.PHONY: dev test check generate control-plane
 
 # Run the operator on a local control plane with a demo, and print a curl to try it.
 dev:
@@ -12,8 +12,23 @@ test: control-plane
 control-plane:
 	scripts/control-plane build
 
-# What CI runs besides the tests.
+# Where `make generate` writes: nothing else lives there, so a new file there is generated too.
+GENERATED := crds charts/deprovisioner/crds ':(glob)deploy/*.yaml'
+
+# Write every generated file: the CRDs from the code (and the chart's copy of them), and
+# deploy/ from the chart (deploy/render uses the cached helm, building it if missing).
+generate:
+	cargo run --quiet --bin deprovisioner -- crd > crds/crds.yaml.new || { rm -f crds/crds.yaml.new; exit 1; }
+	mv crds/crds.yaml.new crds/crds.yaml
+	cp crds/crds.yaml charts/deprovisioner/crds/crds.yaml
+	deploy/render
+
+# What CI runs besides the tests: format, lints, and no drift between the generated files and
+# what generates them (changed or new generated files fail it).
 check:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
-	scripts/check-generated
+	$(MAKE) --no-print-directory generate
+	@git diff --exit-code -- $(GENERATED) && test -z "$$(git status --porcelain -- $(GENERATED))" \
+	  || { git status --short -- $(GENERATED); \
+	       echo "Generated files are out of date: run 'make generate' and commit the result." >&2; exit 1; }

@@ -6,75 +6,59 @@
 
 use std::time::{Duration, Instant};
 
-use deprovisioner::crd::{DeprovisionPolicy, DeprovisionPolicySpec, DeprovisionRequestSpec};
+use deprovisioner::fixtures::{self, user};
 use deprovisioner::plan::subject::Protected;
 use deprovisioner::plan::{self, Observed};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::rbac::v1::Subject;
 use serde_json::json;
 
 fn subject(i: usize) -> Subject {
-    Subject { kind: "User".into(), name: format!("user{i}@example.com"), namespace: None, api_group: None }
-}
-
-fn role_ref(name: &str) -> RoleRef {
-    RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "ClusterRole".into(), name: name.into() }
+    user(&format!("user{i}@example.com"))
 }
 
 fn world() -> Observed {
     let mut o = Observed::default();
     for n in 0..200 {
         let ns = format!("team-{n}");
-        o.namespaces.push(Namespace {
-            metadata: ObjectMeta {
-                name: Some(ns.clone()),
-                labels: Some([("tenant".to_string(), "yes".to_string())].into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        });
+        o.namespaces.push(fixtures::namespace(&ns, &[("tenant", "yes")]));
         for b in 0..50 {
             let mut subjects: Vec<Subject> = (0..5).map(|s| subject(n * 7 + b * 3 + s)).collect();
             if b == 7 {
                 subjects.push(subject(0)); // the target holds a few bindings
             }
-            o.role_bindings.push(RoleBinding {
-                metadata: ObjectMeta {
-                    name: Some(format!("rb-{b}")),
-                    namespace: Some(ns.clone()),
-                    uid: Some(format!("{n}-{b}")),
-                    ..Default::default()
-                },
-                role_ref: role_ref(if b % 2 == 0 { "edit" } else { "view" }),
-                subjects: Some(subjects),
-            });
+            o.role_bindings.push(
+                fixtures::role_binding(&ns, &format!("rb-{b}"))
+                    .role(if b % 2 == 0 { "edit" } else { "view" })
+                    .subjects(subjects)
+                    .uid(&format!("{n}-{b}"))
+                    .build(),
+            );
         }
     }
     for c in 0..2000 {
-        o.cluster_role_bindings.push(ClusterRoleBinding {
-            metadata: ObjectMeta { name: Some(format!("crb-{c}")), uid: Some(format!("c{c}")), ..Default::default() },
-            role_ref: role_ref("view"),
-            subjects: Some((0..5).map(|s| subject(c + s)).collect()),
-        });
+        o.cluster_role_bindings.push(
+            fixtures::cluster_role_binding(&format!("crb-{c}"))
+                .role("view")
+                .subjects((0..5).map(|s| subject(c + s)))
+                .uid(&format!("c{c}"))
+                .build(),
+        );
     }
     o
 }
 
 fn main() {
     let observed = world();
-    let spec: DeprovisionPolicySpec = serde_json::from_value(json!({
-        "application": {"appId": "bench"},
-        "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
-        "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"tenant": "yes"}}},
-                   "clusterRoleBindings": {"roleRef": {"name": "view"}}}]
-    }))
-    .unwrap();
-    let policies = vec![DeprovisionPolicy::new("bench", spec)];
-    let request: DeprovisionRequestSpec = serde_json::from_value(json!({
-        "application": {"appId": "bench"}, "targetUser": {"email": "USER0@example.com"}
-    }))
-    .unwrap();
+    let policies = vec![fixtures::policy(
+        "bench",
+        json!({
+            "application": {"appId": "bench"},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
+            "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"tenant": "yes"}}},
+                       "clusterRoleBindings": {"roleRef": {"name": "view"}}}]
+        }),
+    )];
+    let request = fixtures::request_spec("bench", "USER0@example.com").build();
     let protected = Protected::default();
     let runs = 50;
     let mut times: Vec<Duration> = Vec::with_capacity(runs);

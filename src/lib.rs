@@ -8,6 +8,8 @@ pub mod controller;
 pub mod crd;
 pub mod egress;
 pub mod exec;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod metrics;
 pub mod plan;
 pub mod text;

@@ -7,41 +7,20 @@ mod support;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use deprovisioner::crd::{DeprovisionRequest, DeprovisionRequestSpec, Outcome, Phase};
+use deprovisioner::crd::{Outcome, Phase};
+use deprovisioner::fixtures::{self, group, service_account, service_account_in, user};
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
 use serde_json::json;
 use support::*;
 
 /// The shared operator (one per test binary; killed with the control plane).
 fn operator() -> &'static Operator {
     static OP: OnceLock<Operator> = OnceLock::new();
-    OP.get_or_init(|| {
-        let metrics = format!("127.0.0.1:{}", metrics_port());
-        Operator::start(OperatorOpts::default().args(&["--response-deadline", "8s", "--metrics-listen", &metrics]))
-    })
+    OP.get_or_init(|| Operator::start(OperatorOpts::default().args(&["--response-deadline", "8s"])))
 }
 
-fn metrics_port() -> u16 {
-    static PORT: OnceLock<u16> = OnceLock::new();
-    *PORT.get_or_init(free_port)
-}
-
-/// The value of one metric line of the shared operator, e.g. `name{labels}`.
-async fn metric(line: &str) -> f64 {
-    let text = http_client()
-        .get(format!("http://127.0.0.1:{}/metrics", metrics_port()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(line).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("no {line} in:\n{text}"))
-}
-fn user(tmpl: &str) -> serde_json::Value {
+/// A policy subject: the User named by a template.
+fn user_template(tmpl: &str) -> serde_json::Value {
     json!({"kind": "User", "name": tmpl})
 }
 
@@ -53,23 +32,15 @@ async fn seed_payload_removes_exactly_what_the_policy_names() {
     namespace(&c, &ns_a, &[("seed-team", &label)]).await;
     namespace(&c, &ns_b, &[]).await;
     namespace(&c, &other_ns, &[]).await;
-    let peter = || subj("User", "peterparker@lumos.com", None);
-    let mj = subj("User", "maryjane@lumos.com", None);
-    let devs =
-        role_binding(&c, &ns_a, "developers", "edit", vec![peter(), mj.clone(), subj("Group", "system:masters", None)])
-            .await;
-    role_binding(&c, &ns_a, "peter-only", "view", vec![subj("User", "PeterParker@Lumos.com", None)]).await;
+    let peter = || user("peterparker@lumos.com");
+    let mj = user("maryjane@lumos.com");
+    let devs = role_binding(&c, &ns_a, "developers", "edit", vec![peter(), mj.clone(), group("system:masters")]).await;
+    role_binding(&c, &ns_a, "peter-only", "view", vec![user("PeterParker@Lumos.com")]).await;
     let unrelated = role_binding(&c, &ns_a, "others", "view", vec![mj.clone()]).await;
     let outside = role_binding(&c, &other_ns, "developers", "edit", vec![peter()]).await;
     let crb_name = unique("seed-readers");
-    let crb = cluster_role_binding(
-        &c,
-        &crb_name,
-        "view",
-        &[("lumos-app", &label)],
-        vec![peter(), subj("Group", "auditors", None)],
-    )
-    .await;
+    let crb =
+        cluster_role_binding(&c, &crb_name, "view", &[("lumos-app", &label)], vec![peter(), group("auditors")]).await;
     policy(&c, &unique("seed-policy"), json!({
         "application": {"appId": "demo_app", "instanceId": "0ob3ggjlhx892dc4abcde"},
         "subjects": [{"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": true}],
@@ -80,7 +51,7 @@ async fn seed_payload_removes_exactly_what_the_policy_names() {
         ]
     })).await;
 
-    let (status, answer, took) = operator().lumos(&seed_payload()).await;
+    let (status, answer, took) = operator().lumos(&fixtures::seed_payload()).await;
     assert_eq!(status, 200);
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
     assert!(took < Duration::from_secs(10), "answered in {took:?}");
@@ -122,25 +93,15 @@ async fn every_subject_form_is_matched_and_only_it() {
     let ns = unique("forms");
     namespace(&c, &ns, &[]).await;
     let app = unique("forms-app");
-    role_binding(
-        &c,
-        &ns,
-        "oidc-users",
-        "view",
-        vec![subj("User", "oidc:Spider@Lumos.com", None), subj("User", "oidc:other@lumos.com", None)],
-    )
-    .await;
-    role_binding(&c, &ns, "groups", "view", vec![subj("Group", "spider", None), subj("Group", "spiders", None)]).await;
+    role_binding(&c, &ns, "oidc-users", "view", vec![user("oidc:Spider@Lumos.com"), user("oidc:other@lumos.com")])
+        .await;
+    role_binding(&c, &ns, "groups", "view", vec![group("spider"), group("spiders")]).await;
     role_binding(
         &c,
         &ns,
         "bots",
         "view",
-        vec![
-            subj("ServiceAccount", "spider", None),
-            subj("ServiceAccount", "spider", Some("elsewhere")),
-            subj("ServiceAccount", "other", None),
-        ],
+        vec![service_account("spider"), service_account_in("elsewhere", "spider"), service_account("other")],
     )
     .await;
     role_binding(
@@ -148,17 +109,10 @@ async fn every_subject_form_is_matched_and_only_it() {
         &ns,
         "sa-as-user",
         "view",
-        vec![subj("User", &format!("system:serviceaccount:{ns}:spider"), None), subj("User", "keep@lumos.com", None)],
+        vec![user(&format!("system:serviceaccount:{ns}:spider")), user("keep@lumos.com")],
     )
     .await;
-    role_binding(
-        &c,
-        &ns,
-        "exact-case",
-        "view",
-        vec![subj("User", "Spider@Lumos.com", None), subj("User", "keep@lumos.com", None)],
-    )
-    .await;
+    role_binding(&c, &ns, "exact-case", "view", vec![user("Spider@Lumos.com"), user("keep@lumos.com")]).await;
     policy(
         &c,
         &unique("forms-policy"),
@@ -194,23 +148,16 @@ async fn empty_bindings_are_deleted_or_kept_per_policy() {
         namespace(&c, &ns, &[]).await;
         let app = unique("empty-app");
         let crb = unique("empty-crb");
-        role_binding(&c, &ns, "solo", "view", vec![subj("User", "gwen@lumos.com", None)]).await;
-        role_binding(
-            &c,
-            &ns,
-            "pair",
-            "view",
-            vec![subj("User", "gwen@lumos.com", None), subj("User", "miles@lumos.com", None)],
-        )
-        .await;
-        cluster_role_binding(&c, &crb, "view", &[], vec![subj("User", "gwen@lumos.com", None)]).await;
+        role_binding(&c, &ns, "solo", "view", vec![user("gwen@lumos.com")]).await;
+        role_binding(&c, &ns, "pair", "view", vec![user("gwen@lumos.com"), user("miles@lumos.com")]).await;
+        cluster_role_binding(&c, &crb, "view", &[], vec![user("gwen@lumos.com")]).await;
         policy(
             &c,
             &unique("empty-policy"),
             json!({
                 "application": {"appId": app},
                 "emptyBindings": if keep { "Keep" } else { "Delete" },
-                "subjects": [user("{{target_user.email}}")],
+                "subjects": [user_template("{{target_user.email}}")],
                 "rules": [{"roleBindings": {"namespaces": [ns]}, "clusterRoleBindings": {"names": [crb]}}]
             }),
         )
@@ -240,27 +187,13 @@ async fn namespace_access_from_the_permission_value_and_label_selected_namespace
     namespace(&c, &ns3, &[("tier", &label)]).await;
     namespace(&c, &ns4, &[("tier", &label)]).await;
     for ns in [&ns1, &ns2, &ns3, &ns4] {
-        role_binding(
-            &c,
-            ns,
-            "a",
-            "view",
-            vec![subj("User", "ned@lumos.com", None), subj("User", "may@lumos.com", None)],
-        )
-        .await;
-        role_binding(
-            &c,
-            ns,
-            "b",
-            "edit",
-            vec![subj("User", "ned@lumos.com", None), subj("User", "may@lumos.com", None)],
-        )
-        .await;
+        role_binding(&c, ns, "a", "view", vec![user("ned@lumos.com"), user("may@lumos.com")]).await;
+        role_binding(&c, ns, "b", "edit", vec![user("ned@lumos.com"), user("may@lumos.com")]).await;
     }
     let app = unique("nsacc-app");
     policy(&c, &unique("nsacc-policy"), json!({
         "application": {"appId": app},
-        "subjects": [user("{{target_user.email}}")],
+        "subjects": [user_template("{{target_user.email}}")],
         "rules": [
             {"permissions": ["nsacc-*"], "namespaceAccess": {"fromPermissionValue": true}},
             {"permissions": ["tiered"], "roleBindings": {"namespaceSelector": {"matchLabels": {"tier": label}}, "roleRef": {"name": "edit"}}}
@@ -292,11 +225,7 @@ async fn protected_subjects_are_never_touched() {
         &ns,
         "mixed",
         "view",
-        vec![
-            subj("Group", "system:masters", None),
-            subj("ServiceAccount", "deprovisioner", Some("deprovisioner")),
-            subj("User", "victim@lumos.com", None),
-        ],
+        vec![group("system:masters"), service_account_in("deprovisioner", "deprovisioner"), user("victim@lumos.com")],
     )
     .await;
     for (i, subject) in [
@@ -313,7 +242,7 @@ async fn protected_subjects_are_never_touched() {
             &unique("prot-policy"),
             json!({
                 "application": {"appId": app},
-                "subjects": [user("{{target_user.email}}"), subject],
+                "subjects": [user_template("{{target_user.email}}"), subject],
                 "rules": [{"roleBindings": {"namespaces": [ns]}}]
             }),
         )
@@ -421,7 +350,7 @@ async fn dry_run_changes_nothing() {
     let c = admin().await;
     let ns = unique("dry");
     namespace(&c, &ns, &[]).await;
-    let rb = role_binding(&c, &ns, "rb", "view", vec![subj("User", "otto@lumos.com", None)]).await;
+    let rb = role_binding(&c, &ns, "rb", "view", vec![user("otto@lumos.com")]).await;
     let app = namespace_policy(&c, "dry", &ns).await;
     // Through the webhook (`?dryRun=true`, for Lumos's Test Webhook button) ...
     let (_, answer, _) =
@@ -438,17 +367,8 @@ async fn dry_run_changes_nothing() {
     assert_eq!(phase(&r), Phase::DryRun);
     assert_eq!(r.status.unwrap().plan.len(), 1);
     // ... and as a manual request.
-    let spec: DeprovisionRequestSpec = serde_json::from_value(json!({
-        "application": {"appId": app}, "targetUser": {"email": "otto@lumos.com"}, "dryRun": true
-    }))
-    .unwrap();
-    let name = unique("manual-dry");
-    let obj = DeprovisionRequest {
-        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
-        spec,
-        status: None,
-    };
-    Api::<DeprovisionRequest>::all(c.clone()).create(&PostParams::default(), &obj).await.unwrap();
+    let spec = fixtures::request_spec(&app, "otto@lumos.com").dry_run(true).build();
+    let name = create_request(&c, &unique("manual-dry"), spec).await;
     assert_eq!(phase(&wait_terminal(&c, &name, Duration::from_secs(20)).await), Phase::DryRun);
     assert_eq!(get_rb(&c, &ns, "rb").await.unwrap(), rb);
 }
@@ -459,14 +379,7 @@ async fn manual_requests_are_reconciled_and_their_spec_is_immutable() {
     let c = admin().await;
     let ns = unique("manual");
     namespace(&c, &ns, &[]).await;
-    role_binding(
-        &c,
-        &ns,
-        "rb",
-        "view",
-        vec![subj("User", "felicia@lumos.com", None), subj("User", "stays@lumos.com", None)],
-    )
-    .await;
+    role_binding(&c, &ns, "rb", "view", vec![user("felicia@lumos.com"), user("stays@lumos.com")]).await;
     let app = namespace_policy(&c, "manual", &ns).await;
     let name = unique("manual");
     let yaml = format!(
@@ -528,7 +441,7 @@ async fn invalid_policies_are_rejected_or_marked() {
     policy(
         &c,
         &name,
-        json!({"application": {"appId": unique("m")}, "subjects": [user("{{target_user.password}}")],
+        json!({"application": {"appId": unique("m")}, "subjects": [user_template("{{target_user.password}}")],
         "rules": [{"roleBindings": {"namespaces": ["x"]}}]}),
     )
     .await;
@@ -557,7 +470,7 @@ async fn concurrent_requests_editing_the_same_bindings_both_succeed() {
             &ns,
             &format!("shared-{i}"),
             "view",
-            people.iter().map(|p| subj("User", &format!("{p}@lumos.com"), None)).collect(),
+            people.iter().map(|p| user(&format!("{p}@lumos.com"))).collect(),
         )
         .await;
     }
@@ -578,14 +491,74 @@ async fn concurrent_requests_editing_the_same_bindings_both_succeed() {
 
 #[tokio::test]
 async fn metrics_count_answers_actions_and_finished_requests() {
-    let op = operator();
+    // A control plane and operator of this test's own: the other tests of this binary run
+    // concurrently against the shared operator, so only here is every count this test's calls.
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let port = free_port();
+    let op = Operator::start(OperatorOpts::on(cl).args(&[
+        "--response-deadline",
+        "8s",
+        "--metrics-listen",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let ns = unique("metrics");
+    namespace(&c, &ns, &[]).await;
+    role_binding(&c, &ns, "pair", "view", vec![user("m@lumos.com"), user("stays@lumos.com")]).await;
+    let app = namespace_policy(&c, "metrics", &ns).await;
+
+    const SUCCESS_200: &str = r#"deprovisioner_webhook_answers_total{response="SUCCESS",code="200"}"#;
+    const FAILURE_200: &str = r#"deprovisioner_webhook_answers_total{response="FAILURE",code="200"}"#;
+    const FAILURE_401: &str = r#"deprovisioner_webhook_answers_total{response="FAILURE",code="401"}"#;
+    const REMOVED: &str = r#"deprovisioner_actions_total{kind="RemoveBindingSubject",outcome="Removed"}"#;
+    const SUCCEEDED: &str = r#"deprovisioner_requests_finished_total{phase="Succeeded"}"#;
+    const FAILED: &str = r#"deprovisioner_requests_finished_total{phase="Failed"}"#;
+    const ANSWERED: &str = "deprovisioner_webhook_seconds_count";
+    let before = scrape(port).await;
+    let was = |line: &str| metric(&before, line).unwrap_or(0.0);
+
+    // One removal, one app no policy covers, one call without credentials.
+    let (status, answer, _) = op.lumos(&payload(&app, "m@lumos.com", &[])).await;
+    assert_eq!((status, answer["response"].as_str()), (200, Some("SUCCESS")), "{answer}");
     let (status, answer, _) = op.lumos(&payload(&unique("metrics-app"), "m@lumos.com", &[])).await;
-    assert_eq!((status, answer["response"].as_str()), (200, Some("FAILURE")));
+    assert_eq!((status, answer["response"].as_str()), (200, Some("FAILURE")), "{answer}");
     let (status, _, _) =
         op.post_raw("/webhooks/lumos/deprovision", &[("content-type", "application/json")], b"{}".to_vec()).await;
     assert_eq!(status, 401);
-    assert!(metric(r#"deprovisioner_webhook_answers_total{response="FAILURE",code="200"}"#).await >= 1.0);
-    assert!(metric(r#"deprovisioner_webhook_answers_total{response="FAILURE",code="401"}"#).await >= 1.0);
-    assert!(metric(r#"deprovisioner_requests_finished_total{phase="Failed"}"#).await >= 1.0);
-    assert!(metric("deprovisioner_webhook_seconds_count").await >= 2.0);
+
+    let want = [
+        (SUCCESS_200, 1.0),
+        (FAILURE_200, 1.0),
+        (FAILURE_401, 1.0),
+        (REMOVED, 1.0),
+        (SUCCEEDED, 1.0),
+        (FAILED, 1.0),
+        (ANSWERED, 3.0),
+    ];
+    // The controller counts a finished request just after writing its status, which is what the
+    // webhook answers from: wait briefly for the counts to arrive, then require them exactly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = scrape(port).await;
+        let deltas: Vec<(&str, f64)> =
+            want.iter().map(|(l, _)| (*l, metric(&now, l).unwrap_or(0.0) - was(l))).collect();
+        if deltas == want || std::time::Instant::now() > deadline {
+            assert_eq!(deltas, want, "metrics after this test's calls:\n{now}");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The metrics exposition of an operator started with `--metrics-listen 127.0.0.1:<port>`.
+async fn scrape(port: u16) -> String {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    http_client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of one metric line (`name{labels}`) in an exposition; `None` when it is absent (a
+/// labelled counter appears once it is first incremented).
+fn metric(text: &str, line: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }

@@ -15,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use deprovisioner::crd::{Outcome, Phase};
+use deprovisioner::fixtures::user;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -398,14 +399,7 @@ async fn wrong_token_fails_clearly_and_no_secret_leaks_anywhere() {
     let c = admin().await;
     let ns = unique("mixed");
     namespace(&c, &ns, &[]).await;
-    role_binding(
-        &c,
-        &ns,
-        "rb",
-        "view",
-        vec![subj("User", "leak@lumos.com", None), subj("User", "stays@lumos.com", None)],
-    )
-    .await;
+    role_binding(&c, &ns, "rb", "view", vec![user("leak@lumos.com"), user("stays@lumos.com")]).await;
     let base = tenant(scim());
     let id = create_user(&base, "leak", "leak@lumos.com").await;
     let mut rule = scim_rule(&base, json!({}));

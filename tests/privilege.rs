@@ -4,6 +4,7 @@
 mod support;
 
 use deprovisioner::crd::Outcome;
+use deprovisioner::fixtures::user;
 use support::*;
 
 #[tokio::test]
@@ -40,23 +41,9 @@ async fn least_privilege_shows_which_verbs_are_needed() {
     });
     let ns = unique("lp");
     namespace(&c, &ns, &[]).await;
-    role_binding(
-        &c,
-        &ns,
-        "edit-pair",
-        "lp-guarded",
-        vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
-    )
-    .await;
-    role_binding(&c, &ns, "edit-solo", "lp-guarded", vec![subj("User", "kraven@lumos.com", None)]).await;
-    role_binding(
-        &c,
-        &ns,
-        "view-pair",
-        "lp-bindable",
-        vec![subj("User", "kraven@lumos.com", None), subj("User", "stays@lumos.com", None)],
-    )
-    .await;
+    role_binding(&c, &ns, "edit-pair", "lp-guarded", vec![user("kraven@lumos.com"), user("stays@lumos.com")]).await;
+    role_binding(&c, &ns, "edit-solo", "lp-guarded", vec![user("kraven@lumos.com")]).await;
+    role_binding(&c, &ns, "view-pair", "lp-bindable", vec![user("kraven@lumos.com"), user("stays@lumos.com")]).await;
     let app = namespace_policy(&c, "lp", &ns).await;
     let (_, answer, _) = op.lumos(&payload(&app, "kraven@lumos.com", &[])).await;
     assert_eq!(answer["response"], "FAILURE", "{answer}");

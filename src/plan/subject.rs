@@ -146,9 +146,7 @@ pub fn is_exactly(s: &Subject, r: &SubjectRef) -> bool {
 mod tests {
     use super::*;
 
-    fn subj(kind: &str, name: &str, ns: Option<&str>) -> Subject {
-        Subject { kind: kind.into(), name: name.into(), namespace: ns.map(Into::into), api_group: None }
-    }
+    use crate::fixtures::subject as subj;
 
     #[test]
     fn canonical_forms() {

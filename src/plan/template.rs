@@ -158,23 +158,12 @@ pub fn scim_filter(attribute: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::Application;
 
     fn spec() -> DeprovisionRequestSpec {
-        DeprovisionRequestSpec {
-            application: Application { app_id: Some("demo_app".into()), ..Default::default() },
-            permissions: vec![],
-            user: None,
-            target_user: Person {
-                email: "Peter.Parker@lumos.com".into(),
-                given_name: Some("Peter".into()),
-                family_name: None,
-            },
-            request_comment: None,
-            custom_fields: [("username".to_string(), "pparker".to_string())].into(),
-            source: Default::default(),
-            dry_run: false,
-        }
+        crate::fixtures::request_spec("demo_app", "Peter.Parker@lumos.com")
+            .given_name("Peter")
+            .custom_field("username", "pparker")
+            .build()
     }
 
     #[test]

@@ -1,92 +1,51 @@
 //! Table-driven tests of plan computation.
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::json;
 
 use crate::crd::*;
+use crate::fixtures;
 use crate::plan::subject::Protected;
 use crate::plan::*;
 
 fn spec(perms: &[&str]) -> DeprovisionRequestSpec {
-    DeprovisionRequestSpec {
-        application: Application {
-            app_id: Some("demo_app".into()),
-            instance_id: Some("i1".into()),
-            user_friendly_label: None,
-        },
-        permissions: perms
-            .iter()
-            .map(|v| Permission { value: v.to_string(), label: None, type_: None, source: None })
-            .collect(),
-        user: None,
-        target_user: Person {
-            email: "Peter@Lumos.com".into(),
-            given_name: Some("Peter".into()),
-            family_name: Some("Parker".into()),
-        },
-        request_comment: None,
-        custom_fields: [("username".to_string(), "pparker".to_string())].into(),
-        source: RequestSource::LumosWebhook,
-        dry_run: false,
-    }
+    fixtures::request_spec("demo_app", "Peter@Lumos.com")
+        .instance("i1")
+        .permissions(perms.iter().copied())
+        .given_name("Peter")
+        .family_name("Parker")
+        .custom_field("username", "pparker")
+        .source(RequestSource::LumosWebhook)
+        .build()
 }
 
 fn policy(name: &str, spec: serde_json::Value) -> DeprovisionPolicy {
-    let spec: DeprovisionPolicySpec = serde_json::from_value(spec).unwrap();
-    let mut p = DeprovisionPolicy::new(name, spec);
+    let mut p = fixtures::policy(name, spec);
     p.metadata.uid = Some(format!("uid-{name}"));
     p
 }
 
 fn s(kind: &str, name: &str, ns: Option<&str>) -> Subject {
-    Subject { kind: kind.into(), name: name.into(), namespace: ns.map(Into::into), api_group: None }
+    fixtures::subject(kind, name, ns)
 }
 
 fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
-    RoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: Some(ns.into()),
-            uid: Some(format!("uid-{ns}-{name}")),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.into(),
-        },
-        subjects: Some(subjects),
-    }
+    fixtures::role_binding(ns, name).role(role).subjects(subjects).uid(&format!("uid-{ns}-{name}")).build()
 }
 
 fn crb(name: &str, role: &str, labels: &[(&str, &str)], subjects: Vec<Subject>) -> ClusterRoleBinding {
-    ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            uid: Some(format!("uid-{name}")),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.into(),
-        },
-        subjects: Some(subjects),
-    }
+    fixtures::cluster_role_binding(name)
+        .role(role)
+        .labels(labels)
+        .subjects(subjects)
+        .uid(&format!("uid-{name}"))
+        .build()
 }
 
 fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    fixtures::namespace(name, labels)
 }
 
 fn observed() -> Observed {
@@ -363,7 +322,7 @@ fn empty_binding_rule_and_ids_are_recorded() {
     for a in &plan.actions {
         let Action::RemoveBindingSubject(b) = &a.action else { panic!("{a:?}") };
         assert_eq!(b.when_empty, EmptyBindingRule::Keep);
-        assert!(!b.binding.uid.is_empty());
+        assert_eq!(b.binding.uid, format!("uid-{}-{}", b.binding.namespace().unwrap(), b.binding.name));
         assert_eq!(b.binding.role_ref, "ClusterRole/edit");
         assert_eq!(a.policy, "keep");
     }

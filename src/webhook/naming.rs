@@ -82,26 +82,13 @@ pub fn labels(spec: &DeprovisionRequestSpec, fingerprint: &str) -> BTreeMap<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{Application, Permission, Person};
 
     fn spec(email: &str, perms: &[&str]) -> DeprovisionRequestSpec {
-        DeprovisionRequestSpec {
-            application: Application {
-                app_id: Some("demo_app".into()),
-                instance_id: None,
-                user_friendly_label: Some("x".into()),
-            },
-            permissions: perms
-                .iter()
-                .map(|v| Permission { value: v.to_string(), label: None, type_: None, source: None })
-                .collect(),
-            user: None,
-            target_user: Person { email: email.into(), given_name: None, family_name: None },
-            request_comment: Some("different comments do not matter".into()),
-            custom_fields: Default::default(),
-            source: Default::default(),
-            dry_run: false,
-        }
+        crate::fixtures::request_spec("demo_app", email)
+            .app_label("x")
+            .permissions(perms.iter().copied())
+            .comment("different comments do not matter")
+            .build()
     }
 
     #[test]

@@ -129,8 +129,7 @@ pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, Paylo
 mod tests {
     use super::*;
 
-    /// The seed document's example (the elided `...` entry left out), shared with every suite.
-    pub const SEED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-payload.json"));
+    use crate::fixtures::SEED_PAYLOAD as SEED;
 
     #[test]
     fn seed_payload_parses_fully() {

@@ -3,17 +3,17 @@
 //! helpers that talk to both exactly as Lumos and an admin would.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use deprovisioner::crd::{DeprovisionPolicy, DeprovisionPolicySpec, DeprovisionRequest, Phase};
+use deprovisioner::crd::{DeprovisionPolicy, DeprovisionRequest, DeprovisionRequestSpec, Phase};
+use deprovisioner::fixtures;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, RoleRef, Subject};
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
+use kube::api::{ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::Value;
@@ -291,12 +291,6 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
-/// The seed document's example payload (the elided third permission left out).
-pub fn seed_payload() -> Value {
-    let text = std::fs::read_to_string(repo().join("tests/fixtures/seed-payload.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
 /// A Lumos payload for `app` and `email` with the given permission values.
 pub fn payload(app: &str, email: &str, perms: &[&str]) -> Value {
     serde_json::json!({
@@ -309,40 +303,25 @@ pub fn payload(app: &str, email: &str, perms: &[&str]) -> Value {
     })
 }
 
-pub fn subj(kind: &str, name: &str, ns: Option<&str>) -> Subject {
-    Subject {
-        api_group: (kind != "ServiceAccount").then(|| "rbac.authorization.k8s.io".to_string()),
-        kind: kind.into(),
-        name: name.into(),
-        namespace: ns.map(Into::into),
-    }
+/// Creates a Namespace with these labels.
+pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) -> Namespace {
+    let ns = fixtures::namespace(name, labels);
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap()
 }
 
-pub async fn namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-}
-
+/// Creates a RoleBinding of the ClusterRole `role` (built with [`fixtures::role_binding`] for
+/// anything more).
 pub async fn role_binding(client: &Client, ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
-    let rb = RoleBinding {
-        metadata: ObjectMeta { name: Some(name.into()), namespace: Some(ns.into()), ..Default::default() },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.into(),
-        },
-        subjects: Some(subjects),
-    };
-    Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &rb).await.unwrap()
+    create_role_binding(client, fixtures::role_binding(ns, name).role(role).subjects(subjects).build()).await
 }
 
+/// Creates a RoleBinding in its namespace; returns it as stored.
+pub async fn create_role_binding(client: &Client, rb: RoleBinding) -> RoleBinding {
+    let ns = rb.metadata.namespace.clone().expect("a RoleBinding needs a namespace");
+    Api::<RoleBinding>::namespaced(client.clone(), &ns).create(&PostParams::default(), &rb).await.unwrap()
+}
+
+/// Creates a ClusterRoleBinding of the ClusterRole `role` with these labels.
 pub async fn cluster_role_binding(
     client: &Client,
     name: &str,
@@ -350,28 +329,25 @@ pub async fn cluster_role_binding(
     labels: &[(&str, &str)],
     subjects: Vec<Subject>,
 ) -> ClusterRoleBinding {
-    let crb = ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            ..Default::default()
-        },
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "ClusterRole".into(),
-            name: role.into(),
-        },
-        subjects: Some(subjects),
-    };
+    let crb = fixtures::cluster_role_binding(name).role(role).labels(labels).subjects(subjects).build();
     Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &crb).await.unwrap()
 }
 
+/// Creates a DeprovisionPolicy from its spec written as JSON.
 pub async fn policy(client: &Client, name: &str, spec: Value) -> DeprovisionPolicy {
-    let spec: DeprovisionPolicySpec = serde_json::from_value(spec).unwrap();
     Api::<DeprovisionPolicy>::all(client.clone())
-        .create(&PostParams::default(), &DeprovisionPolicy::new(name, spec))
+        .create(&PostParams::default(), &fixtures::policy(name, spec))
         .await
         .unwrap()
+}
+
+/// Creates a DeprovisionRequest as a person would (`kubectl apply`); returns its name.
+pub async fn create_request(client: &Client, name: &str, spec: DeprovisionRequestSpec) -> String {
+    Api::<DeprovisionRequest>::all(client.clone())
+        .create(&PostParams::default(), &fixtures::request(name, spec))
+        .await
+        .unwrap();
+    name.to_string()
 }
 
 /// A policy for a new Lumos app: the target user (by email) is removed from every RoleBinding in
@@ -454,11 +430,6 @@ pub async fn events_for(client: &Client, request: &str) -> Vec<(String, String)>
 
 pub fn phase(r: &DeprovisionRequest) -> Phase {
     r.status.as_ref().map(|s| s.phase).unwrap_or_default()
-}
-
-/// Labels map helper.
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 pub fn name_of<K: ResourceExt>(k: &K) -> String {
