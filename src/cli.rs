@@ -112,6 +112,9 @@ pub struct RunArgs {
     /// Fault injection for tests: exit right after recording this many action results.
     #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS", hide = true)]
     pub exit_after_results: Option<usize>,
+    /// Fault injection for tests: the controller stops by itself after this long.
+    #[arg(long, env = "DEPROVISIONER_FAILPOINT_CONTROLLER_STOPS_AFTER", hide = true, value_parser = parse_duration)]
+    pub controller_stops_after: Option<Duration>,
     /// Log format.
     #[arg(long, env = "DEPROVISIONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

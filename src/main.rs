@@ -167,7 +167,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining the webhook");
         on_signal.cancel();
     });
-    let ran = run_controllers(client, settings, &args, stop.clone()).await;
+    let controllers = run_controllers(client, settings, &args, stop.clone());
+    let ran = match args.controller_stops_after {
+        // Fault injection (tests): the controller's future ends as if a dependency died.
+        Some(after) => tokio::time::timeout(after, controllers).await.unwrap_or(Ok(())),
+        None => controllers.await,
+    };
     let died = !stop.is_cancelled();
     if died {
         // The webhook must not go on accepting calls that no controller will finish.

@@ -66,14 +66,22 @@ impl PlannedAction {
     }
 }
 
-impl JsonSchema for PlannedAction {
-    fn schema_name() -> Cow<'static, str> {
-        wire::PlannedAction::schema_name()
-    }
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        wire::PlannedAction::json_schema(generator)
-    }
+/// A type whose schema is that of its wire shape (the type serde converts it through).
+macro_rules! schema_of_wire {
+    ($t:ty => $wire:ty) => {
+        impl JsonSchema for $t {
+            fn schema_name() -> Cow<'static, str> {
+                <$wire>::schema_name()
+            }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                <$wire>::json_schema(generator)
+            }
+        }
+    };
 }
+
+schema_of_wire!(PlannedAction => wire::PlannedAction);
+schema_of_wire!(BindingRef => wire_binding::BindingRef);
 
 /// The wire shape of a planned action: a union of a `kind` and one member.
 mod wire {
@@ -237,15 +245,6 @@ impl BindingRef {
             BindingScope::Namespaced(ns) => Some(ns),
             BindingScope::Cluster => None,
         }
-    }
-}
-
-impl JsonSchema for BindingRef {
-    fn schema_name() -> Cow<'static, str> {
-        wire_binding::BindingRef::schema_name()
-    }
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        wire_binding::BindingRef::json_schema(generator)
     }
 }
 

@@ -163,6 +163,12 @@ impl OperatorOpts {
         self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
+
+    /// Adds environment variables.
+    pub fn env(mut self, vars: &[(&str, &str)]) -> Self {
+        self.env.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
 }
 
 impl Default for OperatorOpts {
@@ -225,6 +231,17 @@ impl Operator {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the operator is running").id()
+    }
+
+    /// Sends a signal by name (`TERM`, `STOP`, …).
+    pub fn signal(&self, name: &str) {
+        let st = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap();
+        assert!(st.success(), "kill -{name}");
     }
 
     /// Kills the process (SIGKILL) and waits for it.

@@ -1,5 +1,14 @@
 use super::*;
 
+const LIMITS: Limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
+
+/// An environment whose API server is never called (no Secret is read in these tests).
+fn env() -> Env {
+    type Pair = tower_test::mock::Handle<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>;
+    let (svc, _handle): (_, Pair) = tower_test::mock::pair();
+    Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() }
+}
+
 #[test]
 fn retry_after_takes_seconds_or_a_date() {
     assert_eq!(retry_after(" 3 "), Some(Duration::from_secs(3)));
@@ -12,11 +21,8 @@ fn retry_after_takes_seconds_or_a_date() {
 
 #[tokio::test]
 async fn failures_redact_every_secret_read() {
-    let (svc, _handle) =
-        tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
-    let env = Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() };
-    let limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
-    let mut s = Session::new(&env, "crm", "https://crm.example/x", limits).unwrap();
+    let env = env();
+    let mut s = Session::new(&env, "crm", "https://crm.example/x", LIMITS).unwrap();
     s.secrets = vec!["tok-123456".into(), "abc".into()];
     let err = s.fail("bad tok-123456 and abc");
     assert_eq!(err.to_string(), "crm: bad [redacted] and abc", "values under 4 characters are left alone");
@@ -26,11 +32,8 @@ async fn failures_redact_every_secret_read() {
 
 #[tokio::test]
 async fn secrets_are_redacted_in_their_escaped_and_encoded_forms_before_clipping() {
-    let (svc, _handle) =
-        tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
-    let env = Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() };
-    let limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
-    let mut s = Session::new(&env, "crm", "https://crm.example/x", limits).unwrap();
+    let env = env();
+    let mut s = Session::new(&env, "crm", "https://crm.example/x", LIMITS).unwrap();
     let secret = r#"pa"ss/w0rd+&x"#;
     s.secrets = vec![secret.into()];
     use base64::Engine as _;
@@ -52,11 +55,8 @@ async fn secrets_are_redacted_in_their_escaped_and_encoded_forms_before_clipping
 
 #[tokio::test]
 async fn a_rendered_url_is_checked_again_when_called() {
-    let (svc, _handle) =
-        tower_test::mock::pair::<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>();
-    let env = Env { client: kube::Client::new(svc, "default"), namespace: "ns".into() };
-    let limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
-    let err = Session::new(&env, "crm", "http://localhost:80@169.254.169.254/latest/meta-data/", limits).err().unwrap();
+    let env = env();
+    let err = Session::new(&env, "crm", "http://localhost:80@169.254.169.254/latest/meta-data/", LIMITS).err().unwrap();
     assert!(!err.is_transient());
     assert!(err.to_string().starts_with("crm: ") && err.to_string().contains("userinfo"), "{err}");
 }
