@@ -294,34 +294,4 @@ pub fn label_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seed_payload_is_the_file_and_parses_as_the_webhook_parses_it() {
-        let spec = crate::webhook::payload::parse(SEED_PAYLOAD.as_bytes(), false).unwrap();
-        assert_eq!(spec.target_user.email, "peterparker@lumos.com");
-        assert_eq!(seed_payload()["application"]["app_id"], "demo_app");
-    }
-
-    #[test]
-    fn subjects_carry_the_api_group_the_api_server_defaults() {
-        assert_eq!(user("a").api_group.as_deref(), Some(RBAC_API_GROUP));
-        assert_eq!(group("g").api_group.as_deref(), Some(RBAC_API_GROUP));
-        assert_eq!(service_account("s").api_group, None);
-        assert_eq!(service_account_in("ns", "s").namespace.as_deref(), Some("ns"));
-    }
-
-    #[test]
-    #[should_panic(expected = "set .role(..)")]
-    fn a_binding_without_a_role_is_a_mistake() {
-        let _ = role_binding("ns", "rb").build();
-    }
-
-    #[test]
-    fn a_policy_spec_that_does_not_deserialize_names_the_policy() {
-        let err = std::panic::catch_unwind(|| policy("p1", serde_json::json!({"subjects": []}))).unwrap_err();
-        let msg = err.downcast_ref::<String>().unwrap();
-        assert!(msg.starts_with("policy p1: not a DeprovisionPolicySpec"), "{msg}");
-    }
-}
+mod tests;

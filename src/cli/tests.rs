@@ -1,0 +1,33 @@
+use super::*;
+
+fn run(args: &[&str]) -> Result<RunArgs, String> {
+    let mut all = vec!["deprovisioner", "run", "--secret-file", "/s"];
+    all.extend_from_slice(args);
+    match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
+        Command::Run(r) => Ok(*r),
+        Command::Crd => unreachable!(),
+    }
+}
+
+#[test]
+fn defaults() {
+    let r = run(&[]).unwrap();
+    assert_eq!(r.response_deadline, Duration::from_secs(10));
+    assert_eq!(r.body_limit, 1024 * 1024);
+    assert_eq!(r.retention, Duration::from_secs(400 * 86_400));
+    assert_eq!(r.secret_header, axum::http::header::AUTHORIZATION);
+    assert!(r.leader_election);
+}
+
+#[test]
+fn bad_values_fail_with_a_clear_message() {
+    let e = run(&["--response-deadline", "15s"]).unwrap_err();
+    assert!(e.contains("less than Lumos's 15s"), "{e}");
+    assert!(run(&["--response-deadline", "0s"]).is_err());
+    assert!(run(&["--response-deadline", "ten"]).unwrap_err().contains("examples"));
+    assert!(run(&["--service-account", "nope"]).unwrap_err().contains("NAMESPACE/NAME"));
+    assert!(run(&["--secret-header", "bad header"]).unwrap_err().contains("not a valid HTTP header"));
+    assert!(run(&["--log-format", "xml"]).is_err());
+    assert!(run(&["--no-such-flag"]).is_err());
+    assert_eq!(run(&["--service-account", "ns/sa"]).unwrap().service_account, Some(("ns".into(), "sa".into())));
+}
