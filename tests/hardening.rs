@@ -257,3 +257,32 @@ impl Drop for Frozen {
         let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
     }
 }
+
+#[tokio::test]
+async fn only_the_operator_may_record_a_request_as_the_lumos_webhooks() {
+    let c = admin().await;
+    let forged = deprovisioner::fixtures::request_spec("forged-app", "victim@lumos.com")
+        .source(RequestSource::LumosWebhook)
+        .build();
+    // The admission policy is enforced once the API server has loaded it (a moment after install).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refusal = loop {
+        let api: Api<deprovisioner::crd::DeprovisionRequest> = Api::all(c.clone());
+        let name = unique("forged");
+        match api.create(&Default::default(), &deprovisioner::fixtures::request(&name, forged.clone())).await {
+            Err(kube::Error::Api(s)) => break s,
+            Ok(_) => {
+                let _ = api.delete(&name, &Default::default()).await;
+                assert!(Instant::now() < deadline, "a request with source LumosWebhook was created by an admin");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(refusal.code, 403, "{refusal:?}");
+    assert!(refusal.message.contains("only the deprovisioner webhook"), "{}", refusal.message);
+    // The same request as Manual is fine, and the webhook itself still records LumosWebhook ones
+    // (every webhook test proves that).
+    let manual = deprovisioner::fixtures::request_spec("forged-app", "victim@lumos.com").build();
+    create_request(&c, &unique("manual"), manual).await;
+}
