@@ -112,6 +112,10 @@ pub struct RunArgs {
     /// Fault injection for tests: exit right after recording this many action results.
     #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS", hide = true)]
     pub exit_after_results: Option<usize>,
+    /// Fault injection for tests: exit right after the call of the Nth action (1-based), before
+    /// its outcome is recorded.
+    #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_CALL", hide = true)]
+    pub exit_after_call: Option<usize>,
     /// Fault injection for tests: the controller stops by itself after this long.
     #[arg(long, env = "DEPROVISIONER_FAILPOINT_CONTROLLER_STOPS_AFTER", hide = true, value_parser = parse_duration)]
     pub controller_stops_after: Option<Duration>,

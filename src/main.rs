@@ -158,6 +158,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         protected: Protected { operator: own_identity(&args) },
         concurrency: args.concurrency,
         exit_after_results: args.exit_after_results,
+        exit_after_calls: args.exit_after_call,
         namespace: args.namespace.clone(),
         metrics,
     };

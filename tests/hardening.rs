@@ -17,7 +17,8 @@ use support::*;
 
 fn operator() -> &'static Operator {
     static OP: std::sync::OnceLock<Operator> = std::sync::OnceLock::new();
-    OP.get_or_init(|| Operator::start(OperatorOpts::default().args(&["--leader-election=false"])))
+    // With leader election (the default), only one of this binary's operators runs a controller.
+    OP.get_or_init(|| Operator::start(OperatorOpts::default()))
 }
 
 /// A namespace with a binding of `email` and a policy for a new app; returns (app, namespace).
@@ -225,11 +226,8 @@ async fn started_while_the_api_server_is_down_it_elects_itself_and_finishes_requ
 
 #[tokio::test]
 async fn a_controller_that_dies_fails_healthz_and_exits_non_zero() {
-    let mut op = Operator::start(
-        OperatorOpts::default()
-            .args(&["--leader-election=false"])
-            .env(&[("DEPROVISIONER_FAILPOINT_CONTROLLER_STOPS_AFTER", "2s")]),
-    );
+    let mut op =
+        Operator::start(OperatorOpts::default().env(&[("DEPROVISIONER_FAILPOINT_CONTROLLER_STOPS_AFTER", "2s")]));
     let (healthz, _) = get(&format!("{}/healthz", op.url)).await;
     assert_eq!(healthz, 200);
     let status = op.wait_exit(Duration::from_secs(30)).expect("the process exits when its controller dies");

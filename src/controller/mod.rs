@@ -40,6 +40,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// Test-only fault injection: exit the process right after recording this many results.
     pub exit_after_results: Option<usize>,
+    /// Test-only fault injection: exit right after the call of the action with this (1-based)
+    /// position, before its outcome is recorded.
+    pub exit_after_calls: Option<usize>,
     /// The operator's own namespace: external actions read Secrets only from here.
     pub namespace: String,
     /// Where actions, finished requests and errors are counted.

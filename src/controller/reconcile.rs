@@ -14,8 +14,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use super::record::{EventAction, Record, now};
 use super::{Context, Error, summary};
 use crate::crd::{
-    Action as PlanAction, ConditionType, DeprovisionPolicy, DeprovisionRequest, DeprovisionRequestStatus, Outcome,
-    Phase, PlannedAction, Reason, set_condition,
+    Action as PlanAction, Attempting, ConditionType, DeprovisionPolicy, DeprovisionRequest, DeprovisionRequestStatus,
+    Outcome, Phase, PlannedAction, Reason, set_condition,
 };
 use crate::exec::{self, ExecError};
 use crate::metrics::ActionLabels;
@@ -127,13 +127,50 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
 }
 
-/// Runs every action that has no result yet, recording each as it completes, then finishes.
+/// A call marked `attempting` whose outcome was never recorded ends `Failed`, outcome unknown:
+/// it is not safe to send again.
+async fn record_interrupted(
+    rec: &mut Record,
+    mut st: DeprovisionRequestStatus,
+) -> Result<DeprovisionRequestStatus, Error> {
+    let Some(interrupted) = st.attempting.take() else {
+        return Ok(st);
+    };
+    let unfinished = st.plan.iter().find(|a| a.id == interrupted.id && !st.results.iter().any(|r| r.id == a.id));
+    let Some(action) = unfinished.cloned() else {
+        return Ok(st);
+    };
+    let email = &rec.obj.spec.target_user.email;
+    let result = summary::result(&action, email, Outcome::Failed, summary::outcome_unknown(&action), None);
+    st.results.push(result.clone());
+    let st = rec.write(st).await?;
+    let action_kind = EventAction::Execute(action.kind());
+    rec.event(EventType::Warning, Reason::ActionFailed, action_kind, result.message, None).await;
+    Ok(st)
+}
+
+/// Runs every action that has no result yet, recording each as it completes, then finishes. A
+/// call that is not safe to repeat is marked `attempting` in the record before it is sent; a
+/// marker found here means its outcome was never recorded, and it is not sent again.
 async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
+    let email = rec.obj.spec.target_user.email.clone();
+    st = record_interrupted(rec, st).await?;
     let pending: Vec<PlannedAction> =
         st.plan.iter().filter(|a| !st.results.iter().any(|r| r.id == a.id)).cloned().collect();
-    let email = rec.obj.spec.target_user.email.clone();
+    let uid = rec.obj.metadata.uid.clone().unwrap_or_default();
     for action in pending {
-        let result = match exec::execute(&rec.ctx.exec, &action.action).await {
+        if !action.action.is_idempotent() {
+            st.attempting = Some(Attempting { id: action.id, since: now() });
+            st = rec.write(st).await?;
+        }
+        let key = format!("{uid}-{}", action.id);
+        let executed = exec::execute(&rec.ctx.exec, &action.action, &key).await;
+        if rec.ctx.settings.exit_after_calls.is_some_and(|n| n == action.id as usize + 1) {
+            tracing::error!("fault injection: exiting after the call of action {} and before recording it", action.id);
+            std::process::exit(87);
+        }
+        st.attempting = None;
+        let result = match executed {
             Ok(done) => summary::result(&action, &email, done.outcome.into(), done.message, done.external),
             Err(e) if e.is_transient() => return rec.transient(st, e).await,
             Err(e) => {

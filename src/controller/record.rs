@@ -31,6 +31,12 @@ pub(super) fn since(t: &Time) -> Duration {
     Timestamp::now().duration_since(t.0).try_into().unwrap_or_default()
 }
 
+/// A status write the API server will refuse again however often it is retried: invalid, or too
+/// large for the API server (413) or for etcd (a 500 "request is too large").
+fn unrecordable(s: &kube::core::Status) -> bool {
+    s.is_invalid() || s.code == 413 || (s.code == 500 && s.message.to_ascii_lowercase().contains("too large"))
+}
+
 /// What the controller was doing when it published an Event.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum EventAction {
@@ -92,18 +98,32 @@ impl Record {
                 }
                 Ok(self.status())
             }
-            // Refused as invalid or too large: retrying cannot help, so record a minimal Failed
-            // status that says why, rather than leave the request non-terminal forever.
-            Err(kube::Error::Api(s)) if s.is_invalid() || s.code == 413 => {
-                let started_at = next.status.take().and_then(|old| old.started_at);
-                let message = text::clip(format!("Could not record the status: {}", s.message));
-                next.status = Some(DeprovisionRequestStatus {
-                    phase: Phase::Failed,
-                    started_at,
-                    completed_at: Some(now()),
-                    message: Some(message.clone()),
-                    ..Default::default()
-                });
+            // Refused as invalid or too large: retrying cannot help. End Failed on top of the
+            // status last stored (its plan and results stay: nothing recorded is erased) and say
+            // which results could not be added, rather than loop.
+            Err(kube::Error::Api(s)) if unrecordable(&s) => {
+                let attempted = next.status.take().unwrap_or_default();
+                let mut kept = self.status();
+                let lost: Vec<String> = attempted
+                    .results
+                    .iter()
+                    .filter(|r| !kept.results.iter().any(|k| k.id == r.id))
+                    .map(|r| format!("{} ({})", r.id, r.outcome.as_str()))
+                    .collect();
+                let lost = match lost.is_empty() {
+                    true => String::new(),
+                    false => format!(
+                        "; results of action(s) {} happened but are not in the record",
+                        text::first_and_more(&lost)
+                    ),
+                };
+                let message = text::clip(format!("Could not record the status: {}{lost}", s.message));
+                kept.phase = Phase::Failed;
+                kept.started_at = kept.started_at.or(attempted.started_at);
+                kept.completed_at = Some(now());
+                kept.attempting = None;
+                kept.message = Some(message.clone());
+                next.status = Some(kept);
                 self.api
                     .replace_status(&name, &PostParams::default(), &next)
                     .await

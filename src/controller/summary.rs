@@ -25,7 +25,20 @@ pub(super) fn result(
     external: Option<ExternalDetails>,
 ) -> ActionResult {
     let (object, subject) = describe(a, email);
+    let message = text::clip(message);
     ActionResult { id: a.id, kind: a.kind(), object, subject, outcome, message, at: now(), external }
+}
+
+/// The message of an action whose call was sent but whose outcome was never recorded.
+pub(super) fn outcome_unknown(a: &PlannedAction) -> String {
+    let system = match &a.action {
+        Action::HttpCall(c) => c.system.as_str(),
+        Action::ScimDeprovision(c) => c.system.as_str(),
+        _ => "the target system",
+    };
+    text::clip(format!(
+        "outcome unknown: the call was sent but the operator stopped before recording its outcome; it was not sent again (it is not safe to repeat): check {system}"
+    ))
 }
 
 /// The message of a dry run: where the target user would lose access.

@@ -28,6 +28,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         protected: Protected::default(),
         concurrency: 1,
         exit_after_results: None,
+        exit_after_calls: None,
         namespace: "deprovisioner".into(),
         metrics: crate::metrics::Metrics::new(),
     };
@@ -322,6 +323,29 @@ async fn a_status_the_api_server_refuses_ends_failed_instead_of_looping() {
         .run();
     let err = reconcile(Arc::new(request()), ctx).await.unwrap_err();
     assert!(matches!(err, super::Error::Unrecordable { .. }), "{err}");
+    assert_eq!(err.metric_label(), "status_unrecordable");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_status_too_large_for_etcd_keeps_what_was_recorded_and_says_what_was_not() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let too_large = status_error(500, "InternalError", "etcdserver: request is too large");
+    let server = api
+        .fresh_read(&request())
+        .planning_reads()
+        .put_status(|planned| assert_eq!(planned["status"]["plan"].as_array().unwrap().len(), 1))
+        .get(RB, binding())
+        .put(RB, |_| {})
+        .call(Method::PUT, STATUS, StatusCode::INTERNAL_SERVER_ERROR, Some(too_large), |_| {})
+        .put_status(|kept| {
+            assert_eq!(kept["status"]["phase"], "Failed");
+            assert_eq!(kept["status"]["plan"].as_array().unwrap().len(), 1, "the recorded plan stays");
+            let msg = kept["status"]["message"].as_str().unwrap();
+            assert!(msg.contains("request is too large") && msg.contains("action(s) 0 (Removed)"), "{msg}");
+        })
+        .run();
+    let err = reconcile(Arc::new(request()), ctx).await.unwrap_err();
     assert_eq!(err.metric_label(), "status_unrecordable");
     server.await.unwrap();
 }

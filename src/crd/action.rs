@@ -53,6 +53,16 @@ impl Action {
         }
     }
 
+    /// Whether sending it twice is harmless. Binding actions re-read before they write; the
+    /// SCIM steps search before they change anything; an HTTP call only when it is a GET or the
+    /// policy says so.
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Action::RemoveBindingSubject(_) | Action::ConfirmAbsent(_) | Action::ScimDeprovision(_) => true,
+            Action::HttpCall(c) => c.is_idempotent(),
+        }
+    }
+
     /// Whether executing it changes anything (in the cluster or another system).
     pub fn changes_something(&self) -> bool {
         !matches!(self, Action::ConfirmAbsent(_))

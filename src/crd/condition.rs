@@ -91,7 +91,8 @@ vocabulary! {
     }
 }
 
-/// Sets a condition, moving `lastTransitionTime` only when its status changes.
+/// Sets a condition (its message clipped), moving `lastTransitionTime` only when its status
+/// changes.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: ConditionType,
@@ -101,6 +102,7 @@ pub fn set_condition(
     generation: Option<i64>,
 ) {
     let status = if status { "True" } else { "False" }.to_string();
+    let message = &crate::text::clip(message);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     match conditions.iter_mut().find(|c| c.type_ == type_.as_str()) {
         Some(c) => {

@@ -274,7 +274,8 @@ pub struct HeaderSpec {
     pub value_from: Option<SecretKeyRef>,
 }
 
-/// An HTTP call that removes the user's account in another system.
+/// An HTTP call that removes the user's account in another system. Every call carries an
+/// `Idempotency-Key` header (`<request uid>-<action id>`) the target may use.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpCall {
@@ -302,6 +303,11 @@ pub struct HttpCall {
     /// Extra CA certificates to trust.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<CaBundleRef>,
+    /// The call may be sent twice without harm (e.g. a DELETE of one account). Only then (or
+    /// for GET) are timeouts and 5xx retried, and an interrupted call sent again; otherwise the
+    /// call is sent at most once and an unknown outcome is recorded as such.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idempotent: bool,
     /// Per-call timeout in seconds.
     #[serde(default = "default_timeout")]
     #[schemars(range(min = 1, max = 60))]
@@ -314,6 +320,13 @@ pub struct HttpCall {
     /// fd00:ec2::254), refused by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_link_local_addresses: bool,
+}
+
+impl HttpCall {
+    /// Whether sending the call twice is harmless: a GET, or the policy says so.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent || self.method.eq_ignore_ascii_case("GET")
+    }
 }
 
 fn default_method() -> String {

@@ -105,6 +105,16 @@ pub struct Person {
     pub family_name: Option<String>,
 }
 
+/// An action whose call was sent and whose outcome is not recorded yet.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempting {
+    /// The `PlannedAction.id`.
+    pub id: i32,
+    /// When the call was about to be sent.
+    pub since: Time,
+}
+
 /// Where a request came from.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RequestSource {
@@ -182,6 +192,11 @@ pub struct DeprovisionRequestStatus {
     /// The message given (or to give) to Lumos: short and fit to show a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// A call that is not safe to repeat, recorded just before it was sent. Still here on
+    /// resume (the operator stopped, or could not record the outcome): the action ends
+    /// `Failed` with its outcome unknown, and is never sent again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempting: Option<Attempting>,
     /// Transient errors met so far while executing.
     #[serde(default)]
     pub retries: i32,

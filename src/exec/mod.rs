@@ -155,15 +155,16 @@ impl ExecError {
     }
 }
 
-/// Executes one action.
-pub async fn execute(env: &Env, action: &Action) -> Result<Done, ExecError> {
+/// Executes one action. `key` identifies this action of this request (`<request uid>-<id>`):
+/// external calls send it as `Idempotency-Key`.
+pub async fn execute(env: &Env, action: &Action, key: &str) -> Result<Done, ExecError> {
     match action {
         Action::RemoveBindingSubject(b) => rbac::remove_subject(&env.client, b).await,
         Action::ConfirmAbsent(c) => Ok(Done::new(
             Effect::AlreadyAbsent,
             format!("{} holds none of the {} binding(s) the policy selects", c.subject, c.bindings_checked),
         )),
-        Action::ScimDeprovision(call) => external::scim::deprovision(env, call).await,
-        Action::HttpCall(call) => external::http::call(env, call).await,
+        Action::ScimDeprovision(call) => external::scim::deprovision(env, call, key).await,
+        Action::HttpCall(call) => external::http::call(env, call, key).await,
     }
 }

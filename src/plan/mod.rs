@@ -105,10 +105,54 @@ pub enum PlanError {
     /// The plan is too large to record.
     #[error("the plan has {0} actions, more than the {MAX_ACTIONS} one request may record; narrow the policy")]
     TooLarge(usize),
+    /// The record (plan and the results it will hold) would not fit in one object.
+    #[error(
+        "the plan's record would take about {needed} bytes with its results, more than the {budget} one request may hold; narrow the policy; nothing was changed"
+    )]
+    RecordTooLarge {
+        /// Estimated size of the finished status.
+        needed: usize,
+        /// What the status may take.
+        budget: usize,
+    },
 }
 
 /// Most actions one request records (a status must fit in one etcd object).
 pub const MAX_ACTIONS: usize = 2000;
+
+/// Largest object the API server stores (etcd's default request limit is 1.5 MiB), less room
+/// for metadata, conditions and messages.
+pub const MAX_RECORD_BYTES: usize = 1_400_000;
+
+/// The most bytes one action's result can take once recorded: its object and subject (known
+/// now) and a clipped message. A binding action's message names the same binding and subject
+/// around API-server text (ASCII); another system's reply may be anything (4 bytes a character).
+fn result_bytes(a: &PlannedAction) -> usize {
+    const OVERHEAD: usize = 256;
+    let max_message = crate::text::MAX_MESSAGE;
+    match &a.action {
+        Action::RemoveBindingSubject(b) => {
+            2 * (b.binding.to_string().len() + b.subject.to_string().len()) + max_message + OVERHEAD
+        }
+        Action::ConfirmAbsent(c) => 2 * c.subject.len() + a.policy.len() + max_message + OVERHEAD,
+        Action::ScimDeprovision(c) => {
+            c.system.len() + c.base_url.len() + c.match_value.len() + 4 * max_message + OVERHEAD
+        }
+        Action::HttpCall(c) => c.system.len() + c.url.len() + 4 * max_message + OVERHEAD,
+    }
+}
+
+/// Refuses a plan whose finished record would not fit next to the request's spec.
+fn check_record_size(spec: &DeprovisionRequestSpec, actions: &[PlannedAction]) -> Result<(), PlanError> {
+    let spec_bytes = serde_json::to_vec(spec).map_or(MAX_RECORD_BYTES, |v| v.len());
+    let plan_bytes = serde_json::to_vec(actions).map_or(MAX_RECORD_BYTES, |v| v.len());
+    let needed = plan_bytes + actions.iter().map(result_bytes).sum::<usize>();
+    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes);
+    if needed > budget {
+        return Err(PlanError::RecordTooLarge { needed, budget });
+    }
+    Ok(())
+}
 
 impl PlanError {
     /// The reason recorded in conditions and Events.
@@ -123,7 +167,7 @@ impl PlanError {
             PlanError::NeedsPermission { .. } => Reason::NeedsPermission,
             PlanError::NotAllowed { .. } => Reason::SubjectNotAllowed,
             PlanError::ConflictingPolicies { .. } => Reason::ConflictingPolicies,
-            PlanError::TooLarge(_) => Reason::PlanTooLarge,
+            PlanError::TooLarge(_) | PlanError::RecordTooLarge { .. } => Reason::PlanTooLarge,
         }
     }
 }
@@ -371,6 +415,7 @@ pub fn compute(
     if actions.len() > MAX_ACTIONS {
         return Err(PlanError::TooLarge(actions.len()));
     }
+    check_record_size(spec, &actions)?;
     Ok(Plan { policies: policies.iter().map(|p| p.name_any()).collect(), actions })
 }
 

@@ -501,3 +501,28 @@ fn external_targets_are_validated() {
     assert_eq!(validate_policy(&with_http(json!({"system": "s", "url": "http://127.0.0.1:8080/x"}))), Ok(()));
     assert_eq!(validate_policy(&with_http(json!({"system": "s", "url": "http://[::1]:8080/x"}))), Ok(()));
 }
+
+#[test]
+fn a_plan_whose_record_would_not_fit_one_object_is_refused() {
+    let action = |i: usize, name_len: usize| PlannedAction {
+        id: i as i32,
+        policy: "p".into(),
+        reason: "r".into(),
+        action: Action::RemoveBindingSubject(BindingAction {
+            binding: BindingRef {
+                scope: BindingScope::Namespaced("team".into()),
+                name: format!("b{i}"),
+                uid: format!("u{i}"),
+                role_ref: "ClusterRole/edit".into(),
+            },
+            subject: SubjectRef { kind: "User".into(), name: "x".repeat(name_len), namespace: None },
+            when_empty: EmptyBindingRule::Delete,
+        }),
+    };
+    let small: Vec<PlannedAction> = (0..200).map(|i| action(i, 20)).collect();
+    assert_eq!(check_record_size(&spec(&[]), &small), Ok(()));
+    let large: Vec<PlannedAction> = (0..1500).map(|i| action(i, 200)).collect();
+    let err = check_record_size(&spec(&[]), &large).unwrap_err();
+    assert_eq!(err.reason(), Reason::PlanTooLarge);
+    assert!(err.to_string().contains("narrow the policy; nothing was changed"), "{err}");
+}

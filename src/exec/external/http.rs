@@ -8,13 +8,14 @@ use crate::crd::HttpCall;
 use crate::exec::{Done, Effect, Env, ExecError};
 
 /// Sends the call; the policy's success and absent codes decide the outcome.
-pub async fn call(env: &Env, call: &HttpCall) -> Result<Done, ExecError> {
+pub async fn call(env: &Env, call: &HttpCall, key: &str) -> Result<Done, ExecError> {
     let limits = Limits {
         timeout_seconds: call.timeout_seconds,
         max_attempts: call.max_attempts,
         allow_link_local: call.allow_link_local_addresses,
+        idempotent: call.is_idempotent(),
     };
-    let mut session = Session::new(env, &call.system, &call.url, limits)?;
+    let mut session = Session::new(env, &call.system, &call.url, limits, key)?;
     for h in &call.headers {
         let value = match (&h.value, &h.value_from) {
             (Some(v), _) => v.clone(),

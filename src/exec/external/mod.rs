@@ -34,6 +34,7 @@ struct Session<'a> {
     max_attempts: i32,
     timeout_seconds: i32,
     egress: Egress,
+    idempotent: bool,
 }
 
 /// One HTTP exchange's reply after retries (body read up to [`MAX_BODY`]).
@@ -54,7 +55,12 @@ struct Limits {
     timeout_seconds: i32,
     max_attempts: i32,
     allow_link_local: bool,
+    /// Sending it twice is harmless: timeouts and 5xx may be retried.
+    idempotent: bool,
 }
+
+/// The header carrying the action's idempotency key.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Where a key is read from.
 #[derive(Clone, Copy)]
@@ -66,7 +72,7 @@ enum KeySource {
 impl<'a> Session<'a> {
     /// Starts an action against the system at `url` (checked again here, at call time, with the
     /// same rules as the policy: the plan holds it rendered).
-    fn new(env: &'a Env, system: &'a str, url: &str, limits: Limits) -> Result<Self, ExecError> {
+    fn new(env: &'a Env, system: &'a str, url: &str, limits: Limits, key: &str) -> Result<Self, ExecError> {
         let details = ExternalDetails { system: system.to_string(), ..Default::default() };
         let refuse = |message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| ExecError::External {
             message,
@@ -78,16 +84,21 @@ impl<'a> Session<'a> {
         let client = build_client(limits.timeout_seconds, egress, Vec::new()).map_err(|e| {
             refuse(format!("{system}: building the HTTP client: {}", error_chain(&e)), Some(Box::new(e)))
         })?;
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = reqwest::header::HeaderValue::from_str(key) {
+            headers.insert(IDEMPOTENCY_KEY, v);
+        }
         Ok(Session {
             env,
             system,
             client,
-            headers: HeaderMap::new(),
+            headers,
             secrets: Vec::new(),
             details,
             max_attempts: limits.max_attempts,
             timeout_seconds: limits.timeout_seconds,
             egress,
+            idempotent: limits.idempotent,
         })
     }
 
@@ -195,8 +206,9 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
-    /// Sends with bounded retries on 429, 5xx and connection errors, honouring `Retry-After`.
-    /// Records attempts and the last status in the details.
+    /// Sends with bounded retries, honouring `Retry-After`: on 429 and on connection errors
+    /// (the request was not processed) always; on 5xx and timeouts (it may have been) only for an
+    /// idempotent call. Records attempts and the last status in the details.
     async fn send(&mut self, method: reqwest::Method, url: &str, body: Option<&Value>) -> Result<Reply, ExecError> {
         let max = self.max_attempts.max(1);
         loop {
@@ -210,7 +222,7 @@ impl<'a> Session<'a> {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    if (status == 429 || status >= 500) && attempt < max {
+                    if (status == 429 || (status >= 500 && self.idempotent)) && attempt < max {
                         let wait = resp
                             .headers()
                             .get(reqwest::header::RETRY_AFTER)
@@ -224,7 +236,9 @@ impl<'a> Session<'a> {
                     self.details.http_status = Some(status as i32);
                     return Ok(Reply { status, body: read_capped(resp).await });
                 }
-                Err(e) if attempt < max && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if attempt < max && (e.is_connect() || (self.idempotent && (e.is_timeout() || e.is_request()))) =>
+                {
                     tokio::time::sleep(backoff).await;
                 }
                 Err(e) => {

@@ -11,8 +11,8 @@ use crate::exec::{Done, Effect, Env, ExecError};
 use crate::plan::template::{scim_filter, url_escape};
 
 /// Deactivates or deletes the one account the filter matches (after removing it from groups).
-pub async fn deprovision(env: &Env, call: &ScimDeprovision) -> Result<Done, ExecError> {
-    let mut scim = Scim::connect(env, call).await?;
+pub async fn deprovision(env: &Env, call: &ScimDeprovision, key: &str) -> Result<Done, ExecError> {
+    let mut scim = Scim::connect(env, call, key).await?;
     let Some(user) = scim.find_account().await? else {
         return scim.session.done(Effect::AlreadyAbsent, format!("no account matches {}", call.filter()));
     };
@@ -37,13 +37,15 @@ struct Scim<'a> {
 
 impl<'a> Scim<'a> {
     /// Reads the credentials and the CA bundle, and prepares the headers.
-    async fn connect(env: &'a Env, call: &'a ScimDeprovision) -> Result<Scim<'a>, ExecError> {
+    async fn connect(env: &'a Env, call: &'a ScimDeprovision, key: &str) -> Result<Scim<'a>, ExecError> {
         let limits = Limits {
             timeout_seconds: call.timeout_seconds,
             max_attempts: call.max_attempts,
             allow_link_local: call.allow_link_local_addresses,
+            // Every step searches before it changes anything, so a repeat finds the change done.
+            idempotent: true,
         };
-        let mut session = Session::new(env, &call.system, &call.base_url, limits)?;
+        let mut session = Session::new(env, &call.system, &call.base_url, limits, key)?;
         session.headers.insert(ACCEPT, HeaderValue::from_static("application/scim+json, application/json"));
         let c = &call.credentials;
         let auth = match (&c.bearer_token, &c.username, &c.password) {

@@ -1,6 +1,6 @@
 use super::*;
 
-const LIMITS: Limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false };
+const LIMITS: Limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_local: false, idempotent: true };
 
 /// An environment whose API server is never called (no Secret is read in these tests).
 fn env() -> Env {
@@ -22,7 +22,7 @@ fn retry_after_takes_seconds_or_a_date() {
 #[tokio::test]
 async fn failures_redact_every_secret_read() {
     let env = env();
-    let mut s = Session::new(&env, "crm", "https://crm.example/x", LIMITS).unwrap();
+    let mut s = Session::new(&env, "crm", "https://crm.example/x", LIMITS, "uid-0").unwrap();
     s.secrets = vec!["tok-123456".into(), "abc".into()];
     let err = s.fail("bad tok-123456 and abc");
     assert_eq!(err.to_string(), "crm: bad [redacted] and abc", "values under 4 characters are left alone");
@@ -33,7 +33,7 @@ async fn failures_redact_every_secret_read() {
 #[tokio::test]
 async fn secrets_are_redacted_in_their_escaped_and_encoded_forms_before_clipping() {
     let env = env();
-    let mut s = Session::new(&env, "crm", "https://crm.example/x", LIMITS).unwrap();
+    let mut s = Session::new(&env, "crm", "https://crm.example/x", LIMITS, "uid-0").unwrap();
     let secret = r#"pa"ss/w0rd+&x"#;
     s.secrets = vec![secret.into()];
     use base64::Engine as _;
@@ -56,7 +56,9 @@ async fn secrets_are_redacted_in_their_escaped_and_encoded_forms_before_clipping
 #[tokio::test]
 async fn a_rendered_url_is_checked_again_when_called() {
     let env = env();
-    let err = Session::new(&env, "crm", "http://localhost:80@169.254.169.254/latest/meta-data/", LIMITS).err().unwrap();
+    let err = Session::new(&env, "crm", "http://localhost:80@169.254.169.254/latest/meta-data/", LIMITS, "uid-0")
+        .err()
+        .unwrap();
     assert!(!err.is_transient());
     assert!(err.to_string().starts_with("crm: ") && err.to_string().contains("userinfo"), "{err}");
 }
