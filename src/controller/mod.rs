@@ -1,9 +1,10 @@
 //! Reconciles DeprovisionRequests: plan (recorded before anything changes), execute action by
-//! action (each result recorded as it completes), finish in a terminal phase, and delete the
-//! record after its retention. Also keeps DeprovisionPolicy status up to date.
+//! action (each result recorded as it completes), finish in a terminal phase. Only unfinished
+//! requests are watched; a sweep deletes finished ones after their retention. Also keeps
+//! DeprovisionPolicy status up to date.
 //!
 //! `reconcile` dispatches on the request's phase; `record` owns every write of the status;
-//! `summary` words the messages; `retention` deletes old records; `policy` validates policies.
+//! `summary` words the messages; `retention` sweeps old records; `policy` validates policies.
 
 mod policy;
 mod reconcile;
@@ -93,14 +94,6 @@ pub enum Error {
         /// API error.
         source: kube::Error,
     },
-    /// Deleting a record after its retention failed.
-    #[error("deleting {name} after its retention: {source}")]
-    Delete {
-        /// Request name.
-        name: String,
-        /// API error.
-        source: kube::Error,
-    },
 }
 
 impl Error {
@@ -111,7 +104,6 @@ impl Error {
             Error::Status { .. } => "status_write",
             Error::Unrecordable { .. } => "status_unrecordable",
             Error::Read { .. } => "read",
-            Error::Delete { .. } => "delete",
         }
     }
 }
@@ -119,7 +111,8 @@ impl Error {
 /// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `stop` is cancelled.
 pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
     let ctx = Context::new(client.clone(), settings);
-    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), watcher::Config::default())
+    let unfinished = watcher::Config::default().fields(&retention::unfinished_selector());
+    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), unfinished)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
@@ -128,11 +121,12 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
                 tracing::debug!(error = %e, "request reconcile loop");
             }
         });
+    let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default())
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(policy::reconcile, policy::error_policy, ctx)
         .for_each(|_| async {});
-    futures::join!(requests, policies);
+    futures::join!(requests, policies, sweep);
 }
 
 fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, ctx: Arc<Context>) -> Action {

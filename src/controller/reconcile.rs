@@ -38,7 +38,8 @@ pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -
         st.started_at = Some(now());
     }
     match st.phase {
-        Phase::Succeeded | Phase::Failed | Phase::DryRun => super::retention::keep_or_delete(&rec, &st).await,
+        // Finished: the retention sweep deletes it in time.
+        Phase::Succeeded | Phase::Failed | Phase::DryRun => Ok(Action::await_change()),
         Phase::Pending => plan_request(&mut rec, st).await,
         Phase::InProgress => execute_plan(&mut rec, st).await,
     }

@@ -196,7 +196,7 @@ impl Record {
         set_condition(&mut st.conditions, ConditionType::Complete, true, reason, &msg, generation);
         self.write(st).await?;
         self.event(type_, reason, EventAction::Complete, msg, None).await;
-        Ok(Action::requeue(self.ctx.settings.retention.min(Duration::from_secs(86_400))))
+        Ok(Action::await_change())
     }
 
     /// Publishes an Event on the request (failures to publish are logged, never fatal).
@@ -225,16 +225,6 @@ impl Record {
         };
         if let Err(e) = self.ctx.recorder.publish(&ev, &self.obj.object_ref(&())).await {
             tracing::warn!(request = %self.obj.name_any(), error = %e, "could not publish event");
-        }
-    }
-
-    /// Deletes the record (a missing one is fine).
-    pub async fn delete(&self) -> Result<(), Error> {
-        let name = self.obj.name_any();
-        match self.api.delete(&name, &Default::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
-            Err(source) => Err(Error::Delete { name, source }),
         }
     }
 }

@@ -1,28 +1,75 @@
-//! Finished requests are kept for `--retention`, then deleted.
+//! Finished requests are kept for `--retention`, then deleted. The controller watches only
+//! unfinished requests (its memory does not grow with the history), so a sweep lists the
+//! finished ones, a page at a time, and deletes those past their retention.
 
 use std::time::Duration;
 
-use kube::ResourceExt;
-use kube::runtime::controller::Action;
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 
-use super::Error;
-use super::record::{Record, since};
-use crate::crd::DeprovisionRequestStatus;
+use super::record::since;
+use crate::crd::{DeprovisionRequest, Phase};
 
-/// Longest requeue: a long retention is checked again at least daily.
-const MAX_REQUEUE: Duration = Duration::from_secs(86_400);
+/// Records read per page.
+const PAGE: u32 = 500;
 
-/// Deletes a finished request once its retention has passed; otherwise checks again then.
-pub(super) async fn keep_or_delete(rec: &Record, st: &DeprovisionRequestStatus) -> Result<Action, Error> {
-    let Some(done) = &st.completed_at else {
-        return Ok(Action::await_change());
-    };
-    let age = since(done);
-    let keep = rec.ctx.settings.retention;
-    if age < keep {
-        return Ok(Action::requeue((keep - age).min(MAX_REQUEUE)));
-    }
-    tracing::info!(request = %rec.obj.name_any(), "retention passed; deleting the record");
-    rec.delete().await?;
-    Ok(Action::await_change())
+/// The terminal phases, each listed with its own field selector.
+const FINISHED: [Phase; 3] = [Phase::Succeeded, Phase::Failed, Phase::DryRun];
+
+/// The field selector of the requests the controller works on: every phase but the terminal ones.
+pub(super) fn unfinished_selector() -> String {
+    FINISHED.iter().map(|p| format!("status.phase!={}", p.as_str())).collect::<Vec<_>>().join(",")
 }
+
+/// How often the sweep runs: often enough for short retentions (tests), at most every 10 minutes.
+pub(super) fn sweep_interval(retention: Duration) -> Duration {
+    (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(600))
+}
+
+/// Sweeps until `stop`: deletes finished requests older than `retention`.
+pub(super) async fn run(client: Client, retention: Duration, stop: CancellationToken) {
+    let every = sweep_interval(retention);
+    loop {
+        match sweep(&client, retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "retention passed; deleted finished requests"),
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; trying again later"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One sweep; returns how many records it deleted.
+async fn sweep(client: &Client, retention: Duration) -> Result<usize, kube::Error> {
+    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+    let mut deleted = 0;
+    for phase in FINISHED {
+        let mut lp = ListParams::default().fields(&format!("status.phase={}", phase.as_str())).limit(PAGE);
+        loop {
+            let page = api.list(&lp).await?;
+            for r in &page.items {
+                let done = r.status.as_ref().and_then(|s| s.completed_at.as_ref());
+                if done.is_some_and(|t| since(t) >= retention) {
+                    let name = r.name_any();
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Ok(_) => deleted += 1,
+                        Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp = lp.continue_token(&token),
+                None => break,
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests;

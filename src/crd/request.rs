@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removed"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message")
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
+    selectable = ".status.phase"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new DeprovisionRequest instead"))]
 #[serde(rename_all = "camelCase")]
