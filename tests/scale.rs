@@ -1,0 +1,77 @@
+//! Figures at scale, not run by default (they take minutes):
+//!
+//!   cargo test --release --test scale -- --ignored --nocapture
+//!
+//! `RECORDS=20000` (the default) finished DeprovisionRequests stored, then the operator started:
+//! its resident memory must not grow with the history, because it watches only unfinished
+//! requests.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::{DeprovisionRequest, DeprovisionRequestStatus, Phase};
+use deprovisioner::fixtures;
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::api::PostParams;
+use support::*;
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 =
+        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024.0
+}
+
+#[tokio::test]
+#[ignore = "a measurement: minutes of API calls"]
+async fn memory_does_not_grow_with_finished_records() {
+    let n: usize = std::env::var("RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let empty = Operator::start(OperatorOpts::on(cl).args(&["--leader-election=false"]));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_empty = rss_mib(empty.pid());
+    drop(empty);
+
+    let api: Api<DeprovisionRequest> = Api::all(c.clone());
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("history-{i}");
+                let spec =
+                    fixtures::request_spec("history", &format!("person{i}@lumos.com")).permissions(["view"]).build();
+                let mut obj = api.create(&PostParams::default(), &fixtures::request(&name, spec)).await.unwrap();
+                obj.status = Some(DeprovisionRequestStatus {
+                    phase: Phase::Succeeded,
+                    completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                    message: Some("Removed person from RoleBinding team/view".into()),
+                    ..Default::default()
+                });
+                api.replace_status(&name, &PostParams::default(), &obj).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    println!("stored {n} finished records in {:?}", started.elapsed());
+
+    let op = Operator::start(OperatorOpts::on(cl).args(&["--leader-election=false"]));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let rss_history = rss_mib(op.pid());
+    // It still works: one more request finishes.
+    let ns = unique("scale");
+    namespace(&c, &ns, &[]).await;
+    role_binding(&c, &ns, "edit", "edit", vec![fixtures::user("p@lumos.com"), fixtures::user("k@lumos.com")]).await;
+    let app = namespace_policy(&c, "scale", &ns).await;
+    let (_, answer, took) = op.lumos(&payload(&app, "p@lumos.com", &[])).await;
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    println!(
+        "RSS: {rss_empty:.1} MiB with no records, {rss_history:.1} MiB with {n} finished records; a call answered SUCCESS in {took:?}"
+    );
+    assert!(rss_history < rss_empty + 16.0, "memory grew with the history: {rss_empty:.1} -> {rss_history:.1} MiB");
+}
