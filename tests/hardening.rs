@@ -284,3 +284,32 @@ async fn only_the_operator_may_record_a_request_as_the_lumos_webhooks() {
     let manual = deprovisioner::fixtures::request_spec("forged-app", "victim@lumos.com").build();
     create_request(&c, &unique("manual"), manual).await;
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let op = Operator::start(OperatorOpts::default().args(&["--controller=false", "--header-read-timeout=2s"]));
+    let mut s = TcpStream::connect(op.url.trim_start_matches("http://")).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "kept alive after one answer");
+    let idle = Instant::now();
+    let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+    println!("idle keep-alive connection closed after {:?}", idle.elapsed());
+    assert!(closed && idle.elapsed() < Duration::from_secs(5), "closed after {:?}", idle.elapsed());
+}
+
+#[tokio::test]
+async fn a_source_that_keeps_failing_authentication_is_slowed_and_a_real_secret_still_passes() {
+    let op = Operator::start(OperatorOpts::default().args(&["--controller=false", "--unauthenticated-per-minute=3"]));
+    let body = serde_json::to_vec(&json!({"application": {"app_id": "x"}})).unwrap();
+    let wrong = [("authorization", "Bearer wrong-wrong-wrong-wrong"), ("content-type", "application/json")];
+    let mut codes = vec![];
+    for _ in 0..5 {
+        codes.push(op.post_raw("/webhooks/lumos/deprovision", &wrong, body.clone()).await.0);
+    }
+    assert_eq!(codes, vec![401, 401, 401, 429, 429]);
+    let (status, _, _) = op.lumos(&json!({"application": {"app_id": "x"}})).await;
+    assert_eq!(status, 400, "the right secret is never rate limited (the payload is what is wrong)");
+}
