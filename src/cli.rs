@@ -109,6 +109,13 @@ pub struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, env = "DEPROVISIONER_LEASE_NAME", default_value = "deprovisioner")]
     pub lease_name: String,
+    /// How long the Lease holds without renewal: the longest a killed leader's work waits for
+    /// another replica. A stopping leader releases it at once.
+    #[arg(long, env = "DEPROVISIONER_LEASE_DURATION", default_value_t = 4, value_parser = clap::value_parser!(u64).range(2..=60))]
+    pub lease_duration_seconds: u64,
+    /// The leader renews this long before the Lease would expire.
+    #[arg(long, env = "DEPROVISIONER_LEASE_GRACE", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=30))]
+    pub lease_grace_seconds: u64,
     /// Fault injection for tests: exit right after recording this many action results.
     #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS", hide = true)]
     pub exit_after_results: Option<usize>,

@@ -209,7 +209,26 @@ async fn run_controllers(
     let Some(manager) = lease_manager(&client, args, &stop).await else {
         return Ok(()); // stopped before the Lease could be set up
     };
-    let (mut leader, _task) = manager.watch().await;
+    let (leader, task) = manager.watch().await;
+    let led = lead(client, settings, leader, &stop).await;
+    // Every receiver is gone: the manager releases the Lease, so another replica takes over at
+    // once instead of waiting for it to expire (a rolling upgrade has no gap).
+    match tokio::time::timeout(Duration::from_secs(5), task).await {
+        Ok(Ok(Ok(_))) => tracing::info!("leader Lease released"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the leader Lease failed; it will expire"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "the leader election task failed"),
+        Err(_) => tracing::warn!("releasing the leader Lease timed out; it will expire"),
+    }
+    led
+}
+
+/// Runs the controllers whenever `leader` says this replica holds the Lease, until `stop`.
+async fn lead(
+    client: Client,
+    settings: Settings,
+    mut leader: tokio::sync::watch::Receiver<bool>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     loop {
         tokio::select! {
             r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
@@ -228,6 +247,7 @@ async fn run_controllers(
         });
         controller::run(client.clone(), settings.clone(), term).await;
         watch_loss.abort();
+        let _ = watch_loss.await; // its receiver clone must be gone before the Lease is released
         if stop.is_cancelled() {
             return Ok(());
         }
@@ -245,8 +265,8 @@ async fn lease_manager(
     loop {
         let built = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
             .with_namespace(&args.namespace)
-            .with_duration(15)
-            .with_grace(5)
+            .with_duration(args.lease_duration_seconds)
+            .with_grace(args.lease_grace_seconds.min(args.lease_duration_seconds - 1))
             .build()
             .await;
         match built {

@@ -313,3 +313,35 @@ async fn a_source_that_keeps_failing_authentication_is_slowed_and_a_real_secret_
     let (status, _, _) = op.lumos(&json!({"application": {"app_id": "x"}})).await;
     assert_eq!(status, 400, "the right secret is never rate limited (the payload is what is wrong)");
 }
+
+#[tokio::test]
+async fn sigterm_on_the_leader_hands_the_lease_over_at_once() {
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let ns = unique("handover");
+    namespace(&c, &ns, &[]).await;
+    role_binding(&c, &ns, "edit", "edit", vec![user("h@lumos.com"), user("keep@lumos.com")]).await;
+    let app = namespace_policy(&c, "handover", &ns).await;
+    let first = Operator::start(OperatorOpts::on(cl));
+    let leads = |op: &Operator| op.log_text().contains("holding the leader Lease");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !leads(&first) {
+        assert!(Instant::now() < deadline, "the first replica never took the Lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut first = first;
+    let second = Operator::start(OperatorOpts::on(cl));
+    let stopped = Instant::now();
+    first.signal("TERM");
+    assert!(first.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", first.log_text());
+    while !leads(&second) {
+        assert!(stopped.elapsed() < Duration::from_secs(30), "the second replica never took the Lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let handover = stopped.elapsed();
+    let (_, answer, took) = second.lumos(&payload(&app, "h@lumos.com", &[])).await;
+    println!("graceful handover: the second replica led {handover:?} after SIGTERM; a call then answered in {took:?}");
+    assert!(first.log_text().contains("leader Lease released"), "{}", first.log_text());
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    assert!(handover < Duration::from_secs(5), "took {handover:?}");
+}
