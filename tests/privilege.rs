@@ -29,6 +29,7 @@ async fn least_privilege_shows_which_verbs_are_needed() {
     let narrowed = rbac
         .replace("name: deprovisioner\n", &format!("name: {sa}\n"))
         .replace("name: deprovisioner-leader-election\n", &format!("name: {sa}-leader-election\n"))
+        .replace("name: deprovisioner-events\n", &format!("name: {sa}-events\n"))
         .replace("  verbs: [bind]\n", "  verbs: [bind]\n  resourceNames: [lp-bindable]\n");
     let file = cluster().dir.join(format!("{sa}.yaml"));
     std::fs::write(&file, narrowed).unwrap();
