@@ -299,19 +299,22 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
         .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["name"] == "deprovisioner-credentials")
         .expect("a credentials RoleBinding");
     assert_eq!(cred_binding["metadata"]["namespace"], "deprovisioner");
-    assert_eq!(cred_binding["roleRef"], json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deprovisioner-credentials"}));
-    let only_secrets = docs(&template(
-        "deprovisioner",
-        "deprovisioner",
-        &["--set", "rbac.credentials.secretNames={acme-scim}"],
-    ));
+    assert_eq!(
+        cred_binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deprovisioner-credentials"})
+    );
+    let only_secrets =
+        docs(&template("deprovisioner", "deprovisioner", &["--set", "rbac.credentials.secretNames={acme-scim}"]));
     let cred = only_secrets.iter().find(|o| o["metadata"]["name"] == "deprovisioner-credentials").unwrap();
     assert_eq!(
         cred["rules"],
         json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["acme-scim"]}])
     );
-    let switched_off =
-        docs(&template("deprovisioner", "deprovisioner", &["--set", &format!("{names},rbac.credentials.enabled=false")]));
+    let switched_off = docs(&template(
+        "deprovisioner",
+        "deprovisioner",
+        &["--set", &format!("{names},rbac.credentials.enabled=false")],
+    ));
     assert!(!switched_off.iter().any(|o| o["metadata"]["name"] == "deprovisioner-credentials"));
 
     // The Deployment: probes, limits, restricted security context, the secret as a file, the
@@ -856,7 +859,10 @@ async fn upgrade_narrowing_bind(r: &Release, installed: &Installed, running: Cha
     // (namespaced) Role may still be bound.
     let notes = helm_ok(Some(kc), &["get", "notes", release, "--namespace", ns]);
     assert!(!notes.contains("WARNING") && !notes.contains("may not read"), "{notes}");
-    assert!(notes.contains("rbac.bindRoles.roles is empty, so the operator may still `bind` any (namespaced) Role"), "{notes}");
+    assert!(
+        notes.contains("rbac.bindRoles.roles is empty, so the operator may still `bind` any (namespaced) Role"),
+        "{notes}"
+    );
     // Exactly the listed credentials are readable now, still never the webhook Secret.
     can_i(
         c,

@@ -97,9 +97,11 @@ async fn secrets() {
         // The API server's authorizer sees a new Role a moment after it is created.
         let who = "system:serviceaccount:deprovisioner:deprovisioner";
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        for object in SECRET_NAMES.split(',').map(|n| format!("secrets/{n}")).chain(
-            CONFIG_MAP_NAMES.split(',').map(|n| format!("configmaps/{n}")),
-        ) {
+        for object in SECRET_NAMES
+            .split(',')
+            .map(|n| format!("secrets/{n}"))
+            .chain(CONFIG_MAP_NAMES.split(',').map(|n| format!("configmaps/{n}")))
+        {
             while cluster().kubectl(&["auth", "can-i", "get", &object, "-n", "deprovisioner", "--as", who]).stdout
                 != b"yes\n"
             {

@@ -32,7 +32,10 @@ async fn least_privilege_shows_which_verbs_are_needed() {
         .replace("name: deprovisioner-events\n", &format!("name: {sa}-events\n"))
         // The admission policy names the webhook's identity: on this control plane that is the
         // narrowed operator (the policy keeps its name, so this replaces it).
-        .replace("system:serviceaccount:deprovisioner:deprovisioner", &format!("system:serviceaccount:deprovisioner:{sa}"))
+        .replace(
+            "system:serviceaccount:deprovisioner:deprovisioner",
+            &format!("system:serviceaccount:deprovisioner:{sa}"),
+        )
         .replace("  verbs: [bind]\n", "  verbs: [bind]\n  resourceNames: [lp-bindable]\n");
     let file = cluster().dir.join(format!("{sa}.yaml"));
     std::fs::write(&file, narrowed).unwrap();
