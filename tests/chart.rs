@@ -20,29 +20,14 @@ use support::*;
 const CHART: &str = "charts/deprovisioner";
 const KUBE_VERSION: &str = "1.37.2";
 
-/// The helm that scripts/control-plane installs (building it if missing).
-fn helm_bin() -> PathBuf {
-    let out = Command::new(repo().join("scripts/control-plane")).arg("helm-bin").output().unwrap();
-    let helm = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
-    if !helm.exists() {
-        let st = Command::new(repo().join("scripts/control-plane")).arg("build").status().unwrap();
-        assert!(st.success(), "scripts/control-plane build failed");
-    }
-    helm
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
 /// Runs helm (against `kubeconfig` when given); returns the whole output.
 fn helm(kubeconfig: Option<&Path>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(helm_bin());
-    cmd.current_dir(repo())
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("deprovisioner-helm/cache"))
-        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("deprovisioner-helm/config"))
-        .env("HELM_DATA_HOME", std::env::temp_dir().join("deprovisioner-helm/data"))
-        .args(args);
+    let mut cmd = helm_command();
+    cmd.args(args);
     match kubeconfig {
         Some(k) => cmd.env("KUBECONFIG", k),
         None => cmd.env_remove("KUBECONFIG"),
@@ -148,6 +133,29 @@ fn chart_lints_and_rejects_bad_values_with_clear_messages() {
         ),
         ("webhook.header=bad header", "webhook.header must be an HTTP header name"),
         ("metrics.port=80", "at '/metrics/port': minimum: got 80, want 1,024"),
+        // Credentials never granted: the webhook Secret (release "x": x-deprovisioner-webhook,
+        // or the existingSecret) and Helm's release storage.
+        (
+            "rbac.credentials.secretNames={acme-scim,x-deprovisioner-webhook}",
+            "rbac.credentials.secretNames must not list \"x-deprovisioner-webhook\": it is the webhook Secret",
+        ),
+        (
+            "webhook.secret.existingSecret=mine,rbac.credentials.secretNames={mine}",
+            "rbac.credentials.secretNames must not list \"mine\": it is the webhook Secret",
+        ),
+        (
+            "rbac.credentials.secretNames={sh.helm.release.v1.x}",
+            "rbac.credentials.secretNames must not list \"sh.helm.release.v1.x\": it is Helm's release storage",
+        ),
+        (
+            "rbac.credentials.configMapNames={sh.helm.release.v1.x.v1}",
+            "rbac.credentials.configMapNames must not list \"sh.helm.release.v1.x.v1\": it is Helm's release storage",
+        ),
+        // Refused even with the switch off: the list itself is wrong.
+        (
+            "rbac.credentials.enabled=false,rbac.credentials.secretNames={x-deprovisioner-webhook}",
+            "it is the webhook Secret",
+        ),
     ];
     for (set, want) in cases {
         let out = helm(None, &["template", "x", CHART, "--kube-version", KUBE_VERSION, "--set", set]);
@@ -212,10 +220,12 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
             "ServiceAccount/deprovisioner/deprovisioner",
             "ClusterRole/-/deprovisioner",
             "ClusterRoleBinding/-/deprovisioner",
-            "Role/deprovisioner/deprovisioner",
+            "Role/default/deprovisioner-events",
             "Role/deprovisioner/deprovisioner-leader-election",
-            "RoleBinding/deprovisioner/deprovisioner",
+            "RoleBinding/default/deprovisioner-events",
             "RoleBinding/deprovisioner/deprovisioner-leader-election",
+            "ValidatingAdmissionPolicy/-/deprovisioner-lumos-source",
+            "ValidatingAdmissionPolicyBinding/-/deprovisioner-lumos-source",
         ]
     );
     for o in &rbac {
@@ -240,13 +250,72 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
         role("deprovisioner-leader-election"),
         json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
     );
+    // Events only where the operator writes them: its requests are cluster-scoped, so their
+    // Events go to `default` (kube-runtime's Recorder creates them, and patches a repeat).
     assert_eq!(
-        role("deprovisioner"),
+        role("deprovisioner-events"),
+        json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+    );
+    // No Secret or ConfigMap by default, anywhere, and no Event outside that Role.
+    for o in &rbac {
+        let events_role = o["kind"] == "Role" && o["metadata"]["name"] == "deprovisioner-events";
+        for rule in o["rules"].as_array().into_iter().flatten() {
+            for resource in ["secrets", "configmaps", "events"] {
+                assert!(
+                    !rule["resources"].as_array().unwrap().contains(&json!(resource)) || events_role,
+                    "{} grants {resource}: {rule}",
+                    o["metadata"]["name"]
+                );
+            }
+        }
+    }
+    // Each binding names the operator's ServiceAccount and the object of its own name.
+    for b in rbac.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding") {
+        assert_eq!(b["roleRef"]["name"], b["metadata"]["name"], "{b}");
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "deprovisioner", "namespace": "deprovisioner"}]),
+            "{b}"
+        );
+    }
+    // Listed credentials: `get` on exactly those names, in the release namespace only; the
+    // master switch off grants nothing even with names listed.
+    let names = "rbac.credentials.secretNames={acme-scim,internal-tool},rbac.credentials.configMapNames={acme-ca}";
+    let listed = docs(&template("deprovisioner", "deprovisioner", &["--set", names]));
+    let cred = listed
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "deprovisioner-credentials")
+        .expect("a credentials Role");
+    assert_eq!(cred["metadata"]["namespace"], "deprovisioner");
+    assert_eq!(
+        cred["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["acme-scim", "internal-tool"]},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"], "resourceNames": ["acme-ca"]}
         ])
     );
+    let cred_binding = listed
+        .iter()
+        .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["name"] == "deprovisioner-credentials")
+        .expect("a credentials RoleBinding");
+    assert_eq!(cred_binding["metadata"]["namespace"], "deprovisioner");
+    assert_eq!(
+        cred_binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deprovisioner-credentials"})
+    );
+    let only_secrets =
+        docs(&template("deprovisioner", "deprovisioner", &["--set", "rbac.credentials.secretNames={acme-scim}"]));
+    let cred = only_secrets.iter().find(|o| o["metadata"]["name"] == "deprovisioner-credentials").unwrap();
+    assert_eq!(
+        cred["rules"],
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": ["acme-scim"]}])
+    );
+    let switched_off = docs(&template(
+        "deprovisioner",
+        "deprovisioner",
+        &["--set", &format!("{names},rbac.credentials.enabled=false")],
+    ));
+    assert!(!switched_off.iter().any(|o| o["metadata"]["name"] == "deprovisioner-credentials"));
 
     // The Deployment: probes, limits, restricted security context, the secret as a file, the
     // downward API, the ServiceAccount to protect.
@@ -317,6 +386,8 @@ fn rendered_chart_and_examples_pass_the_api_server() {
             "Secret",
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
         .into_iter()
         .map(String::from)
@@ -609,6 +680,8 @@ fn install_with_every_optional_object(r: &Release) -> Installed {
         "Secret",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     .into_iter()
     .map(String::from)
@@ -626,6 +699,12 @@ fn install_with_every_optional_object(r: &Release) -> Installed {
         "Header name:   Authorization",
         "Header value:  Bearer <the secret from step 2>",
         "kubectl get dpr",
+        // `bind` is left unrestricted: the notes warn, and say how to narrow it.
+        "WARNING: rbac.bindRoles is empty, so the operator may `bind` any Role and ClusterRole",
+        "--set 'rbac.bindRoles.clusterRoles={edit,view}'",
+        "needs the\n`bind` verb on ClusterRole/<name>",
+        // And no credential is readable.
+        "the operator may not read Secret deprovisioner/<name>",
     ] {
         assert!(notes.contains(want), "NOTES lack {want:?}:\n{notes}");
     }
@@ -653,34 +732,55 @@ fn install_with_every_optional_object(r: &Release) -> Installed {
 
 /// What the chart's ServiceAccount may do, asked of the API server's own authorizer.
 fn the_chart_service_account_may_do_exactly_what_it_needs(r: &Release) {
-    let (c, ns) = (r.c, r.ns);
+    let ns = r.ns;
+    can_i(
+        r.c,
+        &[
+            ("create", "deprovisionrequests.access.deprovisioner.dev", None, true),
+            ("update", "deprovisionrequests.access.deprovisioner.dev --subresource=status", None, true),
+            ("update", "deprovisionrequests.access.deprovisioner.dev", None, false),
+            ("watch", "deprovisionpolicies.access.deprovisioner.dev", None, true),
+            ("create", "deprovisionpolicies.access.deprovisioner.dev", None, false),
+            ("update", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), true),
+            ("create", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), false),
+            ("delete", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
+            ("bind", "clusterroles.rbac.authorization.k8s.io", None, true),
+            ("escalate", "clusterroles.rbac.authorization.k8s.io", None, false),
+            ("list", "namespaces", None, true),
+            // No Secret and no ConfigMap by default (rbac.credentials lists none): not the
+            // webhook Secret, not Helm's release Secret, not one a policy might name.
+            ("get", "secrets", Some(ns), false),
+            ("get", "secrets/deprovisioner-webhook", Some(ns), false),
+            ("get", "secrets/sh.helm.release.v1.deprovisioner.v1", Some(ns), false),
+            ("get", "secrets/acme-scim", Some(ns), false),
+            ("list", "secrets", Some(ns), false),
+            ("get", "secrets", Some("any-ns"), false),
+            ("get", "configmaps", Some(ns), false),
+            ("patch", "leases.coordination.k8s.io", Some(ns), true),
+            ("update", "leases.coordination.k8s.io", Some(ns), false),
+            ("patch", "leases.coordination.k8s.io", Some("any-ns"), false),
+            // Events only where the operator writes them: `default`, for its cluster-scoped
+            // requests (create, and patch for a repeated Event).
+            ("create", "events.events.k8s.io", Some("default"), true),
+            ("patch", "events.events.k8s.io", Some("default"), true),
+            ("delete", "events.events.k8s.io", Some("default"), false),
+            ("create", "events.events.k8s.io", Some(ns), false),
+            ("create", "events.events.k8s.io", Some("any-ns"), false),
+            ("create", "events", Some("default"), false),
+            ("get", "pods", Some(ns), false),
+        ],
+    );
+}
+
+/// Asks the API server's authorizer, row by row, whether the chart's ServiceAccount may do
+/// `verb` on `resource` (written as for `kubectl auth can-i`: TYPE, TYPE/NAME, and flags) in a
+/// namespace (`None`: in every namespace).
+fn can_i(c: &Cluster, rows: &[(&str, &str, Option<&str>, bool)]) {
     let who = "system:serviceaccount:deprovisioner:deprovisioner";
-    for (verb, resource, namespace, allowed) in [
-        ("create", "deprovisionrequests.access.deprovisioner.dev", None, true),
-        ("update", "deprovisionrequests.access.deprovisioner.dev/status", None, true),
-        ("update", "deprovisionrequests.access.deprovisioner.dev", None, false),
-        ("watch", "deprovisionpolicies.access.deprovisioner.dev", None, true),
-        ("create", "deprovisionpolicies.access.deprovisioner.dev", None, false),
-        ("update", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), true),
-        ("create", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), false),
-        ("delete", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
-        ("bind", "clusterroles.rbac.authorization.k8s.io", None, true),
-        ("escalate", "clusterroles.rbac.authorization.k8s.io", None, false),
-        ("list", "namespaces", None, true),
-        ("get", "secrets", Some(ns), true),
-        ("list", "secrets", Some(ns), false),
-        ("get", "secrets", Some("any-ns"), false),
-        ("get", "configmaps", Some(ns), true),
-        ("patch", "leases.coordination.k8s.io", Some(ns), true),
-        ("update", "leases.coordination.k8s.io", Some(ns), false),
-        ("patch", "leases.coordination.k8s.io", Some("any-ns"), false),
-        ("create", "events.events.k8s.io", Some("default"), true),
-        ("get", "pods", Some(ns), false),
-    ] {
-        let (resource, sub) = resource.split_once('/').map_or((resource, None), |(r, s)| (r, Some(s)));
-        let mut args = vec!["auth", "can-i", verb, resource, "--as", who];
-        let sub_arg = sub.map(|s| format!("--subresource={s}"));
-        args.extend(sub_arg.as_deref());
+    for &(verb, resource, namespace, allowed) in rows {
+        let mut args = vec!["auth", "can-i", verb];
+        args.extend(resource.split_whitespace());
+        args.extend(["--as", who]);
         match namespace {
             Some(n) => args.extend(["-n", n]),
             None => args.push("--all-namespaces"),
@@ -749,10 +849,34 @@ async fn upgrade_narrowing_bind(r: &Release, installed: &Installed, running: Cha
             "--reuse-values",
             "--set",
             "rbac.bindRoles.clusterRoles={chart-bindable}",
+            "--set",
+            "rbac.credentials.secretNames={acme-scim},rbac.credentials.configMapNames={acme-ca}",
         ],
     );
     let status = helm_ok(Some(kc), &["status", release, "--namespace", ns]);
     assert!(status.contains("REVISION: 2") && status.contains("STATUS: deployed"), "{status}");
+    // ClusterRoles narrowed and credentials listed: the notes no longer warn, only note that any
+    // (namespaced) Role may still be bound.
+    let notes = helm_ok(Some(kc), &["get", "notes", release, "--namespace", ns]);
+    assert!(!notes.contains("WARNING") && !notes.contains("may not read"), "{notes}");
+    assert!(
+        notes.contains("rbac.bindRoles.roles is empty, so the operator may still `bind` any (namespaced) Role"),
+        "{notes}"
+    );
+    // Exactly the listed credentials are readable now, still never the webhook Secret.
+    can_i(
+        c,
+        &[
+            ("get", "secrets/acme-scim", Some(ns), true),
+            ("get", "configmaps/acme-ca", Some(ns), true),
+            ("get", "secrets/deprovisioner-webhook", Some(ns), false),
+            ("get", "secrets/other", Some(ns), false),
+            ("get", "secrets", Some(ns), false),
+            ("list", "secrets", Some(ns), false),
+            ("get", "secrets/acme-scim", Some("any-ns"), false),
+            ("get", "configmaps/other", Some(ns), false),
+        ],
+    );
     assert_eq!(webhook_secret(r), installed.secret, "the upgrade changed the webhook secret");
     // The upgrade left the operator's hold on the chart's Lease alone (a cleared spec would
     // make it acquire the Lease again, with a new acquireTime).

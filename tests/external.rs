@@ -77,10 +77,38 @@ fn scim() -> &'static ScimServer {
     S.get_or_init(|| spawn_scim(&[], None))
 }
 
-/// Secrets and ConfigMaps the policies reference, in the operator's namespace.
+/// The Secrets and ConfigMaps (CA bundles) the suite's policies read, and the only ones the
+/// operator may read: by default it may read none.
+const SECRET_NAMES: &str = "scim,scim-wrong,http,rotating,basic";
+const CONFIG_MAP_NAMES: &str = "scim-ca";
+
+/// Secrets and ConfigMaps the policies reference, in the operator's namespace, and the grant a
+/// user gives the operator for them: the chart's RBAC with `rbac.credentials` listing them.
 async fn secrets() {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
+        apply_chart_rbac(
+            cluster(),
+            &[
+                &format!("rbac.credentials.secretNames={{{SECRET_NAMES}}}"),
+                &format!("rbac.credentials.configMapNames={{{CONFIG_MAP_NAMES}}}"),
+            ],
+        );
+        // The API server's authorizer sees a new Role a moment after it is created.
+        let who = "system:serviceaccount:deprovisioner:deprovisioner";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        for object in SECRET_NAMES
+            .split(',')
+            .map(|n| format!("secrets/{n}"))
+            .chain(CONFIG_MAP_NAMES.split(',').map(|n| format!("configmaps/{n}")))
+        {
+            while cluster().kubectl(&["auth", "can-i", "get", &object, "-n", "deprovisioner", "--as", who]).stdout
+                != b"yes\n"
+            {
+                assert!(std::time::Instant::now() < deadline, "the operator may still not get {object}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let c = admin().await;
         let api: Api<Secret> = Api::namespaced(c.clone(), "deprovisioner");
         for (name, key, value) in
@@ -441,10 +469,48 @@ async fn wrong_token_fails_clearly_and_no_secret_leaks_anywhere() {
 }
 
 #[tokio::test]
+async fn a_secret_or_ca_bundle_not_granted_is_not_read() {
+    // Unlisted Secrets holding the right token (one named like the chart's webhook Secret) and
+    // an unlisted CA bundle: the operator may not read them, the action fails saying so, nothing
+    // is called and the token appears nowhere.
+    let c = admin().await;
+    let base = tenant(scim());
+    let id = create_user(&base, "unlisted", "unlisted@lumos.com").await;
+    for name in ["not-listed", "deprovisioner-webhook"] {
+        let s: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"token": TOKEN}})).unwrap();
+        Api::<Secret>::namespaced(c.clone(), "deprovisioner").create(&Default::default(), &s).await.unwrap();
+        let mut rule = scim_rule(&base, json!({}));
+        rule["credentials"]["bearerToken"]["name"] = json!(name);
+        let app = app_with(json!({"scim": rule})).await;
+        let (_, answer, _) = operator().lumos(&payload(&app, "unlisted@lumos.com", &[])).await;
+        assert_eq!(answer["response"], "FAILURE", "{answer}");
+        let st = record(&answer).await;
+        assert_eq!(st.results[0].outcome, Outcome::Failed);
+        let msg = &st.results[0].message;
+        assert!(msg.contains(&format!("the operator may not read Secret deprovisioner/{name}")), "{msg}");
+        assert!(msg.contains("forbidden"), "{msg}");
+    }
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "not-listed-ca"}, "data": {"ca.crt": "x"}})).unwrap();
+    Api::<ConfigMap>::namespaced(c.clone(), "deprovisioner").create(&Default::default(), &cm).await.unwrap();
+    let app = app_with(
+        json!({"scim": scim_rule(&base, json!({"caBundle": {"configMap": {"name": "not-listed-ca", "key": "ca.crt"}}}))}),
+    )
+    .await;
+    let (_, answer, _) = operator().lumos(&payload(&app, "unlisted@lumos.com", &[])).await;
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    let msg = record(&answer).await.results[0].message.clone();
+    assert!(msg.contains("the operator may not read ConfigMap deprovisioner/not-listed-ca"), "{msg}");
+    assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], true, "the account was touched");
+    assert!(!operator().log_text().contains(TOKEN));
+}
+
+#[tokio::test]
 async fn a_rotated_secret_is_used_without_restart() {
     let c = admin().await;
     let api: Api<Secret> = Api::namespaced(c.clone(), "deprovisioner");
-    let name = unique("rotating");
+    let name = "rotating";
     let s: Secret =
         serde_json::from_value(json!({"metadata": {"name": name}, "stringData": {"token": "stale-token-000000000"}}))
             .unwrap();
@@ -456,7 +522,7 @@ async fn a_rotated_secret_is_used_without_restart() {
     let app = app_with(json!({"scim": rule})).await;
     let (_, answer, _) = operator().lumos(&payload(&app, "rot@lumos.com", &[])).await;
     assert_eq!(answer["response"], "FAILURE", "{answer}");
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"stringData": {"token": TOKEN_2}}))).await.unwrap();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(json!({"stringData": {"token": TOKEN_2}}))).await.unwrap();
     let (_, answer, _) = operator().lumos(&payload(&app, "rot@lumos.com", &[])).await;
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
     assert_eq!(get(&base, "Users", &id).await.unwrap()["active"], false);
@@ -537,7 +603,7 @@ async fn a_policy_cannot_name_another_namespace_or_put_credentials_in_the_record
 #[tokio::test]
 async fn basic_auth_credentials_from_secrets() {
     let c = admin().await;
-    let name = unique("basic");
+    let name = "basic";
     let s: Secret = serde_json::from_value(
         json!({"metadata": {"name": name}, "stringData": {"user": "svc-deprov", "password": "pa:ss w0rd"}}),
     )

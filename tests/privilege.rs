@@ -3,8 +3,12 @@
 
 mod support;
 
-use deprovisioner::crd::Outcome;
-use deprovisioner::fixtures::user;
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::{DeprovisionRequest, Outcome, RequestSource};
+use deprovisioner::fixtures::{self, user};
+use kube::Api;
+use kube::api::PostParams;
 use support::*;
 
 #[tokio::test]
@@ -29,11 +33,33 @@ async fn least_privilege_shows_which_verbs_are_needed() {
     let narrowed = rbac
         .replace("name: deprovisioner\n", &format!("name: {sa}\n"))
         .replace("name: deprovisioner-leader-election\n", &format!("name: {sa}-leader-election\n"))
+        .replace("name: deprovisioner-events\n", &format!("name: {sa}-events\n"))
+        // The admission policy names the webhook's identity: on this control plane that is the
+        // narrowed operator (the policy keeps its name, so this replaces it).
+        .replace(
+            "system:serviceaccount:deprovisioner:deprovisioner",
+            &format!("system:serviceaccount:deprovisioner:{sa}"),
+        )
         .replace("  verbs: [bind]\n", "  verbs: [bind]\n  resourceNames: [lp-bindable]\n");
     let file = cluster().dir.join(format!("{sa}.yaml"));
     std::fs::write(&file, narrowed).unwrap();
     let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The API server enforces the replaced admission policy a moment later: wait until this
+    // identity may record a webhook request (a server-side dry run goes through admission).
+    let as_sa = client_for(&cluster().kubeconfig_as(sa)).await;
+    let probe = fixtures::request(
+        &unique("probe"),
+        fixtures::request_spec("lp-probe", "probe@lumos.com").source(RequestSource::LumosWebhook).build(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = Api::<DeprovisionRequest>::all(as_sa.clone())
+        .create(&PostParams { dry_run: true, ..Default::default() }, &probe)
+        .await
+    {
+        assert!(Instant::now() < deadline, "the replaced admission policy is not enforced: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let mut op = Operator::start(OperatorOpts {
         kubeconfig: cluster().kubeconfig_as(sa),
         args: vec!["--lease-name".into(), sa.into()],

@@ -123,6 +123,57 @@ pub async fn client_for(path: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
+/// The helm that scripts/control-plane installs (building it if missing).
+pub fn helm_bin() -> PathBuf {
+    let out = Command::new(repo().join("scripts/control-plane")).arg("helm-bin").output().unwrap();
+    let helm = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("helm");
+    if !helm.exists() {
+        let st = Command::new(repo().join("scripts/control-plane")).arg("build").status().unwrap();
+        assert!(st.success(), "scripts/control-plane build failed");
+    }
+    helm
+}
+
+/// A helm command run from the repository, with its caches and configuration in the temporary
+/// directory (never the user's).
+pub fn helm_command() -> Command {
+    let mut cmd = Command::new(helm_bin());
+    cmd.current_dir(repo())
+        .env("HELM_CACHE_HOME", std::env::temp_dir().join("deprovisioner-helm/cache"))
+        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("deprovisioner-helm/config"))
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("deprovisioner-helm/data"));
+    cmd
+}
+
+/// Applies the chart's RBAC (templates/rbac.yaml, release "deprovisioner" in namespace
+/// "deprovisioner", as deploy/rbac.yaml) rendered with `--set` values, as a user installing the
+/// chart with them would get it.
+pub fn apply_chart_rbac(c: &Cluster, sets: &[&str]) {
+    let mut cmd = helm_command();
+    cmd.env_remove("KUBECONFIG").args([
+        "template",
+        "deprovisioner",
+        "charts/deprovisioner",
+        "--namespace",
+        "deprovisioner",
+        "--kube-version",
+        "1.37.2",
+        "--set",
+        "webhook.secret.existingSecret=deprovisioner-webhook",
+        "--show-only",
+        "templates/rbac.yaml",
+    ]);
+    for s in sets {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.output().expect("running helm");
+    assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
+    let file = c.dir.join(format!("{}.yaml", unique("chart-rbac")));
+    std::fs::write(&file, &out.stdout).unwrap();
+    let out = c.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "applying the chart's RBAC: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A name no other test (or test run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

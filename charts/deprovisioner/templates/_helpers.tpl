@@ -47,6 +47,16 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-leader-election" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Role (and RoleBinding) granting `get` on the listed credential Secrets and ConfigMaps. */}}
+{{- define "deprovisioner.credentialsName" -}}
+{{- printf "%s-credentials" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The Role (and RoleBinding) in namespace `default` for the requests' Events. */}}
+{{- define "deprovisioner.eventsName" -}}
+{{- printf "%s-events" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "deprovisioner.leaseName" -}}
 {{- default (include "deprovisioner.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
@@ -88,6 +98,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and .Values.webhook.secret.value .Values.webhook.secret.existingSecret }}
 {{- fail "webhook.secret: set either value or existingSecret, not both" }}
 {{- end }}
+{{- include "deprovisioner.validateCredentials" . }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled is true but ingress.host is empty: set the public host name Lumos calls" }}
 {{- end }}
@@ -115,6 +126,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- range $i, $line := splitList "\n" (trimSuffix "\n" .) }}
 {{- if not (regexMatch "^[!-~]{16,}$" $line) }}
 {{- fail (printf "webhook.secret.value: line %d must be at least 16 printable characters without spaces (one secret per line, two during a rotation); the secret is not shown" (add1 $i)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+rbac.credentials may never grant the webhook Secret (the operator already has it as a file; a
+policy could send it to any URL) or Helm's release storage (sh.helm.release.v1.<release>.v<n>:
+every value of every release, secrets included), whatever the chart's name or release.
+*/}}
+{{- define "deprovisioner.validateCredentials" -}}
+{{- $webhook := include "deprovisioner.secretName" . }}
+{{- range .Values.rbac.credentials.secretNames }}
+{{- if eq . $webhook }}
+{{- fail (printf "rbac.credentials.secretNames must not list %q: it is the webhook Secret (the operator reads it as a file; a policy could send it to another system)" .) }}
+{{- end }}
+{{- end }}
+{{- range $field, $names := dict "secretNames" .Values.rbac.credentials.secretNames "configMapNames" .Values.rbac.credentials.configMapNames }}
+{{- range $names }}
+{{- if hasPrefix "sh.helm.release." . }}
+{{- fail (printf "rbac.credentials.%s must not list %q: it is Helm's release storage (every value of a release, secrets included)" $field .) }}
 {{- end }}
 {{- end }}
 {{- end }}
