@@ -16,7 +16,9 @@ use deprovisioner::crd::{Action, BindingScope, DeprovisionPolicy, DeprovisionReq
 use deprovisioner::egress::check_url;
 use deprovisioner::fixtures::{self, subject};
 use deprovisioner::plan::subject::{Principal, Protected, is_system_name};
-use deprovisioner::plan::template::{json_escape, render, render_escaped, scim_filter, url_escape, validate};
+use deprovisioner::plan::template::{
+    TemplateError, json_escape, render, render_escaped, render_url, scim_filter, url_escape, validate,
+};
 use deprovisioner::plan::{Observed, PlanError, compute, glob_match, validate_policy};
 use deprovisioner::webhook::payload::parse;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
@@ -42,7 +44,7 @@ fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
         "[a-zA-Z0-9@.:/?#%{}\"'\\\\\t\n\r \u{0}\u{7f}\u{2028}éß€😀-]{0,24}",
-        select(vec!["", " ", "\"", "\\", "\\\"", "{{", "}}", "%", "%2F", "../", "a/b", "\u{0}", "é", "😀"])
+        select(vec!["", " ", "\"", "\\", "\\\"", "{{", "}}", "%", "%2F", "../", "a/b", "\u{0}", "é", "😀", ".", ".."])
             .prop_map(String::from),
     ]
 }
@@ -275,9 +277,18 @@ proptest! {
         prop_assert!(e.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'%'), "{:?}", e);
         prop_assert_eq!(percent_encoding::percent_decode_str(&e).decode_utf8().unwrap(), v.as_str());
 
+        // Rendered as the planner renders URLs: `.` and `..` are refused (a URL path reads even
+        // `%2E%2E` as a step up); every other value stays inside its one segment.
         let base = Url::parse("https://api.example:8443/v1/users/x/disable?tenant=t#frag").unwrap();
         let t = "https://api.example:8443/v1/users/{{custom_fields.x}}/disable?tenant=t#frag";
-        let rendered = render_escaped(t, &spec, url_escape).unwrap();
+        let x = spec.custom_fields["x"].as_str();
+        if x == "." || x == ".." {
+            let refused = matches!(render_url(t, &spec), Err(TemplateError::DotSegment { .. }));
+            prop_assert!(refused, "{:?} was not refused", x);
+            return Ok(());
+        }
+        let rendered = render_url(t, &spec).unwrap();
+        prop_assert_eq!(&rendered, &render_escaped(t, &spec, url_escape).unwrap());
         let url = Url::parse(&rendered).unwrap();
         prop_assert_eq!(url.scheme(), base.scheme());
         prop_assert_eq!(url.host(), base.host());
@@ -431,7 +442,7 @@ fn hostile_url() -> impl Strategy<Value = String> {
 fn url_values() -> impl Strategy<Value = String> {
     prop_oneof![
         value(),
-        select(vec!["evil.example", "169.254.169.254", "a@evil.example", "/evil", "x:1", "[::1]", "..", "%2e"])
+        select(vec!["evil.example", "169.254.169.254", "a@evil.example", "/evil", "x:1", "[::1]", "..", ".", "%2e"])
             .prop_map(String::from),
     ]
 }
@@ -466,7 +477,7 @@ proptest! {
         // with any request values, the call goes to the same scheme, host and port.
         if validate(&raw).is_ok() {
             let spec = spec_with(values);
-            if let Ok(rendered) = render_escaped(&raw, &spec, url_escape) {
+            if let Ok(rendered) = render_url(&raw, &spec) {
                 let r = Url::parse(&rendered);
                 prop_assert!(r.is_ok(), "{:?} rendered to {:?}, not a URL", raw, rendered);
                 let r = r.unwrap();
@@ -954,4 +965,37 @@ fn a_template_cannot_reach_the_host_through_another_separator() {
     }
     // Templates after the host stay allowed however the separator is written.
     assert!(check_url("https:/h.example/u/{{target_user.email}}", false).is_ok());
+}
+
+/// `url_escape(".")` is `%2E`, which URL parsers (WHATWG, so reqwest) read as the dot segment
+/// `.`, and `%2E%2E` as `..`: a request value `..` (a custom field, or the local part of a
+/// target email `..@lumos.com`) turned `DELETE /orgs/acme/members/{{..}}` into
+/// `DELETE /orgs/acme/`. The planner now refuses such a value. Found by
+/// `url_escaped_values_stay_in_their_path_segment`.
+#[test]
+fn a_request_value_cannot_step_out_of_its_url_path_segment() {
+    let escaped = Url::parse(&format!("https://api.example/orgs/acme/members/{}", url_escape(".."))).unwrap();
+    assert_eq!(escaped.path(), "/orgs/acme/", "why the planner must refuse it: the parser steps up");
+
+    let http = json!({"system": "api", "method": "DELETE", "url": "https://api.example/orgs/acme/members/{{target_user.email_local}}"});
+    let policy = fixtures::policy(
+        "p",
+        json!({"application": {"appId": "demo_app"}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}], "rules": [{"http": http}]}),
+    );
+    for local in [".", ".."] {
+        let spec = fixtures::request_spec("demo_app", &format!("{local}@lumos.com")).build();
+        let r = compute(&spec, std::slice::from_ref(&policy), &Observed::default(), &Protected::default());
+        assert!(
+            matches!(&r, Err(PlanError::Template { source: TemplateError::DotSegment { value, .. }, .. }) if value == local),
+            "{local}: {r:?}"
+        );
+    }
+    let spec = fixtures::request_spec("demo_app", "...@lumos.com").build();
+    let plan = compute(&spec, &[policy], &Observed::default(), &Protected::default()).unwrap();
+    let Action::HttpCall(call) = &plan.actions[0].action else { panic!("{plan:?}") };
+    assert_eq!(call.url, "https://api.example/orgs/acme/members/%2E%2E%2E", "three dots are a name");
+    assert_eq!(
+        render_url("https://h.example/q?u={{target_user.email}}", &spec).unwrap(),
+        "https://h.example/q?u=%2E%2E%2E%40lumos%2Ecom"
+    );
 }
