@@ -552,7 +552,7 @@ fn binding_seed() -> impl Strategy<Value = RbSeed> {
         0..4usize,
         any::<bool>(),
         prop::bool::weighted(0.1),
-        prop::collection::vec(0..n, 0..5),
+        prop::collection::vec(prop_oneof![0..n, 0..5usize], 0..5),
     )
 }
 
@@ -604,20 +604,20 @@ fn observed_from(rbs: Vec<RbSeed>, crbs: Vec<RbSeed>) -> Observed {
 /// Subject templates: the target user (any case, with a prefix), names typed by the requester
 /// (possibly `system:` ones), ServiceAccounts (possibly protected ones).
 fn subject_template() -> impl Strategy<Value = Value> {
+    let user = |ci| json!({"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": ci});
+    let oidc = |ci| json!({"kind": "User", "name": "{{target_user.email}}", "prefix": "oidc:", "caseInsensitive": ci});
+    let group = |ci| json!({"kind": "Group", "name": "{{custom_fields.group}}", "caseInsensitive": ci});
+    let sa = |ns| json!({"kind": "ServiceAccount", "name": "{{custom_fields.username}}", "namespace": ns});
     prop_oneof![
-        any::<bool>().prop_map(|ci| json!({"kind": "User", "name": "{{target_user.email}}", "caseInsensitive": ci})),
-        any::<bool>().prop_map(
-            |ci| json!({"kind": "User", "name": "{{target_user.email}}", "prefix": "oidc:", "caseInsensitive": ci})
-        ),
-        Just(json!({"kind": "User", "name": "{{target_user.email}}", "prefix": "system:"})),
-        Just(json!({"kind": "User", "name": "{{custom_fields.username}}", "allowedNames": ["p*", "x"]})),
-        Just(json!({"kind": "User", "name": "system:serviceaccount:team-a:{{custom_fields.username}}"})),
-        any::<bool>().prop_map(|ci| json!({"kind": "Group", "name": "{{custom_fields.group}}", "caseInsensitive": ci})),
-        select(NAMESPACES.to_vec())
-            .prop_map(|ns| json!({"kind": "ServiceAccount", "name": "{{custom_fields.username}}", "namespace": ns})),
-        Just(
-            json!({"kind": "ServiceAccount", "name": "{{custom_fields.username}}", "namespace": "{{custom_fields.ns}}", "allowedNamespaces": ["team-*", "kube-*"]})
-        ),
+        6 => any::<bool>().prop_map(user),
+        2 => any::<bool>().prop_map(oidc),
+        1 => Just(json!({"kind": "User", "name": "{{target_user.email}}", "prefix": "system:"})),
+        1 => Just(json!({"kind": "User", "name": "{{custom_fields.username}}", "allowedNames": ["p*", "x"]})),
+        1 => Just(json!({"kind": "User", "name": "system:serviceaccount:team-a:{{custom_fields.username}}"})),
+        2 => any::<bool>().prop_map(group),
+        2 => select(NAMESPACES.to_vec()).prop_map(sa),
+        1 => Just(json!({"kind": "ServiceAccount", "name": "{{custom_fields.username}}",
+                         "namespace": "{{custom_fields.ns}}", "allowedNamespaces": ["team-*", "kube-*"]})),
     ]
 }
 
@@ -637,8 +637,12 @@ fn role_ref_filter() -> impl Strategy<Value = Option<Value>> {
 
 /// Rules from the templates a policy is written with.
 fn rule() -> impl Strategy<Value = Value> {
-    let perms =
-        prop_oneof![Just(vec![]), Just(vec!["Admin"]), Just(vec!["team-*"]), Just(vec!["Admin", "kube-system"])];
+    let perms = prop_oneof![
+        6 => Just(vec![]),
+        1 => Just(vec!["Admin"]),
+        1 => Just(vec!["team-*"]),
+        1 => Just(vec!["Admin", "kube-system"]),
+    ];
     let body = prop_oneof![
         (some_of(NAMESPACES.to_vec()), some_of(BINDING_NAMES.to_vec()), role_ref_filter(), any::<bool>()).prop_map(
             |(nss, names, role_ref, labelled)| {
@@ -655,8 +659,11 @@ fn rule() -> impl Strategy<Value = Value> {
                 json!({"roleBindings": rb})
             }
         ),
-        (some_of(NAMESPACES.to_vec()), any::<bool>()).prop_map(|(nss, from_perm)| {
-            json!({"namespaceAccess": {"namespaces": nss, "fromPermissionValue": from_perm || nss.is_empty()}})
+        (some_of(NAMESPACES.to_vec()), prop::bool::weighted(0.1)).prop_map(|(mut nss, from_perm)| {
+            if nss.is_empty() && !from_perm {
+                nss.push("team-a");
+            }
+            json!({"namespaceAccess": {"namespaces": nss, "fromPermissionValue": from_perm}})
         }),
         (some_of(BINDING_NAMES.to_vec()), role_ref_filter(), any::<bool>()).prop_map(|(names, role_ref, labelled)| {
             let mut crb = json!({"names": names});
@@ -679,12 +686,12 @@ fn rule() -> impl Strategy<Value = Value> {
 
 fn policies() -> impl Strategy<Value = Vec<DeprovisionPolicy>> {
     let one = (
-        select(vec!["demo_app", "demo_app", "other_app"]),
+        select(vec!["demo_app", "demo_app", "demo_app", "other_app"]),
         prop::collection::vec(subject_template(), 1..3),
         prop::collection::vec(rule(), 1..4),
         select(vec!["Delete", "Keep"]),
     );
-    prop::collection::vec(one, 0..3).prop_map(|ps| {
+    prop::collection::vec(one, 1..4).prop_map(|ps| {
         ps.into_iter()
             .enumerate()
             .map(|(i, (app, subjects, rules, empty))| {
@@ -699,7 +706,7 @@ fn policies() -> impl Strategy<Value = Vec<DeprovisionPolicy>> {
 
 fn request() -> impl Strategy<Value = DeprovisionRequestSpec> {
     (
-        some_of(vec!["Admin", "team-a", "kube-system", "Bad Name"]),
+        prop_oneof![3 => Just(vec![]), 1 => some_of(vec!["Admin", "team-a", "kube-system", "Bad Name"])],
         select(vec!["pparker", "x", "deprovisioner", "PParker"]),
         select(vec!["pparker", "system:masters", "Peter@Lumos.com"]),
         select(vec!["team-a", "kube-system", "deprovisioner"]),
@@ -941,6 +948,61 @@ proptest! {
             let operator_removed = !operator_known && why.starts_with("ServiceAccount deprovisioner/deprovisioner");
             prop_assert!(operator_removed, "{}\nplan: {:#?}", why, outcome);
         }
+    }
+}
+
+/// The planner property is only as good as the worlds it sees: with the default seed, they must
+/// reach plans that remove subjects (from RoleBindings and ClusterRoleBindings) and each of the
+/// refusals the invariants are about, not just "no policy".
+#[test]
+fn the_planner_worlds_reach_removals_and_refusals() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let world = (
+        request(),
+        policies(),
+        prop::collection::vec(binding_seed(), 0..10),
+        prop::collection::vec(binding_seed(), 0..5),
+    );
+    let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())) };
+    let mut seen = BTreeMap::<&str, usize>::new();
+    for _ in 0..512 {
+        let (spec, all, rbs, crbs) = world.new_tree(&mut runner).unwrap().current();
+        let observed = observed_from(rbs, crbs);
+        let outcome = compute(&spec, &all, &observed, &protected);
+        let removals = |scope: fn(&BindingScope) -> bool| {
+            outcome.as_ref().is_ok_and(|p| {
+                p.actions
+                    .iter()
+                    .any(|a| matches!(&a.action, Action::RemoveBindingSubject(b) if scope(&b.binding.scope)))
+            })
+        };
+        if removals(|s| matches!(s, BindingScope::Namespaced(_))) {
+            *seen.entry("removes from a RoleBinding").or_default() += 1;
+        }
+        if removals(|s| matches!(s, BindingScope::Cluster)) {
+            *seen.entry("removes from a ClusterRoleBinding").or_default() += 1;
+        }
+        let kind = match &outcome {
+            Ok(_) => "planned",
+            Err(PlanError::Protected(_)) => "Protected",
+            Err(PlanError::NoPolicy(_)) => "NoPolicy",
+            Err(PlanError::NotAllowed { .. }) => "NotAllowed",
+            Err(PlanError::ConflictingPolicies { .. }) => "ConflictingPolicies",
+            Err(_) => "other refusal",
+        };
+        *seen.entry(kind).or_default() += 1;
+    }
+    let at_least = [
+        ("removes from a RoleBinding", 20),
+        ("removes from a ClusterRoleBinding", 10),
+        ("Protected", 20),
+        ("NotAllowed", 10),
+        ("ConflictingPolicies", 3),
+    ];
+    for (kind, n) in at_least {
+        assert!(seen.get(kind).is_some_and(|&k| k >= n), "{kind} reached too rarely: {seen:?}");
     }
 }
 
