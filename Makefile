@@ -1,4 +1,4 @@
-.PHONY: dev test check generate control-plane
+.PHONY: dev test check generate control-plane properties
 
 # Run the operator on a local control plane with a demo, and print a curl to try it.
 dev:
@@ -7,6 +7,10 @@ dev:
 # Every test: unit tests and the end-to-end suites against a real kube-apiserver and etcd.
 test: control-plane
 	cargo test --all-targets
+
+# A longer property-test search than `make test` runs (tests/properties.rs; PROPTEST_CASES overrides).
+properties:
+	PROPTEST_CASES=$${PROPTEST_CASES:-20000} cargo test --test properties
 
 # Build (or find cached) kube-apiserver, kubectl, etcd and helm.
 control-plane:

@@ -78,6 +78,10 @@ pub fn check_url(raw: &str, allow_link_local: bool) -> Result<(Url, Egress), Str
     let egress = Egress { loopback_only, allow_link_local };
     let refused = match url.host() {
         None => return Err(format!("{raw:?} names no host")),
+        // The parser also reads `https:{{..}}`, `https:/{{..}}` and backslashes as an authority.
+        Some(Host::Domain(d)) if d.contains("{{") || d.contains("}}") => {
+            return Err(format!("{raw:?} must name its host literally"));
+        }
         Some(Host::Ipv4(ip)) => egress.refuses(IpAddr::V4(ip)),
         Some(Host::Ipv6(ip)) => egress.refuses(IpAddr::V6(ip)),
         // Only `localhost` may be a name for loopback; it is held to loopback again when resolved.

@@ -269,7 +269,7 @@ fn render_external(
             }))
         }
         ExternalCall::Http(t) => {
-            let url = template::render_escaped(&t.url, spec, template::url_escape).map_err(err)?;
+            let url = template::render_url(&t.url, spec).map_err(err)?;
             let body = t
                 .body
                 .as_deref()

@@ -28,6 +28,16 @@ pub enum TemplateError {
         /// The field.
         field: String,
     },
+    /// A value a URL path reads as a step (`.` or `..`, even percent-encoded), not as a name.
+    #[error("template {template:?}: {field} is {value:?}, which a URL path reads as a step, not a name")]
+    DotSegment {
+        /// The template.
+        template: String,
+        /// The field.
+        field: String,
+        /// The value.
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +147,19 @@ pub fn render_escaped(
         }
     }
     Ok(out)
+}
+
+/// Renders a URL template, values percent-encoded ([`url_escape`]). A value that is `.` or `..`
+/// is refused: URL parsers read `%2E` and `%2E%2E` as dot segments, so it would change the path.
+pub fn render_url(template: &str, spec: &DeprovisionRequestSpec) -> Result<String, TemplateError> {
+    for part in parse(template)? {
+        if let Part::Field(f) = part
+            && let Some(value) = lookup(spec, f).filter(|v| v == "." || v == "..")
+        {
+            return Err(TemplateError::DotSegment { template: template.into(), field: f.into(), value });
+        }
+    }
+    render_escaped(template, spec, url_escape)
 }
 
 /// Escapes a value for the inside of a JSON string (no surrounding quotes).
