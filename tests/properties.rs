@@ -869,6 +869,9 @@ fn check_plan(
         }
         Err(PlanError::NoPolicy(_)) => return matching.is_empty().then_some(()).ok_or("NoPolicy with policies".into()),
         Err(PlanError::TooLarge(n)) => return Err(format!("TooLarge({n}) from a small world")),
+        Err(PlanError::RecordTooLarge { needed, .. }) => {
+            return Err(format!("RecordTooLarge({needed}) from a small world"));
+        }
         Err(
             PlanError::UnmappedPermission { .. }
             | PlanError::Template { .. }
