@@ -3,8 +3,9 @@
 //! - `https://`, or plain `http://` only to loopback (an IP literal or `localhost`, which must
 //!   resolve to loopback when called);
 //! - no credentials in the URL (userinfo): they belong in Secrets;
-//! - link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254) are
-//!   refused for every scheme unless the policy sets `allowLinkLocalAddresses`.
+//! - link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, fd00:ec2::254, and IPv4
+//!   ones written as IPv6: mapped, compatible or NAT64) are refused for every scheme unless the
+//!   policy sets `allowLinkLocalAddresses`.
 //!
 //! [`GuardedResolver`] applies the same address rules to whatever a host name resolves to at call
 //! time, so a DNS name cannot lead a call where a literal address could not.
@@ -26,17 +27,36 @@ pub struct Egress {
 /// The AWS IPv6 metadata address.
 const EC2_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
-/// The address as IPv4 when it is an IPv4-mapped IPv6 address.
+/// The IPv4 address an IPv6 address carries, if it carries one: IPv4-mapped (`::ffff:a.b.c.d`),
+/// IPv4-compatible (`::a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`, which a NAT64 gateway routes to
+/// that IPv4 address).
+fn embedded_v4(v6: Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|&x| x == 0);
+    let compatible = s[..6].iter().all(|&x| x == 0) && (s[6] != 0 || s[7] > 1); // not :: or ::1
+    match () {
+        _ if nat64 || compatible => {
+            Some(std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8))
+        }
+        _ => v6.to_ipv4_mapped(),
+    }
+}
+
+/// The address as IPv4 when it is an IPv6 address carrying one.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
         v4 => v4,
     }
 }
 
-/// Loopback: 127.0.0.0/8 or ::1 (also IPv4-mapped).
+/// Loopback: 127.0.0.0/8 or ::1 (also IPv4-mapped; not the other IPv6 forms, which do not reach
+/// this host's loopback).
 pub fn is_loopback(ip: IpAddr) -> bool {
-    canonical(ip).is_loopback()
+    match ip {
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V4(v4) => v4.is_loopback(),
+    }
 }
 
 /// Link-local (169.254.0.0/16, fe80::/10) or a cloud metadata address.

@@ -25,6 +25,8 @@ fn plain_http_reaches_loopback_only_however_the_host_is_written() {
         "http://127.0.0.1.nip.io/x",
         "http://0x7f000001.example/x",
         "http://[::ffff:10.0.0.1]/x",
+        "http://[::127.0.0.1]/x",
+        "http://[64:ff9b::7f00:1]/x",
         "http://2130706433.example/x",
     ] {
         assert!(check_url(bad, false).is_err(), "{bad} was allowed");
@@ -45,6 +47,8 @@ fn link_local_and_metadata_addresses_need_an_explicit_opt_in() {
         "https://[fd00:ec2::254]/x",
         "https://[fe80::1]/x",
         "https://[::ffff:169.254.169.254]/x",
+        "https://[::169.254.169.254]/x",
+        "https://[64:ff9b::a9fe:a9fe]/x",
         "http://169.254.169.254/x",
     ] {
         assert!(refused(bad).contains("link-local") || refused(bad).contains("loopback"), "{bad}");
