@@ -60,19 +60,6 @@ async fn crash_after_part_of_the_plan_resumes_without_repeating_work() {
     }
 }
 
-struct Frozen(i32);
-impl Frozen {
-    fn freeze(pid: i32) -> Frozen {
-        assert!(std::process::Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
-        Frozen(pid)
-    }
-}
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
-    }
-}
-
 #[tokio::test]
 async fn api_server_outage_answers_in_time_and_loses_nothing() {
     let cl = own_cluster();

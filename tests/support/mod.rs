@@ -503,3 +503,19 @@ pub fn phase(r: &DeprovisionRequest) -> Phase {
 pub fn name_of<K: ResourceExt>(k: &K) -> String {
     k.name_any()
 }
+
+/// A process stopped (SIGSTOP) until dropped (SIGCONT), e.g. the API server during an outage.
+pub struct Frozen(i32);
+
+impl Frozen {
+    pub fn freeze(pid: i32) -> Frozen {
+        assert!(Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap().success());
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
