@@ -241,3 +241,50 @@ async fn get(url: &str) -> (u16, String) {
     let r = http_client().get(url).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
+
+#[tokio::test]
+async fn past_the_per_minute_cap_calls_are_answered_failure_and_nothing_is_recorded() {
+    let op = Operator::start(OperatorOpts::default().args(&[
+        "--controller=false",
+        "--max-requests-per-minute=2",
+        "--response-deadline=3s",
+    ]));
+    let c = admin().await;
+    let mut answers = vec![];
+    for i in 0..3 {
+        let (status, answer, _) = op.lumos(&payload("capped-app", &format!("cap{i}@lumos.com"), &[])).await;
+        answers.push((status, answer));
+    }
+    // The first two are recorded (and wait for a controller this replica does not run).
+    assert!(
+        answers[..2].iter().all(|(s, a)| *s == 200 && a["msg"].as_str().unwrap().contains("Still in progress")),
+        "{answers:?}"
+    );
+    let (status, refused) = &answers[2];
+    assert_eq!(*status, 200);
+    assert_eq!(refused["response"], "FAILURE");
+    assert!(
+        refused["msg"].as_str().unwrap().contains("more than 2 requests were recorded in the last minute"),
+        "{refused}"
+    );
+    assert!(requests_for(&c, "cap2@lumos.com").await.is_empty(), "nothing was recorded for the third");
+}
+
+#[tokio::test]
+async fn sigterm_answers_the_call_in_flight_before_the_process_exits() {
+    // A control plane with no controller at all: the call waits for its record until the deadline.
+    let cl = own_cluster();
+    let mut op = Operator::start(OperatorOpts::on(cl).args(&["--controller=false", "--response-deadline=3s"]));
+    let body = payload("inflight-app", "inflight@lumos.com", &[]);
+    let url = format!("{}/webhooks/lumos/deprovision", op.url);
+    let call = tokio::spawn(async move {
+        let r = http_client().post(url).bearer_auth(SECRET).json(&body).send().await.expect("answered, not reset");
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await; // the call is waiting for its record
+    op.signal("TERM");
+    let (status, answer) = call.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("Still in progress"), "{answer}");
+    assert!(op.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
+}
