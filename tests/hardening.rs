@@ -244,12 +244,11 @@ async fn get(url: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn past_the_per_minute_cap_calls_are_answered_failure_and_nothing_is_recorded() {
-    let op = Operator::start(OperatorOpts::default().args(&[
-        "--controller=false",
-        "--max-requests-per-minute=2",
-        "--response-deadline=3s",
-    ]));
-    let c = admin().await;
+    // A control plane with no controller at all: recorded requests stay unfinished.
+    let cl = own_cluster();
+    let args = ["--controller=false", "--max-requests-per-minute=2", "--response-deadline=3s"];
+    let op = Operator::start(OperatorOpts::on(cl).args(&args));
+    let c = cl.admin().await;
     let mut answers = vec![];
     for i in 0..3 {
         let (status, answer, _) = op.lumos(&payload("capped-app", &format!("cap{i}@lumos.com"), &[])).await;

@@ -243,12 +243,13 @@ impl Operator {
 
     fn start_with_secret(opts: OperatorOpts, id: String, secret_file: PathBuf) -> Operator {
         let c = opts.cluster;
-        let port = free_port();
         let log = c.dir.join(format!("{id}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
             .arg("run")
             .args(["--kubeconfig", opts.kubeconfig.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            // Port 0: the operator binds a free port itself and logs it (a port picked here and
+            // bound there could be taken in between by another test's operator).
+            .args(["--listen", "127.0.0.1:0"])
             .args(["--secret-file", secret_file.to_str().unwrap()])
             .args(["--service-account", "deprovisioner/deprovisioner"])
             .args(["--namespace", "deprovisioner"])
@@ -262,18 +263,29 @@ impl Operator {
             .expect("starting the operator");
         let pid_file = c.dir.join(format!("{id}.pid"));
         std::fs::write(&pid_file, child.id().to_string()).unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let op = Operator { child: Some(child), url, secret_file, log, pid_file };
-        op.wait_healthy();
+        let mut op = Operator { child: Some(child), url: String::new(), secret_file, log, pid_file };
+        op.url = format!("http://{}", op.wait_listening());
         op
     }
 
-    fn wait_healthy(&self) {
+    /// The address the operator logged it listens on, once it does.
+    fn wait_listening(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(s) = std::net::TcpStream::connect(self.url.trim_start_matches("http://")) {
-                drop(s);
-                return;
+            let text = strip_ansi(&self.log_text());
+            let addr = text
+                .lines()
+                .find(|l| l.contains("webhook listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(|a| a.trim_matches('"').to_string());
+            if let Some(addr) = addr {
+                return addr;
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("operator exited ({st}) before listening; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -502,6 +514,24 @@ pub fn phase(r: &DeprovisionRequest) -> Phase {
 
 pub fn name_of<K: ResourceExt>(k: &K) -> String {
     k.name_any()
+}
+
+/// Text without ANSI colour sequences (the operator's text log colours its fields).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A process stopped (SIGSTOP) until dropped (SIGCONT), e.g. the API server during an outage.
