@@ -287,3 +287,18 @@ async fn sigterm_answers_the_call_in_flight_before_the_process_exits() {
     assert!(answer["msg"].as_str().unwrap().contains("Still in progress"), "{answer}");
     assert!(op.wait_exit(Duration::from_secs(15)).is_some_and(|s| s.success()));
 }
+
+#[tokio::test]
+async fn repeats_of_a_finished_call_each_get_a_record_of_their_own() {
+    let (app, _) = bound("repeats", "r@lumos.com").await;
+    let body = payload(&app, "r@lumos.com", &[]);
+    let mut names = vec![];
+    for _ in 0..5 {
+        let (_, answer, _) = operator().lumos(&body).await;
+        assert_eq!(answer["response"], "SUCCESS", "{answer}");
+        names.push(request_name(&answer));
+    }
+    // The first three names are tried directly; past them the call's records are listed once.
+    let seqs: Vec<&str> = names.iter().map(|n| n.rsplit('-').next().unwrap()).collect();
+    assert_eq!(seqs, vec!["1", "2", "3", "4", "5"], "{names:?}");
+}

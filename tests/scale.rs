@@ -75,3 +75,29 @@ async fn memory_does_not_grow_with_finished_records() {
     );
     assert!(rss_history < rss_empty + 16.0, "memory grew with the history: {rss_empty:.1} -> {rss_history:.1} MiB");
 }
+
+#[tokio::test]
+#[ignore = "a measurement"]
+async fn sequential_one_binding_removals() {
+    let n: usize = std::env::var("CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(100);
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let ns = unique("seq");
+    namespace(&c, &ns, &[]).await;
+    let app = namespace_policy(&c, "seq", &ns).await;
+    for i in 0..n {
+        let subjects = vec![fixtures::user(&format!("s{i}@lumos.com")), fixtures::user("k@lumos.com")];
+        role_binding(&c, &ns, &format!("rb-{i}"), "edit", subjects).await;
+    }
+    let op = Operator::start(OperatorOpts::on(cl).args(&["--leader-election=false"]));
+    let _ = op.lumos(&payload(&app, "warm-up@lumos.com", &[])).await;
+    let mut took = vec![];
+    for i in 0..n {
+        let (_, answer, t) = op.lumos(&payload(&app, &format!("s{i}@lumos.com"), &[])).await;
+        assert_eq!(answer["response"], "SUCCESS", "{answer}");
+        took.push(t);
+    }
+    took.sort();
+    let at = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
+    println!("{n} sequential one-binding removals: p50 {:?}, p90 {:?}, p99 {:?}", at(0.5), at(0.9), at(0.99));
+}

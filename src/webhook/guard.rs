@@ -34,6 +34,12 @@ impl PerMinute {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         take(&mut s, self.limit, Instant::now())
     }
+
+    /// Uncounts an event taken for something that did not happen (a call that attached).
+    pub fn give_back(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.1 = s.1.saturating_sub(1);
+    }
 }
 
 fn take(state: &mut (Instant, u32), limit: u32, now: Instant) -> bool {

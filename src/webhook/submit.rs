@@ -60,6 +60,9 @@ pub(super) async fn submit_and_wait(
 /// name is an object someone else created with a name we predicted.
 const NAME_ATTEMPTS: u32 = 8;
 
+/// Names tried one by one before the call's earlier records are listed.
+const DIRECT_TRIES: u32 = 3;
+
 /// Whether `obj` is this same Lumos call recorded by the webhook: what it would remove is the
 /// same (its own spec fingerprints the same, the label agrees) and it came from the webhook.
 /// An object someone else created under a predicted name (other spec, no label, a dry run) is
@@ -76,24 +79,32 @@ fn is_terminal(obj: &DeprovisionRequest) -> bool {
 
 /// Creates the request, or returns the name of an unfinished identical one (`attached = true`).
 /// Names are `lumos-<fingerprint>-<seq>`: two concurrent identical calls race for the same name
-/// and the API server lets exactly one create it; the other reads it and attaches.
+/// and the API server lets exactly one create it; the other reads it and attaches. A repeat of a
+/// finished call takes the next free number.
 async fn submit(
     api: &Api<DeprovisionRequest>,
     recorded: &PerMinute,
     spec: DeprovisionRequestSpec,
 ) -> Result<(String, bool), SubmitError> {
     let fp = naming::fingerprint(&spec);
-    let lp = ListParams::default().labels(&format!("{}={fp}", naming::LABEL_FINGERPRINT));
-    let existing = api.list(&lp).await?.items;
-    if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp) && !is_terminal(r)) {
-        return Ok((active.name_any(), true));
-    }
     if !recorded.take() {
         return Err(SubmitError::RateLimited(recorded.limit()));
     }
-    let mut seq = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().map_or(1, |m| m + 1);
     let labels = naming::labels(&spec, &fp);
-    for _ in 0..NAME_ATTEMPTS {
+    // The first name is tried directly: no list on the hot path (a list's cost grows with the
+    // records stored). Only a call repeated many times lists its earlier records, once.
+    let mut seq = 1;
+    for attempt in 0..NAME_ATTEMPTS {
+        if attempt == DIRECT_TRIES {
+            let lp = ListParams::default().labels(&format!("{}={fp}", naming::LABEL_FINGERPRINT));
+            let existing = api.list(&lp).await?.items;
+            if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp) && !is_terminal(r)) {
+                recorded.give_back();
+                return Ok((active.name_any(), true));
+            }
+            let last = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().unwrap_or(0);
+            seq = seq.max(last + 1);
+        }
         let name = naming::request_name(&fp, seq);
         let obj = DeprovisionRequest {
             metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels.clone()), ..Default::default() },
@@ -103,7 +114,12 @@ async fn submit(
         match api.create(&PostParams::default(), &obj).await {
             Ok(_) => return Ok((name, false)),
             Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
-                Some(taken) if is_same_call(&taken, &fp) && !is_terminal(&taken) => return Ok((name, true)),
+                Some(taken) if is_same_call(&taken, &fp) && !is_terminal(&taken) => {
+                    recorded.give_back();
+                    return Ok((name, true));
+                }
+                // A finished record of this same call: this call is a repeat, with the next name.
+                Some(taken) if is_same_call(&taken, &fp) => seq += 1,
                 Some(_) => {
                     tracing::warn!(request = %name, "the predicted name is taken by another object; trying the next");
                     seq += 1;
