@@ -1,5 +1,5 @@
 //! One reconcile of one request, dispatched on its phase: plan a `Pending` request, execute an
-//! `InProgress` one, keep or delete a terminal one.
+//! `InProgress` one, leave a terminal one to the retention sweep.
 
 use std::sync::Arc;
 
@@ -176,7 +176,7 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
             Err(e) if e.is_transient() => return rec.transient(st, e).await,
             Err(e) => {
                 let details = e.external_details().cloned();
-                summary::result(&action, &email, Outcome::Failed, crate::text::clip(e.to_string()), details)
+                summary::result(&action, &email, Outcome::Failed, e.to_string(), details)
             }
         };
         let labels = ActionLabels { kind: action.kind().as_str(), outcome: result.outcome.as_str() };

@@ -166,7 +166,7 @@ impl Record {
         let email = self.obj.spec.target_user.email.clone();
         for a in st.plan.clone() {
             if !st.results.iter().any(|r| r.id == a.id) {
-                st.results.push(summary::result(&a, &email, Outcome::Failed, text::clip(&give_up), None));
+                st.results.push(summary::result(&a, &email, Outcome::Failed, give_up.clone(), None));
             }
         }
         if !st.plan.is_empty() {
