@@ -31,7 +31,8 @@ fn world() -> Observed {
                     .role(if b % 2 == 0 { "edit" } else { "view" })
                     .subjects(subjects)
                     .uid(&format!("{n}-{b}"))
-                    .build(),
+                    .build()
+                    .into(),
             );
         }
     }
@@ -41,7 +42,8 @@ fn world() -> Observed {
                 .role("view")
                 .subjects((0..5).map(|s| subject(c + s)))
                 .uid(&format!("c{c}"))
-                .build(),
+                .build()
+                .into(),
         );
     }
     o

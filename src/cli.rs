@@ -99,6 +99,13 @@ pub struct RunArgs {
     /// Run the controller in this process (false: serve only the webhook, e.g. extra replicas).
     #[arg(long, env = "DEPROVISIONER_RUN_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set)]
     pub controller: bool,
+    /// Plan from an index of bindings kept by watches (false: list the bindings in scope for
+    /// every request, slower with many bindings; needs no sentinel bindings).
+    #[arg(long, env = "DEPROVISIONER_BINDING_INDEX", default_value_t = true, action = clap::ArgAction::Set)]
+    pub binding_index: bool,
+    /// The binding index's sentinel RoleBinding (in `--namespace`) and ClusterRoleBinding.
+    #[arg(long, env = "DEPROVISIONER_INDEX_BARRIER", default_value = "deprovisioner-index-barrier")]
+    pub index_barrier: String,
     /// Run the controller only while holding a Lease (set false for a single local process).
     #[arg(long, env = "DEPROVISIONER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,

@@ -8,8 +8,10 @@ pub mod controller;
 pub mod crd;
 pub mod egress;
 pub mod exec;
+pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod index;
 pub mod metrics;
 pub mod plan;
 pub mod text;

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 use deprovisioner::cli::{Cli, Command, LogFormat, RunArgs};
-use deprovisioner::controller::{self, Settings};
+use deprovisioner::controller::{self, Settings, Shared};
+use deprovisioner::finished::{self, Finished};
+use deprovisioner::index::BindingIndex;
 use deprovisioner::metrics::Metrics;
 use deprovisioner::plan::subject::{self, Protected};
 use deprovisioner::webhook::auth::{HeaderScheme, SecretFile};
@@ -130,6 +132,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let stopped = stop.clone().cancelled_owned();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
     }
+    // Kept on every replica, leading or not: a replica that takes over plans at once.
+    let shared = Shared {
+        index: (args.controller && args.binding_index)
+            .then(|| BindingIndex::start(&client, &args.namespace, &args.index_barrier, &stop)),
+        finished: Finished::new(),
+        handoff: Default::default(),
+    };
+    tokio::spawn(finished::watch(
+        client.clone(),
+        shared.finished.clone(),
+        controller::unfinished_selector(),
+        stop.clone(),
+    ));
     let state = Arc::new(WebhookState {
         client: client.clone(),
         secret,
@@ -141,6 +156,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         unauthenticated: PerSource::new(args.unauthenticated_per_minute),
         recorded: PerMinute::new(args.max_requests_per_minute),
         controller_alive: AtomicBool::new(true),
+        finished: shared.finished.clone(),
+        handoff: shared.handoff.clone(),
     });
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -168,7 +185,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down: draining the webhook");
         on_signal.cancel();
     });
-    let controllers = run_controllers(client, settings, &args, stop.clone());
+    let controllers = run_controllers(client, settings, shared, &args, stop.clone());
     let ran = match args.controller_stops_after {
         // Fault injection (tests): the controller's future ends as if a dependency died.
         Some(after) => tokio::time::timeout(after, controllers).await.unwrap_or(Ok(())),
@@ -194,6 +211,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn run_controllers(
     client: Client,
     settings: Settings,
+    shared: Shared,
     args: &RunArgs,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -203,14 +221,14 @@ async fn run_controllers(
         return Ok(());
     }
     if !args.leader_election {
-        controller::run(client, settings, stop).await;
+        controller::run(client, settings, shared, stop).await;
         return Ok(());
     }
     let Some(manager) = lease_manager(&client, args, &stop).await else {
         return Ok(()); // stopped before the Lease could be set up
     };
     let (leader, task) = manager.watch().await;
-    let led = lead(client, settings, leader, &stop).await;
+    let led = lead(client, settings, shared, leader, &stop).await;
     // Every receiver is gone: the manager releases the Lease, so another replica takes over at
     // once instead of waiting for it to expire (a rolling upgrade has no gap).
     match tokio::time::timeout(Duration::from_secs(5), task).await {
@@ -226,6 +244,7 @@ async fn run_controllers(
 async fn lead(
     client: Client,
     settings: Settings,
+    shared: Shared,
     mut leader: tokio::sync::watch::Receiver<bool>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -245,7 +264,7 @@ async fn lead(
             }
             on_loss.cancel();
         });
-        controller::run(client.clone(), settings.clone(), term).await;
+        controller::run(client.clone(), settings.clone(), shared.clone(), term).await;
         watch_loss.abort();
         let _ = watch_loss.await; // its receiver clone must be gone before the Lease is released
         if stop.is_cancelled() {

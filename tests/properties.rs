@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use deprovisioner::crd::{Action, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, SubjectRef};
 use deprovisioner::egress::check_url;
@@ -577,7 +578,7 @@ fn observed_from(rbs: Vec<RbSeed>, crbs: Vec<RbSeed>) -> Observed {
         if deleting {
             b.metadata.deletion_timestamp = Some(Time(Default::default()));
         }
-        role_bindings.push(b);
+        role_bindings.push(b.into());
     }
     let mut seen = BTreeSet::new();
     let mut cluster_role_bindings = Vec::new();
@@ -595,7 +596,7 @@ fn observed_from(rbs: Vec<RbSeed>, crbs: Vec<RbSeed>) -> Observed {
         if deleting {
             b.metadata.deletion_timestamp = Some(Time(Default::default()));
         }
-        cluster_role_bindings.push(b);
+        cluster_role_bindings.push(b.into());
     }
     let namespaces = NAMESPACES.iter().map(|n| fixtures::namespace(n, &[("team", n)])).collect();
     Observed { namespaces, role_bindings, cluster_role_bindings }
@@ -836,12 +837,12 @@ fn find_subjects<'a>(
         BindingScope::Namespaced(ns) => observed
             .role_bindings
             .iter()
-            .find(|b: &&RoleBinding| pick(&b.metadata) && b.metadata.namespace.as_deref() == Some(ns))
+            .find(|b: &&Arc<RoleBinding>| pick(&b.metadata) && b.metadata.namespace.as_deref() == Some(ns))
             .map(|b| (b.subjects.as_deref().unwrap_or(&[]), b.metadata.deletion_timestamp.is_some())),
         BindingScope::Cluster => observed
             .cluster_role_bindings
             .iter()
-            .find(|b: &&ClusterRoleBinding| pick(&b.metadata))
+            .find(|b: &&Arc<ClusterRoleBinding>| pick(&b.metadata))
             .map(|b| (b.subjects.as_deref().unwrap_or(&[]), b.metadata.deletion_timestamp.is_some())),
     }
 }

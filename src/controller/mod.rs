@@ -6,6 +6,7 @@
 //! `reconcile` dispatches on the request's phase; `record` owns every write of the status;
 //! `summary` words the messages; `retention` sweeps old records; `policy` validates policies.
 
+mod local;
 mod policy;
 mod reconcile;
 mod record;
@@ -24,8 +25,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::crd::{DeprovisionPolicy, DeprovisionRequest};
 use crate::exec;
+use crate::finished::Finished;
+use crate::index::BindingIndex;
 use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
+
+pub use local::Handoff;
+pub use retention::unfinished_selector;
 
 /// Controller settings.
 #[derive(Debug, Clone)]
@@ -50,20 +56,37 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
 }
 
-/// Shared state of the reconcilers.
+/// What the controller shares with the rest of the process, which outlives it (the controller
+/// runs only while this replica leads).
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The binding index (kept warm on every replica); without it plans list bindings.
+    pub index: Option<Arc<BindingIndex>>,
+    /// Where finished requests are told to waiting webhook calls.
+    pub finished: Arc<Finished>,
+    /// Requests the webhook here hands straight to the controller here.
+    pub handoff: Arc<Handoff>,
+}
+
+/// Shared state of the reconcilers, for one term of leadership.
 pub struct Context {
     client: Client,
-    recorder: Recorder,
     settings: Settings,
     exec: exec::Env,
+    shared: Shared,
+    /// Requests as this controller last wrote them, and one reconcile at a time per request.
+    local: local::Local,
+    events: local::Events,
 }
 
 impl Context {
     /// The context the reconcilers share.
-    pub fn new(client: Client, settings: Settings) -> Arc<Context> {
+    pub fn new(client: Client, settings: Settings, shared: Shared) -> Arc<Context> {
         let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
         let exec = exec::Env { client: client.clone(), namespace: settings.namespace.clone() };
-        Arc::new(Context { recorder: Recorder::new(client.clone(), reporter), client, settings, exec })
+        let events = local::Events::start(Recorder::new(client.clone(), reporter));
+        let local = local::Local::new(settings.concurrency);
+        Arc::new(Context { client, settings, exec, shared, local, events })
     }
 }
 
@@ -109,11 +132,13 @@ impl Error {
 }
 
 /// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `stop` is cancelled.
-pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
-    let ctx = Context::new(client.clone(), settings);
+/// Requests reach them by their watch and, faster, by the webhook's handoff.
+pub async fn run(client: Client, settings: Settings, shared: Shared, stop: CancellationToken) {
+    let ctx = Context::new(client.clone(), settings, shared);
+    let handed = local::take_handoffs(ctx.clone(), stop.clone());
     let unfinished = watcher::Config::default().fields(&retention::unfinished_selector());
+    // The number of requests worked at once is bounded in `reconcile` (shared with handoffs).
     let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), unfinished)
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {
@@ -126,7 +151,7 @@ pub async fn run(client: Client, settings: Settings, stop: CancellationToken) {
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(policy::reconcile, policy::error_policy, ctx)
         .for_each(|_| async {});
-    futures::join!(requests, policies, sweep);
+    futures::join!(requests, policies, sweep, handed);
 }
 
 fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, ctx: Arc<Context>) -> Action {

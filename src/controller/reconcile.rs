@@ -21,16 +21,28 @@ use crate::exec::{self, ExecError};
 use crate::metrics::ActionLabels;
 use crate::plan::{self, Observed, PlanError};
 
-/// Reconciles a request from a fresh read, never the cache: a cache one status write behind
-/// would run actions whose results are already recorded. Every status write is a replace
-/// guarded by resourceVersion, so two controllers can never interleave their records.
+/// Reconciles a request from the freshest copy: as this controller last wrote it, or else read
+/// afresh, never the watch's cache (one status write behind, it would run actions whose results
+/// are already recorded). Every status write is a replace guarded by resourceVersion, so two
+/// controllers can never interleave their records; a conflict makes the next reconcile read
+/// afresh.
 pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
     let name = obj.name_any();
-    let fresh = match api.get_opt(&name).await {
-        Ok(Some(o)) => o,
-        Ok(None) => return Ok(Action::await_change()),
-        Err(source) => return Err(Error::Read { name, source }),
+    let held = ctx.local.hold(&name).await;
+    let done = reconcile_held(&name, ctx.clone()).await;
+    ctx.local.release(held);
+    done
+}
+
+async fn reconcile_held(name: &str, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
+    let fresh = match ctx.local.known(name) {
+        Some(o) => o,
+        None => match api.get_opt(name).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Ok(Action::await_change()),
+            Err(source) => return Err(Error::Read { name: name.to_string(), source }),
+        },
     };
     let mut rec = Record::new(api, fresh, ctx);
     let mut st = rec.status();
@@ -76,7 +88,7 @@ async fn plan_request(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
         let done = "dry run: nothing was changed";
         set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::DryRun, done, generation);
         rec.write(st).await?;
-        rec.event(EventType::Normal, Reason::DryRun, EventAction::Plan, rec.message(), None).await;
+        rec.event(EventType::Normal, Reason::DryRun, EventAction::Plan, rec.message(), None);
         return Ok(Action::await_change());
     }
     st.phase = Phase::InProgress;
@@ -96,36 +108,69 @@ async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError
     set_condition(&mut st.conditions, ConditionType::Planned, false, e.reason(), &msg, generation);
     set_condition(&mut st.conditions, ConditionType::Complete, true, e.reason(), &msg, generation);
     rec.write(st).await?;
-    rec.event(EventType::Warning, e.reason(), EventAction::Plan, msg, None).await;
+    rec.event(EventType::Warning, e.reason(), EventAction::Plan, msg, None);
     Ok(Action::await_change())
 }
 
-/// Reads what the plan needs (fresh, consistent reads: no binding that existed before the
-/// request can be missed) and computes it.
+/// Reads what the plan needs, consistently (no binding written before the request can be
+/// missed), and computes it. Bindings come from the index once its barrier passes; without an
+/// index, or when the barrier cannot pass, they are listed from the API server.
 async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     let c = &rec.ctx.client;
-    let unavailable = |what: &'static str| {
-        move |source| PlanFailure::Unavailable(ExecError::Unavailable { context: what.into(), source })
-    };
     let lp = ListParams::default();
-    let policies = Api::<DeprovisionPolicy>::all(c.clone())
-        .list(&lp)
-        .await
-        .map_err(unavailable("listing DeprovisionPolicies"))?
-        .items;
+    let policy_api = Api::<DeprovisionPolicy>::all(c.clone());
+    let list = policy_api.list(&lp);
+    // The barrier's writes go out while the policies are read.
+    let index = rec.ctx.shared.index.as_deref();
+    let synced = async {
+        match index {
+            Some(ix) => Some(ix.sync().await),
+            None => None,
+        }
+    };
+    let (policies, synced) = futures::join!(list, synced);
+    let policies = policies.map_err(unavailable("listing DeprovisionPolicies"))?.items;
     let matched = plan::matching_policies(&rec.obj.spec, &policies);
-    let namespaces = Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items;
+    let namespaces = match plan::selects_namespaces_by_label(&matched) {
+        true => Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items,
+        false => vec![],
+    };
     let scope = plan::scope(&rec.obj.spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
     let mut observed = Observed { namespaces, ..Default::default() };
+    match (index, synced) {
+        (Some(ix), Some(Ok(()))) => {
+            let b = ix.bindings(&scope.namespaces, scope.cluster_role_bindings);
+            observed.role_bindings = b.role_bindings;
+            observed.cluster_role_bindings = b.cluster_role_bindings;
+        }
+        (_, synced) => {
+            if let Some(Err(e)) = synced {
+                tracing::warn!(request = %rec.obj.name_any(), error = %e, "the binding index is not known to be current; listing bindings instead");
+            }
+            list_bindings(c, &scope, &mut observed).await?;
+        }
+    }
+    plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+}
+
+fn unavailable(what: &'static str) -> impl Fn(kube::Error) -> PlanFailure {
+    move |source| PlanFailure::Unavailable(ExecError::Unavailable { context: what.into(), source })
+}
+
+/// Lists the bindings in scope from the API server (consistent reads).
+async fn list_bindings(c: &kube::Client, scope: &plan::Scope, observed: &mut Observed) -> Result<(), PlanFailure> {
+    let lp = ListParams::default();
     for ns in &scope.namespaces {
         let api = Api::<RoleBinding>::namespaced(c.clone(), ns);
-        observed.role_bindings.extend(api.list(&lp).await.map_err(unavailable("listing RoleBindings"))?.items);
+        let items = api.list(&lp).await.map_err(unavailable("listing RoleBindings"))?.items;
+        observed.role_bindings.extend(items.into_iter().map(Arc::new));
     }
     if scope.cluster_role_bindings {
         let api = Api::<ClusterRoleBinding>::all(c.clone());
-        observed.cluster_role_bindings = api.list(&lp).await.map_err(unavailable("listing ClusterRoleBindings"))?.items;
+        let items = api.list(&lp).await.map_err(unavailable("listing ClusterRoleBindings"))?.items;
+        observed.cluster_role_bindings = items.into_iter().map(Arc::new).collect();
     }
-    plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+    Ok(())
 }
 
 /// A call marked `attempting` whose outcome was never recorded ends `Failed`, outcome unknown:
@@ -146,23 +191,30 @@ async fn record_interrupted(
     st.results.push(result.clone());
     let st = rec.write(st).await?;
     let action_kind = EventAction::Execute(action.kind());
-    rec.event(EventType::Warning, Reason::ActionFailed, action_kind, result.message, None).await;
+    rec.event(EventType::Warning, Reason::ActionFailed, action_kind, result.message, None);
     Ok(st)
 }
 
-/// Runs every action that has no result yet, recording each as it completes, then finishes. A
-/// call that is not safe to repeat is marked `attempting` in the record before it is sent; a
-/// marker found here means its outcome was never recorded, and it is not sent again.
+/// How often results are written while a plan runs (and at its end, with the terminal phase). A
+/// crash between an action and its write is safe: the action runs again and finds its work done
+/// (`AlreadyAbsent`), or, for a call not safe to repeat, finds its `attempting` marker.
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs every action that has no result yet, then finishes. Results are written in batches (see
+/// [`FLUSH_EVERY`]). A call that is not safe to repeat is marked `attempting` in the record before
+/// it is sent; a marker found here means its outcome was never recorded, and it is not sent again.
 async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
     let email = rec.obj.spec.target_user.email.clone();
     st = record_interrupted(rec, st).await?;
     let pending: Vec<PlannedAction> =
         st.plan.iter().filter(|a| !st.results.iter().any(|r| r.id == a.id)).cloned().collect();
     let uid = rec.obj.metadata.uid.clone().unwrap_or_default();
+    let mut written = std::time::Instant::now();
     for action in pending {
         if !action.action.is_idempotent() {
             st.attempting = Some(Attempting { id: action.id, since: now() });
             st = rec.write(st).await?;
+            written = std::time::Instant::now();
         }
         let key = format!("{uid}-{}", action.id);
         let executed = exec::execute(&rec.ctx.exec, &action.action, &key).await;
@@ -183,13 +235,17 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
         rec.ctx.settings.metrics.actions.get_or_create(&labels).inc();
         st.results.push(result.clone());
         st.last_error = None;
-        if !action.action.changes_something() {
-            continue; // nothing changed in the cluster: recorded with the next write
-        }
-        st = rec.write(st).await?;
         if rec.ctx.settings.exit_after_results == Some(st.results.len()) {
-            tracing::error!("fault injection: exiting after {} recorded result(s)", st.results.len());
+            rec.write(st).await?;
+            tracing::error!("fault injection: exiting after {} recorded result(s)", rec.status().results.len());
             std::process::exit(86);
+        }
+        if written.elapsed() >= FLUSH_EVERY {
+            st = rec.write(st).await?;
+            written = std::time::Instant::now();
+        }
+        if !action.action.changes_something() {
+            continue;
         }
         let (type_, reason) = match result.outcome {
             Outcome::Failed => (EventType::Warning, Reason::ActionFailed),
@@ -201,7 +257,7 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
             PlanAction::RemoveBindingSubject(b) => Some(&b.binding),
             _ => None,
         };
-        rec.event(type_, reason, EventAction::Execute(action.kind()), result.message, related).await;
+        rec.event(type_, reason, EventAction::Execute(action.kind()), result.message, related);
     }
     rec.finish(st).await
 }

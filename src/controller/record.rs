@@ -93,8 +93,10 @@ impl Record {
         match self.api.replace_status(&name, &PostParams::default(), &next).await {
             Ok(o) => {
                 self.obj = o;
+                self.ctx.local.remember(&self.obj);
                 if finishing {
                     self.count_finished(phase);
+                    self.ctx.shared.finished.done(&name, self.obj.status.clone().map(Box::new));
                 }
                 Ok(self.status())
             }
@@ -124,14 +126,22 @@ impl Record {
                 kept.attempting = None;
                 kept.message = Some(message.clone());
                 next.status = Some(kept);
-                self.api
-                    .replace_status(&name, &PostParams::default(), &next)
-                    .await
-                    .map_err(|source| Error::Status { name: name.clone(), source })?;
+                let stored = self.api.replace_status(&name, &PostParams::default(), &next).await;
+                let stored = stored.map_err(|source| {
+                    self.ctx.local.forget(&name);
+                    Error::Status { name: name.clone(), source }
+                })?;
+                self.ctx.local.remember(&stored);
                 self.count_finished(Phase::Failed);
+                self.ctx.shared.finished.done(&name, stored.status.clone().map(Box::new));
+                self.obj = stored;
                 Err(Error::Unrecordable { name, message })
             }
-            Err(source) => Err(Error::Status { name, source }),
+            // Whatever happened (a conflict: someone else wrote it), read it afresh next time.
+            Err(source) => {
+                self.ctx.local.forget(&name);
+                Err(Error::Status { name, source })
+            }
         }
     }
 
@@ -178,7 +188,7 @@ impl Record {
         let generation = self.obj.metadata.generation;
         set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::GaveUp, &give_up, generation);
         self.write(st).await?;
-        self.event(EventType::Warning, Reason::GaveUp, EventAction::Plan, give_up, None).await;
+        self.event(EventType::Warning, Reason::GaveUp, EventAction::Plan, give_up, None);
         Ok(Action::await_change())
     }
 
@@ -195,12 +205,13 @@ impl Record {
         };
         set_condition(&mut st.conditions, ConditionType::Complete, true, reason, &msg, generation);
         self.write(st).await?;
-        self.event(type_, reason, EventAction::Complete, msg, None).await;
+        self.event(type_, reason, EventAction::Complete, msg, None);
         Ok(Action::await_change())
     }
 
-    /// Publishes an Event on the request (failures to publish are logged, never fatal).
-    pub async fn event(
+    /// Queues an Event on the request, published off the critical path (failures to publish are
+    /// logged, never fatal).
+    pub fn event(
         &self,
         type_: EventType,
         reason: Reason,
@@ -223,8 +234,6 @@ impl Record {
             action: action.as_str().into(),
             secondary,
         };
-        if let Err(e) = self.ctx.recorder.publish(&ev, &self.obj.object_ref(&())).await {
-            tracing::warn!(request = %self.obj.name_any(), error = %e, "could not publish event");
-        }
+        self.ctx.events.send(ev, self.obj.object_ref(&()));
     }
 }

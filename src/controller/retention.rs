@@ -18,7 +18,7 @@ const PAGE: u32 = 500;
 const FINISHED: [Phase; 3] = [Phase::Succeeded, Phase::Failed, Phase::DryRun];
 
 /// The field selector of the requests the controller works on: every phase but the terminal ones.
-pub(super) fn unfinished_selector() -> String {
+pub fn unfinished_selector() -> String {
     FINISHED.iter().map(|p| format!("status.phase!={}", p.as_str())).collect::<Vec<_>>().join(",")
 }
 

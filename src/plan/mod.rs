@@ -11,12 +11,13 @@ pub mod template;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::ResourceExt;
 
-pub use select::{matching_policies, scope};
+pub use select::{matching_policies, scope, selects_namespaces_by_label};
 pub use validate::{glob_match, is_dns_label, validate_policy};
 
 use crate::crd::{
@@ -172,15 +173,16 @@ impl PlanError {
     }
 }
 
-/// What the controller observed in the cluster (a consistent, fresh read).
+/// What the controller observed in the cluster (consistent: nothing written before the request
+/// is missing). Bindings are shared with the index that holds them.
 #[derive(Debug, Default, Clone)]
 pub struct Observed {
-    /// Every namespace (for selectors and existence).
+    /// Namespaces (for namespace selectors; empty when no matching rule has one).
     pub namespaces: Vec<Namespace>,
     /// RoleBindings in the namespaces the scope names.
-    pub role_bindings: Vec<RoleBinding>,
+    pub role_bindings: Vec<Arc<RoleBinding>>,
     /// ClusterRoleBindings (when the scope needs them).
-    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+    pub cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
 }
 
 /// What must be read from the cluster to plan.

@@ -63,6 +63,15 @@ pub fn matching_policies<'p>(
     out
 }
 
+/// Whether any of these policies selects namespaces by label (planning then needs the
+/// namespaces and their labels).
+pub fn selects_namespaces_by_label(policies: &[&DeprovisionPolicy]) -> bool {
+    policies
+        .iter()
+        .flat_map(|p| &p.spec.rules)
+        .any(|r| r.role_bindings.as_ref().is_some_and(|rb| rb.namespace_selector.is_some()))
+}
+
 /// For each rule, the permission values it applies to (`None`: the whole application).
 fn applicable<'a>(rule: &AccessRule, spec: &'a DeprovisionRequestSpec) -> Vec<Option<&'a str>> {
     if spec.permissions.is_empty() {

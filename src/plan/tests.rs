@@ -1,5 +1,7 @@
 //! Table-driven tests of plan computation.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -31,17 +33,18 @@ fn s(kind: &str, name: &str, ns: Option<&str>) -> Subject {
     fixtures::subject(kind, name, ns)
 }
 
-fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> RoleBinding {
-    fixtures::role_binding(ns, name).role(role).subjects(subjects).uid(&format!("uid-{ns}-{name}")).build()
+fn rb(ns: &str, name: &str, role: &str, subjects: Vec<Subject>) -> Arc<RoleBinding> {
+    fixtures::role_binding(ns, name).role(role).subjects(subjects).uid(&format!("uid-{ns}-{name}")).build().into()
 }
 
-fn crb(name: &str, role: &str, labels: &[(&str, &str)], subjects: Vec<Subject>) -> ClusterRoleBinding {
+fn crb(name: &str, role: &str, labels: &[(&str, &str)], subjects: Vec<Subject>) -> Arc<ClusterRoleBinding> {
     fixtures::cluster_role_binding(name)
         .role(role)
         .labels(labels)
         .subjects(subjects)
         .uid(&format!("uid-{name}"))
         .build()
+        .into()
 }
 
 fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {

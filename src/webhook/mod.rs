@@ -56,6 +56,10 @@ pub struct WebhookState {
     pub recorded: guard::PerMinute,
     /// False once this replica's controller has died (`/healthz` then fails).
     pub controller_alive: AtomicBool,
+    /// Tells calls when their record finishes.
+    pub finished: Arc<crate::finished::Finished>,
+    /// Hands created requests to the controller in this process, when it runs here.
+    pub handoff: Arc<crate::controller::Handoff>,
 }
 
 /// The router with every endpoint.

@@ -1,27 +1,25 @@
-//! Records the request (or attaches to the identical unfinished one) and waits, bounded by the
-//! deadline, until it is terminal.
+//! Records the request (or attaches to the identical unfinished one), hands it to the controller
+//! when one runs in this process, and waits, bounded by the deadline, until it is terminal.
 
 use std::time::Instant;
 
 use kube::api::{ListParams, ObjectMeta, PostParams};
-use kube::runtime::wait::await_condition;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 
 use super::answer::LumosAnswer;
 use super::guard::PerMinute;
-use super::{naming, short_error};
+use super::{WebhookState, naming, short_error};
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, RequestSource};
 
+/// How long before the deadline a call still waiting reads its record once more, so its answer
+/// is true even if a wake-up was missed.
+const LAST_LOOK: std::time::Duration = std::time::Duration::from_millis(300);
+
 /// Records the request, then waits until it is terminal or the deadline passes.
-pub(super) async fn submit_and_wait(
-    client: &Client,
-    recorded: &PerMinute,
-    spec: DeprovisionRequestSpec,
-    deadline: Instant,
-) -> LumosAnswer {
-    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, deadline: Instant) -> LumosAnswer {
+    let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(deadline);
-    let (name, attached) = match tokio::time::timeout_at(deadline, submit(&api, recorded, spec)).await {
+    let submitted = match tokio::time::timeout_at(deadline, submit(&api, &s.recorded, spec)).await {
         Ok(Err(SubmitError::RateLimited(limit))) => {
             tracing::warn!(limit, "request rate cap reached; the call is answered FAILURE");
             return LumosAnswer::failure(format!(
@@ -41,18 +39,39 @@ pub(super) async fn submit_and_wait(
             );
         }
     };
-    tracing::info!(request = %name, attached, "request recorded; waiting for the result");
-    let terminal =
-        |o: Option<&DeprovisionRequest>| o.and_then(|o| o.status.as_ref()).is_some_and(|s| s.phase.is_terminal());
-    match tokio::time::timeout_at(deadline, await_condition(api, &name, terminal)).await {
-        Ok(Ok(Some(obj))) => LumosAnswer::for_record(&name, obj.status.as_ref()),
+    let name = submitted.name().to_string();
+    let finished = s.finished.wait(&name);
+    let handed = match submitted {
+        Submitted::Created(obj) => s.handoff.give(*obj),
+        Submitted::Attached(_) => false,
+    };
+    tracing::info!(request = %name, handed, "request recorded; waiting for the result");
+    match tokio::time::timeout_at(deadline - LAST_LOOK, finished).await {
+        Ok(Ok(Some(status))) => LumosAnswer::for_record(&name, Some(&status)),
         Ok(Ok(None)) => LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished")),
-        Ok(Err(e)) => {
-            tracing::warn!(request = %name, error = %e, "lost the watch on the request");
-            LumosAnswer::for_record(&name, None)
+        // Not told in time: the record itself says how far it got.
+        Ok(Err(_)) | Err(_) => match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
+            Ok(Ok(Some(obj))) => LumosAnswer::for_record(&name, obj.status.as_ref()),
+            Ok(Ok(None)) => LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished")),
+            _ => LumosAnswer::for_record(&name, None),
+        },
+    }
+}
+
+/// How a call got its record.
+enum Submitted {
+    /// Created now.
+    Created(Box<DeprovisionRequest>),
+    /// An identical unfinished call's record, by name.
+    Attached(String),
+}
+
+impl Submitted {
+    fn name(&self) -> &str {
+        match self {
+            Submitted::Created(obj) => obj.metadata.name.as_deref().unwrap_or_default(),
+            Submitted::Attached(name) => name,
         }
-        // Recorded but unfinished: the controller finishes it; the record tells the outcome.
-        Err(_) => LumosAnswer::for_record(&name, None),
     }
 }
 
@@ -77,7 +96,7 @@ fn is_terminal(obj: &DeprovisionRequest) -> bool {
     obj.status.as_ref().is_some_and(|s| s.phase.is_terminal())
 }
 
-/// Creates the request, or returns the name of an unfinished identical one (`attached = true`).
+/// Creates the request, or returns the name of an unfinished identical one.
 /// Names are `lumos-<fingerprint>-<seq>`: two concurrent identical calls race for the same name
 /// and the API server lets exactly one create it; the other reads it and attaches. A repeat of a
 /// finished call takes the next free number.
@@ -85,7 +104,7 @@ async fn submit(
     api: &Api<DeprovisionRequest>,
     recorded: &PerMinute,
     spec: DeprovisionRequestSpec,
-) -> Result<(String, bool), SubmitError> {
+) -> Result<Submitted, SubmitError> {
     let fp = naming::fingerprint(&spec);
     if !recorded.take() {
         return Err(SubmitError::RateLimited(recorded.limit()));
@@ -100,7 +119,7 @@ async fn submit(
             let existing = api.list(&lp).await?.items;
             if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp) && !is_terminal(r)) {
                 recorded.give_back();
-                return Ok((active.name_any(), true));
+                return Ok(Submitted::Attached(active.name_any()));
             }
             let last = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().unwrap_or(0);
             seq = seq.max(last + 1);
@@ -112,11 +131,11 @@ async fn submit(
             status: None,
         };
         match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => return Ok((name, false)),
+            Ok(created) => return Ok(Submitted::Created(Box::new(created))),
             Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
                 Some(taken) if is_same_call(&taken, &fp) && !is_terminal(&taken) => {
                     recorded.give_back();
-                    return Ok((name, true));
+                    return Ok(Submitted::Attached(name));
                 }
                 // A finished record of this same call: this call is a repeat, with the next name.
                 Some(taken) if is_same_call(&taken, &fp) => seq += 1,

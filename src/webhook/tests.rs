@@ -34,6 +34,8 @@ fn app() -> (
         unauthenticated: crate::webhook::guard::PerSource::new(1000),
         recorded: crate::webhook::guard::PerMinute::new(1000),
         controller_alive: std::sync::atomic::AtomicBool::new(true),
+        finished: crate::finished::Finished::new(),
+        handoff: Default::default(),
     };
     (router(Arc::new(state)), handle, dir)
 }

@@ -57,6 +57,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s-events" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The binding index's sentinels (a RoleBinding and a ClusterRoleBinding) and the empty
+ClusterRole they bind. */}}
+{{- define "deprovisioner.indexBarrierName" -}}
+{{- printf "%s-index-barrier" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "deprovisioner.leaseName" -}}
 {{- default (include "deprovisioner.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}

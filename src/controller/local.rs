@@ -1,0 +1,163 @@
+//! What one controller keeps in memory while it leads: the requests as it last wrote them (so a
+//! reconcile needs no fresh read of its own writes), one reconcile at a time per request, the
+//! webhook's handoff, and Events published off the critical path.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::ResourceExt;
+use kube::runtime::events::{Event, Recorder};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::crd::DeprovisionRequest;
+
+/// How long a finished request stays known (reconciles queued by its own last writes still come).
+const KEEP_FINISHED: Duration = Duration::from_secs(30);
+
+/// Requests as this controller last wrote them, per-request locks, and the bound on requests
+/// worked at once.
+pub(super) struct Local {
+    known: Mutex<HashMap<String, (DeprovisionRequest, Instant)>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Arc<Semaphore>,
+}
+
+/// A request held for one reconcile: no other reconcile in this process works it meanwhile.
+pub(super) struct Held {
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    _guard: OwnedMutexGuard<()>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Local {
+    pub fn new(concurrency: u16) -> Local {
+        Local {
+            known: Mutex::default(),
+            locks: Mutex::default(),
+            slots: Arc::new(Semaphore::new(usize::from(concurrency.max(1)))),
+        }
+    }
+
+    /// Waits until no other reconcile here works on `name` and a slot is free.
+    pub async fn hold(&self, name: &str) -> Held {
+        let lock = self.locks.lock().unwrap_or_else(|p| p.into_inner()).entry(name.to_string()).or_default().clone();
+        let guard = lock.clone().lock_owned().await;
+        let slot = self.slots.clone().acquire_owned().await.expect("the semaphore is never closed");
+        Held { name: name.to_string(), lock, _guard: guard, _slot: slot }
+    }
+
+    /// Lets go of a held request (and forgets its lock when nobody else waits for it).
+    pub fn release(&self, held: Held) {
+        let Held { name, lock, _guard, _slot } = held;
+        drop(_guard);
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Held by the map and by `lock` here only: nobody else has it or waits for it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&name);
+        }
+    }
+
+    /// The request as this controller last wrote (or was handed) it.
+    pub fn known(&self, name: &str) -> Option<DeprovisionRequest> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|(o, _)| o.clone())
+    }
+
+    /// Remembers the request as just written (or created).
+    pub fn remember(&self, obj: &DeprovisionRequest) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(obj.name_any(), (obj.clone(), Instant::now()));
+    }
+
+    /// Forgets a request: someone else wrote it since (a conflict), so it must be read again.
+    pub fn forget(&self, name: &str) {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    }
+
+    /// Forgets finished requests written more than a little while ago.
+    fn prune(&self) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let done = |o: &DeprovisionRequest| o.status.as_ref().is_some_and(|s| s.phase.is_terminal());
+        known.retain(|_, (o, at)| !done(o) || at.elapsed() < KEEP_FINISHED);
+    }
+}
+
+/// Where the webhook hands requests it created to the controller in the same process, when one
+/// runs here (this replica leads).
+#[derive(Default)]
+pub struct Handoff {
+    tx: Mutex<Option<mpsc::Sender<DeprovisionRequest>>>,
+}
+
+impl Handoff {
+    /// Hands a just-created request over; false when no controller runs here (or it is busy:
+    /// its watch brings the request anyway).
+    pub fn give(&self, obj: DeprovisionRequest) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        tx.as_ref().is_some_and(|tx| tx.try_send(obj).is_ok())
+    }
+
+    fn open(&self) -> mpsc::Receiver<DeprovisionRequest> {
+        let (tx, rx) = mpsc::channel(1024);
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn close(&self) {
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+/// Reconciles handed-over requests at once, until `stop`. A failed reconcile is only logged:
+/// the controller's watch brings the request too and retries it with backoff.
+pub(super) async fn take_handoffs(ctx: Arc<Context>, stop: CancellationToken) {
+    let mut rx = ctx.shared.handoff.open();
+    let mut prune = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = prune.tick() => ctx.local.prune(),
+            Some(obj) = rx.recv() => {
+                ctx.local.remember(&obj);
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let name = obj.name_any();
+                    if let Err(e) = super::reconcile::reconcile(Arc::new(obj), ctx).await {
+                        tracing::debug!(request = %name, error = %e, "handed-over reconcile failed; the watch retries it");
+                    }
+                });
+            }
+        }
+    }
+    ctx.shared.handoff.close();
+}
+
+/// Publishes Events from a queue, so a reconcile never waits on them. A full queue drops the
+/// Event (logged): the status is the record, Events only announce it.
+pub(super) struct Events {
+    tx: mpsc::Sender<(Event, ObjectReference)>,
+}
+
+impl Events {
+    pub fn start(recorder: Recorder) -> Events {
+        let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(4096);
+        tokio::spawn(async move {
+            while let Some((ev, on)) = rx.recv().await {
+                if let Err(e) = recorder.publish(&ev, &on).await {
+                    tracing::warn!(object = ?on.name, error = %e, "could not publish event");
+                }
+            }
+        });
+        Events { tx }
+    }
+
+    pub fn send(&self, ev: Event, on: ObjectReference) {
+        if let Err(e) = self.tx.try_send((ev, on)) {
+            tracing::warn!(error = %e, "event queue full; an Event was dropped");
+        }
+    }
+}

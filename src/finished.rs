@@ -1,0 +1,160 @@
+//! Wakes webhook calls when their record finishes. The controller in the same process tells
+//! [`Finished`] directly as it writes a terminal status; a watch of unfinished requests tells it
+//! about requests another replica finished. A call waits on [`Finished::wait`] instead of opening
+//! a watch of its own.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::crd::{DeprovisionRequest, DeprovisionRequestStatus};
+
+/// How long a finished request is remembered for a call that starts waiting late.
+const REMEMBER: Duration = Duration::from_secs(60);
+
+/// What a waiting call learns: the terminal status, or `None` when the record was deleted.
+pub type Outcome = Option<Box<DeprovisionRequestStatus>>;
+
+enum Slot {
+    Waiting(Vec<oneshot::Sender<Outcome>>),
+    Done { outcome: Outcome, at: Instant },
+}
+
+/// Requests that finished, and the calls waiting for them.
+#[derive(Default)]
+pub struct Finished {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl Finished {
+    /// A shared, empty hub.
+    pub fn new() -> Arc<Finished> {
+        Arc::default()
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves when `name` finishes (at once if it finished in the last minute).
+    pub fn wait(&self, name: &str) -> oneshot::Receiver<Outcome> {
+        let (tx, rx) = oneshot::channel();
+        let mut slots = self.slots();
+        match slots.get_mut(name) {
+            Some(Slot::Done { outcome, .. }) => {
+                let _ = tx.send(outcome.clone());
+            }
+            Some(Slot::Waiting(w)) => w.push(tx),
+            None => {
+                slots.insert(name.to_string(), Slot::Waiting(vec![tx]));
+            }
+        }
+        rx
+    }
+
+    /// Records that `name` finished (or was deleted) and wakes its callers.
+    pub fn done(&self, name: &str, outcome: Outcome) {
+        let mut slots = self.slots();
+        let done = Slot::Done { outcome: outcome.clone(), at: Instant::now() };
+        if let Some(Slot::Waiting(waiters)) = slots.insert(name.to_string(), done) {
+            for w in waiters {
+                let _ = w.send(outcome.clone());
+            }
+        }
+    }
+
+    /// Whether a call is waiting for `name`.
+    pub fn is_awaited(&self, name: &str) -> bool {
+        matches!(self.slots().get(name), Some(Slot::Waiting(w)) if w.iter().any(|w| !w.is_closed()))
+    }
+
+    /// Names calls are waiting for.
+    fn awaited(&self) -> Vec<String> {
+        let slots = self.slots();
+        let waiting = |s: &Slot| matches!(s, Slot::Waiting(w) if w.iter().any(|w| !w.is_closed()));
+        slots.iter().filter(|(_, s)| waiting(s)).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Forgets finished requests older than a minute and calls that stopped waiting.
+    pub fn prune(&self) {
+        self.slots().retain(|_, s| match s {
+            Slot::Done { at, .. } => at.elapsed() < REMEMBER,
+            Slot::Waiting(w) => {
+                w.retain(|w| !w.is_closed());
+                !w.is_empty()
+            }
+        });
+    }
+
+    /// How many names are held (waiting or remembered).
+    pub fn len(&self) -> usize {
+        self.slots().len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Watches unfinished requests until `stop`: a request that leaves that set (it finished, or was
+/// deleted) and that a call here waits for is read once and its callers woken. Only unfinished
+/// requests are listed, so the history of finished ones costs nothing.
+pub async fn watch(client: Client, finished: Arc<Finished>, unfinished: String, stop: CancellationToken) {
+    let api: Api<DeprovisionRequest> = Api::all(client);
+    let events = watcher(api.clone(), watcher::Config::default().fields(&unfinished)).default_backoff();
+    let mut events = std::pin::pin!(events);
+    let mut prune = tokio::time::interval(Duration::from_secs(10));
+    let mut relisted: HashSet<String> = HashSet::new();
+    loop {
+        let ev = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = prune.tick() => { finished.prune(); continue; }
+            ev = events.next() => ev,
+        };
+        match ev {
+            None => return,
+            Some(Err(e)) => tracing::debug!(error = %e, "request watch failed; retrying"),
+            Some(Ok(watcher::Event::Delete(obj))) => {
+                let name = obj.name_any();
+                if finished.is_awaited(&name) {
+                    tokio::spawn(read_outcome(api.clone(), finished.clone(), name));
+                }
+            }
+            Some(Ok(watcher::Event::Init)) => relisted.clear(),
+            Some(Ok(watcher::Event::InitApply(obj))) => {
+                relisted.insert(obj.name_any());
+            }
+            // After a relist, a call may wait for a request that finished while the watch was
+            // down: it is no longer listed.
+            Some(Ok(watcher::Event::InitDone)) => {
+                for name in finished.awaited().into_iter().filter(|n| !relisted.contains(n)) {
+                    tokio::spawn(read_outcome(api.clone(), finished.clone(), name));
+                }
+                relisted = HashSet::new();
+            }
+            Some(Ok(watcher::Event::Apply(_))) => {}
+        }
+    }
+}
+
+/// Reads a request that left the unfinished set and wakes its callers.
+async fn read_outcome(api: Api<DeprovisionRequest>, finished: Arc<Finished>, name: String) {
+    match api.get_opt(&name).await {
+        Ok(Some(obj)) if obj.status.as_ref().is_some_and(|s| s.phase.is_terminal()) => {
+            finished.done(&name, obj.status.map(Box::new))
+        }
+        Ok(Some(_)) => {} // not finished after all (created again under the same name?)
+        Ok(None) => finished.done(&name, None),
+        Err(e) => tracing::debug!(request = %name, error = %e, "could not read a finished request"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! The binding index: every RoleBinding and ClusterRoleBinding in the cluster, kept current by
+//! two watches and stripped to what planning reads (no managedFields, no annotations), so a plan
+//! reads memory instead of listing thousands of bindings per request.
+//!
+//! A watch is eventually consistent, and a plan must never miss a binding created just before
+//! its request. So [`BindingIndex::observe`] first passes a [`barrier`]: it patches a sentinel
+//! binding and waits until its own watch delivers that change. A watch delivers events in order,
+//! so by then the index holds every binding written before the plan started. One barrier write
+//! serves every plan waiting when it starts. When the barrier cannot pass (the sentinel is
+//! missing, or the watch is slow) the caller reads the API server directly instead.
+
+mod barrier;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use tokio_util::sync::CancellationToken;
+
+use barrier::Barrier;
+pub use barrier::{BARRIER_ANNOTATION, BarrierError};
+
+/// How long a plan waits for the barrier before reading the API server directly.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Every binding in the cluster, as last seen by the watches.
+pub struct BindingIndex {
+    role_bindings: Store<RoleBinding>,
+    cluster_role_bindings: Store<ClusterRoleBinding>,
+    rb_barrier: Arc<Barrier<RoleBinding>>,
+    crb_barrier: Arc<Barrier<ClusterRoleBinding>>,
+}
+
+/// Bindings read for one plan.
+#[derive(Debug, Default)]
+pub struct Bindings {
+    /// RoleBindings of the namespaces asked for.
+    pub role_bindings: Vec<Arc<RoleBinding>>,
+    /// Every ClusterRoleBinding (when asked for).
+    pub cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
+}
+
+impl BindingIndex {
+    /// Starts the two watches (they run until `stop`). The sentinels are a RoleBinding in
+    /// `namespace` and a ClusterRoleBinding, both named `sentinel`, binding an empty ClusterRole
+    /// to no one (the chart creates them).
+    pub fn start(client: &Client, namespace: &str, sentinel: &str, stop: &CancellationToken) -> Arc<BindingIndex> {
+        let instance = barrier::instance_id();
+        let rb_api = Api::namespaced(client.clone(), namespace);
+        let rb_barrier = Arc::new(Barrier::new(rb_api, sentinel, instance.clone(), Some(namespace)));
+        let crb_barrier = Arc::new(Barrier::new(Api::all(client.clone()), sentinel, instance, None));
+        let role_bindings = watch(Api::all(client.clone()), rb_barrier.clone(), stop);
+        let cluster_role_bindings = watch(Api::all(client.clone()), crb_barrier.clone(), stop);
+        Arc::new(BindingIndex { role_bindings, cluster_role_bindings, rb_barrier, crb_barrier })
+    }
+
+    /// Returns once the index holds every binding written before this call (both kinds).
+    pub async fn sync(&self) -> Result<(), BarrierError> {
+        let (rb, crb) = futures::join!(self.rb_barrier.pass(BARRIER_TIMEOUT), self.crb_barrier.pass(BARRIER_TIMEOUT));
+        rb.and(crb)
+    }
+
+    /// The RoleBindings of `namespaces`, and every ClusterRoleBinding when `cluster`, as the
+    /// index holds them now (call [`BindingIndex::sync`] first for a consistent read).
+    pub fn bindings(&self, namespaces: &BTreeSet<String>, cluster: bool) -> Bindings {
+        let in_scope = |b: &RoleBinding| b.metadata.namespace.as_ref().is_some_and(|ns| namespaces.contains(ns));
+        Bindings {
+            role_bindings: match namespaces.is_empty() {
+                true => vec![],
+                false => self.role_bindings.state_filter(in_scope),
+            },
+            cluster_role_bindings: match cluster {
+                true => self.cluster_role_bindings.state(),
+                false => vec![],
+            },
+        }
+    }
+
+    /// How many bindings the index holds (RoleBindings, ClusterRoleBindings).
+    pub fn len(&self) -> (usize, usize) {
+        (self.role_bindings.state().len(), self.cluster_role_bindings.state().len())
+    }
+}
+
+/// What the index keeps of a binding: everything planning reads, nothing else (annotations and
+/// managedFields can be most of an object's size). The barrier's annotation stays on sentinels.
+fn strip<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.retain(|k, _| k == BARRIER_ANNOTATION);
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
+}
+
+/// Runs one watch into a store, telling the barrier what it sees.
+fn watch<K>(api: Api<K>, barrier: Arc<Barrier<K>>, stop: &CancellationToken) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(strip::<K>).reflect(writer);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                ev = stream.next() => match ev {
+                    Some(Ok(ev)) => barrier.saw(&ev),
+                    Some(Err(e)) => {
+                        barrier.watch_failed();
+                        tracing::warn!(kind = K::kind(&()).as_ref(), error = %e, "binding watch failed; retrying");
+                    }
+                    None => return,
+                },
+            }
+        }
+    });
+    store
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The consistent-read barrier: a write to a sentinel object, then a wait until the index's own
+//! watch has delivered it. Events of one watch arrive in order, so once the write is seen, every
+//! write that finished before it began is in the index too.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::Event;
+use kube::{Api, Resource, ResourceExt};
+use tokio::sync::watch;
+
+/// The sentinel's annotation: `<instance>/<generation>` of the last barrier written.
+pub const BARRIER_ANNOTATION: &str = "deprovisioner.dev/index-barrier";
+
+/// Why a barrier did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum BarrierError {
+    /// The sentinel could not be written (missing, forbidden, API server unavailable).
+    #[error("could not write the index barrier {kind}/{name}: {source}")]
+    Write {
+        /// The sentinel's kind.
+        kind: &'static str,
+        /// The sentinel's name.
+        name: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The watch is not running (starting, or failing): nothing it holds can be vouched for.
+    #[error("the {kind} watch is not running")]
+    NotWatching {
+        /// The sentinel's kind.
+        kind: &'static str,
+    },
+    /// The watch did not deliver the write in time.
+    #[error("the {kind} watch did not deliver the index barrier within {after:?}")]
+    Slow {
+        /// The sentinel's kind.
+        kind: &'static str,
+        /// How long it waited.
+        after: Duration,
+    },
+}
+
+/// A name for this process's barrier writes, unique among replicas and restarts.
+pub(super) fn instance_id() -> String {
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{pid}-{nanos:x}")
+}
+
+/// One kind's barrier.
+pub(super) struct Barrier<K> {
+    api: Api<K>,
+    /// The sentinel's name.
+    name: String,
+    instance: String,
+    namespace: Option<String>,
+    /// Generations of barrier writes begun.
+    started: AtomicU64,
+    /// The highest generation the watch has delivered (and the store applied).
+    seen: watch::Sender<u64>,
+    /// Generations seen during a relist, applied to the store only at its end.
+    relisted: Mutex<Option<u64>>,
+    /// Whether the watch has listed and is delivering (false until the first list completes, and
+    /// after an error until it lists again).
+    watching: AtomicBool,
+    /// One write at a time: a plan waiting behind a write that began after it arrived is served
+    /// by that write.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl<K> Barrier<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    pub fn new(api: Api<K>, name: &str, instance: String, namespace: Option<&str>) -> Barrier<K> {
+        Barrier {
+            api,
+            name: name.to_string(),
+            instance,
+            namespace: namespace.map(str::to_string),
+            started: AtomicU64::new(0),
+            seen: watch::channel(0).0,
+            relisted: Mutex::new(None),
+            watching: AtomicBool::new(false),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn kind() -> &'static str {
+        match K::kind(&()).as_ref() {
+            "RoleBinding" => "RoleBinding",
+            _ => "ClusterRoleBinding",
+        }
+    }
+
+    /// Returns once the index holds every binding written before this call.
+    pub async fn pass(&self, timeout: Duration) -> Result<(), BarrierError> {
+        if !self.watching.load(Ordering::SeqCst) {
+            return Err(BarrierError::NotWatching { kind: Self::kind() });
+        }
+        let arrived = self.started.load(Ordering::SeqCst);
+        let _writing = self.writing.lock().await;
+        if *self.seen.borrow() > arrived {
+            return Ok(()); // a write begun after this call arrived has been seen
+        }
+        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let value = format!("{}/{generation}", self.instance);
+        let patch = serde_json::json!({ "metadata": { "annotations": { BARRIER_ANNOTATION: value } } });
+        let mut seen = self.seen.subscribe();
+        let pp = PatchParams::default();
+        let patch = Patch::Merge(&patch);
+        let write = self.api.patch(&self.name, &pp, &patch);
+        tokio::time::timeout(timeout, write)
+            .await
+            .map_err(|_| BarrierError::Slow { kind: Self::kind(), after: timeout })?
+            .map_err(|source| BarrierError::Write { kind: Self::kind(), name: self.name.clone(), source })?;
+        match tokio::time::timeout(timeout, seen.wait_for(|s| *s >= generation)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(BarrierError::Slow { kind: Self::kind(), after: timeout }),
+        }
+    }
+
+    /// The highest generation seen.
+    #[cfg(test)]
+    pub fn seen(&self) -> u64 {
+        *self.seen.borrow()
+    }
+
+    /// The generation of this instance's barrier on `obj`, if it is the sentinel.
+    fn generation_on(&self, obj: &K) -> Option<u64> {
+        if obj.name_any() != self.name || obj.namespace() != self.namespace {
+            return None;
+        }
+        let value = obj.annotations().get(BARRIER_ANNOTATION)?;
+        let (instance, generation) = value.rsplit_once('/')?;
+        (instance == self.instance).then(|| generation.parse().ok())?
+    }
+
+    fn mark_seen(&self, generation: u64) {
+        self.seen.send_if_modified(|s| {
+            let newer = generation > *s;
+            *s = (*s).max(generation);
+            newer
+        });
+    }
+
+    /// Called when the watch fails: it lists again before the barrier can pass.
+    pub fn watch_failed(&self) {
+        self.watching.store(false, Ordering::SeqCst);
+    }
+
+    /// Called with every event after the store has applied it.
+    pub fn saw(&self, ev: &Event<K>) {
+        let mut relisted = self.relisted.lock().unwrap_or_else(|p| p.into_inner());
+        match ev {
+            Event::Apply(obj) => {
+                if let Some(g) = self.generation_on(obj) {
+                    self.mark_seen(g);
+                }
+            }
+            Event::Init => *relisted = None,
+            Event::InitApply(obj) => {
+                if let Some(g) = self.generation_on(obj) {
+                    *relisted = Some(g);
+                }
+            }
+            // The store now holds the whole relist.
+            Event::InitDone => {
+                self.watching.store(true, Ordering::SeqCst);
+                if let Some(g) = relisted.take() {
+                    self.mark_seen(g);
+                }
+            }
+            Event::Delete(_) => {}
+        }
+    }
+}

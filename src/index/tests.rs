@@ -1,0 +1,92 @@
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::client::Body;
+use kube::runtime::watcher::Event;
+use kube::{Api, Client};
+
+use super::barrier::{BARRIER_ANNOTATION, Barrier};
+use super::strip;
+
+const SENTINEL: &str = "deprovisioner-index-barrier";
+use crate::fixtures;
+
+fn sentinel(ns: &str, value: &str) -> RoleBinding {
+    let mut rb = fixtures::role_binding(ns, SENTINEL).role("deprovisioner-index-barrier").build();
+    rb.metadata.annotations = Some([(BARRIER_ANNOTATION.to_string(), value.to_string())].into());
+    rb
+}
+
+fn barrier() -> Barrier<RoleBinding> {
+    let (svc, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let api = Api::namespaced(Client::new(svc, "ops"), "ops");
+    Barrier::new(api, SENTINEL, "me".into(), Some("ops"))
+}
+
+#[test]
+fn strip_keeps_what_planning_reads_and_the_barrier() {
+    let mut rb = fixtures::role_binding("team", "edit").role("edit").subjects([fixtures::user("p@x.com")]).build();
+    rb.metadata.annotations = Some(
+        [
+            ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{...}".to_string()),
+            (BARRIER_ANNOTATION.to_string(), "me/1".to_string()),
+        ]
+        .into(),
+    );
+    rb.metadata.managed_fields = Some(vec![Default::default()]);
+    let before = rb.clone();
+    strip(&mut rb);
+    assert_eq!(rb.metadata.managed_fields, None);
+    assert_eq!(rb.metadata.annotations.as_ref().map(|a| a.len()), Some(1));
+    assert_eq!(
+        (rb.subjects, rb.role_ref, rb.metadata.labels),
+        (before.subjects, before.role_ref, before.metadata.labels)
+    );
+    let mut plain = fixtures::role_binding("team", "view").role("view").build();
+    plain.metadata.annotations = Some([("a".to_string(), "b".to_string())].into());
+    strip(&mut plain);
+    assert_eq!(plain.metadata.annotations, None);
+}
+
+/// Only this instance's writes on the sentinel itself count; a relist counts once complete.
+#[tokio::test]
+async fn a_barrier_passes_only_on_its_own_write_as_applied_to_the_store() {
+    let b = barrier();
+    b.saw(&Event::Apply(sentinel("ops", "other-replica/9")));
+    b.saw(&Event::Apply(sentinel("elsewhere", "me/9")));
+    let mut lookalike = sentinel("ops", "me/9");
+    lookalike.metadata.name = Some("not-the-sentinel".into());
+    b.saw(&Event::Apply(lookalike));
+    assert_eq!(b.seen(), 0);
+    b.saw(&Event::Init);
+    b.saw(&Event::InitApply(sentinel("ops", "me/3")));
+    assert_eq!(b.seen(), 0, "a relist is not in the store until InitDone");
+    b.saw(&Event::InitDone);
+    assert_eq!(b.seen(), 3);
+    b.saw(&Event::Apply(sentinel("ops", "me/2")));
+    assert_eq!(b.seen(), 3, "never goes back");
+    b.saw(&Event::Apply(sentinel("ops", "me/4")));
+    assert_eq!(b.seen(), 4);
+}
+
+/// A barrier whose write fails says which sentinel, and does not hang.
+#[tokio::test]
+async fn a_barrier_that_cannot_write_fails_in_time() {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let api = Api::namespaced(Client::new(svc, "ops"), "ops");
+    let b: Barrier<RoleBinding> = Barrier::new(api, SENTINEL, "me".into(), Some("ops"));
+    let err = b.pass(Duration::from_secs(2)).await.unwrap_err();
+    assert!(err.to_string().contains("watch is not running"), "before the first list: {err}");
+    b.saw(&Event::Init);
+    b.saw(&Event::InitDone);
+    tokio::spawn(async move {
+        let (req, send) = handle.next_request().await.expect("the barrier write");
+        assert_eq!(req.method(), "PATCH");
+        assert!(req.uri().path().ends_with(&format!("/namespaces/ops/rolebindings/{SENTINEL}")), "{}", req.uri());
+        let body = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound","message":"not found"});
+        send.send_response(Response::builder().status(404).body(Body::from(body.to_string().into_bytes())).unwrap());
+    });
+    let err = b.pass(Duration::from_secs(2)).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("RoleBinding/{SENTINEL}")), "{err}");
+}
