@@ -12,6 +12,7 @@ pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod index;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod text;

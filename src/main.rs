@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -16,6 +14,7 @@ use deprovisioner::cli::{Cli, Command, LogFormat, RunArgs};
 use deprovisioner::controller::{self, Settings, Shared};
 use deprovisioner::finished::{self, Finished};
 use deprovisioner::index::BindingIndex;
+use deprovisioner::leader::{self, LeaseSettings};
 use deprovisioner::metrics::Metrics;
 use deprovisioner::plan::subject::{self, Protected};
 use deprovisioner::webhook::auth::{HeaderScheme, SecretFile};
@@ -224,81 +223,11 @@ async fn run_controllers(
         controller::run(client, settings, shared, stop).await;
         return Ok(());
     }
-    let Some(manager) = lease_manager(&client, args, &stop).await else {
-        return Ok(()); // stopped before the Lease could be set up
+    let lease = LeaseSettings {
+        name: args.lease_name.clone(),
+        namespace: args.namespace.clone(),
+        duration: args.lease_duration_seconds,
+        grace: args.lease_grace_seconds,
     };
-    let (leader, task) = manager.watch().await;
-    let led = lead(client, settings, shared, leader, &stop).await;
-    // Every receiver is gone: the manager releases the Lease, so another replica takes over at
-    // once instead of waiting for it to expire (a rolling upgrade has no gap).
-    match tokio::time::timeout(Duration::from_secs(5), task).await {
-        Ok(Ok(Ok(_))) => tracing::info!("leader Lease released"),
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the leader Lease failed; it will expire"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "the leader election task failed"),
-        Err(_) => tracing::warn!("releasing the leader Lease timed out; it will expire"),
-    }
-    led
-}
-
-/// Runs the controllers whenever `leader` says this replica holds the Lease, until `stop`.
-async fn lead(
-    client: Client,
-    settings: Settings,
-    shared: Shared,
-    mut leader: tokio::sync::watch::Receiver<bool>,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    loop {
-        tokio::select! {
-            r = leader.wait_for(|l| *l) => { r.context("leader election stopped")?; }
-            _ = stop.cancelled() => return Ok(()),
-        }
-        tracing::info!("holding the leader Lease: starting the controllers");
-        // The controllers stop when the Lease is lost or the process stops, whichever is first.
-        let term = stop.child_token();
-        let mut lost = leader.clone();
-        let on_loss = term.clone();
-        let watch_loss = tokio::spawn(async move {
-            if lost.wait_for(|l| !*l).await.is_ok() {
-                tracing::warn!("lost the leader Lease: stopping the controllers");
-            }
-            on_loss.cancel();
-        });
-        controller::run(client.clone(), settings.clone(), shared.clone(), term).await;
-        watch_loss.abort();
-        let _ = watch_loss.await; // its receiver clone must be gone before the Lease is released
-        if stop.is_cancelled() {
-            return Ok(());
-        }
-    }
-}
-
-/// Sets up leader election, retrying with backoff while the API server is unreachable or refuses
-/// (the webhook keeps recording requests meanwhile; the controller finishes them once elected).
-async fn lease_manager(
-    client: &Client,
-    args: &RunArgs,
-    stop: &CancellationToken,
-) -> Option<kube_lease_manager::LeaseManager> {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        let built = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-            .with_namespace(&args.namespace)
-            .with_duration(args.lease_duration_seconds)
-            .with_grace(args.lease_grace_seconds.min(args.lease_duration_seconds - 1))
-            .build()
-            .await;
-        match built {
-            Ok(m) => return Some(m),
-            Err(e) => tracing::warn!(
-                lease = %format!("{}/{}", args.namespace, args.lease_name), error = %e,
-                "could not set up leader election; retrying in {backoff:?}"
-            ),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.cancelled() => return None,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
+    leader::run(client, settings, shared, lease, stop).await
 }

@@ -144,3 +144,46 @@ async fn duplicates_attach_to_the_unfinished_request_and_repeats_confirm_absence
         assert_eq!(names(&get_rb(&c, &ns, &format!("rb-{i}")).await.unwrap().subjects), vec!["User:stays@lumos.com"]);
     }
 }
+
+/// Waits until `op`'s log says it leads (its controllers run).
+fn wait_leading(op: &Operator) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !op.log_text().contains("holding the leader Lease") {
+        assert!(Instant::now() < deadline, "never became leader; log:\n{}", op.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two replicas; the leader stops (SIGTERM, as in a rolling upgrade) or dies (SIGKILL); a call
+/// sent to the other one right away still gets SUCCESS, true in the cluster.
+async fn failover(signal: &str) -> String {
+    let cl = own_cluster();
+    let (c, ns, app) = setup(cl, &format!("failover-{}", signal.to_lowercase()), 0).await;
+    role_binding(&c, &ns, "rb", "view", vec![user("doc@lumos.com"), user("stays@lumos.com")]).await;
+    let leader = Operator::start(OperatorOpts::on(cl));
+    wait_leading(&leader);
+    let follower = Operator::start(OperatorOpts::on(cl));
+    // The follower is up and following (its webhook answers, the Lease is held by the leader).
+    let (_, warm, _) = follower.lumos(&payload(&app, "nobody@lumos.com", &[])).await;
+    assert_eq!(warm["response"], "SUCCESS", "{warm}");
+    leader.signal(signal);
+    let (status, answer, took) = follower.lumos(&payload(&app, "doc@lumos.com", &[])).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"], "SUCCESS", "after {signal} of the leader: {answer} in {took:?}");
+    assert_eq!(names(&get_rb(&c, &ns, "rb").await.unwrap().subjects), vec!["User:stays@lumos.com"]);
+    println!("leader {signal}ed: a call to the other replica answered SUCCESS in {took:?}");
+    follower.log_text()
+}
+
+#[tokio::test]
+async fn a_rolling_upgrade_hands_over_at_once() {
+    let log = failover("TERM").await;
+    // The stopping leader released the Lease and the follower, watching it, took it then, not
+    // when it would have expired.
+    assert!(log.contains("the leader released the Lease: taking it"), "{log}");
+}
+
+#[tokio::test]
+async fn a_killed_leader_is_replaced_within_the_deadline() {
+    failover("KILL").await;
+}
