@@ -219,11 +219,14 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
         [
             "ServiceAccount/deprovisioner/deprovisioner",
             "ClusterRole/-/deprovisioner",
+            "ClusterRole/-/deprovisioner-index-barrier",
             "ClusterRoleBinding/-/deprovisioner",
+            "ClusterRoleBinding/-/deprovisioner-index-barrier",
             "Role/default/deprovisioner-events",
             "Role/deprovisioner/deprovisioner-leader-election",
             "RoleBinding/default/deprovisioner-events",
             "RoleBinding/deprovisioner/deprovisioner-leader-election",
+            "RoleBinding/deprovisioner/deprovisioner-index-barrier",
             "ValidatingAdmissionPolicy/-/deprovisioner-lumos-source",
             "ValidatingAdmissionPolicyBinding/-/deprovisioner-lumos-source",
         ]
@@ -234,7 +237,7 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
         assert_eq!(same, o);
     }
     // Least privilege: no wildcard anywhere, `bind` only on roles, and the lease verbs exactly.
-    let cr = find(&rbac, "ClusterRole");
+    let cr = rbac.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "deprovisioner").unwrap();
     for rule in cr["rules"].as_array().unwrap() {
         for field in ["apiGroups", "resources", "verbs"] {
             assert!(!rule[field].as_array().unwrap().contains(&json!("*")), "{rule}");
@@ -246,10 +249,31 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
             .unwrap_or_else(|| panic!("no Role {name}"))["rules"]
             .clone()
     };
+    // The Lease (watched by name only) and the index's sentinel RoleBinding (patched by name only).
     assert_eq!(
         role("deprovisioner-leader-election"),
-        json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]}])
+        json!([
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"], "resourceNames": ["deprovisioner"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["patch"], "resourceNames": ["deprovisioner-index-barrier"]}
+        ])
     );
+    // The binding index's sentinels grant nothing: an empty role, bound to no one.
+    let sentinel = "deprovisioner-index-barrier";
+    let empty = rbac.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == sentinel).unwrap();
+    assert_eq!(empty["rules"], json!([]));
+    for b in
+        rbac.iter().filter(|o| o["metadata"]["name"] == sentinel && o["kind"].as_str().unwrap().ends_with("Binding"))
+    {
+        assert_eq!((&b["roleRef"]["kind"], &b["roleRef"]["name"]), (&json!("ClusterRole"), &json!(sentinel)), "{b}");
+        assert!(b.get("subjects").is_none_or(|s| s.is_null()), "{b}");
+    }
+    // Binding patches only on the sentinels, by name.
+    for rule in cr["rules"].as_array().unwrap() {
+        if rule["verbs"].as_array().unwrap().contains(&json!("patch")) {
+            assert_eq!(rule["resourceNames"], json!([sentinel]), "{rule}");
+        }
+    }
     // Events only where the operator writes them: its requests are cluster-scoped, so their
     // Events go to `default` (kube-runtime's Recorder creates them, and patches a repeat).
     assert_eq!(
@@ -269,8 +293,10 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
             }
         }
     }
-    // Each binding names the operator's ServiceAccount and the object of its own name.
-    for b in rbac.iter().filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding") {
+    // Each binding but the sentinels names the operator's ServiceAccount and the object of its
+    // own name.
+    let binds = |o: &&Value| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding";
+    for b in rbac.iter().filter(binds).filter(|o| o["metadata"]["name"] != sentinel) {
         assert_eq!(b["roleRef"]["name"], b["metadata"]["name"], "{b}");
         assert_eq!(
             b["subjects"],
@@ -744,6 +770,14 @@ fn the_chart_service_account_may_do_exactly_what_it_needs(r: &Release) {
             ("update", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), true),
             ("create", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), false),
             ("delete", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
+            // The binding index: watches every binding, patches only its own sentinels.
+            ("watch", "rolebindings.rbac.authorization.k8s.io", None, true),
+            ("watch", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
+            ("patch", "rolebindings.rbac.authorization.k8s.io/deprovisioner-index-barrier", Some(ns), true),
+            ("patch", "rolebindings.rbac.authorization.k8s.io", Some(ns), false),
+            ("patch", "rolebindings.rbac.authorization.k8s.io/deprovisioner-index-barrier", Some("any-ns"), false),
+            ("patch", "clusterrolebindings.rbac.authorization.k8s.io/deprovisioner-index-barrier", None, true),
+            ("patch", "clusterrolebindings.rbac.authorization.k8s.io", None, false),
             ("bind", "clusterroles.rbac.authorization.k8s.io", None, true),
             ("escalate", "clusterroles.rbac.authorization.k8s.io", None, false),
             ("list", "namespaces", None, true),
