@@ -70,7 +70,7 @@ pub struct RunArgs {
     #[arg(long, env = "DEPROVISIONER_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=65_536))]
     pub max_connections: u32,
     /// Webhook calls handled at once; more are answered 503 at once.
-    #[arg(long, env = "DEPROVISIONER_MAX_IN_FLIGHT", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    #[arg(long, env = "DEPROVISIONER_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_in_flight: u32,
     /// A request's headers must arrive within this (also the idle keep-alive timeout).
     #[arg(long, env = "DEPROVISIONER_HEADER_READ_TIMEOUT", default_value = "5s", value_parser = parse_duration)]

@@ -25,7 +25,7 @@ use crate::crd::{
     HttpCall, PlannedAction, Reason, ScimDeprovision, SubjectRef,
 };
 use select::{ExternalCall, Selection, candidates};
-use subject::{Principal, Protected, Wanted, subject_ref};
+use subject::{PrincipalRef, Protected, Wanted, subject_ref};
 use template::TemplateError;
 
 /// Why no plan could be made. Nothing is changed when planning fails.
@@ -317,24 +317,28 @@ impl Draft {
     ) -> Result<(), PlanError> {
         let policy = sel.policy.name_any();
         let mut found = vec![false; wanted.len()];
+        // Bindings looked at, for the absence checks' count: rules may select a binding twice, so
+        // they are told apart by identity (each observed binding is its own allocation).
         let mut checked = BTreeSet::new();
         for (selection, why) in &sel.bindings {
             for c in candidates(selection, observed) {
-                checked.insert(c.binding.clone());
+                checked.insert(std::ptr::from_ref(c.meta));
+                let mut binding: Option<BindingRef> = None;
                 for s in c.subjects {
-                    let Some(p) = Principal::of_subject(s, c.binding.namespace()) else {
+                    let Some(p) = PrincipalRef::of_subject(s, c.namespace) else {
                         continue;
                     };
-                    let hits: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i].matches(&p)).collect();
+                    let hits: Vec<usize> = (0..wanted.len()).filter(|&i| wanted[i].matches_ref(p)).collect();
                     if hits.is_empty() {
                         continue;
                     }
                     hits.iter().for_each(|&i| found[i] = true);
-                    if let Some(why) = protected.why(&p) {
-                        return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, c.binding)));
+                    let binding = binding.get_or_insert_with(|| c.binding());
+                    if let Some(why) = protected.why(&p.to_owned()) {
+                        return Err(PlanError::Protected(format!("{} in {} matches: {why}", s.name, binding)));
                     }
-                    self.agree(&c.binding, &policy, sel.policy.spec.empty_bindings)?;
-                    let key = (c.binding.clone(), subject_ref(s));
+                    self.agree(binding, &policy, sel.policy.spec.empty_bindings)?;
+                    let key = (binding.clone(), subject_ref(s));
                     if self.seen.insert(key.clone()) {
                         self.removals.push((key, policy.clone(), why.clone(), sel.policy.spec.empty_bindings));
                     }

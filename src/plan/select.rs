@@ -223,37 +223,63 @@ fn labels_match(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) 
 
 /// A selected binding and its subjects.
 pub(super) struct Candidate<'a> {
-    pub binding: BindingRef,
+    /// The binding's namespace (`None` for a ClusterRoleBinding).
+    pub namespace: Option<&'a str>,
+    pub meta: &'a ObjectMeta,
+    pub role_ref: &'a RoleRef,
     pub subjects: &'a [Subject],
 }
 
-/// The observed bindings a selection picks (bindings being deleted are skipped).
-pub(super) fn candidates<'a>(b: &BindingSelection<'_>, observed: &'a Observed) -> Vec<Candidate<'a>> {
+impl Candidate<'_> {
+    /// The binding as the plan names it (built only for bindings that hold a wanted subject).
+    pub fn binding(&self) -> BindingRef {
+        let scope = match self.namespace {
+            Some(ns) => BindingScope::Namespaced(ns.to_string()),
+            None => BindingScope::Cluster,
+        };
+        binding_ref(scope, self.meta, self.role_ref)
+    }
+}
+
+/// The observed bindings a selection picks (bindings being deleted are skipped). Borrowed: with
+/// thousands of bindings in scope, nothing is copied for the ones that hold no wanted subject.
+pub(super) fn candidates<'a>(
+    b: &'a BindingSelection<'_>,
+    observed: &'a Observed,
+) -> Box<dyn Iterator<Item = Candidate<'a>> + 'a> {
     let empty: &[Subject] = &[];
     match b {
-        BindingSelection::RoleBindings { namespaces, names, selector, role_ref } => observed
-            .role_bindings
-            .iter()
-            .filter(|b| b.metadata.deletion_timestamp.is_none())
-            .filter(|b| names.is_empty() || names.contains(&b.name_any()))
-            .filter(|b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
-            .filter_map(|b| {
-                let ns = b.namespace().filter(|ns| namespaces.contains(ns))?;
-                let binding = binding_ref(BindingScope::Namespaced(ns), &b.metadata, &b.role_ref);
-                Some(Candidate { binding, subjects: b.subjects.as_deref().unwrap_or(empty) })
-            })
-            .collect(),
-        BindingSelection::ClusterRoleBindings { names, selector, role_ref } => observed
-            .cluster_role_bindings
-            .iter()
-            .filter(|b| b.metadata.deletion_timestamp.is_none())
-            .filter(|b| names.is_empty() || names.contains(&b.name_any()))
-            .filter(|b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
-            .map(|b| Candidate {
-                binding: binding_ref(BindingScope::Cluster, &b.metadata, &b.role_ref),
-                subjects: b.subjects.as_deref().unwrap_or(empty),
-            })
-            .collect(),
+        BindingSelection::RoleBindings { namespaces, names, selector, role_ref } => Box::new(
+            observed
+                .role_bindings
+                .iter()
+                .filter(|b| b.metadata.deletion_timestamp.is_none())
+                .filter(|b| names.is_empty() || b.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
+                .filter(move |b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
+                .filter_map(move |b| {
+                    let ns = b.metadata.namespace.as_deref().filter(|ns| namespaces.contains(*ns))?;
+                    Some(Candidate {
+                        namespace: Some(ns),
+                        meta: &b.metadata,
+                        role_ref: &b.role_ref,
+                        subjects: b.subjects.as_deref().unwrap_or(empty),
+                    })
+                }),
+        ),
+        BindingSelection::ClusterRoleBindings { names, selector, role_ref } => Box::new(
+            observed
+                .cluster_role_bindings
+                .iter()
+                .filter(|b| b.metadata.deletion_timestamp.is_none())
+                .filter(|b| names.is_empty() || b.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
+                .filter(move |b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
+                .map(|b| Candidate {
+                    namespace: None,
+                    meta: &b.metadata,
+                    role_ref: &b.role_ref,
+                    subjects: b.subjects.as_deref().unwrap_or(empty),
+                }),
+        ),
     }
 }
 

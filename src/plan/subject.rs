@@ -26,25 +26,66 @@ pub enum Principal {
 impl Principal {
     /// Canonical form of a User name (which may be a ServiceAccount in disguise).
     pub fn user(name: &str) -> Principal {
-        match name.strip_prefix(SA_USER_PREFIX).and_then(|rest| rest.split_once(':')) {
-            Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains(':') => {
-                Principal::ServiceAccount(ns.into(), sa.into())
-            }
-            _ => Principal::User(name.into()),
-        }
+        PrincipalRef::user(name).to_owned()
     }
 
     /// Canonical form of a binding subject; `None` for kinds RBAC does not know or an unusable
     /// ServiceAccount (no namespace in a ClusterRoleBinding).
     pub fn of_subject(s: &Subject, binding_namespace: Option<&str>) -> Option<Principal> {
+        PrincipalRef::of_subject(s, binding_namespace).map(|p| p.to_owned())
+    }
+
+    fn as_ref(&self) -> PrincipalRef<'_> {
+        match self {
+            Principal::User(n) => PrincipalRef::User(n),
+            Principal::Group(n) => PrincipalRef::Group(n),
+            Principal::ServiceAccount(ns, n) => PrincipalRef::ServiceAccount(ns, n),
+        }
+    }
+}
+
+/// A [`Principal`] borrowed from the subject it was read from: matching thousands of bindings'
+/// subjects copies nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalRef<'a> {
+    /// A user name.
+    User(&'a str),
+    /// A group name.
+    Group(&'a str),
+    /// A ServiceAccount (namespace, name).
+    ServiceAccount(&'a str, &'a str),
+}
+
+impl<'a> PrincipalRef<'a> {
+    /// Canonical form of a User name (which may be a ServiceAccount in disguise).
+    pub fn user(name: &'a str) -> PrincipalRef<'a> {
+        match name.strip_prefix(SA_USER_PREFIX).and_then(|rest| rest.split_once(':')) {
+            Some((ns, sa)) if !ns.is_empty() && !sa.is_empty() && !sa.contains(':') => {
+                PrincipalRef::ServiceAccount(ns, sa)
+            }
+            _ => PrincipalRef::User(name),
+        }
+    }
+
+    /// Canonical form of a binding subject (see [`Principal::of_subject`]).
+    pub fn of_subject(s: &'a Subject, binding_namespace: Option<&'a str>) -> Option<PrincipalRef<'a>> {
         match s.kind.as_str() {
-            "User" => Some(Principal::user(&s.name)),
-            "Group" => Some(Principal::Group(s.name.clone())),
+            "User" => Some(PrincipalRef::user(&s.name)),
+            "Group" => Some(PrincipalRef::Group(&s.name)),
             "ServiceAccount" => {
                 let ns = s.namespace.as_deref().filter(|n| !n.is_empty()).or(binding_namespace)?;
-                Some(Principal::ServiceAccount(ns.into(), s.name.clone()))
+                Some(PrincipalRef::ServiceAccount(ns, &s.name))
             }
             _ => None,
+        }
+    }
+
+    /// The owned form.
+    pub fn to_owned(self) -> Principal {
+        match self {
+            PrincipalRef::User(n) => Principal::User(n.into()),
+            PrincipalRef::Group(n) => Principal::Group(n.into()),
+            PrincipalRef::ServiceAccount(ns, n) => Principal::ServiceAccount(ns.into(), n.into()),
         }
     }
 }
@@ -81,12 +122,19 @@ impl Wanted {
 
     /// Whether a binding subject (in canonical form) is this identity.
     pub fn matches(&self, p: &Principal) -> bool {
+        self.matches_ref(p.as_ref())
+    }
+
+    /// Whether a borrowed identity is this one.
+    pub fn matches_ref(&self, p: PrincipalRef<'_>) -> bool {
         let eq = |a: &str, b: &str| {
             if self.case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b }
         };
-        match (&self.principal, p) {
-            (Principal::User(a), Principal::User(b)) | (Principal::Group(a), Principal::Group(b)) => eq(a, b),
-            (Principal::ServiceAccount(an, a), Principal::ServiceAccount(bn, b)) => an == bn && a == b,
+        match (self.principal.as_ref(), p) {
+            (PrincipalRef::User(a), PrincipalRef::User(b)) | (PrincipalRef::Group(a), PrincipalRef::Group(b)) => {
+                eq(a, b)
+            }
+            (PrincipalRef::ServiceAccount(an, a), PrincipalRef::ServiceAccount(bn, b)) => an == bn && a == b,
             _ => false,
         }
     }

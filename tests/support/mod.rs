@@ -253,7 +253,11 @@ impl Operator {
             .args(["--secret-file", secret_file.to_str().unwrap()])
             .args(["--service-account", "deprovisioner/deprovisioner"])
             .args(["--namespace", "deprovisioner"])
-            .args(["--log-level", "info,deprovisioner=debug"])
+            .args(if opts.args.iter().any(|a| a == "--log-level") {
+                &[][..]
+            } else {
+                &["--log-level", "info,deprovisioner=debug"][..]
+            })
             .args(&opts.args)
             .envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("KUBECONFIG")

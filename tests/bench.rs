@@ -1,0 +1,555 @@
+//! The scale benchmark: the operator against the raw floor (the same API-server work done
+//! directly), on the project's own control plane, in one run.
+//!
+//!   scripts/bench                  the release build at full size (about 10 minutes); prints a
+//!                                  table of ratios and writes it to target/bench.md
+//!   cargo test --test bench        `bench_smoke`: the same run at small sizes, checking only that
+//!                                  every answer is true in the cluster (CI runs it)
+//!
+//! Sizes can be changed with `BENCH_BINDINGS` (10000), `BENCH_CALLS` (100), `BENCH_BURSTS`
+//! ("300,1000"), `BENCH_RAW` (1000), `BENCH_RECORDS` (20000), `BENCH_PENDING` (200); options for the
+//! operator can be added with `BENCH_OPERATOR_ARGS` (e.g. "--concurrency 32").
+//!
+//! What it measures, in order:
+//! 1. the raw floor, sequentially: create a DeprovisionRequest, GET + PUT the binding without the
+//!    person, write the record's status (p50/p90/p99); and the raw write throughput of 8 clients
+//!    doing GET + PUT of distinct bindings;
+//! 2. sequential Lumos calls, each removing one person from one binding, with 100 and with 10,000
+//!    RoleBindings in the policy's scope;
+//! 3. bursts of distinct removals sent at once (answers `SUCCESS` within the deadline, time until
+//!    every record is terminal, removals/s against the raw throughput), then a check that every
+//!    `SUCCESS` is true in the cluster and that no other binding changed;
+//! 4. pending requests finished after a restart, and the operator's memory with every binding
+//!    watched and `BENCH_RECORDS` finished records stored;
+//! 5. failover with two replicas: the leader SIGKILLed, and stopped with SIGTERM (a rolling
+//!    upgrade), a call sent at once to the other replica.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::{DeprovisionRequest, DeprovisionRequestStatus, Phase};
+use deprovisioner::fixtures::{self, user};
+use futures::StreamExt;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+use support::*;
+
+/// Who stays in every binding: a removal that touched them would be wrong.
+const KEEP: &str = "keep@lumos.com";
+/// The response deadline the operator is run with (its default).
+const DEADLINE: Duration = Duration::from_secs(10);
+
+struct Sizes {
+    bindings: usize,
+    small: usize,
+    calls: usize,
+    bursts: Vec<usize>,
+    raw: usize,
+    records: usize,
+    pending: usize,
+    failover: bool,
+}
+
+impl Sizes {
+    fn full() -> Sizes {
+        let env = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+        let bursts = std::env::var("BENCH_BURSTS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+            .unwrap_or_else(|| vec![300, 1000]);
+        Sizes {
+            bindings: env("BENCH_BINDINGS", 10_000),
+            small: 100,
+            calls: env("BENCH_CALLS", 100),
+            bursts,
+            raw: env("BENCH_RAW", 1000),
+            records: env("BENCH_RECORDS", 20_000),
+            pending: env("BENCH_PENDING", 200),
+            failover: true,
+        }
+    }
+
+    fn smoke() -> Sizes {
+        Sizes {
+            bindings: 400,
+            small: 20,
+            calls: 10,
+            bursts: vec![40],
+            raw: 50,
+            records: 200,
+            pending: 20,
+            failover: false,
+        }
+    }
+}
+
+/// Percentile of sorted durations.
+fn pct(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    if d >= Duration::from_secs(10) {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+fn proc_status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kib / 1024.0
+}
+
+/// `n` RoleBindings `rb-{i}` in `ns`, each naming `u{i}@lumos.com` and [`KEEP`].
+async fn bindings(c: &Client, ns: &str, n: usize) {
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let c = c.clone();
+            let ns = ns.to_string();
+            async move {
+                role_binding(&c, &ns, &format!("rb-{i}"), "edit", vec![user(&target(i)), user(KEEP)]).await;
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    println!("created {n} RoleBindings in {ns} in {:?}", started.elapsed());
+}
+
+fn target(i: usize) -> String {
+    format!("u{i}@lumos.com")
+}
+
+/// The raw floor of one removal, done directly: create the record, GET + PUT the binding, write
+/// the record's status.
+async fn raw_removal(c: &Client, ns: &str, i: usize) -> Duration {
+    let started = Instant::now();
+    let records: Api<DeprovisionRequest> = Api::all(c.clone());
+    let name = unique("raw");
+    let spec = fixtures::request_spec("raw", &target(i)).build();
+    let mut record = records.create(&PostParams::default(), &fixtures::request(&name, spec)).await.unwrap();
+    remove_raw(c, ns, i).await;
+    record.status = Some(DeprovisionRequestStatus {
+        phase: Phase::Succeeded,
+        message: Some(format!("Removed {} from RoleBinding {ns}/rb-{i}", target(i))),
+        ..Default::default()
+    });
+    records.replace_status(&name, &PostParams::default(), &record).await.unwrap();
+    started.elapsed()
+}
+
+/// GET + PUT of `rb-{i}` without its person.
+async fn remove_raw(c: &Client, ns: &str, i: usize) {
+    let api: Api<RoleBinding> = Api::namespaced(c.clone(), ns);
+    let name = format!("rb-{i}");
+    let mut rb = api.get(&name).await.unwrap();
+    let who = target(i);
+    rb.subjects.as_mut().unwrap().retain(|s| s.name != who);
+    api.replace(&name, &PostParams::default(), &rb).await.unwrap();
+}
+
+/// One row of the printed table.
+struct Row {
+    what: String,
+    ours: String,
+    floor: String,
+    ratio: String,
+    target: String,
+    met: Option<bool>,
+}
+
+fn row(what: impl Into<String>, ours: impl Into<String>, floor: impl Into<String>, ratio: impl Into<String>) -> Row {
+    Row {
+        what: what.into(),
+        ours: ours.into(),
+        floor: floor.into(),
+        ratio: ratio.into(),
+        target: String::new(),
+        met: None,
+    }
+}
+
+impl Row {
+    fn target(mut self, target: &str, met: bool) -> Row {
+        self.target = target.into();
+        self.met = Some(met);
+        self
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut t = String::from("| what | ours | raw floor | ours / floor | target | met |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        writeln!(t, "| {} | {} | {} | {} | {} | {met} |", r.what, r.ours, r.floor, r.ratio, r.target).unwrap();
+    }
+    t
+}
+
+/// Sequential calls removing `u{i}` for `i` in `range` from the bindings of `app`.
+async fn sequential(op: &Operator, app: &str, range: std::ops::Range<usize>) -> Vec<Duration> {
+    let mut took = vec![];
+    for i in range {
+        let (_, answer, t) = op.lumos(&payload(app, &target(i), &[])).await;
+        assert_eq!(answer["response"], "SUCCESS", "{answer}");
+        took.push(t);
+    }
+    took.sort();
+    took
+}
+
+/// What a burst did.
+struct Burst {
+    /// Calls answered `SUCCESS` within the deadline.
+    in_time: usize,
+    /// The people removed (every call that made a record: each record succeeded).
+    done: Vec<usize>,
+    /// From the first call until every record was terminal.
+    completion: Duration,
+}
+
+/// `range.len()` distinct removals sent at once; waits until every record is terminal.
+async fn burst(op: &Operator, c: &Client, app: &str, range: std::ops::Range<usize>) -> Burst {
+    let n = range.len();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(0).build().unwrap();
+    let started = Instant::now();
+    let calls = range.map(|i| {
+        let http = http.clone();
+        let url = format!("{}/webhooks/lumos/deprovision", op.url);
+        let body = serde_json::to_vec(&payload(app, &target(i), &[])).unwrap();
+        tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .header("authorization", format!("Bearer {SECRET}"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let answer: serde_json::Value = match resp {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            (i, answer, started.elapsed())
+        })
+    });
+    let answers = futures::future::join_all(calls).await;
+    let (mut in_time, mut done, mut completion) = (0, vec![], Duration::ZERO);
+    for a in answers {
+        let (i, answer, t) = a.unwrap();
+        if answer["response"] == "SUCCESS" {
+            in_time += usize::from(t <= DEADLINE);
+            completion = completion.max(t);
+            done.push(i);
+        } else if answer["msg"].as_str().is_some_and(|m| m.contains("deprovisionrequest/")) {
+            // Answered before it finished: when does its record?
+            let r = wait_terminal(c, &request_name(&answer), Duration::from_secs(600)).await;
+            assert_eq!(phase(&r), Phase::Succeeded, "for {}: {:?}", target(i), r.status);
+            completion = completion.max(started.elapsed());
+            done.push(i);
+        } else {
+            println!("  the call for {} was answered without a record: {answer}", target(i));
+        }
+    }
+    println!("burst of {n}: {in_time} answered SUCCESS within {DEADLINE:?}; all finished after {completion:?}");
+    Burst { in_time, done, completion }
+}
+
+/// Every binding of `ns` names [`KEEP`], and names its person exactly when that person was not
+/// removed.
+async fn check_bindings(c: &Client, ns: &str, n: usize, removed: &BTreeSet<usize>) {
+    let api: Api<RoleBinding> = Api::namespaced(c.clone(), ns);
+    let list = api.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), n, "bindings in {ns}");
+    for rb in list.items {
+        let name = name_of(&rb);
+        let i: usize = name.strip_prefix("rb-").unwrap().parse().unwrap();
+        let want = if removed.contains(&i) {
+            vec![format!("User:{KEEP}")]
+        } else {
+            vec![format!("User:{}", target(i)), format!("User:{KEEP}")]
+        };
+        assert_eq!(names(&rb.subjects), want, "{ns}/{name}");
+    }
+}
+
+/// Stores finished records until `total` exist.
+async fn finished_records(c: &Client, total: usize) {
+    let api: Api<DeprovisionRequest> = Api::all(c.clone());
+    let have = api.list_metadata(&ListParams::default()).await.unwrap().items.len();
+    let started = Instant::now();
+    futures::stream::iter(have..total)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("history-{i}");
+                let spec =
+                    fixtures::request_spec("history", &format!("person{i}@lumos.com")).permissions(["view"]).build();
+                let mut obj = api.create(&PostParams::default(), &fixtures::request(&name, spec)).await.unwrap();
+                obj.status = Some(DeprovisionRequestStatus {
+                    phase: Phase::Succeeded,
+                    completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+                    message: Some("Removed person from RoleBinding team/view".into()),
+                    ..Default::default()
+                });
+                api.replace_status(&name, &PostParams::default(), &obj).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    println!("stored {} finished records (now {total}) in {:?}", total.saturating_sub(have), started.elapsed());
+}
+
+/// Waits until `op`'s log says it leads.
+fn wait_leading(op: &Operator) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !op.log_text().contains("holding the leader Lease") {
+        assert!(Instant::now() < deadline, "never became leader; log:\n{}", op.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Flags the benchmark runs the operator with besides the defaults: it sends more calls in a
+/// minute than the flood guard allows (a guard against a leaked secret, not a throughput limit).
+const OPERATOR_ARGS: &[&str] = &["--max-requests-per-minute", "100000", "--log-level", "info"];
+
+/// The operator's options: [`OPERATOR_ARGS`] and any in `BENCH_OPERATOR_ARGS` (to compare settings).
+fn operator(cl: &'static Cluster) -> Operator {
+    let extra = std::env::var("BENCH_OPERATOR_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra.split_whitespace().collect();
+    Operator::start(OperatorOpts::on(cl).args(OPERATOR_ARGS).args(&extra))
+}
+
+async fn run(sizes: Sizes) -> String {
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let mut rows = vec![];
+
+    // The scene: a big namespace (the bursts and the 10,000-binding latency), a small one, and
+    // one for the raw floor.
+    let (big, small, raw) = (unique("big"), unique("small"), unique("raw"));
+    for ns in [&big, &small, &raw] {
+        namespace(&c, ns, &[]).await;
+    }
+    bindings(&c, &big, sizes.bindings).await;
+    bindings(&c, &small, sizes.small).await;
+    bindings(&c, &raw, sizes.calls + sizes.raw).await;
+    let big_app = namespace_policy(&c, "big", &big).await;
+    let small_app = namespace_policy(&c, "small", &small).await;
+
+    // 1. The raw floor.
+    let _ = raw_removal(&c, &raw, sizes.calls + sizes.raw - 1).await; // warm the connection
+    let mut floor = vec![];
+    for i in 0..sizes.calls {
+        floor.push(raw_removal(&c, &raw, i).await);
+    }
+    floor.sort();
+    println!("raw floor: p50 {}, p90 {}, p99 {}", ms(pct(&floor, 0.5)), ms(pct(&floor, 0.9)), ms(pct(&floor, 0.99)));
+    let next = Arc::new(AtomicUsize::new(sizes.calls));
+    let end = sizes.calls + sizes.raw - 1;
+    let started = Instant::now();
+    let workers = (0..8).map(|_| {
+        let (c, raw, next) = (c.clone(), raw.clone(), next.clone());
+        async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                remove_raw(&c, &raw, i).await;
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    let raw_rate = (end - sizes.calls) as f64 / started.elapsed().as_secs_f64();
+    println!("raw write throughput, 8 clients doing GET + PUT: {raw_rate:.0} removals/s");
+
+    // 2. Sequential calls.
+    let mut op = operator(cl);
+    wait_leading(&op);
+    let (_, warm, _) = op.lumos(&payload(&small_app, "warm-up@lumos.com", &[])).await;
+    assert_eq!(warm["response"], "SUCCESS", "{warm}");
+    let seq_small = sequential(&op, &small_app, 0..sizes.calls.min(sizes.small)).await;
+    let seq_big = sequential(&op, &big_app, 0..sizes.calls).await;
+    let (f50, f99) = (pct(&floor, 0.5), pct(&floor, 0.99));
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    for (label, seq) in [(format!("{}", sizes.small), &seq_small), (format!("{}", sizes.bindings), &seq_big)] {
+        println!(
+            "sequential, {label} bindings in scope: p50 {}, p90 {}, p99 {}",
+            ms(pct(seq, 0.5)),
+            ms(pct(seq, 0.9)),
+            ms(pct(seq, 0.99))
+        );
+    }
+    let (s50, s99) = (pct(&seq_small, 0.5), pct(&seq_small, 0.99));
+    rows.push(
+        row(
+            format!("one removal, sequential, p50 ({} bindings in scope)", sizes.small),
+            ms(s50),
+            ms(f50),
+            format!("{:.2}×", ratio(s50, f50)),
+        )
+        .target("≤ 2×", ratio(s50, f50) <= 2.0),
+    );
+    rows.push(row(
+        "… p90",
+        ms(pct(&seq_small, 0.9)),
+        ms(pct(&floor, 0.9)),
+        format!("{:.2}×", ratio(pct(&seq_small, 0.9), pct(&floor, 0.9))),
+    ));
+    rows.push(
+        row("… p99", ms(s99), ms(f99), format!("{:.2}×", ratio(s99, f99))).target("≤ 4×", ratio(s99, f99) <= 4.0),
+    );
+    let b50 = pct(&seq_big, 0.5);
+    rows.push(
+        row(
+            format!("one removal, sequential, p50 ({} bindings in scope)", sizes.bindings),
+            ms(b50),
+            ms(f50),
+            format!("{:.2}× ({:.2}× the p50 at {})", ratio(b50, f50), ratio(b50, s50), sizes.small),
+        )
+        .target("≤ 1.2× the p50 at 100", ratio(b50, s50) <= 1.2),
+    );
+    rows.push(row(
+        format!("… p99 ({} bindings in scope)", sizes.bindings),
+        ms(pct(&seq_big, 0.99)),
+        ms(f99),
+        format!("{:.2}×", ratio(pct(&seq_big, 0.99), f99)),
+    ));
+
+    // 3. Bursts of distinct removals at once, in the big namespace.
+    let mut removed: BTreeSet<usize> = (0..sizes.calls).collect();
+    let mut from = sizes.calls;
+    for n in sizes.bursts.clone() {
+        let range = from..(from + n).min(sizes.bindings);
+        from = range.end;
+        let b = burst(&op, &c, &big_app, range).await;
+        removed.extend(b.done.iter().copied());
+        check_bindings(&c, &big, sizes.bindings, &removed).await;
+        let rate = b.done.len() as f64 / b.completion.as_secs_f64();
+        rows.push(
+            row(format!("burst of {n} at once: answered `SUCCESS` within 10 s"), format!("{}/{n}", b.in_time), "", "")
+                .target("all", b.in_time == n),
+        );
+        rows.push(
+            row(
+                format!("burst of {n}: all finished after"),
+                format!("{:.1} s ({rate:.0} removals/s)", b.completion.as_secs_f64()),
+                format!("{raw_rate:.0} GET+PUT/s (8 clients)"),
+                format!("{:.2}", rate / raw_rate),
+            )
+            .target("≥ 0.5", rate / raw_rate >= 0.5),
+        );
+    }
+    let hwm = proc_status_mib(op.pid(), "VmHWM:");
+
+    // 4. Pending requests after a restart, then memory with every finished record stored.
+    op.kill();
+    finished_records(&c, sizes.records).await;
+    let api: Api<DeprovisionRequest> = Api::all(c.clone());
+    let pending: Vec<usize> = (from..(from + sizes.pending).min(sizes.bindings)).collect();
+    for i in &pending {
+        let spec = fixtures::request_spec(&big_app, &target(*i)).build();
+        api.create(&PostParams::default(), &fixtures::request(&format!("pending-{i}"), spec)).await.unwrap();
+    }
+    let started = Instant::now();
+    let op = operator(cl);
+    for i in &pending {
+        let r = wait_terminal(&c, &format!("pending-{i}"), Duration::from_secs(600)).await;
+        assert_eq!(phase(&r), Phase::Succeeded, "{:?}", r.status);
+    }
+    let took = started.elapsed();
+    removed.extend(pending.iter().copied());
+    check_bindings(&c, &big, sizes.bindings, &removed).await;
+    rows.push(row(
+        format!("{} pending requests finished after a restart", pending.len()),
+        format!("{:.1} s from start ({:.0}/s)", took.as_secs_f64(), pending.len() as f64 / took.as_secs_f64()),
+        "",
+        "",
+    ));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (_, answer, _) = op.lumos(&payload(&small_app, &target(sizes.small - 1), &[])).await;
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    let total_bindings = sizes.bindings + sizes.small + sizes.calls + sizes.raw;
+    let rss = proc_status_mib(op.pid(), "VmRSS:");
+    rows.push(
+        row(
+            format!("memory (RSS), {total_bindings} RoleBindings watched, {} finished records stored", sizes.records),
+            format!("{rss:.1} MiB (peak during the bursts {hwm:.1} MiB)"),
+            "",
+            "",
+        )
+        .target("≤ 64 MiB", rss <= 64.0),
+    );
+    drop(op);
+
+    // 5. Failover with two replicas: a call sent to the follower as the leader goes.
+    if sizes.failover {
+        for (signal, what) in [("KILL", "leader SIGKILLed"), ("TERM", "leader stopped with SIGTERM (rolling upgrade)")]
+        {
+            let who = format!("failover-{}@lumos.com", signal.to_lowercase());
+            role_binding(&c, &small, &unique("fo"), "view", vec![user(&who), user(KEEP)]).await;
+            let leader = operator(cl);
+            wait_leading(&leader);
+            let follower = operator(cl);
+            let (_, warm, _) = follower.lumos(&payload(&small_app, "nobody@lumos.com", &[])).await;
+            assert_eq!(warm["response"], "SUCCESS", "{warm}");
+            leader.signal(signal);
+            let (_, answer, took) = follower.lumos(&payload(&small_app, &who, &[])).await;
+            let ok = answer["response"] == "SUCCESS";
+            println!("{what}: the other replica answered {} in {took:?}", answer["response"]);
+            let target = if signal == "KILL" { "`SUCCESS`, ≤ 5 s" } else { "`SUCCESS`, no gap" };
+            let met =
+                ok && if signal == "KILL" { took <= Duration::from_secs(5) } else { took <= Duration::from_secs(1) };
+            rows.push(
+                row(
+                    format!("{what}: a call to the other replica"),
+                    format!("{} in {}", answer["response"], ms(took)),
+                    "",
+                    "",
+                )
+                .target(target, met),
+            );
+        }
+    }
+
+    let t = table(&rows);
+    println!("\n{t}");
+    t
+}
+
+/// The whole benchmark at full size (release build: `scripts/bench`).
+#[tokio::test]
+#[ignore = "a benchmark: about 10 minutes; run it with scripts/bench"]
+async fn run_bench() {
+    let t = run(Sizes::full()).await;
+    let out =
+        std::env::var("BENCH_OUT").unwrap_or_else(|_| repo().join("target/bench.md").to_string_lossy().into_owned());
+    std::fs::write(&out, t).unwrap();
+    println!("written to {out}");
+}
+
+/// The same run at small sizes: every step works and every answer is true in the cluster.
+#[tokio::test]
+async fn bench_smoke() {
+    run(Sizes::smoke()).await;
+}
