@@ -81,6 +81,12 @@ impl BindingIndex {
         }
     }
 
+    /// Whether both watches have listed and are delivering: until then every plan reads the API
+    /// server instead (and `/readyz` says the replica is not ready).
+    pub fn is_watching(&self) -> bool {
+        self.rb_barrier.is_watching() && self.crb_barrier.is_watching()
+    }
+
     /// How many bindings the index holds (RoleBindings, ClusterRoleBindings).
     pub fn len(&self) -> (usize, usize) {
         (self.role_bindings.state().len(), self.cluster_role_bindings.state().len())

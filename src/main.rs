@@ -157,6 +157,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller_alive: AtomicBool::new(true),
         finished: shared.finished.clone(),
         handoff: shared.handoff.clone(),
+        index: shared.index.clone(),
     });
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

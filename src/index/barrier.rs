@@ -147,6 +147,11 @@ where
         });
     }
 
+    /// Whether the watch has listed and is delivering.
+    pub fn is_watching(&self) -> bool {
+        self.watching.load(Ordering::SeqCst)
+    }
+
     /// Called when the watch fails: it lists again before the barrier can pass.
     pub fn watch_failed(&self) {
         self.watching.store(false, Ordering::SeqCst);

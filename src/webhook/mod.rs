@@ -60,6 +60,8 @@ pub struct WebhookState {
     pub finished: Arc<crate::finished::Finished>,
     /// Hands created requests to the controller in this process, when it runs here.
     pub handoff: Arc<crate::controller::Handoff>,
+    /// The binding index, when plans read one: the replica is ready once it has listed.
+    pub index: Option<Arc<crate::index::BindingIndex>>,
 }
 
 /// The router with every endpoint.
@@ -89,6 +91,11 @@ async fn healthz(State(s): State<Arc<WebhookState>>) -> Response {
 }
 
 async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
+    // A new replica is not ready before its index has listed (a rolling upgrade then keeps the
+    // old one working meanwhile).
+    if s.index.as_ref().is_some_and(|ix| !ix.is_watching()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the binding index is still listing").into_response();
+    }
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let check = tokio::time::timeout(Duration::from_secs(3), api.list_metadata(&ListParams::default().limit(1))).await;
     match check {

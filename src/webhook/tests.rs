@@ -36,6 +36,7 @@ fn app() -> (
         controller_alive: std::sync::atomic::AtomicBool::new(true),
         finished: crate::finished::Finished::new(),
         handoff: Default::default(),
+        index: None,
     };
     (router(Arc::new(state)), handle, dir)
 }

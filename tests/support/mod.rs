@@ -336,8 +336,10 @@ impl Operator {
 
     /// POSTs a body to the Lumos endpoint with the given headers.
     pub async fn post_raw(&self, path_query: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Value, Duration) {
+        // The client is built first: building one reads the system's TLS roots (tens of ms).
+        let client = http_client();
         let started = Instant::now();
-        let mut req = http_client().post(format!("{}{path_query}", self.url)).body(body);
+        let mut req = client.post(format!("{}{path_query}", self.url)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
