@@ -40,7 +40,7 @@ table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: 6px 8px; border-bottom: 1px solid var(--line); }
 th { background: var(--soft); font-weight: 600; font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .03em; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
-.summary { display: flex; gap: 24px; flex-wrap: wrap; }
+.summary { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
 .summary table { width: auto; min-width: 280px; }
 .request { border: 1px solid var(--line); border-radius: 8px; margin: 16px 0; overflow: hidden; break-inside: avoid; }
 .request > header { display: flex; justify-content: space-between; align-items: center; gap: 12px;
@@ -48,9 +48,9 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .facts { display: grid; grid-template-columns: max-content 1fr max-content 1fr; gap: 4px 16px; padding: 10px 14px; margin: 0; }
 .facts dt { color: var(--muted); }
 .facts dd { margin: 0; overflow-wrap: anywhere; }
-.actions td { font-size: 13px; overflow-wrap: anywhere; }
+.actions td { font-size: 13px; overflow-wrap: anywhere; padding: 6px 6px; }
 .actions { table-layout: fixed; }
-.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12px; }
+.mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 11.5px; }
 ul.subjects { list-style: none; margin: 0; padding: 0; }
 ul.subjects li.gone { color: var(--bad); text-decoration: line-through; }
 .none { color: var(--muted); font-style: italic; }
@@ -99,7 +99,7 @@ fn scope_line(report: &Report) -> String {
     let f = &report.filter;
     let range = match (f.since, f.until) {
         (Some(s), Some(u)) => format!("from <b>{}</b> to <b>{}</b>", escape(&human(s)), escape(&human(u))),
-        (Some(s), None) => format!("from <b>{}</b> on", escape(&human(s))),
+        (Some(s), None) => format!("since <b>{}</b>", escape(&human(s))),
         (None, Some(u)) => format!("before <b>{}</b>", escape(&human(u))),
         (None, None) => "<b>all time</b>".into(),
     };
@@ -186,7 +186,7 @@ fn request(h: &mut String, r: &RequestEvidence) {
     }
     let _ = writeln!(
         h,
-        "<table class=\"actions\"><colgroup><col style=\"width:3%\"><col style=\"width:17%\"><col style=\"width:11%\"><col style=\"width:15%\"><col style=\"width:10%\"><col style=\"width:15%\"><col style=\"width:13%\"><col style=\"width:16%\"></colgroup>\n<thead><tr><th class=\"num\">#</th><th>Object</th><th>Role</th><th>Subject</th><th>Outcome</th><th>Subjects before</th><th>Subjects after</th><th>Details</th></tr></thead><tbody>"
+        "<table class=\"actions\"><colgroup><col style=\"width:3%\"><col style=\"width:14%\"><col style=\"width:12%\"><col style=\"width:13%\"><col style=\"width:10%\"><col style=\"width:18%\"><col style=\"width:16%\"><col style=\"width:14%\"></colgroup>\n<thead><tr><th class=\"num\">#</th><th>Object</th><th>Role</th><th>Subject</th><th>Outcome</th><th>Subjects before</th><th>Subjects after</th><th>Details</th></tr></thead><tbody>"
     );
     for (res, role) in &r.actions {
         let _ = writeln!(
