@@ -45,6 +45,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .request { border: 1px solid var(--line); border-radius: 8px; margin: 16px 0; overflow: hidden; break-inside: avoid; }
 .request > header { display: flex; justify-content: space-between; align-items: center; gap: 12px;
   padding: 10px 14px; background: var(--soft); border-bottom: 1px solid var(--line); }
+.request > header > span { text-align: right; }
+.request > header .badge { white-space: normal; }
 .facts { display: grid; grid-template-columns: max-content 1fr max-content 1fr; gap: 4px 16px; padding: 10px 14px; margin: 0; }
 .facts dt { color: var(--muted); }
 .facts dd { margin: 0; overflow-wrap: anywhere; }
