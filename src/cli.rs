@@ -1,4 +1,8 @@
-//! Command line: `deprovisioner run` and `deprovisioner crd`. Every flag has an env var.
+//! Command line: `deprovisioner run`, `deprovisioner crd` and `deprovisioner evidence`. Every flag
+//! of `run` has an env var.
+//!
+//! The binary does not look at its own name, so a copy or symlink named `kubectl-deprovisioner` on
+//! the PATH works as a kubectl plugin: `kubectl deprovisioner evidence …`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,6 +10,8 @@ use std::time::Duration;
 
 use axum::http::HeaderName;
 use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::evidence::time::{When, parse_when};
 
 /// Lumos may wait at most this long; the response deadline must stay under it.
 pub const LUMOS_TIMEOUT: Duration = Duration::from_secs(15);
@@ -26,6 +32,53 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print every CustomResourceDefinition as YAML.
     Crd,
+    /// Write evidence for auditors from the records: CSV, JSON or a self-contained HTML report of
+    /// what was removed, for a time range and optionally one app or one person.
+    Evidence(EvidenceArgs),
+}
+
+/// Format of `evidence`'s output.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvidenceFormat {
+    /// One row per action.
+    Csv,
+    /// `{generatedAt, cluster, since, until, app, person, rows: [...]}`, one row per action.
+    Json,
+    /// A self-contained page: summary, each request's actions, verification verdicts.
+    Html,
+}
+
+/// Flags of `evidence`.
+#[derive(clap::Args, Debug)]
+pub struct EvidenceArgs {
+    /// Kubeconfig file. Default: $KUBECONFIG or ~/.kube/config if present, else in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "DEPROVISIONER_CONTEXT")]
+    pub context: Option<String>,
+    /// Lumos calls from this time on: RFC 3339 (2025-01-31T09:00:00Z), a date (2025-01-31,
+    /// midnight UTC) or a duration back from now (30d, 12h). Default: all recorded.
+    #[arg(long, value_parser = parse_when)]
+    pub since: Option<When>,
+    /// Lumos calls before this time (same forms as --since). Default: now.
+    #[arg(long, value_parser = parse_when)]
+    pub until: Option<When>,
+    /// Only this Lumos app (its app id, instance id or label).
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only this person (the target user's email, any case).
+    #[arg(long, value_name = "EMAIL")]
+    pub person: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = EvidenceFormat::Html, conflicts_with = "out_dir")]
+    pub format: EvidenceFormat,
+    /// Write to this file (default: standard output).
+    #[arg(long, short = 'o', value_name = "FILE", conflicts_with = "out_dir")]
+    pub output: Option<PathBuf>,
+    /// Write all three formats into this directory: evidence.csv, evidence.json, evidence.html.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 /// Log output format.

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod controller;
 pub mod crd;
 pub mod egress;
+pub mod evidence;
 pub mod exec;
 pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]

@@ -1,5 +1,6 @@
-//! `deprovisioner run | crd`.
+//! `deprovisioner run | crd | evidence`.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,6 +32,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run(*args).await,
+        Command::Evidence(args) => {
+            let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
+            let cluster = config.cluster_url.to_string();
+            let client = Client::try_from(config).context("building the Kubernetes client")?;
+            deprovisioner::evidence::write(&client, cluster, &args).await
+        }
     }
 }
 
@@ -45,15 +52,20 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn client(args: &RunArgs) -> anyhow::Result<Client> {
-    let config = match &args.kubeconfig {
+/// The client configuration: the kubeconfig file given (with `context`), else inferred.
+async fn kube_config(kubeconfig: Option<&Path>, context: Option<String>) -> anyhow::Result<Config> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            let opts = KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+            let opts = KubeConfigOptions { context, ..Default::default() };
             Config::from_custom_kubeconfig(kc, &opts).await.context("loading kubeconfig")?
         }
         None => Config::infer().await.context("no kubeconfig and not running in a cluster")?,
-    };
+    })
+}
+
+async fn client(args: &RunArgs) -> anyhow::Result<Client> {
+    let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
     Client::try_from(config).context("building the Kubernetes client")
 }
 

@@ -224,7 +224,11 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
         }
         st.attempting = None;
         let result = match executed {
-            Ok(done) => summary::result(&action, &email, done.outcome.into(), done.message, done.external),
+            Ok(done) => {
+                let (before, after) = done.subjects.map(|s| (s.before, s.after)).unzip();
+                summary::result(&action, &email, done.outcome.into(), done.message, done.external)
+                    .with_subjects(before, after)
+            }
             Err(e) if e.is_transient() => return rec.transient(st, e).await,
             Err(e) => {
                 let details = e.external_details().cloned();

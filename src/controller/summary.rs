@@ -26,7 +26,18 @@ pub(super) fn result(
 ) -> ActionResult {
     let (object, subject) = describe(a, email);
     let message = text::clip(message);
-    ActionResult { id: a.id, kind: a.kind(), object, subject, outcome, message, at: now(), external }
+    ActionResult {
+        id: a.id,
+        kind: a.kind(),
+        object,
+        subject,
+        outcome,
+        message,
+        at: now(),
+        external,
+        subjects_before: None,
+        subjects_after: None,
+    }
 }
 
 /// The message of an action whose call was sent but whose outcome was never recorded.

@@ -369,6 +369,57 @@ pub struct ActionResult {
     /// For external actions: what the other system replied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalDetails>,
+    /// For binding actions: the binding's subjects as read just before the change, as
+    /// `Kind:name` (`User:ann@x.com`, `Group:team-a`, `ServiceAccount:ns/name`) in the binding's
+    /// order. Empty when the binding no longer existed. Absent in records written before this
+    /// field and for other kinds of action. See [`MAX_SUBJECT_NAMES_BYTES`] for long lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects_before: Option<Vec<String>>,
+    /// For binding actions: the binding's subjects once the action was done, in the same form.
+    /// Empty when the binding was deleted (outcome `Deleted`), kept with no subjects, or no longer
+    /// existed; equal to `subjectsBefore` when nothing changed (`AlreadyAbsent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects_after: Option<Vec<String>>,
+}
+
+/// The most bytes of names one `subjectsBefore` or `subjectsAfter` list records (a status must
+/// fit in one object). A longer list keeps its first names and ends with `… and N more`.
+pub const MAX_SUBJECT_NAMES_BYTES: usize = 1024;
+
+impl ActionResult {
+    /// The result with the binding's subjects before and after the action (see the fields).
+    pub fn with_subjects(mut self, before: Option<Vec<String>>, after: Option<Vec<String>>) -> ActionResult {
+        self.subjects_before = before;
+        self.subjects_after = after;
+        self
+    }
+}
+
+/// A binding's subjects as recorded in a result: `Kind:name`, or `ServiceAccount:ns/name`, in
+/// order, clipped to [`MAX_SUBJECT_NAMES_BYTES`] (the last entry then says how many were left out).
+pub fn subject_names<'a>(subjects: impl IntoIterator<Item = (&'a str, &'a str, Option<&'a str>)>) -> Vec<String> {
+    let all: Vec<String> = subjects
+        .into_iter()
+        .map(|(kind, name, ns)| match ns {
+            Some(ns) if !ns.is_empty() => format!("{kind}:{ns}/{name}"),
+            _ => format!("{kind}:{name}"),
+        })
+        .collect();
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for (i, n) in all.iter().enumerate() {
+        // Room for the closing `… and N more` entry too, unless this is the last name.
+        let reserve = if i + 1 == all.len() { 0 } else { 32 };
+        // As recorded: a JSON string and its separator.
+        let bytes = serde_json::to_string(n).map_or(n.len() + 3, |j| j.len() + 1);
+        if used + bytes + reserve > MAX_SUBJECT_NAMES_BYTES {
+            kept.push(format!("… and {} more", all.len() - i));
+            return kept;
+        }
+        used += bytes;
+        kept.push(n.clone());
+    }
+    kept
 }
 
 /// What an external system replied.

@@ -53,12 +53,30 @@ pub struct Done {
     pub message: String,
     /// For external actions: what the other system replied.
     pub external: Option<ExternalDetails>,
+    /// For binding actions: the binding's subject names before and after (see
+    /// `ActionResult::subjects_before`).
+    pub subjects: Option<SubjectsChange>,
+}
+
+/// A binding's subject names (`Kind:name`) before and after an action.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SubjectsChange {
+    /// As read before the action.
+    pub before: Vec<String>,
+    /// Once the action was done (empty when the binding was deleted or did not exist).
+    pub after: Vec<String>,
 }
 
 impl Done {
     /// A result with no external details.
     pub fn new(outcome: Effect, message: impl Into<String>) -> Done {
-        Done { outcome, message: message.into(), external: None }
+        Done { outcome, message: message.into(), external: None, subjects: None }
+    }
+
+    /// The result with the binding's subject names before and after.
+    pub fn with_subjects(mut self, before: Vec<String>, after: Vec<String>) -> Done {
+        self.subjects = Some(SubjectsChange { before, after });
+        self
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{Done, Effect, ExecError};
-use crate::crd::{BindingAction, BindingScope, EmptyBindingRule};
+use crate::crd::{BindingAction, BindingScope, EmptyBindingRule, subject_names};
 use crate::plan::subject::is_exactly;
 
 /// How many times a write is retried after a 409 Conflict before giving up for this attempt.
@@ -43,7 +43,10 @@ async fn run<K: Binding>(api: Api<K>, a: &BindingAction) -> Result<Done, ExecErr
     for _ in 0..CONFLICT_RETRIES {
         let obj = match api.get_opt(&b.name).await {
             Ok(Some(o)) => o,
-            Ok(None) => return Ok(Done::new(Effect::AlreadyAbsent, format!("{b} no longer exists"))),
+            Ok(None) => {
+                let done = Done::new(Effect::AlreadyAbsent, format!("{b} no longer exists"));
+                return Ok(done.with_subjects(vec![], vec![]));
+            }
             Err(e) => return Err(ExecError::api(format!("reading {b}"), e)),
         };
         match write_without_subject(&api, a, obj).await {
@@ -66,11 +69,15 @@ async fn write_without_subject<K: Binding>(api: &Api<K>, a: &BindingAction, mut 
     let rv = obj.resource_version();
     let subjects = obj.subjects_mut().get_or_insert_with(Vec::new);
     let before = subjects.len();
+    let names_before = names(subjects);
     subjects.retain(|s| !is_exactly(s, &a.subject));
     if subjects.len() == before {
-        return Ok(Done::new(Effect::AlreadyAbsent, format!("{} was not in {b}", a.subject)));
+        let done = Done::new(Effect::AlreadyAbsent, format!("{} was not in {b}", a.subject));
+        return Ok(done.with_subjects(names_before.clone(), names_before));
     }
     let now_empty = subjects.is_empty();
+    // A deleted binding has no subjects after.
+    let names_after = if now_empty { vec![] } else { names(subjects) };
     let deleting = now_empty && a.when_empty == EmptyBindingRule::Delete;
     let written = if deleting {
         let dp = DeleteParams {
@@ -86,9 +93,11 @@ async fn write_without_subject<K: Binding>(api: &Api<K>, a: &BindingAction, mut 
         api.replace(&b.name, &PostParams::default(), &obj).await.map(|_| Done::new(Effect::Removed, msg))
     };
     match written {
-        Ok(d) => Ok(d),
+        Ok(d) => Ok(d.with_subjects(names_before, names_after)),
+        // Nothing changed by us, and the binding has no subjects now.
         Err(kube::Error::Api(s)) if s.is_not_found() => {
-            Ok(Done::new(Effect::AlreadyAbsent, format!("{b} was deleted by someone else")))
+            Ok(Done::new(Effect::AlreadyAbsent, format!("{b} was deleted by someone else"))
+                .with_subjects(vec![], vec![]))
         }
         // The API server's RBAC escalation check runs on every binding update.
         Err(source @ kube::Error::Api(_)) if !deleting && is_forbidden(&source) => Err(ExecError::Refused {
@@ -101,6 +110,11 @@ async fn write_without_subject<K: Binding>(api: &Api<K>, a: &BindingAction, mut 
         }),
         Err(e) => Err(ExecError::api(format!("writing {b}"), e)),
     }
+}
+
+/// The subjects' names as results record them (`Kind:name`, `ServiceAccount:ns/name`).
+fn names(subjects: &[Subject]) -> Vec<String> {
+    subject_names(subjects.iter().map(|s| (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref())))
 }
 
 fn is_forbidden(e: &kube::Error) -> bool {

@@ -126,14 +126,19 @@ pub const MAX_ACTIONS: usize = 2000;
 pub const MAX_RECORD_BYTES: usize = 1_400_000;
 
 /// The most bytes one action's result can take once recorded: its object and subject (known
-/// now) and a clipped message. A binding action's message names the same binding and subject
-/// around API-server text (ASCII); another system's reply may be anything (4 bytes a character).
+/// now), a clipped message and (binding actions) two clipped lists of subject names. A binding
+/// action's message names the same binding and subject around API-server text (ASCII); another
+/// system's reply may be anything (4 bytes a character).
 fn result_bytes(a: &PlannedAction) -> usize {
     const OVERHEAD: usize = 256;
     let max_message = crate::text::MAX_MESSAGE;
     match &a.action {
+        // Plus the binding's subject names before and after, each list clipped.
         Action::RemoveBindingSubject(b) => {
-            2 * (b.binding.to_string().len() + b.subject.to_string().len()) + max_message + OVERHEAD
+            2 * (b.binding.to_string().len() + b.subject.to_string().len())
+                + max_message
+                + 2 * crate::crd::MAX_SUBJECT_NAMES_BYTES
+                + OVERHEAD
         }
         Action::ConfirmAbsent(c) => 2 * c.subject.len() + a.policy.len() + max_message + OVERHEAD,
         Action::ScimDeprovision(c) => {

@@ -13,6 +13,8 @@ fn r(id: i32, outcome: Outcome, object: &str) -> ActionResult {
         message: format!("{} detail", outcome.as_str()),
         at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         external: None,
+        subjects_before: None,
+        subjects_after: None,
     }
 }
 

@@ -71,3 +71,32 @@ fn the_schema_keeps_the_union_and_its_cel_rule() {
     let rules = item["x-kubernetes-validations"].to_string();
     assert!(rules.contains("has(self.binding)") && rules.contains("has(self.http)"), "{rules}");
 }
+
+#[test]
+fn subject_names_are_kind_and_name_and_long_lists_say_how_many_were_left_out() {
+    let names = subject_names([
+        ("User", "ann@x.com", None),
+        ("Group", "team-a", None),
+        ("ServiceAccount", "ci", Some("build")),
+        ("ServiceAccount", "bot", Some("")),
+    ]);
+    assert_eq!(names, ["User:ann@x.com", "Group:team-a", "ServiceAccount:build/ci", "ServiceAccount:bot"]);
+
+    let many: Vec<String> = (0..500).map(|i| format!("user-{i:03}@example.com")).collect();
+    let names = subject_names(many.iter().map(|n| ("User", n.as_str(), None)));
+    let last = names.last().unwrap();
+    assert!(last.starts_with("… and ") && last.ends_with(" more"), "{last}");
+    let left_out: usize = last.trim_start_matches("… and ").trim_end_matches(" more").parse().unwrap();
+    assert_eq!(names.len() - 1 + left_out, 500);
+    assert!(serde_json::to_string(&names).unwrap().len() <= MAX_SUBJECT_NAMES_BYTES + 2);
+
+    let r: ActionResult = serde_json::from_value(json!({"id": 0, "kind": "RemoveBindingSubject",
+        "object": "RoleBinding a/b", "subject": "User x", "outcome": "Deleted", "message": "m",
+        "at": "2025-01-01T00:00:00Z"}))
+    .unwrap();
+    assert_eq!((r.subjects_before.as_ref(), r.subjects_after.as_ref()), (None, None), "older records read");
+    let r = r.with_subjects(Some(vec!["User:x".into()]), Some(vec![]));
+    let wire = serde_json::to_value(&r).unwrap();
+    assert_eq!(wire["subjectsBefore"], json!(["User:x"]));
+    assert_eq!(wire["subjectsAfter"], json!([]), "a deleted binding records an empty list, not nothing");
+}

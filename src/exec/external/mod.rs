@@ -119,7 +119,12 @@ impl<'a> Session<'a> {
 
     /// A success.
     fn done(&self, outcome: Effect, message: String) -> Result<Done, ExecError> {
-        Ok(Done { outcome, message: format!("{}: {message}", self.system), external: Some(self.details.clone()) })
+        Ok(Done {
+            outcome,
+            message: format!("{}: {message}", self.system),
+            external: Some(self.details.clone()),
+            subjects: None,
+        })
     }
 
     /// Removes every credential read for this action from a message, in every form it could

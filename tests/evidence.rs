@@ -1,0 +1,203 @@
+//! `deprovisioner evidence` against a real control plane: the operator removes two people's
+//! access on two Lumos calls, then the built binary reads the records and writes CSV, JSON and
+//! HTML; the HTML is opened in headless Chromium (when installed) and screenshotted. The
+//! binary also runs as a kubectl plugin (`kubectl deprovisioner evidence`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::DeprovisionRequest;
+use deprovisioner::fixtures::{group, user};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Api;
+use kube::api::PostParams;
+use serde_json::{Value, json};
+use support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs `deprovisioner evidence` with the admin kubeconfig and these flags.
+fn evidence(c: &Cluster, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .arg("evidence")
+        .args(["--kubeconfig", c.kubeconfig.to_str().unwrap()])
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running deprovisioner evidence");
+    assert!(out.status.success(), "evidence {args:?} failed: {}", text(&out.stderr));
+    out
+}
+
+/// Adds a `Verified` condition to a finished request, as a verification would.
+async fn mark_verified(client: &kube::Client, name: &str, status: &str, message: &str) {
+    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+    let mut r = api.get(name).await.unwrap();
+    r.status.as_mut().unwrap().conditions.push(Condition {
+        type_: "Verified".into(),
+        status: status.into(),
+        reason: "Checked".into(),
+        message: message.into(),
+        observed_generation: None,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    });
+    api.replace_status(name, &PostParams::default(), &r).await.unwrap();
+}
+
+/// The JSON report's rows for `person`.
+fn rows_of<'a>(report: &'a Value, person: &str) -> Vec<&'a Value> {
+    report["rows"].as_array().unwrap().iter().filter(|r| r["person"] == person).collect()
+}
+
+#[tokio::test]
+async fn evidence_shows_who_lost_what_with_the_subjects_before_and_after() {
+    let cl = cluster();
+    let c = admin().await;
+    let op = Operator::start(OperatorOpts::on(cl));
+    let ns = unique("evidence");
+    namespace(&c, &ns, &[]).await;
+    let (ann, bob) = ("ann.lee@example.com", "bob@example.com");
+    role_binding(&c, &ns, "developers", "edit", vec![user(ann), user("mj@example.com"), group("team-a")]).await;
+    role_binding(&c, &ns, "ann-only", "view", vec![user(ann)]).await;
+    role_binding(&c, &ns, "on-call", "view", vec![user(bob), group("sre")]).await;
+    let app = namespace_policy(&c, "evidence", &ns).await;
+
+    let mut bob_payload = payload(&app, bob, &["admin"]);
+    bob_payload["target_user"]["given_name"] = json!("<script>alert('bob')</script>");
+    let mut names = vec![];
+    for p in [payload(&app, ann, &[]), bob_payload] {
+        let (status, answer, _) = op.lumos(&p).await;
+        assert_eq!((status, answer["response"].as_str()), (200, Some("SUCCESS")), "{answer}");
+        names.push(request_name(&answer));
+    }
+    mark_verified(&c, &names[0], "True", "no binding names ann").await;
+    mark_verified(&c, &names[1], "False", "User bob still bound <img src=x onerror=alert(1)>").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("evidence");
+    evidence(cl, &["--since", "1h", "--app", &app, "--out-dir", out_dir.to_str().unwrap()]);
+
+    // JSON: one row per action, with the binding's subjects before and after.
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("evidence.json")).unwrap()).unwrap();
+    let ann_rows = rows_of(&report, ann);
+    assert_eq!(ann_rows.len(), 2, "{report:#}");
+    let devs = ann_rows.iter().find(|r| r["object"] == format!("RoleBinding {ns}/developers")).unwrap();
+    assert_eq!(devs["outcome"], "Removed");
+    assert_eq!(devs["subjectsBefore"], json!([format!("User:{ann}"), "User:mj@example.com", "Group:team-a"]));
+    assert_eq!(devs["subjectsAfter"], json!(["User:mj@example.com", "Group:team-a"]));
+    assert_eq!(devs["role"], "ClusterRole/edit");
+    assert_eq!(devs["request"], names[0].as_str());
+    assert_eq!(devs["verification"], "verified: no remaining access");
+    assert!(devs["calledAt"].as_str().unwrap().ends_with('Z') && devs["completedAt"].as_str().unwrap().ends_with('Z'));
+    let only = ann_rows.iter().find(|r| r["object"] == format!("RoleBinding {ns}/ann-only")).unwrap();
+    assert_eq!(only["outcome"], "Deleted");
+    assert_eq!(
+        (only["subjectsBefore"].clone(), only["subjectsAfter"].clone()),
+        (json!([format!("User:{ann}")]), json!([]))
+    );
+    let bob_rows = rows_of(&report, bob);
+    assert_eq!(bob_rows.len(), 1);
+    assert_eq!(bob_rows[0]["subjectsAfter"], json!(["Group:sre"]));
+    assert_eq!(bob_rows[0]["permissions"], "admin");
+    assert_eq!(bob_rows[0]["verification"], "User bob still bound <img src=x onerror=alert(1)>");
+
+    // CSV: the same rows.
+    let csv = std::fs::read_to_string(out_dir.join("evidence.csv")).unwrap();
+    let lines: Vec<&str> = csv.trim_end().split("\r\n").collect();
+    assert!(lines[0].starts_with("request,person,app,permissions,calledAt,completedAt,"), "{}", lines[0]);
+    assert_eq!(lines.len(), 4, "header and three actions:\n{csv}");
+    assert!(
+        csv.contains(&format!(",User:{ann}; User:mj@example.com; Group:team-a,User:mj@example.com; Group:team-a,"))
+    );
+    let deleted = format!(",Deleted,\"removed User {ann} and deleted RoleBinding {ns}/ann-only, its last subject\",");
+    assert!(csv.contains(&deleted), "a message with a comma is quoted:\n{csv}");
+    assert!(csv.contains(&format!(",User:{ann},(none),verified: no remaining access")), "{csv}");
+
+    // --person: only that person's rows, in any case.
+    let out = evidence(cl, &["--app", &app, "--person", "ANN.LEE@example.com", "--format", "json"]);
+    let only_ann: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(only_ann["rows"].as_array().unwrap().len(), 2);
+    assert!(only_ann["rows"].as_array().unwrap().iter().all(|r| r["person"] == ann));
+    let out = evidence(cl, &["--app", &app, "--until", "1h", "--format", "csv"]);
+    assert_eq!(text(&out.stdout).trim_end().split("\r\n").count(), 1, "nothing before an hour ago: the header only");
+
+    // HTML: the summary, each request, escaped text.
+    let html_path = out_dir.join("evidence.html");
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.contains("<h1>Access removal evidence</h1>"));
+    for name in &names {
+        assert!(html.contains(name.as_str()), "{name} in the report");
+    }
+    assert!(html.contains(&format!("<li class=\"gone\">User:{ann}</li>")), "the removed name is struck through");
+    assert!(html.contains("none: binding deleted"));
+    assert!(html.contains("verified: no remaining access"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;bob&#39;)&lt;/script&gt;"));
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(!html.contains("<script") && !html.contains("<img"), "recorded text is escaped");
+
+    kubectl_plugin(cl, dir.path(), &app, bob);
+    screenshot(&html_path, &dir.path().join("evidence.png"));
+}
+
+/// `kubectl deprovisioner evidence …` runs the binary found on the PATH as
+/// `kubectl-deprovisioner`, with the flags after the plugin's name.
+fn kubectl_plugin(cl: &Cluster, dir: &Path, app: &str, person: &str) {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_deprovisioner"), plugins.join("kubectl-deprovisioner")).unwrap();
+    let path = format!("{}:{}:{}", plugins.display(), cl.bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let out = Command::new(cl.bin_dir.join("kubectl"))
+        .args(["deprovisioner", "evidence", "--app", app, "--person", person, "--format", "json"])
+        .env("PATH", path)
+        .env("KUBECONFIG", &cl.kubeconfig)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl deprovisioner evidence: {}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(report["rows"][0]["person"], person);
+}
+
+/// Opens the report in headless Chromium and checks it rendered to a real PNG.
+fn screenshot(html: &Path, png: &PathBuf) {
+    if !Path::new(CHROMIUM).exists() {
+        println!("SKIPPED the browser check: {CHROMIUM} is not installed (apt-get install chromium)");
+        return;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = Command::new(CHROMIUM)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1600"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", html.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting chromium");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "chromium exited {status}");
+    let bytes = std::fs::read(png).expect("the screenshot");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    assert!(bytes.len() > 20_000, "a rendered page, not a blank one: {} bytes", bytes.len());
+    if let Ok(keep) = std::env::var("EVIDENCE_SCREENSHOT") {
+        std::fs::copy(png, &keep).unwrap();
+        println!("screenshot saved to {keep}");
+    }
+}
