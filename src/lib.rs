@@ -16,5 +16,6 @@ pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod policies;
 pub mod text;
 pub mod webhook;

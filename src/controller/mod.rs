@@ -62,6 +62,8 @@ pub struct Settings {
 pub struct Shared {
     /// The binding index (kept warm on every replica); without it plans list bindings.
     pub index: Option<Arc<BindingIndex>>,
+    /// The policies (kept warm on every replica); without them plans list policies.
+    pub policies: Option<Arc<crate::policies::Policies>>,
     /// Where finished requests are told to waiting webhook calls.
     pub finished: Arc<Finished>,
     /// Requests the webhook here hands straight to the controller here.

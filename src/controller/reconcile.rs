@@ -118,8 +118,6 @@ async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError
 async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     let c = &rec.ctx.client;
     let lp = ListParams::default();
-    let policy_api = Api::<DeprovisionPolicy>::all(c.clone());
-    let list = policy_api.list(&lp);
     // The barrier's writes go out while the policies are read.
     let index = rec.ctx.shared.index.as_deref();
     let synced = async {
@@ -128,8 +126,8 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
             None => None,
         }
     };
-    let (policies, synced) = futures::join!(list, synced);
-    let policies = policies.map_err(unavailable("listing DeprovisionPolicies"))?.items;
+    let (policies, synced) = futures::join!(policies(rec), synced);
+    let policies = policies?;
     let matched = plan::matching_policies(&rec.obj.spec, &policies);
     let namespaces = match plan::selects_namespaces_by_label(&matched) {
         true => Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items,
@@ -151,6 +149,19 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
         }
     }
     plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+}
+
+/// The policies from memory when the watch is current and one of them is for this request;
+/// otherwise (none matches: perhaps one created a moment ago) listed from the API server.
+async fn policies(rec: &Record) -> Result<Vec<DeprovisionPolicy>, PlanFailure> {
+    let cached = rec.ctx.shared.policies.as_ref().and_then(|p| p.get());
+    if let Some(policies) = cached
+        && !plan::matching_policies(&rec.obj.spec, &policies).is_empty()
+    {
+        return Ok(policies);
+    }
+    let api = Api::<DeprovisionPolicy>::all(rec.ctx.client.clone());
+    Ok(api.list(&ListParams::default()).await.map_err(unavailable("listing DeprovisionPolicies"))?.items)
 }
 
 fn unavailable(what: &'static str) -> impl Fn(kube::Error) -> PlanFailure {

@@ -384,7 +384,7 @@ pub struct ActionResult {
 
 /// The most bytes of names one `subjectsBefore` or `subjectsAfter` list records (a status must
 /// fit in one object). A longer list keeps its first names and ends with `… and N more`.
-pub const MAX_SUBJECT_NAMES_BYTES: usize = 1024;
+pub const MAX_SUBJECT_NAMES_BYTES: usize = 320;
 
 impl ActionResult {
     /// The result with the binding's subjects before and after the action (see the fields).

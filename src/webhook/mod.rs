@@ -62,6 +62,8 @@ pub struct WebhookState {
     pub handoff: Arc<crate::controller::Handoff>,
     /// The binding index, when plans read one: the replica is ready once it has listed.
     pub index: Option<Arc<crate::index::BindingIndex>>,
+    /// The policies in memory, when plans read them: the replica is ready once they have listed.
+    pub policies: Option<Arc<crate::policies::Policies>>,
 }
 
 /// The router with every endpoint.
@@ -95,6 +97,9 @@ async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
     // old one working meanwhile).
     if s.index.as_ref().is_some_and(|ix| !ix.is_watching()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the binding index is still listing").into_response();
+    }
+    if s.policies.as_ref().is_some_and(|p| !p.is_current()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the policies are still listing").into_response();
     }
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let check = tokio::time::timeout(Duration::from_secs(3), api.list_metadata(&ListParams::default().limit(1))).await;

@@ -37,6 +37,7 @@ fn app() -> (
         finished: crate::finished::Finished::new(),
         handoff: Default::default(),
         index: None,
+        policies: None,
     };
     (router(Arc::new(state)), handle, dir)
 }
