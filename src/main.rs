@@ -24,11 +24,6 @@ use deprovisioner::webhook::guard::{PerMinute, PerSource};
 use deprovisioner::webhook::server::{self, ServerLimits};
 use deprovisioner::webhook::{self, WebhookState};
 
-/// mimalloc gives freed memory back to the system (glibc's and musl's allocators keep the peak
-/// of the first lists, several arenas' worth), and is much faster than musl's in the static image.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
