@@ -59,9 +59,22 @@ impl BindingIndex {
         Arc::new(BindingIndex { role_bindings, cluster_role_bindings, rb_barrier, crb_barrier })
     }
 
-    /// Returns once the index holds every binding written before this call (both kinds).
-    pub async fn sync(&self) -> Result<(), BarrierError> {
-        let (rb, crb) = futures::join!(self.rb_barrier.pass(BARRIER_TIMEOUT), self.crb_barrier.pass(BARRIER_TIMEOUT));
+    /// Returns once the index holds every binding written before this call, of the kinds asked
+    /// for (RoleBindings, ClusterRoleBindings): only their barriers are written.
+    pub async fn sync(&self, role_bindings: bool, cluster_role_bindings: bool) -> Result<(), BarrierError> {
+        let rb = async {
+            match role_bindings {
+                true => self.rb_barrier.pass(BARRIER_TIMEOUT).await,
+                false => Ok(()),
+            }
+        };
+        let crb = async {
+            match cluster_role_bindings {
+                true => self.crb_barrier.pass(BARRIER_TIMEOUT).await,
+                false => Ok(()),
+            }
+        };
+        let (rb, crb) = futures::join!(rb, crb);
         rb.and(crb)
     }
 

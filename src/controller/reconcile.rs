@@ -118,16 +118,7 @@ async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError
 async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     let c = &rec.ctx.client;
     let lp = ListParams::default();
-    // The barrier's writes go out while the policies are read.
-    let index = rec.ctx.shared.index.as_deref();
-    let synced = async {
-        match index {
-            Some(ix) => Some(ix.sync().await),
-            None => None,
-        }
-    };
-    let (policies, synced) = futures::join!(policies(rec), synced);
-    let policies = policies?;
+    let policies = policies(rec).await?;
     let matched = plan::matching_policies(&rec.obj.spec, &policies);
     let namespaces = match plan::selects_namespaces_by_label(&matched) {
         true => Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items,
@@ -135,6 +126,12 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     };
     let scope = plan::scope(&rec.obj.spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
     let mut observed = Observed { namespaces, ..Default::default() };
+    // Only the kinds in scope need their barrier.
+    let index = rec.ctx.shared.index.as_deref();
+    let synced = match index {
+        Some(ix) => Some(ix.sync(!scope.namespaces.is_empty(), scope.cluster_role_bindings).await),
+        None => None,
+    };
     match (index, synced) {
         (Some(ix), Some(Ok(()))) => {
             let b = ix.bindings(&scope.namespaces, scope.cluster_role_bindings);

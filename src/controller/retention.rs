@@ -1,6 +1,7 @@
 //! Finished requests are kept for `--retention`, then deleted. The controller watches only
 //! unfinished requests (its memory does not grow with the history), so a sweep lists the
-//! finished ones, a page at a time, and deletes those past their retention.
+//! finished ones' metadata, a page at a time, reads only those created longer ago than the
+//! retention (a request finishes after it is created), and deletes those past their retention.
 
 use std::time::Duration;
 
@@ -27,11 +28,16 @@ pub(super) fn sweep_interval(retention: Duration) -> Duration {
     (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(600))
 }
 
-/// Sweeps until `stop`: deletes finished requests older than `retention`.
+/// Sweeps until `stop`: deletes finished requests older than `retention`. A stop interrupts a
+/// sweep (each delete stands on its own), so it never holds up a handover.
 pub(super) async fn run(client: Client, retention: Duration, stop: CancellationToken) {
     let every = sweep_interval(retention);
     loop {
-        match sweep(&client, retention).await {
+        let swept = tokio::select! {
+            swept = sweep(&client, retention) => swept,
+            _ = stop.cancelled() => return,
+        };
+        match swept {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "retention passed; deleted finished requests"),
             Err(e) => tracing::warn!(error = %e, "retention sweep failed; trying again later"),
@@ -50,11 +56,16 @@ async fn sweep(client: &Client, retention: Duration) -> Result<usize, kube::Erro
     for phase in FINISHED {
         let mut lp = ListParams::default().fields(&format!("status.phase={}", phase.as_str())).limit(PAGE);
         loop {
-            let page = api.list(&lp).await?;
-            for r in &page.items {
+            let page = api.list_metadata(&lp).await?;
+            for m in &page.items {
+                // Created within the retention: finished within it too.
+                if m.metadata.creation_timestamp.as_ref().is_some_and(|t| since(t) < retention) {
+                    continue;
+                }
+                let name = m.name_any();
+                let Some(r) = api.get_opt(&name).await? else { continue };
                 let done = r.status.as_ref().and_then(|s| s.completed_at.as_ref());
                 if done.is_some_and(|t| since(t) >= retention) {
-                    let name = r.name_any();
                     match api.delete(&name, &DeleteParams::default()).await {
                         Ok(_) => deleted += 1,
                         Err(kube::Error::Api(s)) if s.is_not_found() => {}
