@@ -108,7 +108,7 @@ impl BindingIndex {
 
 /// What the index keeps of a binding: everything planning reads, nothing else (annotations and
 /// managedFields can be most of an object's size). The barrier's annotation stays on sentinels.
-fn strip<K: Resource>(obj: &mut K) {
+pub fn strip<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
     if let Some(a) = meta.annotations.as_mut() {

@@ -165,20 +165,41 @@ fn unavailable(what: &'static str) -> impl Fn(kube::Error) -> PlanFailure {
     move |source| PlanFailure::Unavailable(ExecError::Unavailable { context: what.into(), source })
 }
 
-/// Lists the bindings in scope from the API server (consistent reads).
+/// Lists the bindings in scope from the API server (consistent reads), a page at a time, keeping
+/// only what planning reads of each.
 async fn list_bindings(c: &kube::Client, scope: &plan::Scope, observed: &mut Observed) -> Result<(), PlanFailure> {
-    let lp = ListParams::default();
     for ns in &scope.namespaces {
         let api = Api::<RoleBinding>::namespaced(c.clone(), ns);
-        let items = api.list(&lp).await.map_err(unavailable("listing RoleBindings"))?.items;
-        observed.role_bindings.extend(items.into_iter().map(Arc::new));
+        let items = list_stripped(api).await.map_err(unavailable("listing RoleBindings"))?;
+        observed.role_bindings.extend(items);
     }
     if scope.cluster_role_bindings {
         let api = Api::<ClusterRoleBinding>::all(c.clone());
-        let items = api.list(&lp).await.map_err(unavailable("listing ClusterRoleBindings"))?.items;
-        observed.cluster_role_bindings = items.into_iter().map(Arc::new).collect();
+        observed.cluster_role_bindings =
+            list_stripped(api).await.map_err(unavailable("listing ClusterRoleBindings"))?;
     }
     Ok(())
+}
+
+/// Every object of a list, paged (one snapshot: continue tokens keep its resourceVersion), each
+/// stripped as the index strips it.
+async fn list_stripped<K>(api: Api<K>) -> Result<Vec<Arc<K>>, kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let mut lp = ListParams::default().limit(500);
+    let mut out = vec![];
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items.into_iter().map(|mut o| {
+            crate::index::strip(&mut o);
+            Arc::new(o)
+        }));
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
 }
 
 /// A call marked `attempting` whose outcome was never recorded ends `Failed`, outcome unknown:

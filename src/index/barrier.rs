@@ -3,7 +3,7 @@
 //! write that finished before it began is in the index too.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kube::api::{Patch, PatchParams};
@@ -65,7 +65,7 @@ pub(super) struct Barrier<K> {
     relisted: Mutex<Option<u64>>,
     /// Whether the watch has listed and is delivering (false until the first list completes, and
     /// after an error until it lists again).
-    watching: AtomicBool,
+    watching: watch::Sender<bool>,
     /// One write at a time: a plan waiting behind a write that began after it arrived is served
     /// by that write.
     writing: tokio::sync::Mutex<()>,
@@ -84,7 +84,7 @@ where
             started: AtomicU64::new(0),
             seen: watch::channel(0).0,
             relisted: Mutex::new(None),
-            watching: AtomicBool::new(false),
+            watching: watch::channel(false).0,
             writing: tokio::sync::Mutex::new(()),
         }
     }
@@ -98,8 +98,14 @@ where
 
     /// Returns once the index holds every binding written before this call.
     pub async fn pass(&self, timeout: Duration) -> Result<(), BarrierError> {
-        if !self.watching.load(Ordering::SeqCst) {
-            return Err(BarrierError::NotWatching { kind: Self::kind() });
+        // A watch still listing (a replica starting, or relisting after an error) is waited for
+        // within the same time: a plan that fell back to listing would read every binding in
+        // scope in full, thousands at once after a restart.
+        if !*self.watching.borrow() {
+            let mut watching = self.watching.subscribe();
+            if !matches!(tokio::time::timeout(timeout, watching.wait_for(|w| *w)).await, Ok(Ok(_))) {
+                return Err(BarrierError::NotWatching { kind: Self::kind() });
+            }
         }
         let arrived = self.started.load(Ordering::SeqCst);
         let _writing = self.writing.lock().await;
@@ -149,12 +155,12 @@ where
 
     /// Whether the watch has listed and is delivering.
     pub fn is_watching(&self) -> bool {
-        self.watching.load(Ordering::SeqCst)
+        *self.watching.borrow()
     }
 
     /// Called when the watch fails: it lists again before the barrier can pass.
     pub fn watch_failed(&self) {
-        self.watching.store(false, Ordering::SeqCst);
+        self.watching.send_replace(false);
     }
 
     /// Called with every event after the store has applied it.
@@ -174,7 +180,7 @@ where
             }
             // The store now holds the whole relist.
             Event::InitDone => {
-                self.watching.store(true, Ordering::SeqCst);
+                self.watching.send_replace(true);
                 if let Some(g) = relisted.take() {
                     self.mark_seen(g);
                 }
