@@ -31,11 +31,10 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use deprovisioner::crd::{DeprovisionRequest, DeprovisionRequestStatus, Phase};
+use deprovisioner::crd::{DeprovisionRequest, Phase};
 use deprovisioner::fixtures::{self, user};
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use support::*;
@@ -100,17 +99,6 @@ fn ms(d: Duration) -> String {
     } else {
         format!("{:.1} ms", d.as_secs_f64() * 1000.0)
     }
-}
-
-fn proc_status_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
-    kib / 1024.0
 }
 
 /// `n` RoleBindings `rb-{i}` in `ns`, each naming `u{i}@lumos.com` and [`KEEP`].
@@ -317,26 +305,7 @@ async fn finished_records(c: &Client, total: usize) {
     let api: Api<DeprovisionRequest> = Api::all(c.clone());
     let have = api.list_metadata(&ListParams::default()).await.unwrap().items.len();
     let started = Instant::now();
-    futures::stream::iter(have..total)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("history-{i}");
-                let spec =
-                    fixtures::request_spec("history", &format!("person{i}@lumos.com")).permissions(["view"]).build();
-                let mut obj = api.create(&PostParams::default(), &fixtures::request(&name, spec)).await.unwrap();
-                obj.status = Some(DeprovisionRequestStatus {
-                    phase: Phase::Succeeded,
-                    completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                    message: Some("Removed person from RoleBinding team/view".into()),
-                    ..Default::default()
-                });
-                api.replace_status(&name, &PostParams::default(), &obj).await.unwrap();
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    store_finished_records(c, have..total).await;
     println!("stored {} finished records (now {total}) in {:?}", total.saturating_sub(have), started.elapsed());
 }
 

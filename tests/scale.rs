@@ -10,19 +10,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use deprovisioner::crd::{DeprovisionRequest, DeprovisionRequestStatus, Phase};
 use deprovisioner::fixtures;
-use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::Api;
-use kube::api::PostParams;
 use support::*;
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 =
-        status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024.0
+    proc_status_mib(pid, "VmRSS:")
 }
 
 #[tokio::test]
@@ -36,28 +28,8 @@ async fn memory_does_not_grow_with_finished_records() {
     let rss_empty = rss_mib(empty.pid());
     drop(empty);
 
-    let api: Api<DeprovisionRequest> = Api::all(c.clone());
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let api = api.clone();
-            async move {
-                let name = format!("history-{i}");
-                let spec =
-                    fixtures::request_spec("history", &format!("person{i}@lumos.com")).permissions(["view"]).build();
-                let mut obj = api.create(&PostParams::default(), &fixtures::request(&name, spec)).await.unwrap();
-                obj.status = Some(DeprovisionRequestStatus {
-                    phase: Phase::Succeeded,
-                    completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
-                    message: Some("Removed person from RoleBinding team/view".into()),
-                    ..Default::default()
-                });
-                api.replace_status(&name, &PostParams::default(), &obj).await.unwrap();
-            }
-        })
-        .buffer_unordered(32)
-        .collect::<Vec<()>>()
-        .await;
+    store_finished_records(&c, 0..n).await;
     println!("stored {n} finished records in {:?}", started.elapsed());
 
     let op = Operator::start(OperatorOpts::on(cl).args(&["--leader-election=false"]));

@@ -555,3 +555,45 @@ impl Drop for Frozen {
         let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
     }
 }
+
+/// Stores finished records `history-{i}` for `i` in `range` (32 writes at a time): a history the
+/// operator must not pay for in memory.
+pub async fn store_finished_records(client: &Client, range: std::ops::Range<usize>) {
+    use deprovisioner::crd::DeprovisionRequestStatus;
+    use futures::StreamExt;
+    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+    futures::stream::iter(range)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("history-{i}");
+                let spec =
+                    fixtures::request_spec("history", &format!("person{i}@lumos.com")).permissions(["view"]).build();
+                let mut obj = api.create(&PostParams::default(), &fixtures::request(&name, spec)).await.unwrap();
+                obj.status = Some(DeprovisionRequestStatus {
+                    phase: Phase::Succeeded,
+                    completed_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    )),
+                    message: Some("Removed person from RoleBinding team/view".into()),
+                    ..Default::default()
+                });
+                api.replace_status(&name, &PostParams::default(), &obj).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// A field of `/proc/PID/status` in MiB (`VmRSS:`, `VmHWM:`).
+pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    kib / 1024.0
+}
