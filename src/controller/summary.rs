@@ -1,8 +1,9 @@
 //! The words of the record: what each result says it acted on, and the one message that sums a
 //! request up (shown in `kubectl get dpr` and sent to Lumos).
 
-use crate::crd::{Action, ActionResult, ExternalDetails, Outcome, Phase, PlannedAction};
+use crate::crd::{Action, ActionResult, ExternalDetails, Outcome, Phase, PlannedAction, Verification};
 use crate::text::{self, first_and_more};
+use crate::verify::verdict;
 
 use super::record::now;
 
@@ -89,6 +90,18 @@ pub(super) fn summarize(email: &str, results: &[ActionResult]) -> (Phase, String
         (false, n) => format!("{}; {n} already absent", capitalize(&removed_text)),
     };
     (Phase::Succeeded, text::clip(msg))
+}
+
+/// The phase and message once the verification is known: its sentence is added to the message
+/// (it always survives clipping), and remaining access the authorizer confirms fails the request
+/// when the policies say `Fail` (the removals stay done and recorded).
+pub(super) fn with_verification(phase: Phase, msg: String, v: Option<&Verification>) -> (Phase, String) {
+    let Some(v) = v else {
+        return (phase, msg);
+    };
+    let phase = if verdict::fails(v) { Phase::Failed } else { phase };
+    let sentence = text::clip_to(&format!("; {}", verdict::sentence(v)), text::MAX_MESSAGE / 2);
+    (phase, text::clip_keeping(&msg, &sentence))
 }
 
 fn capitalize(s: &str) -> String {

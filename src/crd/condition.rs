@@ -38,6 +38,9 @@ vocabulary! {
         Complete,
         /// A policy is usable.
         Valid,
+        /// After the removals, the authorizer allows the target none of what was removed
+        /// (False: something remains; Unknown: it could not be checked).
+        Verified,
     }
 }
 
@@ -88,6 +91,12 @@ vocabulary! {
         ConflictingPolicies,
         /// The plan is too large to record.
         PlanTooLarge,
+        /// The authorizer allows the target none of what was removed.
+        NoRemainingAccess,
+        /// The authorizer still allows the target some of what was removed.
+        AccessRemains,
+        /// The verification could not be made.
+        NotVerified,
     }
 }
 
@@ -101,7 +110,20 @@ pub fn set_condition(
     message: &str,
     generation: Option<i64>,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation);
+}
+
+/// Sets a condition to `True`, `False` or `Unknown` (see [`set_condition`]).
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    status: &str,
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = status.to_string();
     let message = &crate::text::clip(message);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     match conditions.iter_mut().find(|c| c.type_ == type_.as_str()) {

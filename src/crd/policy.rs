@@ -38,6 +38,20 @@ pub struct DeprovisionPolicySpec {
     /// What happens to a binding whose last subject goes (default `Delete`).
     #[serde(default)]
     pub empty_bindings: EmptyBindingRule,
+    /// What the answer is when, after the removals, the API server's authorizer still allows the
+    /// target what a removed binding granted (default `Fail`).
+    #[serde(default)]
+    pub on_residual_access: ResidualAccessRule,
+}
+
+/// What remaining access found by the verification does to the answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResidualAccessRule {
+    /// The answer is `FAILURE` (the removals stay done and recorded).
+    #[default]
+    Fail,
+    /// The answer stays `SUCCESS`; the message and the record name what remains.
+    Report,
 }
 
 /// Matches a Lumos application by `app_id` and/or `instance_id` (both must match when both given).

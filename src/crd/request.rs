@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{ActionResult, PlannedAction};
+use super::{ActionResult, PlannedAction, Verification};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removed"),
+    printcolumn(name = "Verified", type_ = "string", json_path = ".status.conditions[?(@.type==\"Verified\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
     selectable = ".status.phase"
@@ -167,7 +168,7 @@ pub struct DeprovisionRequestStatus {
     /// Where the request is in its lifecycle.
     #[serde(default)]
     pub phase: Phase,
-    /// metav1-style conditions (`Planned`, `Complete`).
+    /// metav1-style conditions (`Planned`, `Complete`, `Verified`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Policies that matched the application.
@@ -184,6 +185,10 @@ pub struct DeprovisionRequestStatus {
     /// Number of subjects removed (bindings edited or deleted).
     #[serde(default)]
     pub removed: i32,
+    /// What the API server's authorizer says remains once the actions are done (requests with
+    /// binding actions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
     /// When the controller first picked the request up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::ResourceExt;
 
-pub use select::{matching_policies, scope, selects_namespaces_by_label};
+pub use select::{BindingView, matching_policies, rule_covers, scope, selects_namespaces_by_label};
 pub use validate::{glob_match, is_dns_label, validate_policy};
 
 use crate::crd::{
@@ -153,7 +153,7 @@ fn check_record_size(spec: &DeprovisionRequestSpec, actions: &[PlannedAction]) -
     let spec_bytes = serde_json::to_vec(spec).map_or(MAX_RECORD_BYTES, |v| v.len());
     let plan_bytes = serde_json::to_vec(actions).map_or(MAX_RECORD_BYTES, |v| v.len());
     let needed = plan_bytes + actions.iter().map(result_bytes).sum::<usize>();
-    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes);
+    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes).saturating_sub(crate::verify::MAX_BYTES);
     if needed > budget {
         return Err(PlanError::RecordTooLarge { needed, budget });
     }
@@ -257,6 +257,20 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
             Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
         })
         .collect()
+}
+
+/// The subjects the given policies resolve the target user to (what removal matches),
+/// without duplicates.
+pub fn principals(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]) -> Result<Vec<Wanted>, PlanError> {
+    let mut out: Vec<Wanted> = vec![];
+    for p in policies {
+        for w in resolve_subjects(p, spec)? {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The policy's external call rendered for this request (values escaped for where they go).
