@@ -530,9 +530,22 @@ async fn run(sizes: Sizes) -> String {
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
     let total_bindings = sizes.bindings + sizes.small + sizes.calls + sizes.raw;
     let rss = proc_status_mib(op.pid(), "VmRSS:");
+    // The re-grant watch's list of recently removed subjects (rebuilt from the records at start).
+    let log = strip_ansi(&op.log_text());
+    let principals = log
+        .lines()
+        .find(|l| l.contains("re-grant watch: watching"))
+        .and_then(|l| l.split("principals=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    println!("re-grant watch after the restart: {principals} recently removed principals");
     rows.push(
         row(
-            format!("memory (RSS), {total_bindings} RoleBindings watched, {} finished records stored", sizes.records),
+            format!(
+                "memory (RSS), {total_bindings} RoleBindings watched, {} finished records stored, {principals} recently removed subjects watched for re-grants",
+                sizes.records
+            ),
             format!("{rss:.1} MiB (peak during the bursts {hwm:.1} MiB)"),
             "",
             "",

@@ -97,6 +97,7 @@ impl Record {
                 self.ctx.local.remember(&self.obj);
                 if finishing {
                     self.log_finished();
+                    self.ctx.regrants.finished(&self.obj);
                     self.count_finished(phase);
                     self.ctx.shared.finished.done(&name, self.obj.status.clone().map(Box::new));
                 }
@@ -212,6 +213,7 @@ impl Record {
     /// Records the terminal phase and the message for Lumos from the results.
     pub async fn finish(&mut self, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
         let (phase, msg) = summary::summarize(&self.obj.spec.target_user.email, &st.results);
+        let msg = summary::with_managed_warning(msg, &st.plan, &st.results);
         let (phase, msg) = summary::with_verification(phase, msg, st.verification.as_ref());
         st.phase = phase;
         st.message = Some(msg.clone());

@@ -92,6 +92,27 @@ pub(super) fn summarize(email: &str, results: &[ActionResult]) -> (Phase, String
     (Phase::Succeeded, text::clip(msg))
 }
 
+/// The warning for removals from bindings another tool keeps in sync (they will come back unless
+/// the source changes), added to the message: `; warning: RoleBinding a/b is managed by Argo CD
+/// application web: change the source or it will come back`.
+pub(super) fn with_managed_warning(msg: String, plan: &[PlannedAction], results: &[ActionResult]) -> String {
+    let managed: Vec<String> = plan
+        .iter()
+        .filter(|a| results.iter().any(|r| r.id == a.id && r.outcome.is_removal()))
+        .filter_map(|a| match &a.action {
+            Action::RemoveBindingSubject(b) => {
+                b.managed_by.as_ref().filter(|m| m.syncs()).map(|m| format!("{} is managed by {m}", b.binding))
+            }
+            _ => None,
+        })
+        .collect();
+    if managed.is_empty() {
+        return msg;
+    }
+    let warning = format!("; warning: {}: change the source or it will come back", first_and_more(&managed));
+    text::clip_keeping(&msg, &text::clip_to(&warning, text::MAX_MESSAGE / 3))
+}
+
 /// The phase and message once the verification is known: its sentence is added to the message
 /// (it always survives clipping), and remaining access the authorizer confirms fails the request
 /// when the policies say `Fail` (the removals stay done and recorded).

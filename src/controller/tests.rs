@@ -32,6 +32,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         exit_after_calls: None,
         namespace: "deprovisioner".into(),
         metrics: crate::metrics::Metrics::new(),
+        regrant_watch: Duration::ZERO,
     };
     (Context::new(client, settings, Default::default()), ApiServer::new(handle))
 }

@@ -38,6 +38,8 @@ vocabulary! {
         Complete,
         /// A policy is usable.
         Valid,
+        /// A removed subject was named by a binding again after the request finished.
+        Regranted,
         /// After the removals, the authorizer allows the target none of what was removed
         /// (False: something remains; Unknown: it could not be checked).
         Verified,
@@ -91,12 +93,18 @@ vocabulary! {
         ConflictingPolicies,
         /// The plan is too large to record.
         PlanTooLarge,
+        /// A binding to edit is kept in sync by another tool (`managedBindings: Fail`).
+        ManagedBinding,
         /// The authorizer allows the target none of what was removed.
         NoRemainingAccess,
         /// The authorizer still allows the target some of what was removed.
         AccessRemains,
         /// The verification could not be made.
         NotVerified,
+        /// A binding names a removed subject again.
+        AccessRegranted,
+        /// The subject was removed again after it came back.
+        RemovedAgain,
     }
 }
 

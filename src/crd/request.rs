@@ -117,6 +117,26 @@ pub struct Attempting {
     pub since: Time,
 }
 
+/// A binding that named a removed subject again after the request finished.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Regrant {
+    /// The binding, e.g. `RoleBinding team-a/deployers`.
+    pub object: String,
+    /// The subject as written in it, e.g. `User ann@x.com`.
+    pub subject: String,
+    /// When the operator saw it.
+    pub at: Time,
+    /// The field manager that last wrote the binding's subjects, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_manager: Option<String>,
+    /// Whether the operator removed the subject again (`onRegrant: Remove`).
+    #[serde(default)]
+    pub removed_again: bool,
+    /// What happened, fit to show a person.
+    pub message: String,
+}
+
 /// Where a request came from.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RequestSource {
@@ -189,6 +209,11 @@ pub struct DeprovisionRequestStatus {
     /// binding actions only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Access that came back after the request finished: a binding naming a removed subject
+    /// again (noticed for `--regrant-watch` after the request finished).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub regrants: Vec<Regrant>,
     /// When the controller first picked the request up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

@@ -153,6 +153,7 @@ fn residual_bindings_say_why_they_were_left() {
                 binding: removed.clone(),
                 subject: SubjectRef { kind: "User".into(), name: "ann@x.io".into(), namespace: None },
                 when_empty: EmptyBindingRule::Delete,
+                managed_by: None,
             }),
         },
         PlannedAction {
@@ -163,6 +164,7 @@ fn residual_bindings_say_why_they_were_left() {
                 binding: binding(Some("team-a"), "view", "ClusterRole/view"),
                 subject: SubjectRef { kind: "User".into(), name: "ann@x.io".into(), namespace: None },
                 when_empty: EmptyBindingRule::Delete,
+                managed_by: None,
             }),
         },
     ];
