@@ -124,7 +124,7 @@ async fn check(
         return Err(VerifyError::NoPolicies(req.policy_names.join(", ")));
     }
     let wanted = crate::plan::principals(req.spec, matched)?;
-    let identities = reviews::identities(&wanted);
+    let identities = reviews::identities(&with_removed_spellings(wanted.clone(), req.plan, req.results));
     v.identities = identities.iter().map(Identity::to_string).collect();
     let removed = removed_bindings(req.plan, req.results);
     let roles = read_roles(client, &removed, &mut v.notes).await?;
@@ -145,6 +145,23 @@ async fn check(
         v.notes.push(format!("{more} more binding(s) still name the target (at most {MAX_RESIDUAL} listed)"));
     }
     Ok(())
+}
+
+/// The identities to ask about: the policies' subjects, plus each User name exactly as it was
+/// removed when it differs (a `caseInsensitive` subject matches `Ann@X.com` too, but the
+/// authorizer compares names exactly, so each spelling is its own identity to it).
+fn with_removed_spellings(mut wanted: Vec<Wanted>, plan: &[PlannedAction], results: &[ActionResult]) -> Vec<Wanted> {
+    for a in plan {
+        let Action::RemoveBindingSubject(b) = &a.action else { continue };
+        if b.subject.kind != "User" || !results.iter().any(|r| r.id == a.id && r.outcome.is_removal()) {
+            continue;
+        }
+        let spelled = Wanted::new(crate::crd::SubjectKind::User, b.subject.name.clone(), None, false);
+        if !wanted.iter().any(|w| w.principal == spelled.principal) {
+            wanted.push(spelled);
+        }
+    }
+    wanted
 }
 
 /// The bindings this request removed a subject from (each once).
