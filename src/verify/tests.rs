@@ -302,7 +302,6 @@ fn verdicts_and_sentences() {
     assert_eq!(sentence(&v), "not verified: asking the authorizer: forbidden");
 }
 
-
 #[test]
 fn each_spelling_removed_is_asked_about() {
     let removal = |id: i32, name: &str| PlannedAction {
@@ -330,7 +329,8 @@ fn each_spelling_removed_is_asked_about() {
     };
     let plan = [removal(0, "ann@x.io"), removal(1, "Ann@X.io"), removal(2, "ANN@X.IO")];
     let results = [done(0, Outcome::Removed), done(1, Outcome::Deleted), done(2, Outcome::Failed)];
-    let w = with_removed_spellings(vec![Wanted::new(SubjectKind::User, "ann@x.io".into(), None, true)], &plan, &results);
+    let w =
+        with_removed_spellings(vec![Wanted::new(SubjectKind::User, "ann@x.io".into(), None, true)], &plan, &results);
     let users: Vec<String> = identities(&w).into_iter().map(|i| i.user).collect();
     assert_eq!(users, ["ann@x.io", "Ann@X.io"], "not the spelling whose removal failed");
 }
