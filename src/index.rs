@@ -20,6 +20,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use barrier::Barrier;
@@ -34,6 +35,36 @@ pub struct BindingIndex {
     cluster_role_bindings: Store<ClusterRoleBinding>,
     rb_barrier: Arc<Barrier<RoleBinding>>,
     crb_barrier: Arc<Barrier<ClusterRoleBinding>>,
+    changes: broadcast::Sender<Change>,
+}
+
+/// A binding change the index saw (as stripped for the index), for whoever subscribed.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// A RoleBinding created or changed.
+    RoleBinding(Arc<RoleBinding>),
+    /// A ClusterRoleBinding created or changed.
+    ClusterRoleBinding(Arc<ClusterRoleBinding>),
+    /// A binding deleted: its namespace (RoleBindings) and name.
+    Deleted(Option<String>, String),
+}
+
+/// How many changes a slow subscriber may fall behind before it is told it lagged.
+const CHANGES_BUFFER: usize = 4096;
+
+/// How a binding kind becomes a [`Change`].
+trait Changed: Sized {
+    fn changed(self: Arc<Self>) -> Change;
+}
+impl Changed for RoleBinding {
+    fn changed(self: Arc<Self>) -> Change {
+        Change::RoleBinding(self)
+    }
+}
+impl Changed for ClusterRoleBinding {
+    fn changed(self: Arc<Self>) -> Change {
+        Change::ClusterRoleBinding(self)
+    }
 }
 
 /// Bindings read for one plan.
@@ -54,9 +85,10 @@ impl BindingIndex {
         let rb_api = Api::namespaced(client.clone(), namespace);
         let rb_barrier = Arc::new(Barrier::new(rb_api, sentinel, instance.clone(), Some(namespace)));
         let crb_barrier = Arc::new(Barrier::new(Api::all(client.clone()), sentinel, instance, None));
-        let role_bindings = watch(Api::all(client.clone()), rb_barrier.clone(), stop);
-        let cluster_role_bindings = watch(Api::all(client.clone()), crb_barrier.clone(), stop);
-        Arc::new(BindingIndex { role_bindings, cluster_role_bindings, rb_barrier, crb_barrier })
+        let (changes, _) = broadcast::channel(CHANGES_BUFFER);
+        let role_bindings = watch(Api::all(client.clone()), rb_barrier.clone(), changes.clone(), stop);
+        let cluster_role_bindings = watch(Api::all(client.clone()), crb_barrier.clone(), changes.clone(), stop);
+        Arc::new(BindingIndex { role_bindings, cluster_role_bindings, rb_barrier, crb_barrier, changes })
     }
 
     /// Returns once the index holds every binding written before this call, of the kinds asked
@@ -109,6 +141,12 @@ impl BindingIndex {
         self.rb_barrier.is_watching() && self.crb_barrier.is_watching()
     }
 
+    /// Every change the index sees from now on (a subscriber that falls more than a few thousand
+    /// changes behind is told it lagged, and should read [`BindingIndex::all`] again).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
     /// How many bindings the index holds (RoleBindings, ClusterRoleBindings).
     pub fn len(&self) -> (usize, usize) {
         (self.role_bindings.state().len(), self.cluster_role_bindings.state().len())
@@ -136,10 +174,22 @@ pub fn strip<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Runs one watch into a store, telling the barrier what it sees.
-fn watch<K>(api: Api<K>, barrier: Arc<Barrier<K>>, stop: &CancellationToken) -> Store<K>
+/// Runs one watch into a store, telling the barrier what it sees and subscribers what changed.
+fn watch<K>(
+    api: Api<K>,
+    barrier: Arc<Barrier<K>>,
+    changes: broadcast::Sender<Change>,
+    stop: &CancellationToken,
+) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Changed
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (store, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default()).default_backoff().modify(strip::<K>).reflect(writer);
@@ -150,7 +200,13 @@ where
             tokio::select! {
                 _ = stop.cancelled() => return,
                 ev = stream.next() => match ev {
-                    Some(Ok(ev)) => barrier.saw(&ev),
+                    Some(Ok(ev)) => {
+                        barrier.saw(&ev);
+                        // Copied only while someone listens (the leader's re-grant watch).
+                        if changes.receiver_count() > 0 {
+                            publish(&changes, ev);
+                        }
+                    }
                     Some(Err(e)) => {
                         barrier.watch_failed();
                         tracing::warn!(kind = K::kind(&()).as_ref(), error = %e, "binding watch failed; retrying");
@@ -161,6 +217,18 @@ where
         }
     });
     store
+}
+
+fn publish<K: Resource + Changed>(changes: &broadcast::Sender<Change>, ev: watcher::Event<K>) {
+    let change = match ev {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) => Arc::new(o).changed(),
+        watcher::Event::Delete(o) => {
+            Change::Deleted(o.meta().namespace.clone(), o.meta().name.clone().unwrap_or_default())
+        }
+        watcher::Event::Init | watcher::Event::InitDone => return,
+    };
+    // No subscriber left: nothing to do.
+    let _ = changes.send(change);
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! removed (an edit of the old binding or a new one), records it on the request, and with
 //! `onRegrant: Remove` removes it again (at most [`MAX_REMOVALS_AGAIN`] times per binding).
 //!
-//! It keeps no bindings: two watches stream every binding past a small [`Watchlist`] of recently
-//! removed principals, rebuilt from the records when leadership starts. A watch begins with a
-//! full list, so a re-grant made while no operator ran is found then.
+//! It keeps no bindings of its own: it follows the binding index (one pass over what it holds,
+//! then every change it sees; two watches of its own when there is no index) past a small
+//! [`Watchlist`] of recently removed principals, rebuilt from the records when leadership starts.
+//! The first pass finds a re-grant made while no operator ran.
 
 mod watchlist;
 
@@ -19,6 +20,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
@@ -27,6 +29,7 @@ use crate::crd::{
     BindingAction, BindingKind, BindingRef, BindingScope, ConditionType, DeprovisionPolicy, DeprovisionRequest,
     EmptyBindingRule, Reason, Regrant, RegrantRule, set_condition,
 };
+use crate::index::{BindingIndex, Change};
 use crate::plan::BindingView;
 use crate::plan::manager::{self, OWN_FIELD_MANAGER};
 use crate::text;
@@ -94,8 +97,16 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     }
     let (requests, principals) = regrants.lock().counts();
     tracing::info!(requests, principals, "re-grant watch: watching recently removed subjects");
-    let rb = watch::<RoleBinding>(ctx.clone(), stop.clone());
-    let crb = watch::<ClusterRoleBinding>(ctx.clone(), stop.clone());
+    let watching = async {
+        match ctx.shared.index.clone() {
+            Some(index) => follow_index(&ctx, &index, &stop).await,
+            None => {
+                let rb = watch::<RoleBinding>(ctx.clone(), stop.clone());
+                let crb = watch::<ClusterRoleBinding>(ctx.clone(), stop.clone());
+                futures::join!(rb, crb);
+            }
+        }
+    };
     let expire = async {
         loop {
             tokio::select! {
@@ -107,7 +118,7 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             }
         }
     };
-    futures::join!(rb, crb, expire);
+    futures::join!(watching, expire);
 }
 
 /// Adds every request finished within the window, a page at a time.
@@ -146,7 +157,54 @@ impl Watched for ClusterRoleBinding {
     }
 }
 
-/// Streams every binding of one kind past the watchlist (nothing is stored).
+/// Follows the binding index (kept on every replica): one pass over every binding it holds, then
+/// every change it sees; a pass again whenever this falls behind. No watch of its own.
+async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationToken) {
+    let mut changes = index.subscribe();
+    let mut rescan = true;
+    loop {
+        if rescan {
+            let all = index.all();
+            for b in &all.role_bindings {
+                seen(ctx, &b.view()).await;
+            }
+            for b in &all.cluster_role_bindings {
+                seen(ctx, &b.view()).await;
+            }
+            rescan = false;
+        }
+        let change = tokio::select! {
+            c = changes.recv() => c,
+            _ = stop.cancelled() => return,
+        };
+        match change {
+            Ok(Change::RoleBinding(b)) => seen(ctx, &b.view()).await,
+            Ok(Change::ClusterRoleBinding(b)) => seen(ctx, &b.view()).await,
+            Ok(Change::Deleted(ns, name)) => {
+                let kind = if ns.is_some() { BindingKind::RoleBinding } else { BindingKind::ClusterRoleBinding };
+                ctx.regrants.lock().deleted(&(kind, ns, name));
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::debug!(missed = n, "re-grant watch fell behind the binding index; reading it whole");
+                rescan = true;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Checks one binding as it is now against the watchlist and records what came back.
+async fn seen(ctx: &Context, view: &BindingView<'_>) {
+    let hits = ctx.regrants.lock().check(view);
+    for hit in hits {
+        if let Err(e) = act(ctx, &hit, view.meta, view.role_ref).await {
+            tracing::warn!(request = %hit.request, binding = %describe(&hit.binding), error = %e, "re-grant could not be recorded");
+        }
+    }
+}
+
+/// Streams every binding of one kind past the watchlist (nothing is stored); used when there is
+/// no binding index.
 async fn watch<K: Watched>(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<K> = Api::all(ctx.client.clone());
     let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
@@ -156,14 +214,7 @@ async fn watch<K: Watched>(ctx: Arc<Context>, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         };
         match ev {
-            Some(Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b))) => {
-                let hits = ctx.regrants.lock().check(&b.view());
-                for hit in hits {
-                    if let Err(e) = act(&ctx, &hit, b.view().meta, b.view().role_ref).await {
-                        tracing::warn!(request = %hit.request, binding = %describe(&hit.binding), error = %e, "re-grant could not be recorded");
-                    }
-                }
-            }
+            Some(Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b))) => seen(&ctx, &b.view()).await,
             Some(Ok(watcher::Event::Delete(b))) => ctx.regrants.lock().deleted(&key_of(&b.view())),
             Some(Ok(_)) => {}
             Some(Err(e)) => {
