@@ -1,4 +1,5 @@
-//! Command line: `deprovisioner run`, `deprovisioner crd` and `deprovisioner evidence`. Every flag
+//! Command line: `deprovisioner run`, `deprovisioner crd`, `deprovisioner evidence` and
+//! `deprovisioner connector`. Every flag
 //! of `run` has an env var.
 //!
 //! The binary does not look at its own name, so a copy or symlink named `kubectl-deprovisioner` on
@@ -35,6 +36,34 @@ pub enum Command {
     /// Write evidence for auditors from the records: CSV, JSON or a self-contained HTML report of
     /// what was removed, for a time range and optionally one app or one person.
     Evidence(EvidenceArgs),
+    /// Answer one Lumos Connector API call about this cluster's access, as Lumos's agent runs
+    /// custom connectors: `deprovisioner connector list_accounts --json '{"request":{}}'`. The
+    /// answer (or an `ErrorResponse`) is printed as JSON on standard output.
+    Connector(ConnectorArgs),
+}
+
+/// Flags of `connector`.
+#[derive(clap::Args, Debug)]
+pub struct ConnectorArgs {
+    /// The capability, e.g. `info`, `list_accounts`, `find_entitlement_associations`.
+    pub capability: String,
+    /// The request JSON (`{"request": {...}, "page": {...}}`). Without --json or --json-file it
+    /// is read from standard input (except for `info`, which needs none).
+    #[arg(long, conflicts_with = "json_file")]
+    pub json: Option<String>,
+    /// A file holding the request JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+    /// Kubeconfig file. Default: $KUBECONFIG or ~/.kube/config if present, else in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "DEPROVISIONER_CONTEXT")]
+    pub context: Option<String>,
+    /// The operator's own ServiceAccount as NAMESPACE/NAME: never listed (default: the chart's
+    /// `deprovisioner/deprovisioner`).
+    #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
+    pub service_account: (String, String),
 }
 
 /// Format of `evidence`'s output.

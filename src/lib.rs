@@ -4,6 +4,7 @@
 //! The [`controller`] computes a [`plan`] with pure functions, records it, has the executors
 //! ([`exec`]) carry it out, and records each result. See `docs/architecture.md`.
 pub mod cli;
+pub mod connector;
 pub mod controller;
 pub mod crd;
 pub mod egress;
