@@ -78,12 +78,6 @@ pub const READ_NEEDS: &[Need] = &[
     ("list", "", "namespaces"),
 ];
 
-/// What `unassign_entitlement` needs besides: creating the request and reading its record.
-pub const WRITE_NEEDS: &[Need] = &[
-    ("create", "access.deprovisioner.dev", "deprovisionrequests"),
-    ("get", "access.deprovisioner.dev", "deprovisionrequests"),
-];
-
 /// The needs the connector's identity is not allowed, each as `verb group/resource`.
 pub async fn missing(client: &Client, needs: &[Need]) -> Result<Vec<String>, ConnectorError> {
     let api: Api<SelfSubjectAccessReview> = Api::all(client.clone());
