@@ -44,8 +44,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// One Lumos Connector API call: the answer (an `ErrorResponse` included) on standard output.
-/// Only a request that cannot be read, or a cluster that cannot be configured, exits non-zero.
+/// Only a request that cannot be read exits non-zero; a cluster that cannot be configured is an
+/// `ErrorResponse` too (`info` needs none).
 async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
+    use deprovisioner::connector::wire::{ConnectorError, ErrorCode};
     use deprovisioner::connector::{self, Capability};
     use std::io::{Read as _, Write as _};
     let body = match (&args.json, &args.json_file) {
@@ -58,15 +60,20 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
             buf
         }
     };
-    let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
-    let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
-    let client = Client::try_from(config).context("building the Kubernetes client")?;
-    let conn = connector::Connector {
-        client,
-        protected: Protected { operator: Some(args.service_account.clone()) },
-        cluster_label,
+    let answer = match connector::answer_offline(&args.capability) {
+        Some(answer) => answer,
+        None => match kube_config(args.kubeconfig.as_deref(), args.context.clone()).await {
+            Ok(config) => {
+                let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
+                let client = Client::try_from(config).context("building the Kubernetes client")?;
+                let protected = Protected { operator: Some(args.service_account.clone()) };
+                let conn = connector::Connector { client, protected, cluster_label };
+                connector::call(&conn, &args.capability, &body).await
+            }
+            Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
+                .to_response(&args.capability),
+        },
     };
-    let answer = connector::call(&conn, &args.capability, &body).await;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &answer).context("writing the answer")?;
     writeln!(out).context("writing the answer")?;

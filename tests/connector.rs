@@ -310,6 +310,20 @@ async fn errors_are_the_specs_error_responses() {
     child.stdin.take().unwrap().write_all(br#"{"request": {}}"#).unwrap();
     let from_stdin: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
     assert!(from_stdin["response"].is_array(), "{from_stdin}");
+    // No cluster at all: `info` still answers, a read says why it cannot.
+    let offline = |capability: &str| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+            .args(["connector", capability, "--json", r#"{"request": {}}"#])
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let offline_info = offline("info");
+    assert_eq!(offline_info["response"]["app_id"], "kubernetes");
+    let no_cluster = offline("list_accounts");
+    assert_eq!(no_cluster["error"]["error_code"], "connection_rejected", "{no_cluster}");
     // An identity without the operator's RBAC: validate_credentials says what it lacks.
     let nobody = cli_as(&cluster().kubeconfig_as(&unique("nobody")), "validate_credentials", &json!({"request": {}}));
     assert_eq!(nobody["error"]["error_code"], "permission_denied", "{nobody}");
@@ -318,6 +332,8 @@ async fn errors_are_the_specs_error_responses() {
     all.push(("ErrorResponse", &from_file));
     all.push(("ErrorResponse", &nobody));
     all.push(("ListResourcesResponse", &from_stdin));
+    all.push(("InfoResponse", &offline_info));
+    all.push(("ErrorResponse", &no_cluster));
     validate(&all);
 }
 

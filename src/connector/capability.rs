@@ -107,12 +107,22 @@ pub async fn answer(conn: &Connector, capability: &str, body: &[u8]) -> Value {
     }
 }
 
+/// The answer when it needs no cluster (`info`, or a capability not implemented), else `None`.
+pub fn answer_offline(name: &str) -> Option<Value> {
+    match Capability::parse(name) {
+        Some(Capability::Info) => Some(answer::info(&Capability::ALL)),
+        Some(_) => None,
+        None => Some(not_implemented(name).to_response(name)),
+    }
+}
+
+fn not_implemented(name: &str) -> ConnectorError {
+    ConnectorError::new(ErrorCode::UnsupportedOperation, format!("Capability '{name}' is not implemented."))
+}
+
 async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, ConnectorError> {
     let Some(capability) = Capability::parse(name) else {
-        return Err(ConnectorError::new(
-            ErrorCode::UnsupportedOperation,
-            format!("Capability '{name}' is not implemented."),
-        ));
+        return Err(not_implemented(name));
     };
     if capability == Capability::Info {
         return Ok(answer::info(&Capability::ALL));
