@@ -94,6 +94,14 @@ impl BindingIndex {
         }
     }
 
+    /// Every binding, as the index holds them now (the Lumos connector's reads).
+    pub fn all(&self) -> Bindings {
+        Bindings {
+            role_bindings: self.role_bindings.state(),
+            cluster_role_bindings: self.cluster_role_bindings.state(),
+        }
+    }
+
     /// Whether both watches have listed and are delivering: until then every plan reads the API
     /// server instead (and `/readyz` says the replica is not ready).
     pub fn is_watching(&self) -> bool {

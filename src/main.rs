@@ -67,7 +67,7 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                 let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
                 let client = Client::try_from(config).context("building the Kubernetes client")?;
                 let protected = Protected { operator: Some(args.service_account.clone()) };
-                let conn = connector::Connector { client, protected, cluster_label };
+                let conn = connector::Connector { client, protected, cluster_label, index: None };
                 connector::call(&conn, &args.capability, &body).await
             }
             Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
@@ -227,6 +227,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client: client.clone(),
             protected: protected.clone(),
             cluster_label: "Kubernetes cluster".into(),
+            index: shared.index.clone(),
         },
     });
     let routes = webhook::router(state.clone()).merge(deprovisioner::connector::http::router(connector));

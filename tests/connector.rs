@@ -270,7 +270,12 @@ async fn pages_reach_the_end_once_each_while_bindings_change() {
 
 #[tokio::test]
 async fn errors_are_the_specs_error_responses() {
+    let c = admin().await;
+    let ns = unique("errors");
+    namespace(&c, &ns, &[]).await;
+    role_binding(&c, &ns, "two", "view", vec![user(&format!("{ns}-a")), user(&format!("{ns}-b"))]).await;
     let token = cli("list_accounts", &json!({"request": {}, "page": {"size": 1}}))["page"]["token"].clone();
+    assert!(token.is_string(), "two accounts, pages of one: a token");
     let cases: Vec<(&str, Value, &str)> = vec![
         ("delete_account", json!({"request": {"account_id": "User:x"}}), "unsupported_operation"),
         ("no_such_capability", json!({"request": {}}), "unsupported_operation"),

@@ -2,6 +2,8 @@
 //! the pure functions of [`super::answer`]. Every failure is an `ErrorResponse`, never a panic
 //! or a non-JSON answer.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -9,6 +11,7 @@ use serde_json::Value;
 use super::model::{self, AccountId};
 use super::wire::{ConnectorError, Envelope, ErrorCode};
 use super::{answer, read};
+use crate::index::BindingIndex;
 use crate::plan::subject::Protected;
 
 /// The capabilities this connector implements; any other answers `unsupported_operation`.
@@ -94,6 +97,10 @@ pub struct Connector {
     pub protected: Protected,
     /// How the global resource (the cluster) is labelled.
     pub cluster_label: String,
+    /// The operator's binding index, when this process keeps one: reads come from it (kept
+    /// current by watches, proven current by its barrier) instead of listing every binding for
+    /// every page.
+    pub index: Option<Arc<BindingIndex>>,
 }
 
 /// The answer to one call: a response or an `ErrorResponse`, always JSON.
@@ -185,6 +192,15 @@ fn argument<T: DeserializeOwned>(e: &Envelope) -> Result<T, ConnectorError> {
 }
 
 async fn grants(conn: &Connector) -> Result<Vec<model::Grant>, ConnectorError> {
+    // The index's barrier proves it holds every binding written before this call (one write
+    // shared by concurrent calls); when it cannot pass, the API server is listed instead.
+    if let Some(index) = conn.index.as_ref().filter(|ix| ix.is_watching())
+        && index.sync(true, true).await.is_ok()
+    {
+        let b = index.all();
+        let rbs = b.role_bindings.iter().map(AsRef::as_ref);
+        return Ok(model::grants(rbs, b.cluster_role_bindings.iter().map(AsRef::as_ref), &conn.protected));
+    }
     let b = read::bindings(&conn.client).await?;
     Ok(model::grants(&b.role_bindings, &b.cluster_role_bindings, &conn.protected))
 }

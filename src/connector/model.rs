@@ -206,9 +206,9 @@ pub struct Grant {
 /// Every grant the bindings make to accounts that may be reviewed: protected principals
 /// (`system:` names, kube-system ServiceAccounts, the operator's own) and subjects RBAC ignores
 /// are left out, so Lumos never sees them as removable.
-pub fn grants(
-    role_bindings: &[RoleBinding],
-    cluster_role_bindings: &[ClusterRoleBinding],
+pub fn grants<'a>(
+    role_bindings: impl IntoIterator<Item = &'a RoleBinding>,
+    cluster_role_bindings: impl IntoIterator<Item = &'a ClusterRoleBinding>,
     protected: &Protected,
 ) -> Vec<Grant> {
     let mut out = Vec::new();
