@@ -18,7 +18,7 @@ use axum::{Extension, Json};
 
 use super::capability::{self, Connector};
 use super::wire::{ConnectorError, ErrorCode};
-use crate::webhook::WebhookState;
+use crate::webhook::{Refused, WebhookState};
 
 /// Where the capabilities are served: `POST {PATH}/<capability>` (the spec's
 /// `/{connector_id}/<capability>` under `/connectors`).
@@ -53,19 +53,14 @@ async fn call(
 ) -> Response {
     let w = &s.webhook;
     let peer = peer.map(|p| p.0.0.ip());
-    match w.header.extract(&headers) {
-        Some(presented) if w.secret.verify(presented) => {}
-        presented => {
-            tracing::warn!(?peer, wrong = presented.is_some(), "connector call without the right secret rejected");
-            if let Some(ip) = peer
-                && !w.unauthenticated.take(ip)
-            {
-                let m = "too many calls with missing or wrong credentials from this address; try again in a minute";
-                return refusal(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimit, &capability, m);
-            }
-            let m = format!("missing or wrong credentials: send the shared secret in the {} header", w.header.name());
-            return refusal(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &capability, &m);
+    if let Err(refused) = w.check_secret(peer, &headers) {
+        tracing::warn!(?peer, ?refused, "connector call without the right secret rejected");
+        if refused == Refused::TooMany {
+            let m = "too many calls with missing or wrong credentials from this address; try again in a minute";
+            return refusal(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimit, &capability, m);
         }
+        let m = format!("missing or wrong credentials: send the shared secret in the {} header", w.header.name());
+        return refusal(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &capability, &m);
     }
     let Ok(_permit) = w.in_flight.try_acquire() else {
         return refusal(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RateLimit, &capability, "too many calls in flight");
