@@ -52,7 +52,13 @@ bad = 0
 for line in sys.stdin:
     model, text = line.rstrip("\n").split("\t", 1)
     try:
-        getattr(g, model).model_validate_json(text)
+        parsed = getattr(g, model).model_validate_json(text)
+        if model == "ErrorResponse":
+            # The metadata must be what the SDK itself derives from the code.
+            from connector_sdk_types.errors.metadata import build_metadata
+            want = build_metadata(g.ConnectorErrorCode(parsed.error.error_code.value)).model_dump(exclude_none=True, mode="json")
+            got = json.loads(text)["error"]["error_metadata"]
+            assert got == want, f"error_metadata {got} is not the SDK's {want}"
     except Exception as e:
         bad += 1
         print(f"{model}: {e}\n{text[:400]}", file=sys.stderr)
@@ -208,6 +214,35 @@ async fn every_capability_answers_what_the_sdk_accepts() {
         !ents.iter().any(|e| e["integration_specific_resource_id"] == json!(ns)
             && e["integration_specific_id"] == "ClusterRole:view")
     );
+
+    // Every association points at a listed account, entitlement and resource; every entitlement
+    // at a declared type and a listed resource of that type's resource type.
+    let resource_ids: BTreeSet<String> =
+        ids(resources["response"].as_array().unwrap(), "integration_specific_id").into_iter().collect();
+    let entitlement_keys: BTreeSet<(String, String)> = ents
+        .iter()
+        .map(|e| {
+            let s = |f: &str| e[f].as_str().unwrap().to_string();
+            (s("integration_specific_resource_id"), s("integration_specific_id"))
+        })
+        .collect();
+    for (a, r, e) in &found {
+        assert!(account_ids.contains(a), "association of unlisted account {a}");
+        assert!(resource_ids.contains(r), "association on unlisted resource {r:?}");
+        assert!(entitlement_keys.contains(&(r.clone(), e.clone())), "association of unlisted entitlement {e} on {r:?}");
+    }
+    let types = info["response"]["entitlement_types"].as_array().unwrap();
+    for e in ents {
+        let t = types.iter().find(|t| t["type_id"] == e["entitlement_type"]).expect("a declared entitlement type");
+        let resource = e["integration_specific_resource_id"].as_str().unwrap();
+        let resource_type = resources["response"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["integration_specific_id"] == resource)
+            .map(|r| r["resource_type"].clone());
+        assert_eq!(resource_type.as_ref(), Some(&t["resource_type_id"]), "{e}");
+    }
 
     assert_eq!(account["response"]["email"], json!(alice));
     assert_eq!(account["response"]["account_type"], "user");
