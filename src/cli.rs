@@ -60,6 +60,10 @@ pub struct ConnectorArgs {
     /// Kubeconfig context (default: the current context).
     #[arg(long, env = "DEPROVISIONER_CONTEXT")]
     pub context: Option<String>,
+    /// Write the answer gzip-compressed to this file instead of standard output, as the SDK's
+    /// CLI does for large answers (the name must end in `.gz`).
+    #[arg(long, value_name = "FILE.gz", value_parser = parse_gz)]
+    pub result_file_path: Option<PathBuf>,
     /// The operator's own ServiceAccount as NAMESPACE/NAME: never listed (default: the chart's
     /// `deprovisioner/deprovisioner`).
     #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
@@ -237,6 +241,14 @@ fn parse_deadline(s: &str) -> Result<Duration, String> {
 
 fn parse_header(s: &str) -> Result<HeaderName, String> {
     HeaderName::try_from(s).map_err(|_| format!("{s:?} is not a valid HTTP header name"))
+}
+
+fn parse_gz(s: &str) -> Result<PathBuf, String> {
+    let s = s.trim_matches(|c| c == '"' || c == '\'');
+    match s.ends_with(".gz") {
+        true => Ok(PathBuf::from(s)),
+        false => Err(format!("the result file name must end in .gz, got {s:?}")),
+    }
 }
 
 fn parse_sa(s: &str) -> Result<(String, String), String> {

@@ -74,6 +74,14 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                 .to_response(&args.capability),
         },
     };
+    if let Some(path) = &args.result_file_path {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        serde_json::to_writer(&mut gz, &answer).with_context(|| format!("writing {}", path.display()))?;
+        let file = gz.finish().with_context(|| format!("writing {}", path.display()))?;
+        file.sync_all().with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &answer).context("writing the answer")?;
     writeln!(out).context("writing the answer")?;

@@ -350,6 +350,20 @@ async fn errors_are_the_specs_error_responses() {
     child.stdin.take().unwrap().write_all(br#"{"request": {}}"#).unwrap();
     let from_stdin: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
     assert!(from_stdin["response"].is_array(), "{from_stdin}");
+    // A large answer into a gzip file, as the SDK's CLI writes it.
+    let gz = cluster().dir.join(format!("{}.json.gz", unique("result")));
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "list_resources", "--json", r#"{"request": {}}"#])
+        .args(["--kubeconfig", cluster().operator_kubeconfig.to_str().unwrap()])
+        .args(["--result-file-path", gz.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap()), &mut text)
+        .unwrap();
+    let from_gz: Value = serde_json::from_str(&text).unwrap();
+    assert!(from_gz["response"].is_array(), "{from_gz}");
     // No cluster at all: `info` still answers, a read says why it cannot.
     let offline = |capability: &str| -> Value {
         let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
@@ -372,6 +386,7 @@ async fn errors_are_the_specs_error_responses() {
     all.push(("ErrorResponse", &from_file));
     all.push(("ErrorResponse", &nobody));
     all.push(("ListResourcesResponse", &from_stdin));
+    all.push(("ListResourcesResponse", &from_gz));
     all.push(("InfoResponse", &offline_info));
     all.push(("ErrorResponse", &no_cluster));
     validate(&all);

@@ -39,4 +39,9 @@ fn connector_takes_a_capability_and_json() {
     assert_eq!((c.capability.as_str(), c.json.as_deref()), ("list_accounts", Some("{}")));
     assert_eq!(c.service_account, ("deprovisioner".to_string(), "deprovisioner".to_string()));
     assert!(Cli::try_parse_from(["deprovisioner", "connector", "info", "--json", "{}", "--json-file", "f"]).is_err());
+    let gz = ["deprovisioner", "connector", "info", "--result-file-path", "out.json.gz"];
+    let Command::Connector(c) = Cli::try_parse_from(gz).unwrap().command else { panic!("not connector") };
+    assert_eq!(c.result_file_path, Some(PathBuf::from("out.json.gz")));
+    let e = Cli::try_parse_from(["deprovisioner", "connector", "info", "--result-file-path", "out.json"]).unwrap_err();
+    assert!(e.to_string().contains("must end in .gz"), "{e}");
 }
