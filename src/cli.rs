@@ -173,6 +173,10 @@ pub struct RunArgs {
     /// How long finished DeprovisionRequests are kept before deletion.
     #[arg(long, env = "DEPROVISIONER_RETENTION", default_value = "400days", value_parser = parse_duration)]
     pub retention: Duration,
+    /// How long after a request finished the operator notices access it removed coming back
+    /// (a binding naming the subject again); `0s` turns it off.
+    #[arg(long, env = "DEPROVISIONER_REGRANT_WATCH", default_value = "30days", value_parser = parse_duration)]
+    pub regrant_watch: Duration,
     /// A request still meeting API errors this long after creation is marked Failed.
     #[arg(long, env = "DEPROVISIONER_GIVE_UP_AFTER", default_value = "15m", value_parser = parse_duration)]
     pub give_up_after: Duration,

@@ -94,7 +94,8 @@ impl BindingIndex {
         }
     }
 
-    /// Every binding, as the index holds them now (the Lumos connector's reads).
+    /// Every binding the index holds now (call [`BindingIndex::sync`] first for a consistent
+    /// read).
     pub fn all(&self) -> Bindings {
         Bindings {
             role_bindings: self.role_bindings.state(),
@@ -115,12 +116,20 @@ impl BindingIndex {
 }
 
 /// What the index keeps of a binding: everything planning reads, nothing else (annotations and
-/// managedFields can be most of an object's size). The barrier's annotation stays on sentinels.
+/// managedFields can be most of an object's size). The barrier's annotation stays on sentinels;
+/// what tells who manages a binding stays too: Argo CD's and Helm's annotations, and of
+/// managedFields only the entries that wrote `subjects`, without their field sets.
 pub fn strip<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
-    meta.managed_fields = None;
+    if let Some(fields) = meta.managed_fields.as_mut() {
+        fields.retain(|f| f.fields_v1.as_ref().is_some_and(|v| v.0.get("f:subjects").is_some()));
+        fields.iter_mut().for_each(|f| f.fields_v1 = None);
+    }
+    if meta.managed_fields.as_ref().is_some_and(Vec::is_empty) {
+        meta.managed_fields = None;
+    }
     if let Some(a) = meta.annotations.as_mut() {
-        a.retain(|k, _| k == BARRIER_ANNOTATION);
+        a.retain(|k, _| k == BARRIER_ANNOTATION || crate::plan::manager::KEPT_ANNOTATIONS.contains(&k.as_str()));
         if a.is_empty() {
             meta.annotations = None;
         }

@@ -2,7 +2,8 @@
 //!
 //! A Lumos call reaches the [`webhook`], which records it as a `DeprovisionRequest` ([`crd`]).
 //! The [`controller`] computes a [`plan`] with pure functions, records it, has the executors
-//! ([`exec`]) carry it out, and records each result. See `docs/architecture.md`.
+//! ([`exec`]) carry it out, records each result, and [`verify`]s with the API server's authorizer
+//! that the access is gone. See `docs/architecture.md`.
 pub mod cli;
 pub mod connector;
 pub mod controller;
@@ -19,4 +20,5 @@ pub mod metrics;
 pub mod plan;
 pub mod policies;
 pub mod text;
+pub mod verify;
 pub mod webhook;

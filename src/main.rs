@@ -250,6 +250,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         exit_after_calls: args.exit_after_call,
         namespace: args.namespace.clone(),
         metrics,
+        regrant_watch: args.regrant_watch,
     };
     let on_signal = stop.clone();
     tokio::spawn(async move {

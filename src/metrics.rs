@@ -40,6 +40,13 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// Labels of a re-grant.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    /// The Lumos app id of the request whose removal was undone.
+    pub app: String,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -54,6 +61,8 @@ pub struct Metrics {
     pub requests_finished: Family<PhaseLabels, Counter>,
     /// Reconciles that failed, by kind of error.
     pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// Removed access that came back, by app.
+    pub regrants: Family<AppLabels, Counter>,
 }
 
 impl Metrics {
@@ -70,7 +79,21 @@ impl Metrics {
         registry.register("requests_finished", "Requests that reached a terminal phase", requests_finished.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
         registry.register("reconcile_errors", "Reconciles that failed, by kind of error", reconcile_errors.clone());
-        Arc::new(Metrics { registry, webhook_answers, webhook_seconds, actions, requests_finished, reconcile_errors })
+        let regrants = Family::<AppLabels, Counter>::default();
+        registry.register(
+            "regrants",
+            "Removed access that came back after a request finished, by app",
+            regrants.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            webhook_answers,
+            webhook_seconds,
+            actions,
+            requests_finished,
+            reconcile_errors,
+            regrants,
+        })
     }
 
     /// The OpenMetrics text exposition.

@@ -310,6 +310,27 @@ async fn finished_records(c: &Client, total: usize) {
 }
 
 /// Waits until `op`'s log says it leads.
+/// The median time of the verification's residual search as a paged list (500 a page) of every
+/// binding, with the operator's identity, for a person of `app` (5 runs).
+async fn residual_search(oc: &Client, app: &str) -> Duration {
+    use deprovisioner::crd::DeprovisionPolicy;
+    use deprovisioner::verify::residual::Judge;
+    let policies = kube::Api::<DeprovisionPolicy>::all(oc.clone()).list(&Default::default()).await.unwrap().items;
+    let spec = deprovisioner::fixtures::request_spec(app, &target(0)).build();
+    let matched = deprovisioner::plan::matching_policies(&spec, &policies);
+    let wanted = deprovisioner::plan::principals(&spec, &matched).unwrap();
+    let judge = Judge { spec: &spec, matched: &matched, all: &policies, plan: &[], results: &[] };
+    let mut took = vec![];
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let found = deprovisioner::verify::search_paged(oc, &wanted, &judge).await.unwrap();
+        took.push(t.elapsed());
+        assert!(found.iter().all(|r| r.subject == format!("User {}", target(0))), "{found:?}");
+    }
+    took.sort();
+    took[2]
+}
+
 fn wait_leading(op: &Operator) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !op.log_text().contains("holding the leader Lease") {
@@ -436,6 +457,18 @@ async fn run(sizes: Sizes) -> String {
         format!("{:.2}×", ratio(pct(&seq_big, 0.99), f99)),
     ));
 
+    // 2b. The verification's residual search without the index: a paged list of every binding
+    // in the cluster (the index serves it otherwise; that path is inside the latencies above).
+    let paged = residual_search(&oc, &big_app).await;
+    let total = sizes.bindings + sizes.small + sizes.calls + sizes.raw;
+    println!("residual search, paged list of ~{total} bindings: median {}", ms(paged));
+    rows.push(row(
+        format!("verification's residual search without the index: paged list of ~{total} bindings, median of 5"),
+        ms(paged),
+        "",
+        "",
+    ));
+
     // 3. Bursts of distinct removals at once, in the big namespace.
     let mut removed: BTreeSet<usize> = (0..sizes.calls).collect();
     let mut from = sizes.calls;
@@ -497,9 +530,22 @@ async fn run(sizes: Sizes) -> String {
     assert_eq!(answer["response"], "SUCCESS", "{answer}");
     let total_bindings = sizes.bindings + sizes.small + sizes.calls + sizes.raw;
     let rss = proc_status_mib(op.pid(), "VmRSS:");
+    // The re-grant watch's list of recently removed subjects (rebuilt from the records at start).
+    let log = strip_ansi(&op.log_text());
+    let principals = log
+        .lines()
+        .find(|l| l.contains("re-grant watch: watching"))
+        .and_then(|l| l.split("principals=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?")
+        .to_string();
+    println!("re-grant watch after the restart: {principals} recently removed principals");
     rows.push(
         row(
-            format!("memory (RSS), {total_bindings} RoleBindings watched, {} finished records stored", sizes.records),
+            format!(
+                "memory (RSS), {total_bindings} RoleBindings watched, {} finished records stored, {principals} recently removed subjects watched for re-grants",
+                sizes.records
+            ),
             format!("{rss:.1} MiB (peak during the bursts {hwm:.1} MiB)"),
             "",
             "",

@@ -562,3 +562,73 @@ fn metric(text: &str, line: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(line).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
 }
+
+#[tokio::test]
+async fn a_binding_argo_cd_keeps_in_sync_is_warned_about_or_left_alone() {
+    let c = admin().await;
+    for rule in ["Remove", "Fail"] {
+        let ns = unique("argo");
+        namespace(&c, &ns, &[]).await;
+        let mut rb = fixtures::role_binding(&ns, "deployers")
+            .role("view")
+            .subjects([user("logan@lumos.com"), user("stays@lumos.com")])
+            .build();
+        rb.metadata.annotations = Some(
+            [(
+                "argocd.argoproj.io/tracking-id".to_string(),
+                format!("team-rbac:rbac.authorization.k8s.io/RoleBinding:{ns}/deployers"),
+            )]
+            .into(),
+        );
+        create_role_binding(&c, rb).await;
+        role_binding(&c, &ns, "by-hand", "view", vec![user("logan@lumos.com"), user("stays@lumos.com")]).await;
+        let app = unique("argo-app");
+        policy(
+            &c,
+            &unique("argo-policy"),
+            json!({
+                "application": {"appId": app},
+                "managedBindings": rule,
+                "subjects": [user_template("{{target_user.email}}")],
+                "rules": [{"roleBindings": {"namespaces": [ns]}}]
+            }),
+        )
+        .await;
+        let (_, answer, _) = operator().lumos(&payload(&app, "logan@lumos.com", &[])).await;
+        let msg = answer["msg"].as_str().unwrap();
+        let st = get_request(&c, &request_name(&answer)).await.status.unwrap();
+        if rule == "Remove" {
+            assert_eq!(answer["response"], "SUCCESS", "{answer}");
+            assert!(
+                msg.contains(&format!("; warning: RoleBinding {ns}/deployers is managed by Argo CD application team-rbac: change the source or it will come back")),
+                "{msg}"
+            );
+            assert_eq!(names(&get_rb(&c, &ns, "deployers").await.unwrap().subjects), vec!["User:stays@lumos.com"]);
+            let managed: Vec<_> = st
+                .plan
+                .iter()
+                .filter_map(|a| match &a.action {
+                    deprovisioner::crd::Action::RemoveBindingSubject(b) => {
+                        Some((b.binding.name.clone(), b.managed_by.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let argo = managed.iter().find(|(n, _)| n == "deployers").unwrap().1.clone().unwrap();
+            assert_eq!((argo.kind, argo.name.as_str()), (deprovisioner::crd::ManagerKind::ArgoCd, "team-rbac"));
+            // The binding made by hand names its last writer, who does not sync it: no warning.
+            let by_hand = managed.iter().find(|(n, _)| n == "by-hand").unwrap().1.clone().unwrap();
+            assert_eq!(by_hand.kind, deprovisioner::crd::ManagerKind::FieldManager);
+            assert!(!msg.contains("by-hand is managed"), "{msg}");
+        } else {
+            assert_eq!(answer["response"], "FAILURE", "{answer}");
+            assert!(msg.contains(&format!("RoleBinding {ns}/deployers (Argo CD application team-rbac)")), "{msg}");
+            assert!(msg.contains("nothing was changed"), "{msg}");
+            assert_eq!(st.phase, Phase::Failed);
+            assert!(st.results.is_empty());
+            for name in ["deployers", "by-hand"] {
+                assert_eq!(names(&get_rb(&c, &ns, name).await.unwrap().subjects).len(), 2, "{name} unchanged");
+            }
+        }
+    }
+}

@@ -90,3 +90,61 @@ async fn least_privilege_shows_which_verbs_are_needed() {
     assert_eq!(names(&get_rb(&c, &ns, "edit-pair").await.unwrap().subjects).len(), 2);
     op.kill();
 }
+
+#[tokio::test]
+async fn the_shipped_identity_may_verify_and_nothing_more() {
+    // Asked of the real authorizer about the operator's identity with the shipped RBAC
+    // (deploy/rbac.yaml): what verification needs is allowed, and the powers a removal tool must
+    // not have are not. Any broader grant added to the chart fails here.
+    use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+    let c = admin().await;
+    let may = |verb: &str, group: &str, resource: &str, ns: Option<&str>| {
+        let c = c.clone();
+        let sar = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some("system:serviceaccount:deprovisioner:deprovisioner".into()),
+                groups: Some(vec!["system:serviceaccounts".into(), "system:serviceaccounts:deprovisioner".into()]),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    group: Some(group.into()),
+                    resource: Some(resource.into()),
+                    namespace: ns.map(str::to_string),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        async move {
+            let done = Api::<SubjectAccessReview>::all(c).create(&PostParams::default(), &sar).await.unwrap();
+            done.status.unwrap().allowed
+        }
+    };
+    let rbac = "rbac.authorization.k8s.io";
+    for (verb, group, resource) in [
+        ("create", "authorization.k8s.io", "subjectaccessreviews"),
+        ("get", rbac, "clusterroles"),
+        ("get", rbac, "roles"),
+        ("list", rbac, "rolebindings"),
+        ("list", rbac, "clusterrolebindings"),
+    ] {
+        assert!(may(verb, group, resource, None).await, "the operator needs to {verb} {resource}");
+    }
+    for (verb, group, resource, ns) in [
+        ("list", rbac, "clusterroles", None),
+        ("create", rbac, "clusterrolebindings", None),
+        ("create", rbac, "rolebindings", Some("team-a")),
+        ("escalate", rbac, "clusterroles", None),
+        ("update", rbac, "clusterroles", None),
+        ("impersonate", "", "users", None),
+        ("impersonate", "", "serviceaccounts", Some("kube-system")),
+        ("get", "", "secrets", Some("kube-system")),
+        ("get", "", "secrets", Some("deprovisioner")),
+        ("create", "", "pods", Some("team-a")),
+        ("create", "authorization.k8s.io", "localsubjectaccessreviews", Some("team-a")),
+        ("create", "authentication.k8s.io", "tokenreviews", None),
+        ("create", "", "serviceaccounts/token", Some("deprovisioner")),
+    ] {
+        assert!(!may(verb, group, resource, ns).await, "the operator must not {verb} {resource} in {ns:?}");
+    }
+}

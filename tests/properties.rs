@@ -870,6 +870,7 @@ fn check_plan(
         }
         Err(PlanError::NoPolicy(_)) => return matching.is_empty().then_some(()).ok_or("NoPolicy with policies".into()),
         Err(PlanError::TooLarge(n)) => return Err(format!("TooLarge({n}) from a small world")),
+        Err(PlanError::Managed(m)) => return Err(format!("Managed({m}) from a world where no tool manages a binding")),
         Err(PlanError::RecordTooLarge { needed, .. }) => {
             return Err(format!("RecordTooLarge({needed}) from a small world"));
         }

@@ -10,6 +10,7 @@ mod local;
 mod policy;
 mod reconcile;
 mod record;
+mod regrant;
 mod retention;
 mod summary;
 
@@ -31,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
 
 pub use local::Handoff;
+pub use regrant::REGRANTED_LABEL;
 pub use retention::unfinished_selector;
 
 /// Controller settings.
@@ -54,6 +56,8 @@ pub struct Settings {
     pub namespace: String,
     /// Where actions, finished requests and errors are counted.
     pub metrics: Arc<Metrics>,
+    /// How long after a request finished access that comes back is noticed (zero: never).
+    pub regrant_watch: Duration,
 }
 
 /// What the controller shares with the rest of the process, which outlives it (the controller
@@ -79,6 +83,8 @@ pub struct Context {
     /// Requests as this controller last wrote them, and one reconcile at a time per request.
     local: local::Local,
     events: local::Events,
+    /// Recently removed subjects, watched for re-grants.
+    regrants: regrant::Regrants,
 }
 
 impl Context {
@@ -88,7 +94,8 @@ impl Context {
         let exec = exec::Env { client: client.clone(), namespace: settings.namespace.clone() };
         let events = local::Events::start(Recorder::new(client.clone(), reporter));
         let local = local::Local::new(settings.concurrency);
-        Arc::new(Context { client, settings, exec, shared, local, events })
+        let regrants = regrant::Regrants::new(settings.regrant_watch);
+        Arc::new(Context { client, settings, exec, shared, local, events, regrants })
     }
 }
 
@@ -149,11 +156,12 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
             }
         });
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
+    let regrants = regrant::run(ctx.clone(), stop.clone());
     let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default())
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(policy::reconcile, policy::error_policy, ctx)
         .for_each(|_| async {});
-    futures::join!(requests, policies, sweep, handed);
+    futures::join!(requests, policies, sweep, handed, regrants);
 }
 
 fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, ctx: Arc<Context>) -> Action {

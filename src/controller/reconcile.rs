@@ -118,7 +118,7 @@ async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError
 async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     let c = &rec.ctx.client;
     let lp = ListParams::default();
-    let policies = policies(rec).await?;
+    let policies = policies(rec).await.map_err(PlanFailure::Unavailable)?;
     let matched = plan::matching_policies(&rec.obj.spec, &policies);
     let namespaces = match plan::selects_namespaces_by_label(&matched) {
         true => Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items,
@@ -150,7 +150,7 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
 
 /// The policies from memory when the watch is current and one of them is for this request;
 /// otherwise (none matches: perhaps one created a moment ago) listed from the API server.
-async fn policies(rec: &Record) -> Result<Vec<DeprovisionPolicy>, PlanFailure> {
+async fn policies(rec: &Record) -> Result<Vec<DeprovisionPolicy>, ExecError> {
     let cached = rec.ctx.shared.policies.as_ref().and_then(|p| p.get());
     if let Some(policies) = cached
         && !plan::matching_policies(&rec.obj.spec, &policies).is_empty()
@@ -158,7 +158,9 @@ async fn policies(rec: &Record) -> Result<Vec<DeprovisionPolicy>, PlanFailure> {
         return Ok(policies);
     }
     let api = Api::<DeprovisionPolicy>::all(rec.ctx.client.clone());
-    Ok(api.list(&ListParams::default()).await.map_err(unavailable("listing DeprovisionPolicies"))?.items)
+    let listed = api.list(&ListParams::default()).await;
+    let source = |source| ExecError::Unavailable { context: "listing DeprovisionPolicies".into(), source };
+    Ok(listed.map_err(source)?.items)
 }
 
 fn unavailable(what: &'static str) -> impl Fn(kube::Error) -> PlanFailure {
@@ -292,5 +294,26 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
         };
         rec.event(type_, reason, EventAction::Execute(action.kind()), result.message, related);
     }
+    if crate::verify::applies(&st.plan) {
+        match verify(rec, &st).await {
+            Ok(v) => st.verification = Some(v),
+            Err(e) => return rec.transient(st, e).await,
+        }
+    }
     rec.finish(st).await
+}
+
+/// Asks the authorizer what remains of the target's access once the actions are done. Only
+/// reading the policies can fail (retried like any transient error); what the checks could not
+/// establish is recorded in the verification.
+async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::crd::Verification, ExecError> {
+    let policies = policies(rec).await?;
+    let req = crate::verify::Request {
+        spec: &rec.obj.spec,
+        policy_names: &st.policies,
+        policies: &policies,
+        plan: &st.plan,
+        results: &st.results,
+    };
+    Ok(crate::verify::verify(&rec.ctx.client, rec.ctx.shared.index.as_deref(), &req).await)
 }

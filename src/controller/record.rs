@@ -15,11 +15,12 @@ use kube::{Api, Resource, ResourceExt};
 use super::{Context, Error, summary};
 use crate::crd::{
     ActionKind, BindingRef, ConditionType, DeprovisionRequest, DeprovisionRequestStatus, Outcome, Phase, Reason,
-    set_condition,
+    set_condition, set_condition_status,
 };
 use crate::exec::ExecError;
 use crate::metrics::PhaseLabels;
 use crate::text;
+use crate::verify::verdict::{self, Verdict};
 
 /// The current time as a Kubernetes timestamp.
 pub(super) fn now() -> Time {
@@ -95,6 +96,8 @@ impl Record {
                 self.obj = o;
                 self.ctx.local.remember(&self.obj);
                 if finishing {
+                    self.log_finished();
+                    self.ctx.regrants.finished(&self.obj);
                     self.count_finished(phase);
                     self.ctx.shared.finished.done(&name, self.obj.status.clone().map(Box::new));
                 }
@@ -135,6 +138,7 @@ impl Record {
                 self.count_finished(Phase::Failed);
                 self.ctx.shared.finished.done(&name, stored.status.clone().map(Box::new));
                 self.obj = stored;
+                self.log_finished();
                 Err(Error::Unrecordable { name, message })
             }
             // Whatever happened (a conflict: someone else wrote it), read it afresh next time.
@@ -143,6 +147,20 @@ impl Record {
                 Err(Error::Status { name, source })
             }
         }
+    }
+
+    /// Logs the whole finished record (spec and status) as one JSON line, so a log shipper keeps
+    /// the evidence beyond the retention period. Records hold no secrets: external messages are
+    /// redacted before they are recorded.
+    fn log_finished(&self) {
+        let record = serde_json::json!({
+            "name": self.obj.name_any(),
+            "uid": self.obj.metadata.uid,
+            "createdAt": self.obj.metadata.creation_timestamp,
+            "spec": self.obj.spec,
+            "status": self.obj.status,
+        });
+        tracing::info!(event = "deprovision.finished", request = %self.obj.name_any(), record = %record, "request finished");
     }
 
     fn count_finished(&self, phase: Phase) {
@@ -195,16 +213,43 @@ impl Record {
     /// Records the terminal phase and the message for Lumos from the results.
     pub async fn finish(&mut self, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
         let (phase, msg) = summary::summarize(&self.obj.spec.target_user.email, &st.results);
+        let msg = summary::with_managed_warning(msg, &st.plan, &st.results);
+        let (phase, msg) = summary::with_verification(phase, msg, st.verification.as_ref());
         st.phase = phase;
         st.message = Some(msg.clone());
         st.completed_at = Some(now());
         let generation = self.obj.metadata.generation;
+        let mut warning = None;
+        if let Some(v) = &st.verification {
+            let verdict = Verdict::of(v);
+            let reason = match verdict {
+                Verdict::NoRemainingAccess => Reason::NoRemainingAccess,
+                Verdict::AccessRemains => Reason::AccessRemains,
+                Verdict::NotVerified => Reason::NotVerified,
+            };
+            let says = verdict::condition_message(v);
+            set_condition_status(
+                &mut st.conditions,
+                ConditionType::Verified,
+                verdict.status(),
+                reason,
+                &says,
+                generation,
+            );
+            warning = (verdict != Verdict::NoRemainingAccess).then_some((reason, says));
+        }
+        let all_done = st.results.iter().all(|r| r.outcome != Outcome::Failed);
         let (type_, reason) = match phase {
             Phase::Succeeded => (EventType::Normal, Reason::Succeeded),
+            _ if all_done => (EventType::Warning, Reason::AccessRemains),
             _ => (EventType::Warning, Reason::ActionsFailed),
         };
         set_condition(&mut st.conditions, ConditionType::Complete, true, reason, &msg, generation);
         self.write(st).await?;
+        // One Event per finding: a request failed for remaining access already says so.
+        if let Some((verdict_reason, says)) = warning.filter(|(r, _)| *r != reason) {
+            self.event(EventType::Warning, verdict_reason, EventAction::Complete, says, None);
+        }
         self.event(type_, reason, EventAction::Complete, msg, None);
         Ok(Action::await_change())
     }

@@ -1,8 +1,9 @@
 //! The words of the record: what each result says it acted on, and the one message that sums a
 //! request up (shown in `kubectl get dpr` and sent to Lumos).
 
-use crate::crd::{Action, ActionResult, ExternalDetails, Outcome, Phase, PlannedAction};
+use crate::crd::{Action, ActionResult, ExternalDetails, Outcome, Phase, PlannedAction, Verification};
 use crate::text::{self, first_and_more};
+use crate::verify::verdict;
 
 use super::record::now;
 
@@ -89,6 +90,39 @@ pub(super) fn summarize(email: &str, results: &[ActionResult]) -> (Phase, String
         (false, n) => format!("{}; {n} already absent", capitalize(&removed_text)),
     };
     (Phase::Succeeded, text::clip(msg))
+}
+
+/// The warning for removals from bindings another tool keeps in sync (they will come back unless
+/// the source changes), added to the message: `; warning: RoleBinding a/b is managed by Argo CD
+/// application web: change the source or it will come back`.
+pub(super) fn with_managed_warning(msg: String, plan: &[PlannedAction], results: &[ActionResult]) -> String {
+    let managed: Vec<String> = plan
+        .iter()
+        .filter(|a| results.iter().any(|r| r.id == a.id && r.outcome.is_removal()))
+        .filter_map(|a| match &a.action {
+            Action::RemoveBindingSubject(b) => {
+                b.managed_by.as_ref().filter(|m| m.syncs()).map(|m| format!("{} is managed by {m}", b.binding))
+            }
+            _ => None,
+        })
+        .collect();
+    if managed.is_empty() {
+        return msg;
+    }
+    let warning = format!("; warning: {}: change the source or it will come back", first_and_more(&managed));
+    text::clip_keeping(&msg, &text::clip_to(&warning, text::MAX_MESSAGE / 3))
+}
+
+/// The phase and message once the verification is known: its sentence is added to the message
+/// (it always survives clipping), and remaining access the authorizer confirms fails the request
+/// when the policies say `Fail` (the removals stay done and recorded).
+pub(super) fn with_verification(phase: Phase, msg: String, v: Option<&Verification>) -> (Phase, String) {
+    let Some(v) = v else {
+        return (phase, msg);
+    };
+    let phase = if verdict::fails(v) { Phase::Failed } else { phase };
+    let sentence = text::clip_to(&format!("; {}", verdict::sentence(v)), text::MAX_MESSAGE / 2);
+    (phase, text::clip_keeping(&msg, &sentence))
 }
 
 fn capitalize(s: &str) -> String {

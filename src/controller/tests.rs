@@ -32,6 +32,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         exit_after_calls: None,
         namespace: "deprovisioner".into(),
         metrics: crate::metrics::Metrics::new(),
+        regrant_watch: Duration::ZERO,
     };
     (Context::new(client, settings, Default::default()), ApiServer::new(handle))
 }
@@ -49,6 +50,15 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
     json!({"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "5"}, "items": items})
 }
 
+/// The one policy: User `{{target_user.email}}` in the RoleBindings of namespace `team`.
+fn policies() -> Value {
+    let policy = json!({"apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "DeprovisionPolicy",
+        "metadata": {"name": "pol"},
+        "spec": {"application": {"appId": "app"}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+                 "rules": [{"roleBindings": {"namespaces": ["team"]}}]}});
+    list("DeprovisionPolicyList", vec![policy])
+}
+
 fn binding() -> Value {
     json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "rb", "namespace": "team", "uid": "u1", "resourceVersion": "7"},
@@ -59,6 +69,7 @@ fn binding() -> Value {
 const DPR: &str = "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests";
 const STATUS: &str = "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests/req/status";
 const RB: &str = "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings/rb";
+const POLICIES: &str = "/apis/access.deprovisioner.dev/v1alpha1/deprovisionpolicies";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
 /// Checks a call's body.
@@ -130,18 +141,41 @@ impl ApiServer {
     /// The reads planning makes without a binding index: policies, the RoleBindings of namespace
     /// `team` (no rule selects namespaces by label, so namespaces are not read).
     fn planning_reads(self) -> Self {
-        let policy = json!({"apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "DeprovisionPolicy",
-            "metadata": {"name": "pol"},
-            "spec": {"application": {"appId": "app"}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
-                     "rules": [{"roleBindings": {"namespaces": ["team"]}}]}});
-        self.get(
-            "/apis/access.deprovisioner.dev/v1alpha1/deprovisionpolicies",
-            list("DeprovisionPolicyList", vec![policy]),
-        )
-        .get(
+        self.get(POLICIES, policies()).get(
             "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings",
             list("RoleBindingList", vec![binding()]),
         )
+    }
+
+    /// The verification's calls: the policies; the role of the removed binding (`removed`); one
+    /// SubjectAccessReview, answered `allowed_by` a binding (or denied); every RoleBinding and
+    /// ClusterRoleBinding (no index here), answered with `residual`.
+    fn verification_reads(self, removed: bool, allowed_by: Option<&str>, residual: Vec<Value>) -> Self {
+        let mut s = self.get(POLICIES, policies());
+        if removed {
+            let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "edit"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
+            let answer = match allowed_by {
+                Some(b) => {
+                    json!({"allowed": true, "reason": format!("RBAC: allowed by ClusterRoleBinding {b:?} of ClusterRole \"admin\" to User \"p@x.io\"")})
+                }
+                None => json!({"allowed": false}),
+            };
+            s = s.get("/apis/rbac.authorization.k8s.io/v1/clusterroles/edit", role).call(
+                Method::POST,
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+                StatusCode::CREATED,
+                Some(json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {}, "status": answer})),
+                |asked| {
+                    assert_eq!(asked["spec"]["user"], "p@x.io");
+                    let attrs = &asked["spec"]["resourceAttributes"];
+                    assert_eq!((&attrs["verb"], &attrs["resource"], &attrs["namespace"]), (&json!("get"), &json!("pods"), &json!("team")));
+                },
+            );
+        }
+        let (rbs, crbs): (Vec<Value>, Vec<Value>) = residual.into_iter().partition(|b| b["kind"] == "RoleBinding");
+        s.get("/apis/rbac.authorization.k8s.io/v1/rolebindings", list("RoleBindingList", rbs))
+            .get("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", list("ClusterRoleBindingList", crbs))
     }
 
     /// Answers the expected calls in order, then checks that no other call comes. Events are
@@ -206,11 +240,20 @@ async fn plan_is_written_before_the_binding_changes_and_results_with_the_finish(
             assert_eq!(written["subjects"], json!([{"kind": "User", "name": "other@x.io"}]));
         })
         .event(|event| assert_eq!(event["reason"], "Removed"))
-        // One write records the result and the end: a plan this short is not written piecemeal.
+        .verification_reads(true, None, vec![])
+        // One write records the result, the verification and the end: a plan this short is not
+        // written piecemeal.
         .put_status(|finished| {
             assert_eq!(finished["status"]["results"][0]["outcome"], "Removed");
             assert_eq!(finished["status"]["phase"], "Succeeded");
             assert!(finished["status"]["completedAt"].is_string());
+            let v = &finished["status"]["verification"];
+            assert_eq!(v["reviews"][0]["allowed"], false);
+            assert_eq!(v["identities"], json!(["User p@x.io"]));
+            let verified =
+                finished["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Verified");
+            assert_eq!(verified.unwrap()["status"], "True");
+            assert!(finished["status"]["message"].as_str().unwrap().ends_with("; verified: no remaining access"));
         })
         .event(|event| assert_eq!((&event["reason"], &event["action"]), (&json!("Succeeded"), &json!("Complete"))))
         .run();
@@ -234,7 +277,7 @@ async fn resumed_request_skips_recorded_actions() {
         "binding": {"target": {"kind": "RoleBinding", "namespace": "team", "name": "rb", "uid": "u1", "roleRef": "ClusterRole/edit"},
                     "subject": {"kind": "User", "name": "other@x.io"}, "whenEmpty": "Keep"}}));
     req.status = Some(
-        serde_json::from_value(json!({"phase": "InProgress", "plan": plan, "removed": 1,
+        serde_json::from_value(json!({"phase": "InProgress", "policies": ["pol"], "plan": plan, "removed": 1,
         "results": [{"id": 0, "kind": "RemoveBindingSubject", "object": "RoleBinding team/rb", "subject": "User p@x.io",
                      "outcome": "Removed", "message": "m", "at": "2026-01-01T00:00:01Z"}]}))
         .unwrap(),
@@ -246,6 +289,7 @@ async fn resumed_request_skips_recorded_actions() {
         .get(RB, rb)
         .put(RB, |kept| assert_eq!(kept["subjects"], json!([]), "kept empty per the plan's rule"))
         .event(|event| assert_eq!(event["reason"], "Removed"))
+        .verification_reads(true, None, vec![])
         .put_status(|finished| {
             let results = finished["status"]["results"].as_array().unwrap();
             let ids: Vec<i64> = results.iter().map(|r| r["id"].as_i64().unwrap()).collect();
@@ -295,7 +339,11 @@ async fn a_refused_action_is_recorded_failed_with_the_api_servers_reason() {
         .get(RB, binding())
         .call(Method::PUT, RB, StatusCode::FORBIDDEN, Some(status_error(403, "Forbidden", "may not bind")), |_| {})
         .event(|event| assert_eq!((&event["reason"], &event["type"]), (&json!("ActionFailed"), &json!("Warning"))))
+        .verification_reads(false, None, vec![binding()])
         .put_status(|finished| {
+            let residual = &finished["status"]["verification"]["residual"][0];
+            assert_eq!(residual["name"], "rb");
+            assert!(residual["why"].as_str().unwrap().starts_with("its removal failed"), "{residual}");
             let result = &finished["status"]["results"][0];
             assert_eq!(result["outcome"], "Failed");
             let msg = result["message"].as_str().unwrap();
@@ -339,6 +387,7 @@ async fn a_status_too_large_for_etcd_keeps_what_was_recorded_and_says_what_was_n
         .get(RB, binding())
         .put(RB, |_| {})
         .event(|event| assert_eq!(event["reason"], "Removed"))
+        .verification_reads(true, None, vec![])
         .call(Method::PUT, STATUS, StatusCode::INTERNAL_SERVER_ERROR, Some(too_large), |_| {})
         .put_status(|kept| {
             assert_eq!(kept["status"]["phase"], "Failed");
@@ -349,5 +398,45 @@ async fn a_status_too_large_for_etcd_keeps_what_was_recorded_and_says_what_was_n
         .run();
     let err = reconcile(Arc::new(request()), ctx).await.unwrap_err();
     assert_eq!(err.metric_label(), "status_unrecordable");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn access_the_authorizer_still_allows_fails_the_request_and_names_the_binding() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let admins = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "team-admins", "uid": "u2"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "User", "name": "p@x.io"}]});
+    let server = api
+        .fresh_read(&request())
+        .planning_reads()
+        .put_status(|_| {})
+        .get(RB, binding())
+        .put(RB, |_| {})
+        .event(|event| assert_eq!(event["reason"], "Removed"))
+        .verification_reads(true, Some("team-admins"), vec![admins])
+        .put_status(|finished| {
+            let st: DeprovisionRequestStatus = serde_json::from_value(finished["status"].clone()).unwrap();
+            assert_eq!(st.phase, Phase::Failed, "onResidualAccess defaults to Fail");
+            assert_eq!(st.results[0].outcome, Outcome::Removed, "the removal stays done and recorded");
+            let msg = st.message.unwrap();
+            assert!(
+                msg.ends_with(
+                    "; still allowed to get pods in team via ClusterRoleBinding team-admins (not covered by policy pol)"
+                ),
+                "{msg}"
+            );
+            let verified = st.conditions.iter().find(|c| c.type_ == "Verified").unwrap();
+            assert_eq!((verified.status.as_str(), verified.reason.as_str()), ("False", "AccessRemains"));
+            let complete = st.conditions.iter().find(|c| c.type_ == "Complete").unwrap();
+            assert_eq!(complete.reason, "AccessRemains");
+        })
+        .event(|event| {
+            assert_eq!((&event["reason"], &event["type"]), (&json!("AccessRemains"), &json!("Warning")));
+            assert!(event["note"].as_str().unwrap().contains("still allowed to get pods in team"), "{event}");
+        })
+        .run();
+    reconcile(Arc::new(request()), ctx).await.unwrap();
     server.await.unwrap();
 }

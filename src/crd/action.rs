@@ -214,6 +214,41 @@ pub struct BindingAction {
     pub subject: SubjectRef,
     /// What happens to the binding when this was its last subject.
     pub when_empty: EmptyBindingRule,
+    /// Who manages the binding, when recognisable when the plan was made: a tool that keeps it in
+    /// sync with a source elsewhere puts a removed subject back unless the source changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
+}
+
+/// Who manages a binding.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedBy {
+    /// What kind of manager.
+    pub kind: ManagerKind,
+    /// Its name: the Argo CD application, the Flux object, the Helm release, the owner, the
+    /// rbac-manager definition, or the field manager.
+    pub name: String,
+    /// More about it, e.g. `Kustomization flux-system/apps` or `release team-a/web`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Kinds of binding manager.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ManagerKind {
+    /// Argo CD (tracking annotation or instance label).
+    ArgoCd,
+    /// Flux (kustomize-controller or helm-controller labels).
+    Flux,
+    /// Helm (`app.kubernetes.io/managed-by: Helm`, release annotations).
+    Helm,
+    /// Another object owns it (an owner reference).
+    Owner,
+    /// FairwindsOps rbac-manager.
+    RbacManager,
+    /// Only known as the field manager that last wrote its subjects.
+    FieldManager,
 }
 
 /// A RoleBinding or ClusterRoleBinding, as seen when the plan was made. Which of the two it is

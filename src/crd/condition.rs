@@ -38,6 +38,11 @@ vocabulary! {
         Complete,
         /// A policy is usable.
         Valid,
+        /// A removed subject was named by a binding again after the request finished.
+        Regranted,
+        /// After the removals, the authorizer allows the target none of what was removed
+        /// (False: something remains; Unknown: it could not be checked).
+        Verified,
     }
 }
 
@@ -88,6 +93,18 @@ vocabulary! {
         ConflictingPolicies,
         /// The plan is too large to record.
         PlanTooLarge,
+        /// A binding to edit is kept in sync by another tool (`managedBindings: Fail`).
+        ManagedBinding,
+        /// The authorizer allows the target none of what was removed.
+        NoRemainingAccess,
+        /// The authorizer still allows the target some of what was removed.
+        AccessRemains,
+        /// The verification could not be made.
+        NotVerified,
+        /// A binding names a removed subject again.
+        AccessRegranted,
+        /// The subject was removed again after it came back.
+        RemovedAgain,
     }
 }
 
@@ -101,7 +118,20 @@ pub fn set_condition(
     message: &str,
     generation: Option<i64>,
 ) {
-    let status = if status { "True" } else { "False" }.to_string();
+    let status = if status { "True" } else { "False" };
+    set_condition_status(conditions, type_, status, reason, message, generation);
+}
+
+/// Sets a condition to `True`, `False` or `Unknown` (see [`set_condition`]).
+pub fn set_condition_status(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    status: &str,
+    reason: Reason,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let status = status.to_string();
     let message = &crate::text::clip(message);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     match conditions.iter_mut().find(|c| c.type_ == type_.as_str()) {

@@ -4,11 +4,13 @@ mod action;
 mod condition;
 mod policy;
 mod request;
+mod verification;
 
 pub use action::*;
 pub use condition::*;
 pub use policy::*;
 pub use request::*;
+pub use verification::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

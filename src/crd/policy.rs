@@ -38,6 +38,50 @@ pub struct DeprovisionPolicySpec {
     /// What happens to a binding whose last subject goes (default `Delete`).
     #[serde(default)]
     pub empty_bindings: EmptyBindingRule,
+    /// What the answer is when, after the removals, the API server's authorizer still allows the
+    /// target what a removed binding granted (default `Fail`).
+    #[serde(default)]
+    pub on_residual_access: ResidualAccessRule,
+    /// What happens when a binding to edit is kept in sync by a tool (Argo CD, Flux, Helm, an
+    /// owner, rbac-manager): `Remove` (default) removes and warns that it will come back unless
+    /// the source changes; `Fail` changes nothing and names every such binding.
+    #[serde(default)]
+    pub managed_bindings: ManagedBindingRule,
+    /// What happens when removed access comes back after a request finished: `Report` (default)
+    /// records it on the request (condition `Regranted`, an Event, a metric); `Remove` also
+    /// removes the subject again, at most 3 times per binding per request.
+    #[serde(default)]
+    pub on_regrant: RegrantRule,
+}
+
+/// What access that comes back does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RegrantRule {
+    /// Record it on the request and report it.
+    #[default]
+    Report,
+    /// Record it, report it, and remove the subject again (bounded).
+    Remove,
+}
+
+/// What a binding kept in sync by another tool does to a request.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ManagedBindingRule {
+    /// Remove the subject and warn (in the record and the Lumos message).
+    #[default]
+    Remove,
+    /// Fail the request before changing anything, naming every managed binding.
+    Fail,
+}
+
+/// What remaining access found by the verification does to the answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResidualAccessRule {
+    /// The answer is `FAILURE` (the removals stay done and recorded).
+    #[default]
+    Fail,
+    /// The answer stays `SUCCESS`; the message and the record name what remains.
+    Report,
 }
 
 /// Matches a Lumos application by `app_id` and/or `instance_id` (both must match when both given).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{ActionResult, PlannedAction};
+use super::{ActionResult, PlannedAction, Verification};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "App", type_ = "string", json_path = ".spec.application.appId"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Removed", type_ = "integer", json_path = ".status.removed"),
+    printcolumn(name = "Verified", type_ = "string", json_path = ".status.conditions[?(@.type==\"Verified\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message"),
     selectable = ".status.phase"
@@ -116,6 +117,26 @@ pub struct Attempting {
     pub since: Time,
 }
 
+/// A binding that named a removed subject again after the request finished.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Regrant {
+    /// The binding, e.g. `RoleBinding team-a/deployers`.
+    pub object: String,
+    /// The subject as written in it, e.g. `User ann@x.com`.
+    pub subject: String,
+    /// When the operator saw it.
+    pub at: Time,
+    /// The field manager that last wrote the binding's subjects, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_manager: Option<String>,
+    /// Whether the operator removed the subject again (`onRegrant: Remove`).
+    #[serde(default)]
+    pub removed_again: bool,
+    /// What happened, fit to show a person.
+    pub message: String,
+}
+
 /// Where a request came from.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum RequestSource {
@@ -167,7 +188,7 @@ pub struct DeprovisionRequestStatus {
     /// Where the request is in its lifecycle.
     #[serde(default)]
     pub phase: Phase,
-    /// metav1-style conditions (`Planned`, `Complete`).
+    /// metav1-style conditions (`Planned`, `Complete`, `Verified`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Policies that matched the application.
@@ -184,6 +205,15 @@ pub struct DeprovisionRequestStatus {
     /// Number of subjects removed (bindings edited or deleted).
     #[serde(default)]
     pub removed: i32,
+    /// What the API server's authorizer says remains once the actions are done (requests with
+    /// binding actions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Access that came back after the request finished: a binding naming a removed subject
+    /// again (noticed for `--regrant-watch` after the request finished).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub regrants: Vec<Regrant>,
     /// When the controller first picked the request up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,

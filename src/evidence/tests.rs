@@ -49,6 +49,7 @@ fn planned(id: i32, role: &str) -> PlannedAction {
             },
             subject: SubjectRef { kind: "User".into(), name: "ann@x.com".into(), namespace: None },
             when_empty: EmptyBindingRule::Delete,
+            managed_by: None,
         }),
     }
 }

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::{Done, Effect, ExecError};
 use crate::crd::{BindingAction, BindingScope, EmptyBindingRule, subject_names};
+use crate::plan::manager::OWN_FIELD_MANAGER;
 use crate::plan::subject::is_exactly;
 
 /// How many times a write is retried after a 409 Conflict before giving up for this attempt.
@@ -90,7 +91,8 @@ async fn write_without_subject<K: Binding>(api: &Api<K>, a: &BindingAction, mut 
         // `subjects` has no merge key: replace the whole object, guarded by resourceVersion.
         let note = if now_empty { "; binding kept with no subjects" } else { "" };
         let msg = format!("removed {} from {b}{note}", a.subject);
-        api.replace(&b.name, &PostParams::default(), &obj).await.map(|_| Done::new(Effect::Removed, msg))
+        let pp = PostParams { field_manager: Some(OWN_FIELD_MANAGER.into()), ..Default::default() };
+        api.replace(&b.name, &pp, &obj).await.map(|_| Done::new(Effect::Removed, msg))
     };
     match written {
         Ok(d) => Ok(d.with_subjects(names_before, names_after)),

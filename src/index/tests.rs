@@ -90,3 +90,35 @@ async fn a_barrier_that_cannot_write_fails_in_time() {
     let err = b.pass(Duration::from_secs(2)).await.unwrap_err();
     assert!(err.to_string().contains(&format!("RoleBinding/{SENTINEL}")), "{err}");
 }
+
+#[test]
+fn strip_keeps_who_manages_a_binding() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let mut rb = fixtures::role_binding("team", "edit").role("edit").build();
+    rb.metadata.annotations = Some(
+        [
+            (
+                "argocd.argoproj.io/tracking-id".to_string(),
+                "web:rbac.authorization.k8s.io/RoleBinding:team/edit".into(),
+            ),
+            ("meta.helm.sh/release-name".to_string(), "web".into()),
+            ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{...}".into()),
+        ]
+        .into(),
+    );
+    let entry = |manager: &str, fields: serde_json::Value| ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        fields_v1: Some(FieldsV1(fields)),
+        ..Default::default()
+    };
+    rb.metadata.managed_fields = Some(vec![
+        entry("kubectl-create", serde_json::json!({"f:roleRef": {}})),
+        entry("argocd-controller", serde_json::json!({"f:subjects": {}})),
+    ]);
+    strip(&mut rb);
+    let kept: Vec<&String> = rb.metadata.annotations.as_ref().unwrap().keys().collect();
+    assert_eq!(kept, ["argocd.argoproj.io/tracking-id", "meta.helm.sh/release-name"]);
+    let fields = rb.metadata.managed_fields.unwrap();
+    assert_eq!(fields.len(), 1, "only the writer of subjects");
+    assert_eq!((fields[0].manager.as_deref(), &fields[0].fields_v1), (Some("argocd-controller"), &None));
+}

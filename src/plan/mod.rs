@@ -5,6 +5,7 @@
 //! subject is (and whether it is protected), `template` renders policy templates for a request,
 //! `validate` checks policies; this module puts them together into a [`Plan`].
 
+pub mod manager;
 mod select;
 pub mod subject;
 pub mod template;
@@ -17,12 +18,12 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::ResourceExt;
 
-pub use select::{matching_policies, scope, selects_namespaces_by_label};
+pub use select::{BindingView, matching_policies, rule_covers, scope, selects_namespaces_by_label};
 pub use validate::{glob_match, is_dns_label, validate_policy};
 
 use crate::crd::{
     AbsentCheck, Action, BindingAction, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, EmptyBindingRule,
-    HttpCall, PlannedAction, Reason, ScimDeprovision, SubjectRef,
+    HttpCall, ManagedBindingRule, ManagedBy, PlannedAction, Reason, ScimDeprovision, SubjectRef,
 };
 use select::{ExternalCall, Selection, candidates};
 use subject::{PrincipalRef, Protected, Wanted, subject_ref};
@@ -103,6 +104,11 @@ pub enum PlanError {
         /// Its rule.
         second_rule: EmptyBindingRule,
     },
+    /// A binding to edit is kept in sync by another tool and the policy says `managedBindings: Fail`.
+    #[error(
+        "refused: a tool keeps these bindings in sync and would put the subject back: {0} (the policy says managedBindings: Fail); remove the subject at the source instead; nothing was changed"
+    )]
+    Managed(String),
     /// The plan is too large to record.
     #[error("the plan has {0} actions, more than the {MAX_ACTIONS} one request may record; narrow the policy")]
     TooLarge(usize),
@@ -153,7 +159,7 @@ fn check_record_size(spec: &DeprovisionRequestSpec, actions: &[PlannedAction]) -
     let spec_bytes = serde_json::to_vec(spec).map_or(MAX_RECORD_BYTES, |v| v.len());
     let plan_bytes = serde_json::to_vec(actions).map_or(MAX_RECORD_BYTES, |v| v.len());
     let needed = plan_bytes + actions.iter().map(result_bytes).sum::<usize>();
-    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes);
+    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes).saturating_sub(crate::verify::MAX_BYTES);
     if needed > budget {
         return Err(PlanError::RecordTooLarge { needed, budget });
     }
@@ -174,6 +180,7 @@ impl PlanError {
             PlanError::NotAllowed { .. } => Reason::SubjectNotAllowed,
             PlanError::ConflictingPolicies { .. } => Reason::ConflictingPolicies,
             PlanError::TooLarge(_) | PlanError::RecordTooLarge { .. } => Reason::PlanTooLarge,
+            PlanError::Managed(_) => Reason::ManagedBinding,
         }
     }
 }
@@ -259,6 +266,20 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .collect()
 }
 
+/// The subjects the given policies resolve the target user to (what removal matches),
+/// without duplicates.
+pub fn principals(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]) -> Result<Vec<Wanted>, PlanError> {
+    let mut out: Vec<Wanted> = vec![];
+    for p in policies {
+        for w in resolve_subjects(p, spec)? {
+            if !out.contains(&w) {
+                out.push(w);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The policy's external call rendered for this request (values escaped for where they go).
 fn render_external(
     call: ExternalCall<'_>,
@@ -296,8 +317,9 @@ fn render_external(
     }
 }
 
-/// One subject to remove from one binding, before ids are given.
-type Removal = ((BindingRef, SubjectRef), String, String, EmptyBindingRule);
+/// One subject to remove from one binding, before ids are given: (binding, subject), policy,
+/// reason, what an emptied binding becomes, who manages the binding.
+type Removal = ((BindingRef, SubjectRef), String, String, EmptyBindingRule, Option<ManagedBy>);
 
 /// The plan under construction: binding removals (kept sorted), external calls, absence checks.
 #[derive(Default)]
@@ -345,7 +367,9 @@ impl Draft {
                     self.agree(binding, &policy, sel.policy.spec.empty_bindings)?;
                     let key = (binding.clone(), subject_ref(s));
                     if self.seen.insert(key.clone()) {
-                        self.removals.push((key, policy.clone(), why.clone(), sel.policy.spec.empty_bindings));
+                        let managed = manager::of(c.meta, manager::OWN_FIELD_MANAGER);
+                        let rule = sel.policy.spec.empty_bindings;
+                        self.removals.push((key, policy.clone(), why.clone(), rule, managed));
                     }
                 }
             }
@@ -390,11 +414,11 @@ impl Draft {
         self.removals.sort_by(|a, b| a.0.cmp(&b.0));
         self.removals
             .into_iter()
-            .map(|((binding, subject), policy, reason, when_empty)| PlannedAction {
+            .map(|((binding, subject), policy, reason, when_empty, managed_by)| PlannedAction {
                 id: 0,
                 policy,
                 reason,
-                action: Action::RemoveBindingSubject(BindingAction { binding, subject, when_empty }),
+                action: Action::RemoveBindingSubject(BindingAction { binding, subject, when_empty, managed_by }),
             })
             .chain(self.external)
             .chain(self.absent)
@@ -402,6 +426,28 @@ impl Draft {
             .map(|(i, a)| PlannedAction { id: i as i32, ..a })
             .collect()
     }
+}
+
+/// Refuses a plan that edits a binding kept in sync by another tool when the policy that selected
+/// it says `managedBindings: Fail`, naming every such binding.
+fn refuse_managed(policies: &[&DeprovisionPolicy], actions: &[PlannedAction]) -> Result<(), PlanError> {
+    let failing = |name: &str| {
+        policies.iter().any(|p| p.name_any() == name && p.spec.managed_bindings == ManagedBindingRule::Fail)
+    };
+    let managed: BTreeSet<String> = actions
+        .iter()
+        .filter(|a| failing(&a.policy))
+        .filter_map(|a| match &a.action {
+            Action::RemoveBindingSubject(b) => {
+                b.managed_by.as_ref().filter(|m| m.syncs()).map(|m| format!("{} ({m})", b.binding))
+            }
+            _ => None,
+        })
+        .collect();
+    if managed.is_empty() {
+        return Ok(());
+    }
+    Err(PlanError::Managed(crate::text::first_and_more(&managed)))
 }
 
 /// Computes the plan. Fails (changing nothing) when no policy covers the request, a policy is
@@ -423,6 +469,7 @@ pub fn compute(
         draft.add(&sel, &wanted, spec, observed, protected)?;
     }
     let actions = draft.finish();
+    refuse_managed(&policies, &actions)?;
     if actions.len() > MAX_ACTIONS {
         return Err(PlanError::TooLarge(actions.len()));
     }

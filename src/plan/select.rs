@@ -291,3 +291,56 @@ fn binding_ref(scope: BindingScope, meta: &ObjectMeta, role_ref: &RoleRef) -> Bi
         role_ref: format!("{}/{}", role_ref.kind, role_ref.name),
     }
 }
+
+/// A binding as the coverage check reads it.
+pub struct BindingView<'a> {
+    /// The namespace of a RoleBinding (`None`: a ClusterRoleBinding).
+    pub namespace: Option<&'a str>,
+    /// Its metadata (name, labels).
+    pub meta: &'a ObjectMeta,
+    /// The role it grants.
+    pub role_ref: &'a RoleRef,
+    /// Its subjects.
+    pub subjects: &'a [Subject],
+}
+
+/// Whether `rule` selects this binding: for one of the permissions of `spec`, or (no `spec`) for
+/// any permission. Namespace label selectors are not evaluated here (the namespaces' labels are
+/// not at hand), so a binding selected only through one is not counted.
+pub fn rule_covers(rule: &AccessRule, b: &BindingView<'_>, spec: Option<&DeprovisionRequestSpec>) -> bool {
+    let perms = spec.map(|s| applicable(rule, s));
+    if perms.as_ref().is_some_and(|p| p.is_empty()) {
+        return false;
+    }
+    let name = b.meta.name.as_deref().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let labels = b.meta.labels.as_ref().unwrap_or(&empty);
+    let picks = |names: &[String], sel: Option<&LabelSelector>, role: Option<&RoleRefFilter>| {
+        (names.is_empty() || names.iter().any(|n| n == name))
+            && labels_match(sel, labels)
+            && role_ref_matches(role, b.role_ref)
+    };
+    let Some(ns) = b.namespace else {
+        return rule
+            .cluster_role_bindings
+            .as_ref()
+            .is_some_and(|c| picks(&c.names, c.selector.as_ref(), c.role_ref.as_ref()));
+    };
+    if let Some(rb) = &rule.role_bindings
+        && rb.namespaces.iter().any(|n| n == ns)
+        && picks(&rb.names, rb.selector.as_ref(), rb.role_ref.as_ref())
+    {
+        return true;
+    }
+    let Some(na) = &rule.namespace_access else {
+        return false;
+    };
+    if na.namespaces.iter().any(|n| n == ns) {
+        return true;
+    }
+    na.from_permission_value
+        && match &perms {
+            Some(p) => p.contains(&Some(ns)),
+            None => rule.permissions.is_empty() || rule.permissions.iter().any(|pat| glob_match(pat, ns)),
+        }
+}

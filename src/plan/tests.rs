@@ -520,6 +520,7 @@ fn a_plan_whose_record_would_not_fit_one_object_is_refused() {
             },
             subject: SubjectRef { kind: "User".into(), name: "x".repeat(name_len), namespace: None },
             when_empty: EmptyBindingRule::Delete,
+            managed_by: None,
         }),
     };
     let small: Vec<PlannedAction> = (0..200).map(|i| action(i, 20)).collect();
@@ -528,4 +529,41 @@ fn a_plan_whose_record_would_not_fit_one_object_is_refused() {
     let err = check_record_size(&spec(&[]), &large).unwrap_err();
     assert_eq!(err.reason(), Reason::PlanTooLarge);
     assert!(err.to_string().contains("narrow the policy; nothing was changed"), "{err}");
+}
+
+#[test]
+fn managed_bindings_are_recorded_and_refused_when_the_policy_says_fail() {
+    let mut argo = (*rb("team-a", "edit", "edit", vec![s("User", "pp@lumos.com", None)])).clone();
+    argo.metadata.annotations = Some(
+        [(
+            "argocd.argoproj.io/tracking-id".to_string(),
+            "web:rbac.authorization.k8s.io/RoleBinding:team-a/edit".to_string(),
+        )]
+        .into(),
+    );
+    let plain = rb("team-a", "view", "view", vec![s("User", "pp@lumos.com", None)]);
+    let observed = Observed { role_bindings: vec![Arc::new(argo), plain], ..Default::default() };
+    let spec_of = |rule: &str| {
+        json!({"application": {"appId": "demo_app"}, "managedBindings": rule,
+               "subjects": [user("{{target_user.email}}")], "rules": [{"roleBindings": {"namespaces": ["team-a"]}}]})
+    };
+    let req = fixtures::request_spec("demo_app", "pp@lumos.com").build();
+    let plan = compute(&req, &[policy("p", spec_of("Remove"))], &observed, &Protected::default()).unwrap();
+    let managed: Vec<String> = plan
+        .actions
+        .iter()
+        .map(|a| match &a.action {
+            Action::RemoveBindingSubject(b) => {
+                format!("{}: {:?}", b.binding.name, b.managed_by.as_ref().map(|m| m.to_string()))
+            }
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(managed, ["edit: Some(\"Argo CD application web\")", "view: None"]);
+    let err = compute(&req, &[policy("p", spec_of("Fail"))], &observed, &Protected::default()).unwrap_err();
+    assert_eq!(err.reason(), Reason::ManagedBinding);
+    assert_eq!(
+        err.to_string(),
+        "refused: a tool keeps these bindings in sync and would put the subject back: RoleBinding team-a/edit (Argo CD application web) (the policy says managedBindings: Fail); remove the subject at the source instead; nothing was changed"
+    );
 }

@@ -1,0 +1,346 @@
+//! Proof of removal: once a request's actions are done, ask the API server's own authorizer
+//! (SubjectAccessReview) whether the target can still do what the removed bindings granted, and
+//! find every binding that still names them.
+//!
+//! `reviews.rs` (pure) turns the removed bindings' roles into bounded questions; `residual.rs`
+//! (pure) says why a binding still naming the target was left alone; `verdict.rs` (pure) words
+//! the outcome. This module reads the roles, asks the questions and pages through the bindings.
+
+pub mod residual;
+pub mod reviews;
+pub mod verdict;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
+
+use crate::crd::{
+    Action, ActionResult, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, PlannedAction, ResidualAccessRule,
+    ResidualBinding, Review, Verification,
+};
+use crate::index::BindingIndex;
+use crate::plan::subject::Wanted;
+use crate::text;
+use residual::{Judge, MAX_RESIDUAL};
+use reviews::{Grant, Identity};
+
+/// How many SubjectAccessReviews are in flight at once.
+const CONCURRENT_REVIEWS: usize = 8;
+
+/// How long an answer naming a binding this request removed is asked again: the authorizer
+/// reads bindings from its own cache, which may not have seen the removal yet.
+const AUTHORIZER_CATCH_UP: Duration = Duration::from_secs(3);
+
+/// The most bytes a recorded verification takes: [`reviews::MAX_REVIEWS`] reviews and
+/// [`MAX_RESIDUAL`] residual bindings with their clipped texts, identities and notes. Planning
+/// keeps this room in the record.
+pub const MAX_BYTES: usize = 128 * 1024;
+
+/// Page size of the residual search when it lists from the API server.
+const PAGE: u32 = 500;
+
+/// Whether a plan gets a verification: it has binding actions (external accounts are not
+/// Kubernetes access).
+pub fn applies(plan: &[PlannedAction]) -> bool {
+    plan.iter().any(|a| matches!(a.action, Action::RemoveBindingSubject(_) | Action::ConfirmAbsent(_)))
+}
+
+/// What one verification reads.
+pub struct Request<'a> {
+    /// The request.
+    pub spec: &'a DeprovisionRequestSpec,
+    /// Names of the policies that matched (as recorded).
+    pub policy_names: &'a [String],
+    /// Every policy in the cluster.
+    pub policies: &'a [DeprovisionPolicy],
+    /// The plan.
+    pub plan: &'a [PlannedAction],
+    /// The results.
+    pub results: &'a [ActionResult],
+}
+
+/// Why the checks could not be made.
+#[derive(Debug, thiserror::Error)]
+enum VerifyError {
+    #[error("{0}")]
+    Plan(#[from] crate::plan::PlanError),
+    #[error("reading {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("asking the authorizer: {0}")]
+    Review(#[source] kube::Error),
+    #[error("listing bindings: {0}")]
+    List(#[source] kube::Error),
+    #[error("none of the policies that planned this request ({0}) exists any more: who the target is cannot be told")]
+    NoPolicies(String),
+}
+
+/// Verifies a finished request. Never fails: what could not be checked is recorded as the
+/// verification's `error` (the condition `Verified` is then `Unknown`).
+pub async fn verify(client: &Client, index: Option<&BindingIndex>, req: &Request<'_>) -> Verification {
+    let matched: Vec<&DeprovisionPolicy> =
+        req.policies.iter().filter(|p| req.policy_names.iter().any(|n| Some(n) == p.metadata.name.as_ref())).collect();
+    let rule = match matched.iter().all(|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
+        true if !matched.is_empty() => ResidualAccessRule::Report,
+        _ => ResidualAccessRule::Fail,
+    };
+    let mut v = Verification {
+        checked_at: Time(k8s_openapi::jiff::Timestamp::now()),
+        on_residual_access: rule,
+        identities: vec![],
+        reviews: vec![],
+        residual: vec![],
+        notes: vec![],
+        error: None,
+    };
+    if let Err(e) = check(client, index, req, &matched, &mut v).await {
+        tracing::warn!(error = %e, "verification could not be made");
+        v.error = Some(text::clip(e.to_string()));
+    }
+    v.checked_at = Time(k8s_openapi::jiff::Timestamp::now());
+    v
+}
+
+async fn check(
+    client: &Client,
+    index: Option<&BindingIndex>,
+    req: &Request<'_>,
+    matched: &[&DeprovisionPolicy],
+    v: &mut Verification,
+) -> Result<(), VerifyError> {
+    if matched.is_empty() {
+        return Err(VerifyError::NoPolicies(req.policy_names.join(", ")));
+    }
+    let wanted = crate::plan::principals(req.spec, matched)?;
+    let identities = reviews::identities(&wanted);
+    v.identities = identities.iter().map(Identity::to_string).collect();
+    let removed = removed_bindings(req.plan, req.results);
+    let roles = read_roles(client, &removed, &mut v.notes).await?;
+    let grants: Vec<Grant<'_>> =
+        removed.iter().filter_map(|b| roles.get(&b.role_ref_key()).map(|rules| Grant { binding: b, rules })).collect();
+    let (questions, skipped) = reviews::questions(&identities, &grants);
+    if skipped > 0 {
+        v.notes
+            .push(format!("{skipped} more access review(s) not asked (at most {} per request)", reviews::MAX_REVIEWS));
+    }
+    let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
+    // One after the other, not at once: the index's barrier is usually the longer of the two,
+    // and a fixed order keeps the calls easy to follow in a trace.
+    v.reviews = ask_all(client, &identities, questions, &removed).await?;
+    let (residual, more) = residual_bindings(client, index, &wanted, &judge).await?;
+    v.residual = residual;
+    if more > 0 {
+        v.notes.push(format!("{more} more binding(s) still name the target (at most {MAX_RESIDUAL} listed)"));
+    }
+    Ok(())
+}
+
+/// The bindings this request removed a subject from (each once).
+fn removed_bindings(plan: &[PlannedAction], results: &[ActionResult]) -> Vec<BindingRef> {
+    let mut out: Vec<BindingRef> = vec![];
+    for a in plan {
+        let Action::RemoveBindingSubject(b) = &a.action else { continue };
+        let done = results.iter().any(|r| r.id == a.id && r.outcome.is_removal());
+        if done && !out.contains(&b.binding) {
+            out.push(b.binding.clone());
+        }
+    }
+    out
+}
+
+/// Where a binding's role lives: (`Role` namespace or none, `Kind/name`).
+trait RoleRefKey {
+    fn role_ref_key(&self) -> (Option<String>, String);
+}
+
+impl RoleRefKey for BindingRef {
+    fn role_ref_key(&self) -> (Option<String>, String) {
+        match self.role_ref.starts_with("Role/") {
+            true => (self.namespace().map(str::to_string), self.role_ref.clone()),
+            false => (None, self.role_ref.clone()),
+        }
+    }
+}
+
+/// The rules of each removed binding's role; a role that no longer exists is noted.
+async fn read_roles(
+    client: &Client,
+    removed: &[BindingRef],
+    notes: &mut Vec<String>,
+) -> Result<BTreeMap<(Option<String>, String), Vec<PolicyRule>>, VerifyError> {
+    let mut out = BTreeMap::new();
+    for b in removed {
+        let key = b.role_ref_key();
+        if out.contains_key(&key) {
+            continue;
+        }
+        let (kind, name) = b.role_ref.split_once('/').unwrap_or(("ClusterRole", &b.role_ref));
+        let read = |source| VerifyError::Read { what: format!("{kind} {name}"), source };
+        let rules = match (kind, &key.0) {
+            ("Role", Some(ns)) => Api::<Role>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await
+                .map_err(read)?
+                .map(|r| r.rules.unwrap_or_default()),
+            _ => Api::<ClusterRole>::all(client.clone())
+                .get_opt(name)
+                .await
+                .map_err(read)?
+                .map(|r| r.rules.unwrap_or_default()),
+        };
+        match rules {
+            Some(rules) => {
+                out.insert(key, rules);
+            }
+            None => notes.push(format!("{kind} {name} (of {b}) no longer exists: it grants nothing to check")),
+        }
+    }
+    Ok(out)
+}
+
+/// Asks every question; answers that name a binding this request removed are asked again
+/// until the authorizer has caught up (or [`AUTHORIZER_CATCH_UP`] passes).
+async fn ask_all(
+    client: &Client,
+    identities: &[Identity],
+    mut questions: Vec<Review>,
+    removed: &[BindingRef],
+) -> Result<Vec<Review>, VerifyError> {
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + AUTHORIZER_CATCH_UP;
+    let mut pending: Vec<usize> = (0..questions.len()).collect();
+    loop {
+        let answers: Vec<(usize, bool, Option<String>)> = futures::stream::iter(pending.iter().copied())
+            .map(|i| {
+                let api = api.clone();
+                let sar = review_object(&identities[questions[i].identity as usize], &questions[i]);
+                async move {
+                    let done = api.create(&PostParams::default(), &sar).await.map_err(VerifyError::Review)?;
+                    let st = done.status.unwrap_or_default();
+                    let reason = Some(st.reason.unwrap_or_default()).filter(|r| !r.is_empty());
+                    Ok::<_, VerifyError>((i, st.allowed, reason))
+                }
+            })
+            .buffer_unordered(CONCURRENT_REVIEWS)
+            .try_collect()
+            .await?;
+        for (i, allowed, reason) in answers {
+            questions[i].allowed = allowed;
+            questions[i].reason = reason.map(|r| text::clip_to(&r, 240));
+        }
+        pending = (0..questions.len()).filter(|&i| names_removed(&questions[i], removed)).collect();
+        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(questions);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether an allowed answer credits a binding this request removed the subject from.
+fn names_removed(r: &Review, removed: &[BindingRef]) -> bool {
+    let Some((kind, ns, name)) = r.reason.as_deref().and_then(verdict::binding_in_reason) else {
+        return false;
+    };
+    r.allowed && removed.iter().any(|b| b.kind() == kind && b.namespace() == ns && b.name == name)
+}
+
+/// The SubjectAccessReview for one question.
+fn review_object(who: &Identity, r: &Review) -> SubjectAccessReview {
+    let resource = r.resource.as_ref().map(|res| ResourceAttributes {
+        namespace: r.namespace.clone(),
+        verb: Some(r.verb.clone()),
+        group: r.group.clone(),
+        resource: Some(res.clone()),
+        subresource: r.subresource.clone(),
+        name: r.name.clone(),
+        ..Default::default()
+    });
+    let non_resource =
+        r.path.as_ref().map(|p| NonResourceAttributes { path: Some(p.clone()), verb: Some(r.verb.clone()) });
+    SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(who.user.clone()).filter(|u| !u.is_empty()),
+            groups: Some(who.groups.clone()).filter(|g| !g.is_empty()),
+            resource_attributes: resource,
+            non_resource_attributes: non_resource,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Every binding that still names the target, sorted, at most [`MAX_RESIDUAL`] (and how many
+/// more). From the binding index once its barrier proves it holds this request's writes;
+/// otherwise a paged list.
+async fn residual_bindings(
+    client: &Client,
+    index: Option<&BindingIndex>,
+    wanted: &[Wanted],
+    judge: &Judge<'_>,
+) -> Result<(Vec<ResidualBinding>, usize), VerifyError> {
+    let mut found = vec![];
+    match index {
+        Some(ix) if ix.sync(true, true).await.is_ok() => {
+            let all = ix.all();
+            found.extend(
+                all.role_bindings.iter().filter_map(|b| residual::residual(&residual::role_binding(b), wanted, judge)),
+            );
+            found.extend(
+                all.cluster_role_bindings
+                    .iter()
+                    .filter_map(|b| residual::residual(&residual::cluster_role_binding(b), wanted, judge)),
+            );
+        }
+        _ => found = search_paged(client, wanted, judge).await.map_err(VerifyError::List)?,
+    }
+    found.sort();
+    let more = found.len().saturating_sub(MAX_RESIDUAL);
+    found.truncate(MAX_RESIDUAL);
+    Ok((found, more))
+}
+
+/// The residual search without an index: every RoleBinding and ClusterRoleBinding in the
+/// cluster, a page at a time (only the matches are kept).
+pub async fn search_paged(
+    client: &Client,
+    wanted: &[Wanted],
+    judge: &Judge<'_>,
+) -> Result<Vec<ResidualBinding>, kube::Error> {
+    let mut found = vec![];
+    let mut lp = ListParams::default().limit(PAGE);
+    let rbs: Api<RoleBinding> = Api::all(client.clone());
+    loop {
+        let page = rbs.list(&lp).await?;
+        found.extend(page.items.iter().filter_map(|b| residual::residual(&residual::role_binding(b), wanted, judge)));
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(t) => lp = lp.continue_token(&t),
+            None => break,
+        }
+    }
+    let mut lp = ListParams::default().limit(PAGE);
+    let crbs: Api<ClusterRoleBinding> = Api::all(client.clone());
+    loop {
+        let page = crbs.list(&lp).await?;
+        found.extend(
+            page.items.iter().filter_map(|b| residual::residual(&residual::cluster_role_binding(b), wanted, judge)),
+        );
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(t) => lp = lp.continue_token(&t),
+            None => return Ok(found),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

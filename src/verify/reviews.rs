@@ -1,0 +1,202 @@
+//! Which questions to ask the authorizer (pure): who the target is to the API server, and what
+//! the removed bindings' roles granted, expanded and bounded.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
+use crate::crd::{BindingRef, Review};
+use crate::plan::subject::{Principal, Wanted};
+
+/// The most SubjectAccessReviews one request asks.
+pub const MAX_REVIEWS: usize = 48;
+
+/// Verbs asked for a rule that grants every verb (`*`): one read, one list, one of each write.
+const VERB_SAMPLES: [&str; 5] = ["get", "list", "create", "update", "delete"];
+
+/// Resources asked for a rule that grants every resource (`*`) of a group: the ones whose loss
+/// matters most. A group with none here is asked as `*` (only a wildcard rule allows that).
+const RESOURCE_SAMPLES: [(&str, &str); 6] = [
+    ("", "pods"),
+    ("", "secrets"),
+    ("", "configmaps"),
+    ("apps", "deployments"),
+    ("batch", "jobs"),
+    ("rbac.authorization.k8s.io", "rolebindings"),
+];
+
+/// One identity as the authorizer sees it: a user name and its groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// User name (empty: groups only).
+    pub user: String,
+    /// Group names.
+    pub groups: Vec<String>,
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.user.is_empty(), self.groups.is_empty()) {
+            (false, true) => write!(f, "User {}", self.user),
+            (false, false) => write!(f, "User {} (groups: {})", self.user, self.groups.join(", ")),
+            (true, _) => write!(f, "groups: {}", self.groups.join(", ")),
+        }
+    }
+}
+
+/// The identities the target has, from the subjects the policies resolve them to: each User
+/// with every Group the policies name, each ServiceAccount with the groups Kubernetes gives it,
+/// and the Groups alone when no User is named.
+pub fn identities(wanted: &[Wanted]) -> Vec<Identity> {
+    let mut groups: Vec<String> = vec![];
+    for w in wanted {
+        if let Principal::Group(g) = &w.principal
+            && !groups.contains(g)
+        {
+            groups.push(g.clone());
+        }
+    }
+    let mut out: Vec<Identity> = vec![];
+    for w in wanted {
+        let id = match &w.principal {
+            Principal::User(u) => Identity { user: u.clone(), groups: groups.clone() },
+            Principal::ServiceAccount(ns, n) => Identity {
+                user: format!("system:serviceaccount:{ns}:{n}"),
+                groups: vec!["system:serviceaccounts".into(), format!("system:serviceaccounts:{ns}")],
+            },
+            Principal::Group(_) => continue,
+        };
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    let has_user = wanted.iter().any(|w| matches!(w.principal, Principal::User(_)));
+    if !has_user && !groups.is_empty() {
+        out.push(Identity { user: String::new(), groups });
+    }
+    out
+}
+
+/// What one removed binding granted: the binding and its role's rules.
+pub struct Grant<'a> {
+    /// The binding the subject was removed from.
+    pub binding: &'a BindingRef,
+    /// Its role's rules.
+    pub rules: &'a [PolicyRule],
+}
+
+/// One thing to ask about, before it is asked of each identity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Attributes {
+    namespace: Option<String>,
+    verb: String,
+    group: Option<String>,
+    resource: Option<String>,
+    subresource: Option<String>,
+    name: Option<String>,
+    path: Option<String>,
+}
+
+/// What one rule of a role bound in `namespace` (`None`: cluster-wide) grants, as questions.
+/// Non-resource URLs count only cluster-wide (RBAC ignores them in a RoleBinding).
+fn expand(rule: &PolicyRule, namespace: Option<&str>) -> Vec<Attributes> {
+    let verbs: Vec<&str> = match rule.verbs.iter().any(|v| v == "*") {
+        true => VERB_SAMPLES.to_vec(),
+        false => rule.verbs.iter().map(String::as_str).collect(),
+    };
+    let mut out = vec![];
+    let groups = rule.api_groups.as_deref().unwrap_or_default();
+    let names: Vec<Option<&str>> = match rule.resource_names.as_deref() {
+        Some(n) if !n.is_empty() => n.iter().map(|n| Some(n.as_str())).collect(),
+        _ => vec![None],
+    };
+    for group in groups {
+        for resource in rule.resources.as_deref().unwrap_or_default() {
+            let targets: Vec<(&str, &str)> = match resource.as_str() {
+                "*" => {
+                    let samples: Vec<(&str, &str)> =
+                        RESOURCE_SAMPLES.iter().copied().filter(|(g, _)| group == "*" || g == group).collect();
+                    if samples.is_empty() { vec![(group.as_str(), "*")] } else { samples }
+                }
+                r => vec![(group.as_str(), r)],
+            };
+            for (g, r) in targets {
+                let (resource, subresource) = match r.split_once('/') {
+                    Some((r, s)) => (r, Some(s.to_string())),
+                    None => (r, None),
+                };
+                for verb in &verbs {
+                    for name in &names {
+                        out.push(Attributes {
+                            namespace: namespace.map(str::to_string),
+                            verb: verb.to_string(),
+                            group: Some(g.to_string()),
+                            resource: Some(resource.to_string()),
+                            subresource: subresource.clone(),
+                            name: name.map(str::to_string),
+                            path: None,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if namespace.is_none() {
+        for path in rule.non_resource_urls.as_deref().unwrap_or_default() {
+            let verbs: Vec<&str> = if verbs.len() == VERB_SAMPLES.len() { vec!["get"] } else { verbs.clone() };
+            for verb in verbs {
+                out.push(Attributes { verb: verb.into(), path: Some(path.clone()), ..Default::default() });
+            }
+        }
+    }
+    out
+}
+
+/// The reviews to ask (answers not filled in) and how many were left out by [`MAX_REVIEWS`].
+/// Deduplicated; taken from every binding in turn, so a bound cuts the long roles, not the
+/// short ones.
+pub fn questions(identities: &[Identity], grants: &[Grant<'_>]) -> (Vec<Review>, usize) {
+    let per_binding: Vec<(String, Vec<Attributes>)> = grants
+        .iter()
+        .map(|g| {
+            let attrs = g.rules.iter().flat_map(|r| expand(r, g.binding.namespace())).collect();
+            (g.binding.to_string(), attrs)
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut ordered: Vec<(&str, &Attributes)> = vec![];
+    let longest = per_binding.iter().map(|(_, a)| a.len()).max().unwrap_or(0);
+    for i in 0..longest {
+        for (binding, attrs) in &per_binding {
+            if let Some(a) = attrs.get(i)
+                && seen.insert(a)
+            {
+                ordered.push((binding, a));
+            }
+        }
+    }
+    let mut out = vec![];
+    let mut skipped = 0;
+    for (binding, a) in ordered {
+        for identity in 0..identities.len() {
+            if out.len() == MAX_REVIEWS {
+                skipped += 1;
+                continue;
+            }
+            out.push(Review {
+                identity: identity as i32,
+                verb: a.verb.clone(),
+                group: a.group.clone(),
+                resource: a.resource.clone(),
+                subresource: a.subresource.clone(),
+                namespace: a.namespace.clone(),
+                name: a.name.clone(),
+                path: a.path.clone(),
+                granted_by: binding.to_string(),
+                allowed: false,
+                reason: None,
+            });
+        }
+    }
+    (out, skipped)
+}
