@@ -1,8 +1,8 @@
 //! `POST /connectors/kubernetes/<capability>` on `deprovisioner run`: the same capabilities as
 //! the CLI, behind the webhook's shared secret, its per-source limit on failed attempts, its
 //! in-flight cap and its body limit. Answers are 200 with the capability's JSON (an
-//! `ErrorResponse` included), as the SDK's own HTTP server answers; a refused call gets 401, 413
-//! or 429 with an `ErrorResponse`.
+//! `ErrorResponse` included), as the SDK's own HTTP server answers; a refused call gets 401,
+//! 408, 413, 429 or 503 with an `ErrorResponse`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
