@@ -27,6 +27,7 @@ use crate::crd::{
     ResidualBinding, Review, Verification,
 };
 use crate::index::BindingIndex;
+use crate::plan::BindingView;
 use crate::plan::subject::Wanted;
 use crate::text;
 use residual::{Judge, MAX_RESIDUAL};
@@ -123,7 +124,7 @@ async fn check(
         return Err(VerifyError::NoPolicies(req.policy_names.join(", ")));
     }
     let wanted = crate::plan::principals(req.spec, matched)?;
-    let identities = reviews::identities(&wanted);
+    let identities = reviews::identities(&with_removed_spellings(wanted.clone(), req.plan, req.results));
     v.identities = identities.iter().map(Identity::to_string).collect();
     let removed = removed_bindings(req.plan, req.results);
     let roles = read_roles(client, &removed, &mut v.notes).await?;
@@ -138,12 +139,29 @@ async fn check(
     // One after the other, not at once: the index's barrier is usually the longer of the two,
     // and a fixed order keeps the calls easy to follow in a trace.
     v.reviews = ask_all(client, &identities, questions, &removed).await?;
-    let (residual, more) = residual_bindings(client, index, &wanted, &judge).await?;
+    let (residual, more) = residual_bindings(client, index, &wanted, &judge, &removed).await?;
     v.residual = residual;
     if more > 0 {
         v.notes.push(format!("{more} more binding(s) still name the target (at most {MAX_RESIDUAL} listed)"));
     }
     Ok(())
+}
+
+/// The identities to ask about: the policies' subjects, plus each User name exactly as it was
+/// removed when it differs (a `caseInsensitive` subject matches `Ann@X.com` too, but the
+/// authorizer compares names exactly, so each spelling is its own identity to it).
+fn with_removed_spellings(mut wanted: Vec<Wanted>, plan: &[PlannedAction], results: &[ActionResult]) -> Vec<Wanted> {
+    for a in plan {
+        let Action::RemoveBindingSubject(b) = &a.action else { continue };
+        if b.subject.kind != "User" || !results.iter().any(|r| r.id == a.id && r.outcome.is_removal()) {
+            continue;
+        }
+        let spelled = Wanted::new(crate::crd::SubjectKind::User, b.subject.name.clone(), None, false);
+        if !wanted.iter().any(|w| w.principal == spelled.principal) {
+            wanted.push(spelled);
+        }
+    }
+    wanted
 }
 
 /// The bindings this request removed a subject from (each once).
@@ -281,26 +299,35 @@ fn review_object(who: &Identity, r: &Review) -> SubjectAccessReview {
 }
 
 /// Every binding that still names the target, sorted, at most [`MAX_RESIDUAL`] (and how many
-/// more). From the binding index once its barrier proves it holds this request's writes;
-/// otherwise a paged list.
+/// more). From the binding index when it is watching (it lags the API server by milliseconds),
+/// with the bindings this request changed taken from its results rather than from the index,
+/// whose copy of them may be a moment old; so no barrier write is spent here. A binding someone
+/// else writes in the last milliseconds may be missed: the authorizer's answers still count it,
+/// and the re-grant watch sees it. Without an index, a paged list of every binding.
 async fn residual_bindings(
     client: &Client,
     index: Option<&BindingIndex>,
     wanted: &[Wanted],
     judge: &Judge<'_>,
+    removed: &[BindingRef],
 ) -> Result<(Vec<ResidualBinding>, usize), VerifyError> {
     let mut found = vec![];
+    let ours = |v: &BindingView<'_>| {
+        let name = v.meta.name.as_deref().unwrap_or_default();
+        removed.iter().any(|b| b.namespace() == v.namespace && b.name == name)
+    };
+    let mut consider = |v: BindingView<'_>| {
+        if !ours(&v)
+            && let Some(r) = residual::residual(&v, wanted, judge)
+        {
+            found.push(r);
+        }
+    };
     match index {
-        Some(ix) if ix.sync(true, true).await.is_ok() => {
+        Some(ix) if ix.is_watching() => {
             let all = ix.all();
-            found.extend(
-                all.role_bindings.iter().filter_map(|b| residual::residual(&residual::role_binding(b), wanted, judge)),
-            );
-            found.extend(
-                all.cluster_role_bindings
-                    .iter()
-                    .filter_map(|b| residual::residual(&residual::cluster_role_binding(b), wanted, judge)),
-            );
+            all.role_bindings.iter().for_each(|b| consider(residual::role_binding(b)));
+            all.cluster_role_bindings.iter().for_each(|b| consider(residual::cluster_role_binding(b)));
         }
         _ => found = search_paged(client, wanted, judge).await.map_err(VerifyError::List)?,
     }

@@ -303,6 +303,34 @@ fn verdicts_and_sentences() {
 }
 
 #[test]
-fn only_plans_with_binding_actions_are_verified() {
-    assert!(!applies(&[]));
+fn each_spelling_removed_is_asked_about() {
+    let removal = |id: i32, name: &str| PlannedAction {
+        id,
+        policy: "p".into(),
+        reason: "r".into(),
+        action: Action::RemoveBindingSubject(BindingAction {
+            binding: binding(Some("ns"), &format!("b{id}"), "ClusterRole/edit"),
+            subject: SubjectRef { kind: "User".into(), name: name.into(), namespace: None },
+            when_empty: EmptyBindingRule::Delete,
+            managed_by: None,
+        }),
+    };
+    let done = |id: i32, outcome: Outcome| ActionResult {
+        id,
+        kind: ActionKind::RemoveBindingSubject,
+        object: String::new(),
+        subject: String::new(),
+        outcome,
+        message: String::new(),
+        at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        external: None,
+        subjects_before: None,
+        subjects_after: None,
+    };
+    let plan = [removal(0, "ann@x.io"), removal(1, "Ann@X.io"), removal(2, "ANN@X.IO")];
+    let results = [done(0, Outcome::Removed), done(1, Outcome::Deleted), done(2, Outcome::Failed)];
+    let w =
+        with_removed_spellings(vec![Wanted::new(SubjectKind::User, "ann@x.io".into(), None, true)], &plan, &results);
+    let users: Vec<String> = identities(&w).into_iter().map(|i| i.user).collect();
+    assert_eq!(users, ["ann@x.io", "Ann@X.io"], "not the spelling whose removal failed");
 }

@@ -48,10 +48,12 @@ pub struct Hit {
     pub subject: crate::crd::SubjectRef,
 }
 
-/// Every request finished within the window, by name.
+/// Every request finished within the window, by name, and which of them removed each
+/// principal (so a binding event costs one lookup per subject, however many are watched).
 #[derive(Debug, Default)]
 pub struct Watchlist {
     requests: BTreeMap<String, Watched>,
+    by_principal: BTreeMap<Principal, BTreeSet<String>>,
 }
 
 /// The key of a binding view.
@@ -137,10 +139,26 @@ fn parse_object(s: &str) -> Option<BindingKey> {
 impl Watchlist {
     /// Adds (or replaces) what a finished request is watched for.
     pub fn insert(&mut self, request: &DeprovisionRequest, since: &Time) {
-        match watched(request, since) {
-            Some(w) => self.requests.insert(request.name_any(), w),
-            None => self.requests.remove(&request.name_any()),
-        };
+        let name = request.name_any();
+        self.forget(&name);
+        if let Some(w) = watched(request, since) {
+            for p in &w.principals {
+                self.by_principal.entry(p.clone()).or_default().insert(name.clone());
+            }
+            self.requests.insert(name, w);
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        let Some(old) = self.requests.remove(name) else { return };
+        for p in &old.principals {
+            if let Some(names) = self.by_principal.get_mut(p) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.by_principal.remove(p);
+                }
+            }
+        }
     }
 
     /// How many requests and principals are watched.
@@ -158,23 +176,29 @@ impl Watchlist {
     /// no longer name a reported principal are forgotten, so a later re-grant is reported again.
     pub fn check(&mut self, view: &BindingView<'_>) -> Vec<Hit> {
         let key = key_of(view);
+        // The watched requests this binding names a removed principal of, with the subjects.
+        let mut named: BTreeMap<&str, Vec<&k8s_openapi::api::rbac::v1::Subject>> = BTreeMap::new();
+        if view.meta.deletion_timestamp.is_none() {
+            for s in view.subjects {
+                let Some(p) = PrincipalRef::of_subject(s, view.namespace) else { continue };
+                for request in self.by_principal.get(&p.to_owned()).into_iter().flatten() {
+                    named.entry(request.as_str()).or_default().push(s);
+                }
+            }
+        }
         let mut hits = vec![];
         for (request, w) in &mut self.requests {
-            let named: Vec<&k8s_openapi::api::rbac::v1::Subject> = view
-                .subjects
-                .iter()
-                .filter(|s| {
-                    PrincipalRef::of_subject(s, view.namespace).is_some_and(|p| w.principals.contains(&p.to_owned()))
-                })
-                .collect();
-            if named.is_empty() || view.meta.deletion_timestamp.is_some() {
-                w.present.remove(&key);
+            let Some(subjects) = named.get(request.as_str()) else {
+                // It names none of them (any more): a later re-grant here is reported again.
+                if !w.present.is_empty() {
+                    w.present.remove(&key);
+                }
                 continue;
-            }
+            };
             if w.excluded.contains(&key) || !w.present.insert(key.clone()) {
                 continue;
             }
-            hits.extend(named.into_iter().map(|s| Hit {
+            hits.extend(subjects.iter().map(|s| Hit {
                 request: request.clone(),
                 binding: key.clone(),
                 subject: crate::plan::subject::subject_ref(s),
@@ -200,7 +224,9 @@ impl Watchlist {
 
     /// Forgets requests that finished before `since`.
     pub fn expire(&mut self, since: &Time) {
-        self.requests.retain(|_, w| w.finished.0 >= since.0);
+        let old: Vec<String> =
+            self.requests.iter().filter(|(_, w)| w.finished.0 < since.0).map(|(n, _)| n.clone()).collect();
+        old.iter().for_each(|n| self.forget(n));
     }
 }
 
