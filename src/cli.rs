@@ -1,4 +1,5 @@
-//! Command line: `deprovisioner run`, `deprovisioner crd` and `deprovisioner evidence`. Every flag
+//! Command line: `deprovisioner run`, `deprovisioner crd`, `deprovisioner evidence` and
+//! `deprovisioner connector`. Every flag
 //! of `run` has an env var.
 //!
 //! The binary does not look at its own name, so a copy or symlink named `kubectl-deprovisioner` on
@@ -35,6 +36,38 @@ pub enum Command {
     /// Write evidence for auditors from the records: CSV, JSON or a self-contained HTML report of
     /// what was removed, for a time range and optionally one app or one person.
     Evidence(EvidenceArgs),
+    /// Answer one Lumos Connector API call about this cluster's access, as Lumos's agent runs
+    /// custom connectors: `deprovisioner connector list_accounts --json '{"request":{}}'`. The
+    /// answer (or an `ErrorResponse`) is printed as JSON on standard output.
+    Connector(ConnectorArgs),
+}
+
+/// Flags of `connector`.
+#[derive(clap::Args, Debug)]
+pub struct ConnectorArgs {
+    /// The capability, e.g. `info`, `list_accounts`, `find_entitlement_associations`.
+    pub capability: String,
+    /// The request JSON (`{"request": {...}, "page": {...}}`). Without --json or --json-file it
+    /// is read from standard input (except for `info`, which needs none).
+    #[arg(long, conflicts_with = "json_file")]
+    pub json: Option<String>,
+    /// A file holding the request JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json_file: Option<PathBuf>,
+    /// Kubeconfig file. Default: $KUBECONFIG or ~/.kube/config if present, else in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "DEPROVISIONER_CONTEXT")]
+    pub context: Option<String>,
+    /// Write the answer gzip-compressed to this file instead of standard output, as the SDK's
+    /// CLI does for large answers (the name must end in `.gz`).
+    #[arg(long, value_name = "FILE.gz", value_parser = parse_gz)]
+    pub result_file_path: Option<PathBuf>,
+    /// The operator's own ServiceAccount as NAMESPACE/NAME: never listed (default: the chart's
+    /// `deprovisioner/deprovisioner`).
+    #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
+    pub service_account: (String, String),
 }
 
 /// Format of `evidence`'s output.
@@ -212,6 +245,14 @@ fn parse_deadline(s: &str) -> Result<Duration, String> {
 
 fn parse_header(s: &str) -> Result<HeaderName, String> {
     HeaderName::try_from(s).map_err(|_| format!("{s:?} is not a valid HTTP header name"))
+}
+
+fn parse_gz(s: &str) -> Result<PathBuf, String> {
+    let s = s.trim_matches(|c| c == '"' || c == '\'');
+    match s.ends_with(".gz") {
+        true => Ok(PathBuf::from(s)),
+        false => Err(format!("the result file name must end in .gz, got {s:?}")),
+    }
 }
 
 fn parse_sa(s: &str) -> Result<(String, String), String> {

@@ -5,6 +5,7 @@
 //! ([`exec`]) carry it out, records each result, and [`verify`]s with the API server's authorizer
 //! that the access is gone. See `docs/architecture.md`.
 pub mod cli;
+pub mod connector;
 pub mod controller;
 pub mod crd;
 pub mod egress;

@@ -1,4 +1,4 @@
-//! `deprovisioner run | crd | evidence`.
+//! `deprovisioner run | crd | evidence | connector`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use kube::{Client, Config};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use deprovisioner::cli::{Cli, Command, LogFormat, RunArgs};
+use deprovisioner::cli::{Cli, Command, ConnectorArgs, LogFormat, RunArgs};
 use deprovisioner::controller::{self, Settings, Shared};
 use deprovisioner::finished::{self, Finished};
 use deprovisioner::index::BindingIndex;
@@ -39,7 +39,53 @@ async fn main() -> anyhow::Result<()> {
             let client = Client::try_from(config).context("building the Kubernetes client")?;
             deprovisioner::evidence::write(&client, cluster, &args).await
         }
+        Command::Connector(args) => connector(args).await,
     }
+}
+
+/// One Lumos Connector API call: the answer (an `ErrorResponse` included) on standard output.
+/// Only a request that cannot be read exits non-zero; a cluster that cannot be configured is an
+/// `ErrorResponse` too (`info` needs none).
+async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
+    use deprovisioner::connector::wire::{ConnectorError, ErrorCode};
+    use deprovisioner::connector::{self, Capability};
+    use std::io::{Read as _, Write as _};
+    let body = match (&args.json, &args.json_file) {
+        (Some(json), _) => json.clone().into_bytes(),
+        (None, Some(path)) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        (None, None) if Capability::parse(&args.capability) == Some(Capability::Info) => Vec::new(),
+        (None, None) => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("reading the request from standard input")?;
+            buf
+        }
+    };
+    let answer = match connector::answer_offline(&args.capability) {
+        Some(answer) => answer,
+        None => match kube_config(args.kubeconfig.as_deref(), args.context.clone()).await {
+            Ok(config) => {
+                let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
+                let client = Client::try_from(config).context("building the Kubernetes client")?;
+                let protected = Protected { operator: Some(args.service_account.clone()) };
+                let conn = connector::Connector { client, protected, cluster_label, index: None };
+                connector::call(&conn, &args.capability, &body).await
+            }
+            Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
+                .to_response(&args.capability),
+        },
+    };
+    if let Some(path) = &args.result_file_path {
+        let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+        serde_json::to_writer(&mut gz, &answer).with_context(|| format!("writing {}", path.display()))?;
+        let file = gz.finish().with_context(|| format!("writing {}", path.display()))?;
+        file.sync_all().with_context(|| format!("writing {}", path.display()))?;
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, &answer).context("writing the answer")?;
+    writeln!(out).context("writing the answer")?;
+    Ok(())
 }
 
 fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
@@ -182,12 +228,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
         drain: args.shutdown_drain,
     };
-    let server = tokio::spawn(server::serve(listener, webhook::router(state.clone()), limits, stop.clone()));
+    let protected = Protected { operator: own_identity(&args) };
+    let connector = Arc::new(deprovisioner::connector::http::ConnectorState {
+        webhook: state.clone(),
+        connector: deprovisioner::connector::Connector {
+            client: client.clone(),
+            protected: protected.clone(),
+            cluster_label: "Kubernetes cluster".into(),
+            index: shared.index.clone(),
+        },
+    });
+    let routes = webhook::router(state.clone()).merge(deprovisioner::connector::http::router(connector));
+    let server = tokio::spawn(server::serve(listener, routes, limits, stop.clone()));
 
     let settings = Settings {
         retention: args.retention,
         give_up_after: args.give_up_after,
-        protected: Protected { operator: own_identity(&args) },
+        protected,
         concurrency: args.concurrency,
         exit_after_results: args.exit_after_results,
         exit_after_calls: args.exit_after_call,

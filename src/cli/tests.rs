@@ -5,7 +5,7 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
     all.extend_from_slice(args);
     match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
         Command::Run(r) => Ok(*r),
-        Command::Crd | Command::Evidence(_) => unreachable!(),
+        Command::Crd | Command::Evidence(_) | Command::Connector(_) => unreachable!(),
     }
 }
 
@@ -30,4 +30,18 @@ fn bad_values_fail_with_a_clear_message() {
     assert!(run(&["--log-format", "xml"]).is_err());
     assert!(run(&["--no-such-flag"]).is_err());
     assert_eq!(run(&["--service-account", "ns/sa"]).unwrap().service_account, Some(("ns".into(), "sa".into())));
+}
+
+#[test]
+fn connector_takes_a_capability_and_json() {
+    let parsed = Cli::try_parse_from(["deprovisioner", "connector", "list_accounts", "--json", "{}"]).unwrap();
+    let Command::Connector(c) = parsed.command else { panic!("not connector") };
+    assert_eq!((c.capability.as_str(), c.json.as_deref()), ("list_accounts", Some("{}")));
+    assert_eq!(c.service_account, ("deprovisioner".to_string(), "deprovisioner".to_string()));
+    assert!(Cli::try_parse_from(["deprovisioner", "connector", "info", "--json", "{}", "--json-file", "f"]).is_err());
+    let gz = ["deprovisioner", "connector", "info", "--result-file-path", "out.json.gz"];
+    let Command::Connector(c) = Cli::try_parse_from(gz).unwrap().command else { panic!("not connector") };
+    assert_eq!(c.result_file_path, Some(PathBuf::from("out.json.gz")));
+    let e = Cli::try_parse_from(["deprovisioner", "connector", "info", "--result-file-path", "out.json"]).unwrap_err();
+    assert!(e.to_string().contains("must end in .gz"), "{e}");
 }

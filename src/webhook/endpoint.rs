@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
 
-use super::WebhookState;
 use super::answer::LumosAnswer;
 use super::payload::{self, PayloadError};
+use super::{Refused, WebhookState};
 use crate::metrics::AnswerLabels;
 
 #[derive(Deserialize)]
@@ -99,27 +99,22 @@ async fn handle(
 /// Checks the shared secret. A source that keeps failing is answered 429 for the rest of the
 /// minute (a correct secret always passes).
 fn authenticate(s: &WebhookState, peer: Option<IpAddr>, headers: &HeaderMap) -> Result<(), (StatusCode, LumosAnswer)> {
-    let refusal = match s.header.extract(headers) {
-        Some(presented) if s.secret.verify(presented) => return Ok(()),
-        Some(_) => {
+    match s.check_secret(peer, headers) {
+        Ok(()) => Ok(()),
+        Err(Refused::Wrong) => {
             tracing::warn!(?peer, "webhook call with a wrong secret rejected");
-            LumosAnswer::failure("wrong credentials")
+            Err((StatusCode::UNAUTHORIZED, LumosAnswer::failure("wrong credentials")))
         }
-        None => {
+        Err(Refused::Missing) => {
             tracing::info!(?peer, "webhook call without credentials rejected");
-            LumosAnswer::failure(format!(
-                "missing credentials: send the shared secret in the {} header",
-                s.header.name()
-            ))
+            let msg = format!("missing credentials: send the shared secret in the {} header", s.header.name());
+            Err((StatusCode::UNAUTHORIZED, LumosAnswer::failure(msg)))
         }
-    };
-    if let Some(ip) = peer
-        && !s.unauthenticated.take(ip)
-    {
-        let msg = "too many calls with missing or wrong credentials from this address; try again in a minute";
-        return Err((StatusCode::TOO_MANY_REQUESTS, LumosAnswer::failure(msg)));
+        Err(Refused::TooMany) => {
+            let msg = "too many calls with missing or wrong credentials from this address; try again in a minute";
+            Err((StatusCode::TOO_MANY_REQUESTS, LumosAnswer::failure(msg)))
+        }
     }
-    Err((StatusCode::UNAUTHORIZED, refusal))
 }
 
 /// Reads the body within the deadline too: a caller trickling bytes cannot hold us past it.

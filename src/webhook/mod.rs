@@ -66,6 +66,36 @@ pub struct WebhookState {
     pub policies: Option<Arc<crate::policies::Policies>>,
 }
 
+/// Why a call's credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// No secret in the header.
+    Missing,
+    /// A secret that is none of the accepted ones.
+    Wrong,
+    /// Too many refused calls from this address this minute (answer 429).
+    TooMany,
+}
+
+impl WebhookState {
+    /// Checks the shared secret of a call (the webhook's and the connector's). A source that
+    /// keeps failing is refused `TooMany` for the rest of the minute; a correct secret always
+    /// passes.
+    pub fn check_secret(&self, peer: Option<std::net::IpAddr>, headers: &axum::http::HeaderMap) -> Result<(), Refused> {
+        let refused = match self.header.extract(headers) {
+            Some(presented) if self.secret.verify(presented) => return Ok(()),
+            Some(_) => Refused::Wrong,
+            None => Refused::Missing,
+        };
+        if let Some(ip) = peer
+            && !self.unauthenticated.take(ip)
+        {
+            return Err(Refused::TooMany);
+        }
+        Err(refused)
+    }
+}
+
 /// The router with every endpoint.
 pub fn router(state: Arc<WebhookState>) -> Router {
     Router::new()

@@ -1,0 +1,18 @@
+//! The cluster as a Lumos app: the Lumos Connector API (connector-py's OpenAPI spec) over the
+//! cluster's bindings, served by `deprovisioner connector <capability> --json '<request>'` and by
+//! `deprovisioner run` at [`http::PATH`]. See `docs/lumos-connector.md`.
+//!
+//! `model` (pure) turns bindings into grants, accounts, entitlements and associations; `page`
+//! (pure) makes opaque tokens that continue after a sort key; `answer` (pure) builds each
+//! capability's answer; `wire` holds the envelopes and error codes; `read` lists the cluster a
+//! page at a time; `capability` puts them together; `http` serves them behind the shared secret.
+
+pub mod answer;
+pub mod capability;
+pub mod http;
+pub mod model;
+pub mod page;
+pub mod read;
+pub mod wire;
+
+pub use capability::{Capability, Connector, answer as call, answer_offline};

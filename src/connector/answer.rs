@@ -1,0 +1,224 @@
+//! Pure: what each capability answers, from what was read. Every list is ordered by a sort key
+//! and paged after the key of the last item sent ([`super::page`]).
+
+use serde_json::{Value, json};
+
+use super::capability::Capability;
+use super::model::{
+    self, AccountId, Association, BindingName, CLUSTER_ROLE, Entitlement, Grant, NAMESPACE, NAMESPACE_ROLE, Scope,
+};
+use super::page;
+use super::wire::{self, APP_ID, ConnectorError, ErrorCode, PageIn};
+use crate::plan::subject::Principal;
+
+/// Bindings named per item at most (the count is always given).
+const BINDINGS_SHOWN: usize = 20;
+
+/// Where a paged read starts and how much it sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    /// The key of the last item already sent; `None` for the first page.
+    pub after: Option<Vec<String>>,
+    /// Items per page.
+    pub size: usize,
+}
+
+/// The paging a request asks for; a token another capability issued, or none issued, is refused.
+pub fn paging(capability: Capability, page: Option<&PageIn>) -> Result<Paging, ConnectorError> {
+    let size = page::size(page.and_then(|p| p.size));
+    let after = match page.and_then(|p| p.token.as_deref()).filter(|t| !t.is_empty()) {
+        Some(t) => Some(
+            page::after(capability.name(), t)
+                .map_err(|e| ConnectorError::new(ErrorCode::InvalidPageToken, e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(Paging { after, size })
+}
+
+fn paged(capability: Capability, items: Vec<(Vec<String>, Value)>, p: &Paging) -> Value {
+    let (items, next) = page::slice(items.iter().map(|(k, v)| (k.clone(), v)), p.after.as_deref(), p.size);
+    let response = Value::Array(items.into_iter().cloned().collect());
+    wire::ok(response, next.map(|k| (page::token(capability.name(), &k), p.size)))
+}
+
+fn binding_names(bindings: &std::collections::BTreeSet<BindingName>) -> Value {
+    json!(bindings.iter().take(BINDINGS_SHOWN).map(ToString::to_string).collect::<Vec<_>>())
+}
+
+/// One `FoundAccountData`.
+fn account_data(id: &AccountId, bindings: &std::collections::BTreeSet<BindingName>) -> Value {
+    let (kind, namespace, name) = match &id.0 {
+        Principal::User(n) => ("User", None, n.as_str()),
+        Principal::Group(n) => ("Group", None, n.as_str()),
+        Principal::ServiceAccount(ns, n) => ("ServiceAccount", Some(ns.as_str()), n.as_str()),
+    };
+    let mut extra = json!({
+        "kind": kind,
+        "name": name,
+        "binding_count": bindings.len(),
+        "bindings": binding_names(bindings),
+    });
+    if let Some(ns) = namespace {
+        extra["namespace"] = json!(ns);
+    }
+    let mut out = json!({
+        "integration_specific_id": id.to_string(),
+        "username": match namespace { Some(ns) => format!("system:serviceaccount:{ns}:{name}"), None => name.to_string() },
+        "user_status": "ACTIVE",
+        "extra_data": extra,
+    });
+    // Lumos knows two account types; a Group is neither, so it carries none (see the doc).
+    match kind {
+        "User" => out["account_type"] = json!("user"),
+        "ServiceAccount" => out["account_type"] = json!("service"),
+        _ => {}
+    }
+    if let Some(email) = model::email_of(&id.0) {
+        out["email"] = json!(email);
+    }
+    out
+}
+
+/// `list_accounts`: every account holding a grant, by id.
+pub fn list_accounts(grants: &[Grant], p: &Paging) -> Value {
+    let items =
+        model::accounts(grants).into_iter().map(|(key, a)| (vec![key], account_data(&a.id, &a.bindings))).collect();
+    paged(Capability::ListAccounts, items, p)
+}
+
+/// `get_account`: one account, or `not_found` when no binding grants it anything reviewable.
+pub fn get_account(grants: &[Grant], id: &AccountId) -> Result<Value, ConnectorError> {
+    let key = id.to_string();
+    match model::accounts(grants).get(&key) {
+        Some(a) => Ok(wire::ok(account_data(&a.id, &a.bindings), None)),
+        None => Err(ConnectorError::new(
+            ErrorCode::NotFound,
+            format!(
+                "no binding grants anything to account {key:?} (or it is protected: system:, kube-system, the operator)"
+            ),
+        )),
+    }
+}
+
+/// `list_resources`: the cluster (the global resource) first, then each namespace by name.
+pub fn list_resources(cluster_label: &str, namespaces: &[String], p: &Paging) -> Value {
+    let mut items = vec![(
+        vec![String::new()],
+        json!({"integration_specific_id": "", "resource_type": "", "label": cluster_label,
+               "description": "The whole cluster: ClusterRoles granted by ClusterRoleBindings"}),
+    )];
+    items.extend(namespaces.iter().map(|ns| {
+        (
+            vec![ns.clone()],
+            json!({"integration_specific_id": ns, "resource_type": NAMESPACE, "label": ns,
+                   "description": format!("Namespace {ns}: Roles and ClusterRoles granted by RoleBindings in it")}),
+        )
+    }));
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    paged(Capability::ListResources, items, p)
+}
+
+fn entitlement_label(e: &Entitlement) -> String {
+    match &e.scope {
+        Scope::Cluster => format!("{} {} (cluster-wide)", e.role.kind, e.role.name),
+        Scope::Namespace(ns) => format!("{} {} in namespace {ns}", e.role.kind, e.role.name),
+    }
+}
+
+/// `list_entitlements`: every role held by an account, per resource, ordered by (resource id,
+/// entitlement id). None is assignable: the connector only removes.
+pub fn list_entitlements(grants: &[Grant], p: &Paging) -> Value {
+    let items = model::entitlements(grants)
+        .into_iter()
+        .map(|((resource, id), (e, bindings))| {
+            let data = json!({
+                "entitlement_type": e.scope.entitlement_type(),
+                "integration_specific_id": id,
+                "integration_specific_resource_id": resource,
+                "label": entitlement_label(&e),
+                "is_assignable": false,
+                "extra_data": {
+                    "role_kind": e.role.kind,
+                    "role_name": e.role.name,
+                    "binding_count": bindings.len(),
+                    "bindings": binding_names(&bindings),
+                },
+            });
+            (vec![resource, id], data)
+        })
+        .collect();
+    paged(Capability::ListEntitlements, items, p)
+}
+
+fn association_data(a: &Association) -> Value {
+    json!({
+        "account_id": a.account.to_string(),
+        "integration_specific_entitlement_id": a.entitlement.role.to_string(),
+        "integration_specific_resource_id": a.entitlement.scope.resource_id(),
+    })
+}
+
+/// `find_entitlement_associations`: who holds what where, ordered by (account id, resource id,
+/// entitlement id).
+pub fn find_entitlement_associations(grants: &[Grant], p: &Paging) -> Value {
+    let items = model::associations(grants)
+        .into_iter()
+        .map(|((account, resource, entitlement), a)| (vec![account, resource, entitlement], association_data(&a)))
+        .collect();
+    paged(Capability::FindEntitlementAssociations, items, p)
+}
+
+/// `validate_credentials`: valid, with the cluster's id as the tenant id.
+pub fn validated(tenant: &str) -> Value {
+    wire::ok(json!({"valid": true, "unique_tenant_id": tenant}), None)
+}
+
+/// `info`: what this connector is and does.
+pub fn info(capabilities: &[Capability]) -> Value {
+    let mut names: Vec<&str> = capabilities.iter().map(|c| c.name()).collect();
+    names.sort_unstable();
+    let schema: serde_json::Map<String, Value> = capabilities
+        .iter()
+        .map(|c| {
+            let (argument, output, description) = c.schema();
+            let mut s = json!({
+                "argument": {"$ref": format!("#/components/schemas/{argument}")},
+                "output": {"$ref": format!("#/components/schemas/{output}")},
+            });
+            if !description.is_empty() {
+                s["description"] = json!(description);
+            }
+            (c.name().to_string(), s)
+        })
+        .collect();
+    wire::ok(
+        json!({
+            "app_id": APP_ID,
+            "app_vendor_domain": "kubernetes.io",
+            "version": env!("CARGO_PKG_VERSION"),
+            "user_friendly_name": "Kubernetes (deprovisioner)",
+            "description": "Who holds which RBAC role in a Kubernetes cluster, from its RoleBindings and ClusterRoleBindings; removals go through a recorded DeprovisionRequest.",
+            "categories": ["DEVELOPERS", "IT_AND_SECURITY"],
+            "capabilities": names,
+            "capability_schema": schema,
+            // The connector authenticates to the cluster itself (kubeconfig or in-cluster
+            // ServiceAccount); over HTTP the shared secret is checked before any capability runs.
+            "authentication_schema": {"type": "object", "title": "NoAuthentication", "properties": {}},
+            "credentials_schema": [],
+            "entitlement_types": [
+                {"type_id": CLUSTER_ROLE, "type_label": "ClusterRole (cluster-wide)", "resource_type_id": "", "min": 0},
+                {"type_id": NAMESPACE_ROLE, "type_label": "Role in a namespace", "resource_type_id": NAMESPACE, "min": 0},
+            ],
+            "resource_types": [
+                {"type_id": "", "type_label": "Cluster"},
+                {"type_id": NAMESPACE, "type_label": "Namespace"},
+            ],
+            "request_settings_schema": {"type": "object", "title": "NoSettings", "properties": {}},
+        }),
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+use serde_json::json;
+
+use super::*;
+use crate::connector::page::DEFAULT_SIZE;
+use crate::fixtures::{cluster_role_binding, group, role_binding, service_account, user};
+use crate::plan::subject::Protected;
+
+fn grants() -> Vec<Grant> {
+    let rbs = vec![
+        role_binding("team-a", "devs").role("edit").subjects([user("alice@example.com"), group("devs")]).build(),
+        role_binding("team-b", "ci").role_ref("Role", "deployer").subjects([service_account("builder")]).build(),
+    ];
+    let crbs = vec![cluster_role_binding("admins").role("cluster-admin").subjects([user("bob")]).build()];
+    model::grants(&rbs, &crbs, &Protected::default())
+}
+
+fn first(size: usize) -> Paging {
+    Paging { after: None, size }
+}
+
+fn next(answer: &Value, capability: Capability) -> Option<Paging> {
+    let token = answer.get("page")?.get("token")?.as_str()?;
+    let size = answer["page"]["size"].as_u64()? as usize;
+    Some(paging(capability, Some(&PageIn { token: Some(token.into()), size: Some(size as i64) })).expect("our token"))
+}
+
+fn all_pages(capability: Capability, size: usize, f: impl Fn(&Paging) -> Value) -> Vec<Value> {
+    let mut out = vec![];
+    let mut p = first(size);
+    loop {
+        let a = f(&p);
+        out.extend(a["response"].as_array().expect("a list").iter().cloned());
+        match next(&a, capability) {
+            Some(n) => p = n,
+            None => {
+                assert!(a.get("page").is_none(), "the last page carries no token: {a}");
+                return out;
+            }
+        }
+    }
+}
+
+#[test]
+fn accounts_say_who_they_are() {
+    let a = list_accounts(&grants(), &first(DEFAULT_SIZE));
+    assert_eq!(
+        a,
+        json!({"response": [
+            {"integration_specific_id": "Group:devs", "username": "devs", "user_status": "ACTIVE",
+             "extra_data": {"kind": "Group", "name": "devs", "binding_count": 1, "bindings": ["RoleBinding team-a/devs"]}},
+            {"integration_specific_id": "ServiceAccount:team-b/builder", "username": "system:serviceaccount:team-b:builder",
+             "user_status": "ACTIVE", "account_type": "service",
+             "extra_data": {"kind": "ServiceAccount", "namespace": "team-b", "name": "builder", "binding_count": 1,
+                            "bindings": ["RoleBinding team-b/ci"]}},
+            {"integration_specific_id": "User:alice@example.com", "username": "alice@example.com", "email": "alice@example.com",
+             "user_status": "ACTIVE", "account_type": "user",
+             "extra_data": {"kind": "User", "name": "alice@example.com", "binding_count": 1, "bindings": ["RoleBinding team-a/devs"]}},
+            {"integration_specific_id": "User:bob", "username": "bob", "user_status": "ACTIVE", "account_type": "user",
+             "extra_data": {"kind": "User", "name": "bob", "binding_count": 1, "bindings": ["ClusterRoleBinding admins"]}},
+        ]})
+    );
+}
+
+#[test]
+fn every_list_pages_to_the_end_without_repeats() {
+    let g = grants();
+    for size in [1, 2, 3, 100] {
+        let accounts = all_pages(Capability::ListAccounts, size, |p| list_accounts(&g, p));
+        assert_eq!(accounts.len(), 4, "size {size}");
+        let assoc = all_pages(Capability::FindEntitlementAssociations, size, |p| find_entitlement_associations(&g, p));
+        assert_eq!(assoc.len(), 4, "size {size}");
+        let ents = all_pages(Capability::ListEntitlements, size, |p| list_entitlements(&g, p));
+        assert_eq!(ents.len(), 3, "size {size}");
+        let ns = vec!["default".to_string(), "team-a".into()];
+        let res = all_pages(Capability::ListResources, size, |p| list_resources("c", &ns, p));
+        assert_eq!(
+            res.iter().map(|r| r["integration_specific_id"].clone()).collect::<Vec<_>>(),
+            vec![json!(""), json!("default"), json!("team-a")]
+        );
+    }
+}
+
+#[test]
+fn associations_and_entitlements_point_at_resources() {
+    let a = find_entitlement_associations(&grants(), &first(DEFAULT_SIZE));
+    assert_eq!(
+        a["response"],
+        json!([
+            {"account_id": "Group:devs", "integration_specific_entitlement_id": "ClusterRole:edit", "integration_specific_resource_id": "team-a"},
+            {"account_id": "ServiceAccount:team-b/builder", "integration_specific_entitlement_id": "Role:deployer", "integration_specific_resource_id": "team-b"},
+            {"account_id": "User:alice@example.com", "integration_specific_entitlement_id": "ClusterRole:edit", "integration_specific_resource_id": "team-a"},
+            {"account_id": "User:bob", "integration_specific_entitlement_id": "ClusterRole:cluster-admin", "integration_specific_resource_id": ""},
+        ])
+    );
+    let e = list_entitlements(&grants(), &first(DEFAULT_SIZE));
+    assert_eq!(e["response"][0]["entitlement_type"], json!(CLUSTER_ROLE));
+    assert_eq!(e["response"][0]["integration_specific_resource_id"], json!(""));
+    assert_eq!(e["response"][1]["entitlement_type"], json!(NAMESPACE_ROLE));
+    assert_eq!(e["response"][1]["label"], json!("ClusterRole edit in namespace team-a"));
+    assert_eq!(e["response"][1]["is_assignable"], json!(false));
+}
+
+#[test]
+fn tokens_from_another_capability_or_garbage_are_invalid_page_tokens() {
+    let a = list_accounts(&grants(), &first(1));
+    let token = a["page"]["token"].as_str().expect("token").to_string();
+    let err = paging(Capability::FindEntitlementAssociations, Some(&PageIn { token: Some(token), size: None }))
+        .expect_err("other capability");
+    assert_eq!(err.code, ErrorCode::InvalidPageToken);
+    let err =
+        paging(Capability::ListAccounts, Some(&PageIn { token: Some("%%%".into()), size: None })).expect_err("garbage");
+    assert_eq!(err.code, ErrorCode::InvalidPageToken);
+    assert_eq!(err.to_response("list_accounts")["error"]["error_code"], json!("invalid_page_token"));
+}
+
+#[test]
+fn get_account_finds_one_or_says_not_found() {
+    let id: AccountId = "User:bob".parse().expect("id");
+    let a = get_account(&grants(), &id).expect("bob");
+    assert_eq!(a["response"]["integration_specific_id"], json!("User:bob"));
+    let missing: AccountId = "User:carol".parse().expect("id");
+    assert_eq!(get_account(&grants(), &missing).expect_err("carol").code, ErrorCode::NotFound);
+}
+
+#[test]
+fn info_lists_the_implemented_capabilities() {
+    let i = info(&Capability::ALL);
+    let caps = i["response"]["capabilities"].as_array().expect("list");
+    assert!(caps.contains(&json!("list_accounts")));
+    assert_eq!(caps.len(), Capability::ALL.len());
+    assert_eq!(
+        i["response"]["capability_schema"]["list_accounts"]["output"]["$ref"],
+        json!("#/components/schemas/FoundAccountData")
+    );
+}

@@ -1,0 +1,546 @@
+//! The Lumos connector against a real control plane, judged by Lumos's own artifacts: every
+//! answer the CLI (`deprovisioner connector …`) and the HTTP endpoint give is validated with the
+//! pydantic models of `connector-py` (pinned in `scripts/control-plane`), e.g.
+//! `ListAccountsResponse.model_validate_json`. Also pagination to the end while bindings change,
+//! the spec's error codes, and (ignored by default, a measurement) paging over 10,000 bindings:
+//!
+//!   cargo test --release --test connector -- --ignored --nocapture
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use deprovisioner::fixtures::{self, group, service_account, service_account_in, user};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde_json::{Value, json};
+use support::*;
+
+/// The connector-py virtualenv's python (installed by `scripts/control-plane build`).
+fn sdk_python() -> String {
+    static PY: OnceLock<String> = OnceLock::new();
+    PY.get_or_init(|| {
+        let bin = |arg: &str| {
+            let out = Command::new(repo().join("scripts/control-plane")).arg(arg).output().unwrap();
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        let py = format!("{}/python", bin("connector-bin"));
+        if !Path::new(&py).exists() {
+            let st = Command::new(repo().join("scripts/control-plane")).arg("build").status().unwrap();
+            assert!(st.success(), "scripts/control-plane build failed");
+        }
+        py
+    })
+    .clone()
+}
+
+/// Validates each answer with the SDK's model of that name (`ErrorResponse` for errors), in one
+/// python process; panics naming every answer the SDK refuses.
+fn validate(answers: &[(&str, &Value)]) {
+    const SCRIPT: &str = r#"
+import sys, json
+import connector_sdk_types.generated as g
+bad = 0
+for line in sys.stdin:
+    model, text = line.rstrip("\n").split("\t", 1)
+    try:
+        parsed = getattr(g, model).model_validate_json(text)
+        if model == "ErrorResponse":
+            # The metadata must be what the SDK itself derives from the code.
+            from connector_sdk_types.errors.metadata import build_metadata
+            want = build_metadata(g.ConnectorErrorCode(parsed.error.error_code.value)).model_dump(exclude_none=True, mode="json")
+            got = json.loads(text)["error"]["error_metadata"]
+            assert got == want, f"error_metadata {got} is not the SDK's {want}"
+    except Exception as e:
+        bad += 1
+        print(f"{model}: {e}\n{text[:400]}", file=sys.stderr)
+sys.exit(1 if bad else 0)
+"#;
+    let mut child = Command::new(sdk_python())
+        .args(["-c", SCRIPT])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the SDK's python");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for (model, answer) in answers {
+            let model = if answer.get("is_error") == Some(&json!(true)) { "ErrorResponse" } else { model };
+            writeln!(stdin, "{model}\t{}", serde_json::to_string(answer).unwrap()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the SDK refused answers:\n{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `deprovisioner connector <capability> --json <request>` as the operator's ServiceAccount.
+fn cli_as(kubeconfig: &Path, capability: &str, request: &Value) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", capability, "--kubeconfig", kubeconfig.to_str().unwrap()])
+        .args(["--json", &request.to_string()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running deprovisioner connector");
+    assert!(out.status.success(), "{capability}: exit {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{capability}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn cli(capability: &str, request: &Value) -> Value {
+    cli_as(&cluster().operator_kubeconfig, capability, request)
+}
+
+/// Every item of a paged capability, following tokens to the end; each page is validated.
+async fn all_pages(model: &str, mut call: impl AsyncFnMut(&Value) -> Value, size: u32) -> Vec<Value> {
+    let mut items = vec![];
+    let mut request = json!({"request": {}, "page": {"size": size}});
+    let mut pages = vec![];
+    loop {
+        let answer = call(&request).await;
+        assert!(answer.get("is_error").is_none(), "{answer}");
+        items.extend(answer["response"].as_array().expect("a list").iter().cloned());
+        let token = answer.get("page").and_then(|p| p.get("token")).cloned();
+        pages.push(answer);
+        match token {
+            Some(t) => request = json!({"request": {}, "page": {"token": t, "size": size}}),
+            None => break,
+        }
+    }
+    validate(&pages.iter().map(|p| (model, p)).collect::<Vec<_>>());
+    items
+}
+
+fn ids(items: &[Value], field: &str) -> Vec<String> {
+    items.iter().map(|i| i[field].as_str().unwrap().to_string()).collect()
+}
+
+fn association(a: &Value) -> (String, String, String) {
+    let s = |f: &str| a[f].as_str().unwrap().to_string();
+    (s("account_id"), s("integration_specific_resource_id"), s("integration_specific_entitlement_id"))
+}
+
+#[tokio::test]
+async fn every_capability_answers_what_the_sdk_accepts() {
+    let c = admin().await;
+    let ns = unique("conn");
+    namespace(&c, &ns, &[]).await;
+    let alice = format!("{ns}-alice@example.com");
+    role_binding(
+        &c,
+        &ns,
+        "devs",
+        "edit",
+        vec![user(&alice), service_account("builder"), user("system:admin"), group("system:authenticated")],
+    )
+    .await;
+    create_role_binding(
+        &c,
+        fixtures::role_binding(&ns, "readers")
+            .role_ref("Role", "reader")
+            .subjects([group(&format!("{ns}-auditors"))])
+            .build(),
+    )
+    .await;
+    // Protected: the operator's own ServiceAccount and kube-system's are never listed.
+    role_binding(&c, &ns, "own", "view", vec![service_account_in("deprovisioner", "deprovisioner")]).await;
+    role_binding(&c, &ns, "sys", "view", vec![service_account_in("kube-system", "coredns")]).await;
+    cluster_role_binding(&c, &format!("{ns}-admins"), "cluster-admin", &[], vec![user(&alice)]).await;
+
+    let info = cli("info", &json!({}));
+    let valid = cli("validate_credentials", &json!({"request": {}}));
+    let accounts = cli("list_accounts", &json!({"request": {}, "page": {"size": 2000}}));
+    let resources = cli("list_resources", &json!({"request": {}}));
+    let entitlements = cli("list_entitlements", &json!({"request": {}, "page": {"size": 2000}}));
+    let associations = cli("find_entitlement_associations", &json!({"request": {}, "page": {"size": 2000}}));
+    let account = cli("get_account", &json!({"request": {"account_id": format!("User:{alice}")}}));
+    validate(&[
+        ("InfoResponse", &info),
+        ("ValidateCredentialsResponse", &valid),
+        ("ListAccountsResponse", &accounts),
+        ("ListResourcesResponse", &resources),
+        ("ListEntitlementsResponse", &entitlements),
+        ("FindEntitlementAssociationsResponse", &associations),
+        ("GetAccountResponse", &account),
+    ]);
+
+    assert_eq!(info["response"]["app_id"], "kubernetes");
+    assert_eq!(valid["response"]["valid"], true, "{valid}");
+    let kube_system: Namespace = Api::all(c.clone()).get("kube-system").await.unwrap();
+    assert_eq!(valid["response"]["unique_tenant_id"].as_str(), kube_system.metadata.uid.as_deref());
+
+    let account_ids: BTreeSet<String> =
+        ids(accounts["response"].as_array().unwrap(), "integration_specific_id").into_iter().collect();
+    for id in [format!("User:{alice}"), format!("ServiceAccount:{ns}/builder"), format!("Group:{ns}-auditors")] {
+        assert!(account_ids.contains(&id), "{id} missing from {account_ids:?}");
+    }
+    for id in [
+        "User:system:admin",
+        "Group:system:authenticated",
+        "ServiceAccount:deprovisioner/deprovisioner",
+        "ServiceAccount:kube-system/coredns",
+    ] {
+        assert!(!account_ids.contains(id), "protected {id} listed");
+    }
+    assert!(ids(resources["response"].as_array().unwrap(), "integration_specific_id").contains(&ns));
+    assert_eq!(resources["response"][0]["integration_specific_id"], "", "the cluster comes first");
+
+    let found: BTreeSet<_> = associations["response"].as_array().unwrap().iter().map(association).collect();
+    for want in [
+        (format!("User:{alice}"), ns.clone(), "ClusterRole:edit".to_string()),
+        (format!("User:{alice}"), String::new(), "ClusterRole:cluster-admin".to_string()),
+        (format!("ServiceAccount:{ns}/builder"), ns.clone(), "ClusterRole:edit".to_string()),
+        (format!("Group:{ns}-auditors"), ns.clone(), "Role:reader".to_string()),
+    ] {
+        assert!(found.contains(&want), "{want:?} missing");
+    }
+    assert!(!found.iter().any(|(a, r, _)| r == &ns && a.contains("deprovisioner/deprovisioner")));
+    let ents = entitlements["response"].as_array().unwrap();
+    let reader = ents
+        .iter()
+        .find(|e| e["integration_specific_resource_id"] == json!(ns) && e["integration_specific_id"] == "Role:reader")
+        .expect("Role reader listed");
+    assert_eq!(reader["entitlement_type"], "namespace_role");
+    assert_eq!(reader["extra_data"]["bindings"], json!([format!("RoleBinding {ns}/readers")]));
+    // The view role is bound in this namespace only to protected accounts: not an entitlement here.
+    assert!(
+        !ents.iter().any(|e| e["integration_specific_resource_id"] == json!(ns)
+            && e["integration_specific_id"] == "ClusterRole:view")
+    );
+
+    // Every association points at a listed account, entitlement and resource; every entitlement
+    // at a declared type and a listed resource of that type's resource type.
+    let resource_ids: BTreeSet<String> =
+        ids(resources["response"].as_array().unwrap(), "integration_specific_id").into_iter().collect();
+    let entitlement_keys: BTreeSet<(String, String)> = ents
+        .iter()
+        .map(|e| {
+            let s = |f: &str| e[f].as_str().unwrap().to_string();
+            (s("integration_specific_resource_id"), s("integration_specific_id"))
+        })
+        .collect();
+    for (a, r, e) in &found {
+        assert!(account_ids.contains(a), "association of unlisted account {a}");
+        assert!(resource_ids.contains(r), "association on unlisted resource {r:?}");
+        assert!(entitlement_keys.contains(&(r.clone(), e.clone())), "association of unlisted entitlement {e} on {r:?}");
+    }
+    let types = info["response"]["entitlement_types"].as_array().unwrap();
+    for e in ents {
+        let t = types.iter().find(|t| t["type_id"] == e["entitlement_type"]).expect("a declared entitlement type");
+        let resource = e["integration_specific_resource_id"].as_str().unwrap();
+        let resource_type = resources["response"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["integration_specific_id"] == resource)
+            .map(|r| r["resource_type"].clone());
+        assert_eq!(resource_type.as_ref(), Some(&t["resource_type_id"]), "{e}");
+    }
+
+    assert_eq!(account["response"]["email"], json!(alice));
+    assert_eq!(account["response"]["account_type"], "user");
+    assert_eq!(account["response"]["extra_data"]["binding_count"], 2);
+}
+
+#[tokio::test]
+async fn pages_reach_the_end_once_each_while_bindings_change() {
+    let c = admin().await;
+    let ns = unique("pages");
+    namespace(&c, &ns, &[]).await;
+    for i in 0..30 {
+        role_binding(&c, &ns, &format!("rb-{i:02}"), "view", vec![user(&format!("{ns}-u{i:02}"))]).await;
+    }
+    let api: Api<RoleBinding> = Api::namespaced(c.clone(), &ns);
+    let mut calls = 0;
+    let items = all_pages(
+        "ListAccountsResponse",
+        async |req| {
+            calls += 1;
+            let answer = cli("list_accounts", req);
+            if calls == 2 {
+                // Between pages: one account goes, one that sorts first and one that sorts last arrive.
+                api.delete("rb-29", &DeleteParams::default()).await.unwrap();
+                for (name, u) in [("rb-first", format!("{ns}-a-first")), ("rb-last", format!("{ns}-zz-last"))] {
+                    let rb = fixtures::role_binding(&ns, name).role("view").subjects([user(&u)]).build();
+                    api.create(&PostParams::default(), &rb).await.unwrap();
+                }
+            }
+            answer
+        },
+        7,
+    )
+    .await;
+    let ours: Vec<String> = ids(&items, "integration_specific_id")
+        .into_iter()
+        .filter(|id| id.starts_with(&format!("User:{ns}-")))
+        .collect();
+    let unique_ids: BTreeSet<_> = ours.iter().cloned().collect();
+    assert_eq!(unique_ids.len(), ours.len(), "an account was listed twice: {ours:?}");
+    for i in 0..29 {
+        assert!(unique_ids.contains(&format!("User:{ns}-u{i:02}")), "u{i:02} (there throughout) was skipped");
+    }
+    assert!(unique_ids.contains(&format!("User:{ns}-zz-last")), "an account added after the cursor is listed");
+    assert!(calls > 2, "paged in {calls} calls");
+
+    // Associations page to the end as well, each once.
+    let assoc =
+        all_pages("FindEntitlementAssociationsResponse", async |req| cli("find_entitlement_associations", req), 9)
+            .await;
+    let keys: Vec<_> = assoc.iter().map(association).collect();
+    let set: BTreeSet<_> = keys.iter().cloned().collect();
+    assert_eq!(set.len(), keys.len(), "an association was listed twice");
+    assert!(set.contains(&(format!("User:{ns}-u00"), ns.clone(), "ClusterRole:view".into())));
+    let ents = all_pages("ListEntitlementsResponse", async |req| cli("list_entitlements", req), 3).await;
+    assert!(!ents.is_empty());
+    let res = all_pages("ListResourcesResponse", async |req| cli("list_resources", req), 2).await;
+    assert!(ids(&res, "integration_specific_id").contains(&ns));
+}
+
+#[tokio::test]
+async fn errors_are_the_specs_error_responses() {
+    let c = admin().await;
+    let ns = unique("errors");
+    namespace(&c, &ns, &[]).await;
+    role_binding(&c, &ns, "two", "view", vec![user(&format!("{ns}-a")), user(&format!("{ns}-b"))]).await;
+    let token = cli("list_accounts", &json!({"request": {}, "page": {"size": 1}}))["page"]["token"].clone();
+    assert!(token.is_string(), "two accounts, pages of one: a token");
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("delete_account", json!({"request": {"account_id": "User:x"}}), "unsupported_operation"),
+        ("no_such_capability", json!({"request": {}}), "unsupported_operation"),
+        ("list_accounts", json!({"page": {}}), "bad_request"),
+        ("list_accounts", json!({"request": []}), "bad_request"),
+        ("list_accounts", json!({"request": {}, "page": {"token": "not-ours"}}), "invalid_page_token"),
+        ("find_entitlement_associations", json!({"request": {}, "page": {"token": token}}), "invalid_page_token"),
+        ("get_account", json!({"request": {}}), "bad_request"),
+        ("get_account", json!({"request": {"account_id": "alice"}}), "invalid_value"),
+        ("get_account", json!({"request": {"account_id": "User:system:admin"}}), "not_found"),
+        ("get_account", json!({"request": {"account_id": "User:nobody-at-all"}}), "not_found"),
+    ];
+    let mut answers = vec![];
+    for (capability, request, code) in &cases {
+        let a = cli(capability, request);
+        assert_eq!(a["is_error"], true, "{capability} {request}: {a}");
+        assert_eq!(a["error"]["error_code"], *code, "{capability} {request}: {a}");
+        assert_eq!(a["error"]["app_id"], "kubernetes");
+        answers.push(a);
+    }
+    // Malformed JSON, through a file and through standard input.
+    let file = cluster().dir.join(format!("{}.json", unique("bad")));
+    std::fs::write(&file, "{not json").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "list_accounts", "--json-file", file.to_str().unwrap()])
+        .args(["--kubeconfig", cluster().operator_kubeconfig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let from_file: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(from_file["error"]["error_code"], "bad_request");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "list_resources", "--kubeconfig", cluster().operator_kubeconfig.to_str().unwrap()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(br#"{"request": {}}"#).unwrap();
+    let from_stdin: Value = serde_json::from_slice(&child.wait_with_output().unwrap().stdout).unwrap();
+    assert!(from_stdin["response"].is_array(), "{from_stdin}");
+    // A large answer into a gzip file, as the SDK's CLI writes it.
+    let gz = cluster().dir.join(format!("{}.json.gz", unique("result")));
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "list_resources", "--json", r#"{"request": {}}"#])
+        .args(["--kubeconfig", cluster().operator_kubeconfig.to_str().unwrap()])
+        .args(["--result-file-path", gz.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap()), &mut text)
+        .unwrap();
+    let from_gz: Value = serde_json::from_str(&text).unwrap();
+    assert!(from_gz["response"].is_array(), "{from_gz}");
+    // No cluster at all: `info` still answers, a read says why it cannot.
+    let offline = |capability: &str| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+            .args(["connector", capability, "--json", r#"{"request": {}}"#])
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let offline_info = offline("info");
+    assert_eq!(offline_info["response"]["app_id"], "kubernetes");
+    let no_cluster = offline("list_accounts");
+    assert_eq!(no_cluster["error"]["error_code"], "connection_rejected", "{no_cluster}");
+    // An identity without the operator's RBAC: validate_credentials says what it lacks.
+    let nobody = cli_as(&cluster().kubeconfig_as(&unique("nobody")), "validate_credentials", &json!({"request": {}}));
+    assert_eq!(nobody["error"]["error_code"], "permission_denied", "{nobody}");
+    assert!(nobody["error"]["message"].as_str().unwrap().contains("list rbac.authorization.k8s.io/rolebindings"));
+    let mut all: Vec<(&str, &Value)> = answers.iter().map(|a| ("ErrorResponse", a)).collect();
+    all.push(("ErrorResponse", &from_file));
+    all.push(("ErrorResponse", &nobody));
+    all.push(("ListResourcesResponse", &from_stdin));
+    all.push(("ListResourcesResponse", &from_gz));
+    all.push(("InfoResponse", &offline_info));
+    all.push(("ErrorResponse", &no_cluster));
+    validate(&all);
+}
+
+fn operator() -> &'static Operator {
+    static OP: OnceLock<Operator> = OnceLock::new();
+    OP.get_or_init(|| Operator::start(OperatorOpts::default()))
+}
+
+async fn http(op: &Operator, capability: &str, request: &Value, secret: Option<&str>) -> (u16, Value) {
+    let auth = secret.map(|s| format!("Bearer {s}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    let (status, body, _) =
+        op.post_raw(&format!("/connectors/kubernetes/{capability}"), &headers, request.to_string().into_bytes()).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn http_serves_the_same_answers_behind_the_secret() {
+    let c = admin().await;
+    let ns = unique("http");
+    namespace(&c, &ns, &[]).await;
+    role_binding(&c, &ns, "devs", "edit", vec![user(&format!("{ns}-bob"))]).await;
+    let op = operator();
+    let (status, accounts) =
+        http(op, "list_accounts", &json!({"request": {}, "page": {"size": 2000}}), Some(SECRET)).await;
+    assert_eq!(status, 200);
+    assert!(
+        ids(accounts["response"].as_array().unwrap(), "integration_specific_id").contains(&format!("User:{ns}-bob"))
+    );
+    let (_, info) = http(op, "info", &json!({}), Some(SECRET)).await;
+    let (_, one) =
+        http(op, "get_account", &json!({"request": {"account_id": format!("User:{ns}-bob")}}), Some(SECRET)).await;
+    let (_, valid) = http(op, "validate_credentials", &json!({"request": {}}), Some(SECRET)).await;
+    let (_, unsupported) = http(op, "create_account", &json!({"request": {}}), Some(SECRET)).await;
+    assert_eq!(unsupported["error"]["error_code"], "unsupported_operation");
+    let (status, denied) = http(op, "list_accounts", &json!({"request": {}}), None).await;
+    assert_eq!((status, denied["error"]["error_code"].as_str()), (401, Some("unauthorized")), "{denied}");
+    let (status, wrong) = http(op, "list_accounts", &json!({"request": {}}), Some("wrong-secret-0123456789")).await;
+    assert_eq!(status, 401, "{wrong}");
+    // Pagination over HTTP too.
+    let items = all_pages(
+        "FindEntitlementAssociationsResponse",
+        async |req| http(op, "find_entitlement_associations", req, Some(SECRET)).await.1,
+        5,
+    )
+    .await;
+    assert!(
+        items.iter().map(association).any(|a| a == (format!("User:{ns}-bob"), ns.clone(), "ClusterRole:edit".into()))
+    );
+    validate(&[
+        ("ListAccountsResponse", &accounts),
+        ("InfoResponse", &info),
+        ("GetAccountResponse", &one),
+        ("ValidateCredentialsResponse", &valid),
+        ("ErrorResponse", &unsupported),
+        ("ErrorResponse", &denied),
+        ("ErrorResponse", &wrong),
+    ]);
+}
+
+/// Seconds, to two decimals.
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+#[tokio::test]
+#[ignore = "a measurement: 10,000 bindings"]
+async fn paging_over_ten_thousand_bindings() {
+    let n: usize = std::env::var("BINDINGS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let namespaces = 100;
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    for i in 0..namespaces {
+        namespace(&c, &format!("scale-{i:03}"), &[]).await;
+    }
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let c = c.clone();
+            async move {
+                let ns = format!("scale-{:03}", i % namespaces);
+                // Each binding: one person of their own and a team group shared by 100 bindings.
+                let rb = fixtures::role_binding(&ns, &format!("rb-{i:05}"))
+                    .role(if i % 3 == 0 { "edit" } else { "view" })
+                    .subjects([user(&format!("person-{i:05}@example.com")), group(&format!("team-{}", i / 100))])
+                    .build();
+                Api::<RoleBinding>::namespaced(c, &ns).create(&PostParams::default(), &rb).await.unwrap();
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let count = Api::<RoleBinding>::all(c.clone()).list_metadata(&ListParams::default()).await.unwrap().items.len();
+    println!("created {n} RoleBindings in {} ({count} in the cluster)", secs(started.elapsed()));
+
+    let kubeconfig = cl.operator_kubeconfig.clone();
+    for (capability, model) in [
+        ("list_accounts", "ListAccountsResponse"),
+        ("find_entitlement_associations", "FindEntitlementAssociationsResponse"),
+    ] {
+        for size in [200u32, 1000] {
+            let mut per_page = vec![];
+            let started = Instant::now();
+            let items = all_pages(
+                model,
+                async |req| {
+                    let t = Instant::now();
+                    let a = cli_as(&kubeconfig, capability, req);
+                    per_page.push(t.elapsed());
+                    a
+                },
+                size,
+            )
+            .await;
+            let total = started.elapsed();
+            per_page.sort();
+            println!(
+                "CLI {capability}, page size {size}: {} items in {} pages, {} in all (with validation); per page (a new process each): median {}, slowest {}",
+                items.len(),
+                per_page.len(),
+                secs(total),
+                secs(per_page[per_page.len() / 2]),
+                secs(per_page[per_page.len() - 1]),
+            );
+        }
+    }
+    let op = Operator::start(OperatorOpts::on(cl));
+    for capability in ["list_accounts", "find_entitlement_associations"] {
+        let mut per_page = vec![];
+        let mut request = json!({"request": {}, "page": {"size": 200}});
+        let mut items = 0;
+        loop {
+            let t = Instant::now();
+            let (_, a) = http(&op, capability, &request, Some(SECRET)).await;
+            per_page.push(t.elapsed());
+            items += a["response"].as_array().map_or(0, Vec::len);
+            match a.get("page").and_then(|p| p.get("token")) {
+                Some(tok) => request = json!({"request": {}, "page": {"token": tok, "size": 200}}),
+                None => break,
+            }
+        }
+        per_page.sort();
+        let total: Duration = per_page.iter().sum();
+        println!(
+            "HTTP {capability}, page size 200: {items} items in {} pages, {} in all; per page median {}, slowest {}",
+            per_page.len(),
+            secs(total),
+            secs(per_page[per_page.len() / 2]),
+            secs(per_page[per_page.len() - 1]),
+        );
+    }
+}
