@@ -89,7 +89,12 @@ enum VerifyError {
 
 /// Verifies a finished request. Never fails: what could not be checked is recorded as the
 /// verification's `error` (the condition `Verified` is then `Unknown`).
-pub async fn verify(client: &Client, index: Option<&BindingIndex>, req: &Request<'_>) -> Verification {
+pub async fn verify(
+    client: &Client,
+    index: Option<&BindingIndex>,
+    roles: &RoleCache,
+    req: &Request<'_>,
+) -> Verification {
     let matched: Vec<&DeprovisionPolicy> =
         req.policies.iter().filter(|p| req.policy_names.iter().any(|n| Some(n) == p.metadata.name.as_ref())).collect();
     let rule = match matched.iter().all(|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
@@ -105,7 +110,15 @@ pub async fn verify(client: &Client, index: Option<&BindingIndex>, req: &Request
         notes: vec![],
         error: None,
     };
-    if let Err(e) = check(client, index, req, &matched, &mut v).await {
+    let started = std::time::Instant::now();
+    let checked = check(client, index, roles, req, &matched, &mut v).await;
+    tracing::debug!(
+        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        reviews = v.reviews.len(),
+        residual = v.residual.len(),
+        "verified"
+    );
+    if let Err(e) = checked {
         tracing::warn!(error = %e, "verification could not be made");
         v.error = Some(text::clip(e.to_string()));
     }
@@ -116,6 +129,7 @@ pub async fn verify(client: &Client, index: Option<&BindingIndex>, req: &Request
 async fn check(
     client: &Client,
     index: Option<&BindingIndex>,
+    cache: &RoleCache,
     req: &Request<'_>,
     matched: &[&DeprovisionPolicy],
     v: &mut Verification,
@@ -127,7 +141,7 @@ async fn check(
     let identities = reviews::identities(&with_removed_spellings(wanted.clone(), req.plan, req.results));
     v.identities = identities.iter().map(Identity::to_string).collect();
     let removed = removed_bindings(req.plan, req.results);
-    let roles = read_roles(client, &removed, &mut v.notes).await?;
+    let roles = read_roles(client, cache, &removed, &mut v.notes).await?;
     let grants: Vec<Grant<'_>> =
         removed.iter().filter_map(|b| roles.get(&b.role_ref_key()).map(|rules| Grant { binding: b, rules })).collect();
     let (questions, skipped) = reviews::questions(&identities, &grants);
@@ -157,7 +171,9 @@ fn with_removed_spellings(mut wanted: Vec<Wanted>, plan: &[PlannedAction], resul
             continue;
         }
         let spelled = Wanted::new(crate::crd::SubjectKind::User, b.subject.name.clone(), None, false);
-        if !wanted.iter().any(|w| w.principal == spelled.principal) {
+        // Only another spelling of someone the policies name (a plan removes nobody else).
+        let known = wanted.iter().any(|w| w.matches(&spelled.principal));
+        if known && !wanted.iter().any(|w| w.principal == spelled.principal) {
             wanted.push(spelled);
         }
     }
@@ -191,12 +207,40 @@ impl RoleRefKey for BindingRef {
     }
 }
 
+/// Where a role lives and what it is: (namespace of a `Role`, `Kind/name`).
+type RoleKey = (Option<String>, String);
+
+/// How long a role read is reused. Every removal of a burst usually names the same few roles;
+/// rules edited within this time may be read as they were just before.
+const ROLE_FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// Roles read in the last [`ROLE_FRESH_FOR`] (`None`: the role did not exist), shared by the
+/// verifications of one controller.
+#[derive(Default)]
+pub struct RoleCache {
+    roles: std::sync::Mutex<BTreeMap<RoleKey, (std::time::Instant, Option<Vec<PolicyRule>>)>>,
+}
+
+impl RoleCache {
+    fn get(&self, key: &RoleKey) -> Option<Option<Vec<PolicyRule>>> {
+        let roles = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        roles.get(key).filter(|(at, _)| at.elapsed() < ROLE_FRESH_FOR).map(|(_, rules)| rules.clone())
+    }
+
+    fn put(&self, key: RoleKey, rules: Option<Vec<PolicyRule>>) {
+        let mut roles = self.roles.lock().unwrap_or_else(|e| e.into_inner());
+        roles.retain(|_, (at, _)| at.elapsed() < ROLE_FRESH_FOR);
+        roles.insert(key, (std::time::Instant::now(), rules));
+    }
+}
+
 /// The rules of each removed binding's role; a role that no longer exists is noted.
 async fn read_roles(
     client: &Client,
+    cache: &RoleCache,
     removed: &[BindingRef],
     notes: &mut Vec<String>,
-) -> Result<BTreeMap<(Option<String>, String), Vec<PolicyRule>>, VerifyError> {
+) -> Result<BTreeMap<RoleKey, Vec<PolicyRule>>, VerifyError> {
     let mut out = BTreeMap::new();
     for b in removed {
         let key = b.role_ref_key();
@@ -205,17 +249,24 @@ async fn read_roles(
         }
         let (kind, name) = b.role_ref.split_once('/').unwrap_or(("ClusterRole", &b.role_ref));
         let read = |source| VerifyError::Read { what: format!("{kind} {name}"), source };
-        let rules = match (kind, &key.0) {
-            ("Role", Some(ns)) => Api::<Role>::namespaced(client.clone(), ns)
-                .get_opt(name)
-                .await
-                .map_err(read)?
-                .map(|r| r.rules.unwrap_or_default()),
-            _ => Api::<ClusterRole>::all(client.clone())
-                .get_opt(name)
-                .await
-                .map_err(read)?
-                .map(|r| r.rules.unwrap_or_default()),
+        let rules = match cache.get(&key) {
+            Some(rules) => rules,
+            None => {
+                let rules = match (kind, &key.0) {
+                    ("Role", Some(ns)) => Api::<Role>::namespaced(client.clone(), ns)
+                        .get_opt(name)
+                        .await
+                        .map_err(read)?
+                        .map(|r| r.rules.unwrap_or_default()),
+                    _ => Api::<ClusterRole>::all(client.clone())
+                        .get_opt(name)
+                        .await
+                        .map_err(read)?
+                        .map(|r| r.rules.unwrap_or_default()),
+                };
+                cache.put(key.clone(), rules.clone());
+                rules
+            }
         };
         match rules {
             Some(rules) => {

@@ -85,6 +85,8 @@ pub struct Context {
     events: local::Events,
     /// Recently removed subjects, watched for re-grants.
     regrants: regrant::Regrants,
+    /// Roles the verifications read in the last second.
+    roles: crate::verify::RoleCache,
 }
 
 impl Context {
@@ -95,7 +97,8 @@ impl Context {
         let events = local::Events::start(Recorder::new(client.clone(), reporter));
         let local = local::Local::new(settings.concurrency);
         let regrants = regrant::Regrants::new(settings.regrant_watch);
-        Arc::new(Context { client, settings, exec, shared, local, events, regrants })
+        let roles = crate::verify::RoleCache::default();
+        Arc::new(Context { client, settings, exec, shared, local, events, regrants, roles })
     }
 }
 

@@ -315,5 +315,6 @@ async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::cr
         plan: &st.plan,
         results: &st.results,
     };
-    Ok(crate::verify::verify(&rec.ctx.client, rec.ctx.shared.index.as_deref(), &req).await)
+    let (client, index) = (&rec.ctx.client, rec.ctx.shared.index.as_deref());
+    Ok(crate::verify::verify(client, index, &rec.ctx.roles, &req).await)
 }

@@ -43,7 +43,7 @@ pub const REGRANTED_LABEL: &str = "access.deprovisioner.dev/regranted";
 const MAX_RECORDED: usize = 64;
 
 /// Records read per page when the watchlist is rebuilt.
-const PAGE: u32 = 500;
+const PAGE: u32 = 200;
 
 /// The watchlist, shared by the controller (which adds each request as it finishes) and the
 /// watches.
@@ -86,7 +86,13 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         return;
     }
     loop {
-        match rebuild(&ctx).await {
+        // A stop interrupts the rebuild (it reads every finished record): it must never hold up
+        // a stopping leader's handover.
+        let rebuilt = tokio::select! {
+            r = rebuild(&ctx) => r,
+            _ = stop.cancelled() => return,
+        };
+        match rebuilt {
             Ok(()) => break,
             Err(e) => tracing::warn!(error = %e, "re-grant watch: reading the records failed; retrying"),
         }
@@ -133,6 +139,8 @@ async fn rebuild(ctx: &Context) -> Result<(), kube::Error> {
                 let mut list = ctx.regrants.lock();
                 page.items.iter().for_each(|r| list.insert(r, &since));
             }
+            // Leave room for the requests this new leader is working on.
+            tokio::task::yield_now().await;
             match page.metadata.continue_.filter(|t| !t.is_empty()) {
                 Some(t) => lp = lp.continue_token(&t),
                 None => break,
