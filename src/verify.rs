@@ -218,8 +218,11 @@ const ROLE_FRESH_FOR: Duration = Duration::from_secs(1);
 /// verifications of one controller.
 #[derive(Default)]
 pub struct RoleCache {
-    roles: std::sync::Mutex<BTreeMap<RoleKey, (std::time::Instant, Option<Vec<PolicyRule>>)>>,
+    roles: std::sync::Mutex<BTreeMap<RoleKey, ReadRole>>,
 }
+
+/// When a role was read, and its rules (`None`: it did not exist).
+type ReadRole = (std::time::Instant, Option<Vec<PolicyRule>>);
 
 impl RoleCache {
     fn get(&self, key: &RoleKey) -> Option<Option<Vec<PolicyRule>>> {
