@@ -63,6 +63,13 @@ pub fn residual(view: &BindingView<'_>, wanted: &[Wanted], judge: &Judge<'_>) ->
     if view.meta.deletion_timestamp.is_some() {
         return None;
     }
+    // Most bindings name none of them: decide that without allocating.
+    let names_one = |s: &Subject| {
+        PrincipalRef::of_subject(s, view.namespace).is_some_and(|p| wanted.iter().any(|w| w.matches_ref(p)))
+    };
+    if !view.subjects.iter().any(names_one) {
+        return None;
+    }
     let hits = named(view.subjects, view.namespace, wanted);
     if hits.is_empty() {
         return None;
