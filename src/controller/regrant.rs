@@ -306,20 +306,18 @@ async fn act(
         removed_again,
         message: message.clone(),
     };
-    record(ctx, &hit.request, regrant).await?;
+    // The request may have been deleted (retention) meanwhile: then there is nothing to report on.
+    let Some(recorded) = record(ctx, &hit.request, regrant).await? else { return Ok(()) };
     ctx.settings.metrics.regrants.get_or_create(&crate::metrics::AppLabels { app }).inc();
     let reason = if removed_again { Reason::RemovedAgain } else { Reason::AccessRegranted };
-    let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
-    if let Some(r) = api.get_opt(&hit.request).await? {
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: reason.as_str().into(),
-            note: Some(message),
-            action: "Regrant".into(),
-            secondary: None,
-        };
-        ctx.events.send(ev, r.object_ref(&()));
-    }
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: reason.as_str().into(),
+        note: Some(message),
+        action: "Regrant".into(),
+        secondary: None,
+    };
+    ctx.events.send(ev, recorded.object_ref(&()));
     tracing::warn!(request = %hit.request, %reason, "access came back after a removal");
     Ok(())
 }
@@ -339,11 +337,14 @@ fn binding_ref(key: &BindingKey, meta: &ObjectMeta, role_ref: &k8s_openapi::api:
 }
 
 /// Adds the re-grant to the request's record (condition `Regranted`, bounded list) and labels
-/// the request; retried on a conflicting write.
-async fn record(ctx: &Context, name: &str, regrant: Regrant) -> Result<(), kube::Error> {
+/// the request; a conflicting write is retried. Returns the request as stored, or `None` when it
+/// no longer exists.
+async fn record(ctx: &Context, name: &str, regrant: Regrant) -> Result<Option<DeprovisionRequest>, kube::Error> {
     let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
-    for _ in 0..5 {
-        let Some(mut r) = api.get_opt(name).await? else { return Ok(()) };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let Some(mut r) = api.get_opt(name).await? else { return Ok(None) };
         let generation = r.metadata.generation;
         let st = r.status.get_or_insert_with(Default::default);
         if st.regrants.len() < MAX_RECORDED {
@@ -355,12 +356,11 @@ async fn record(ctx: &Context, name: &str, regrant: Regrant) -> Result<(), kube:
         match api.replace_status(name, &PostParams::default(), &r).await {
             Ok(_) => {
                 let label = serde_json::json!({"metadata": {"labels": {REGRANTED_LABEL: "true"}}});
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&label)).await?;
-                return Ok(());
+                return api.patch(name, &PatchParams::default(), &Patch::Merge(&label)).await.map(Some);
             }
-            Err(kube::Error::Api(s)) if s.is_conflict() => continue,
+            // Someone else wrote it meanwhile: read it again (the last conflict is the error).
+            Err(kube::Error::Api(s)) if s.is_conflict() && attempts < 5 => continue,
             Err(e) => return Err(e),
         }
     }
-    Ok(())
 }
