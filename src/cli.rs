@@ -68,6 +68,10 @@ pub struct ConnectorArgs {
     /// `deprovisioner/deprovisioner`).
     #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
     pub service_account: (String, String),
+    /// How long `unassign_entitlement` waits for the operator to finish the request it recorded
+    /// before answering `request_timeout` (the record stays and finishes).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub deadline: Duration,
 }
 
 /// Format of `evidence`'s output.

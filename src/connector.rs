@@ -15,4 +15,4 @@ pub mod page;
 pub mod read;
 pub mod wire;
 
-pub use capability::{Capability, Connector, answer as call, answer_offline};
+pub use capability::{Capability, Connector, Writer, answer as call, answer_offline};

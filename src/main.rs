@@ -67,7 +67,8 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                 let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
                 let client = Client::try_from(config).context("building the Kubernetes client")?;
                 let protected = Protected { operator: Some(args.service_account.clone()) };
-                let conn = connector::Connector { client, protected, cluster_label, index: None };
+                let writer = connector::Writer::Client { deadline: args.deadline };
+                let conn = connector::Connector { client, protected, cluster_label, index: None, writer };
                 connector::call(&conn, &args.capability, &body).await
             }
             Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
@@ -236,6 +237,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             protected: protected.clone(),
             cluster_label: "Kubernetes cluster".into(),
             index: shared.index.clone(),
+            writer: deprovisioner::connector::Writer::Operator(state.clone()),
         },
     });
     let routes = webhook::router(state.clone()).merge(deprovisioner::connector::http::router(connector));

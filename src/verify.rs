@@ -28,7 +28,7 @@ use crate::crd::{
 };
 use crate::index::BindingIndex;
 use crate::plan::BindingView;
-use crate::plan::subject::Wanted;
+use crate::plan::subject::{Principal, Wanted};
 use crate::text;
 use residual::{Judge, MAX_RESIDUAL};
 use reviews::{Grant, Identity};
@@ -170,7 +170,7 @@ fn with_removed_spellings(mut wanted: Vec<Wanted>, plan: &[PlannedAction], resul
         if b.subject.kind != "User" || !results.iter().any(|r| r.id == a.id && r.outcome.is_removal()) {
             continue;
         }
-        let spelled = Wanted::new(crate::crd::SubjectKind::User, b.subject.name.clone(), None, false);
+        let spelled = Wanted { principal: Principal::user(&b.subject.name), case_insensitive: false };
         // Only another spelling of someone the policies name (a plan removes nobody else).
         let known = wanted.iter().any(|w| w.matches(&spelled.principal));
         if known && !wanted.iter().any(|w| w.principal == spelled.principal) {

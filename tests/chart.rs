@@ -398,10 +398,24 @@ fn rendered_chart_and_examples_pass_the_api_server() {
         "chart-dry",
         &[
             "--set",
-            "ingress.enabled=true,ingress.className=nginx,ingress.host=deprovisioner.example.com,ingress.tls.secretName=deprovisioner-tls,networkPolicy.enabled=true,rbac.bindRoles.clusterRoles={edit,view},rbac.bindRoles.roles={deployer}",
+            "ingress.enabled=true,ingress.connector.enabled=true,ingress.className=nginx,ingress.host=deprovisioner.example.com,ingress.tls.secretName=deprovisioner-tls,networkPolicy.enabled=true,rbac.bindRoles.clusterRoles={edit,view},rbac.bindRoles.roles={deployer}",
         ],
     );
     let objs = docs(&all);
+    // The Ingress routes the webhook path exactly and the connector's capabilities by prefix.
+    let paths: Vec<(String, String)> = find(&objs, "Ingress")["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .expect("ingress paths")
+        .iter()
+        .map(|p| (p["path"].as_str().unwrap_or_default().into(), p["pathType"].as_str().unwrap_or_default().into()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("/webhooks/lumos/deprovision".to_string(), "Exact".to_string()),
+            ("/connectors/kubernetes/".to_string(), "Prefix".to_string())
+        ]
+    );
     assert_eq!(
         kinds(&objs),
         [

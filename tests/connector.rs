@@ -452,6 +452,189 @@ async fn http_serves_the_same_answers_behind_the_secret() {
     ]);
 }
 
+fn unassign(account: &str, resource_type: &str, resource: &str, entitlement_type: &str, role: &str) -> Value {
+    json!({"request": {
+        "account_integration_specific_id": account,
+        "resource_type": resource_type,
+        "resource_integration_specific_id": resource,
+        "entitlement_type": entitlement_type,
+        "entitlement_integration_specific_id": role,
+    }})
+}
+
+/// The connector's requests for one account, newest last.
+async fn connector_records(c: &kube::Client, account: &str) -> Vec<deprovisioner::crd::DeprovisionRequest> {
+    let mut found: Vec<_> = requests_for(c, account)
+        .await
+        .into_iter()
+        .filter(|r| r.spec.source == deprovisioner::crd::RequestSource::LumosConnector)
+        .collect();
+    found.sort_by_key(|r| r.metadata.creation_timestamp.clone().map(|t| t.0));
+    found
+}
+
+#[tokio::test]
+async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
+    let c = admin().await;
+    let ns = unique("unassign");
+    namespace(&c, &ns, &[]).await;
+    let ann = format!("{ns}-ann@example.com");
+    let bob = format!("{ns}-bob@example.com");
+    role_binding(&c, &ns, "editors", "edit", vec![user(&ann), user(&bob)]).await;
+    role_binding(&c, &ns, "viewers", "view", vec![user(&ann)]).await;
+    role_binding(&c, &ns, "bots", "edit", vec![service_account("ci"), user(&bob)]).await;
+    // The cluster's admin bounds what Lumos may remove: `edit` in this namespace, nothing else.
+    policy(
+        &c,
+        &unique("lumos-connector"),
+        json!({"application": {"appId": "kubernetes"},
+               "subjects": [{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}"}],
+               "rules": [{"entitlements": {"namespaces": [ns], "roles": ["edit"]}}]}),
+    )
+    .await;
+    let op = operator();
+    let ann_id = format!("User:{ann}");
+    let edit = |account: &str| unassign(account, "namespace", &ns, "namespace_role", "ClusterRole:edit");
+
+    // Over HTTP: the grant goes, and exactly that grant.
+    let (status, done) = http(op, "unassign_entitlement", &edit(&ann_id), Some(SECRET)).await;
+    assert_eq!((status, &done), (200, &json!({"response": {"unassigned": true}})));
+    assert_eq!(names(&get_rb(&c, &ns, "editors").await.unwrap().subjects), [format!("User:{bob}")]);
+    assert_eq!(names(&get_rb(&c, &ns, "viewers").await.unwrap().subjects), [format!("User:{ann}")]);
+    let held = |items: &[Value], account: &str, role: &str| {
+        items.iter().map(association).any(|a| a == (account.to_string(), ns.clone(), role.to_string()))
+    };
+    let after = all_pages(
+        "FindEntitlementAssociationsResponse",
+        async |req| http(op, "find_entitlement_associations", req, Some(SECRET)).await.1,
+        500,
+    )
+    .await;
+    assert!(!held(&after, &ann_id, "ClusterRole:edit"), "the association is gone");
+    assert!(held(&after, &ann_id, "ClusterRole:view"), "the other role stays");
+    // The record says what was done, and `kubectl get dpr` shows it.
+    let records = connector_records(&c, &ann_id).await;
+    assert_eq!(records.len(), 1, "one record");
+    let record = &records[0];
+    let st = record.status.as_ref().unwrap();
+    assert_eq!((st.phase, st.removed), (deprovisioner::crd::Phase::Succeeded, 1), "{st:?}");
+    assert_eq!(record.spec.permissions[0].value, format!("namespace_role/{ns}/ClusterRole:edit"));
+    let shown = cluster().kubectl(&["get", "dpr", &name_of(record)]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.contains(&ann_id) && shown.contains("kubernetes") && shown.contains("Succeeded"), "{shown}");
+
+    // Through the CLI, as the operator's identity (Lumos's on-premise agent): a ServiceAccount.
+    let sa = cli("unassign_entitlement", &edit(&format!("ServiceAccount:{ns}/ci")));
+    assert_eq!(sa, json!({"response": {"unassigned": true}}));
+    assert_eq!(names(&get_rb(&c, &ns, "bots").await.unwrap().subjects), [format!("User:{bob}")]);
+
+    // Again: the access is already gone, which is what was asked (a record of its own).
+    let (_, again) = http(op, "unassign_entitlement", &edit(&ann_id), Some(SECRET)).await;
+    assert_eq!(again, json!({"response": {"unassigned": true}}));
+    assert_eq!(connector_records(&c, &ann_id).await.len(), 2);
+
+    // What the policy does not allow is refused with the record's reason, and nothing changes.
+    let (_, view) = http(
+        op,
+        "unassign_entitlement",
+        &unassign(&ann_id, "namespace", &ns, "namespace_role", "ClusterRole:view"),
+        Some(SECRET),
+    )
+    .await;
+    assert_eq!(view["error"]["error_code"], "permission_denied", "{view}");
+    let message = view["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("role \"view\" is not in roles (edit)") && message.contains("record: deprovisionrequest/"),
+        "{message}"
+    );
+    assert_eq!(names(&get_rb(&c, &ns, "viewers").await.unwrap().subjects), [format!("User:{ann}")]);
+    let cluster_wide = cli("unassign_entitlement", &unassign(&ann_id, "", "", "cluster_role", "ClusterRole:edit"));
+    assert_eq!(cluster_wide["error"]["error_code"], "permission_denied", "{cluster_wide}");
+    // A protected account is refused before anything is recorded.
+    let (_, protected) =
+        http(op, "unassign_entitlement", &edit("ServiceAccount:deprovisioner/deprovisioner"), Some(SECRET)).await;
+    assert_eq!(protected["error"]["error_code"], "permission_denied", "{protected}");
+    let system = cli("unassign_entitlement", &edit("User:system:admin"));
+    assert_eq!(system["error"]["error_code"], "permission_denied", "{system}");
+    assert!(connector_records(&c, "User:system:admin").await.is_empty());
+    // Ids this connector never gave out.
+    let bad_account = cli("unassign_entitlement", &edit(&ann));
+    assert_eq!(bad_account["error"]["error_code"], "invalid_value", "{bad_account}");
+    let bad_resource = cli("unassign_entitlement", &unassign(&ann_id, "", &ns, "namespace_role", "ClusterRole:edit"));
+    assert_eq!(bad_resource["error"]["error_code"], "invalid_value", "{bad_resource}");
+    let missing = cli("unassign_entitlement", &json!({"request": {"account_integration_specific_id": ann_id}}));
+    assert_eq!(missing["error"]["error_code"], "bad_request", "{missing}");
+
+    validate(&[
+        ("UnassignEntitlementResponse", &done),
+        ("UnassignEntitlementResponse", &sa),
+        ("UnassignEntitlementResponse", &again),
+        ("ErrorResponse", &view),
+        ("ErrorResponse", &cluster_wide),
+        ("ErrorResponse", &protected),
+        ("ErrorResponse", &system),
+        ("ErrorResponse", &bad_account),
+        ("ErrorResponse", &bad_resource),
+        ("ErrorResponse", &missing),
+    ]);
+}
+
+/// Whoever may create DeprovisionRequests but is not the operator cannot borrow the connector's
+/// authority (a `LumosAccount` subject) or the webhook's: the admission policy refuses the source.
+#[tokio::test]
+async fn only_the_operator_may_record_a_request_as_the_connector() {
+    use deprovisioner::crd::{DeprovisionRequest, RequestSource};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef};
+    let c = admin().await;
+    let sa = unique("creator");
+    let role = ClusterRole {
+        metadata: kube::api::ObjectMeta { name: Some(sa.clone()), ..Default::default() },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["access.deprovisioner.dev".into()]),
+            resources: Some(vec!["deprovisionrequests".into()]),
+            verbs: vec!["create".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Api::<ClusterRole>::all(c.clone()).create(&PostParams::default(), &role).await.unwrap();
+    let binding = ClusterRoleBinding {
+        metadata: kube::api::ObjectMeta { name: Some(sa.clone()), ..Default::default() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: sa.clone(),
+        },
+        subjects: Some(vec![service_account_in("deprovisioner", &sa)]),
+    };
+    Api::<ClusterRoleBinding>::all(c.clone()).create(&PostParams::default(), &binding).await.unwrap();
+    let as_creator = client_for(&cluster().kubeconfig_as(&sa)).await;
+    let api = Api::<DeprovisionRequest>::all(as_creator);
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let spec = deprovisioner::connector::answer::unassign_request(
+        &"User:victim@example.com".parse().unwrap(),
+        &deprovisioner::connector::model::Entitlement::parse("cluster_role", "ClusterRole:admin", "", "").unwrap(),
+    );
+    // RBAC lets this identity create requests (a Manual one passes admission)...
+    let mut manual = spec.clone();
+    manual.source = RequestSource::Manual;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(e) = api.create(&dry, &fixtures::request(&unique("manual"), manual.clone())).await {
+        assert!(Instant::now() < deadline, "the creator's RBAC is not in effect: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // ...but not as the connector, nor as the webhook.
+    for (source, says) in [
+        (RequestSource::LumosConnector, "only the deprovisioner's Lumos connector"),
+        (RequestSource::LumosWebhook, "only the deprovisioner webhook"),
+    ] {
+        let mut forged = spec.clone();
+        forged.source = source;
+        let err = api.create(&dry, &fixtures::request(&unique("forged"), forged)).await.unwrap_err();
+        assert!(err.to_string().contains(says), "{source:?}: {err}");
+    }
+}
+
 /// Seconds, to two decimals.
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())

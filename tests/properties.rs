@@ -874,6 +874,9 @@ fn check_plan(
         Err(PlanError::RecordTooLarge { needed, .. }) => {
             return Err(format!("RecordTooLarge({needed}) from a small world"));
         }
+        Err(e @ (PlanError::ConnectorOnly { .. } | PlanError::BadAccountId { .. } | PlanError::Entitlement { .. })) => {
+            return Err(format!("{e}: from a world with no entitlements rules or LumosAccount subjects"));
+        }
         Err(
             PlanError::UnmappedPermission { .. }
             | PlanError::Template { .. }

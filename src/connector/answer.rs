@@ -9,7 +9,11 @@ use super::model::{
 };
 use super::page;
 use super::wire::{self, APP_ID, ConnectorError, ErrorCode, PageIn};
+use crate::crd::{
+    Application, ConditionType, DeprovisionRequestSpec, Permission, Person, Phase, Reason, RequestSource,
+};
 use crate::plan::subject::Principal;
+use crate::webhook::submit::Waited;
 
 /// Bindings named per item at most (the count is always given).
 const BINDINGS_SHOWN: usize = 20;
@@ -168,6 +172,81 @@ pub fn find_entitlement_associations(grants: &[Grant], p: &Paging) -> Value {
         .collect();
     paged(Capability::FindEntitlementAssociations, items, p)
 }
+
+/// The request `unassign_entitlement` records: the entitlement as the permission, the account id
+/// as the target and as `customFields.accountId` (what a `LumosAccount` subject renders).
+pub fn unassign_request(account: &AccountId, entitlement: &Entitlement) -> DeprovisionRequestSpec {
+    let id = account.to_string();
+    DeprovisionRequestSpec {
+        application: Application { app_id: Some(APP_ID.into()), instance_id: None, user_friendly_label: None },
+        permissions: vec![Permission {
+            value: entitlement.permission_value(),
+            label: Some(format!("{} in {}", entitlement.role, scope_label(&entitlement.scope))),
+            type_: Some("PERMISSION".into()),
+            source: Some("LUMOS_CONNECTOR".into()),
+        }],
+        user: None,
+        target_user: Person { email: id.clone(), given_name: None, family_name: None },
+        request_comment: Some("unassign_entitlement from the Lumos connector".into()),
+        custom_fields: [(ACCOUNT_ID_FIELD.to_string(), id)].into(),
+        source: RequestSource::LumosConnector,
+        dry_run: false,
+    }
+}
+
+/// The custom field holding the account id in a request from the connector (policies render it
+/// with `{{custom_fields.accountId}}` in a `LumosAccount` subject).
+pub const ACCOUNT_ID_FIELD: &str = "accountId";
+
+fn scope_label(scope: &Scope) -> String {
+    match scope {
+        Scope::Cluster => "the cluster".into(),
+        Scope::Namespace(ns) => format!("namespace {ns}"),
+    }
+}
+
+/// `unassign_entitlement`'s answer, from the request's record: `unassigned: true` once it
+/// succeeded (removed, or already absent); otherwise an error naming the record, with
+/// `permission_denied` when the plan was refused (no policy allows it, a protected subject) and
+/// `request_timeout` while it still runs.
+pub fn unassigned(waited: &Waited) -> Result<Value, ConnectorError> {
+    let (name, status) = match waited {
+        Waited::Deleted(name) => {
+            let m = format!("deprovisionrequest/{name} was deleted before it finished");
+            return Err(ConnectorError::new(ErrorCode::ServiceError, m));
+        }
+        Waited::Record { name, status } => (name, status.as_deref()),
+    };
+    let record = format!(" (record: deprovisionrequest/{name})");
+    let message = status.and_then(|s| s.message.as_deref()).unwrap_or_default();
+    let message = crate::text::clip_keeping(message, &record);
+    match status.map(|s| s.phase).unwrap_or_default() {
+        Phase::Succeeded => Ok(wire::ok(json!({"unassigned": true}), None)),
+        Phase::Failed => {
+            let refused = status
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == ConditionType::Planned.as_str()))
+                .is_some_and(|c| c.status == "False" && REFUSALS.iter().any(|r| r.as_str() == c.reason));
+            let code = if refused { ErrorCode::PermissionDenied } else { ErrorCode::ServiceError };
+            Err(ConnectorError::new(code, message))
+        }
+        Phase::DryRun => Err(ConnectorError::new(ErrorCode::InternalError, message)),
+        Phase::Pending | Phase::InProgress => Err(ConnectorError::new(
+            ErrorCode::RequestTimeout,
+            format!("Still in progress: the operator will finish it; see deprovisionrequest/{name} for the result"),
+        )),
+    }
+}
+
+/// Planning refusals that mean "not allowed", answered `permission_denied`.
+const REFUSALS: [Reason; 7] = [
+    Reason::NoPolicy,
+    Reason::UnmappedPermission,
+    Reason::ProtectedSubject,
+    Reason::SubjectNotAllowed,
+    Reason::EntitlementNotAllowed,
+    Reason::NeedsPermission,
+    Reason::ManagedBinding,
+];
 
 /// `validate_credentials`: valid, with the cluster's id as the tenant id.
 pub fn validated(tenant: &str) -> Value {

@@ -3,6 +3,7 @@
 //! or a non-JSON answer.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -13,6 +14,8 @@ use super::wire::{ConnectorError, Envelope, ErrorCode};
 use super::{answer, read};
 use crate::index::BindingIndex;
 use crate::plan::subject::Protected;
+use crate::webhook::WebhookState;
+use crate::webhook::submit::{self, NotRecorded};
 
 /// The capabilities this connector implements; any other answers `unsupported_operation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +34,13 @@ pub enum Capability {
     FindEntitlementAssociations,
     /// One account.
     GetAccount,
+    /// Removes one account's entitlement, through a recorded `DeprovisionRequest`.
+    UnassignEntitlement,
 }
 
 impl Capability {
     /// Every implemented capability.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Capability::Info,
         Capability::ValidateCredentials,
         Capability::ListAccounts,
@@ -43,6 +48,7 @@ impl Capability {
         Capability::ListEntitlements,
         Capability::FindEntitlementAssociations,
         Capability::GetAccount,
+        Capability::UnassignEntitlement,
     ];
 
     /// The capability's name in the spec (`StandardCapabilityName`).
@@ -55,6 +61,7 @@ impl Capability {
             Capability::ListEntitlements => "list_entitlements",
             Capability::FindEntitlementAssociations => "find_entitlement_associations",
             Capability::GetAccount => "get_account",
+            Capability::UnassignEntitlement => "unassign_entitlement",
         }
     }
 
@@ -85,6 +92,11 @@ impl Capability {
                 ("FindEntitlementAssociations", "FoundEntitlementAssociation", "")
             }
             Capability::GetAccount => ("GetAccount", "FoundAccountData", ""),
+            Capability::UnassignEntitlement => (
+                "UnassignEntitlement",
+                "UnassignedEntitlement",
+                "Records a DeprovisionRequest that removes the account from the bindings granting the role there, within what the cluster's DeprovisionPolicy for app kubernetes allows; answers from its record.",
+            ),
         }
     }
 }
@@ -101,6 +113,21 @@ pub struct Connector {
     /// current by watches, proven current by its barrier) instead of listing every binding for
     /// every page.
     pub index: Option<Arc<BindingIndex>>,
+    /// How `unassign_entitlement` records its request.
+    pub writer: Writer,
+}
+
+/// How `unassign_entitlement` records its request and learns the outcome.
+pub enum Writer {
+    /// Inside `deprovisioner run`: through the webhook's path (duplicates attach to one record,
+    /// this process's controller is handed the request, the same deadline).
+    Operator(Arc<WebhookState>),
+    /// The CLI: creates the record with its own identity (which the admission policy allows only
+    /// to the operator's ServiceAccount) and reads it until the operator finishes it.
+    Client {
+        /// How long to wait for the record to finish.
+        deadline: Duration,
+    },
 }
 
 /// The answer to one call: a response or an `ErrorResponse`, always JSON.
@@ -163,7 +190,48 @@ async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, Connect
                 .map_err(|e: model::IdError| ConnectorError::new(ErrorCode::InvalidValue, e.to_string()))?;
             answer::get_account(&grants(conn).await?, &id)
         }
+        Capability::UnassignEntitlement => unassign(conn, argument(&envelope)?).await,
     }
+}
+
+/// The arguments of `unassign_entitlement`.
+#[derive(Deserialize)]
+struct UnassignEntitlement {
+    account_integration_specific_id: String,
+    resource_type: String,
+    resource_integration_specific_id: String,
+    entitlement_type: String,
+    entitlement_integration_specific_id: String,
+}
+
+async fn unassign(conn: &Connector, req: UnassignEntitlement) -> Result<Value, ConnectorError> {
+    let invalid = |e: model::IdError| ConnectorError::new(ErrorCode::InvalidValue, e.to_string());
+    let account: AccountId = req.account_integration_specific_id.parse().map_err(invalid)?;
+    let entitlement = model::Entitlement::parse(
+        &req.entitlement_type,
+        &req.entitlement_integration_specific_id,
+        &req.resource_type,
+        &req.resource_integration_specific_id,
+    )
+    .map_err(invalid)?;
+    // Refused here too, so a protected account gets no record at all; the plan refuses it again.
+    if let Some(why) = conn.protected.why(&account.0) {
+        return Err(ConnectorError::new(ErrorCode::PermissionDenied, format!("refused: {why}; nothing was recorded")));
+    }
+    let spec = answer::unassign_request(&account, &entitlement);
+    let waited = match &conn.writer {
+        Writer::Operator(w) => submit::record_and_wait(w, spec, Instant::now() + w.deadline).await,
+        Writer::Client { deadline } => submit::record_and_poll(&conn.client, spec, Instant::now() + *deadline).await,
+    };
+    let waited = waited.map_err(|e| {
+        let code = match e {
+            NotRecorded::RateLimited(_) => ErrorCode::RateLimit,
+            NotRecorded::TimedOut => ErrorCode::RequestTimeout,
+            NotRecorded::Refused(_) => ErrorCode::ServiceError,
+        };
+        ConnectorError::new(code, e.to_string())
+    })?;
+    answer::unassigned(&waited)
 }
 
 /// The arguments of `get_account`.
@@ -206,7 +274,7 @@ async fn grants(conn: &Connector) -> Result<Vec<model::Grant>, ConnectorError> {
 }
 
 async fn validate(conn: &Connector) -> Result<Value, ConnectorError> {
-    let missing = read::missing(&conn.client, read::READ_NEEDS).await?;
+    let missing = read::missing(&conn.client, read::NEEDS).await?;
     if !missing.is_empty() {
         return Err(ConnectorError::new(
             ErrorCode::PermissionDenied,

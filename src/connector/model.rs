@@ -44,6 +44,11 @@ pub enum IdError {
     /// Not `ClusterRole:<name>` or `Role:<name>`, or a Role outside a namespace.
     #[error("{0:?} is not an entitlement id of this connector (ClusterRole:<name>, or Role:<name> in a namespace)")]
     Entitlement(String),
+    /// Not `<entitlement_type>/<resource_id>/<entitlement_id>` with a type this connector lists.
+    #[error(
+        "{0:?} is not an entitlement of the Lumos connector (namespace_role/<namespace>/<Role|ClusterRole>:<name> or cluster_role//ClusterRole:<name>)"
+    )]
+    Permission(String),
     /// The resource does not fit the entitlement type.
     #[error("resource {resource:?} of type {resource_type:?} does not fit entitlement type {entitlement_type:?}")]
     Resource {
@@ -60,27 +65,7 @@ impl FromStr for AccountId {
     type Err = IdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || IdError::Account(s.to_string());
-        let (kind, rest) = s.split_once(':').ok_or_else(bad)?;
-        if rest.is_empty() {
-            return Err(bad());
-        }
-        let principal = match kind {
-            // A User spelled as a ServiceAccount is that ServiceAccount: only the canonical id is ours.
-            "User" => match Principal::user(rest) {
-                p @ Principal::User(_) => p,
-                _ => return Err(bad()),
-            },
-            "Group" => Principal::Group(rest.to_string()),
-            "ServiceAccount" => match rest.split_once('/') {
-                Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => {
-                    Principal::ServiceAccount(ns.to_string(), n.to_string())
-                }
-                _ => return Err(bad()),
-            },
-            _ => return Err(bad()),
-        };
-        Ok(AccountId(principal))
+        Principal::from_account_id(s).map(AccountId).ok_or_else(|| IdError::Account(s.to_string()))
     }
 }
 
@@ -171,6 +156,40 @@ impl Entitlement {
             }
         };
         Ok(Entitlement { scope, role: Role { kind: kind.to_string(), name: name.to_string() } })
+    }
+}
+
+impl Entitlement {
+    /// The permission value a request from the connector carries:
+    /// `<entitlement_type>/<resource_id>/<entitlement_id>`, e.g.
+    /// `namespace_role/team-a/ClusterRole:edit` or `cluster_role//ClusterRole:admin`.
+    pub fn permission_value(&self) -> String {
+        format!("{}/{}/{}", self.scope.entitlement_type(), self.scope.resource_id(), self.role)
+    }
+
+    /// Reads a permission value made by [`Entitlement::permission_value`].
+    pub fn from_permission_value(value: &str) -> Result<Entitlement, IdError> {
+        let mut parts = value.splitn(3, '/');
+        let (Some(ty), Some(resource), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(IdError::Permission(value.to_string()));
+        };
+        let resource_type = match ty {
+            CLUSTER_ROLE => "",
+            NAMESPACE_ROLE => NAMESPACE,
+            _ => return Err(IdError::Permission(value.to_string())),
+        };
+        Entitlement::parse(ty, id, resource_type, resource)
+    }
+
+    /// Whether a binding in `namespace` (`None`: a ClusterRoleBinding) with this roleRef grants
+    /// exactly this entitlement.
+    pub fn is_granted_by(&self, namespace: Option<&str>, role_ref: &RoleRef) -> bool {
+        let here = match (&self.scope, namespace) {
+            (Scope::Cluster, None) => true,
+            (Scope::Namespace(ns), Some(b)) => ns == b,
+            _ => false,
+        };
+        here && self.role.kind == role_ref.kind && self.role.name == role_ref.name
     }
 }
 

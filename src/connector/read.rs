@@ -71,11 +71,13 @@ where
 /// A permission the connector needs: verb, API group, resource.
 pub type Need = (&'static str, &'static str, &'static str);
 
-/// What the read capabilities need.
-pub const READ_NEEDS: &[Need] = &[
+/// What the capabilities need: reading bindings and namespaces, and recording requests.
+pub const NEEDS: &[Need] = &[
     ("list", "rbac.authorization.k8s.io", "rolebindings"),
     ("list", "rbac.authorization.k8s.io", "clusterrolebindings"),
     ("list", "", "namespaces"),
+    ("create", "access.deprovisioner.dev", "deprovisionrequests"),
+    ("get", "access.deprovisioner.dev", "deprovisionrequests"),
 ];
 
 /// The needs the connector's identity is not allowed, each as `verb group/resource`.

@@ -93,6 +93,8 @@ vocabulary! {
         ConflictingPolicies,
         /// The plan is too large to record.
         PlanTooLarge,
+        /// An `entitlements` rule does not allow the entitlement the request names.
+        EntitlementNotAllowed,
         /// A binding to edit is kept in sync by another tool (`managedBindings: Fail`).
         ManagedBinding,
         /// The authorizer allows the target none of what was removed.

@@ -138,11 +138,15 @@ pub enum SubjectKind {
     Group,
     /// A ServiceAccount.
     ServiceAccount,
+    /// The Lumos connector's account id, rendered from the template (e.g.
+    /// `{{custom_fields.accountId}}`): `User:<name>`, `Group:<name>` or
+    /// `ServiceAccount:<namespace>/<name>`. Only requests from the Lumos connector may use it.
+    LumosAccount,
 }
 
 /// Which access to remove when a permission matches.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, scim or http"))]
+#[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.entitlements) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// Lumos permission values this rule applies to: exact, or with `*` wildcards. Empty: the
@@ -158,6 +162,10 @@ pub struct AccessRule {
     /// Every RoleBinding in the named namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_access: Option<NamespaceAccess>,
+    /// The bindings granting the entitlement the Lumos connector names in the permission
+    /// (`<entitlement_type>/<resource_id>/<entitlement_id>`), within the bounds given here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<EntitlementAccess>,
     /// Deactivate or delete the user's account in a SCIM 2.0 service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scim: Option<ScimDeprovision>,
@@ -440,6 +448,27 @@ pub struct NamespaceAccess {
     /// The Lumos permission value names the namespace.
     #[serde(default)]
     pub from_permission_value: bool,
+}
+
+/// Where the Lumos connector's `unassign_entitlement` may remove access: the entitlement is
+/// named by the request's permission, and must fall inside these bounds (else the request fails,
+/// changing nothing).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector) || (has(self.clusterWide) && self.clusterWide)").message("entitlements needs namespaces, namespaceSelector or clusterWide: true"))]
+#[serde(rename_all = "camelCase")]
+pub struct EntitlementAccess {
+    /// Namespaces whose `namespace_role` entitlements (RoleBindings) may be removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Namespaces, by label, whose `namespace_role` entitlements may be removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Whether `cluster_role` entitlements (ClusterRoleBindings) may be removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_wide: bool,
+    /// Role names (`*` wildcards) that may be removed; empty: any role in those bounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// Whether the policy is usable.

@@ -142,6 +142,8 @@ pub struct Regrant {
 pub enum RequestSource {
     /// Created by the webhook endpoint from a Lumos call.
     LumosWebhook,
+    /// Created by the Lumos connector's `unassign_entitlement`.
+    LumosConnector,
     /// Created by a person or another tool (`kubectl apply`).
     #[default]
     Manual,

@@ -23,7 +23,8 @@ pub use validate::{glob_match, is_dns_label, validate_policy};
 
 use crate::crd::{
     AbsentCheck, Action, BindingAction, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, EmptyBindingRule,
-    HttpCall, ManagedBindingRule, ManagedBy, PlannedAction, Reason, ScimDeprovision, SubjectRef,
+    HttpCall, ManagedBindingRule, ManagedBy, PlannedAction, Reason, RequestSource, ScimDeprovision, SubjectKind,
+    SubjectRef,
 };
 use select::{ExternalCall, Selection, candidates};
 use subject::{PrincipalRef, Protected, Wanted, subject_ref};
@@ -104,6 +105,38 @@ pub enum PlanError {
         /// Its rule.
         second_rule: EmptyBindingRule,
     },
+    /// A `LumosAccount` subject in a request that did not come from the Lumos connector.
+    #[error(
+        "DeprovisionPolicy {policy} subjects[{index}] is a LumosAccount, which only requests from the Lumos connector name (this one's source is {from:?}); nothing was changed"
+    )]
+    ConnectorOnly {
+        /// Policy name.
+        policy: String,
+        /// Subject index.
+        index: usize,
+        /// The request's source.
+        from: RequestSource,
+    },
+    /// A `LumosAccount` subject rendered to something that is not an account id.
+    #[error(
+        "DeprovisionPolicy {policy} subjects[{index}] renders to {name:?}, not a Lumos connector account id (User:<name>, Group:<name> or ServiceAccount:<namespace>/<name>); nothing was changed"
+    )]
+    BadAccountId {
+        /// Policy name.
+        policy: String,
+        /// Subject index.
+        index: usize,
+        /// The rendered name.
+        name: String,
+    },
+    /// No `entitlements` rule allows the entitlement the permission names.
+    #[error("no entitlements rule allows {permission:?}: {why}; nothing was changed")]
+    Entitlement {
+        /// The permission value.
+        permission: String,
+        /// Why.
+        why: String,
+    },
     /// A binding to edit is kept in sync by another tool and the policy says `managedBindings: Fail`.
     #[error(
         "refused: a tool keeps these bindings in sync and would put the subject back: {0} (the policy says managedBindings: Fail); remove the subject at the source instead; nothing was changed"
@@ -177,7 +210,10 @@ impl PlanError {
             PlanError::BadNamespace(_) => Reason::BadNamespace,
             PlanError::Protected(_) => Reason::ProtectedSubject,
             PlanError::NeedsPermission { .. } => Reason::NeedsPermission,
-            PlanError::NotAllowed { .. } => Reason::SubjectNotAllowed,
+            PlanError::NotAllowed { .. } | PlanError::ConnectorOnly { .. } | PlanError::BadAccountId { .. } => {
+                Reason::SubjectNotAllowed
+            }
+            PlanError::Entitlement { .. } => Reason::EntitlementNotAllowed,
             PlanError::ConflictingPolicies { .. } => Reason::ConflictingPolicies,
             PlanError::TooLarge(_) | PlanError::RecordTooLarge { .. } => Reason::PlanTooLarge,
             PlanError::Managed(_) => Reason::ManagedBinding,
@@ -234,6 +270,9 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .iter()
         .enumerate()
         .map(|(index, s)| {
+            if s.kind == SubjectKind::LumosAccount && spec.source != RequestSource::LumosConnector {
+                return Err(PlanError::ConnectorOnly { policy: policy.name_any(), index, from: spec.source });
+            }
             let rendered = template::render(&s.name, spec).map_err(err)?;
             if !s.allowed_names.is_empty() && !s.allowed_names.iter().any(|p| glob_match(p, &rendered)) {
                 let name = rendered;
@@ -261,7 +300,11 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
                     name,
                 });
             }
-            Ok(Wanted::new(s.kind, name, namespace, s.case_insensitive))
+            Wanted::new(s.kind, name.clone(), namespace, s.case_insensitive).ok_or_else(|| PlanError::BadAccountId {
+                policy: policy.name_any(),
+                index,
+                name,
+            })
         })
         .collect()
 }

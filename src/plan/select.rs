@@ -1,5 +1,6 @@
 //! Which policies cover a request, and which bindings and external calls their rules select.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -10,9 +11,10 @@ use kube::core::{Selector, SelectorExt};
 
 use super::validate::{glob_match, is_dns_label, validate_policy};
 use super::{Observed, PlanError, Scope, app_label};
+use crate::connector::model::{Entitlement, Scope as EntitlementScope};
 use crate::crd::{
-    AccessRule, BindingRef, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, HttpCall, RoleRefFilter,
-    ScimDeprovision,
+    AccessRule, BindingRef, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, EntitlementAccess, HttpCall,
+    RoleRefFilter, ScimDeprovision,
 };
 
 /// Bindings a rule selects, before looking at subjects.
@@ -22,12 +24,12 @@ pub(super) enum BindingSelection<'p> {
         namespaces: BTreeSet<String>,
         names: &'p [String],
         selector: Option<&'p LabelSelector>,
-        role_ref: Option<&'p RoleRefFilter>,
+        role_ref: Option<Cow<'p, RoleRefFilter>>,
     },
     ClusterRoleBindings {
         names: &'p [String],
         selector: Option<&'p LabelSelector>,
-        role_ref: Option<&'p RoleRefFilter>,
+        role_ref: Option<Cow<'p, RoleRefFilter>>,
     },
 }
 
@@ -66,10 +68,10 @@ pub fn matching_policies<'p>(
 /// Whether any of these policies selects namespaces by label (planning then needs the
 /// namespaces and their labels).
 pub fn selects_namespaces_by_label(policies: &[&DeprovisionPolicy]) -> bool {
-    policies
-        .iter()
-        .flat_map(|p| &p.spec.rules)
-        .any(|r| r.role_bindings.as_ref().is_some_and(|rb| rb.namespace_selector.is_some()))
+    policies.iter().flat_map(|p| &p.spec.rules).any(|r| {
+        r.role_bindings.as_ref().is_some_and(|rb| rb.namespace_selector.is_some())
+            || r.entitlements.as_ref().is_some_and(|e| e.namespace_selector.is_some())
+    })
 }
 
 /// For each rule, the permission values it applies to (`None`: the whole application).
@@ -108,6 +110,34 @@ fn check_coverage(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]
     Ok(())
 }
 
+/// Refuses a permission that `entitlements` rules apply to when none of them allows the
+/// entitlement it names, giving each rule's reason.
+fn check_entitlements(
+    spec: &DeprovisionRequestSpec,
+    policies: &[&DeprovisionPolicy],
+    namespaces: &[Namespace],
+) -> Result<(), PlanError> {
+    for perm in &spec.permissions {
+        let mut refusals = vec![];
+        for p in policies {
+            for (i, rule) in p.spec.rules.iter().enumerate() {
+                let Some(e) = &rule.entitlements else { continue };
+                if !rule.permissions.is_empty() && !rule.permissions.iter().any(|pat| glob_match(pat, &perm.value)) {
+                    continue;
+                }
+                match select_entitlement(e, &perm.value, namespaces) {
+                    Ok(_) => return Ok(()),
+                    Err(why) => refusals.push(format!("DeprovisionPolicy {} rules[{i}]: {why}", p.name_any())),
+                }
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(PlanError::Entitlement { permission: perm.value.clone(), why: refusals.join("; ") });
+        }
+    }
+    Ok(())
+}
+
 /// What every matching policy selects for this request.
 pub(super) fn select<'p>(
     spec: &DeprovisionRequestSpec,
@@ -115,6 +145,7 @@ pub(super) fn select<'p>(
     namespaces: &[Namespace],
 ) -> Result<Vec<Selection<'p>>, PlanError> {
     check_coverage(spec, policies)?;
+    check_entitlements(spec, policies, namespaces)?;
     let mut out = Vec::new();
     for policy in policies {
         let mut sel = Selection { policy, bindings: Vec::new(), external: Vec::new() };
@@ -149,7 +180,7 @@ fn select_rule<'p>(
             namespaces: nss,
             names: &rb.names,
             selector: rb.selector.as_ref(),
-            role_ref: rb.role_ref.as_ref(),
+            role_ref: rb.role_ref.as_ref().map(Cow::Borrowed),
         };
         sel.bindings.push((b, format!("{why}: roleBindings")));
     }
@@ -157,7 +188,7 @@ fn select_rule<'p>(
         let b = BindingSelection::ClusterRoleBindings {
             names: &crb.names,
             selector: crb.selector.as_ref(),
-            role_ref: crb.role_ref.as_ref(),
+            role_ref: crb.role_ref.as_ref().map(Cow::Borrowed),
         };
         sel.bindings.push((b, format!("{why}: clusterRoleBindings")));
     }
@@ -178,6 +209,16 @@ fn select_rule<'p>(
             sel.bindings.push((b, format!("{why}: namespaceAccess")));
         }
     }
+    if let Some(e) = &rule.entitlements {
+        let Some(value) = perm else {
+            return Err(PlanError::NeedsPermission { policy: sel.policy.name_any(), rule: i });
+        };
+        // Outside this rule's bounds it selects nothing; `check_entitlements` has made sure some
+        // rule allows each permission.
+        if let Ok(b) = select_entitlement(e, value, namespaces) {
+            sel.bindings.push((b, format!("{why}: entitlements")));
+        }
+    }
     if let Some(t) = &rule.scim {
         sel.external.push((ExternalCall::Scim(t), format!("{why}: scim {}", t.system)));
     }
@@ -185,6 +226,45 @@ fn select_rule<'p>(
         sel.external.push((ExternalCall::Http(t), format!("{why}: http {}", t.system)));
     }
     Ok(())
+}
+
+/// The bindings granting the entitlement a permission value names, when the rule allows it:
+/// exactly the roleRef named, in exactly the namespace named (or cluster-wide).
+fn select_entitlement(
+    e: &EntitlementAccess,
+    value: &str,
+    namespaces: &[Namespace],
+) -> Result<BindingSelection<'static>, String> {
+    let ent = Entitlement::from_permission_value(value).map_err(|e| e.to_string())?;
+    if !e.roles.is_empty() && !e.roles.iter().any(|p| glob_match(p, &ent.role.name)) {
+        return Err(format!("role {:?} is not in roles ({})", ent.role.name, e.roles.join(", ")));
+    }
+    let role_ref = Some(Cow::Owned(RoleRefFilter { name: ent.role.name.clone(), kind: Some(ent.role.kind.clone()) }));
+    match &ent.scope {
+        EntitlementScope::Cluster if e.cluster_wide => {
+            Ok(BindingSelection::ClusterRoleBindings { names: &[], selector: None, role_ref })
+        }
+        EntitlementScope::Cluster => Err("cluster-wide entitlements are not removable (clusterWide is false)".into()),
+        EntitlementScope::Namespace(ns) => {
+            let by_label =
+                e.namespace_selector.as_ref().is_some_and(|s| namespaces_labelled(s, namespaces).contains(ns));
+            if !e.namespaces.contains(ns) && !by_label {
+                return Err(format!("namespace {ns:?} is not in namespaces or namespaceSelector"));
+            }
+            let namespaces = BTreeSet::from([ns.clone()]);
+            Ok(BindingSelection::RoleBindings { namespaces, names: &[], selector: None, role_ref })
+        }
+    }
+}
+
+/// Whether an `entitlements` rule's bounds include this binding (not looking at permissions).
+fn entitlement_bounds_cover(e: &EntitlementAccess, b: &BindingView<'_>) -> bool {
+    let role_ok = e.roles.is_empty() || e.roles.iter().any(|p| glob_match(p, &b.role_ref.name));
+    role_ok
+        && match b.namespace {
+            Some(ns) => e.namespaces.iter().any(|n| n == ns),
+            None => e.cluster_wide,
+        }
 }
 
 /// Names of the namespaces a (validated) label selector matches.
@@ -255,7 +335,9 @@ pub(super) fn candidates<'a>(
                 .iter()
                 .filter(|b| b.metadata.deletion_timestamp.is_none())
                 .filter(|b| names.is_empty() || b.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
-                .filter(move |b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
+                .filter(move |b| {
+                    labels_match(*selector, b.labels()) && role_ref_matches(role_ref.as_deref(), &b.role_ref)
+                })
                 .filter_map(move |b| {
                     let ns = b.metadata.namespace.as_deref().filter(|ns| namespaces.contains(*ns))?;
                     Some(Candidate {
@@ -272,7 +354,9 @@ pub(super) fn candidates<'a>(
                 .iter()
                 .filter(|b| b.metadata.deletion_timestamp.is_none())
                 .filter(|b| names.is_empty() || b.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
-                .filter(move |b| labels_match(*selector, b.labels()) && role_ref_matches(*role_ref, &b.role_ref))
+                .filter(move |b| {
+                    labels_match(*selector, b.labels()) && role_ref_matches(role_ref.as_deref(), &b.role_ref)
+                })
                 .map(|b| Candidate {
                     namespace: None,
                     meta: &b.metadata,
@@ -311,6 +395,19 @@ pub fn rule_covers(rule: &AccessRule, b: &BindingView<'_>, spec: Option<&Deprovi
     let perms = spec.map(|s| applicable(rule, s));
     if perms.as_ref().is_some_and(|p| p.is_empty()) {
         return false;
+    }
+    if let Some(e) = &rule.entitlements
+        && entitlement_bounds_cover(e, b)
+    {
+        let named =
+            |v: &str| Entitlement::from_permission_value(v).is_ok_and(|x| x.is_granted_by(b.namespace, b.role_ref));
+        let covered = match &perms {
+            Some(p) => p.iter().flatten().any(|v| named(v)),
+            None => true,
+        };
+        if covered {
+            return true;
+        }
     }
     let name = b.meta.name.as_deref().unwrap_or_default();
     let empty = BTreeMap::new();

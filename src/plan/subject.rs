@@ -35,6 +35,30 @@ impl Principal {
         PrincipalRef::of_subject(s, binding_namespace).map(|p| p.to_owned())
     }
 
+    /// Reads a Lumos connector account id (`User:<name>`, `Group:<name>` or
+    /// `ServiceAccount:<namespace>/<name>`); `None` for any other text. Only the canonical
+    /// spelling is accepted: a `User:system:serviceaccount:…` id is refused, not reinterpreted.
+    pub fn from_account_id(s: &str) -> Option<Principal> {
+        let (kind, rest) = s.split_once(':')?;
+        if rest.is_empty() {
+            return None;
+        }
+        match kind {
+            "User" => match Principal::user(rest) {
+                p @ Principal::User(_) => Some(p),
+                _ => None,
+            },
+            "Group" => Some(Principal::Group(rest.to_string())),
+            "ServiceAccount" => match rest.split_once('/') {
+                Some((ns, n)) if !ns.is_empty() && !n.is_empty() && !n.contains('/') => {
+                    Some(Principal::ServiceAccount(ns.to_string(), n.to_string()))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     fn as_ref(&self) -> PrincipalRef<'_> {
         match self {
             Principal::User(n) => PrincipalRef::User(n),
@@ -110,14 +134,16 @@ pub struct Wanted {
 }
 
 impl Wanted {
-    /// Builds the wanted identity from a rendered name (prefix already applied).
-    pub fn new(kind: SubjectKind, name: String, namespace: Option<String>, case_insensitive: bool) -> Wanted {
+    /// Builds the wanted identity from a rendered name (prefix already applied); `None` when a
+    /// `LumosAccount` name is not an account id.
+    pub fn new(kind: SubjectKind, name: String, namespace: Option<String>, case_insensitive: bool) -> Option<Wanted> {
         let principal = match kind {
             SubjectKind::User => Principal::user(&name),
             SubjectKind::Group => Principal::Group(name),
             SubjectKind::ServiceAccount => Principal::ServiceAccount(namespace.unwrap_or_default(), name),
+            SubjectKind::LumosAccount => Principal::from_account_id(&name)?,
         };
-        Wanted { principal, case_insensitive }
+        Some(Wanted { principal, case_insensitive })
     }
 
     /// Whether a binding subject (in canonical form) is this identity.

@@ -567,3 +567,124 @@ fn managed_bindings_are_recorded_and_refused_when_the_policy_says_fail() {
         "refused: a tool keeps these bindings in sync and would put the subject back: RoleBinding team-a/edit (Argo CD application web) (the policy says managedBindings: Fail); remove the subject at the source instead; nothing was changed"
     );
 }
+
+/// A request from the Lumos connector: the account and the entitlement it names.
+fn connector_spec(account: &str, entitlement: &str) -> DeprovisionRequestSpec {
+    fixtures::request_spec("kubernetes", account)
+        .permissions([entitlement])
+        .custom_field("accountId", account)
+        .source(RequestSource::LumosConnector)
+        .build()
+}
+
+fn connector_policy(entitlements: serde_json::Value) -> DeprovisionPolicy {
+    policy(
+        "lumos-connector",
+        json!({"application": {"appId": "kubernetes"},
+               "subjects": [{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}"}],
+               "rules": [{"entitlements": entitlements}]}),
+    )
+}
+
+#[test]
+fn an_entitlements_rule_removes_exactly_the_account_from_the_bindings_granting_that_role_there() {
+    let observed = Observed {
+        namespaces: vec![ns("team-a", &[("team", "a")]), ns("team-b", &[])],
+        role_bindings: vec![
+            rb("team-a", "editors", "edit", vec![s("User", "ann@x.io", None), s("User", "bob@x.io", None)]),
+            rb("team-a", "editors-2", "edit", vec![s("User", "ann@x.io", None)]),
+            rb("team-a", "viewers", "view", vec![s("User", "ann@x.io", None)]),
+            rb("team-a", "bots", "edit", vec![s("ServiceAccount", "ci", None), s("User", "ANN@x.io", None)]),
+            rb("team-b", "editors", "edit", vec![s("User", "ann@x.io", None)]),
+        ],
+        cluster_role_bindings: vec![crb("ann-edit", "edit", &[], vec![s("User", "ann@x.io", None)])],
+    };
+    let p = connector_policy(json!({"namespaceSelector": {"matchLabels": {"team": "a"}}, "clusterWide": true}));
+    let plan = |account: &str, ent: &str| {
+        compute(&connector_spec(account, ent), std::slice::from_ref(&p), &observed, &Protected::default())
+    };
+    // The role is a ClusterRole bound in the namespace: only that roleRef, only there, only Ann.
+    let got = plan("User:ann@x.io", "namespace_role/team-a/ClusterRole:edit").unwrap();
+    assert_eq!(
+        rows(&got),
+        ["RoleBinding team-a/editors | User ann@x.io", "RoleBinding team-a/editors-2 | User ann@x.io"]
+    );
+    // A ServiceAccount account id reaches the binding's short spelling.
+    let got = plan("ServiceAccount:team-a/ci", "namespace_role/team-a/ClusterRole:edit").unwrap();
+    assert_eq!(rows(&got), ["RoleBinding team-a/bots | ServiceAccount ci"]);
+    // Cluster-wide, when the rule allows it.
+    let got = plan("User:ann@x.io", "cluster_role//ClusterRole:edit").unwrap();
+    assert_eq!(rows(&got), ["ClusterRoleBinding ann-edit | User ann@x.io"]);
+    // A Role of that name is another entitlement: nothing is bound, so the plan only confirms.
+    let got = plan("User:ann@x.io", "namespace_role/team-a/Role:edit").unwrap();
+    assert!(rows(&got).is_empty());
+    // Outside the bounds: refused, naming why.
+    let err = plan("User:ann@x.io", "namespace_role/team-b/ClusterRole:edit").unwrap_err();
+    assert_eq!(err.reason(), Reason::EntitlementNotAllowed);
+    assert!(err.to_string().contains("namespace \"team-b\" is not in namespaces or namespaceSelector"), "{err}");
+    let narrow = connector_policy(json!({"namespaces": ["team-a"], "roles": ["view"]}));
+    let err = compute(
+        &connector_spec("User:ann@x.io", "namespace_role/team-a/ClusterRole:edit"),
+        std::slice::from_ref(&narrow),
+        &observed,
+        &Protected::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("role \"edit\" is not in roles (view)"), "{err}");
+    let err = compute(
+        &connector_spec("User:ann@x.io", "cluster_role//ClusterRole:view"),
+        &[narrow],
+        &observed,
+        &Protected::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("clusterWide is false"), "{err}");
+    // Another policy (another team's admin) may allow what this one does not.
+    let mut team_b = connector_policy(json!({"namespaces": ["team-b"]}));
+    team_b.metadata.name = Some("team-b".into());
+    let got = compute(
+        &connector_spec("User:ann@x.io", "namespace_role/team-b/ClusterRole:edit"),
+        &[p.clone(), team_b],
+        &observed,
+        &Protected::default(),
+    )
+    .unwrap();
+    assert_eq!(rows(&got), ["RoleBinding team-b/editors | User ann@x.io"]);
+    let err = plan("User:ann@x.io", "namespace_role/team-a").unwrap_err();
+    assert_eq!(err.reason(), Reason::EntitlementNotAllowed);
+    // Protected accounts are refused, however the account id spells them.
+    let err = plan("User:system:admin", "namespace_role/team-a/ClusterRole:edit").unwrap_err();
+    assert_eq!(err.reason(), Reason::ProtectedSubject);
+    let err = plan("ServiceAccount:kube-system/x", "namespace_role/team-a/ClusterRole:edit").unwrap_err();
+    assert_eq!(err.reason(), Reason::ProtectedSubject);
+    // Not an account id.
+    let err = plan("ann@x.io", "namespace_role/team-a/ClusterRole:edit").unwrap_err();
+    assert!(matches!(err, PlanError::BadAccountId { .. }), "{err}");
+}
+
+#[test]
+fn only_requests_from_the_connector_may_use_a_lumos_account_subject() {
+    let p = connector_policy(json!({"namespaces": ["team-a"]}));
+    let mut req = connector_spec("User:ann@x.io", "namespace_role/team-a/ClusterRole:edit");
+    req.source = RequestSource::Manual;
+    let err = compute(&req, &[p], &Observed::default(), &Protected::default()).unwrap_err();
+    assert_eq!(err.reason(), Reason::SubjectNotAllowed);
+    assert!(err.to_string().contains("only requests from the Lumos connector"), "{err}");
+}
+
+#[test]
+fn entitlements_rules_are_validated() {
+    let bad = |subjects: serde_json::Value, rule: serde_json::Value| {
+        let spec: DeprovisionPolicySpec = serde_json::from_value(json!({
+            "application": {"appId": "kubernetes"}, "subjects": subjects, "rules": [{"entitlements": rule}]
+        }))
+        .unwrap();
+        validate_policy(&spec).unwrap_err()
+    };
+    let account = json!([{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}"}]);
+    assert!(bad(account.clone(), json!({})).contains("allows nothing"));
+    assert!(bad(account.clone(), json!({"namespaces": ["Bad_NS"]})).contains("entitlements.namespaces"));
+    assert!(bad(account.clone(), json!({"clusterWide": true, "roles": [""]})).contains("empty pattern"));
+    let prefixed = json!([{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}", "prefix": "oidc:"}]);
+    assert!(bad(prefixed, json!({"clusterWide": true})).contains("takes no namespace or prefix"));
+}

@@ -5,12 +5,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::Selector;
 
 use super::template;
-use crate::crd::DeprovisionPolicySpec;
+use crate::crd::{DeprovisionPolicySpec, SubjectKind};
 
 /// Checks what the API server's schema cannot: templates, selectors, names, patterns.
 pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
     for (i, s) in spec.subjects.iter().enumerate() {
         template::validate(&s.name).map_err(|e| format!("subjects[{i}].name: {e}"))?;
+        if s.kind == SubjectKind::LumosAccount && (s.namespace.is_some() || s.prefix.is_some()) {
+            return Err(format!(
+                "subjects[{i}] is a LumosAccount: the account id names the kind and namespace, so it takes no namespace or prefix"
+            ));
+        }
         if let Some(ns) = &s.namespace {
             template::validate(ns).map_err(|e| format!("subjects[{i}].namespace: {e}"))?;
             if template::uses_requester_fields(ns) && s.allowed_namespaces.is_empty() {
@@ -70,6 +75,18 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
         }
         if let Some(na) = &r.namespace_access {
             check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
+        }
+        if let Some(e) = &r.entitlements {
+            check_namespaces(&e.namespaces).map_err(|err| format!("rules[{i}].entitlements.namespaces: {err}"))?;
+            sel_ok(e.namespace_selector.as_ref(), &format!("rules[{i}].entitlements.namespaceSelector"))?;
+            if e.roles.iter().any(|p| p.is_empty()) {
+                return Err(format!("rules[{i}].entitlements.roles has an empty pattern"));
+            }
+            if e.namespaces.is_empty() && e.namespace_selector.is_none() && !e.cluster_wide {
+                return Err(format!(
+                    "rules[{i}].entitlements allows nothing: give namespaces, namespaceSelector or clusterWide: true"
+                ));
+            }
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ use crate::plan::BindingView;
 use crate::plan::subject::Wanted;
 
 fn wanted(kind: SubjectKind, name: &str) -> Wanted {
-    Wanted::new(kind, name.into(), None, false)
+    Wanted::new(kind, name.into(), None, false).unwrap()
 }
 
 fn rule(verbs: &[&str], groups: &[&str], resources: &[&str]) -> PolicyRule {
@@ -42,7 +42,7 @@ fn identities_carry_the_groups_the_policy_knows() {
     let w = [wanted(SubjectKind::Group, "team-a"), wanted(SubjectKind::Group, "team-b")];
     assert_eq!(identities(&w), vec![Identity { user: String::new(), groups: vec!["team-a".into(), "team-b".into()] }]);
     // A ServiceAccount is asked about with the groups Kubernetes gives it.
-    let w = [Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("ci".into()), false)];
+    let w = [Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("ci".into()), false).unwrap()];
     let ids = identities(&w);
     assert_eq!(ids[0].user, "system:serviceaccount:ci:bot");
     assert_eq!(ids[0].groups, vec!["system:serviceaccounts", "system:serviceaccounts:ci"]);
@@ -216,7 +216,7 @@ fn residual_bindings_say_why_they_were_left() {
         (BindingKind::ClusterRoleBinding, "User ann@x.io", "ClusterRole/admin")
     );
     // Matching follows removal's rules: a ServiceAccount spelled as a User is that account.
-    let sa = [Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("ci".into()), false)];
+    let sa = [Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("ci".into()), false).unwrap()];
     let spelled = rb("ci", "as-user", vec![user("system:serviceaccount:ci:bot"), service_account_in("ci", "other")]);
     assert!(residual(&role_binding(&spelled), &sa, &judge).is_some());
 }
@@ -330,8 +330,11 @@ fn each_spelling_removed_is_asked_about() {
     let plan = [removal(0, "ann@x.io"), removal(1, "Ann@X.io"), removal(2, "ANN@X.IO"), removal(3, "bob@x.io")];
     let results =
         [done(0, Outcome::Removed), done(1, Outcome::Deleted), done(2, Outcome::Failed), done(3, Outcome::Removed)];
-    let w =
-        with_removed_spellings(vec![Wanted::new(SubjectKind::User, "ann@x.io".into(), None, true)], &plan, &results);
+    let w = with_removed_spellings(
+        vec![Wanted::new(SubjectKind::User, "ann@x.io".into(), None, true).unwrap()],
+        &plan,
+        &results,
+    );
     let users: Vec<String> = identities(&w).into_iter().map(|i| i.user).collect();
     assert_eq!(users, ["ann@x.io", "Ann@X.io"], "not the spelling whose removal failed, nor anyone else");
 }

@@ -13,7 +13,7 @@ pub mod guard;
 pub mod naming;
 pub mod payload;
 pub mod server;
-mod submit;
+pub mod submit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

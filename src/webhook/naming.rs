@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::crd::DeprovisionRequestSpec;
+use crate::crd::{DeprovisionRequestSpec, RequestSource};
 
 /// Same app, target and permissions (and dry-run flag): the identity used to attach duplicates.
 pub const LABEL_FINGERPRINT: &str = "access.deprovisioner.dev/fingerprint";
@@ -12,7 +12,7 @@ pub const LABEL_FINGERPRINT: &str = "access.deprovisioner.dev/fingerprint";
 pub const LABEL_APP: &str = "access.deprovisioner.dev/app";
 /// SHA-256 of the lower-cased target email, first 16 hex digits (see [`email_hash`]).
 pub const LABEL_TARGET: &str = "access.deprovisioner.dev/target";
-/// `lumos-webhook` or `manual`.
+/// `lumos-webhook`, `lumos-connector` or `manual`.
 pub const LABEL_SOURCE: &str = "access.deprovisioner.dev/source";
 
 fn sha_hex(bytes: &[u8], len: usize) -> String {
@@ -39,12 +39,13 @@ pub fn app_label_value(app_id: &str) -> String {
 
 /// Identity of a request for de-duplication: everything that can change what is removed (app,
 /// instance, both people, custom fields, sorted permission values, dry-run flag), but not the
-/// comment, the permissions' order or their labels. 20 hex digits.
+/// comment, the permissions' order or their labels; and the source when it is not the webhook
+/// (so the webhook's names stay what they were). 20 hex digits.
 pub fn fingerprint(spec: &DeprovisionRequestSpec) -> String {
     let mut perms: Vec<&str> = spec.permissions.iter().map(|p| p.value.as_str()).collect();
     perms.sort_unstable();
     perms.dedup();
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         "app": spec.application.app_id,
         "instance": spec.application.instance_id,
         "target": spec.target_user,
@@ -53,7 +54,19 @@ pub fn fingerprint(spec: &DeprovisionRequestSpec) -> String {
         "permissions": perms,
         "dryRun": spec.dry_run,
     });
+    if spec.source != RequestSource::LumosWebhook {
+        canonical["source"] = serde_json::json!(source_label(spec.source));
+    }
     sha_hex(canonical.to_string().as_bytes(), 20)
+}
+
+/// The value of [`LABEL_SOURCE`] for a source.
+pub fn source_label(source: RequestSource) -> &'static str {
+    match source {
+        RequestSource::LumosWebhook => "lumos-webhook",
+        RequestSource::LumosConnector => "lumos-connector",
+        RequestSource::Manual => "manual",
+    }
 }
 
 /// The name of the `seq`-th request with this fingerprint: `lumos-<fingerprint>-<seq>`.
@@ -71,7 +84,7 @@ pub fn labels(spec: &DeprovisionRequestSpec, fingerprint: &str) -> BTreeMap<Stri
     let mut l = BTreeMap::from([
         (LABEL_FINGERPRINT.to_string(), fingerprint.to_string()),
         (LABEL_TARGET.to_string(), email_hash(&spec.target_user.email)),
-        (LABEL_SOURCE.to_string(), "lumos-webhook".to_string()),
+        (LABEL_SOURCE.to_string(), source_label(spec.source).to_string()),
     ]);
     if let Some(app) = &spec.application.app_id {
         l.insert(LABEL_APP.to_string(), app_label_value(app));

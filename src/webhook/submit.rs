@@ -9,36 +9,67 @@ use kube::{Api, ResourceExt};
 use super::answer::LumosAnswer;
 use super::guard::PerMinute;
 use super::{WebhookState, naming, short_error};
-use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, RequestSource};
+use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, DeprovisionRequestStatus, RequestSource};
 
 /// How long before the deadline a call still waiting reads its record once more, so its answer
 /// is true even if a wake-up was missed.
 const LAST_LOOK: std::time::Duration = std::time::Duration::from_millis(300);
 
-/// Records the request, then waits until it is terminal or the deadline passes.
+/// Records the request, then waits until it is terminal or the deadline passes; the Lumos answer.
 pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, deadline: Instant) -> LumosAnswer {
+    match record_and_wait(s, spec, deadline).await {
+        Ok(Waited::Record { name, status }) => LumosAnswer::for_record(&name, status.as_deref()),
+        Ok(Waited::Deleted(name)) => {
+            LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished"))
+        }
+        Err(e) => LumosAnswer::failure(e.to_string()),
+    }
+}
+
+/// How waiting for a record ended.
+#[derive(Debug)]
+pub enum Waited {
+    /// The record as last seen: terminal, or still running when the deadline passed.
+    Record {
+        /// Its name.
+        name: String,
+        /// Its status (`None`: not started).
+        status: Option<Box<DeprovisionRequestStatus>>,
+    },
+    /// The record was deleted before it finished.
+    Deleted(String),
+}
+
+/// Why a call got no record.
+#[derive(Debug, thiserror::Error)]
+pub enum NotRecorded {
+    /// The per-minute cap on recorded requests is reached.
+    #[error(
+        "Refused: more than {0} requests were recorded in the last minute (--max-requests-per-minute); nothing was recorded"
+    )]
+    RateLimited(u32),
+    /// The API server refused or is unreachable.
+    #[error(
+        "Could not record the request: the Kubernetes API server refused or is unavailable ({0}); nothing was changed"
+    )]
+    Refused(String),
+    /// The API server did not answer in time.
+    #[error(
+        "The Kubernetes API server did not answer in time; the request may not have been recorded. Check `kubectl get dpr` before retrying"
+    )]
+    TimedOut,
+}
+
+/// Records the request (or attaches to the identical unfinished one of the same source), hands it
+/// to this process's controller, and waits, bounded by the deadline, until it is terminal.
+pub async fn record_and_wait(
+    s: &WebhookState,
+    spec: DeprovisionRequestSpec,
+    deadline: Instant,
+) -> Result<Waited, NotRecorded> {
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(deadline);
-    let submitted = match tokio::time::timeout_at(deadline, submit(&api, &s.recorded, spec)).await {
-        Ok(Err(SubmitError::RateLimited(limit))) => {
-            tracing::warn!(limit, "request rate cap reached; the call is answered FAILURE");
-            return LumosAnswer::failure(format!(
-                "Refused: more than {limit} requests were recorded in the last minute (--max-requests-per-minute); nothing was recorded"
-            ));
-        }
-        Ok(Ok(x)) => x,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not record the request");
-            return LumosAnswer::failure(format!(
-                "Could not record the request: the Kubernetes API server refused or is unavailable ({e}); nothing was changed"
-            ));
-        }
-        Err(_) => {
-            return LumosAnswer::failure(
-                "The Kubernetes API server did not answer in time; the request may not have been recorded. Check `kubectl get dpr` before retrying",
-            );
-        }
-    };
+    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, spec)).await)?;
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
     let handed = match submitted {
@@ -46,15 +77,64 @@ pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSp
         Submitted::Attached(_) => false,
     };
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
-    match tokio::time::timeout_at(deadline - LAST_LOOK, finished).await {
-        Ok(Ok(Some(status))) => LumosAnswer::for_record(&name, Some(&status)),
-        Ok(Ok(None)) => LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished")),
+    Ok(match tokio::time::timeout_at(deadline - LAST_LOOK, finished).await {
+        Ok(Ok(Some(status))) => Waited::Record { name, status: Some(status) },
+        Ok(Ok(None)) => Waited::Deleted(name),
         // Not told in time: the record itself says how far it got.
         Ok(Err(_)) | Err(_) => match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
-            Ok(Ok(Some(obj))) => LumosAnswer::for_record(&name, obj.status.as_ref()),
-            Ok(Ok(None)) => LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished")),
-            _ => LumosAnswer::for_record(&name, None),
+            Ok(Ok(Some(obj))) => Waited::Record { name, status: obj.status.map(Box::new) },
+            Ok(Ok(None)) => Waited::Deleted(name),
+            _ => Waited::Record { name, status: None },
         },
+    })
+}
+
+/// How often [`record_and_poll`] reads the record.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Records the request as [`record_and_wait`] does, from a process that runs no controller (the
+/// connector's CLI): the operator's controller does the work, and the record is read until it is
+/// terminal or the deadline passes.
+pub async fn record_and_poll(
+    client: &kube::Client,
+    spec: DeprovisionRequestSpec,
+    deadline: Instant,
+) -> Result<Waited, NotRecorded> {
+    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let unlimited = PerMinute::new(u32::MAX);
+    let name = recorded(tokio::time::timeout_at(deadline, submit(&api, &unlimited, spec)).await)?.name().to_string();
+    tracing::info!(request = %name, "request recorded; waiting for the operator to finish it");
+    let mut last = None;
+    loop {
+        match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
+            Ok(Ok(Some(obj))) if is_terminal(&obj) => {
+                return Ok(Waited::Record { name, status: obj.status.map(Box::new) });
+            }
+            Ok(Ok(Some(obj))) => last = obj.status.map(Box::new),
+            Ok(Ok(None)) => return Ok(Waited::Deleted(name)),
+            Ok(Err(e)) => tracing::debug!(request = %name, error = %e, "could not read the record; reading again"),
+            Err(_) => return Ok(Waited::Record { name, status: last }),
+        }
+        if tokio::time::timeout_at(deadline, tokio::time::sleep(POLL_EVERY)).await.is_err() {
+            return Ok(Waited::Record { name, status: last });
+        }
+    }
+}
+
+/// The outcome of recording, bounded by the deadline.
+fn recorded(r: Result<Result<Submitted, SubmitError>, tokio::time::error::Elapsed>) -> Result<Submitted, NotRecorded> {
+    match r {
+        Ok(Ok(x)) => Ok(x),
+        Ok(Err(SubmitError::RateLimited(limit))) => {
+            tracing::warn!(limit, "request rate cap reached; the call is answered FAILURE");
+            Err(NotRecorded::RateLimited(limit))
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "could not record the request");
+            Err(NotRecorded::Refused(e.to_string()))
+        }
+        Err(_) => Err(NotRecorded::TimedOut),
     }
 }
 
@@ -82,12 +162,13 @@ const NAME_ATTEMPTS: u32 = 8;
 /// Names tried one by one before the call's earlier records are listed.
 const DIRECT_TRIES: u32 = 3;
 
-/// Whether `obj` is this same Lumos call recorded by the webhook: what it would remove is the
-/// same (its own spec fingerprints the same, the label agrees) and it came from the webhook.
-/// An object someone else created under a predicted name (other spec, no label, a dry run) is
-/// never taken for ours.
-fn is_same_call(obj: &DeprovisionRequest, fingerprint: &str) -> bool {
-    obj.spec.source == RequestSource::LumosWebhook
+/// Whether `obj` is this same Lumos call recorded by the webhook (or the connector): what it
+/// would remove is the same (its own spec fingerprints the same, the label agrees) and it came
+/// from the same source. An object someone else created under a predicted name (other spec, no
+/// label, a dry run, a manual request) is never taken for ours.
+fn is_same_call(obj: &DeprovisionRequest, fingerprint: &str, source: RequestSource) -> bool {
+    obj.spec.source == source
+        && matches!(source, RequestSource::LumosWebhook | RequestSource::LumosConnector)
         && naming::fingerprint(&obj.spec) == fingerprint
         && obj.labels().get(naming::LABEL_FINGERPRINT).map(String::as_str) == Some(fingerprint)
 }
@@ -106,6 +187,7 @@ async fn submit(
     spec: DeprovisionRequestSpec,
 ) -> Result<Submitted, SubmitError> {
     let fp = naming::fingerprint(&spec);
+    let source = spec.source;
     if !recorded.take() {
         return Err(SubmitError::RateLimited(recorded.limit()));
     }
@@ -117,7 +199,7 @@ async fn submit(
         if attempt == DIRECT_TRIES {
             let lp = ListParams::default().labels(&format!("{}={fp}", naming::LABEL_FINGERPRINT));
             let existing = api.list(&lp).await?.items;
-            if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp) && !is_terminal(r)) {
+            if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp, source) && !is_terminal(r)) {
                 recorded.give_back();
                 return Ok(Submitted::Attached(active.name_any()));
             }
@@ -133,12 +215,12 @@ async fn submit(
         match api.create(&PostParams::default(), &obj).await {
             Ok(created) => return Ok(Submitted::Created(Box::new(created))),
             Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
-                Some(taken) if is_same_call(&taken, &fp) && !is_terminal(&taken) => {
+                Some(taken) if is_same_call(&taken, &fp, source) && !is_terminal(&taken) => {
                     recorded.give_back();
                     return Ok(Submitted::Attached(name));
                 }
                 // A finished record of this same call: this call is a repeat, with the next name.
-                Some(taken) if is_same_call(&taken, &fp) => seq += 1,
+                Some(taken) if is_same_call(&taken, &fp, source) => seq += 1,
                 Some(_) => {
                     tracing::warn!(request = %name, "the predicted name is taken by another object; trying the next");
                     seq += 1;

@@ -133,3 +133,45 @@ fn info_lists_the_implemented_capabilities() {
         json!("#/components/schemas/FoundAccountData")
     );
 }
+
+#[test]
+fn an_unassign_request_names_the_entitlement_and_the_account_and_round_trips() {
+    let account: AccountId = "ServiceAccount:ci/builder".parse().unwrap();
+    let ent = Entitlement::parse(NAMESPACE_ROLE, "Role:deployer", NAMESPACE, "team-b").unwrap();
+    let spec = unassign_request(&account, &ent);
+    assert_eq!(spec.source, RequestSource::LumosConnector);
+    assert_eq!(spec.application.app_id.as_deref(), Some(APP_ID));
+    assert_eq!(spec.permissions[0].value, "namespace_role/team-b/Role:deployer");
+    assert_eq!(Entitlement::from_permission_value(&spec.permissions[0].value).unwrap(), ent);
+    assert_eq!(spec.custom_fields[ACCOUNT_ID_FIELD], "ServiceAccount:ci/builder");
+    let cluster = Entitlement::parse(CLUSTER_ROLE, "ClusterRole:admin", "", "").unwrap();
+    assert_eq!(cluster.permission_value(), "cluster_role//ClusterRole:admin");
+    assert_eq!(Entitlement::from_permission_value("cluster_role//ClusterRole:admin").unwrap(), cluster);
+    for bad in ["namespace_role/team-b", "cluster_role/x/ClusterRole:admin", "other/a/Role:x", "cluster_role//Role:x"] {
+        assert!(Entitlement::from_permission_value(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn unassign_answers_from_the_record() {
+    use crate::crd::{ConditionType, DeprovisionRequestStatus, Phase, Reason, set_condition};
+    let record = |phase: Phase, planned: Option<Reason>| {
+        let mut st = DeprovisionRequestStatus { phase, message: Some("what happened".into()), ..Default::default() };
+        if let Some(r) = planned {
+            set_condition(&mut st.conditions, ConditionType::Planned, false, r, "refused", None);
+        }
+        Waited::Record { name: "lumos-abc-1".into(), status: Some(Box::new(st)) }
+    };
+    assert_eq!(unassigned(&record(Phase::Succeeded, None)).unwrap(), json!({"response": {"unassigned": true}}));
+    let code = |w: &Waited| unassigned(w).unwrap_err().code;
+    assert_eq!(code(&record(Phase::Failed, Some(Reason::ProtectedSubject))), ErrorCode::PermissionDenied);
+    assert_eq!(code(&record(Phase::Failed, Some(Reason::EntitlementNotAllowed))), ErrorCode::PermissionDenied);
+    assert_eq!(code(&record(Phase::Failed, Some(Reason::NoPolicy))), ErrorCode::PermissionDenied);
+    assert_eq!(code(&record(Phase::Failed, None)), ErrorCode::ServiceError);
+    let running = unassigned(&record(Phase::InProgress, None)).unwrap_err();
+    assert_eq!(running.code, ErrorCode::RequestTimeout);
+    assert!(running.message.contains("deprovisionrequest/lumos-abc-1"), "{}", running.message);
+    let failed = unassigned(&record(Phase::Failed, None)).unwrap_err();
+    assert!(failed.message.ends_with("(record: deprovisionrequest/lumos-abc-1)"), "{}", failed.message);
+    assert_eq!(code(&Waited::Deleted("x".into())), ErrorCode::ServiceError);
+}

@@ -24,16 +24,16 @@ fn canonical_forms() {
 
 #[test]
 fn matching_respects_case_rule_and_kind() {
-    let exact = Wanted::new(SubjectKind::User, "Peter@x.io".into(), None, false);
+    let exact = Wanted::new(SubjectKind::User, "Peter@x.io".into(), None, false).unwrap();
     let ci = Wanted { case_insensitive: true, ..exact.clone() };
     let p = Principal::User("peter@X.io".into());
     assert!(!exact.matches(&p));
     assert!(ci.matches(&p));
     assert!(!ci.matches(&Principal::Group("peter@x.io".into())));
-    let sa = Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("team".into()), true);
+    let sa = Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("team".into()), true).unwrap();
     assert!(sa.matches(&Principal::ServiceAccount("team".into(), "bot".into())));
     assert!(!sa.matches(&Principal::ServiceAccount("other".into(), "bot".into())));
-    let sa_user = Wanted::new(SubjectKind::User, "system:serviceaccount:team:bot".into(), None, false);
+    let sa_user = Wanted::new(SubjectKind::User, "system:serviceaccount:team:bot".into(), None, false).unwrap();
     assert!(sa_user.matches(&Principal::ServiceAccount("team".into(), "bot".into())));
 }
 
