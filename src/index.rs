@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use tokio::sync::broadcast;
@@ -124,6 +124,16 @@ impl BindingIndex {
                 false => vec![],
             },
         }
+    }
+
+    /// One RoleBinding as the index holds it now (stripped: see [`strip`]).
+    pub fn role_binding(&self, namespace: &str, name: &str) -> Option<Arc<RoleBinding>> {
+        self.role_bindings.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// One ClusterRoleBinding as the index holds it now (stripped: see [`strip`]).
+    pub fn cluster_role_binding(&self, name: &str) -> Option<Arc<ClusterRoleBinding>> {
+        self.cluster_role_bindings.get(&ObjectRef::new(name))
     }
 
     /// Every binding the index holds now (call [`BindingIndex::sync`] first for a consistent

@@ -421,7 +421,7 @@ async fn invalid_policies_are_rejected_or_marked() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, scim or http")
+            .contains("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http")
     );
     // An empty selector never means "everything".
     let empty = format!(
@@ -631,4 +631,58 @@ async fn a_binding_argo_cd_keeps_in_sync_is_warned_about_or_left_alone() {
             }
         }
     }
+}
+
+/// The executor writes from the binding index's copy without reading the binding first, and only
+/// when that copy is exactly the stored binding: a copy made stale by another writer is refused
+/// by the API server as a whole (the patch tests uid and resourceVersion), and the binding is
+/// read and written from what is stored, keeping the other writer's subject.
+#[tokio::test]
+async fn a_stale_index_copy_is_never_written_back() {
+    use deprovisioner::crd::{BindingAction, BindingRef, BindingScope, EmptyBindingRule, SubjectRef};
+    use deprovisioner::index::BindingIndex;
+    let c = admin().await;
+    let operator_client = client_for(&cluster().operator_kubeconfig).await;
+    let ns = unique("stale-copy");
+    namespace(&c, &ns, &[]).await;
+    let rb = role_binding(&c, &ns, "pair", "view", vec![user("gone@lumos.com"), user("stays@lumos.com")]).await;
+    let solo = role_binding(&c, &ns, "solo", "view", vec![user("gone@lumos.com")]).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let index = BindingIndex::start(&operator_client, "deprovisioner", "deprovisioner-index-barrier", &stop);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(index.is_watching() && index.sync(true, false).await.is_ok()) {
+        assert!(std::time::Instant::now() < deadline, "the index did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Freeze the index's copies, then let another writer add someone to the pair.
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(index.role_binding(&ns, "pair").is_some(), "the index holds the binding");
+    let api: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(c.clone(), &ns);
+    let mut changed = api.get("pair").await.unwrap();
+    changed.subjects.as_mut().unwrap().push(user("added-meanwhile@lumos.com"));
+    api.replace("pair", &Default::default(), &changed).await.unwrap();
+    let action = |b: &k8s_openapi::api::rbac::v1::RoleBinding| BindingAction {
+        binding: BindingRef {
+            scope: BindingScope::Namespaced(ns.clone()),
+            name: name_of(b),
+            uid: b.metadata.uid.clone().unwrap(),
+            role_ref: "ClusterRole/view".into(),
+        },
+        subject: SubjectRef { kind: "User".into(), name: "gone@lumos.com".into(), namespace: None },
+        when_empty: EmptyBindingRule::Delete,
+        managed_by: None,
+    };
+    let done = deprovisioner::exec::rbac::remove_subject(&operator_client, Some(&index), &action(&rb)).await.unwrap();
+    assert_eq!(done.message, format!("removed User gone@lumos.com from RoleBinding {ns}/pair"));
+    assert_eq!(
+        names(&get_rb(&c, &ns, "pair").await.unwrap().subjects),
+        ["User:stays@lumos.com", "User:added-meanwhile@lumos.com"],
+        "the other writer's subject stays"
+    );
+    // A current copy is written directly: the emptied binding is deleted with its uid and
+    // resourceVersion as preconditions.
+    let done = deprovisioner::exec::rbac::remove_subject(&operator_client, Some(&index), &action(&solo)).await.unwrap();
+    assert!(done.message.contains("deleted RoleBinding"), "{}", done.message);
+    assert!(get_rb(&c, &ns, "solo").await.is_none());
 }

@@ -93,7 +93,8 @@ impl Context {
     /// The context the reconcilers share.
     pub fn new(client: Client, settings: Settings, shared: Shared) -> Arc<Context> {
         let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
-        let exec = exec::Env { client: client.clone(), namespace: settings.namespace.clone() };
+        let exec =
+            exec::Env { client: client.clone(), namespace: settings.namespace.clone(), index: shared.index.clone() };
         let events = local::Events::start(Recorder::new(client.clone(), reporter));
         let local = local::Local::new(settings.concurrency);
         let regrants = regrant::Regrants::new(settings.regrant_watch);

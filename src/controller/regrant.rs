@@ -282,7 +282,7 @@ async fn act(
                 when_empty,
                 managed_by: None,
             };
-            match crate::exec::rbac::remove_subject(&ctx.client, &action).await {
+            match crate::exec::rbac::remove_subject(&ctx.client, ctx.shared.index.as_deref(), &action).await {
                 Ok(done) => {
                     removed_again = true;
                     ctx.regrants.lock().removed_again(&hit.request, &hit.binding);
