@@ -7,7 +7,8 @@
 //!                                  every answer is true in the cluster (CI runs it)
 //!
 //! Sizes can be changed with `BENCH_BINDINGS` (10000), `BENCH_CALLS` (100), `BENCH_BURSTS`
-//! ("300,1000"), `BENCH_RAW` (1000), `BENCH_RECORDS` (20000), `BENCH_PENDING` (200); options for the
+//! ("300,1000"), `BENCH_RAW` (1000), `BENCH_RECORDS` (20000), `BENCH_PENDING` (200), `BENCH_FAILOVER`
+//! (1; 0 skips the failover runs); options for the
 //! operator can be added with `BENCH_OPERATOR_ARGS` (e.g. "--concurrency 32").
 //!
 //! What it measures, in order:
@@ -70,7 +71,7 @@ impl Sizes {
             raw: env("BENCH_RAW", 1000),
             records: env("BENCH_RECORDS", 20_000),
             pending: env("BENCH_PENDING", 200),
-            failover: true,
+            failover: env("BENCH_FAILOVER", 1) != 0,
         }
     }
 

@@ -249,13 +249,12 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
             .unwrap_or_else(|| panic!("no Role {name}"))["rules"]
             .clone()
     };
-    // The Lease (watched by name only) and the index's sentinel RoleBinding (patched by name only).
+    // The Lease (watched by name only).
     assert_eq!(
         role("deprovisioner-leader-election"),
         json!([
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "patch"]},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"], "resourceNames": ["deprovisioner"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": ["patch"], "resourceNames": ["deprovisioner-index-barrier"]}
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["list", "watch"], "resourceNames": ["deprovisioner"]}
         ])
     );
     // The binding index's sentinels grant nothing: an empty role, bound to no one.
@@ -268,16 +267,25 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
         assert_eq!((&b["roleRef"]["kind"], &b["roleRef"]["name"]), (&json!("ClusterRole"), &json!(sentinel)), "{b}");
         assert!(b.get("subjects").is_none_or(|s| s.is_null()), "{b}");
     }
-    // Binding patches only on the sentinels, by name; the only other patch is the re-grant label
-    // on the operator's own requests.
-    for rule in cr["rules"].as_array().unwrap() {
-        if !rule["verbs"].as_array().unwrap().contains(&json!("patch")) {
-            continue;
-        }
+    // Bindings are patched exactly where they are updated (the same power: a JSON patch of the
+    // index's copy, the barrier on the sentinels); the only other patch is the re-grant label on
+    // the operator's own requests.
+    let patching: Vec<&Value> = cr["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verbs"].as_array().unwrap().contains(&json!("patch")))
+        .collect();
+    assert_eq!(patching.len(), 2, "{patching:?}");
+    for rule in patching {
         if rule["apiGroups"] == json!(["access.deprovisioner.dev"]) {
             assert_eq!(rule["resources"], json!(["deprovisionrequests"]), "{rule}");
         } else {
-            assert_eq!(rule["resourceNames"], json!([sentinel]), "{rule}");
+            assert_eq!(
+                rule,
+                &json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings", "clusterrolebindings"],
+                        "verbs": ["get", "list", "watch", "update", "patch", "delete"]})
+            );
         }
     }
     // Events only where the operator writes them: its requests are cluster-scoped, so their
@@ -790,14 +798,15 @@ fn the_chart_service_account_may_do_exactly_what_it_needs(r: &Release) {
             ("update", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), true),
             ("create", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), false),
             ("delete", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
-            // The binding index: watches every binding, patches only its own sentinels.
+            // The binding index: watches every binding; bindings are patched where they are
+            // updated (the index's copy, and the barrier on its own sentinels).
             ("watch", "rolebindings.rbac.authorization.k8s.io", None, true),
             ("watch", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
             ("patch", "rolebindings.rbac.authorization.k8s.io/deprovisioner-index-barrier", Some(ns), true),
-            ("patch", "rolebindings.rbac.authorization.k8s.io", Some(ns), false),
-            ("patch", "rolebindings.rbac.authorization.k8s.io/deprovisioner-index-barrier", Some("any-ns"), false),
-            ("patch", "clusterrolebindings.rbac.authorization.k8s.io/deprovisioner-index-barrier", None, true),
-            ("patch", "clusterrolebindings.rbac.authorization.k8s.io", None, false),
+            ("patch", "rolebindings.rbac.authorization.k8s.io", Some("any-ns"), true),
+            ("patch", "clusterrolebindings.rbac.authorization.k8s.io", None, true),
+            ("patch", "roles.rbac.authorization.k8s.io", Some("any-ns"), false),
+            ("patch", "clusterroles.rbac.authorization.k8s.io", None, false),
             ("bind", "clusterroles.rbac.authorization.k8s.io", None, true),
             ("escalate", "clusterroles.rbac.authorization.k8s.io", None, false),
             ("list", "namespaces", None, true),
