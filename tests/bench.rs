@@ -283,6 +283,44 @@ async fn burst(op: &Operator, c: &Client, app: &str, range: std::ops::Range<usiz
     Burst { in_time, done, completion }
 }
 
+/// The API server's request counters (`apiserver_request_total`) by verb and resource.
+fn api_requests(cl: &Cluster) -> std::collections::BTreeMap<String, f64> {
+    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let sub = label("subresource");
+        let key =
+            format!("{} {}{}", label("verb"), label("resource"), if sub.is_empty() { sub } else { format!("/{sub}") });
+        *counts.entry(key).or_default() += value;
+    }
+    counts
+}
+
+/// Prints the API requests made between two snapshots, per removal (the biggest first; answers
+/// other than 2xx are counted apart, by code).
+fn print_api_requests(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    n: usize,
+) {
+    let mut delta: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), (v - before.get(k).unwrap_or(&0.0)) / n as f64))
+        .filter(|(_, d)| *d >= 0.01)
+        .collect();
+    delta.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = delta.iter().map(|(_, d)| d).sum();
+    let parts: Vec<String> = delta.iter().map(|(k, d)| format!("{k} {d:.2}")).collect();
+    println!(
+        "  API requests per removal, the benchmark's own reads of late records included: {total:.1} ({})",
+        parts.join(", ")
+    );
+}
+
 /// Every binding of `ns` names [`KEEP`], and names its person exactly when that person was not
 /// removed.
 async fn check_bindings(c: &Client, ns: &str, n: usize, removed: &BTreeSet<usize>) {
@@ -476,7 +514,9 @@ async fn run(sizes: Sizes) -> String {
     for n in sizes.bursts.clone() {
         let range = from..(from + n).min(sizes.bindings);
         from = range.end;
+        let before = api_requests(cl);
         let b = burst(&op, &c, &big_app, range).await;
+        print_api_requests(&before, &api_requests(cl), b.done.len());
         removed.extend(b.done.iter().copied());
         check_bindings(&c, &big, sizes.bindings, &removed).await;
         let rate = b.done.len() as f64 / b.completion.as_secs_f64();
