@@ -122,6 +122,12 @@ node_api_flags() {
 node_sock() { echo "$1/node/containerd/containerd.sock"; }
 node_ctr() { local dir=$1; shift; ctr -a "$(node_sock "$dir")" -n k8s.io "$@"; }
 
+# SIGKILL to a container's process (tests: a leader that dies without releasing its Lease).
+node_kill() {
+  local dir; dir=$(cd "$1" && pwd)
+  node_ctr "$dir" tasks kill -s SIGKILL "$2"
+}
+
 node_import() {
   local dir; dir=$(cd "$1" && pwd)
   node_ctr "$dir" images import "$2" >&2

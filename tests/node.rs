@@ -236,6 +236,185 @@ async fn the_chart_runs_on_a_real_node() {
     let out = helm_ok(c, &["test", RELEASE, "--namespace", NS, "--timeout", "2m"]);
     assert!(out.contains("Phase:          Succeeded"), "{out}");
     eprint_uncaptured(&format!("node: helm test passed in {:.1} s", started.elapsed().as_secs_f64()));
+
+    let secret = rotate_the_secret_without_a_restart(c, &secret, &pod_names).await;
+    // People whose access the takeover stages remove, one per call.
+    let crowd: Vec<String> = (0..40).map(|i| format!("p{i}@lumos.com")).collect();
+    role_binding(&admin, &team, "crowd", "view", crowd.iter().map(|e| user(e)).collect()).await;
+    let mut people = crowd.iter();
+    let leader = takeover(c, &admin, &url, &secret, &app, &mut people, Takeover::DeleteThePod(leader)).await;
+    takeover(c, &admin, &url, &secret, &app, &mut people, Takeover::KillTheProcess(leader)).await;
+    uninstall_keeps_the_records(c, &admin).await;
+}
+
+/// The Secret gets a second line (Lumos's new secret): each pod accepts it, through the mounted
+/// volume, without a restart, and the old one too until its line goes. Returns the new secret.
+async fn rotate_the_secret_without_a_restart(c: &Cluster, old: &str, pods: &[String]) -> String {
+    let new = "rotated-0123456789abcdefghij".to_string();
+    let ips: Vec<String> = pods
+        .iter()
+        .map(|p| kubectl_json(c, &["-n", NS, "get", "pod", p])["status"]["podIP"].as_str().unwrap().to_string())
+        .collect();
+    let set = |value: String| {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        kubectl_ok(
+            c,
+            &[
+                "-n",
+                NS,
+                "patch",
+                "secret",
+                "deprovisioner-webhook",
+                "-p",
+                &format!("{{\"data\":{{\"secret\":\"{b64}\"}}}}"),
+            ],
+        );
+    };
+    // A dry-run call: 200 when the secret is accepted, 401 when not; nothing is removed.
+    let accepted = |ip: String, secret: String| async move {
+        let (status, _) = lumos_call_to(
+            &format!("http://{ip}:8080"),
+            "?dryRun=true",
+            &secret,
+            &payload("no-such-app", "nobody@lumos.com", &[]),
+        )
+        .await
+        .unwrap();
+        // 429: this address sent more than 30 refused calls in a minute (polling); not accepted.
+        assert!(matches!(status, 200 | 401 | 429), "answer {status}");
+        status == 200
+    };
+    let started = Instant::now();
+    set(format!("{old}\n{new}\n"));
+    for ip in &ips {
+        wait_until(Duration::from_secs(120), || accepted(ip.clone(), new.clone())).await;
+        assert!(accepted(ip.clone(), old.to_string()).await, "the old secret stopped working during the rotation");
+    }
+    let both = started.elapsed();
+    set(format!("{new}\n"));
+    for ip in &ips {
+        wait_until(Duration::from_secs(120), || async { !accepted(ip.clone(), old.to_string()).await }).await;
+        assert!(accepted(ip.clone(), new.clone()).await);
+    }
+    for p in pods {
+        let pod = kubectl_json(c, &["-n", NS, "get", "pod", p]);
+        assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0, "{p} restarted");
+    }
+    eprint_uncaptured(&format!(
+        "node: secret rotation through the mounted Secret, no restart: new secret accepted by both pods {:.1} s after the Secret changed, old one refused {:.1} s after its line went",
+        both.as_secs_f64(),
+        (started.elapsed() - both).as_secs_f64()
+    ));
+    new
+}
+
+/// Polls `check` (once a second: a refused secret counts against the per-address limit) until
+/// it holds.
+async fn wait_until<F, Fut>(timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not true after {timeout:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+enum Takeover {
+    /// `kubectl delete pod` (graceful: the operator releases the Lease as it stops).
+    DeleteThePod(String),
+    /// SIGKILL to the operator's process in the pod (the Lease must expire).
+    KillTheProcess(String),
+}
+
+/// The leader goes; Lumos calls through the Service (one person each) continue until one is
+/// answered SUCCESS with its record finished: the time from the leader's end to that answer is
+/// printed. Another pod then holds the Lease. Returns the new leader.
+async fn takeover(
+    c: &Cluster,
+    admin: &kube::Client,
+    url: &str,
+    secret: &str,
+    app: &str,
+    people: &mut std::slice::Iter<'_, String>,
+    how: Takeover,
+) -> String {
+    let (what, old) = match &how {
+        Takeover::DeleteThePod(p) => ("leader pod deleted", p.clone()),
+        Takeover::KillTheProcess(p) => ("leader process killed (SIGKILL)", p.clone()),
+    };
+    let started = Instant::now();
+    match &how {
+        Takeover::DeleteThePod(p) => {
+            kubectl_ok(c, &["-n", NS, "delete", "pod", p, "--wait=false"]);
+        }
+        Takeover::KillTheProcess(p) => {
+            let pod = kubectl_json(c, &["-n", NS, "get", "pod", p]);
+            let id = pod["status"]["containerStatuses"][0]["containerID"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("containerd://")
+                .to_string();
+            let out = Command::new(repo().join("scripts/control-plane"))
+                .args(["kill", c.dir.to_str().unwrap(), &id])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "killing the leader: {}", text(&out.stderr));
+        }
+    }
+    let (mut calls, mut errors) = (0, Vec::new());
+    let answered = loop {
+        let email = people.next().expect("enough people for the takeover stages");
+        calls += 1;
+        match lumos_call_to(url, "", secret, &payload(app, email, &[])).await {
+            Ok((200, answer)) if answer["response"] == "SUCCESS" => {
+                let record = wait_terminal(admin, &request_name(&answer), Duration::from_secs(30)).await;
+                assert_eq!(phase(&record), Phase::Succeeded);
+                break started.elapsed();
+            }
+            Ok((status, answer)) => errors.push(format!("{status} {answer}")),
+            Err(e) => errors.push(e),
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no SUCCESS within 60 s of the {what}: {errors:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pods = kubectl_json(c, &["-n", NS, "get", "pods", "-l", &format!("app.kubernetes.io/instance={RELEASE}")]);
+    let names: Vec<String> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let leader = wait_leader(c, &names).await;
+    if matches!(how, Takeover::DeleteThePod(_)) {
+        assert_ne!(leader, old, "the deleted pod still leads");
+    }
+    eprint_uncaptured(&format!(
+        "node: {what}: the next request finished (SUCCESS) {:.2} s later; {calls} calls, not SUCCESS: {errors:?}; {leader} leads",
+        answered.as_secs_f64()
+    ));
+    leader
+}
+
+/// `helm uninstall`: no pod of the release remains; the records (the CRDs stay) do.
+async fn uninstall_keeps_the_records(c: &Cluster, admin: &kube::Client) {
+    use deprovisioner::crd::DeprovisionRequest;
+    let records =
+        kube::Api::<DeprovisionRequest>::all(admin.clone()).list(&Default::default()).await.unwrap().items.len();
+    assert!(records > 0);
+    helm_ok(c, &["uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "2m"]);
+    wait_until(Duration::from_secs(60), || async {
+        kubectl_json(c, &["-n", NS, "get", "pods"])["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let after =
+        kube::Api::<DeprovisionRequest>::all(admin.clone()).list(&Default::default()).await.unwrap().items.len();
+    assert_eq!(after, records, "records lost with the release");
+    eprint_uncaptured(&format!("node: helm uninstall: no pods left, {after} records kept"));
 }
 
 fn webhook_secret(c: &Cluster) -> String {
@@ -252,17 +431,22 @@ fn service_ip(c: &Cluster) -> String {
 
 /// POSTs a Lumos payload to the webhook at `base` exactly as Lumos does.
 async fn lumos_call(base: &str, secret: &str, payload: &Value) -> (u16, Value) {
+    lumos_call_to(base, "", secret, payload).await.expect("calling the webhook through the Service")
+}
+
+/// The same, with a query (`?dryRun=true`); a connection error is returned, not a panic.
+async fn lumos_call_to(base: &str, query: &str, secret: &str, payload: &Value) -> Result<(u16, Value), String> {
     let resp = http_client()
-        .post(format!("{base}/webhooks/lumos/deprovision"))
+        .post(format!("{base}/webhooks/lumos/deprovision{query}"))
         .header("authorization", format!("Bearer {secret}"))
         .header("content-type", "application/json")
         .body(serde_json::to_vec(payload).unwrap())
         .send()
         .await
-        .expect("calling the webhook through the Service");
+        .map_err(|e| format!("{e:?}"))?;
     let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    (status, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
 }
 
 /// The pod holding the Lease (its identity starts with the pod's name), once one does.
