@@ -84,7 +84,13 @@ node_preflight() {
   elif ! ip link add dpnode-probe type bridge 2>/dev/null; then why="cannot create a network bridge here (CAP_NET_ADMIN)"
   else
     ip link del dpnode-probe 2>/dev/null || true
-    local other; other=$(cat "$NODE_CLAIM" 2>/dev/null || true)
+    local other="" owner="" i
+    read -r other owner 2>/dev/null < "$NODE_CLAIM" || true
+    # A node whose owner (a test process) has exited is being torn down: wait for that.
+    if [ -n "$other" ] && [ -n "${owner:-}" ] && ! kill -0 "$owner" 2>/dev/null; then
+      for i in $(seq 1 120); do [ -f "$NODE_CLAIM" ] || break; sleep 0.5; done
+      read -r other owner 2>/dev/null < "$NODE_CLAIM" || other=""
+    fi
     if [ -n "$other" ] && [ -f "$other/node/kubelet.pid" ] && kill -0 "$(cat "$other/node/kubelet.pid")" 2>/dev/null; then
       why="another test node runs on this machine (state in $other); one at a time"
     fi
@@ -95,7 +101,7 @@ node_preflight() {
 # Marks DIR as this machine's node, and makes the bridge the API server will listen on.
 node_claim() {
   local dir=$1
-  echo "$dir" > "$NODE_CLAIM"
+  echo "$dir ${DEPROVISIONER_OWNER_PID:-}" > "$NODE_CLAIM"
   mkdir -p "$dir/node"
   # What down restores.
   { echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
@@ -382,7 +388,8 @@ node_down() {
     [ -z "$ip_forward" ] || echo "$ip_forward" > /proc/sys/net/ipv4/ip_forward
     [ -z "$bridge_nf" ] || echo "$bridge_nf" > /proc/sys/net/bridge/bridge-nf-call-iptables
   fi
-  [ "$(cat "$NODE_CLAIM" 2>/dev/null)" != "$dir" ] || rm -f "$NODE_CLAIM"
+  local claimed; read -r claimed _ 2>/dev/null < "$NODE_CLAIM" || true
+  [ "${claimed:-}" != "$dir" ] || rm -f "$NODE_CLAIM"
   if [ -n "$(node_mounts_under "$dir")" ]; then
     log "mounts remain under $dir; not removing it:"; node_mounts_under "$dir" >&2
     return 1
