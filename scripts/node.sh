@@ -22,6 +22,10 @@ NODE_IP=10.244.0.1
 NODE_CLAIM=/run/deprovisioner-node
 PAUSE_IMAGE=localhost/deprovisioner-node/pause:1
 WGET_IMAGE=localhost/deprovisioner-node/wget:1
+# Kernel settings the node changes, saved by up and restored by down.
+NODE_SYSCTLS=(net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables net/ipv4/conf/all/route_localnet
+  vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys
+  kernel/keys/root_maxbytes)
 nodesrc="$here/hack/node"
 # containerd, kube-proxy and kubelet run iptables, mount, ip… from the PATH.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
@@ -103,9 +107,12 @@ node_claim() {
   local dir=$1
   echo "$dir ${DEPROVISIONER_OWNER_PID:-}" > "$NODE_CLAIM"
   mkdir -p "$dir/node"
-  # What down restores.
-  { echo "ip_forward=$(cat /proc/sys/net/ipv4/ip_forward)"
-    echo "bridge_nf=$(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo)"; } > "$dir/node/sysctl.saved"
+  # What down restores: the settings this node changes (ip_forward, bridge-nf-call-iptables here;
+  # kubelet sets vm.overcommit_memory, kernel.panic, kernel.panic_on_oops… as it starts).
+  local k
+  for k in "${NODE_SYSCTLS[@]}"; do
+    [ ! -f "/proc/sys/$k" ] || echo "$k=$(cat "/proc/sys/$k")"
+  done > "$dir/node/sysctl.saved"
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$NODE_BRIDGE" type bridge
   ip addr replace "$NODE_IP/24" dev "$NODE_BRIDGE"
   ip link set "$NODE_BRIDGE" up
@@ -255,8 +262,10 @@ mode: iptables
 clusterCIDR: $NODE_CIDR
 healthzBindAddress: 127.0.0.1:10256
 metricsBindAddress: 127.0.0.1:10249
-# Leave the host's conntrack settings as they are.
+# Leave the host's conntrack settings as they are, and no NodePorts on 127.0.0.1 (which would
+# set route_localnet for the whole machine).
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+iptables: {localhostNodePorts: false}
 EOF
   node_start "$dir" kube-proxy "$nodedir/kube-proxy" --config "$n/kube-proxy.yaml"
   # Service names: dnsmasq answers cluster.local from a hosts file kept from the Services.
@@ -383,10 +392,10 @@ node_down() {
   done
   ip link del "$NODE_BRIDGE" 2>/dev/null || true
   if [ -f "$n/sysctl.saved" ]; then
-    local ip_forward bridge_nf
-    ip_forward=$(sed -n 's/^ip_forward=//p' "$n/sysctl.saved"); bridge_nf=$(sed -n 's/^bridge_nf=//p' "$n/sysctl.saved")
-    [ -z "$ip_forward" ] || echo "$ip_forward" > /proc/sys/net/ipv4/ip_forward
-    [ -z "$bridge_nf" ] || echo "$bridge_nf" > /proc/sys/net/bridge/bridge-nf-call-iptables
+    local key value
+    while IFS== read -r key value; do
+      [ -z "$key" ] || echo "$value" > "/proc/sys/$key" 2>/dev/null || log "could not restore $key=$value"
+    done < "$n/sysctl.saved"
   fi
   local claimed; read -r claimed _ 2>/dev/null < "$NODE_CLAIM" || true
   [ "${claimed:-}" != "$dir" ] || rm -f "$NODE_CLAIM"
