@@ -30,6 +30,8 @@ nodesrc="$here/hack/node"
 # containerd, kube-proxy and kubelet run iptables, mount, ip… from the PATH.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
 nodedir="$cache/node-$K8S_VERSION-$(cat "$nodesrc/go.sum" "$nodesrc/pause/main.go" "$nodesrc/wget/main.go" | sha256sum | cut -c1-12)"
+# The images written from those binaries, by this version of scripts/oci-image.
+imagekey=$(sha256sum "$here/scripts/oci-image" | cut -c1-12)
 
 # What `up --node` needs from Debian, by command (or file) and package.
 NODE_NEEDS=(containerd:containerd runc:runc ctr:containerd /usr/lib/cni/bridge:containernetworking-plugins
@@ -74,8 +76,8 @@ build_node() {
     (cd "$nodesrc" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$(k8s_ldflags)" -o "$tmp/" "${pkgs[@]}")
     mv "$tmp"/* "$nodedir/" && rmdir "$tmp"
   fi
-  [ -f "$nodedir/pause.tar" ] || "$here/scripts/oci-image" static "$nodedir/pause" /pause "$PAUSE_IMAGE" "$nodedir/pause.tar"
-  [ -f "$nodedir/wget.tar" ] || "$here/scripts/oci-image" static "$nodedir/wget" /bin/wget "$WGET_IMAGE" "$nodedir/wget.tar"
+  [ -f "$nodedir/pause-$imagekey.tar" ] || "$here/scripts/oci-image" static "$nodedir/pause" /pause "$PAUSE_IMAGE" "$nodedir/pause-$imagekey.tar"
+  [ -f "$nodedir/wget-$imagekey.tar" ] || "$here/scripts/oci-image" static "$nodedir/wget" /bin/wget "$WGET_IMAGE" "$nodedir/wget-$imagekey.tar"
   log "node binaries ready in $nodedir"
 }
 
@@ -205,7 +207,7 @@ EOF
   local i
   for i in $(seq 1 100); do [ -S "$(node_sock "$dir")" ] && break; sleep 0.1; done
   [ -S "$(node_sock "$dir")" ] || { log "containerd did not start"; tail -20 "$n/containerd.log" >&2; return 1; }
-  node_import "$dir" "$nodedir/pause.tar" && node_import "$dir" "$nodedir/wget.tar" || return 1
+  node_import "$dir" "$nodedir/pause-$imagekey.tar" && node_import "$dir" "$nodedir/wget-$imagekey.tar" || return 1
 
   cat > "$n/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
