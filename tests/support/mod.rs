@@ -597,3 +597,50 @@ pub fn proc_status_mib(pid: u32, field: &str) -> f64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
     kib / 1024.0
 }
+
+/// A control plane with one real node (`scripts/control-plane up --node`: containerd, kubelet,
+/// the controller manager, the scheduler, kube-proxy), torn down when the test process exits.
+/// Nothing is installed in it. `Err(reason)` when this machine cannot run a node (the script's
+/// exit status 3); any other failure to start panics.
+pub fn start_node() -> Result<Cluster, String> {
+    let dir = tempfile::Builder::new().prefix("deprovisioner-node-").tempdir().unwrap().keep();
+    let out = Command::new(repo().join("scripts/control-plane"))
+        .args(["up", "--node", dir.to_str().unwrap()])
+        .env("DEPROVISIONER_OWNER_PID", std::process::id().to_string())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("running scripts/control-plane up --node");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.code() == Some(3) {
+        let _ = std::fs::remove_dir_all(&dir);
+        let reason = stderr.lines().rev().find(|l| l.contains("cannot run a node here")).unwrap_or("no reason given");
+        return Err(reason.trim_start_matches("control-plane: ").to_string());
+    }
+    assert!(out.status.success(), "the node did not start (scripts/control-plane up --node):\n{stderr}");
+    for line in stderr.lines().filter(|l| l.contains("Ready after") || l.contains("ready at")) {
+        eprint_uncaptured(line);
+    }
+    let env = String::from_utf8(out.stdout).unwrap();
+    let bin_dir = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export PATH=").and_then(|p| p.split(':').next()))
+        .map(PathBuf::from)
+        .expect("PATH line");
+    Ok(Cluster {
+        kubeconfig: dir.join("kubeconfig"),
+        operator_kubeconfig: dir.join("operator.kubeconfig"),
+        dir,
+        bin_dir,
+    })
+}
+
+/// Writes to the test process's stderr past libtest's capture (which takes `print!` and
+/// `eprint!` only), so `make test` shows it: skip reasons, timings.
+pub fn eprint_uncaptured(text: &str) {
+    use std::io::Write;
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = e.write_all(b"\n");
+    }
+}
