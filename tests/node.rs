@@ -239,7 +239,7 @@ async fn the_chart_runs_on_a_real_node() {
 
     let secret = rotate_the_secret_without_a_restart(c, &secret, &pod_names).await;
     // People whose access the takeover stages remove, one per call.
-    let crowd: Vec<String> = (0..40).map(|i| format!("p{i}@lumos.com")).collect();
+    let crowd: Vec<String> = (0..300).map(|i| format!("p{i}@lumos.com")).collect();
     role_binding(&admin, &team, "crowd", "view", crowd.iter().map(|e| user(e)).collect()).await;
     let mut people = crowd.iter();
     let leader = takeover(c, &admin, &url, &secret, &app, &mut people, Takeover::DeleteThePod(leader)).await;
@@ -383,6 +383,28 @@ async fn takeover(
         assert!(started.elapsed() < Duration::from_secs(60), "no SUCCESS within 60 s of the {what}: {errors:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    if matches!(how, Takeover::DeleteThePod(_)) {
+        // A graceful stop refuses no call: the pod keeps serving (preStop sleep) while it is
+        // taken out of the Service, then answers what it holds. Checked with a call after call
+        // from the delete until the old pod is gone.
+        assert!(errors.is_empty(), "calls not answered SUCCESS while the leader pod stopped gracefully: {errors:?}");
+        let mut during = 0;
+        while c.kubectl(&["-n", NS, "get", "pod", &old, "-o", "name"]).status.success() {
+            assert!(started.elapsed() < Duration::from_secs(90), "the deleted pod is still there after 90 s");
+            let email = people.next().expect("enough people for the graceful stop");
+            match lumos_call_to(url, "", secret, &payload(app, email, &[])).await {
+                Ok((200, answer)) if answer["response"] == "SUCCESS" => during += 1,
+                Ok((status, answer)) => errors.push(format!("{status} {answer}")),
+                Err(e) => errors.push(short_error(&e)),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(errors.is_empty(), "calls not answered SUCCESS while the leader pod stopped gracefully: {errors:?}");
+        eprint_uncaptured(&format!(
+            "node: leader pod deleted: {during} more calls while it stopped ({:.1} s until it was gone), every one SUCCESS",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     let pods = kubectl_json(c, &["-n", NS, "get", "pods", "-l", &format!("app.kubernetes.io/instance={RELEASE}")]);
     let names: Vec<String> = pods["items"]
         .as_array()
