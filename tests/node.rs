@@ -10,7 +10,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use deprovisioner::crd::Phase;
@@ -244,7 +244,108 @@ async fn the_chart_runs_on_a_real_node() {
     let mut people = crowd.iter();
     let leader = takeover(c, &admin, &url, &secret, &app, &mut people, Takeover::DeleteThePod(leader)).await;
     takeover(c, &admin, &url, &secret, &app, &mut people, Takeover::KillTheProcess(leader)).await;
+    upgrade_under_a_stream_of_calls(c, &admin, &url, &secret, &app, people.cloned().collect(), &team).await;
     uninstall_keeps_the_records(c, &admin).await;
+}
+
+/// `helm upgrade` that rolls both pods (a changed pod annotation) while a client sends one
+/// distinct Lumos call after another through the Service: every call is answered `SUCCESS`
+/// within Lumos's 15 s, no connection is refused or reset, and every `SUCCESS` is true in the
+/// cluster (the record finished, the person is gone from the binding).
+async fn upgrade_under_a_stream_of_calls(
+    c: &'static Cluster,
+    admin: &kube::Client,
+    url: &str,
+    secret: &str,
+    app: &str,
+    people: Vec<String>,
+    team: &str,
+) {
+    let before: Vec<String> =
+        kubectl_json(c, &["-n", NS, "get", "pods", "-l", &format!("app.kubernetes.io/instance={RELEASE}")])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = {
+        let (url, secret, app, stop) = (url.to_string(), secret.to_string(), app.to_string(), stop.clone());
+        tokio::spawn(async move {
+            let mut answered = vec![];
+            for email in people {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let sent = Instant::now();
+                let result = lumos_call_to(&url, "", &secret, &payload(&app, &email, &[])).await;
+                answered.push((email, sent.elapsed(), result.map_err(|e| short_error(&e))));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answered
+        })
+    };
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        helm(
+            c,
+            &[
+                "upgrade",
+                RELEASE,
+                "charts/deprovisioner",
+                "--namespace",
+                NS,
+                "--reuse-values",
+                "--set",
+                &format!("podAnnotations.rolled={}", unique("roll")),
+                "--wait",
+                "--timeout",
+                "5m",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "helm upgrade: {}", text(&out.stderr));
+    // The rollout is done when no pod of before is left (they stop after their preStop sleep).
+    while kubectl_json(c, &["-n", NS, "get", "pods", "-l", &format!("app.kubernetes.io/instance={RELEASE}")])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| before.iter().any(|b| p["metadata"]["name"] == b.as_str()))
+    {
+        assert!(started.elapsed() < Duration::from_secs(180), "the old pods are still there after 3 min");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rolled = started.elapsed();
+    // A few more calls to the new pods, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = stream.await.unwrap();
+    let bad: Vec<String> = answered
+        .iter()
+        .filter(|(_, took, r)| {
+            !matches!(r, Ok((200, a)) if a["response"] == "SUCCESS") || *took > Duration::from_secs(15)
+        })
+        .map(|(email, took, r)| format!("{email} after {:.1} s: {r:?}", took.as_secs_f64()))
+        .collect();
+    assert!(bad.is_empty(), "calls not answered SUCCESS within 15 s during the upgrade: {bad:?}");
+    for (_, _, r) in &answered {
+        let Ok((_, answer)) = r else { unreachable!() };
+        let record = wait_terminal(admin, &request_name(answer), Duration::from_secs(30)).await;
+        assert_eq!(phase(&record), Phase::Succeeded);
+    }
+    let left = names(&get_rb(admin, team, "crowd").await.unwrap().subjects);
+    for (email, _, _) in &answered {
+        assert!(!left.contains(&format!("User:{email}")), "{email} was answered SUCCESS but is still bound");
+    }
+    let slowest = answered.iter().map(|(_, t, _)| *t).max().unwrap_or_default();
+    eprint_uncaptured(&format!(
+        "node: helm upgrade rolled both pods in {:.1} s under a stream of calls: {} calls, every one SUCCESS and true in the cluster, the slowest answered in {:.2} s",
+        rolled.as_secs_f64(),
+        answered.len(),
+        slowest.as_secs_f64()
+    ));
 }
 
 /// The Secret gets a second line (Lumos's new secret): each pod accepts it, through the mounted
