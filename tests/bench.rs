@@ -517,6 +517,14 @@ async fn run(sizes: Sizes) -> String {
         let before = api_requests(cl);
         let b = burst(&op, &c, &big_app, range).await;
         print_api_requests(&before, &api_requests(cl), b.done.len());
+        let records = Api::<DeprovisionRequest>::all(c.clone())
+            .list(&ListParams::default().labels(&format!("access.deprovisioner.dev/app={big_app}")))
+            .await
+            .unwrap()
+            .items
+            .len();
+        // One record per call, none twice (the sequential calls and every burst so far).
+        assert_eq!(records, from, "records of the big namespace's app after the burst of {n}");
         removed.extend(b.done.iter().copied());
         check_bindings(&c, &big, sizes.bindings, &removed).await;
         let rate = b.done.len() as f64 / b.completion.as_secs_f64();
