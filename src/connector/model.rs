@@ -49,6 +49,9 @@ pub enum IdError {
         "{0:?} is not an entitlement of the Lumos connector (namespace_role/<namespace>/<Role|ClusterRole>:<name> or cluster_role//ClusterRole:<name>)"
     )]
     Permission(String),
+    /// A namespace resource id that is not a namespace name.
+    #[error("{0:?} is not a namespace name, so not a resource of this connector")]
+    Namespace(String),
     /// The resource does not fit the entitlement type.
     #[error("resource {resource:?} of type {resource_type:?} does not fit entitlement type {entitlement_type:?}")]
     Resource {
@@ -146,7 +149,8 @@ impl Entitlement {
             (CLUSTER_ROLE, ..) if kind != "ClusterRole" => {
                 return Err(IdError::Entitlement(entitlement_id.to_string()));
             }
-            (NAMESPACE_ROLE, NAMESPACE, ns) if !ns.is_empty() => Scope::Namespace(ns.to_string()),
+            (NAMESPACE_ROLE, NAMESPACE, ns) if crate::plan::is_dns_label(ns) => Scope::Namespace(ns.to_string()),
+            (NAMESPACE_ROLE, NAMESPACE, ns) if !ns.is_empty() => return Err(IdError::Namespace(ns.to_string())),
             _ => {
                 return Err(IdError::Resource {
                     resource: resource_id.to_string(),

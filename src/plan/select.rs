@@ -110,32 +110,28 @@ fn check_coverage(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]
     Ok(())
 }
 
-/// Refuses a permission that `entitlements` rules apply to when none of them allows the
-/// entitlement it names, giving each rule's reason.
-fn check_entitlements(
-    spec: &DeprovisionRequestSpec,
-    policies: &[&DeprovisionPolicy],
-    namespaces: &[Namespace],
-) -> Result<(), PlanError> {
-    for perm in &spec.permissions {
-        let mut refusals = vec![];
-        for p in policies {
-            for (i, rule) in p.spec.rules.iter().enumerate() {
-                let Some(e) = &rule.entitlements else { continue };
-                if !rule.permissions.is_empty() && !rule.permissions.iter().any(|pat| glob_match(pat, &perm.value)) {
-                    continue;
-                }
-                match select_entitlement(e, &perm.value, namespaces) {
-                    Ok(_) => return Ok(()),
-                    Err(why) => refusals.push(format!("DeprovisionPolicy {} rules[{i}]: {why}", p.name_any())),
-                }
+/// What the `entitlements` rules said of each permission value, across every matching policy:
+/// a value is refused only when some rule applies to it and none allows it.
+#[derive(Default)]
+struct EntitlementVerdicts {
+    allowed: BTreeSet<String>,
+    /// Each refusing rule's reason, by value.
+    refused: BTreeMap<String, Vec<String>>,
+}
+
+impl EntitlementVerdicts {
+    /// The first permission of the request that no applying rule allows.
+    fn check(mut self, spec: &DeprovisionRequestSpec) -> Result<(), PlanError> {
+        for perm in &spec.permissions {
+            if self.allowed.contains(&perm.value) {
+                continue;
+            }
+            if let Some(why) = self.refused.remove(&perm.value) {
+                return Err(PlanError::Entitlement { permission: perm.value.clone(), why: why.join("; ") });
             }
         }
-        if !refusals.is_empty() {
-            return Err(PlanError::Entitlement { permission: perm.value.clone(), why: refusals.join("; ") });
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// What every matching policy selects for this request.
@@ -145,17 +141,18 @@ pub(super) fn select<'p>(
     namespaces: &[Namespace],
 ) -> Result<Vec<Selection<'p>>, PlanError> {
     check_coverage(spec, policies)?;
-    check_entitlements(spec, policies, namespaces)?;
+    let mut verdicts = EntitlementVerdicts::default();
     let mut out = Vec::new();
     for policy in policies {
         let mut sel = Selection { policy, bindings: Vec::new(), external: Vec::new() };
         for (i, rule) in policy.spec.rules.iter().enumerate() {
             for perm in applicable(rule, spec) {
-                select_rule(&mut sel, i, rule, perm, namespaces)?;
+                select_rule(&mut sel, i, rule, perm, namespaces, &mut verdicts)?;
             }
         }
         out.push(sel);
     }
+    verdicts.check(spec)?;
     Ok(out)
 }
 
@@ -166,6 +163,7 @@ fn select_rule<'p>(
     rule: &'p AccessRule,
     perm: Option<&str>,
     namespaces: &[Namespace],
+    verdicts: &mut EntitlementVerdicts,
 ) -> Result<(), PlanError> {
     let why = match perm {
         Some(v) => format!("rules[{i}] for permission {v:?}"),
@@ -213,10 +211,17 @@ fn select_rule<'p>(
         let Some(value) = perm else {
             return Err(PlanError::NeedsPermission { policy: sel.policy.name_any(), rule: i });
         };
-        // Outside this rule's bounds it selects nothing; `check_entitlements` has made sure some
-        // rule allows each permission.
-        if let Ok(b) = select_entitlement(e, value, namespaces) {
-            sel.bindings.push((b, format!("{why}: entitlements")));
+        // Outside this rule's bounds it selects nothing; the request fails when no rule allows the
+        // value (`EntitlementVerdicts::check`).
+        match select_entitlement(e, value, namespaces) {
+            Ok(b) => {
+                verdicts.allowed.insert(value.to_string());
+                sel.bindings.push((b, format!("{why}: entitlements")));
+            }
+            Err(refused) => {
+                let said = format!("DeprovisionPolicy {} rules[{i}]: {refused}", sel.policy.name_any());
+                verdicts.refused.entry(value.to_string()).or_default().push(said);
+            }
         }
     }
     if let Some(t) = &rule.scim {

@@ -83,18 +83,7 @@ impl Cluster {
             .output()
             .expect("running scripts/control-plane up");
         assert!(out.status.success(), "control plane did not start");
-        let env = String::from_utf8(out.stdout).unwrap();
-        let bin_dir = env
-            .lines()
-            .find_map(|l| l.strip_prefix("export PATH=").and_then(|p| p.split(':').next()))
-            .map(PathBuf::from)
-            .expect("PATH line");
-        let c = Cluster {
-            kubeconfig: dir.join("kubeconfig"),
-            operator_kubeconfig: dir.join("operator.kubeconfig"),
-            dir,
-            bin_dir,
-        };
+        let c = Cluster::from_env(dir, &out.stdout);
         let ns = c.kubectl(&["create", "namespace", "deprovisioner"]);
         assert!(ns.status.success(), "{}", String::from_utf8_lossy(&ns.stderr));
         for f in ["crds/crds.yaml", "deploy/rbac.yaml"] {
@@ -104,6 +93,22 @@ impl Cluster {
         let out = c.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         c
+    }
+
+    /// The control plane `scripts/control-plane up` started in `dir`, from the environment lines
+    /// it printed (`export PATH=<its binaries>:…`).
+    fn from_env(dir: PathBuf, printed: &[u8]) -> Cluster {
+        let bin_dir = String::from_utf8_lossy(printed)
+            .lines()
+            .find_map(|l| l.strip_prefix("export PATH=").and_then(|p| p.split(':').next()))
+            .map(PathBuf::from)
+            .expect("PATH line");
+        Cluster {
+            kubeconfig: dir.join("kubeconfig"),
+            operator_kubeconfig: dir.join("operator.kubeconfig"),
+            dir,
+            bin_dir,
+        }
     }
 
     /// An admin client (system:masters) for this control plane.
@@ -620,18 +625,7 @@ pub fn start_node() -> Result<Cluster, String> {
     for line in stderr.lines().filter(|l| l.contains("Ready after") || l.contains("ready at")) {
         eprint_uncaptured(line);
     }
-    let env = String::from_utf8(out.stdout).unwrap();
-    let bin_dir = env
-        .lines()
-        .find_map(|l| l.strip_prefix("export PATH=").and_then(|p| p.split(':').next()))
-        .map(PathBuf::from)
-        .expect("PATH line");
-    Ok(Cluster {
-        kubeconfig: dir.join("kubeconfig"),
-        operator_kubeconfig: dir.join("operator.kubeconfig"),
-        dir,
-        bin_dir,
-    })
+    Ok(Cluster::from_env(dir, &out.stdout))
 }
 
 /// Writes to the test process's stderr past libtest's capture (which takes `print!` and

@@ -133,6 +133,9 @@ fn entitlement_ids_parse_only_as_listed() {
         (NAMESPACE_ROLE, "ClusterRole:x", NAMESPACE, ""),
         (NAMESPACE_ROLE, "Binding:x", NAMESPACE, "a"),
         (NAMESPACE_ROLE, "ClusterRole:", NAMESPACE, "a"),
+        // Not a namespace name: it would change what the request's permission value says.
+        (NAMESPACE_ROLE, "ClusterRole:x", NAMESPACE, "a/b"),
+        (NAMESPACE_ROLE, "ClusterRole:x", NAMESPACE, "Team-A"),
         ("license", "ClusterRole:x", "", ""),
     ] {
         assert!(Entitlement::parse(t, e, rt, r).is_err(), "{t} {e} {rt} {r:?} was accepted");
