@@ -10,12 +10,13 @@
 //! missing, or the watch is slow) the caller reads the API server directly instead.
 
 mod barrier;
+mod by_subject;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -25,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 
 use barrier::Barrier;
 pub use barrier::{BARRIER_ANNOTATION, BarrierError};
+use by_subject::{BySubject, Filed};
+
+use crate::plan::subject::SubjectKey;
 
 /// How long a plan waits for the barrier before reading the API server directly.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -33,6 +37,8 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct BindingIndex {
     role_bindings: Store<RoleBinding>,
     cluster_role_bindings: Store<ClusterRoleBinding>,
+    rb_by_subject: Arc<BySubject>,
+    crb_by_subject: Arc<BySubject>,
     rb_barrier: Arc<Barrier<RoleBinding>>,
     crb_barrier: Arc<Barrier<ClusterRoleBinding>>,
     changes: broadcast::Sender<Change>,
@@ -86,9 +92,18 @@ impl BindingIndex {
         let rb_barrier = Arc::new(Barrier::new(rb_api, sentinel, instance.clone(), Some(namespace)));
         let crb_barrier = Arc::new(Barrier::new(Api::all(client.clone()), sentinel, instance, None));
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
-        let role_bindings = watch(Api::all(client.clone()), rb_barrier.clone(), changes.clone(), stop);
-        let cluster_role_bindings = watch(Api::all(client.clone()), crb_barrier.clone(), changes.clone(), stop);
-        Arc::new(BindingIndex { role_bindings, cluster_role_bindings, rb_barrier, crb_barrier, changes })
+        let (role_bindings, rb_by_subject) = watch(Api::all(client.clone()), rb_barrier.clone(), changes.clone(), stop);
+        let (cluster_role_bindings, crb_by_subject) =
+            watch(Api::all(client.clone()), crb_barrier.clone(), changes.clone(), stop);
+        Arc::new(BindingIndex {
+            role_bindings,
+            cluster_role_bindings,
+            rb_by_subject,
+            crb_by_subject,
+            rb_barrier,
+            crb_barrier,
+            changes,
+        })
     }
 
     /// Returns once the index holds every binding written before this call, of the kinds asked
@@ -124,6 +139,34 @@ impl BindingIndex {
                 false => vec![],
             },
         }
+    }
+
+    /// The bindings that may name one of `keys` (a subject filed under one of them; the caller
+    /// still matches exactly): the RoleBindings of `namespaces` (of every namespace when `None`),
+    /// and the ClusterRoleBindings when `cluster`. Costs what the matches cost, however many
+    /// bindings there are (call [`BindingIndex::sync`] first for a consistent read).
+    pub fn naming(
+        &self,
+        keys: &BTreeSet<SubjectKey>,
+        namespaces: Option<&BTreeSet<String>>,
+        cluster: bool,
+    ) -> Bindings {
+        let in_scope = |ns: &str| namespaces.is_none_or(|n| n.contains(ns));
+        let role_bindings = match namespaces.is_some_and(BTreeSet::is_empty) {
+            true => vec![],
+            false => (self.rb_by_subject.ids(keys).into_iter())
+                .filter_map(|(ns, name)| Some((ns?, name)))
+                .filter(|(ns, _)| in_scope(ns))
+                .filter_map(|(ns, name)| self.role_binding(&ns, &name))
+                .collect(),
+        };
+        let cluster_role_bindings = match cluster {
+            true => (self.crb_by_subject.ids(keys).into_iter())
+                .filter_map(|(_, name)| self.cluster_role_binding(&name))
+                .collect(),
+            false => vec![],
+        };
+        Bindings { role_bindings, cluster_role_bindings }
     }
 
     /// One RoleBinding as the index holds it now (stripped: see [`strip`]).
@@ -184,16 +227,19 @@ pub fn strip<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Runs one watch into a store, telling the barrier what it sees and subscribers what changed.
+/// Runs one watch into a store and its [`BySubject`] map (filed before the store applies an
+/// event, so the map can take out what the store held), telling the barrier what it sees (once
+/// both hold it) and subscribers what changed.
 fn watch<K>(
     api: Api<K>,
     barrier: Arc<Barrier<K>>,
     changes: broadcast::Sender<Change>,
     stop: &CancellationToken,
-) -> Store<K>
+) -> (Store<K>, Arc<BySubject>)
 where
     K: Resource<DynamicType = ()>
         + Changed
+        + Filed
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
@@ -202,7 +248,14 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default()).default_backoff().modify(strip::<K>).reflect(writer);
+    let by_subject = Arc::new(BySubject::default());
+    let (reader, filing) = (store.clone(), by_subject.clone());
+    let stream = (watcher(api, watcher::Config::default()).default_backoff().modify(strip::<K>))
+        .map_ok(move |ev| {
+            filing.apply(&reader, &ev);
+            ev
+        })
+        .reflect(writer);
     let stop = stop.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -226,7 +279,7 @@ where
             }
         }
     });
-    store
+    (store, by_subject)
 }
 
 fn publish<K: Resource + Changed>(changes: &broadcast::Sender<Change>, ev: watcher::Event<K>) {

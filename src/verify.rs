@@ -379,9 +379,11 @@ async fn residual_bindings(
     };
     match index {
         Some(ix) if ix.is_watching() => {
-            let all = ix.all();
-            all.role_bindings.iter().for_each(|b| consider(residual::role_binding(b)));
-            all.cluster_role_bindings.iter().for_each(|b| consider(residual::cluster_role_binding(b)));
+            // Only the bindings filed under the target's subjects can name them.
+            let keys = wanted.iter().map(Wanted::key).collect();
+            let named = ix.naming(&keys, None, true);
+            named.role_bindings.iter().for_each(|b| consider(residual::role_binding(b)));
+            named.cluster_role_bindings.iter().for_each(|b| consider(residual::cluster_role_binding(b)));
         }
         _ => found = search_paged(client, wanted, judge).await.map_err(VerifyError::List)?,
     }

@@ -321,6 +321,44 @@ fn print_api_requests(
     );
 }
 
+/// CPU time (user + system) used so far by each process that does the work: etcd, the API
+/// server, the operator (when given) and this benchmark (the clients).
+fn cpu_times(cl: &Cluster, operator: Option<u32>) -> Vec<(&'static str, Duration)> {
+    let pid_of = |f: &str| std::fs::read_to_string(cl.dir.join(f)).ok().and_then(|p| p.trim().parse::<u32>().ok());
+    let ticks = |pid: u32| -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit(')').next()?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // After the command: state is field 3, utime 14 and stime 15 (1-based, whole line).
+        let t = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(t * 10)) // USER_HZ is 100 on Linux
+    };
+    let mut out = vec![];
+    for (name, pid) in [
+        ("etcd", pid_of("etcd.pid")),
+        ("kube-apiserver", pid_of("apiserver.pid")),
+        ("operator", operator),
+        ("clients", Some(std::process::id())),
+    ] {
+        if let Some(t) = pid.and_then(ticks) {
+            out.push((name, t));
+        }
+    }
+    out
+}
+
+/// Prints the CPU time each process spent between two snapshots, per removal.
+fn print_cpu(before: &[(&str, Duration)], after: &[(&str, Duration)], n: usize) {
+    let parts: Vec<String> = after
+        .iter()
+        .filter_map(|(name, a)| {
+            let b = before.iter().find(|(k, _)| k == name)?.1;
+            Some(format!("{name} {:.2}", a.saturating_sub(b).as_secs_f64() * 1000.0 / n as f64))
+        })
+        .collect();
+    println!("  CPU ms per removal: {}", parts.join(", "));
+}
+
 /// Every binding of `ns` names [`KEEP`], and names its person exactly when that person was not
 /// removed.
 async fn check_bindings(c: &Client, ns: &str, n: usize, removed: &BTreeSet<usize>) {
@@ -440,7 +478,10 @@ async fn run(sizes: Sizes) -> String {
     // Throughput of 8 clients: the bare binding writes (GET + PUT), then whole raw removals.
     let half = sizes.calls + sizes.raw / 2;
     let raw_rate = throughput(&oc, &raw, None, sizes.calls..half).await;
+    let cpu = cpu_times(cl, None);
     let raw_full_rate = throughput(&oc, &raw, Some(&template), half..sizes.calls + sizes.raw - 1).await;
+    println!("whole raw removals:");
+    print_cpu(&cpu, &cpu_times(cl, None), sizes.calls + sizes.raw - 1 - half);
     println!("8 clients: {raw_rate:.0} binding GET+PUT/s; {raw_full_rate:.0} whole raw removals/s");
 
     // 2. Sequential calls.
@@ -514,8 +555,9 @@ async fn run(sizes: Sizes) -> String {
     for n in sizes.bursts.clone() {
         let range = from..(from + n).min(sizes.bindings);
         from = range.end;
-        let before = api_requests(cl);
+        let (before, cpu) = (api_requests(cl), cpu_times(cl, Some(op.pid())));
         let b = burst(&op, &c, &big_app, range).await;
+        print_cpu(&cpu, &cpu_times(cl, Some(op.pid())), b.done.len());
         print_api_requests(&before, &api_requests(cl), b.done.len());
         let records = Api::<DeprovisionRequest>::all(c.clone())
             .list(&ListParams::default().labels(&format!("access.deprovisioner.dev/app={big_app}")))

@@ -7,7 +7,9 @@
 //! Invariants: nothing panics; a parsed payload has a target email and an application; escaped
 //! values never change the structure they are put into; URL checks keep plain http on loopback,
 //! metadata addresses out and templates out of the host; the planner removes only subjects the
-//! policy selects, never a protected one, and never the same subject twice.
+//! policy selects, never a protected one, and never the same subject twice; planning from only the
+//! bindings naming the target (what the index by subject returns) plans what planning from every
+//! binding plans.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -16,11 +18,11 @@ use std::sync::Arc;
 use deprovisioner::crd::{Action, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, SubjectRef};
 use deprovisioner::egress::check_url;
 use deprovisioner::fixtures::{self, subject};
-use deprovisioner::plan::subject::{Principal, Protected, is_system_name};
+use deprovisioner::plan::subject::{Principal, Protected, Wanted, is_system_name};
 use deprovisioner::plan::template::{
     TemplateError, json_escape, render, render_escaped, render_url, scim_filter, url_escape, validate,
 };
-use deprovisioner::plan::{Observed, PlanError, compute, glob_match, validate_policy};
+use deprovisioner::plan::{Observed, PlanError, compute, glob_match, matching_policies, principals, validate_policy};
 use deprovisioner::webhook::payload::parse;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -959,6 +961,36 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(cases(512))]
+
+    /// The controller plans from the bindings the index files under the target's subjects, and
+    /// from every binding in scope only when that plan confirms an absence (its count of bindings
+    /// checked needs them all): the outcome must be the one planning from everything gives.
+    #[test]
+    fn planning_from_the_bindings_naming_the_target_plans_the_same(
+        spec in request(),
+        all in policies(),
+        rbs in prop::collection::vec(binding_seed(), 0..10),
+        crbs in prop::collection::vec(binding_seed(), 0..5),
+    ) {
+        let observed = observed_from(rbs, crbs);
+        let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())) };
+        // The controller plans from everything when the subjects cannot be resolved.
+        let Ok(wanted) = principals(&spec, &matching_policies(&spec, &all)) else { return Ok(()) };
+        let keys = wanted.iter().map(Wanted::key).collect();
+        let named = observed.naming(&keys);
+        let full = compute(&spec, &all, &observed, &protected);
+        let from_named = compute(&spec, &all, &named, &protected);
+        match &full {
+            Ok(p) if p.checks_absence() => {
+                prop_assert!(from_named.as_ref().is_ok_and(|p| p.checks_absence()), "{:#?}", from_named);
+            }
+            _ => prop_assert_eq!(&from_named, &full),
+        }
+    }
+}
+
 /// The planner property is only as good as the worlds it sees: with the default seed, they must
 /// reach plans that remove subjects (from RoleBindings and ClusterRoleBindings) and each of the
 /// refusals the invariants are about, not just "no policy".
@@ -992,6 +1024,17 @@ fn the_planner_worlds_reach_removals_and_refusals() {
         if removals(|s| matches!(s, BindingScope::Cluster)) {
             *seen.entry("removes from a ClusterRoleBinding").or_default() += 1;
         }
+        // The narrowing property needs worlds where the target's bindings are a strict part.
+        let named = principals(&spec, &matching_policies(&spec, &all))
+            .map(|w| observed.naming(&w.iter().map(Wanted::key).collect()))
+            .ok();
+        let fewer = named.is_some_and(|n| {
+            n.role_bindings.len() + n.cluster_role_bindings.len()
+                < observed.role_bindings.len() + observed.cluster_role_bindings.len()
+        });
+        if fewer && removals(|_| true) && outcome.as_ref().is_ok_and(|p| !p.checks_absence()) {
+            *seen.entry("plans from fewer bindings than in scope").or_default() += 1;
+        }
         let kind = match &outcome {
             Ok(_) => "planned",
             Err(PlanError::Protected(_)) => "Protected",
@@ -1004,6 +1047,7 @@ fn the_planner_worlds_reach_removals_and_refusals() {
     }
     let at_least = [
         ("removes from a RoleBinding", 20),
+        ("plans from fewer bindings than in scope", 10),
         ("removes from a ClusterRoleBinding", 10),
         ("Protected", 20),
         ("NotAllowed", 10),

@@ -18,7 +18,9 @@ use crate::crd::{
     Outcome, Phase, PlannedAction, Reason, set_condition,
 };
 use crate::exec::{self, ExecError};
+use crate::index::BindingIndex;
 use crate::metrics::ActionLabels;
+use crate::plan::subject::Wanted;
 use crate::plan::{self, Observed, PlanError};
 
 /// Reconciles a request from the freshest copy: as this controller last wrote it, or else read
@@ -134,6 +136,9 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     };
     match (index, synced) {
         (Some(ix), Some(Ok(()))) => {
+            if let Some(plan) = plan_from_named(rec, ix, &policies, &scope, &observed.namespaces) {
+                return plan.map_err(PlanFailure::Refused);
+            }
             let b = ix.bindings(&scope.namespaces, scope.cluster_role_bindings);
             observed.role_bindings = b.role_bindings;
             observed.cluster_role_bindings = b.cluster_role_bindings;
@@ -146,6 +151,33 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
         }
     }
     plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+}
+
+/// The plan from only the bindings that name the target, looked up by subject in the index (no
+/// other binding can yield an action or a refusal: see [`Observed::naming`]). `None` when the
+/// target's subjects cannot be resolved (planning from everything says why) or the plan confirms
+/// an absence, whose record counts every binding checked: then the caller plans from every
+/// binding in scope.
+fn plan_from_named(
+    rec: &Record,
+    ix: &BindingIndex,
+    policies: &[DeprovisionPolicy],
+    scope: &plan::Scope,
+    namespaces: &[Namespace],
+) -> Option<Result<plan::Plan, PlanError>> {
+    let spec = &rec.obj.spec;
+    let wanted = plan::principals(spec, &plan::matching_policies(spec, policies)).ok()?;
+    let keys = wanted.iter().map(Wanted::key).collect();
+    let named = ix.naming(&keys, Some(&scope.namespaces), scope.cluster_role_bindings);
+    let observed = Observed {
+        namespaces: namespaces.to_vec(),
+        role_bindings: named.role_bindings,
+        cluster_role_bindings: named.cluster_role_bindings,
+    };
+    match plan::compute(spec, policies, &observed, &rec.ctx.settings.protected) {
+        Ok(p) if p.checks_absence() => None,
+        done => Some(done),
+    }
 }
 
 /// The policies from memory when the watch is current and one of them is for this request;

@@ -122,3 +122,53 @@ fn strip_keeps_who_manages_a_binding() {
     assert_eq!(fields.len(), 1, "only the writer of subjects");
     assert_eq!((fields[0].manager.as_deref(), &fields[0].fields_v1), (Some("argocd-controller"), &None));
 }
+
+/// The map by subject follows the store through changes, deletions and a relist, and finds a
+/// binding under any spelling of a subject it names.
+#[test]
+fn bindings_are_found_by_subject_through_changes_and_relists() {
+    use std::collections::BTreeSet;
+
+    use kube::runtime::reflector;
+
+    use super::by_subject::BySubject;
+    use crate::plan::subject::{PrincipalRef, SubjectKey};
+
+    let (store, mut writer) = reflector::store::<RoleBinding>();
+    let by = BySubject::default();
+    let mut deliver = |ev: Event<RoleBinding>| {
+        by.apply(&store, &ev);
+        writer.apply_watcher_event(&ev);
+    };
+    let rb = |ns: &str, name: &str, who: &[&str]| {
+        fixtures::role_binding(ns, name).role("view").subjects(who.iter().map(|w| fixtures::user(w))).build()
+    };
+    let key = |name: &str| -> BTreeSet<SubjectKey> { [PrincipalRef::user(name).key()].into() };
+    let ids = |by: &BySubject, name: &str| -> Vec<String> {
+        by.ids(&key(name)).into_iter().map(|(ns, n)| format!("{}/{n}", ns.unwrap_or_default())).collect()
+    };
+
+    deliver(Event::Init);
+    deliver(Event::InitApply(rb("a", "one", &["peter@x.io", "keep@x.io"])));
+    deliver(Event::InitApply(rb("b", "two", &["Peter@X.io"])));
+    assert!(ids(&by, "peter@x.io").is_empty(), "nothing is live before the list completes");
+    deliver(Event::InitDone);
+    assert_eq!(ids(&by, "peter@x.io"), ["a/one", "b/two"], "any spelling, one key");
+    assert_eq!(ids(&by, "keep@x.io"), ["a/one"]);
+
+    // Peter removed from one: filed under keep only; the other binding deleted.
+    deliver(Event::Apply(rb("a", "one", &["keep@x.io"])));
+    deliver(Event::Delete(rb("b", "two", &["Peter@X.io"])));
+    assert!(ids(&by, "peter@x.io").is_empty());
+    assert_eq!(ids(&by, "keep@x.io"), ["a/one"]);
+
+    // A relist replaces everything: what vanished during a watch gap is gone.
+    deliver(Event::Apply(rb("c", "three", &["peter@x.io"])));
+    deliver(Event::Init);
+    deliver(Event::InitApply(rb("d", "four", &["peter@x.io"])));
+    assert_eq!(ids(&by, "peter@x.io"), ["c/three"], "the old state serves until the relist ends");
+    deliver(Event::InitDone);
+    assert_eq!(ids(&by, "peter@x.io"), ["d/four"]);
+    assert!(ids(&by, "keep@x.io").is_empty());
+    assert_eq!(by.len(), 1);
+}

@@ -233,6 +233,29 @@ pub struct Observed {
     pub cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
 }
 
+impl Observed {
+    /// Only the bindings that may name one of `keys` (a binding with a subject filed under one of
+    /// them): what an index of bindings by subject returns. Planning from these gives the plan
+    /// planning from everything gives, except the number of bindings an absence check counts
+    /// (see [`Plan::checks_absence`]): no other binding can yield an action or an error.
+    pub fn naming(&self, keys: &BTreeSet<subject::SubjectKey>) -> Observed {
+        let names = |subjects: &Option<Vec<_>>, ns: Option<&str>| {
+            subject::keys_of(subjects.as_deref().unwrap_or_default(), ns).any(|k| keys.contains(&k))
+        };
+        Observed {
+            namespaces: self.namespaces.clone(),
+            role_bindings: (self.role_bindings.iter())
+                .filter(|b| names(&b.subjects, b.metadata.namespace.as_deref()))
+                .cloned()
+                .collect(),
+            cluster_role_bindings: (self.cluster_role_bindings.iter())
+                .filter(|b| names(&b.subjects, None))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// What must be read from the cluster to plan.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Scope {
@@ -249,6 +272,15 @@ pub struct Plan {
     pub policies: Vec<String>,
     /// Actions in execution order.
     pub actions: Vec<PlannedAction>,
+}
+
+impl Plan {
+    /// Whether the plan confirms an absence, whose record counts the bindings checked: planned
+    /// from only the bindings naming the target ([`Observed::naming`]), that count is too low, so
+    /// such a plan is computed again from every binding in scope.
+    pub fn checks_absence(&self) -> bool {
+        self.actions.iter().any(|a| matches!(a.action, Action::ConfirmAbsent(_)))
+    }
 }
 
 /// The label `app_id/instance_id` used in messages.

@@ -104,6 +104,34 @@ impl<'a> PrincipalRef<'a> {
         }
     }
 
+    /// The key this identity is found under in an index of bindings by subject: equal for any
+    /// two identities that [`Wanted::matches_ref`] can call the same (kind, and names compared
+    /// ignoring ASCII case), so looking up a wanted identity's key finds every binding that may
+    /// name it. Different identities may share a key (a hash): whoever looks up still matches.
+    pub fn key(self) -> SubjectKey {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        let folded = |h: &mut std::hash::DefaultHasher, s: &str| {
+            s.len().hash(h);
+            s.bytes().for_each(|b| h.write_u8(b.to_ascii_lowercase()));
+        };
+        match self {
+            PrincipalRef::User(n) => {
+                h.write_u8(0);
+                folded(&mut h, n);
+            }
+            PrincipalRef::Group(n) => {
+                h.write_u8(1);
+                folded(&mut h, n);
+            }
+            PrincipalRef::ServiceAccount(ns, n) => {
+                h.write_u8(2);
+                (ns, n).hash(&mut h);
+            }
+        }
+        SubjectKey(h.finish())
+    }
+
     /// The owned form.
     pub fn to_owned(self) -> Principal {
         match self {
@@ -122,6 +150,18 @@ impl std::fmt::Display for Principal {
             Principal::ServiceAccount(ns, n) => write!(f, "ServiceAccount {ns}/{n}"),
         }
     }
+}
+
+/// Where an index of bindings by subject files an identity: see [`PrincipalRef::key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectKey(pub u64);
+
+/// The keys of a binding's subjects (subjects RBAC does not know have none).
+pub fn keys_of<'a>(
+    subjects: &'a [Subject],
+    binding_namespace: Option<&'a str>,
+) -> impl Iterator<Item = SubjectKey> + 'a {
+    subjects.iter().filter_map(move |s| PrincipalRef::of_subject(s, binding_namespace)).map(PrincipalRef::key)
 }
 
 /// A subject the target user is known as, resolved from a policy's subject template.
@@ -144,6 +184,11 @@ impl Wanted {
             SubjectKind::LumosAccount => Principal::from_account_id(&name)?,
         };
         Some(Wanted { principal, case_insensitive })
+    }
+
+    /// The key the bindings that may name this identity are filed under.
+    pub fn key(&self) -> SubjectKey {
+        self.principal.as_ref().key()
     }
 
     /// Whether a binding subject (in canonical form) is this identity.

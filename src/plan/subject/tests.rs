@@ -68,3 +68,48 @@ fn exact_identity_treats_missing_and_empty_namespace_alike() {
     assert!(!is_exactly(&subj("ServiceAccount", "bot", Some("team")), &r));
     assert!(!is_exactly(&subj("User", "bot", None), &r));
 }
+
+/// A wanted identity's key is the key of every subject it matches, whatever the spelling.
+#[test]
+fn keys_agree_with_matching() {
+    let subjects = [
+        subj("User", "Peter@X.io", None),
+        subj("User", "peter@x.io", None),
+        subj("User", "system:serviceaccount:team:bot", None),
+        subj("ServiceAccount", "bot", Some("team")),
+        subj("ServiceAccount", "bot", None),
+        subj("Group", "Peter@x.io", None),
+        subj("Group", "devs", None),
+    ];
+    let wanted = [
+        Wanted::new(SubjectKind::User, "peter@x.io".into(), None, true).unwrap(),
+        Wanted::new(SubjectKind::User, "Peter@X.io".into(), None, false).unwrap(),
+        Wanted::new(SubjectKind::ServiceAccount, "bot".into(), Some("team".into()), false).unwrap(),
+        Wanted::new(SubjectKind::User, "system:serviceaccount:team:bot".into(), None, false).unwrap(),
+        Wanted::new(SubjectKind::Group, "PETER@x.io".into(), None, true).unwrap(),
+        Wanted::new(SubjectKind::LumosAccount, "Group:devs".into(), None, false).unwrap(),
+    ];
+    let mut matched = 0;
+    for w in &wanted {
+        for s in &subjects {
+            for ns in [None, Some("team")] {
+                let Some(p) = PrincipalRef::of_subject(s, ns) else { continue };
+                if w.matches_ref(p) {
+                    matched += 1;
+                    assert_eq!(w.key(), p.key(), "{w:?} matches {s:?} (in {ns:?}) under another key");
+                }
+            }
+        }
+    }
+    assert!(matched >= 10, "the table matches something: {matched}");
+    // Different kinds, namespaces and names are filed apart.
+    let key = |p: PrincipalRef<'_>| p.key();
+    assert_ne!(key(PrincipalRef::User("devs")), key(PrincipalRef::Group("devs")));
+    assert_ne!(key(PrincipalRef::ServiceAccount("a", "b")), key(PrincipalRef::ServiceAccount("A", "b")));
+    assert_ne!(key(PrincipalRef::User("ab")), key(PrincipalRef::User("a")));
+    let keys: Vec<SubjectKey> = keys_of(&subjects[..4], Some("x")).collect();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[2], keys[3]); // the ServiceAccount in disguise, and written as one
+    assert_eq!(keys[2], key(PrincipalRef::ServiceAccount("team", "bot")));
+}
