@@ -14,7 +14,7 @@ mod by_subject;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
@@ -106,18 +106,24 @@ impl BindingIndex {
         })
     }
 
-    /// Returns once the index holds every binding written before this call, of the kinds asked
-    /// for (RoleBindings, ClusterRoleBindings): only their barriers are written.
-    pub async fn sync(&self, role_bindings: bool, cluster_role_bindings: bool) -> Result<(), BarrierError> {
+    /// Returns once the index holds every binding written before `since` (when the Lumos call
+    /// arrived; at the latest, now), of the kinds asked for (RoleBindings, ClusterRoleBindings):
+    /// only their barriers are written.
+    pub async fn sync(
+        &self,
+        since: Instant,
+        role_bindings: bool,
+        cluster_role_bindings: bool,
+    ) -> Result<(), BarrierError> {
         let rb = async {
             match role_bindings {
-                true => self.rb_barrier.pass(BARRIER_TIMEOUT).await,
+                true => self.rb_barrier.pass(since, BARRIER_TIMEOUT).await,
                 false => Ok(()),
             }
         };
         let crb = async {
             match cluster_role_bindings {
-                true => self.crb_barrier.pass(BARRIER_TIMEOUT).await,
+                true => self.crb_barrier.pass(since, BARRIER_TIMEOUT).await,
                 false => Ok(()),
             }
         };

@@ -650,7 +650,7 @@ async fn a_stale_index_copy_is_never_written_back() {
     let stop = tokio_util::sync::CancellationToken::new();
     let index = BindingIndex::start(&operator_client, "deprovisioner", "deprovisioner-index-barrier", &stop);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !(index.is_watching() && index.sync(true, false).await.is_ok()) {
+    while !(index.is_watching() && index.sync(std::time::Instant::now(), true, false).await.is_ok()) {
         assert!(std::time::Instant::now() < deadline, "the index did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -220,7 +220,7 @@ async fn unassign(conn: &Connector, req: UnassignEntitlement) -> Result<Value, C
     }
     let spec = answer::unassign_request(&account, &entitlement);
     let waited = match &conn.writer {
-        Writer::Operator(w) => submit::record_and_wait(w, spec, Instant::now() + w.deadline).await,
+        Writer::Operator(w) => submit::record_and_wait(w, spec, Instant::now()).await,
         Writer::Client { deadline } => submit::record_and_poll(&conn.client, spec, Instant::now() + *deadline).await,
     };
     let waited = waited.map_err(|e| {
@@ -263,7 +263,7 @@ async fn grants(conn: &Connector) -> Result<Vec<model::Grant>, ConnectorError> {
     // The index's barrier proves it holds every binding written before this call (one write
     // shared by concurrent calls); when it cannot pass, the API server is listed instead.
     if let Some(index) = conn.index.as_ref().filter(|ix| ix.is_watching())
-        && index.sync(true, true).await.is_ok()
+        && index.sync(std::time::Instant::now(), true, true).await.is_ok()
     {
         let b = index.all();
         let rbs = b.role_bindings.iter().map(AsRef::as_ref);

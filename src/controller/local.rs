@@ -18,10 +18,16 @@ use crate::crd::DeprovisionRequest;
 /// How long a finished request stays known (reconciles queued by its own last writes still come).
 const KEEP_FINISHED: Duration = Duration::from_secs(30);
 
+/// How long the arrival of a handed-over call is kept (a plan retried later uses its own start,
+/// which is later, so only as precise).
+const KEEP_ARRIVALS: Duration = Duration::from_secs(60);
+
 /// Requests as this controller last wrote them, per-request locks, and the bound on requests
 /// worked at once.
 pub(super) struct Local {
     known: Mutex<HashMap<String, (DeprovisionRequest, Instant)>>,
+    /// When the Lumos call behind each handed-over request arrived.
+    arrivals: Mutex<HashMap<String, Instant>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     slots: Arc<Semaphore>,
 }
@@ -38,6 +44,7 @@ impl Local {
     pub fn new(concurrency: u16) -> Local {
         Local {
             known: Mutex::default(),
+            arrivals: Mutex::default(),
             locks: Mutex::default(),
             slots: Arc::new(Semaphore::new(usize::from(concurrency.max(1)))),
         }
@@ -73,6 +80,12 @@ impl Local {
         known.insert(obj.name_any(), (obj.clone(), Instant::now()));
     }
 
+    /// When the call behind a request handed over here arrived (`None`: it came from the watch,
+    /// or long ago). Its plan needs only the bindings written before that moment.
+    pub fn arrival(&self, name: &str) -> Option<Instant> {
+        self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
+    }
+
     /// Forgets a request: someone else wrote it since (a conflict), so it must be read again.
     pub fn forget(&self, name: &str) {
         self.known.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
@@ -83,6 +96,8 @@ impl Local {
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
         let done = |o: &DeprovisionRequest| o.status.as_ref().is_some_and(|s| s.phase.is_terminal());
         known.retain(|_, (o, at)| !done(o) || at.elapsed() < KEEP_FINISHED);
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        arrivals.retain(|_, at| at.elapsed() < KEEP_ARRIVALS);
     }
 }
 
@@ -90,18 +105,18 @@ impl Local {
 /// runs here (this replica leads).
 #[derive(Default)]
 pub struct Handoff {
-    tx: Mutex<Option<mpsc::Sender<DeprovisionRequest>>>,
+    tx: Mutex<Option<mpsc::Sender<(DeprovisionRequest, Instant)>>>,
 }
 
 impl Handoff {
-    /// Hands a just-created request over; false when no controller runs here (or it is busy:
-    /// its watch brings the request anyway).
-    pub fn give(&self, obj: DeprovisionRequest) -> bool {
+    /// Hands a just-created request over, with when its call arrived; false when no controller
+    /// runs here (or it is busy: its watch brings the request anyway).
+    pub fn give(&self, obj: DeprovisionRequest, arrived: Instant) -> bool {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        tx.as_ref().is_some_and(|tx| tx.try_send(obj).is_ok())
+        tx.as_ref().is_some_and(|tx| tx.try_send((obj, arrived)).is_ok())
     }
 
-    fn open(&self) -> mpsc::Receiver<DeprovisionRequest> {
+    fn open(&self) -> mpsc::Receiver<(DeprovisionRequest, Instant)> {
         let (tx, rx) = mpsc::channel(1024);
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         rx
@@ -121,8 +136,9 @@ pub(super) async fn take_handoffs(ctx: Arc<Context>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = prune.tick() => ctx.local.prune(),
-            Some(obj) = rx.recv() => {
+            Some((obj, arrived)) = rx.recv() => {
                 ctx.local.remember(&obj);
+                ctx.local.arrivals.lock().unwrap_or_else(|p| p.into_inner()).insert(obj.name_any(), arrived);
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let name = obj.name_any();

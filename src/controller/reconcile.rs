@@ -131,7 +131,12 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     // Only the kinds in scope need their barrier.
     let index = rec.ctx.shared.index.as_deref();
     let synced = match index {
-        Some(ix) => Some(ix.sync(!scope.namespaces.is_empty(), scope.cluster_role_bindings).await),
+        Some(ix) => {
+            // Bindings written before the call arrived must be seen (before this plan began,
+            // for a request the watch brought).
+            let since = rec.ctx.local.arrival(&rec.obj.name_any()).unwrap_or_else(std::time::Instant::now);
+            Some(ix.sync(since, !scope.namespaces.is_empty(), scope.cluster_role_bindings).await)
+        }
         None => None,
     };
     match (index, synced) {

@@ -4,7 +4,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher::Event;
@@ -59,6 +59,8 @@ pub(super) struct Barrier<K> {
     namespace: Option<String>,
     /// Generations of barrier writes begun.
     started: AtomicU64,
+    /// The last write begun: its generation, and when it was sent.
+    last_begun: Mutex<Option<(u64, Instant)>>,
     /// The highest generation the watch has delivered (and the store applied).
     seen: watch::Sender<u64>,
     /// Generations seen during a relist, applied to the store only at its end.
@@ -82,6 +84,7 @@ where
             instance,
             namespace: namespace.map(str::to_string),
             started: AtomicU64::new(0),
+            last_begun: Mutex::new(None),
             seen: watch::channel(0).0,
             relisted: Mutex::new(None),
             watching: watch::channel(false).0,
@@ -96,8 +99,11 @@ where
         }
     }
 
-    /// Returns once the index holds every binding written before this call.
-    pub async fn pass(&self, timeout: Duration) -> Result<(), BarrierError> {
+    /// Returns once the index holds every binding written before `since` (at the latest, the
+    /// moment of this call). Any barrier write sent after `since` proves it, so a plan whose
+    /// Lumos call arrived before a write already in flight began waits for that write instead
+    /// of sending its own: a burst of calls is served by a few writes.
+    pub async fn pass(&self, since: Instant, timeout: Duration) -> Result<(), BarrierError> {
         // A watch still listing (a replica starting, or relisting after an error) is waited for
         // within the same time: a plan that fell back to listing would read every binding in
         // scope in full, thousands at once after a restart.
@@ -107,22 +113,47 @@ where
                 return Err(BarrierError::NotWatching { kind: Self::kind() });
             }
         }
-        let arrived = self.started.load(Ordering::SeqCst);
+        if let Some(generation) = self.begun_after(since) {
+            return self.seen_within(generation, timeout).await;
+        }
         let _writing = self.writing.lock().await;
-        if *self.seen.borrow() > arrived {
-            return Ok(()); // a write begun after this call arrived has been seen
+        // The write this call waited behind may have begun after `since`.
+        if let Some(generation) = self.begun_after(since) {
+            return self.seen_within(generation, timeout).await;
         }
         let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.last_begun.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, Instant::now()));
         let value = format!("{}/{generation}", self.instance);
         let patch = serde_json::json!({ "metadata": { "annotations": { BARRIER_ANNOTATION: value } } });
-        let mut seen = self.seen.subscribe();
         let pp = PatchParams::default();
         let patch = Patch::Merge(&patch);
         let write = self.api.patch(&self.name, &pp, &patch);
-        tokio::time::timeout(timeout, write)
-            .await
-            .map_err(|_| BarrierError::Slow { kind: Self::kind(), after: timeout })?
-            .map_err(|source| BarrierError::Write { kind: Self::kind(), name: self.name.clone(), source })?;
+        let written = match tokio::time::timeout(timeout, write).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(source)) => Err(BarrierError::Write { kind: Self::kind(), name: self.name.clone(), source }),
+            Err(_) => Err(BarrierError::Slow { kind: Self::kind(), after: timeout }),
+        };
+        if let Err(e) = written {
+            // Nobody waits for a write that failed: the next plan sends its own.
+            let mut last = self.last_begun.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|(g, _)| g == generation) {
+                *last = None;
+            }
+            return Err(e);
+        }
+        self.seen_within(generation, timeout).await
+    }
+
+    /// The last write begun, when it was sent at or after `since`.
+    fn begun_after(&self, since: Instant) -> Option<u64> {
+        let last = *self.last_begun.lock().unwrap_or_else(|p| p.into_inner());
+        last.filter(|(_, at)| *at >= since).map(|(generation, _)| generation)
+    }
+
+    /// Waits until the watch has delivered the write of `generation` (a write that failed is
+    /// never seen: its waiters time out and read the API server instead).
+    async fn seen_within(&self, generation: u64, timeout: Duration) -> Result<(), BarrierError> {
+        let mut seen = self.seen.subscribe();
         match tokio::time::timeout(timeout, seen.wait_for(|s| *s >= generation)).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(BarrierError::Slow { kind: Self::kind(), after: timeout }),

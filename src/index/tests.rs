@@ -76,7 +76,7 @@ async fn a_barrier_that_cannot_write_fails_in_time() {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let api = Api::namespaced(Client::new(svc, "ops"), "ops");
     let b: Barrier<RoleBinding> = Barrier::new(api, SENTINEL, "me".into(), Some("ops"));
-    let err = b.pass(Duration::from_secs(2)).await.unwrap_err();
+    let err = b.pass(std::time::Instant::now(), Duration::from_secs(2)).await.unwrap_err();
     assert!(err.to_string().contains("watch is not running"), "before the first list: {err}");
     b.saw(&Event::Init);
     b.saw(&Event::InitDone);
@@ -87,8 +87,68 @@ async fn a_barrier_that_cannot_write_fails_in_time() {
         let body = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound","message":"not found"});
         send.send_response(Response::builder().status(404).body(Body::from(body.to_string().into_bytes())).unwrap());
     });
-    let err = b.pass(Duration::from_secs(2)).await.unwrap_err();
+    let err = b.pass(std::time::Instant::now(), Duration::from_secs(2)).await.unwrap_err();
     assert!(err.to_string().contains(&format!("RoleBinding/{SENTINEL}")), "{err}");
+}
+
+/// A plan whose call arrived before a barrier write in flight began is served by that write; a
+/// plan that arrived after it began sends its own once it is seen; a write that failed serves no
+/// one.
+#[tokio::test]
+async fn a_barrier_write_serves_every_call_that_arrived_before_it_began() {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let api = Api::namespaced(Client::new(svc, "ops"), "ops");
+    let b: Arc<Barrier<RoleBinding>> = Arc::new(Barrier::new(api, SENTINEL, "me".into(), Some("ops")));
+    b.saw(&Event::Init);
+    b.saw(&Event::InitDone);
+    let respond = |send: tower_test::mock::SendResponse<Response<Body>>, status: u16, value: &str| {
+        let body = match status {
+            200 => serde_json::to_string(&sentinel("ops", value)).unwrap(),
+            _ => serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":status,"reason":"InternalError","message":"no"}).to_string(),
+        };
+        send.send_response(Response::builder().status(status).body(Body::from(body.into_bytes())).unwrap());
+    };
+    let pass = |since: Instant| {
+        let b = b.clone();
+        tokio::spawn(async move { b.pass(since, Duration::from_secs(5)).await })
+    };
+    let patched = |req: &Request<Body>| req.method() == "PATCH";
+
+    let arrived = Instant::now();
+    let first = pass(arrived);
+    let (req, send) = handle.next_request().await.expect("the first write");
+    assert!(patched(&req));
+    // Arrived before the first write began: served by it, no write of its own.
+    let second = pass(arrived);
+    // Arrived after it began: waits, then writes.
+    let third = pass(Instant::now());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    respond(send, 200, "me/1");
+    b.saw(&Event::Apply(sentinel("ops", "me/1")));
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let (req, send) = handle.next_request().await.expect("the third call's own write");
+    assert!(patched(&req));
+    respond(send, 200, "me/2");
+    b.saw(&Event::Apply(sentinel("ops", "me/2")));
+    third.await.unwrap().unwrap();
+    assert_eq!(b.seen(), 2);
+
+    // A failed write: a call that arrived before it began sends a new one.
+    let arrived = Instant::now();
+    let failing = pass(arrived);
+    let (_, send) = handle.next_request().await.expect("the failing write");
+    respond(send, 500, "");
+    assert!(failing.await.unwrap().is_err());
+    let retry = pass(arrived);
+    let (req, send) = handle.next_request().await.expect("a new write after the failure");
+    assert!(patched(&req));
+    respond(send, 200, "me/4");
+    b.saw(&Event::Apply(sentinel("ops", "me/4")));
+    retry.await.unwrap().unwrap();
 }
 
 #[test]

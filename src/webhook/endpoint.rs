@@ -90,7 +90,7 @@ async fn handle(
             return (StatusCode::BAD_REQUEST, LumosAnswer::failure(bad_payload_message(&e)));
         }
     };
-    let answer = super::submit::submit_and_wait(s, spec, started + s.deadline).await;
+    let answer = super::submit::submit_and_wait(s, spec, started).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     tracing::info!(response = answer.response.as_str(), elapsed_ms, "answered Lumos");
     (StatusCode::OK, answer)

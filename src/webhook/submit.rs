@@ -16,8 +16,8 @@ use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, DeprovisionRequestS
 const LAST_LOOK: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Records the request, then waits until it is terminal or the deadline passes; the Lumos answer.
-pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, deadline: Instant) -> LumosAnswer {
-    match record_and_wait(s, spec, deadline).await {
+pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, arrived: Instant) -> LumosAnswer {
+    match record_and_wait(s, spec, arrived).await {
         Ok(Waited::Record { name, status }) => LumosAnswer::for_record(&name, status.as_deref()),
         Ok(Waited::Deleted(name)) => {
             LumosAnswer::failure(format!("deprovisionrequest/{name} was deleted before it finished"))
@@ -61,19 +61,20 @@ pub enum NotRecorded {
 }
 
 /// Records the request (or attaches to the identical unfinished one of the same source), hands it
-/// to this process's controller, and waits, bounded by the deadline, until it is terminal.
+/// to this process's controller, and waits until it is terminal, at most until the deadline
+/// counted from when the call `arrived`.
 pub async fn record_and_wait(
     s: &WebhookState,
     spec: DeprovisionRequestSpec,
-    deadline: Instant,
+    arrived: Instant,
 ) -> Result<Waited, NotRecorded> {
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
-    let deadline = tokio::time::Instant::from_std(deadline);
+    let deadline = tokio::time::Instant::from_std(arrived + s.deadline);
     let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, spec)).await)?;
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
     let handed = match submitted {
-        Submitted::Created(obj) => s.handoff.give(*obj),
+        Submitted::Created(obj) => s.handoff.give(*obj, arrived),
         Submitted::Attached(_) => false,
     };
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
