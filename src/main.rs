@@ -213,6 +213,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         body_limit: args.body_limit as usize,
         metrics: metrics.clone(),
         in_flight: tokio::sync::Semaphore::new(args.max_in_flight as usize),
+        recording: tokio::sync::Semaphore::new(crate::webhook::RECORDING_AT_ONCE),
         unauthenticated: PerSource::new(args.unauthenticated_per_minute),
         recorded: PerMinute::new(args.max_requests_per_minute),
         controller_alive: AtomicBool::new(true),

@@ -50,6 +50,8 @@ pub struct WebhookState {
     pub metrics: Arc<Metrics>,
     /// Calls handled at once; past it, 503.
     pub in_flight: tokio::sync::Semaphore,
+    /// Records created at once (see [`RECORDING_AT_ONCE`]); the others wait their turn, in order.
+    pub recording: tokio::sync::Semaphore,
     /// Calls with missing or wrong credentials, per source address and minute; past it, 429.
     pub unauthenticated: guard::PerSource,
     /// Requests recorded per minute; past it, FAILURE and nothing recorded.
@@ -65,6 +67,14 @@ pub struct WebhookState {
     /// The policies in memory, when plans read them: the replica is ready once they have listed.
     pub policies: Option<Arc<crate::policies::Policies>>,
 }
+
+/// How many records the webhook creates at once. A burst of calls sent as one would otherwise
+/// fill the API server's queues for this identity (API Priority and Fairness puts one user's
+/// requests in a handful of queues) until it answers 429 to creates and to the controller's own
+/// writes alike, each retried only after the server's `Retry-After` (a second or more). Waiting
+/// here, in arrival order, leaves room for the writes that finish requests, so the first calls
+/// are answered first.
+pub const RECORDING_AT_ONCE: usize = 16;
 
 /// Why a call's credentials were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,7 +70,7 @@ pub async fn record_and_wait(
 ) -> Result<Waited, NotRecorded> {
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(arrived + s.deadline);
-    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, spec)).await)?;
+    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)?;
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
     let handed = match submitted {
@@ -104,7 +104,9 @@ pub async fn record_and_poll(
     let api: Api<DeprovisionRequest> = Api::all(client.clone());
     let deadline = tokio::time::Instant::from_std(deadline);
     let unlimited = PerMinute::new(u32::MAX);
-    let name = recorded(tokio::time::timeout_at(deadline, submit(&api, &unlimited, spec)).await)?.name().to_string();
+    let one_at_a_time = tokio::sync::Semaphore::new(1);
+    let submitted = submit(&api, &unlimited, &one_at_a_time, spec);
+    let name = recorded(tokio::time::timeout_at(deadline, submitted).await)?.name().to_string();
     tracing::info!(request = %name, "request recorded; waiting for the operator to finish it");
     let mut last = None;
     loop {
@@ -185,6 +187,7 @@ fn is_terminal(obj: &DeprovisionRequest) -> bool {
 async fn submit(
     api: &Api<DeprovisionRequest>,
     recorded: &PerMinute,
+    recording: &tokio::sync::Semaphore,
     spec: DeprovisionRequestSpec,
 ) -> Result<Submitted, SubmitError> {
     let fp = naming::fingerprint(&spec);
@@ -213,7 +216,11 @@ async fn submit(
             spec: spec.clone(),
             status: None,
         };
-        match api.create(&PostParams::default(), &obj).await {
+        let created = {
+            let _turn = recording.acquire().await;
+            api.create(&PostParams::default(), &obj).await
+        };
+        match created {
             Ok(created) => return Ok(Submitted::Created(Box::new(created))),
             Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
                 Some(taken) if is_same_call(&taken, &fp, source) && !is_terminal(&taken) => {
