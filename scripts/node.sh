@@ -332,7 +332,7 @@ EOF
     || { log "could not create the IngressClass $INGRESS_CLASS"; return 1; }
   ingress_port=$(free_port)
   node_start "$dir" ingress env KUBECONFIG="$dir/kubeconfig" "$ingressdir/traefik" \
-    --global.checkNewVersion=false --global.sendAnonymousUsage=false --log.level=INFO \
+    --global.checkNewVersion=false --global.sendAnonymousUsage=false --log.level=INFO --log.noColor=true \
     --accessLog=true --accessLog.filePath="$n/ingress-access.log" \
     --entryPoints.websecure.address="127.0.0.1:$ingress_port" --entryPoints.websecure.http.tls=true \
     --providers.kubernetesIngress=true --providers.kubernetesIngress.ingressClass="$INGRESS_CLASS"
