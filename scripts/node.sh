@@ -8,6 +8,10 @@
 #   kube-proxy         iptables mode: a Service's ClusterIP answers on this machine and in pods
 #   a bridge network   bridge dpnode0, pods in 10.244.0.0/24, the node (and API server) at 10.244.0.1
 #   dnsmasq            Service names (NAME.NS.svc.cluster.local) for pods, at 10.244.0.1:53
+#   Traefik            the ingress controller (hack/ingress), on this machine outside the cluster with
+#                      the admin kubeconfig: it serves Ingresses of class `traefik` (an IngressClass
+#                      up creates) over https on 127.0.0.1 (the port in DIR/node/ingress.addr), routing
+#                      to the pods' addresses on the bridge
 #
 # Every component authenticates with the admin certificate (no Node authorizer): a test node.
 # Images cannot be pulled (no registry is reachable): the pause image and the helm test's client
@@ -32,6 +36,14 @@ case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
 nodedir="$cache/node-$K8S_VERSION-$(cat "$nodesrc/go.sum" "$nodesrc/pause/main.go" "$nodesrc/wget/main.go" | sha256sum | cut -c1-12)"
 # The images written from those binaries, by this version of scripts/oci-image.
 imagekey=$(sha256sum "$here/scripts/oci-image" | cut -c1-12)
+# The ingress controller: Traefik's own command, built from hack/ingress (see its README.md) with
+# lego (Traefik's ACME library) copied in without its DNS providers, checked against this hash.
+TRAEFIK_VERSION=v3.7.13
+LEGO_VERSION=v5.4.1
+LEGO_SUM=h1:Jt6xAP9xQrJ3SLLGgxejfDDd3pzdrmuLCWe4oTqHHQc=
+ingresssrc="$here/hack/ingress"
+ingressdir="$cache/ingress-traefik-$TRAEFIK_VERSION-$( (cd "$ingresssrc" && find . -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum; echo "$LEGO_VERSION $LEGO_SUM") | sha256sum | cut -c1-12)"
+INGRESS_CLASS=traefik
 
 # What `up --node` needs from Debian, by command (or file) and package.
 NODE_NEEDS=(containerd:containerd runc:runc ctr:containerd /usr/lib/cni/bridge:containernetworking-plugins
@@ -64,6 +76,7 @@ node_packages() {
 build_node() {
   build
   node_packages || true
+  build_ingress
   mkdir -p "$nodedir"
   local b pkgs=() names=()
   for b in kubelet kube-controller-manager kube-scheduler kube-proxy; do
@@ -79,6 +92,32 @@ build_node() {
   [ -f "$nodedir/pause-$imagekey.tar" ] || "$here/scripts/oci-image" static "$nodedir/pause" /pause "$PAUSE_IMAGE" "$nodedir/pause-$imagekey.tar"
   [ -f "$nodedir/wget-$imagekey.tar" ] || "$here/scripts/oci-image" static "$nodedir/wget" /bin/wget "$WGET_IMAGE" "$nodedir/wget-$imagekey.tar"
   log "node binaries ready in $nodedir"
+}
+
+build_ingress() {
+  if [ ! -x "$ingressdir/traefik" ]; then
+    grep -q "^require github.com/traefik/traefik/v3 $TRAEFIK_VERSION\$" "$ingresssrc/go.mod" \
+      || { log "hack/ingress/go.mod does not require Traefik $TRAEFIK_VERSION"; return 1; }
+    log "building Traefik $TRAEFIK_VERSION (hack/ingress) into $ingressdir (a cold build takes many minutes)"
+    mkdir -p "$ingressdir"
+    local tmp; tmp=$(mktemp -d "$ingressdir/.build.XXXXXX")
+    cp -r "$ingresssrc" "$tmp/src"
+    local lego
+    lego=$(cd "$tmp/src" && go mod download -json "github.com/go-acme/lego/v5@$LEGO_VERSION" \
+      | python3 -c 'import json,sys; m=json.load(sys.stdin); print(m.get("Sum",""), m.get("Dir",""), m.get("Error",""))')
+    if [ "${lego%% *}" != "$LEGO_SUM" ]; then
+      log "lego $LEGO_VERSION: not the expected module ($lego)"; rm -rf "$tmp"; return 1
+    fi
+    cp -r "$(echo "$lego" | cut -d' ' -f2)" "$tmp/src/lego"
+    chmod -R u+w "$tmp/src/lego"
+    cp "$ingresssrc/_lego/zz_gen_dns_providers.go" "$tmp/src/lego/providers/dns/"
+    rm -f "$tmp/src/lego/providers/dns/dns_providers_test.go"
+    (cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
+      -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
+      -o "$tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik) || { rm -rf "$tmp"; return 1; }
+    mv "$tmp/traefik" "$ingressdir/traefik" && rm -rf "$tmp"
+  fi
+  log "ingress controller ready: $ingressdir/traefik"
 }
 
 # Exits 3, saying why, when this machine cannot run the node (a test then skips with that reason).
@@ -284,17 +323,32 @@ EOF
       sleep 1
     done' _ "$bindir/kubectl" "$dir/kubeconfig" "$n/dns/hosts" "$(cat "$n/dnsmasq.pid")"
 
-  # Ready: the node reports Ready (its runtime and network are), and the default ServiceAccount
-  # exists (pods are refused without it).
-  local kc=(--kubeconfig "$dir/kubeconfig")
+  # The ingress controller, as a cluster's would run, but on this machine: Traefik's Kubernetes
+  # Ingress provider with the admin kubeconfig, one https entrypoint on 127.0.0.1 (every router
+  # on it terminates TLS with the certificate of the Ingress's tls Secret), routing to the pods.
+  local kc=(--kubeconfig "$dir/kubeconfig") ingress_port
+  printf 'apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: %s}\nspec: {controller: traefik.io/ingress-controller}\n' \
+    "$INGRESS_CLASS" | "$bindir/kubectl" "${kc[@]}" apply -f - >/dev/null \
+    || { log "could not create the IngressClass $INGRESS_CLASS"; return 1; }
+  ingress_port=$(free_port)
+  node_start "$dir" ingress env KUBECONFIG="$dir/kubeconfig" "$ingressdir/traefik" \
+    --global.checkNewVersion=false --global.sendAnonymousUsage=false --log.level=INFO --log.noColor=true \
+    --accessLog=true --accessLog.filePath="$n/ingress-access.log" \
+    --entryPoints.websecure.address="127.0.0.1:$ingress_port" --entryPoints.websecure.http.tls=true \
+    --providers.kubernetesIngress=true --providers.kubernetesIngress.ingressClass="$INGRESS_CLASS"
+  echo "127.0.0.1:$ingress_port" > "$n/ingress.addr"
+
+  # Ready: the node reports Ready (its runtime and network are), the default ServiceAccount
+  # exists (pods are refused without it), and the ingress controller listens.
   for i in $(seq 1 1200); do
     if [ "$("$bindir/kubectl" "${kc[@]}" get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ] \
-       && "$bindir/kubectl" "${kc[@]}" -n default get serviceaccount default >/dev/null 2>&1; then
-      log "node $NODE_NAME Ready after $((SECONDS - started)) s (logs in $n)"
+       && "$bindir/kubectl" "${kc[@]}" -n default get serviceaccount default >/dev/null 2>&1 \
+       && (exec 3<>"/dev/tcp/127.0.0.1/$ingress_port") 2>/dev/null; then
+      log "node $NODE_NAME Ready after $((SECONDS - started)) s; Ingresses of class $INGRESS_CLASS served at https://127.0.0.1:$ingress_port (logs in $n)"
       return 0
     fi
     local p
-    for p in containerd kubelet kube-controller-manager kube-scheduler kube-proxy dnsmasq; do
+    for p in containerd kubelet kube-controller-manager kube-scheduler kube-proxy dnsmasq ingress; do
       if ! kill -0 "$(cat "$n/$p.pid")" 2>/dev/null; then
         log "$p exited; last lines of $n/$p.log:"; tail -20 "$n/$p.log" >&2; return 1
       fi
@@ -342,6 +396,7 @@ node_iptables_cleanup() {
 node_down() {
   local dir=$1 n=$1/node
   local kc=(--kubeconfig "$dir/kubeconfig")
+  node_stop "$dir" ingress
   # Nothing new is scheduled; kubelet stops every pod (CNI teardown, network namespace removal).
   node_stop "$dir" kube-controller-manager
   node_stop "$dir" kube-scheduler

@@ -1,7 +1,8 @@
 //! The chart on a real node: `scripts/control-plane up --node` (containerd, kubelet, the
 //! controller manager, the scheduler, kube-proxy on this machine), the operator's image assembled
 //! from what the Dockerfile ships (`scripts/oci-image`) and imported, `helm install`, and Lumos's
-//! call through the Service. Where this machine cannot run a node (not root, no containerd…) the
+//! call through the Service and, over https, through the chart's Ingress (served by the node's
+//! ingress controller, Traefik). Where this machine cannot run a node (not root, no containerd…) the
 //! node tests say so on stderr, `SKIPPED …: <reason>`, and pass: nothing was proven there.
 //!
 //!     cargo test --test node -- --nocapture      # about N min warm; see docs/helm.md
@@ -24,6 +25,11 @@ const IMAGE_TAG: &str = "node-test";
 const TEST_IMAGE: &str = "localhost/deprovisioner-node/wget:1";
 const RELEASE: &str = "deprovisioner";
 const NS: &str = "deprovisioner";
+/// The chart's Ingress: its class (the IngressClass `up --node` creates for Traefik), its host
+/// and the Secret holding the host's certificate (from a CA the test makes).
+const INGRESS_CLASS: &str = "traefik";
+const INGRESS_HOST: &str = "deprovisioner.test";
+const INGRESS_TLS_SECRET: &str = "deprovisioner-ingress-tls";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -159,9 +165,10 @@ fn the_image_is_assembled_from_the_dockerfile() {
     }
 }
 
-/// The chart's pods on the node: `helm install` (defaults, 2 replicas, the local image), Ready
-/// through their real probes, one leader, Lumos's call through the Service's ClusterIP removes
-/// the binding, and `helm test` passes.
+/// The chart's pods on the node: `helm install` (defaults, 2 replicas, the local image, the
+/// Ingress with TLS), Ready through their real probes, one leader, Lumos's call through the
+/// Service's ClusterIP removes the binding, so does one over https through the Ingress, and
+/// `helm test` passes.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_chart_runs_on_a_real_node() {
     let Some(c) = node("the_chart_runs_on_a_real_node") else { return };
@@ -171,6 +178,7 @@ async fn the_chart_runs_on_a_real_node() {
     }
     let admin = c.admin().await;
     operator_image(c);
+    let ingress_ca = ingress_certificate(c);
 
     let started = Instant::now();
     helm_ok(
@@ -181,10 +189,11 @@ async fn the_chart_runs_on_a_real_node() {
             "charts/deprovisioner",
             "--namespace",
             NS,
-            "--create-namespace",
             "--set",
             &format!(
-                "replicaCount=2,image.repository={IMAGE_REPOSITORY},image.tag={IMAGE_TAG},tests.image={TEST_IMAGE}"
+                "replicaCount=2,image.repository={IMAGE_REPOSITORY},image.tag={IMAGE_TAG},tests.image={TEST_IMAGE},\
+                 ingress.enabled=true,ingress.className={INGRESS_CLASS},ingress.host={INGRESS_HOST},\
+                 ingress.tls.secretName={INGRESS_TLS_SECRET}"
             ),
             "--wait",
             "--timeout",
@@ -231,6 +240,8 @@ async fn the_chart_runs_on_a_real_node() {
     assert_eq!(phase(&record), Phase::Succeeded);
     assert_eq!(names(&get_rb(&admin, &team, "pair").await.unwrap().subjects), ["User:stays@lumos.com"]);
 
+    lumos_through_the_ingress(c, &admin, &ingress_ca, &secret, &app, &team).await;
+
     // `helm test`: its pod calls /healthz by the Service's name (the node's resolver).
     let started = Instant::now();
     let out = helm_ok(c, &["test", RELEASE, "--namespace", NS, "--timeout", "2m"]);
@@ -246,6 +257,135 @@ async fn the_chart_runs_on_a_real_node() {
     takeover(c, &admin, &url, &secret, &app, &mut people, Takeover::KillTheProcess(leader)).await;
     upgrade_under_a_stream_of_calls(c, &admin, &url, &secret, &app, people.cloned().collect(), &team).await;
     uninstall_keeps_the_records(c, &admin).await;
+}
+
+/// A CA of the test's own and a certificate from it for the Ingress's host, in the Secret the
+/// chart's Ingress names (made before `helm install`, as cert-manager or an admin would).
+/// Returns the CA's certificate (PEM), the one root the test's https client trusts.
+fn ingress_certificate(c: &Cluster) -> Vec<u8> {
+    let dir = c.dir.join("ingress-pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.ext"), format!("subjectAltName=DNS:{INGRESS_HOST}\nextendedKeyUsage=serverAuth\n"))
+        .unwrap();
+    let cn_ca = "/CN=deprovisioner-ingress-test-ca";
+    let cn = format!("/CN={INGRESS_HOST}");
+    for args in [
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", cn_ca,
+        ][..],
+        &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", &cn],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tls.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "tls.ext",
+        ],
+    ] {
+        let out = Command::new("openssl").current_dir(&dir).args(args).output().expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", text(&out.stderr));
+    }
+    // The namespace first: the Secret must be there when the Ingress is.
+    let out = c.kubectl(&["create", "namespace", NS]);
+    assert!(out.status.success() || text(&out.stderr).contains("AlreadyExists"), "{}", text(&out.stderr));
+    let (crt, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    kubectl_ok(
+        c,
+        &[
+            "-n",
+            NS,
+            "create",
+            "secret",
+            "tls",
+            INGRESS_TLS_SECRET,
+            "--cert",
+            crt.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    std::fs::read(dir.join("ca.crt")).unwrap()
+}
+
+/// Lumos's real path: a POST to `https://deprovisioner.test:<port>/webhooks/lumos/deprovision`,
+/// with the header the admin enters in Lumos (`Authorization: Bearer <secret>`, docs/helm.md),
+/// to the node's ingress controller (Traefik, `up --node`), which serves the chart's Ingress:
+/// TLS with the certificate of the Ingress's Secret, checked against the test's CA and nothing
+/// else (the host name resolved to the controller's address, as DNS would), then routed to a
+/// pod. The answer is `SUCCESS` and the person is gone from the binding.
+async fn lumos_through_the_ingress(c: &Cluster, admin: &kube::Client, ca: &[u8], secret: &str, app: &str, team: &str) {
+    let addr: std::net::SocketAddr =
+        std::fs::read_to_string(c.dir.join("node/ingress.addr")).unwrap().trim().parse().unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap())
+        .resolve(INGRESS_HOST, addr)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let url = format!("https://{INGRESS_HOST}:{}", addr.port());
+    role_binding(admin, team, "via-ingress", "view", vec![user("mysterio@lumos.com"), user("stays@lumos.com")]).await;
+
+    // The controller picks the Ingress, its Secret and the Service's endpoints up from the API
+    // server: until then the TLS handshake fails (its default certificate is not the test CA's)
+    // or it answers 404. A dry run for nobody shows the route is there (it removes nothing).
+    let started = Instant::now();
+    loop {
+        let last = match lumos_call_with(
+            &client,
+            &url,
+            "?dryRun=true",
+            secret,
+            &payload("no-such-app", "nobody@lumos.com", &[]),
+        )
+        .await
+        {
+            Ok((200, _)) => break,
+            Ok((status, answer)) => format!("{status} {answer}"),
+            Err(e) => e,
+        };
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the Ingress not served at {url} after 60 s: {last}; see {}/node/ingress.log",
+            c.dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let routed = started.elapsed();
+
+    let sent = Instant::now();
+    let (status, answer) = lumos_call_with(&client, &url, "", secret, &payload(app, "mysterio@lumos.com", &[]))
+        .await
+        .expect("Lumos's call through the Ingress");
+    let took = sent.elapsed();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    let record = wait_terminal(admin, &request_name(&answer), Duration::from_secs(30)).await;
+    assert_eq!(phase(&record), Phase::Succeeded);
+    assert_eq!(names(&get_rb(admin, team, "via-ingress").await.unwrap().subjects), ["User:stays@lumos.com"]);
+    // The controller's access log has the call, routed by the Ingress's router.
+    let log = std::fs::read_to_string(c.dir.join("node/ingress-access.log")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"POST /webhooks/lumos/deprovision HTTP/") && l.contains(&format!("{NS}-{RELEASE}-"))),
+        "the call is not in Traefik's access log:\n{log}"
+    );
+    eprint_uncaptured(&format!(
+        "node: Lumos's call over https through the chart's Ingress (Traefik, TLS from the test CA for {INGRESS_HOST}): SUCCESS in {:.2} s, the binding changed; the route first answered {:.1} s into this stage",
+        took.as_secs_f64(),
+        routed.as_secs_f64()
+    ));
 }
 
 /// `helm upgrade` that rolls both pods (a changed pod annotation) while a client sends one
@@ -578,7 +718,18 @@ async fn lumos_call(base: &str, secret: &str, payload: &Value) -> (u16, Value) {
 
 /// The same, with a query (`?dryRun=true`); a connection error is returned, not a panic.
 async fn lumos_call_to(base: &str, query: &str, secret: &str, payload: &Value) -> Result<(u16, Value), String> {
-    let resp = http_client()
+    lumos_call_with(&http_client(), base, query, secret, payload).await
+}
+
+/// The same, with `client` (the https one for the Ingress).
+async fn lumos_call_with(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    secret: &str,
+    payload: &Value,
+) -> Result<(u16, Value), String> {
+    let resp = client
         .post(format!("{base}/webhooks/lumos/deprovision{query}"))
         .header("authorization", format!("Bearer {secret}"))
         .header("content-type", "application/json")
