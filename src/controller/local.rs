@@ -30,6 +30,19 @@ pub(super) struct Local {
     arrivals: Mutex<HashMap<String, Instant>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     slots: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+/// Whether a controller is idle: no request is being worked.
+pub(super) struct Idle {
+    slots: Arc<Semaphore>,
+    all: usize,
+}
+
+impl Idle {
+    fn now(&self) -> bool {
+        self.slots.available_permits() >= self.all
+    }
 }
 
 /// A request held for one reconcile: no other reconcile in this process works it meanwhile.
@@ -47,7 +60,13 @@ impl Local {
             arrivals: Mutex::default(),
             locks: Mutex::default(),
             slots: Arc::new(Semaphore::new(usize::from(concurrency.max(1)))),
+            concurrency: usize::from(concurrency.max(1)),
         }
+    }
+
+    /// Tells whether no request is being worked (every slot free).
+    pub fn idle(&self) -> Idle {
+        Idle { slots: self.slots.clone(), all: self.concurrency }
     }
 
     /// Waits until no other reconcile here works on `name` and a slot is free.
@@ -152,17 +171,26 @@ pub(super) async fn take_handoffs(ctx: Arc<Context>, stop: CancellationToken) {
     ctx.shared.handoff.close();
 }
 
-/// Publishes Events from a queue, so a reconcile never waits on them. A full queue drops the
-/// Event (logged): the status is the record, Events only announce it.
+/// How late an Event may be published while requests are being worked.
+const EVENT_AT_MOST_LATE: Duration = Duration::from_secs(10);
+
+/// Publishes Events from a queue, so a reconcile never waits on them. Each Event is a write the
+/// API server also spends on, so while requests are being worked an Event waits until the
+/// controller is idle, at most [`EVENT_AT_MOST_LATE`]: in a burst, the writes that finish
+/// requests come first. A full queue drops the Event (logged): the status is the record, Events
+/// only announce it.
 pub(super) struct Events {
-    tx: mpsc::Sender<(Event, ObjectReference)>,
+    tx: mpsc::Sender<(Event, ObjectReference, Instant)>,
 }
 
 impl Events {
-    pub fn start(recorder: Recorder) -> Events {
-        let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference)>(4096);
+    pub fn start(recorder: Recorder, idle: Idle) -> Events {
+        let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference, Instant)>(4096);
         tokio::spawn(async move {
-            while let Some((ev, on)) = rx.recv().await {
+            while let Some((ev, on, queued)) = rx.recv().await {
+                while !idle.now() && queued.elapsed() < EVENT_AT_MOST_LATE {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 if let Err(e) = recorder.publish(&ev, &on).await {
                     tracing::warn!(object = ?on.name, error = %e, "could not publish event");
                 }
@@ -172,7 +200,7 @@ impl Events {
     }
 
     pub fn send(&self, ev: Event, on: ObjectReference) {
-        if let Err(e) = self.tx.try_send((ev, on)) {
+        if let Err(e) = self.tx.try_send((ev, on, Instant::now())) {
             tracing::warn!(error = %e, "event queue full; an Event was dropped");
         }
     }

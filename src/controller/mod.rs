@@ -95,8 +95,8 @@ impl Context {
         let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
         let exec =
             exec::Env { client: client.clone(), namespace: settings.namespace.clone(), index: shared.index.clone() };
-        let events = local::Events::start(Recorder::new(client.clone(), reporter));
         let local = local::Local::new(settings.concurrency);
+        let events = local::Events::start(Recorder::new(client.clone(), reporter), local.idle());
         let regrants = regrant::Regrants::new(settings.regrant_watch);
         let roles = crate::verify::RoleCache::default();
         Arc::new(Context { client, settings, exec, shared, local, events, regrants, roles })

@@ -440,3 +440,35 @@ async fn access_the_authorizer_still_allows_fails_the_request_and_names_the_bind
     reconcile(Arc::new(request()), ctx).await.unwrap();
     server.await.unwrap();
 }
+
+/// An Event waits while a request is being worked and is published once the controller is idle:
+/// in a burst, the API server's time goes to the writes that finish requests.
+#[tokio::test]
+async fn events_wait_until_the_controller_is_idle() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let recorder = Recorder::new(Client::new(svc, "default"), Reporter { controller: "t".into(), instance: None });
+    let local = super::local::Local::new(1);
+    let events = super::local::Events::start(recorder, local.idle());
+    let held = local.hold("busy").await;
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Removed".into(),
+        note: None,
+        action: "Execute".into(),
+        secondary: None,
+    };
+    events.send(ev, request().object_ref(&()));
+    let early = tokio::time::timeout(Duration::from_millis(400), handle.next_request()).await;
+    assert!(early.is_err(), "an Event was published while a request was being worked");
+    local.release(held);
+    let (req, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
+        .await
+        .expect("the Event once idle")
+        .expect("a request");
+    assert_eq!(req.method(), Method::POST);
+    assert!(req.uri().path().ends_with("/events"), "{}", req.uri());
+    send.send_response(Response::builder().status(201).body(Body::from(b"{}".to_vec())).unwrap());
+}

@@ -508,15 +508,27 @@ pub async fn requests_for(client: &Client, email: &str) -> Vec<DeprovisionReques
 
 /// Event notes about a request (events of cluster-scoped objects land in `default`).
 pub async fn events_for(client: &Client, request: &str) -> Vec<(String, String)> {
+    // Events are published off the request's path (after it, once the controller is idle): wait
+    // until some are there and no more come for a moment.
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
-    api.list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(request))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
+    let read = || async {
+        let mut events: Vec<(String, String)> = (api.list(&ListParams::default()).await.unwrap().items.into_iter())
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(request))
+            .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+            .collect();
+        events.sort();
+        events
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    let mut last = read().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = read().await;
+        if (!now.is_empty() && now == last) || std::time::Instant::now() > until {
+            return now;
+        }
+        last = now;
+    }
 }
 
 pub fn phase(r: &DeprovisionRequest) -> Phase {
