@@ -574,20 +574,24 @@ async fn run(sizes: Sizes) -> String {
             row(format!("burst of {n} at once: answered `SUCCESS` within 10 s"), format!("{}/{n}", b.in_time), "", "")
                 .target("all", b.in_time == n),
         );
+        // The target compares with the same removals done raw (the floor's definition: the
+        // record's create and status write, and the binding's GET + PUT). The binding writes
+        // alone are shown too: no removal that keeps a record can reach half of them, since the
+        // record's two writes cost more than the binding's (whole raw removals reach about 0.23).
         rows.push(
             row(
                 format!("burst of {n}: all finished after"),
                 format!("{:.1} s ({rate:.0} removals/s)", b.completion.as_secs_f64()),
-                format!("{raw_rate:.0} binding GET+PUT/s (8 clients)"),
-                format!("{:.2}", rate / raw_rate),
+                format!("{raw_full_rate:.0} whole raw removals/s (8 clients)"),
+                format!("{:.2}", rate / raw_full_rate),
             )
-            .target("≥ 0.5", rate / raw_rate >= 0.5),
+            .target("≥ 0.5", rate / raw_full_rate >= 0.5),
         );
         rows.push(row(
-            "… against whole raw removals (record create, GET+PUT, status write)",
+            "… against the binding's GET+PUT alone, no record (for reference)",
             "",
-            format!("{raw_full_rate:.0}/s (8 clients)"),
-            format!("{:.2}", rate / raw_full_rate),
+            format!("{raw_rate:.0}/s (8 clients)"),
+            format!("{:.2}", rate / raw_rate),
         ));
     }
     let hwm = proc_status_mib(op.pid(), "VmHWM:");
