@@ -249,6 +249,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         give_up_after: args.give_up_after,
         protected,
         concurrency: args.concurrency,
+        reviews_per_binding: usize::from(args.reviews_per_binding),
         exit_after_results: args.exit_after_results,
         exit_after_calls: args.exit_after_call,
         namespace: args.namespace.clone(),

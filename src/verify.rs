@@ -33,8 +33,14 @@ use crate::text;
 use residual::{Judge, MAX_RESIDUAL};
 use reviews::{Grant, Identity};
 
-/// How many SubjectAccessReviews are in flight at once.
+/// How many SubjectAccessReviews one request has in flight at once.
 const CONCURRENT_REVIEWS: usize = 8;
+
+/// How many SubjectAccessReviews the whole process has in flight at once. Each one costs the
+/// API server a pass over the bindings of the namespace asked about (a denial reads them all):
+/// in a burst, unbounded reviews from every request worked at once took its CPU from the
+/// webhook's record creates, which then timed out.
+static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// How long an answer naming a binding this request removed is asked again: the authorizer
 /// reads bindings from its own cache, which may not have seen the removal yet.
@@ -66,6 +72,8 @@ pub struct Request<'a> {
     pub plan: &'a [PlannedAction],
     /// The results.
     pub results: &'a [ActionResult],
+    /// Reviews to ask per removed binding and identity (at most [`reviews::MAX_REVIEWS`] in all).
+    pub reviews_per_binding: usize,
 }
 
 /// Why the checks could not be made.
@@ -144,10 +152,15 @@ async fn check(
     let roles = read_roles(client, cache, &removed, &mut v.notes).await?;
     let grants: Vec<Grant<'_>> =
         removed.iter().filter_map(|b| roles.get(&b.role_ref_key()).map(|rules| Grant { binding: b, rules })).collect();
-    let (questions, skipped) = reviews::questions(&identities, &grants);
+    let max = (req.reviews_per_binding * grants.len() * identities.len()).min(reviews::MAX_REVIEWS);
+    let (questions, skipped) = reviews::questions(&identities, &grants, max);
     if skipped > 0 {
-        v.notes
-            .push(format!("{skipped} more access review(s) not asked (at most {} per request)", reviews::MAX_REVIEWS));
+        let per = req.reviews_per_binding;
+        v.notes.push(format!(
+            "{skipped} more access review(s) of the removed bindings' grants not asked \
+             ({per} per removed binding and identity, at most {} in all)",
+            reviews::MAX_REVIEWS
+        ));
     }
     let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
     // One after the other, not at once: the index's barrier is usually the longer of the two,
@@ -298,6 +311,7 @@ async fn ask_all(
                 let api = api.clone();
                 let sar = review_object(&identities[questions[i].identity as usize], &questions[i]);
                 async move {
+                    let _permit = IN_FLIGHT.acquire().await;
                     let done = api.create(&PostParams::default(), &sar).await.map_err(VerifyError::Review)?;
                     let st = done.status.unwrap_or_default();
                     let reason = Some(st.reason.unwrap_or_default()).filter(|r| !r.is_empty());

@@ -47,6 +47,8 @@ pub struct Settings {
     pub protected: Protected,
     /// Requests reconciled at once.
     pub concurrency: u16,
+    /// SubjectAccessReviews a verification asks per removed binding and identity.
+    pub reviews_per_binding: usize,
     /// Test-only fault injection: exit the process right after recording this many results.
     pub exit_after_results: Option<usize>,
     /// Test-only fault injection: exit right after the call of the action with this (1-based)

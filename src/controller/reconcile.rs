@@ -351,6 +351,7 @@ async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::cr
         policies: &policies,
         plan: &st.plan,
         results: &st.results,
+        reviews_per_binding: rec.ctx.settings.reviews_per_binding,
     };
     let (client, index) = (&rec.ctx.client, rec.ctx.shared.index.as_deref());
     Ok(crate::verify::verify(client, index, &rec.ctx.roles, &req).await)

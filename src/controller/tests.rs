@@ -28,6 +28,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         give_up_after,
         protected: Protected::default(),
         concurrency: 1,
+        reviews_per_binding: crate::verify::reviews::DEFAULT_PER_BINDING,
         exit_after_results: None,
         exit_after_calls: None,
         namespace: "deprovisioner".into(),

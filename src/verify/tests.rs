@@ -57,7 +57,7 @@ fn questions_expand_rules_where_the_binding_applies() {
     let ids = [Identity { user: "ann".into(), groups: vec![] }];
     let rb = binding(Some("team-a"), "edit", "ClusterRole/edit");
     let rules = [rule(&["get", "update"], &["apps"], &["deployments", "deployments/scale"])];
-    let (qs, skipped) = questions(&ids, &[Grant { binding: &rb, rules: &rules }]);
+    let (qs, skipped) = questions(&ids, &[Grant { binding: &rb, rules: &rules }], MAX_REVIEWS);
     assert_eq!(skipped, 0);
     let said: Vec<String> = qs.iter().map(Review::describe).collect();
     assert_eq!(
@@ -77,10 +77,10 @@ fn questions_expand_rules_where_the_binding_applies() {
         non_resource_urls: Some(vec!["/metrics".into()]),
         ..Default::default()
     }];
-    let (qs, _) = questions(&ids, &[Grant { binding: &crb, rules: &urls }]);
+    let (qs, _) = questions(&ids, &[Grant { binding: &crb, rules: &urls }], MAX_REVIEWS);
     assert_eq!(qs.iter().map(Review::describe).collect::<Vec<_>>(), ["get /metrics"]);
     // ...but RBAC ignores them in a RoleBinding.
-    let (qs, _) = questions(&ids, &[Grant { binding: &rb, rules: &urls }]);
+    let (qs, _) = questions(&ids, &[Grant { binding: &rb, rules: &urls }], MAX_REVIEWS);
     assert!(qs.is_empty());
 }
 
@@ -89,14 +89,14 @@ fn wildcards_are_expanded_to_samples() {
     let ids = [Identity { user: "ann".into(), groups: vec![] }];
     let crb = binding(None, "admin", "ClusterRole/cluster-admin");
     let rules = [rule(&["*"], &["*"], &["*"])];
-    let (qs, _) = questions(&ids, &[Grant { binding: &crb, rules: &rules }]);
+    let (qs, _) = questions(&ids, &[Grant { binding: &crb, rules: &rules }], MAX_REVIEWS);
     let said: Vec<String> = qs.iter().map(Review::describe).collect();
     assert!(said.contains(&"delete secrets cluster-wide".to_string()), "{said:?}");
     assert!(said.contains(&"update deployments.apps cluster-wide".to_string()), "{said:?}");
     assert!(!said.iter().any(|s| s.contains('*')), "{said:?}");
     // A group with no sample is asked as `*`: only a wildcard rule allows it.
     let rules = [rule(&["get"], &["example.com"], &["*"])];
-    let (qs, _) = questions(&ids, &[Grant { binding: &crb, rules: &rules }]);
+    let (qs, _) = questions(&ids, &[Grant { binding: &crb, rules: &rules }], MAX_REVIEWS);
     assert_eq!(qs.iter().map(Review::describe).collect::<Vec<_>>(), ["get *.example.com cluster-wide"]);
 }
 
@@ -110,7 +110,8 @@ fn questions_are_deduplicated_bounded_and_shared_between_bindings() {
     let b = binding(Some("ns"), "b", "ClusterRole/small");
     let big: Vec<PolicyRule> = (0..40).map(|i| rule(&["get"], &[""], &[&format!("r{i}")])).collect();
     let small = [rule(&["get"], &[""], &["r0"]), rule(&["delete"], &[""], &["pods"])];
-    let (qs, skipped) = questions(&ids, &[Grant { binding: &a, rules: &big }, Grant { binding: &b, rules: &small }]);
+    let (qs, skipped) =
+        questions(&ids, &[Grant { binding: &a, rules: &big }, Grant { binding: &b, rules: &small }], MAX_REVIEWS);
     assert_eq!(qs.len(), MAX_REVIEWS);
     assert_eq!(qs.len() + skipped, (40 + 1) * 2, "r0 of both roles is asked once per identity");
     // The short role's own question is asked although the long role alone would fill the bound.
@@ -337,4 +338,23 @@ fn each_spelling_removed_is_asked_about() {
     );
     let users: Vec<String> = identities(&w).into_iter().map(|i| i.user).collect();
     assert_eq!(users, ["ann@x.io", "Ann@X.io"], "not the spelling whose removal failed, nor anyone else");
+}
+
+#[test]
+fn a_small_bound_asks_about_every_rule_before_a_second_grant_of_any() {
+    let ids = [Identity { user: "ann".into(), groups: vec![] }];
+    let rb = binding(Some("ns"), "edit", "ClusterRole/edit");
+    // Three rules, the first granting many verbs: with room for 3 questions, one per rule.
+    let rules = [
+        rule(&["get", "list", "watch", "create", "update", "delete"], &[""], &["pods"]),
+        rule(&["get"], &["apps"], &["deployments"]),
+        rule(&["delete"], &[""], &["secrets"]),
+    ];
+    let (qs, skipped) = questions(&ids, &[Grant { binding: &rb, rules: &rules }], 3);
+    let said: Vec<String> = qs.iter().map(Review::describe).collect();
+    assert_eq!(said, ["get pods in ns", "get deployments.apps in ns", "delete secrets in ns"]);
+    assert_eq!(skipped, 5, "the other five verbs of the first rule");
+    // With room for all, every grant is asked once.
+    let (qs, skipped) = questions(&ids, &[Grant { binding: &rb, rules: &rules }], MAX_REVIEWS);
+    assert_eq!((qs.len(), skipped), (8, 0));
 }
