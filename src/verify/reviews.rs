@@ -8,7 +8,7 @@ use k8s_openapi::api::rbac::v1::PolicyRule;
 use crate::crd::{BindingRef, Review};
 use crate::plan::subject::{Principal, Wanted};
 
-/// The most SubjectAccessReviews one request may be set to ask (`--max-reviews`); the record
+/// The most SubjectAccessReviews one request may be set to ask (`--reviews-per-binding`); the record
 /// keeps room for this many.
 pub const MAX_REVIEWS: usize = 48;
 
