@@ -33,14 +33,12 @@ use crate::text;
 use residual::{Judge, MAX_RESIDUAL};
 use reviews::{Grant, Identity};
 
-/// How many SubjectAccessReviews one request has in flight at once.
-const CONCURRENT_REVIEWS: usize = 8;
-
-/// How many SubjectAccessReviews the whole process has in flight at once. Each one costs the
-/// API server a pass over the bindings of the namespace asked about (a denial reads them all):
-/// in a burst, unbounded reviews from every request worked at once took its CPU from the
-/// webhook's record creates, which then timed out.
-static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+/// How many SubjectAccessReviews the whole process has in flight at once (one request alone may
+/// use them all). Each one costs the API server a pass over the bindings of the namespace asked
+/// about (a denial reads them all): in a burst, unbounded reviews from every request worked at
+/// once took its CPU from the webhook's record creates, which then timed out.
+const REVIEWS_AT_ONCE: usize = 4;
+static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(REVIEWS_AT_ONCE);
 
 /// How long an answer naming a binding this request removed is asked again: the authorizer
 /// reads bindings from its own cache, which may not have seen the removal yet.
@@ -320,7 +318,7 @@ async fn ask_all(
                     Ok::<_, VerifyError>((i, st.allowed, reason))
                 }
             })
-            .buffer_unordered(CONCURRENT_REVIEWS)
+            .buffer_unordered(REVIEWS_AT_ONCE)
             .try_collect()
             .await?;
         for (i, allowed, reason) in answers {

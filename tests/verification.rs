@@ -115,6 +115,32 @@ async fn access_only_through_the_policys_binding_is_verified_gone() {
     assert_eq!(row[col], "True", "{table}");
 }
 
+/// `--reviews-per-binding 2` asks both grants of the deployer role, and the answer counts what
+/// else remains allowed. On a control plane of its own: one operator leads per cluster.
+#[tokio::test]
+async fn more_reviews_per_binding_ask_every_grant() {
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let role = deployer_role(&c).await;
+    let email = format!("{}@lumos.com", unique("vf-two"));
+    let (ns, app, policy) = setup(&c, &role, vec![user(&email)], None, json!({})).await;
+    let admins = unique("vf-team-admins");
+    cluster_role_binding(&c, &admins, &role, &[], vec![user(&email)]).await;
+    let op = Operator::start(OperatorOpts::on(cl).args(&["--response-deadline", "8s", "--reviews-per-binding", "2"]));
+
+    let (_, answer, _) = op.lumos(&payload(&app, &email, &[])).await;
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    let expected = format!(
+        "; still allowed to get deployments.apps in {ns} via ClusterRoleBinding {admins} (not covered by policy {policy}) (and 1 more allowed) (record: "
+    );
+    assert!(answer["msg"].as_str().unwrap().contains(&expected), "{answer}\nexpected {expected}");
+    let v = get_request(&c, &request_name(&answer)).await.status.unwrap().verification.unwrap();
+    let asked: Vec<String> = v.reviews.iter().map(|r| r.describe()).collect();
+    assert_eq!(asked, [format!("get deployments.apps in {ns}"), format!("update deployments.apps in {ns}")]);
+    assert!(v.reviews.iter().all(|r| r.allowed), "{:?}", v.reviews);
+    assert!(v.notes.is_empty(), "nothing left out: {:?}", v.notes);
+}
+
 #[tokio::test]
 async fn an_unrelated_cluster_role_binding_keeps_the_access_and_fails_the_answer() {
     let c = admin().await;
