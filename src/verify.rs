@@ -6,6 +6,7 @@
 //! (pure) says why a binding still naming the target was left alone; `verdict.rs` (pure) words
 //! the outcome. This module reads the roles, asks the questions and pages through the bindings.
 
+pub mod lag;
 pub mod residual;
 pub mod reviews;
 pub mod verdict;
@@ -30,6 +31,7 @@ use crate::index::BindingIndex;
 use crate::plan::BindingView;
 use crate::plan::subject::{Principal, Wanted};
 use crate::text;
+use lag::AuthorizerLag;
 use residual::{Judge, MAX_RESIDUAL};
 use reviews::{Grant, Identity};
 
@@ -95,12 +97,7 @@ enum VerifyError {
 
 /// Verifies a finished request. Never fails: what could not be checked is recorded as the
 /// verification's `error` (the condition `Verified` is then `Unknown`).
-pub async fn verify(
-    client: &Client,
-    index: Option<&BindingIndex>,
-    roles: &RoleCache,
-    req: &Request<'_>,
-) -> Verification {
+pub async fn verify(client: &Client, index: Option<&BindingIndex>, memory: &Memory, req: &Request<'_>) -> Verification {
     let matched: Vec<&DeprovisionPolicy> =
         req.policies.iter().filter(|p| req.policy_names.iter().any(|n| Some(n) == p.metadata.name.as_ref())).collect();
     let rule = match matched.iter().all(|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
@@ -117,7 +114,7 @@ pub async fn verify(
         error: None,
     };
     let started = std::time::Instant::now();
-    let checked = check(client, index, roles, req, &matched, &mut v).await;
+    let checked = check(client, index, memory, req, &matched, &mut v).await;
     tracing::debug!(
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         reviews = v.reviews.len(),
@@ -135,7 +132,7 @@ pub async fn verify(
 async fn check(
     client: &Client,
     index: Option<&BindingIndex>,
-    cache: &RoleCache,
+    memory: &Memory,
     req: &Request<'_>,
     matched: &[&DeprovisionPolicy],
     v: &mut Verification,
@@ -147,7 +144,7 @@ async fn check(
     let identities = reviews::identities(&with_removed_spellings(wanted.clone(), req.plan, req.results));
     v.identities = identities.iter().map(Identity::to_string).collect();
     let removed = removed_bindings(req.plan, req.results);
-    let roles = read_roles(client, cache, &removed, &mut v.notes).await?;
+    let roles = read_roles(client, &memory.roles, &removed, &mut v.notes).await?;
     let grants: Vec<Grant<'_>> =
         removed.iter().filter_map(|b| roles.get(&b.role_ref_key()).map(|rules| Grant { binding: b, rules })).collect();
     let max = (req.reviews_per_binding * grants.len() * identities.len()).min(reviews::MAX_REVIEWS);
@@ -163,7 +160,7 @@ async fn check(
     let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
     // One after the other, not at once: the index's barrier is usually the longer of the two,
     // and a fixed order keeps the calls easy to follow in a trace.
-    v.reviews = ask_all(client, &identities, questions, &removed).await?;
+    v.reviews = ask_all(client, &memory.lag, &identities, questions, &removed).await?;
     let (residual, more) = residual_bindings(client, index, &wanted, &judge, &removed).await?;
     v.residual = residual;
     if more > 0 {
@@ -202,6 +199,15 @@ fn removed_bindings(plan: &[PlannedAction], results: &[ActionResult]) -> Vec<Bin
         }
     }
     out
+}
+
+/// What the verifications of one controller share.
+#[derive(Default)]
+pub struct Memory {
+    /// Roles read a moment ago.
+    pub roles: RoleCache,
+    /// How far the authorizer's cache has recently lagged.
+    pub lag: AuthorizerLag,
 }
 
 /// Where a binding's role lives: (`Role` namespace or none, `Kind/name`).
@@ -294,41 +300,64 @@ async fn read_roles(
 
 /// Asks every question; answers that name a binding this request removed are asked again
 /// until the authorizer has caught up (or [`AUTHORIZER_CATCH_UP`] passes), first after 20 ms
-/// (its cache usually lags by less), then after twice as long each time.
+/// (its cache usually lags by less), then after twice as long each time. While other
+/// verifications ask too, the first question waits for the lag learned from them ([`lag`]).
 async fn ask_all(
     client: &Client,
+    lag: &AuthorizerLag,
     identities: &[Identity],
     mut questions: Vec<Review>,
     removed: &[BindingRef],
 ) -> Result<Vec<Review>, VerifyError> {
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
-    let deadline = tokio::time::Instant::now() + AUTHORIZER_CATCH_UP;
+    let started = tokio::time::Instant::now();
+    let deadline = started + AUTHORIZER_CATCH_UP;
+    let asking = lag.begin();
+    let wait = lag.first_wait(&asking);
+    if !questions.is_empty() && !removed.is_empty() && !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     let mut pending: Vec<usize> = (0..questions.len()).collect();
     let mut pause = Duration::from_millis(20);
+    // When (after `started`) the latest answer crediting a removed binding was asked.
+    let mut stale_at: Option<Duration> = None;
     loop {
-        let answers: Vec<(usize, bool, Option<String>)> = futures::stream::iter(pending.iter().copied())
+        let answers: Vec<(usize, bool, Option<String>, Duration)> = futures::stream::iter(pending.iter().copied())
             .map(|i| {
                 let api = api.clone();
                 let sar = review_object(&identities[questions[i].identity as usize], &questions[i]);
                 async move {
                     let _permit = IN_FLIGHT.acquire().await;
+                    let sent = started.elapsed();
                     let done = api.create(&PostParams::default(), &sar).await.map_err(VerifyError::Review)?;
                     let st = done.status.unwrap_or_default();
                     let reason = Some(st.reason.unwrap_or_default()).filter(|r| !r.is_empty());
-                    Ok::<_, VerifyError>((i, st.allowed, reason))
+                    Ok::<_, VerifyError>((i, st.allowed, reason, sent))
                 }
             })
             .buffer_unordered(REVIEWS_AT_ONCE)
             .try_collect()
             .await?;
-        for (i, allowed, reason) in answers {
+        let mut last_sent = Duration::ZERO;
+        for (i, allowed, reason, sent) in answers {
             questions[i].allowed = allowed;
             questions[i].reason = reason.map(|r| text::clip_to(&r, 240));
+            last_sent = last_sent.max(sent);
         }
         pending = (0..questions.len()).filter(|&i| names_removed(&questions[i], removed)).collect();
-        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+        if pending.is_empty() {
+            // Caught up somewhere between the last stale ask and this round's.
+            lag.learn(match stale_at {
+                None => lag::Seen::CaughtUp,
+                Some(stale) => lag::Seen::CaughtUpAfter((stale + last_sent) / 2),
+            });
             return Ok(questions);
         }
+        if tokio::time::Instant::now() >= deadline {
+            lag.learn(lag::Seen::Unknown);
+            return Ok(questions);
+        }
+        stale_at = Some(last_sent);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(400));
     }

@@ -135,6 +135,11 @@ impl Handoff {
         tx.as_ref().is_some_and(|tx| tx.try_send((obj, arrived)).is_ok())
     }
 
+    /// Whether a controller runs here to take requests (this replica leads).
+    pub fn is_open(&self) -> bool {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     fn open(&self) -> mpsc::Receiver<(DeprovisionRequest, Instant)> {
         let (tx, rx) = mpsc::channel(1024);
         *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);

@@ -87,8 +87,8 @@ pub struct Context {
     events: local::Events,
     /// Recently removed subjects, watched for re-grants.
     regrants: regrant::Regrants,
-    /// Roles the verifications read in the last second.
-    roles: crate::verify::RoleCache,
+    /// What the verifications share: roles read in the last second, the authorizer's lag.
+    verifying: crate::verify::Memory,
 }
 
 impl Context {
@@ -100,8 +100,8 @@ impl Context {
         let local = local::Local::new(settings.concurrency);
         let events = local::Events::start(Recorder::new(client.clone(), reporter), local.idle());
         let regrants = regrant::Regrants::new(settings.regrant_watch);
-        let roles = crate::verify::RoleCache::default();
-        Arc::new(Context { client, settings, exec, shared, local, events, regrants, roles })
+        let verifying = crate::verify::Memory::default();
+        Arc::new(Context { client, settings, exec, shared, local, events, regrants, verifying })
     }
 }
 

@@ -354,5 +354,5 @@ async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::cr
         reviews_per_binding: rec.ctx.settings.reviews_per_binding,
     };
     let (client, index) = (&rec.ctx.client, rec.ctx.shared.index.as_deref());
-    Ok(crate::verify::verify(client, index, &rec.ctx.roles, &req).await)
+    Ok(crate::verify::verify(client, index, &rec.ctx.verifying, &req).await)
 }

@@ -70,6 +70,7 @@ pub async fn record_and_wait(
 ) -> Result<Waited, NotRecorded> {
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(arrived + s.deadline);
+    start_barrier(s, &spec, arrived);
     let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)?;
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
@@ -88,6 +89,29 @@ pub async fn record_and_wait(
             _ => Waited::Record { name, status: None },
         },
     })
+}
+
+/// When this replica's controller will plan the request, starts the binding index's barrier
+/// write now, alongside the record's create: the plan needs a barrier sent after the call
+/// arrived, and finds this one in flight or passed instead of sending its own afterwards. Only
+/// the kinds of binding the policies in memory select; a plan that needs more writes them.
+fn start_barrier(s: &WebhookState, spec: &DeprovisionRequestSpec, arrived: Instant) {
+    let (Some(index), Some(policies)) = (&s.index, s.policies.as_ref().and_then(|p| p.get())) else { return };
+    if !s.handoff.is_open() || !index.is_watching() {
+        return;
+    }
+    let matched = crate::plan::matching_policies(spec, &policies);
+    let Ok(scope) = crate::plan::scope(spec, &matched, &[]) else { return };
+    let role_bindings = !scope.namespaces.is_empty() || crate::plan::selects_namespaces_by_label(&matched);
+    if !role_bindings && !scope.cluster_role_bindings {
+        return;
+    }
+    let index = index.clone();
+    tokio::spawn(async move {
+        if let Err(e) = index.sync(arrived, role_bindings, scope.cluster_role_bindings).await {
+            tracing::debug!(error = %e, "the barrier started with the call did not pass; the plan sends its own");
+        }
+    });
 }
 
 /// How often [`record_and_poll`] reads the record.

@@ -1,0 +1,135 @@
+//! How far the authorizer's cache has recently lagged behind a removal, learned from the
+//! answers. The authorizer reads bindings from its own watch cache; an answer given before that
+//! cache saw the removal still credits the removed binding and must be asked again. Idle, the
+//! cache catches up within a millisecond or two and the first answer is already true; in a burst
+//! it falls tens of milliseconds behind, and every question asked at once is asked twice or more,
+//! each time costing the API server a pass over the namespace's bindings. So, while other
+//! verifications are asking too (the API server is busy), a verification waits about as long as
+//! the lag recently was before its first question; alone, it asks at once.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// The longest first wait: past it, asking again (every 20 ms, then twice as long each time) is
+/// cheaper than waiting.
+pub const MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// What the first round of a verification's questions showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// No first answer credited a removed binding: the cache had caught up (perhaps earlier).
+    CaughtUp,
+    /// Some did; every answer was true once asked this long after the removal.
+    CaughtUpAfter(Duration),
+    /// Some did until the verification stopped asking: nothing learned.
+    Unknown,
+}
+
+/// The next first wait, from the current one and what a verification saw (pure).
+///
+/// A stale first answer moves the wait halfway to the lag it showed (at once when that is
+/// longer); a first round already true shortens it by a quarter, so it follows a burst's end
+/// down to no wait at all.
+pub fn next_wait(current: Duration, seen: Seen) -> Duration {
+    let next = match seen {
+        Seen::CaughtUp => current * 3 / 4,
+        Seen::CaughtUpAfter(lag) if lag > current => lag,
+        Seen::CaughtUpAfter(lag) => (current + lag) / 2,
+        Seen::Unknown => current,
+    };
+    match next < Duration::from_millis(1) {
+        true => Duration::ZERO,
+        false => next.min(MAX_WAIT),
+    }
+}
+
+/// The learned first wait, shared by the verifications of one process.
+#[derive(Debug, Default)]
+pub struct AuthorizerLag {
+    micros: AtomicU64,
+    /// Verifications asking now.
+    asking: AtomicUsize,
+}
+
+/// One verification asking (see [`AuthorizerLag::begin`]).
+pub struct Asking<'a>(&'a AuthorizerLag);
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.0.asking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl AuthorizerLag {
+    /// Counts a verification as asking until the guard is dropped.
+    pub fn begin(&self) -> Asking<'_> {
+        self.asking.fetch_add(1, Ordering::Relaxed);
+        Asking(self)
+    }
+
+    /// How long to wait after the removal before the first question: the learned lag while
+    /// other verifications ask too, none when this one is alone.
+    pub fn first_wait(&self, _asking: &Asking<'_>) -> Duration {
+        match self.asking.load(Ordering::Relaxed) > 1 {
+            true => self.learned(),
+            false => Duration::ZERO,
+        }
+    }
+
+    /// The lag learned so far.
+    pub fn learned(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
+    }
+
+    /// Learns from what one verification saw.
+    pub fn learn(&self, seen: Seen) {
+        // Verifications finishing at once may overwrite each other's update: each is an
+        // estimate, and the next one corrects it.
+        let next = next_wait(self.learned(), seen);
+        self.micros.store(next.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_stale_answer_raises_the_wait_to_the_lag_it_showed() {
+        assert_eq!(next_wait(Duration::ZERO, Seen::CaughtUpAfter(60 * MS)), 60 * MS);
+        assert_eq!(next_wait(100 * MS, Seen::CaughtUpAfter(40 * MS)), 70 * MS);
+    }
+
+    #[test]
+    fn answers_true_at_once_bring_the_wait_down_to_none() {
+        let mut wait = 80 * MS;
+        for _ in 0..20 {
+            wait = next_wait(wait, Seen::CaughtUp);
+        }
+        assert_eq!(wait, Duration::ZERO);
+        assert_eq!(next_wait(80 * MS, Seen::CaughtUp), 60 * MS);
+    }
+
+    #[test]
+    fn the_wait_is_bounded_and_unknown_changes_nothing() {
+        assert_eq!(next_wait(Duration::ZERO, Seen::CaughtUpAfter(3 * 1000 * MS)), MAX_WAIT);
+        assert_eq!(next_wait(30 * MS, Seen::Unknown), 30 * MS);
+    }
+
+    #[test]
+    fn the_shared_wait_follows_what_is_learned_and_applies_only_under_load() {
+        let lag = AuthorizerLag::default();
+        let alone = lag.begin();
+        assert_eq!(lag.first_wait(&alone), Duration::ZERO);
+        lag.learn(Seen::CaughtUpAfter(40 * MS));
+        assert_eq!(lag.first_wait(&alone), Duration::ZERO, "alone, a verification asks at once");
+        let other = lag.begin();
+        assert_eq!(lag.first_wait(&alone), 40 * MS);
+        lag.learn(Seen::CaughtUp);
+        assert_eq!(lag.first_wait(&other), 30 * MS);
+        drop(other);
+        assert_eq!(lag.first_wait(&alone), Duration::ZERO);
+    }
+}
