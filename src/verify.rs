@@ -299,9 +299,10 @@ async fn read_roles(
 }
 
 /// Asks every question; answers that name a binding this request removed are asked again
-/// until the authorizer has caught up (or [`AUTHORIZER_CATCH_UP`] passes), first after 20 ms
-/// (its cache usually lags by less), then after twice as long each time. While other
-/// verifications ask too, the first question waits for the lag learned from them ([`lag`]).
+/// until the authorizer has caught up (or [`AUTHORIZER_CATCH_UP`] passes), first after 5 ms
+/// alone or 20 ms while other verifications ask (its cache usually lags by less), then after
+/// twice as long each time. While others ask, the first question also waits for the lag
+/// learned from them ([`lag`]).
 async fn ask_all(
     client: &Client,
     lag: &AuthorizerLag,
@@ -318,7 +319,7 @@ async fn ask_all(
         tokio::time::sleep(wait).await;
     }
     let mut pending: Vec<usize> = (0..questions.len()).collect();
-    let mut pause = Duration::from_millis(20);
+    let mut pause = lag.first_pause(&asking);
     // When (after `started`) the latest answer crediting a removed binding was asked.
     let mut stale_at: Option<Duration> = None;
     loop {
