@@ -3,6 +3,7 @@
 //! webhook's handoff, and Events published off the critical path.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::crd::DeprovisionRequest;
+use crate::webhook::RECORDING_AT_ONCE;
 
 /// How long a finished request stays known (reconciles queued by its own last writes still come).
 const KEEP_FINISHED: Duration = Duration::from_secs(30);
@@ -121,13 +123,47 @@ impl Local {
 }
 
 /// Where the webhook hands requests it created to the controller in the same process, when one
-/// runs here (this replica leads).
+/// runs here (this replica leads); and how many of its calls are not recorded yet, so the
+/// controller can let their creates go first.
 #[derive(Default)]
 pub struct Handoff {
     tx: Mutex<Option<mpsc::Sender<(DeprovisionRequest, Instant)>>>,
+    /// Calls here not recorded yet (waiting for their turn to create, or creating).
+    unrecorded: AtomicUsize,
+    /// Whether more calls wait than are recorded at once (changes only when that flips).
+    backlogged: tokio::sync::watch::Sender<bool>,
+}
+
+/// One call being recorded (see [`Handoff::recording`]).
+pub struct Recording<'a>(&'a Handoff);
+
+impl Drop for Recording<'_> {
+    fn drop(&mut self) {
+        let n = self.0.unrecorded.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.0.backlogged.send_if_modified(|b| std::mem::replace(b, n > RECORDING_AT_ONCE) != *b);
+    }
 }
 
 impl Handoff {
+    /// Counts a call as not recorded until the guard is dropped.
+    pub fn recording(&self) -> Recording<'_> {
+        let n = self.unrecorded.fetch_add(1, Ordering::SeqCst) + 1;
+        self.backlogged.send_if_modified(|b| std::mem::replace(b, n > RECORDING_AT_ONCE) != *b);
+        Recording(self)
+    }
+
+    /// Waits (at most `at_most`) while calls queue to be recorded: a request not yet planned
+    /// lets them go first. In a burst larger than the API server can finish in time, every call
+    /// is then recorded, and so worked to the end, rather than some answered unrecorded because
+    /// their create waited behind the work of the calls before them.
+    pub async fn after_backlog(&self, at_most: Duration) {
+        let mut backlogged = self.backlogged.subscribe();
+        if !*backlogged.borrow_and_update() {
+            return;
+        }
+        let _ = tokio::time::timeout(at_most, backlogged.wait_for(|b| !b)).await;
+    }
+
     /// Hands a just-created request over, with when its call arrived; false when no controller
     /// runs here (or it is busy: its watch brings the request anyway).
     pub fn give(&self, obj: DeprovisionRequest, arrived: Instant) -> bool {

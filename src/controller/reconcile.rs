@@ -23,6 +23,11 @@ use crate::metrics::ActionLabels;
 use crate::plan::subject::Wanted;
 use crate::plan::{self, Observed, PlanError};
 
+/// How long a request not yet planned waits while the webhook here has calls queued to be
+/// recorded (see [`super::Handoff::after_backlog`]): under the calls' 10 s deadline, so a burst's
+/// first requests still start in time to be answered.
+const CREATES_FIRST_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reconciles a request from the freshest copy: as this controller last wrote it, or else read
 /// afresh, never the watch's cache (one status write behind, it would run actions whose results
 /// are already recorded). Every status write is a replace guarded by resourceVersion, so two
@@ -30,6 +35,9 @@ use crate::plan::{self, Observed, PlanError};
 /// afresh.
 pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = obj.name_any();
+    if obj.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) {
+        ctx.shared.handoff.after_backlog(CREATES_FIRST_AT_MOST).await;
+    }
     let held = ctx.local.hold(&name).await;
     let done = reconcile_held(&name, ctx.clone()).await;
     ctx.local.release(held);

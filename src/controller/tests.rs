@@ -473,3 +473,34 @@ async fn events_wait_until_the_controller_is_idle() {
     assert!(req.uri().path().ends_with("/events"), "{}", req.uri());
     send.send_response(Response::builder().status(201).body(Body::from(b"{}".to_vec())).unwrap());
 }
+
+/// A request not yet planned waits while calls queue to be recorded, until the queue is no longer
+/// longer than what is recorded at once, or the bound passes.
+#[tokio::test(start_paused = true)]
+async fn new_requests_let_queued_creates_go_first() {
+    use crate::webhook::RECORDING_AT_ONCE;
+    let handoff = super::Handoff::default();
+    let started = tokio::time::Instant::now();
+    handoff.after_backlog(Duration::from_secs(5)).await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "no queue: no wait");
+
+    let mut calls: Vec<_> = (0..RECORDING_AT_ONCE).map(|_| handoff.recording()).collect();
+    handoff.after_backlog(Duration::from_secs(5)).await;
+    assert_eq!(started.elapsed(), Duration::ZERO, "only as many as are recorded at once: no wait");
+
+    calls.push(handoff.recording());
+    let bounded = tokio::time::Instant::now();
+    handoff.after_backlog(Duration::from_secs(5)).await;
+    assert_eq!(bounded.elapsed(), Duration::from_secs(5), "a queue that stays: waits the bound, no longer");
+
+    let woken = async {
+        let at = tokio::time::Instant::now();
+        handoff.after_backlog(Duration::from_secs(5)).await;
+        at.elapsed()
+    };
+    let (waited, ()) = tokio::join!(woken, async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(calls.pop());
+    });
+    assert_eq!(waited, Duration::from_millis(300), "woken when the queue shrinks");
+}

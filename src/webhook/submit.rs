@@ -71,7 +71,10 @@ pub async fn record_and_wait(
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(arrived + s.deadline);
     start_barrier(s, &spec, arrived);
-    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)?;
+    let recording = s.handoff.recording();
+    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await);
+    drop(recording);
+    let submitted = submitted?;
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
     let handed = match submitted {
