@@ -320,8 +320,8 @@ async fn ask_all(
     }
     let mut pending: Vec<usize> = (0..questions.len()).collect();
     let mut pause = lag.first_pause(&asking);
-    // When (after `started`) the latest answer crediting a removed binding was asked.
-    let mut stale_at: Option<Duration> = None;
+    // Whether an answer has credited a removed binding.
+    let mut stale = false;
     loop {
         let answers: Vec<(usize, bool, Option<String>, Duration)> = futures::stream::iter(pending.iter().copied())
             .map(|i| {
@@ -347,10 +347,11 @@ async fn ask_all(
         }
         pending = (0..questions.len()).filter(|&i| names_removed(&questions[i], removed)).collect();
         if pending.is_empty() {
-            // Caught up somewhere between the last stale ask and this round's.
-            lag.learn(match stale_at {
-                None => lag::Seen::CaughtUp,
-                Some(stale) => lag::Seen::CaughtUpAfter((stale + last_sent) / 2),
+            // Caught up by this round's asks at the latest (the last stale ask is only a lower
+            // bound: waiting that long would not have done).
+            lag.learn(match stale {
+                false => lag::Seen::CaughtUp,
+                true => lag::Seen::CaughtUpAfter(last_sent),
             });
             return Ok(questions);
         }
@@ -358,7 +359,7 @@ async fn ask_all(
             lag.learn(lag::Seen::Unknown);
             return Ok(questions);
         }
-        stale_at = Some(last_sent);
+        stale = true;
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(400));
     }
