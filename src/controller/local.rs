@@ -35,15 +35,17 @@ pub(super) struct Local {
     concurrency: usize,
 }
 
-/// Whether a controller is idle: no request is being worked.
+/// Whether a controller is idle: no request is being worked, and no call here waits to be
+/// recorded.
 pub(super) struct Idle {
     slots: Arc<Semaphore>,
     all: usize,
+    handoff: Arc<Handoff>,
 }
 
 impl Idle {
     fn now(&self) -> bool {
-        self.slots.available_permits() >= self.all
+        self.slots.available_permits() >= self.all && self.handoff.unrecorded.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -66,9 +68,10 @@ impl Local {
         }
     }
 
-    /// Tells whether no request is being worked (every slot free).
-    pub fn idle(&self) -> Idle {
-        Idle { slots: self.slots.clone(), all: self.concurrency }
+    /// Tells whether no request is being worked (every slot free) and no call to the webhook here
+    /// waits to be recorded.
+    pub fn idle(&self, handoff: Arc<Handoff>) -> Idle {
+        Idle { slots: self.slots.clone(), all: self.concurrency, handoff }
     }
 
     /// Waits until no other reconcile here works on `name` and a slot is free.

@@ -98,7 +98,7 @@ impl Context {
         let exec =
             exec::Env { client: client.clone(), namespace: settings.namespace.clone(), index: shared.index.clone() };
         let local = local::Local::new(settings.concurrency);
-        let events = local::Events::start(Recorder::new(client.clone(), reporter), local.idle());
+        let events = local::Events::start(Recorder::new(client.clone(), reporter), local.idle(shared.handoff.clone()));
         let regrants = regrant::Regrants::new(settings.regrant_watch);
         let verifying = crate::verify::Memory::default();
         Arc::new(Context { client, settings, exec, shared, local, events, regrants, verifying })

@@ -442,8 +442,9 @@ async fn access_the_authorizer_still_allows_fails_the_request_and_names_the_bind
     server.await.unwrap();
 }
 
-/// An Event waits while a request is being worked and is published once the controller is idle:
-/// in a burst, the API server's time goes to the writes that finish requests.
+/// An Event waits while a request is being worked, or a call waits to be recorded, and is
+/// published once the controller is idle: in a burst, the API server's time goes to the writes
+/// that record and finish requests.
 #[tokio::test]
 async fn events_wait_until_the_controller_is_idle() {
     use kube::Resource;
@@ -452,7 +453,8 @@ async fn events_wait_until_the_controller_is_idle() {
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let recorder = Recorder::new(Client::new(svc, "default"), Reporter { controller: "t".into(), instance: None });
     let local = super::local::Local::new(1);
-    let events = super::local::Events::start(recorder, local.idle());
+    let handoff = Arc::new(super::Handoff::default());
+    let events = super::local::Events::start(recorder, local.idle(handoff.clone()));
     let held = local.hold("busy").await;
     let ev = Event {
         type_: EventType::Normal,
@@ -464,7 +466,11 @@ async fn events_wait_until_the_controller_is_idle() {
     events.send(ev, request().object_ref(&()));
     let early = tokio::time::timeout(Duration::from_millis(400), handle.next_request()).await;
     assert!(early.is_err(), "an Event was published while a request was being worked");
+    let recording = handoff.recording();
     local.release(held);
+    let early = tokio::time::timeout(Duration::from_millis(400), handle.next_request()).await;
+    assert!(early.is_err(), "an Event was published while a call waited to be recorded");
+    drop(recording);
     let (req, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
         .await
         .expect("the Event once idle")
