@@ -30,7 +30,15 @@ enum Slot {
 #[derive(Default)]
 pub struct Finished {
     slots: Mutex<HashMap<String, Slot>>,
+    /// Requests handed to the controller in this process, which tells their end directly.
+    here: Mutex<HashSet<String>>,
 }
+
+/// How long the watch leaves a request worked here to the controller here before reading it:
+/// the watch often delivers the end a moment before the controller's own write returns, and the
+/// read would be spent for nothing. Past it (the controller here lost the lead and another
+/// finished the request), the request is read.
+const HERE_FIRST: Duration = Duration::from_secs(1);
 
 impl Finished {
     /// A shared, empty hub.
@@ -58,8 +66,18 @@ impl Finished {
         rx
     }
 
+    /// Notes that the controller in this process works `name`: it tells its end directly.
+    pub fn worked_here(&self, name: &str) {
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+    }
+
+    fn is_worked_here(&self, name: &str) -> bool {
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
+    }
+
     /// Records that `name` finished (or was deleted) and wakes its callers.
     pub fn done(&self, name: &str, outcome: Outcome) {
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         let mut slots = self.slots();
         let done = Slot::Done { outcome: outcome.clone(), at: Instant::now() };
         if let Some(Slot::Waiting(waiters)) = slots.insert(name.to_string(), done) {
@@ -83,13 +101,16 @@ impl Finished {
 
     /// Forgets finished requests older than a minute and calls that stopped waiting.
     pub fn prune(&self) {
-        self.slots().retain(|_, s| match s {
+        let mut slots = self.slots();
+        slots.retain(|_, s| match s {
             Slot::Done { at, .. } => at.elapsed() < REMEMBER,
             Slot::Waiting(w) => {
                 w.retain(|w| !w.is_closed());
                 !w.is_empty()
             }
         });
+        let waiting = |n: &String| matches!(slots.get(n), Some(Slot::Waiting(_)));
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).retain(waiting);
     }
 
     /// How many names are held (waiting or remembered).
@@ -124,7 +145,16 @@ pub async fn watch(client: Client, finished: Arc<Finished>, unfinished: String, 
             Some(Ok(watcher::Event::Delete(obj))) => {
                 let name = obj.name_any();
                 if finished.is_awaited(&name) {
-                    tokio::spawn(read_outcome(api.clone(), finished.clone(), name));
+                    let (api, finished) = (api.clone(), finished.clone());
+                    tokio::spawn(async move {
+                        if finished.is_worked_here(&name) {
+                            tokio::time::sleep(HERE_FIRST).await;
+                            if !finished.is_awaited(&name) {
+                                return;
+                            }
+                        }
+                        read_outcome(api, finished, name).await
+                    });
                 }
             }
             Some(Ok(watcher::Event::Init)) => relisted.clear(),

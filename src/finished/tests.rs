@@ -37,3 +37,18 @@ fn calls_that_stopped_waiting_are_forgotten() {
     assert_eq!(f.len(), 1, "only the call still waiting is held");
     assert!(f.is_awaited("r4"));
 }
+
+#[test]
+fn a_request_worked_here_is_known_until_it_ends_or_nobody_waits() {
+    let f = Finished::new();
+    let _waiting = f.wait("r5");
+    f.worked_here("r5");
+    assert!(f.is_worked_here("r5"), "the watch leaves it to the controller here first");
+    f.done("r5", done(Phase::Succeeded));
+    assert!(!f.is_worked_here("r5"), "told: nothing left to leave");
+
+    drop(f.wait("r6"));
+    f.worked_here("r6");
+    f.prune();
+    assert!(!f.is_worked_here("r6"), "nobody waits for it any more");
+}

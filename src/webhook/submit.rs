@@ -78,7 +78,12 @@ pub async fn record_and_wait(
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
     let handed = match submitted {
-        Submitted::Created(obj) => s.handoff.give(*obj, arrived),
+        Submitted::Created(obj) => {
+            s.handoff.give(*obj, arrived) && {
+                s.finished.worked_here(&name);
+                true
+            }
+        }
         Submitted::Attached(_) => false,
     };
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
