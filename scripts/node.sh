@@ -314,14 +314,20 @@ EOF
   node_start "$dir" dnsmasq dnsmasq --keep-in-foreground --no-resolv --no-hosts --user=root \
     --listen-address "$NODE_IP" --bind-interfaces --addn-hosts "$n/dns/hosts" --local /cluster.local/ \
     --pid-file= --log-facility=-
+  # The first SIGHUP waits until dnsmasq listens: sent before it has set its handlers, the signal
+  # ends it (seen once in `make test`: "dnsmasq exited").
   node_start "$dir" dns-sync bash -c '
-    kubectl=$1 kc=$2 hosts=$3 dnsmasq_pid=$4
+    kubectl=$1 kc=$2 hosts=$3 dnsmasq_pid=$4 ip=$5
+    until (exec 3<>"/dev/tcp/$ip/53") 2>/dev/null; do
+      kill -0 "$dnsmasq_pid" 2>/dev/null || exit 0
+      sleep 0.1
+    done
     while kill -0 "$dnsmasq_pid" 2>/dev/null; do
       "$kubectl" --kubeconfig "$kc" get services -A -o jsonpath="{range .items[*]}{.spec.clusterIP} {.metadata.name}.{.metadata.namespace}.svc.cluster.local{\"\\n\"}{end}" \
         2>/dev/null | grep -v -e "^None " -e "^ " > "$hosts.new" || true
       if ! cmp -s "$hosts.new" "$hosts"; then mv "$hosts.new" "$hosts"; kill -HUP "$dnsmasq_pid"; fi
       sleep 1
-    done' _ "$bindir/kubectl" "$dir/kubeconfig" "$n/dns/hosts" "$(cat "$n/dnsmasq.pid")"
+    done' _ "$bindir/kubectl" "$dir/kubeconfig" "$n/dns/hosts" "$(cat "$n/dnsmasq.pid")" "$NODE_IP"
 
   # The ingress controller, as a cluster's would run, but on this machine: Traefik's Kubernetes
   # Ingress provider with the admin kubeconfig, one https entrypoint on 127.0.0.1 (every router
