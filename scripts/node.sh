@@ -318,8 +318,10 @@ EOF
   # ends it (seen once in `make test`: "dnsmasq exited").
   node_start "$dir" dns-sync bash -c '
     kubectl=$1 kc=$2 hosts=$3 dnsmasq_pid=$4 ip=$5
-    until (exec 3<>"/dev/tcp/$ip/53") 2>/dev/null; do
+    for i in $(seq 1 300); do
+      (exec 3<>"/dev/tcp/$ip/53") 2>/dev/null && break
       kill -0 "$dnsmasq_pid" 2>/dev/null || exit 0
+      [ "$i" -lt 300 ] || { echo "dnsmasq did not listen on $ip:53 within 30 s; not syncing Service names" >&2; exit 1; }
       sleep 0.1
     done
     while kill -0 "$dnsmasq_pid" 2>/dev/null; do

@@ -347,20 +347,24 @@ async fn ask_all(
         }
         pending = (0..questions.len()).filter(|&i| names_removed(&questions[i], removed)).collect();
         if pending.is_empty() {
-            // Caught up by this round's asks at the latest (the last stale ask is only a lower
-            // bound: waiting that long would not have done).
-            lag.learn(match stale {
-                false => lag::Seen::CaughtUp,
-                true => lag::Seen::CaughtUpAfter(last_sent),
-            });
+            // Every answer is true by this round's asks (the time of the last stale ask is too
+            // early to learn: waiting that long would not have done). Nothing asked about a
+            // removal: nothing to learn.
+            if !questions.is_empty() && !removed.is_empty() {
+                lag.learn(match stale {
+                    false => lag::Seen::CaughtUp,
+                    true => lag::Seen::CaughtUpAfter(last_sent),
+                });
+            }
             return Ok(questions);
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             lag.learn(lag::Seen::Unknown);
             return Ok(questions);
         }
         stale = true;
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(deadline - now)).await;
         pause = (pause * 2).min(Duration::from_millis(400));
     }
 }

@@ -242,12 +242,9 @@ struct Burst {
 }
 
 /// `range.len()` distinct removals sent at once; waits until every record is terminal.
-async fn burst(op: &Operator, c: &Client, app: &str, range: std::ops::Range<usize>) -> Burst {
+async fn burst(op: &Operator, app: &str, finished: &Finishing, range: std::ops::Range<usize>) -> Burst {
     let n = range.len();
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(0).build().unwrap();
-    // Records answered before they finished are followed by one watch, from before the calls
-    // (polling each would load the API server under test with reads of its own).
-    let (finished, watching) = finishing(c.clone(), app.to_string()).await;
     let started = Instant::now();
     let calls = range.map(|i| {
         let http = http.clone();
@@ -299,7 +296,6 @@ async fn burst(op: &Operator, c: &Client, app: &str, range: std::ops::Range<usiz
         assert_eq!(ph, Phase::Succeeded, "for {}: {name}", target(i));
         completion = completion.max(at.saturating_duration_since(started));
     }
-    watching.abort();
     println!("burst of {n}: {in_time} answered SUCCESS within {DEADLINE:?}; all finished after {completion:?}");
     Burst { in_time, done, completion, unrecorded }
 }
@@ -334,7 +330,8 @@ async fn finishing(c: Client, app: String) -> (Finishing, tokio::task::JoinHandl
             }
         }
     });
-    let _ = ready_rx.await;
+    let listed = tokio::time::timeout(Duration::from_secs(60), ready_rx).await;
+    assert!(matches!(listed, Ok(Ok(()))), "the watch of {app}'s records did not list within 60 s");
     (seen, watching)
 }
 
@@ -674,8 +671,13 @@ async fn run(sizes: Sizes) -> String {
     for n in sizes.bursts.clone() {
         let range = from..(from + n).min(sizes.bindings);
         from = range.end;
+        // Records answered before they finished are followed by one watch, opened (and listed)
+        // before the burst's figures are sampled (polling each record would load the API server
+        // under test with reads of its own).
+        let (finished, watching) = finishing(c.clone(), big_app.clone()).await;
         let (before, cpu) = (api_requests(cl), cpu_times(cl, Some(op.pid())));
-        let b = burst(&op, &c, &big_app, range).await;
+        let b = burst(&op, &big_app, &finished, range).await;
+        watching.abort();
         print_cpu(&cpu, &cpu_times(cl, Some(op.pid())), b.done.len());
         print_api_requests(&before, &api_requests(cl), b.done.len());
         let late = settle_unrecorded(&c, &big_app, &b.unrecorded).await;

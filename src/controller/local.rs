@@ -142,17 +142,26 @@ pub struct Recording<'a>(&'a Handoff);
 
 impl Drop for Recording<'_> {
     fn drop(&mut self) {
-        let n = self.0.unrecorded.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.0.backlogged.send_if_modified(|b| std::mem::replace(b, n > RECORDING_AT_ONCE) != *b);
+        self.0.unrecorded.fetch_sub(1, Ordering::SeqCst);
+        self.0.update_backlogged();
     }
 }
 
 impl Handoff {
     /// Counts a call as not recorded until the guard is dropped.
     pub fn recording(&self) -> Recording<'_> {
-        let n = self.unrecorded.fetch_add(1, Ordering::SeqCst) + 1;
-        self.backlogged.send_if_modified(|b| std::mem::replace(b, n > RECORDING_AT_ONCE) != *b);
+        self.unrecorded.fetch_add(1, Ordering::SeqCst);
+        self.update_backlogged();
         Recording(self)
+    }
+
+    /// Sets the flag from the count, read under the flag's lock: updates from several threads
+    /// cannot leave it stale.
+    fn update_backlogged(&self) {
+        self.backlogged.send_if_modified(|b| {
+            let now = self.unrecorded.load(Ordering::SeqCst) > RECORDING_AT_ONCE;
+            std::mem::replace(b, now) != now
+        });
     }
 
     /// Waits (at most `at_most`) while calls queue to be recorded: a request not yet planned
@@ -218,13 +227,17 @@ pub(super) async fn take_handoffs(ctx: Arc<Context>, stop: CancellationToken) {
 /// How late an Event may be published while requests are being worked.
 const EVENT_AT_MOST_LATE: Duration = Duration::from_secs(10);
 
-/// The pause after each Event published while requests are being worked: at most 10 a second.
+/// Events queued at most; past it an Event is dropped (logged).
+const EVENT_QUEUE: usize = 4096;
+
+/// The pause after each Event published while requests are being worked (at most 10 a second),
+/// while the queue is less than half full.
 const BUSY_EVENT_GAP: Duration = Duration::from_millis(100);
 
 /// Publishes Events from a queue, so a reconcile never waits on them. Each Event is a write the
 /// API server also spends on, so while requests are being worked an Event waits until the
 /// controller is idle, at most [`EVENT_AT_MOST_LATE`], and Events published meanwhile are spaced
-/// by [`BUSY_EVENT_GAP`]: in a burst, the writes that finish requests come first (a burst of
+/// by [`BUSY_EVENT_GAP`] (so they may come later than that): in a burst, the writes that finish requests come first (a burst of
 /// 1,000 had spent 1.4 Event writes per removal once its Events came due). A full queue drops
 /// the Event (logged): the status is the record, Events only announce it.
 pub(super) struct Events {
@@ -233,7 +246,7 @@ pub(super) struct Events {
 
 impl Events {
     pub fn start(recorder: Recorder, idle: Idle) -> Events {
-        let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference, Instant)>(4096);
+        let (tx, mut rx) = mpsc::channel::<(Event, ObjectReference, Instant)>(EVENT_QUEUE);
         tokio::spawn(async move {
             while let Some((ev, on, queued)) = rx.recv().await {
                 while !idle.now() && queued.elapsed() < EVENT_AT_MOST_LATE {
@@ -243,7 +256,9 @@ impl Events {
                 if let Err(e) = recorder.publish(&ev, &on).await {
                     tracing::warn!(object = ?on.name, error = %e, "could not publish event");
                 }
-                if busy {
+                // Spaced only while the queue has room: under a steady load, Events that came
+                // due are published as fast as they come rather than dropped.
+                if busy && rx.len() < EVENT_QUEUE / 2 {
                     tokio::time::sleep(BUSY_EVENT_GAP).await;
                 }
             }

@@ -89,11 +89,13 @@ pub struct Context {
     regrants: regrant::Regrants,
     /// What the verifications share: roles read in the last second, the authorizer's lag.
     verifying: crate::verify::Memory,
+    /// Cancelled when this term of leadership ends.
+    stop: CancellationToken,
 }
 
 impl Context {
     /// The context the reconcilers share.
-    pub fn new(client: Client, settings: Settings, shared: Shared) -> Arc<Context> {
+    pub fn new(client: Client, settings: Settings, shared: Shared, stop: CancellationToken) -> Arc<Context> {
         let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
         let exec =
             exec::Env { client: client.clone(), namespace: settings.namespace.clone(), index: shared.index.clone() };
@@ -101,7 +103,7 @@ impl Context {
         let events = local::Events::start(Recorder::new(client.clone(), reporter), local.idle(shared.handoff.clone()));
         let regrants = regrant::Regrants::new(settings.regrant_watch);
         let verifying = crate::verify::Memory::default();
-        Arc::new(Context { client, settings, exec, shared, local, events, regrants, verifying })
+        Arc::new(Context { client, settings, exec, shared, local, events, regrants, verifying, stop })
     }
 }
 
@@ -149,7 +151,7 @@ impl Error {
 /// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `stop` is cancelled.
 /// Requests reach them by their watch and, faster, by the webhook's handoff.
 pub async fn run(client: Client, settings: Settings, shared: Shared, stop: CancellationToken) {
-    let ctx = Context::new(client.clone(), settings, shared);
+    let ctx = Context::new(client.clone(), settings, shared, stop.clone());
     let handed = local::take_handoffs(ctx.clone(), stop.clone());
     let unfinished = watcher::Config::default().fields(&retention::unfinished_selector());
     // The number of requests worked at once is bounded in `reconcile` (shared with handoffs).

@@ -36,7 +36,12 @@ const CREATES_FIRST_AT_MOST: std::time::Duration = std::time::Duration::from_sec
 pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = obj.name_any();
     if obj.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) {
-        ctx.shared.handoff.after_backlog(CREATES_FIRST_AT_MOST).await;
+        tokio::select! {
+            _ = ctx.shared.handoff.after_backlog(CREATES_FIRST_AT_MOST) => {}
+            // The term ended while waiting: the next leader plans it (a stopping leader must not
+            // hold up its handover, nor plan after it).
+            _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
+        }
     }
     let held = ctx.local.hold(&name).await;
     let done = reconcile_held(&name, ctx.clone()).await;

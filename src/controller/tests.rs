@@ -35,7 +35,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         metrics: crate::metrics::Metrics::new(),
         regrant_watch: Duration::ZERO,
     };
-    (Context::new(client, settings, Default::default()), ApiServer::new(handle))
+    (Context::new(client, settings, Default::default(), Default::default()), ApiServer::new(handle))
 }
 
 fn request() -> DeprovisionRequest {

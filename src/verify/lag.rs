@@ -19,7 +19,8 @@ pub const MAX_WAIT: Duration = Duration::from_millis(200);
 pub enum Seen {
     /// No first answer credited a removed binding: the cache had caught up (perhaps earlier).
     CaughtUp,
-    /// Some did; every answer was true once asked this long after the removal.
+    /// Some did; every answer was true once asked this long after the verification began
+    /// asking (right after the removals).
     CaughtUpAfter(Duration),
     /// Some did until the verification stopped asking: nothing learned.
     Unknown,
@@ -67,7 +68,7 @@ impl AuthorizerLag {
         Asking(self)
     }
 
-    /// How long to wait after the removal before the first question: the learned lag while
+    /// How long to wait before the first question: the learned lag while
     /// other verifications ask too, none when this one is alone.
     pub fn first_wait(&self, _asking: &Asking<'_>) -> Duration {
         match self.asking.load(Ordering::Relaxed) > 1 {
