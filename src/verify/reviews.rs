@@ -96,19 +96,21 @@ pub struct Grant<'a> {
 
 /// One thing to ask about, before it is asked of each identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
-struct Attributes {
-    namespace: Option<String>,
-    verb: String,
-    group: Option<String>,
-    resource: Option<String>,
-    subresource: Option<String>,
-    name: Option<String>,
-    path: Option<String>,
+struct Attributes<'a> {
+    namespace: Option<&'a str>,
+    verb: &'a str,
+    group: Option<&'a str>,
+    resource: Option<&'a str>,
+    subresource: Option<&'a str>,
+    name: Option<&'a str>,
+    path: Option<&'a str>,
 }
 
 /// What one rule of a role bound in `namespace` (`None`: cluster-wide) grants, as questions.
 /// Non-resource URLs count only cluster-wide (RBAC ignores them in a RoleBinding).
-fn expand(rule: &PolicyRule, namespace: Option<&str>) -> Vec<Attributes> {
+/// Borrowed from the rule (nothing is copied until a question is chosen: a role like `edit`
+/// expands to hundreds).
+fn expand<'a>(rule: &'a PolicyRule, namespace: Option<&'a str>) -> Vec<Attributes<'a>> {
     let verbs: Vec<&str> = match rule.verbs.iter().any(|v| v == "*") {
         true => VERB_SAMPLES.to_vec(),
         false => rule.verbs.iter().map(String::as_str).collect(),
@@ -131,18 +133,18 @@ fn expand(rule: &PolicyRule, namespace: Option<&str>) -> Vec<Attributes> {
             };
             for (g, r) in targets {
                 let (resource, subresource) = match r.split_once('/') {
-                    Some((r, s)) => (r, Some(s.to_string())),
+                    Some((r, s)) => (r, Some(s)),
                     None => (r, None),
                 };
                 for verb in &verbs {
                     for name in &names {
                         out.push(Attributes {
-                            namespace: namespace.map(str::to_string),
-                            verb: verb.to_string(),
-                            group: Some(g.to_string()),
-                            resource: Some(resource.to_string()),
-                            subresource: subresource.clone(),
-                            name: name.map(str::to_string),
+                            namespace,
+                            verb,
+                            group: Some(g),
+                            resource: Some(resource),
+                            subresource,
+                            name: *name,
                             path: None,
                         });
                     }
@@ -154,7 +156,7 @@ fn expand(rule: &PolicyRule, namespace: Option<&str>) -> Vec<Attributes> {
         for path in rule.non_resource_urls.as_deref().unwrap_or_default() {
             let verbs: Vec<&str> = if verbs.len() == VERB_SAMPLES.len() { vec!["get"] } else { verbs.clone() };
             for verb in verbs {
-                out.push(Attributes { verb: verb.into(), path: Some(path.clone()), ..Default::default() });
+                out.push(Attributes { verb, path: Some(path), ..Default::default() });
             }
         }
     }
@@ -192,15 +194,16 @@ pub fn questions(identities: &[Identity], grants: &[Grant<'_>], max: usize) -> (
                 skipped += 1;
                 continue;
             }
+            let owned = |v: Option<&str>| v.map(str::to_string);
             out.push(Review {
                 identity: identity as i32,
-                verb: a.verb.clone(),
-                group: a.group.clone(),
-                resource: a.resource.clone(),
-                subresource: a.subresource.clone(),
-                namespace: a.namespace.clone(),
-                name: a.name.clone(),
-                path: a.path.clone(),
+                verb: a.verb.to_string(),
+                group: owned(a.group),
+                resource: owned(a.resource),
+                subresource: owned(a.subresource),
+                namespace: owned(a.namespace),
+                name: owned(a.name),
+                path: owned(a.path),
                 granted_by: binding.to_string(),
                 allowed: false,
                 reason: None,
