@@ -199,20 +199,24 @@ impl Handoff {
     }
 }
 
-/// Reconciles handed-over requests at once, until `stop`. A failed reconcile is only logged:
-/// the controller's watch brings the request too and retries it with backoff.
+/// Reconciles handed-over requests at once, until `stop`; then waits for those still running, as
+/// the controller waits for its own, so the Lease is released only once no reconcile of this
+/// term runs. A failed reconcile is only logged: the controller's watch brings the request too
+/// and retries it with backoff.
 pub(super) async fn take_handoffs(ctx: Arc<Context>, stop: CancellationToken) {
     let mut rx = ctx.shared.handoff.open();
     let mut prune = tokio::time::interval(Duration::from_secs(10));
+    let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = prune.tick() => ctx.local.prune(),
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             Some((obj, arrived)) = rx.recv() => {
                 ctx.local.remember(&obj);
                 ctx.local.arrivals.lock().unwrap_or_else(|p| p.into_inner()).insert(obj.name_any(), arrived);
                 let ctx = ctx.clone();
-                tokio::spawn(async move {
+                running.spawn(async move {
                     let name = obj.name_any();
                     if let Err(e) = super::reconcile::reconcile(Arc::new(obj), ctx).await {
                         tracing::debug!(request = %name, error = %e, "handed-over reconcile failed; the watch retries it");
@@ -222,6 +226,10 @@ pub(super) async fn take_handoffs(ctx: Arc<Context>, stop: CancellationToken) {
         }
     }
     ctx.shared.handoff.close();
+    if !running.is_empty() {
+        tracing::info!(running = running.len(), "waiting for handed-over reconciles to finish");
+    }
+    while running.join_next().await.is_some() {}
 }
 
 /// How late an Event may be published while requests are being worked.

@@ -43,7 +43,12 @@ pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -
             _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
         }
     }
-    let held = ctx.local.hold(&name).await;
+    // A reconcile still waiting for its turn when the term ends leaves the request to the next
+    // leader; one under way finishes (the Lease is released once none runs).
+    let held = tokio::select! {
+        held = ctx.local.hold(&name) => held,
+        _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
+    };
     let done = reconcile_held(&name, ctx.clone()).await;
     ctx.local.release(held);
     done

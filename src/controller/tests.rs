@@ -510,3 +510,20 @@ async fn new_requests_let_queued_creates_go_first() {
     });
     assert_eq!(waited, Duration::from_millis(300), "woken when the queue shrinks");
 }
+
+/// A reconcile still waiting for its turn when the term of leadership ends returns without
+/// reading or writing anything: the next leader works the request, and this one's Lease is
+/// released without waiting for it.
+#[tokio::test]
+async fn a_reconcile_waiting_for_its_turn_returns_when_the_term_ends() {
+    let (ctx, _unserved) = ctx(Duration::from_secs(60));
+    let busy = ctx.local.hold("other").await; // the only slot (concurrency 1)
+    let waiting = tokio::spawn(reconcile(Arc::new(request()), ctx.clone()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "it waits for the slot");
+    ctx.stop.cancel();
+    // An API call would never be answered here: returning proves none was made.
+    let done = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("returned at the term's end");
+    assert!(done.unwrap().is_ok());
+    ctx.local.release(busy);
+}
