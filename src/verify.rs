@@ -310,16 +310,20 @@ async fn ask_all(
     mut questions: Vec<Review>,
     removed: &[BindingRef],
 ) -> Result<Vec<Review>, VerifyError> {
+    // Questions come from the removed bindings' roles: none, nothing to ask or to learn.
+    if questions.is_empty() {
+        return Ok(questions);
+    }
     let api: Api<SubjectAccessReview> = Api::all(client.clone());
     let started = tokio::time::Instant::now();
     let deadline = started + AUTHORIZER_CATCH_UP;
     let asking = lag.begin();
-    let wait = lag.first_wait(&asking);
-    if !questions.is_empty() && !removed.is_empty() && !wait.is_zero() {
-        tokio::time::sleep(wait).await;
+    let wait = asking.first_wait();
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await; // a zero sleep may still wait for the timer's next tick
     }
     let mut pending: Vec<usize> = (0..questions.len()).collect();
-    let mut pause = lag.first_pause(&asking);
+    let mut pause = asking.first_pause();
     // Whether an answer has credited a removed binding.
     let mut stale = false;
     loop {
@@ -348,19 +352,16 @@ async fn ask_all(
         pending = (0..questions.len()).filter(|&i| names_removed(&questions[i], removed)).collect();
         if pending.is_empty() {
             // Every answer is true by this round's asks (the time of the last stale ask is too
-            // early to learn: waiting that long would not have done). Nothing asked about a
-            // removal: nothing to learn.
-            if !questions.is_empty() && !removed.is_empty() {
-                lag.learn(match stale {
-                    false => lag::Seen::CaughtUp,
-                    true => lag::Seen::CaughtUpAfter(last_sent),
-                });
-            }
+            // early to learn: waiting that long would not have done).
+            asking.learn(match stale {
+                false => lag::Seen::CaughtUp,
+                true => lag::Seen::CaughtUpAfter(last_sent),
+            });
             return Ok(questions);
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            lag.learn(lag::Seen::Unknown);
+            asking.learn(lag::Seen::Unknown);
             return Ok(questions);
         }
         stale = true;

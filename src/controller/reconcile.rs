@@ -35,18 +35,17 @@ const CREATES_FIRST_AT_MOST: std::time::Duration = std::time::Duration::from_sec
 /// afresh.
 pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = obj.name_any();
-    if obj.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) {
-        tokio::select! {
-            _ = ctx.shared.handoff.after_backlog(CREATES_FIRST_AT_MOST) => {}
-            // The term ended while waiting: the next leader plans it (a stopping leader must not
-            // hold up its handover, nor plan after it).
-            _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
+    let turn = async {
+        if obj.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) {
+            ctx.shared.handoff.after_backlog(CREATES_FIRST_AT_MOST).await;
         }
-    }
+        ctx.local.hold(&name).await
+    };
     // A reconcile still waiting for its turn when the term ends leaves the request to the next
-    // leader; one under way finishes (the Lease is released once none runs).
+    // leader (a stopping leader must not hold up its handover, nor plan after it); one under way
+    // finishes (the Lease is released once none runs).
     let held = tokio::select! {
-        held = ctx.local.hold(&name) => held,
+        held = turn => held,
         _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
     };
     let done = reconcile_held(&name, ctx.clone()).await;

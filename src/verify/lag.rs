@@ -61,18 +61,17 @@ impl Drop for Asking<'_> {
     }
 }
 
-impl AuthorizerLag {
-    /// Counts a verification as asking until the guard is dropped.
-    pub fn begin(&self) -> Asking<'_> {
-        self.asking.fetch_add(1, Ordering::Relaxed);
-        Asking(self)
+impl Asking<'_> {
+    /// Whether other verifications ask too (the API server is busy).
+    fn among_others(&self) -> bool {
+        self.0.asking.load(Ordering::Relaxed) > 1
     }
 
-    /// How long to wait before the first question: the learned lag while
-    /// other verifications ask too, none when this one is alone.
-    pub fn first_wait(&self, _asking: &Asking<'_>) -> Duration {
-        match self.asking.load(Ordering::Relaxed) > 1 {
-            true => self.learned(),
+    /// How long to wait before the first question: the learned lag while other verifications
+    /// ask too, none when this one is alone.
+    pub fn first_wait(&self) -> Duration {
+        match self.among_others() {
+            true => self.0.learned(),
             false => Duration::ZERO,
         }
     }
@@ -80,24 +79,32 @@ impl AuthorizerLag {
     /// How long to wait before asking a stale question again, the first time (twice as long
     /// each time after): idle, the authorizer's cache lags by a millisecond or two, so 5 ms;
     /// while others ask, 20 ms, which spares the API server questions asked too early.
-    pub fn first_pause(&self, _asking: &Asking<'_>) -> Duration {
-        match self.asking.load(Ordering::Relaxed) > 1 {
+    pub fn first_pause(&self) -> Duration {
+        match self.among_others() {
             true => Duration::from_millis(20),
             false => Duration::from_millis(5),
         }
     }
 
-    /// The lag learned so far.
-    pub fn learned(&self) -> Duration {
-        Duration::from_micros(self.micros.load(Ordering::Relaxed))
-    }
-
-    /// Learns from what one verification saw.
+    /// Learns from what this verification saw.
     pub fn learn(&self, seen: Seen) {
         // Verifications finishing at once may overwrite each other's update: each is an
         // estimate, and the next one corrects it.
-        let next = next_wait(self.learned(), seen);
-        self.micros.store(next.as_micros() as u64, Ordering::Relaxed);
+        let next = next_wait(self.0.learned(), seen);
+        self.0.micros.store(next.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AuthorizerLag {
+    /// Counts a verification as asking until the guard is dropped.
+    pub fn begin(&self) -> Asking<'_> {
+        self.asking.fetch_add(1, Ordering::Relaxed);
+        Asking(self)
+    }
+
+    /// The lag learned so far.
+    pub fn learned(&self) -> Duration {
+        Duration::from_micros(self.micros.load(Ordering::Relaxed))
     }
 }
 
@@ -133,16 +140,16 @@ mod tests {
     fn the_shared_wait_follows_what_is_learned_and_applies_only_under_load() {
         let lag = AuthorizerLag::default();
         let alone = lag.begin();
-        assert_eq!(lag.first_wait(&alone), Duration::ZERO);
-        lag.learn(Seen::CaughtUpAfter(40 * MS));
-        assert_eq!(lag.first_wait(&alone), Duration::ZERO, "alone, a verification asks at once");
-        assert_eq!(lag.first_pause(&alone), 5 * MS);
+        assert_eq!(alone.first_wait(), Duration::ZERO);
+        alone.learn(Seen::CaughtUpAfter(40 * MS));
+        assert_eq!(alone.first_wait(), Duration::ZERO, "alone, a verification asks at once");
+        assert_eq!(alone.first_pause(), 5 * MS);
         let other = lag.begin();
-        assert_eq!(lag.first_wait(&alone), 40 * MS);
-        assert_eq!(lag.first_pause(&alone), 20 * MS);
-        lag.learn(Seen::CaughtUp);
-        assert_eq!(lag.first_wait(&other), 35 * MS);
+        assert_eq!(alone.first_wait(), 40 * MS);
+        assert_eq!(alone.first_pause(), 20 * MS);
+        other.learn(Seen::CaughtUp);
+        assert_eq!(other.first_wait(), 35 * MS);
         drop(other);
-        assert_eq!(lag.first_wait(&alone), Duration::ZERO);
+        assert_eq!(alone.first_wait(), Duration::ZERO);
     }
 }

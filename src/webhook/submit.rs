@@ -71,21 +71,19 @@ pub async fn record_and_wait(
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(arrived + s.deadline);
     start_barrier(s, &spec, arrived);
-    let recording = s.handoff.recording();
-    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await);
-    drop(recording);
-    let submitted = submitted?;
+    let submitted = {
+        let _unrecorded = s.handoff.recording();
+        recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)
+    }?;
     let name = submitted.name().to_string();
     let finished = s.finished.wait(&name);
     let handed = match submitted {
-        Submitted::Created(obj) => {
-            s.handoff.give(*obj, arrived) && {
-                s.finished.worked_here(&name);
-                true
-            }
-        }
+        Submitted::Created(obj) => s.handoff.give(*obj, arrived),
         Submitted::Attached(_) => false,
     };
+    if handed {
+        s.finished.worked_here(&name);
+    }
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
     Ok(match tokio::time::timeout_at(deadline - LAST_LOOK, finished).await {
         Ok(Ok(Some(status))) => Waited::Record { name, status: Some(status) },
