@@ -22,8 +22,32 @@ const REMEMBER: Duration = Duration::from_secs(60);
 pub type Outcome = Option<Box<DeprovisionRequestStatus>>;
 
 enum Slot {
-    Waiting(Vec<oneshot::Sender<Outcome>>),
-    Done { outcome: Outcome, at: Instant },
+    /// Calls wait; `seen` is what the watch delivered about the request since the first call
+    /// began to wait.
+    Waiting {
+        waiters: Vec<oneshot::Sender<Outcome>>,
+        seen: Seen,
+    },
+    Done {
+        outcome: Outcome,
+        at: Instant,
+    },
+}
+
+/// What the request watch delivered about an awaited request.
+enum Seen {
+    /// Nothing yet (or nothing that can be trusted: the watch failed since, or the request left
+    /// the unfinished set and its end is being read).
+    Nothing,
+    /// Unfinished, with this status.
+    Unfinished(Option<Box<DeprovisionRequestStatus>>),
+}
+
+impl Slot {
+    /// Whether a call still waits here.
+    fn awaited(&self) -> bool {
+        matches!(self, Slot::Waiting { waiters, .. } if waiters.iter().any(|w| !w.is_closed()))
+    }
 }
 
 /// Requests that finished, and the calls waiting for them.
@@ -58,9 +82,9 @@ impl Finished {
             Some(Slot::Done { outcome, .. }) => {
                 let _ = tx.send(outcome.clone());
             }
-            Some(Slot::Waiting(w)) => w.push(tx),
+            Some(Slot::Waiting { waiters, .. }) => waiters.push(tx),
             None => {
-                slots.insert(name.to_string(), Slot::Waiting(vec![tx]));
+                slots.insert(name.to_string(), Slot::Waiting { waiters: vec![tx], seen: Seen::Nothing });
             }
         }
         rx
@@ -80,7 +104,7 @@ impl Finished {
         self.here.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         let mut slots = self.slots();
         let done = Slot::Done { outcome: outcome.clone(), at: Instant::now() };
-        if let Some(Slot::Waiting(waiters)) = slots.insert(name.to_string(), done) {
+        if let Some(Slot::Waiting { waiters, .. }) = slots.insert(name.to_string(), done) {
             for w in waiters {
                 let _ = w.send(outcome.clone());
             }
@@ -89,14 +113,52 @@ impl Finished {
 
     /// Whether a call is waiting for `name`.
     pub fn is_awaited(&self, name: &str) -> bool {
-        matches!(self.slots().get(name), Some(Slot::Waiting(w)) if w.iter().any(|w| !w.is_closed()))
+        matches!(self.slots().get(name), Some(s) if s.awaited())
+    }
+
+    /// Notes what the request watch delivered, for the requests calls wait for.
+    pub(crate) fn observe(&self, ev: &watcher::Event<DeprovisionRequest>) {
+        let (obj, unfinished) = match ev {
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => (obj, true),
+            // It left the unfinished set: its end is read (or the call reads it).
+            watcher::Event::Delete(obj) => (obj, false),
+            watcher::Event::Init => return self.unseen(),
+            watcher::Event::InitDone => return,
+        };
+        if let Some(Slot::Waiting { seen, .. }) = self.slots().get_mut(obj.name_any().as_str()) {
+            *seen = match unfinished {
+                true => Seen::Unfinished(obj.status.clone().map(Box::new)),
+                false => Seen::Nothing,
+            };
+        }
+    }
+
+    /// Forgets what the watch delivered about every request: it failed or lists again, and
+    /// may have missed their ends.
+    fn unseen(&self) {
+        for slot in self.slots().values_mut() {
+            if let Slot::Waiting { seen, .. } = slot {
+                *seen = Seen::Nothing;
+            }
+        }
+    }
+
+    /// The status of `name` as the watch last delivered it, when that is known to be current
+    /// (the request is unfinished; `None` inside: not planned yet): how far it got, for a call
+    /// whose deadline is near, without reading it again. `None` when the watch delivered
+    /// nothing since the call began to wait, or since it failed, or the request left the
+    /// unfinished set: then only a read tells.
+    pub fn last_seen(&self, name: &str) -> Option<Option<Box<DeprovisionRequestStatus>>> {
+        match self.slots().get(name) {
+            Some(Slot::Waiting { seen: Seen::Unfinished(status), .. }) => Some(status.clone()),
+            _ => None,
+        }
     }
 
     /// Names calls are waiting for.
     fn awaited(&self) -> Vec<String> {
         let slots = self.slots();
-        let waiting = |s: &Slot| matches!(s, Slot::Waiting(w) if w.iter().any(|w| !w.is_closed()));
-        slots.iter().filter(|(_, s)| waiting(s)).map(|(n, _)| n.clone()).collect()
+        slots.iter().filter(|(_, s)| s.awaited()).map(|(n, _)| n.clone()).collect()
     }
 
     /// Forgets finished requests older than a minute and calls that stopped waiting.
@@ -104,12 +166,12 @@ impl Finished {
         let mut slots = self.slots();
         slots.retain(|_, s| match s {
             Slot::Done { at, .. } => at.elapsed() < REMEMBER,
-            Slot::Waiting(w) => {
-                w.retain(|w| !w.is_closed());
-                !w.is_empty()
+            Slot::Waiting { waiters, .. } => {
+                waiters.retain(|w| !w.is_closed());
+                !waiters.is_empty()
             }
         });
-        let waiting = |n: &String| matches!(slots.get(n), Some(Slot::Waiting(_)));
+        let waiting = |n: &String| matches!(slots.get(n), Some(Slot::Waiting { .. }));
         self.here.lock().unwrap_or_else(|p| p.into_inner()).retain(waiting);
     }
 
@@ -139,10 +201,18 @@ pub async fn watch(client: Client, finished: Arc<Finished>, unfinished: String, 
             _ = prune.tick() => { finished.prune(); continue; }
             ev = events.next() => ev,
         };
-        match ev {
+        let ev = match ev {
             None => return,
-            Some(Err(e)) => tracing::debug!(error = %e, "request watch failed; retrying"),
-            Some(Ok(watcher::Event::Delete(obj))) => {
+            Some(Err(e)) => {
+                finished.unseen();
+                tracing::debug!(error = %e, "request watch failed; retrying");
+                continue;
+            }
+            Some(Ok(ev)) => ev,
+        };
+        finished.observe(&ev);
+        match ev {
+            watcher::Event::Delete(obj) => {
                 let name = obj.name_any();
                 if finished.is_awaited(&name) {
                     let (api, finished) = (api.clone(), finished.clone());
@@ -157,19 +227,19 @@ pub async fn watch(client: Client, finished: Arc<Finished>, unfinished: String, 
                     });
                 }
             }
-            Some(Ok(watcher::Event::Init)) => relisted.clear(),
-            Some(Ok(watcher::Event::InitApply(obj))) => {
+            watcher::Event::Init => relisted.clear(),
+            watcher::Event::InitApply(obj) => {
                 relisted.insert(obj.name_any());
             }
             // After a relist, a call may wait for a request that finished while the watch was
             // down: it is no longer listed.
-            Some(Ok(watcher::Event::InitDone)) => {
+            watcher::Event::InitDone => {
                 for name in finished.awaited().into_iter().filter(|n| !relisted.contains(n)) {
                     tokio::spawn(read_outcome(api.clone(), finished.clone(), name));
                 }
                 relisted = HashSet::new();
             }
-            Some(Ok(watcher::Event::Apply(_))) => {}
+            watcher::Event::Apply(_) => {}
         }
     }
 }

@@ -52,3 +52,40 @@ fn a_request_worked_here_is_known_until_it_ends_or_nobody_waits() {
     f.prune();
     assert!(!f.is_worked_here("r6"), "nobody waits for it any more");
 }
+
+fn request(name: &str, phase: Option<Phase>) -> crate::crd::DeprovisionRequest {
+    let mut r = crate::fixtures::request(name, crate::fixtures::request_spec("app", "p@lumos.com").build());
+    r.status = phase.map(|phase| DeprovisionRequestStatus { phase, ..Default::default() });
+    r
+}
+
+#[test]
+fn the_watch_tells_how_far_an_awaited_request_got() {
+    use kube::runtime::watcher::Event;
+    let f = Finished::new();
+    f.observe(&Event::Apply(request("early", Some(Phase::InProgress))));
+    let _early = f.wait("early");
+    assert!(f.last_seen("early").is_none(), "what came before the call waited is not kept");
+
+    let _waiting = f.wait("r7");
+    assert!(f.last_seen("r7").is_none(), "nothing delivered yet: only a read tells");
+    f.observe(&Event::Apply(request("r7", None)));
+    assert_eq!(f.last_seen("r7"), Some(None), "delivered, not planned yet");
+    f.observe(&Event::Apply(request("r7", Some(Phase::InProgress))));
+    assert_eq!(f.last_seen("r7").unwrap().unwrap().phase, Phase::InProgress);
+
+    f.observe(&Event::Delete(request("r7", Some(Phase::InProgress))));
+    assert!(f.last_seen("r7").is_none(), "it left the unfinished set: its end is read, not guessed");
+
+    f.observe(&Event::InitApply(request("r7", Some(Phase::InProgress))));
+    assert!(f.last_seen("r7").is_some());
+    f.observe(&Event::Init);
+    assert!(f.last_seen("r7").is_none(), "the watch lists again: it may have missed the end");
+    f.observe(&Event::Apply(request("r7", Some(Phase::InProgress))));
+    f.unseen();
+    assert!(f.last_seen("r7").is_none(), "the watch failed: it may miss the end");
+
+    f.observe(&Event::Apply(request("nobody", Some(Phase::InProgress))));
+    assert!(f.last_seen("nobody").is_none());
+    assert_eq!(f.len(), 2, "requests nobody waits for are not held");
+}

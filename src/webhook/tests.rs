@@ -23,9 +23,14 @@ fn app() -> (
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("secret");
     std::fs::write(&path, format!("{SECRET}\n")).unwrap();
-    let state = WebhookState {
-        client: Client::new(svc, "default"),
-        secret: SecretFile::load(&path).unwrap(),
+    (router(Arc::new(state_with(Client::new(svc, "default"), &path))), handle, dir)
+}
+
+/// The endpoint's state for tests: `client`, the secret in file `secret`, a 2 s deadline.
+fn state_with(client: Client, secret: &std::path::Path) -> WebhookState {
+    WebhookState {
+        client,
+        secret: SecretFile::load(secret).unwrap(),
         header: HeaderScheme::new(header::AUTHORIZATION),
         deadline: Duration::from_secs(2),
         body_limit: 1024,
@@ -39,8 +44,7 @@ fn app() -> (
         handoff: Default::default(),
         index: None,
         policies: None,
-    };
-    (router(Arc::new(state)), handle, dir)
+    }
 }
 
 async fn call(
@@ -145,4 +149,55 @@ async fn unknown_or_misspelt_query_parameters_are_refused() {
     }
     drop(app);
     assert!(handle.next_request().await.is_none(), "a misspelt dry run never reaches the API server");
+}
+
+/// A call whose request is still unfinished near the deadline is answered from what the request
+/// watch last delivered, without reading the record; when the watch delivered nothing since the
+/// call began to wait, the record is read.
+#[tokio::test]
+async fn near_the_deadline_an_unfinished_request_is_told_from_the_watch_else_read() {
+    use kube::runtime::watcher::Event;
+    for delivered in [true, false] {
+        let (svc, mut handle) =
+            tower_test::mock::pair::<Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+        let state = state_with(Client::new(svc, "default"), &path);
+        let finished = state.finished.clone();
+        let app = router(Arc::new(state));
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("the create");
+            assert_eq!(req.method(), http::Method::POST, "{}", req.uri());
+            let body = axum::body::to_bytes(axum::body::Body::new(req.into_body()), 1 << 20).await.unwrap();
+            let mut obj: crate::crd::DeprovisionRequest = serde_json::from_slice(&body).unwrap();
+            let answer = serde_json::to_vec(&obj).unwrap();
+            send.send_response(http::Response::builder().status(201).body(answer.into()).unwrap());
+            // The watch delivers the request planned and under way.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if delivered {
+                obj.status = Some(crate::crd::DeprovisionRequestStatus {
+                    phase: crate::crd::Phase::InProgress,
+                    ..Default::default()
+                });
+                finished.observe(&Event::Apply(obj.clone()));
+            }
+            // Anything else is the record's read, answered with the record still under way.
+            let mut reads = 0;
+            while let Some((req, send)) = handle.next_request().await {
+                assert_eq!(req.method(), http::Method::GET, "{}", req.uri());
+                reads += 1;
+                send.send_response(http::Response::builder().body(serde_json::to_vec(&obj).unwrap().into()).unwrap());
+            }
+            reads
+        });
+        let body = br#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"}}"#.to_vec();
+        let (status, answer) = call(app, Some(&format!("Bearer {SECRET}")), Some("application/json"), body).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(answer["response"], "FAILURE");
+        let msg = answer["msg"].as_str().unwrap();
+        assert!(msg.contains("Still in progress") && msg.contains("deprovisionrequest/lumos-"), "{answer}");
+        let reads = server.await.unwrap();
+        assert_eq!(reads, usize::from(!delivered), "delivered by the watch: {delivered}");
+    }
 }
