@@ -4,7 +4,6 @@
 //! The [`controller`] computes a [`plan`] with pure functions, records it, has the executors
 //! ([`exec`]) carry it out, records each result, and [`verify`]s with the API server's authorizer
 //! that the access is gone. See `docs/architecture.md`.
-pub mod api_client;
 pub mod cli;
 pub mod connector;
 pub mod controller;

@@ -36,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Evidence(args) => {
             let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
             let cluster = config.cluster_url.to_string();
-            let client = deprovisioner::api_client::build(config)?;
+            let client = Client::try_from(config).context("building the Kubernetes client")?;
             deprovisioner::evidence::write(&client, cluster, &args).await
         }
         Command::Connector(args) => connector(args).await,
@@ -65,7 +65,7 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
         None => match kube_config(args.kubeconfig.as_deref(), args.context.clone()).await {
             Ok(config) => {
                 let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
-                let client = deprovisioner::api_client::build(config)?;
+                let client = Client::try_from(config).context("building the Kubernetes client")?;
                 let protected = Protected { operator: Some(args.service_account.clone()) };
                 let writer = connector::Writer::Client { deadline: args.deadline };
                 let conn = connector::Connector { client, protected, cluster_label, index: None, writer };
@@ -114,7 +114,7 @@ async fn kube_config(kubeconfig: Option<&Path>, context: Option<String>) -> anyh
 
 async fn client(args: &RunArgs) -> anyhow::Result<Client> {
     let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
-    Ok(deprovisioner::api_client::build(config)?)
+    Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// Fails fast when the CRDs are not installed; also opens the API connection before the first

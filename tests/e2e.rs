@@ -686,31 +686,3 @@ async fn a_stale_index_copy_is_never_written_back() {
     assert!(done.message.contains("deleted RoleBinding"), "{}", done.message);
     assert!(get_rb(&c, &ns, "solo").await.is_none());
 }
-
-/// The operator's client speaks HTTP/2 to the API server, as client-go does (every request on one
-/// connection: no TLS handshake per request once many run at once), and hundreds of requests at
-/// once all succeed over it, a watch among them.
-#[tokio::test]
-async fn the_operators_client_speaks_http2_and_carries_many_requests_at_once() {
-    use deprovisioner::crd::DeprovisionRequest;
-    use futures::StreamExt;
-    use kube::api::ListParams;
-    use kube::config::{KubeConfigOptions, Kubeconfig};
-    let cl = cluster();
-    let kc = Kubeconfig::read_from(&cl.operator_kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    let client = deprovisioner::api_client::build(config).unwrap();
-    let resp = client.send(http::Request::get("/version").body(Vec::<u8>::new().into()).unwrap()).await.unwrap();
-    assert_eq!(resp.status(), http::StatusCode::OK);
-    assert_eq!(resp.version(), http::Version::HTTP_2, "negotiated with the API server (ALPN)");
-
-    let api: Api<DeprovisionRequest> = Api::all(client.clone());
-    let watch = kube::runtime::watcher(api.clone(), kube::runtime::watcher::Config::default());
-    let mut watch = std::pin::pin!(watch);
-    assert!(matches!(watch.next().await, Some(Ok(kube::runtime::watcher::Event::Init))));
-    let one = ListParams::default().limit(1);
-    let lists = (0..300).map(|_| api.list_metadata(&one));
-    let answers = futures::future::join_all(lists).await;
-    let failed: Vec<_> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
-    assert!(failed.is_empty(), "{} of 300 failed, e.g. {:?}", failed.len(), failed.first());
-}
