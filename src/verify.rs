@@ -18,14 +18,14 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 
 use crate::crd::{
     Action, ActionResult, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, PlannedAction, ResidualAccessRule,
-    ResidualBinding, Review, Verification,
+    ResidualBinding, Review, SubjectRef, Verification,
 };
 use crate::index::BindingIndex;
 use crate::plan::BindingView;
@@ -45,6 +45,10 @@ static IN_FLIGHT: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(REV
 /// How long an answer naming a binding this request removed is asked again: the authorizer
 /// reads bindings from its own cache, which may not have seen the removal yet.
 const AUTHORIZER_CATCH_UP: Duration = Duration::from_secs(3);
+
+/// How long the questions wait for the binding index to show the removals (see
+/// [`index_caught_up`]); past it they are asked anyway (and asked again while stale).
+const INDEX_CATCH_UP: Duration = Duration::from_millis(200);
 
 /// The most bytes a recorded verification takes: [`reviews::MAX_REVIEWS`] reviews and
 /// [`MAX_RESIDUAL`] residual bindings with their clipped texts, identities and notes. Planning
@@ -160,6 +164,9 @@ async fn check(
     let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
     // One after the other, not at once: the index's barrier is usually the longer of the two,
     // and a fixed order keeps the calls easy to follow in a trace.
+    if let Some(ix) = index.filter(|ix| ix.is_watching() && !questions.is_empty()) {
+        index_caught_up(ix, &removed_subjects(req.plan, req.results)).await;
+    }
     v.reviews = ask_all(client, &memory.lag, &identities, questions, &removed).await?;
     let (residual, more) = residual_bindings(client, index, &wanted, &judge, &removed).await?;
     v.residual = residual;
@@ -199,6 +206,49 @@ fn removed_bindings(plan: &[PlannedAction], results: &[ActionResult]) -> Vec<Bin
         }
     }
     out
+}
+
+/// Each subject this request removed, with the binding it was removed from.
+fn removed_subjects<'a>(plan: &'a [PlannedAction], results: &[ActionResult]) -> Vec<(&'a BindingRef, &'a SubjectRef)> {
+    let done = |id: i32| results.iter().any(|r| r.id == id && r.outcome.is_removal());
+    let binding_action = |a: &'a PlannedAction| match &a.action {
+        Action::RemoveBindingSubject(b) if done(a.id) => Some((&b.binding, &b.subject)),
+        _ => None,
+    };
+    plan.iter().filter_map(binding_action).collect()
+}
+
+/// Waits until the binding index shows every removal (the binding no longer names the subject,
+/// or is gone, or is another binding under the same name), at most [`INDEX_CATCH_UP`]. The
+/// authorizer reads bindings from a cache fed by the same watch as the index, in its own process:
+/// once the index has a removal, the authorizer has almost always seen it too, and its first
+/// answer is true. Asked straight after the write instead, about one answer in five still
+/// credited the binding (and cost a question more, and a pause).
+async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) {
+    let shown = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {
+        Some(ns) => (index.role_binding(ns, &b.name))
+            .is_none_or(|rb| !still_names(rb.metadata.uid.as_deref(), rb.subjects.as_deref(), b, subject)),
+        None => (index.cluster_role_binding(&b.name))
+            .is_none_or(|crb| !still_names(crb.metadata.uid.as_deref(), crb.subjects.as_deref(), b, subject)),
+    };
+    let mut changes = index.subscribe(); // before looking: no change slips between
+    let waited = tokio::time::timeout(INDEX_CATCH_UP, async {
+        while !removals.iter().all(shown) {
+            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
+                return;
+            }
+        }
+    });
+    if waited.await.is_err() {
+        tracing::debug!("the binding index did not show the removals in time; asking anyway");
+    }
+}
+
+/// Whether a binding held with this uid and these subjects is still `b` naming `subject`: the
+/// removal not seen yet. Another uid is another binding under the same name.
+fn still_names(uid: Option<&str>, subjects: Option<&[Subject]>, b: &BindingRef, subject: &SubjectRef) -> bool {
+    uid == Some(b.uid.as_str())
+        && subjects.unwrap_or_default().iter().any(|s| crate::plan::subject::is_exactly(s, subject))
 }
 
 /// What the verifications of one controller share.

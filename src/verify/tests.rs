@@ -358,3 +358,16 @@ fn a_small_bound_asks_about_every_rule_before_a_second_grant_of_any() {
     let (qs, skipped) = questions(&ids, &[Grant { binding: &rb, rules: &rules }], MAX_REVIEWS);
     assert_eq!((qs.len(), skipped), (8, 0));
 }
+
+#[test]
+fn a_removal_is_shown_once_the_binding_no_longer_names_the_subject_or_is_another() {
+    let b = BindingRef { uid: "uid-1".into(), ..binding(Some("team"), "edit", "ClusterRole/edit") };
+    let ann = SubjectRef { kind: "User".into(), name: "ann@x.io".into(), namespace: None };
+    let subjects = |names: &[&str]| names.iter().map(|n| user(n)).collect::<Vec<_>>();
+    let held = subjects(&["ann@x.io", "bob@x.io"]);
+    assert!(still_names(Some("uid-1"), Some(&held), &b, &ann), "not seen yet");
+    assert!(!still_names(Some("uid-1"), Some(&subjects(&["bob@x.io"])), &b, &ann), "seen");
+    assert!(!still_names(Some("uid-1"), None, &b, &ann), "seen: no subjects left");
+    assert!(!still_names(Some("uid-2"), Some(&held), &b, &ann), "another binding under the same name");
+    assert!(!still_names(Some("uid-1"), Some(&subjects(&["Ann@x.io"])), &b, &ann), "only the exact subject counts");
+}
