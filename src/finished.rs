@@ -36,8 +36,8 @@ enum Slot {
 
 /// What the request watch delivered about an awaited request.
 enum Seen {
-    /// Nothing yet (or nothing that can be trusted: the watch failed since, or the request left
-    /// the unfinished set and its end is being read).
+    /// Nothing yet, or nothing that still holds: the watch failed or listed again since, or the
+    /// request left the unfinished set (its end is then read, by the watch or by the call).
     Nothing,
     /// Unfinished, with this status.
     Unfinished(Option<Box<DeprovisionRequestStatus>>),
@@ -45,7 +45,7 @@ enum Seen {
 
 impl Slot {
     /// Whether a call still waits here.
-    fn awaited(&self) -> bool {
+    fn has_waiters(&self) -> bool {
         matches!(self, Slot::Waiting { waiters, .. } if waiters.iter().any(|w| !w.is_closed()))
     }
 }
@@ -56,7 +56,14 @@ pub struct Finished {
     slots: Mutex<HashMap<String, Slot>>,
     /// Requests handed to the controller in this process, which tells their end directly.
     here: Mutex<HashSet<String>>,
+    /// When the watch last delivered anything (`None`: it failed since).
+    delivered: Mutex<Option<Instant>>,
 }
+
+/// How recently the request watch must have delivered something for what it said about a
+/// request to be taken as current: a watch that stalls without an error is not believed for
+/// long. In a burst, events arrive every few milliseconds.
+const LIVE_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long the watch leaves a request worked here to the controller here before reading it:
 /// the watch often delivers the end a moment before the controller's own write returns, and the
@@ -113,11 +120,12 @@ impl Finished {
 
     /// Whether a call is waiting for `name`.
     pub fn is_awaited(&self, name: &str) -> bool {
-        matches!(self.slots().get(name), Some(s) if s.awaited())
+        matches!(self.slots().get(name), Some(s) if s.has_waiters())
     }
 
     /// Notes what the request watch delivered, for the requests calls wait for.
     pub(crate) fn observe(&self, ev: &watcher::Event<DeprovisionRequest>) {
+        *self.delivered.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let (obj, unfinished) = match ev {
             watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) => (obj, true),
             // It left the unfinished set: its end is read (or the call reads it).
@@ -136,6 +144,7 @@ impl Finished {
     /// Forgets what the watch delivered about every request: it failed or lists again, and
     /// may have missed their ends.
     fn unseen(&self) {
+        *self.delivered.lock().unwrap_or_else(|p| p.into_inner()) = None;
         for slot in self.slots().values_mut() {
             if let Slot::Waiting { seen, .. } = slot {
                 *seen = Seen::Nothing;
@@ -143,12 +152,21 @@ impl Finished {
         }
     }
 
-    /// The status of `name` as the watch last delivered it, when that is known to be current
-    /// (the request is unfinished; `None` inside: not planned yet): how far it got, for a call
-    /// whose deadline is near, without reading it again. `None` when the watch delivered
-    /// nothing since the call began to wait, or since it failed, or the request left the
-    /// unfinished set: then only a read tells.
+    /// The status of `name` as the watch last delivered it (`None` inside: not planned yet),
+    /// while the watch is live (it delivered something in the last [`LIVE_WITHIN`]) and says the
+    /// request is unfinished: how far it got, for a call whose deadline is near, without reading
+    /// it again. It may be a moment behind: the watch lags by milliseconds. `None` when the
+    /// watch delivered nothing about it since the call began to wait, or failed since, or is
+    /// quiet, or saw the request leave the unfinished set: then only a read tells.
     pub fn last_seen(&self, name: &str) -> Option<Option<Box<DeprovisionRequestStatus>>> {
+        self.seen_at(name, Instant::now())
+    }
+
+    fn seen_at(&self, name: &str, now: Instant) -> Option<Option<Box<DeprovisionRequestStatus>>> {
+        let delivered = *self.delivered.lock().unwrap_or_else(|p| p.into_inner());
+        if delivered.is_none_or(|at| now.saturating_duration_since(at) > LIVE_WITHIN) {
+            return None;
+        }
         match self.slots().get(name) {
             Some(Slot::Waiting { seen: Seen::Unfinished(status), .. }) => Some(status.clone()),
             _ => None,
@@ -158,7 +176,7 @@ impl Finished {
     /// Names calls are waiting for.
     fn awaited(&self) -> Vec<String> {
         let slots = self.slots();
-        slots.iter().filter(|(_, s)| s.awaited()).map(|(n, _)| n.clone()).collect()
+        slots.iter().filter(|(_, s)| s.has_waiters()).map(|(n, _)| n.clone()).collect()
     }
 
     /// Forgets finished requests older than a minute and calls that stopped waiting.

@@ -271,7 +271,8 @@ where
                 ev = stream.next() => match ev {
                     Some(Ok(ev)) => {
                         barrier.saw(&ev);
-                        // Copied only while someone listens (the leader's re-grant watch).
+                        // Copied only while someone listens (the leader's re-grant watch, a
+                        // verification waiting for its removals to show).
                         if changes.receiver_count() > 0 {
                             publish(&changes, ev);
                         }

@@ -162,11 +162,11 @@ async fn check(
         ));
     }
     let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
-    // One after the other, not at once: the index's barrier is usually the longer of the two,
-    // and a fixed order keeps the calls easy to follow in a trace.
     if let Some(ix) = index.filter(|ix| ix.is_watching() && !questions.is_empty()) {
         index_caught_up(ix, &removed_subjects(req.plan, req.results)).await;
     }
+    // One after the other, not at once: the index's barrier is usually the longer of the two,
+    // and a fixed order keeps the calls easy to follow in a trace.
     v.reviews = ask_all(client, &memory.lag, &identities, questions, &removed).await?;
     let (residual, more) = residual_bindings(client, index, &wanted, &judge, &removed).await?;
     v.residual = residual;
@@ -220,9 +220,9 @@ fn removed_subjects<'a>(plan: &'a [PlannedAction], results: &[ActionResult]) -> 
 
 /// Waits until the binding index shows every removal (the binding no longer names the subject,
 /// or is gone, or is another binding under the same name), at most [`INDEX_CATCH_UP`]. The
-/// authorizer reads bindings from a cache fed by the same watch as the index, in its own process:
-/// once the index has a removal, the authorizer has almost always seen it too, and its first
-/// answer is true. Asked straight after the write instead, about one answer in five still
+/// authorizer reads bindings from a cache of its own, kept by a watch of the same bindings inside
+/// the API server: once the index has a removal, the authorizer has almost always seen it too,
+/// and its first answer is true. Asked straight after the write instead, about one answer in five still
 /// credited the binding (and cost a question more, and a pause).
 async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) {
     let shown = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {

@@ -82,6 +82,8 @@ fn the_watch_tells_how_far_an_awaited_request_got() {
     f.observe(&Event::Init);
     assert!(f.last_seen("r7").is_none(), "the watch lists again: it may have missed the end");
     f.observe(&Event::Apply(request("r7", Some(Phase::InProgress))));
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    assert!(f.seen_at("r7", later).is_none(), "a watch quiet for long is not believed");
     f.unseen();
     assert!(f.last_seen("r7").is_none(), "the watch failed: it may miss the end");
 

@@ -11,10 +11,13 @@ use super::guard::PerMinute;
 use super::{WebhookState, naming, short_error};
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, DeprovisionRequestStatus, RequestSource};
 
-/// How long before the deadline a call still waiting looks at how far its request got: as the
-/// request watch last delivered it when that is current, else by reading the record, so its
-/// answer is true even if a wake-up was missed.
+/// How long before the deadline a call still waiting reads its record once more, so its answer
+/// is true even if a wake-up was missed; unless the watch of unfinished requests is live and
+/// says the request is still under way: then the call waits to be told until [`LAST_MOMENT`].
 const LAST_LOOK: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// How long before the deadline a call whose request the watch says is under way stops waiting.
+const LAST_MOMENT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Records the request, then waits until it is terminal or the deadline passes; the Lumos answer.
 pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, arrived: Instant) -> LumosAnswer {
@@ -77,7 +80,7 @@ pub async fn record_and_wait(
         recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)
     }?;
     let name = submitted.name().to_string();
-    let finished = s.finished.wait(&name);
+    let mut finished = s.finished.wait(&name);
     let handed = match submitted {
         Submitted::Created(obj) => s.handoff.give(*obj, arrived),
         Submitted::Attached(_) => false,
@@ -86,17 +89,28 @@ pub async fn record_and_wait(
         s.finished.worked_here(&name);
     }
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
-    Ok(match tokio::time::timeout_at(deadline - LAST_LOOK, finished).await {
-        Ok(Ok(Some(status))) => Waited::Record { name, status: Some(status) },
-        Ok(Ok(None)) => Waited::Deleted(name),
-        // Not told in time: how far it got, as the request watch last delivered it, or else as
-        // the record says (one read; in a burst of 1,000 these reads came all at once, while the
-        // API server was busiest).
-        Ok(Err(_)) | Err(_) if let Some(status) = s.finished.last_seen(&name) => Waited::Record { name, status },
-        Ok(Err(_)) | Err(_) => match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
-            Ok(Ok(Some(obj))) => Waited::Record { name, status: obj.status.map(Box::new) },
-            Ok(Ok(None)) => Waited::Deleted(name),
-            _ => Waited::Record { name, status: None },
+    let told = match tokio::time::timeout_at(deadline - LAST_LOOK, &mut finished).await {
+        Ok(told) => told.ok(),
+        // While the watch of unfinished requests is live and says this one is still under way,
+        // a read would tell no more: wait to be told a little longer instead. (Reading always
+        // cost a burst of 1,000 about 700 reads at once, while the API server was busiest.)
+        Err(_) if s.finished.last_seen(&name).is_some() => {
+            tokio::time::timeout_at(deadline - LAST_MOMENT, &mut finished).await.ok().and_then(Result::ok)
+        }
+        Err(_) => None,
+    };
+    Ok(match told {
+        Some(Some(status)) => Waited::Record { name, status: Some(status) },
+        Some(None) => Waited::Deleted(name),
+        // Not told in time: how far it got, as the watch last delivered it, or else as the record
+        // says.
+        None => match s.finished.last_seen(&name) {
+            Some(status) => Waited::Record { name, status },
+            None => match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
+                Ok(Ok(Some(obj))) => Waited::Record { name, status: obj.status.map(Box::new) },
+                Ok(Ok(None)) => Waited::Deleted(name),
+                _ => Waited::Record { name, status: None },
+            },
         },
     })
 }

@@ -151,13 +151,23 @@ async fn unknown_or_misspelt_query_parameters_are_refused() {
     assert!(handle.next_request().await.is_none(), "a misspelt dry run never reaches the API server");
 }
 
-/// A call whose request is still unfinished near the deadline is answered from what the request
-/// watch last delivered, without reading the record; when the watch delivered nothing since the
-/// call began to wait, the record is read.
+/// Near the deadline, a call whose request the (live) watch of unfinished requests shows still
+/// under way is answered from it, without reading the record, and is still woken if the request
+/// ends in the last moments; when the watch delivered nothing about it, the record is read.
 #[tokio::test]
-async fn near_the_deadline_an_unfinished_request_is_told_from_the_watch_else_read() {
+async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_read() {
+    use crate::crd::{DeprovisionRequestStatus, Phase};
     use kube::runtime::watcher::Event;
-    for delivered in [true, false] {
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Watch {
+        /// Delivers nothing about the request.
+        Silent,
+        /// Delivers it under way, and other requests' changes every 200 ms.
+        Live,
+        /// As `Live`, and the request ends 1.8 s after the call (its deadline is 2 s).
+        LiveThenEnds,
+    }
+    for watch in [Watch::Silent, Watch::Live, Watch::LiveThenEnds] {
         let (svc, mut handle) =
             tower_test::mock::pair::<Request<kube::client::Body>, http::Response<kube::client::Body>>();
         let dir = tempfile::tempdir().unwrap();
@@ -166,21 +176,38 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_the_watch_else_rea
         let state = state_with(Client::new(svc, "default"), &path);
         let finished = state.finished.clone();
         let app = router(Arc::new(state));
+        let started = tokio::time::Instant::now();
         let server = tokio::spawn(async move {
             let (req, send) = handle.next_request().await.expect("the create");
             assert_eq!(req.method(), http::Method::POST, "{}", req.uri());
             let body = axum::body::to_bytes(axum::body::Body::new(req.into_body()), 1 << 20).await.unwrap();
             let mut obj: crate::crd::DeprovisionRequest = serde_json::from_slice(&body).unwrap();
-            let answer = serde_json::to_vec(&obj).unwrap();
-            send.send_response(http::Response::builder().status(201).body(answer.into()).unwrap());
-            // The watch delivers the request planned and under way.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if delivered {
-                obj.status = Some(crate::crd::DeprovisionRequestStatus {
-                    phase: crate::crd::Phase::InProgress,
-                    ..Default::default()
-                });
+            let name = obj.metadata.name.clone().unwrap();
+            send.send_response(http::Response::builder().status(201).body(body.to_vec().into()).unwrap());
+            obj.status = Some(DeprovisionRequestStatus { phase: Phase::InProgress, ..Default::default() });
+            let mut delivering = None;
+            if watch != Watch::Silent {
+                while !finished.is_awaited(&name) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 finished.observe(&Event::Apply(obj.clone()));
+                if watch == Watch::LiveThenEnds {
+                    let finished = finished.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(started + Duration::from_millis(1800)).await;
+                        let ended = DeprovisionRequestStatus { phase: Phase::Succeeded, ..Default::default() };
+                        finished.done(&name, Some(Box::new(ended)));
+                    });
+                }
+                let (finished, other) = (finished.clone(), obj.clone());
+                delivering = Some(tokio::spawn(async move {
+                    for i in 0.. {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        let mut other = other.clone();
+                        other.metadata.name = Some(format!("other-{i}"));
+                        finished.observe(&Event::Apply(other));
+                    }
+                }));
             }
             // Anything else is the record's read, answered with the record still under way.
             let mut reads = 0;
@@ -189,15 +216,21 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_the_watch_else_rea
                 reads += 1;
                 send.send_response(http::Response::builder().body(serde_json::to_vec(&obj).unwrap().into()).unwrap());
             }
+            delivering.inspect(|d| d.abort());
             reads
         });
         let body = br#"{"application":{"app_id":"a"},"target_user":{"email":"t@x.io"}}"#.to_vec();
         let (status, answer) = call(app, Some(&format!("Bearer {SECRET}")), Some("application/json"), body).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(answer["response"], "FAILURE");
-        let msg = answer["msg"].as_str().unwrap();
-        assert!(msg.contains("Still in progress") && msg.contains("deprovisionrequest/lumos-"), "{answer}");
         let reads = server.await.unwrap();
-        assert_eq!(reads, usize::from(!delivered), "delivered by the watch: {delivered}");
+        let msg = answer["msg"].as_str().unwrap();
+        match watch {
+            Watch::LiveThenEnds => assert_eq!(answer["response"], "SUCCESS", "{watch:?}: {answer}"),
+            _ => {
+                assert_eq!(answer["response"], "FAILURE", "{watch:?}: {answer}");
+                assert!(msg.contains("Still in progress") && msg.contains("deprovisionrequest/lumos-"), "{answer}");
+            }
+        }
+        assert_eq!(reads, usize::from(watch == Watch::Silent), "{watch:?}: reads of the record");
     }
 }
