@@ -198,11 +198,9 @@ fn with_removed_spellings(mut wanted: Vec<Wanted>, plan: &[PlannedAction], resul
 /// The bindings this request removed a subject from (each once).
 fn removed_bindings(plan: &[PlannedAction], results: &[ActionResult]) -> Vec<BindingRef> {
     let mut out: Vec<BindingRef> = vec![];
-    for a in plan {
-        let Action::RemoveBindingSubject(b) = &a.action else { continue };
-        let done = results.iter().any(|r| r.id == a.id && r.outcome.is_removal());
-        if done && !out.contains(&b.binding) {
-            out.push(b.binding.clone());
+    for (b, _) in removed_subjects(plan, results) {
+        if !out.contains(b) {
+            out.push(b.clone());
         }
     }
     out
@@ -222,8 +220,8 @@ fn removed_subjects<'a>(plan: &'a [PlannedAction], results: &[ActionResult]) -> 
 /// or is gone, or is another binding under the same name), at most [`INDEX_CATCH_UP`]. The
 /// authorizer reads bindings from a cache of its own, kept by a watch of the same bindings inside
 /// the API server: once the index has a removal, the authorizer has almost always seen it too,
-/// and its first answer is true. Asked straight after the write instead, about one answer in five still
-/// credited the binding (and cost a question more, and a pause).
+/// and its first answer is true. Asked straight after the write instead, about one answer in
+/// five still credited the binding (and cost a question more, and a pause).
 async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) {
     let shown = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {
         Some(ns) => (index.role_binding(ns, &b.name))
