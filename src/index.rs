@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -53,6 +53,9 @@ pub enum Change {
     ClusterRoleBinding(Arc<ClusterRoleBinding>),
     /// A binding deleted: its namespace (RoleBindings) and name.
     Deleted(Option<String>, String),
+    /// A relist of one kind ended: the index now holds the fresh list (each binding in it was
+    /// sent as a change before; those it no longer holds vanished during the watch's gap).
+    Relisted,
 }
 
 /// How many changes a slow subscriber may fall behind before it is told it lagged.
@@ -87,14 +90,28 @@ impl BindingIndex {
     /// `namespace` and a ClusterRoleBinding, both named `sentinel`, binding an empty ClusterRole
     /// to no one (the chart creates them).
     pub fn start(client: &Client, namespace: &str, sentinel: &str, stop: &CancellationToken) -> Arc<BindingIndex> {
+        let rb_events = watcher(Api::all(client.clone()), watcher::Config::default()).default_backoff();
+        let crb_events = watcher(Api::all(client.clone()), watcher::Config::default()).default_backoff();
+        BindingIndex::fed(client, namespace, sentinel, rb_events, crb_events, stop)
+    }
+
+    /// The index kept by these two streams of watch events (the watches, or a test's own), its
+    /// barriers written through `client`.
+    pub(crate) fn fed(
+        client: &Client,
+        namespace: &str,
+        sentinel: &str,
+        rb_events: impl Stream<Item = Result<watcher::Event<RoleBinding>, watcher::Error>> + Send + 'static,
+        crb_events: impl Stream<Item = Result<watcher::Event<ClusterRoleBinding>, watcher::Error>> + Send + 'static,
+        stop: &CancellationToken,
+    ) -> Arc<BindingIndex> {
         let instance = barrier::instance_id();
         let rb_api = Api::namespaced(client.clone(), namespace);
         let rb_barrier = Arc::new(Barrier::new(rb_api, sentinel, instance.clone(), Some(namespace)));
         let crb_barrier = Arc::new(Barrier::new(Api::all(client.clone()), sentinel, instance, None));
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
-        let (role_bindings, rb_by_subject) = watch(Api::all(client.clone()), rb_barrier.clone(), changes.clone(), stop);
-        let (cluster_role_bindings, crb_by_subject) =
-            watch(Api::all(client.clone()), crb_barrier.clone(), changes.clone(), stop);
+        let (role_bindings, rb_by_subject) = watch(rb_events, rb_barrier.clone(), changes.clone(), stop);
+        let (cluster_role_bindings, crb_by_subject) = watch(crb_events, crb_barrier.clone(), changes.clone(), stop);
         Arc::new(BindingIndex {
             role_bindings,
             cluster_role_bindings,
@@ -233,11 +250,11 @@ pub fn strip<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Runs one watch into a store and its [`BySubject`] map (filed before the store applies an
-/// event, so the map can take out what the store held), telling the barrier what it sees (once
-/// both hold it) and subscribers what changed.
+/// Runs one watch's events into a store and its [`BySubject`] map (filed before the store
+/// applies an event, so the map can take out what the store held), telling the barrier what it
+/// sees (once both hold it) and subscribers what changed.
 fn watch<K>(
-    api: Api<K>,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     barrier: Arc<Barrier<K>>,
     changes: broadcast::Sender<Change>,
     stop: &CancellationToken,
@@ -256,7 +273,7 @@ where
     let (store, writer) = reflector::store();
     let by_subject = Arc::new(BySubject::default());
     let (reader, filing) = (store.clone(), by_subject.clone());
-    let stream = (watcher(api, watcher::Config::default()).default_backoff().modify(strip::<K>))
+    let stream = (events.modify(strip::<K>))
         .map_ok(move |ev| {
             filing.apply(&reader, &ev);
             ev
@@ -295,7 +312,9 @@ fn publish<K: Resource + Changed>(changes: &broadcast::Sender<Change>, ev: watch
         watcher::Event::Delete(o) => {
             Change::Deleted(o.meta().namespace.clone(), o.meta().name.clone().unwrap_or_default())
         }
-        watcher::Event::Init | watcher::Event::InitDone => return,
+        // A waiter looks again once the store holds the new list (it swaps at the list's end).
+        watcher::Event::InitDone => Change::Relisted,
+        watcher::Event::Init => return,
     };
     // No subscriber left: nothing to do.
     let _ = changes.send(change);

@@ -221,8 +221,9 @@ fn removed_subjects<'a>(plan: &'a [PlannedAction], results: &[ActionResult]) -> 
 /// authorizer reads bindings from a cache of its own, kept by a watch of the same bindings inside
 /// the API server: once the index has a removal, the authorizer has almost always seen it too,
 /// and its first answer is true. Asked straight after the write instead, about one answer in
-/// five still credited the binding (and cost a question more, and a pause).
-async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) {
+/// five still credited the binding (and cost a question more, and a pause). Says whether it saw
+/// them (else it waited the whole time).
+async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) -> bool {
     let shown = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {
         Some(ns) => (index.role_binding(ns, &b.name))
             .is_none_or(|rb| !still_names(rb.metadata.uid.as_deref(), rb.subjects.as_deref(), b, subject)),
@@ -233,13 +234,16 @@ async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &Subjec
     let waited = tokio::time::timeout(INDEX_CATCH_UP, async {
         while !removals.iter().all(shown) {
             if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
-                return;
+                return false; // the index stopped
             }
         }
+        true
     });
-    if waited.await.is_err() {
+    let shown = waited.await.unwrap_or(false);
+    if !shown {
         tracing::debug!("the binding index did not show the removals in time; asking anyway");
     }
+    shown
 }
 
 /// Whether a binding held with this uid and these subjects is still `b` naming `subject`: the

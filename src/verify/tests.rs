@@ -371,3 +371,72 @@ fn a_removal_is_shown_once_the_binding_no_longer_names_the_subject_or_is_another
     assert!(!still_names(Some("uid-2"), Some(&held), &b, &ann), "another binding under the same name");
     assert!(!still_names(Some("uid-1"), Some(&subjects(&["Ann@x.io"])), &b, &ann), "only the exact subject counts");
 }
+
+/// A verification asks once the binding index shows its removal: as soon as a change shows it,
+/// or a relist ends without it (the index's store takes the new list only at its end), and not
+/// while the index still shows the subject.
+#[tokio::test(start_paused = true)]
+async fn the_index_shows_a_removal_through_a_change_or_the_end_of_a_relist() {
+    use futures::channel::mpsc;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use kube::runtime::watcher::Event;
+    use tokio::time::{Duration, Instant};
+
+    let (svc, _api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (rb_tx, rb_events) = mpsc::unbounded();
+    let (crb_tx, crb_events) = mpsc::unbounded();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let index = BindingIndex::fed(&Client::new(svc, "ops"), "ops", "sentinel", rb_events, crb_events, &stop);
+    let send = |ev: Event<RoleBinding>| rb_tx.unbounded_send(Ok(ev)).unwrap();
+    let rb = |uid: &str, who: &[&str]| {
+        fixtures::role_binding("team", "edit").role("edit").uid(uid).subjects(who.iter().map(|w| user(w))).build()
+    };
+    crb_tx.unbounded_send(Ok(Event::Init)).unwrap();
+    crb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+    send(Event::Init);
+    send(Event::InitApply(rb("uid-1", &["ann@x.io", "bob@x.io"])));
+    send(Event::InitDone);
+    while index.role_binding("team", "edit").is_none() {
+        tokio::task::yield_now().await;
+    }
+    let b = BindingRef { uid: "uid-1".into(), ..binding(Some("team"), "edit", "ClusterRole/edit") };
+    let ann = SubjectRef { kind: "User".into(), name: "ann@x.io".into(), namespace: None };
+    let removals = [(&b, &ann)];
+
+    // The index still names Ann: the whole wait, then ask anyway.
+    let started = Instant::now();
+    assert!(!index_caught_up(&index, &removals).await);
+    assert_eq!(started.elapsed(), INDEX_CATCH_UP);
+
+    // A change that does not show it, then one that does.
+    let started = Instant::now();
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send(Event::Apply(rb("uid-1", &["ann@x.io", "bob@x.io", "cy@x.io"])));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send(Event::Apply(rb("uid-1", &["bob@x.io"])));
+    };
+    let (shown, ()) = tokio::join!(index_caught_up(&index, &removals), later);
+    assert!(shown);
+    assert_eq!(started.elapsed(), Duration::from_millis(20));
+
+    // Ann named again (another request's view); then a watch gap: the relist no longer lists
+    // her, and the store shows it only when the relist ends.
+    send(Event::Apply(rb("uid-1", &["ann@x.io", "bob@x.io"])));
+    while index.role_binding("team", "edit").is_some_and(|r| r.subjects.as_ref().is_some_and(|s| s.len() == 1)) {
+        tokio::task::yield_now().await;
+    }
+    let started = Instant::now();
+    let relist = async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send(Event::Init);
+        send(Event::InitApply(rb("uid-1", &["bob@x.io"])));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        send(Event::InitDone);
+    };
+    let (shown, ()) = tokio::join!(index_caught_up(&index, &removals), relist);
+    assert!(shown, "the end of the relist shows the removal");
+    assert_eq!(started.elapsed(), Duration::from_millis(20), "at the relist's end, not after the whole wait");
+    stop.cancel();
+}
