@@ -53,8 +53,9 @@ pub enum Change {
     ClusterRoleBinding(Arc<ClusterRoleBinding>),
     /// A binding deleted: its namespace (RoleBindings) and name.
     Deleted(Option<String>, String),
-    /// A relist of one kind ended: the index now holds the fresh list (each binding in it was
-    /// sent as a change before; those it no longer holds vanished during the watch's gap).
+    /// A relist of one kind ended: the index now holds the new list (each binding in it was sent
+    /// as a change while it came; those it no longer holds vanished during the watch's gap). A
+    /// subscriber that fell behind meanwhile reads [`BindingIndex::all`] again now.
     Relisted,
 }
 
@@ -211,14 +212,16 @@ impl BindingIndex {
         }
     }
 
-    /// Whether both watches have listed and are delivering: until then every plan reads the API
-    /// server instead (and `/readyz` says the replica is not ready).
+    /// Whether both watches have listed and are not listing again: until then every plan reads
+    /// the API server instead (and `/readyz` says the replica is not ready). A watch error that
+    /// the watcher resumes from (it loses nothing) does not end it.
     pub fn is_watching(&self) -> bool {
         self.rb_barrier.is_watching() && self.crb_barrier.is_watching()
     }
 
     /// Every change the index sees from now on (a subscriber that falls more than a few thousand
-    /// changes behind is told it lagged, and should read [`BindingIndex::all`] again).
+    /// changes behind is told it lagged, and should read [`BindingIndex::all`] again, and again
+    /// at the next [`Change::Relisted`]: while a relist comes, the index still holds the old list).
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
@@ -294,8 +297,8 @@ where
                             publish(&changes, ev);
                         }
                     }
+                    // The watcher resumes where it was, or lists again (and says so with `Init`).
                     Some(Err(e)) => {
-                        barrier.watch_failed();
                         tracing::warn!(kind = K::kind(&()).as_ref(), error = %e, "binding watch failed; retrying");
                     }
                     None => return,

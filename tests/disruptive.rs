@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deprovisioner::crd::{DeprovisionRequest, Outcome, Phase};
@@ -9,6 +10,7 @@ use deprovisioner::fixtures::{self, user};
 use kube::Api;
 use serde_json::json;
 use support::*;
+use tokio_util::sync::CancellationToken;
 
 async fn setup(cl: &Cluster, prefix: &str, bindings: usize) -> (kube::Client, String, String) {
     let c = cl.admin().await;
@@ -186,4 +188,98 @@ async fn a_rolling_upgrade_hands_over_at_once() {
 #[tokio::test]
 async fn a_killed_leader_is_replaced_within_the_deadline() {
     failover("KILL").await;
+}
+
+/// A TCP relay in front of the API server whose connections can be cut, as a network blip cuts
+/// them: the API server stays up, so the operator's watches fail and resume from the version
+/// they had (no relist).
+struct Relay {
+    addr: std::net::SocketAddr,
+    /// Cancelled to cut the connections open now (replaced by a fresh one then).
+    cut: Arc<Mutex<CancellationToken>>,
+    /// New connections are dropped at once until then.
+    refuse_until: Arc<Mutex<Instant>>,
+}
+
+impl Relay {
+    async fn to(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(Mutex::new(CancellationToken::new()));
+        let refuse_until = Arc::new(Mutex::new(Instant::now()));
+        let (current, refusing) = (cut.clone(), refuse_until.clone());
+        tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                if Instant::now() < *refusing.lock().unwrap() {
+                    continue; // dropped: the connection is reset
+                }
+                let token = current.lock().unwrap().clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = token.cancelled() => {} // both sockets dropped: the connection is cut
+                    }
+                });
+            }
+        });
+        Relay { addr, cut, refuse_until }
+    }
+
+    /// Cuts every connection open now and refuses new ones for `down`.
+    fn cut_for(&self, down: Duration) {
+        *self.refuse_until.lock().unwrap() = Instant::now() + down;
+        let mut token = self.cut.lock().unwrap();
+        token.cancel();
+        *token = CancellationToken::new();
+    }
+}
+
+/// `/readyz` answers 200 within `within`.
+async fn ready_within(op: &Operator, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = http_client().get(format!("{}/readyz", op.url)).send().await;
+        let last = match r {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A watch error the watcher resumes from (the connection to the API server cut, the API server
+/// up) does not take the replica out of its Service or off its binding index: it stays ready,
+/// and the next call is planned and answered as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)] // the relay runs while the test blocks
+async fn cut_connections_to_the_api_server_leave_the_replica_ready() {
+    let cl = own_cluster();
+    let (c, ns, app) = setup(cl, "cut", 1).await;
+    let kubeconfig = std::fs::read_to_string(&cl.operator_kubeconfig).unwrap();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: https://")).unwrap().to_string();
+    let relay = Relay::to(server.clone()).await;
+    let relayed = cl.dir.join("relayed.kubeconfig");
+    std::fs::write(&relayed, kubeconfig.replace(&server, &relay.addr.to_string())).unwrap();
+    let op = Operator::start(OperatorOpts { kubeconfig: relayed, ..OperatorOpts::on(cl) });
+    wait_leading(&op);
+    ready_within(&op, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("not ready: {e}"));
+    // Cut off for 2 s: the watches' streams end, starting them again fails, then they resume
+    // from their versions. A binding written meanwhile is still planned from (the barrier).
+    relay.cut_for(Duration::from_secs(2));
+    role_binding(&c, &ns, "rb-late", "view", vec![user("doc@lumos.com")]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = op.log_text();
+    assert!(log.contains("binding watch failed"), "the cut reached the watches; log:\n{log}");
+    ready_within(&op, Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("not ready after the cut: {e}"));
+    let (status, answer, _) = op.lumos(&payload(&app, "doc@lumos.com", &[])).await;
+    assert_eq!((status, &answer["response"]), (200, &json!("SUCCESS")), "{answer}");
+    for rb in ["rb-0", "rb-late"] {
+        let left = names(&get_rb(&c, &ns, rb).await.map(|b| b.subjects).unwrap_or_default());
+        assert!(!left.contains(&"User:doc@lumos.com".to_string()), "{rb}: {left:?}");
+    }
 }

@@ -184,14 +184,11 @@ where
         });
     }
 
-    /// Whether the watch has listed and is delivering.
+    /// Whether the watch has listed and is not listing again. A watch error alone does not end
+    /// it: the watcher resumes from the last version it delivered and loses nothing, and lists
+    /// again only when the API server no longer has that version (then it starts with `Init`).
     pub fn is_watching(&self) -> bool {
         *self.watching.borrow()
-    }
-
-    /// Called when the watch fails: it lists again before the barrier can pass.
-    pub fn watch_failed(&self) {
-        self.watching.send_replace(false);
     }
 
     /// Called with every event after the store has applied it.
@@ -203,7 +200,11 @@ where
                     self.mark_seen(g);
                 }
             }
-            Event::Init => *relisted = None,
+            // A list begins: the store is whole again at its end.
+            Event::Init => {
+                *relisted = None;
+                self.watching.send_replace(false);
+            }
             Event::InitApply(obj) => {
                 if let Some(g) = self.generation_on(obj) {
                     *relisted = Some(g);

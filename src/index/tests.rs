@@ -232,3 +232,59 @@ fn bindings_are_found_by_subject_through_changes_and_relists() {
     assert!(ids(&by, "keep@x.io").is_empty());
     assert_eq!(by.len(), 1);
 }
+
+/// The index is watching once both watches listed; a watch error the watcher resumes from (it
+/// loses nothing) does not end that, or every plan would list from the API server and `/readyz`
+/// fail until some later relist; a relist does, until it ends.
+#[tokio::test]
+async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_does() {
+    use futures::channel::mpsc;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::core::Status;
+    use kube::runtime::watcher;
+    use tokio_util::sync::CancellationToken;
+
+    let (svc, _api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (rb_tx, rb_events) = mpsc::unbounded::<Result<Event<RoleBinding>, watcher::Error>>();
+    let (crb_tx, crb_events) = mpsc::unbounded::<Result<Event<ClusterRoleBinding>, watcher::Error>>();
+    let stop = CancellationToken::new();
+    let index = super::BindingIndex::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, &stop);
+    let rb =
+        |name: &str| fixtures::role_binding("team", name).role("view").subjects([fixtures::user("ann@x.io")]).build();
+    let error =
+        |code: u16| watcher::Error::WatchError(Box::new(Status::failure("watch failed", "Expired").with_code(code)));
+    // Waits until the index has applied what was sent (the watches run on their own task).
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "{what}");
+    }
+
+    for ev in [Event::Init, Event::InitApply(rb("one")), Event::InitDone] {
+        rb_tx.unbounded_send(Ok(ev)).unwrap();
+    }
+    until("RoleBindings listed", || index.role_binding("team", "one").is_some()).await;
+    assert!(!index.is_watching(), "ClusterRoleBindings not listed yet");
+    crb_tx.unbounded_send(Ok(Event::Init)).unwrap();
+    crb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+    until("both listed", || index.is_watching()).await;
+
+    // An error the watcher resumes from, then the next event.
+    rb_tx.unbounded_send(Err(error(500))).unwrap();
+    rb_tx.unbounded_send(Ok(Event::Apply(rb("two")))).unwrap();
+    until("the change after the error", || index.role_binding("team", "two").is_some()).await;
+    assert!(index.is_watching(), "a resumed watch still watches");
+
+    // 410 Gone: the watcher lists again, starting with Init; watching again at its end.
+    rb_tx.unbounded_send(Err(error(410))).unwrap();
+    rb_tx.unbounded_send(Ok(Event::Init)).unwrap();
+    until("the relist began", || !index.is_watching()).await;
+    rb_tx.unbounded_send(Ok(Event::InitApply(rb("three")))).unwrap();
+    rb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+    until("the relist ended", || index.is_watching()).await;
+    assert!(index.role_binding("team", "three").is_some() && index.role_binding("team", "one").is_none());
+    stop.cancel();
+}

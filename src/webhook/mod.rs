@@ -140,7 +140,7 @@ async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
     if s.index.as_ref().is_some_and(|ix| !ix.is_watching()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the binding index is still listing").into_response();
     }
-    if s.policies.as_ref().is_some_and(|p| !p.is_current()) {
+    if s.policies.as_ref().is_some_and(|p| !p.is_listed()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the policies are still listing").into_response();
     }
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());

@@ -1,0 +1,77 @@
+use std::time::Duration;
+
+use futures::channel::mpsc;
+use kube::ResourceExt;
+use kube::core::Status;
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Policies;
+use crate::crd::DeprovisionPolicy;
+use crate::fixtures;
+
+fn policy(name: &str) -> DeprovisionPolicy {
+    fixtures::policy(
+        name,
+        json!({"application": {"appId": name}, "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+               "rules": [{"roleBindings": {"namespaces": ["team"]}}]}),
+    )
+}
+
+/// Waits until the watch's task has applied what was sent.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(5), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    assert!(waited.await.is_ok(), "{what}");
+}
+
+fn names(p: &Policies) -> Option<Vec<String>> {
+    p.get().map(|ps| {
+        let mut n: Vec<String> = ps.iter().map(|p| p.name_any()).collect();
+        n.sort();
+        n
+    })
+}
+
+/// Plans read the policies from memory while the watch is current: not before it listed, not
+/// during a relist, and not after an error until it delivers again (then it resumed where it
+/// was, and nothing is missing). The replica is ready once the watch has listed, and stays so
+/// through errors: a watch error alone must not take it out of its Service.
+#[tokio::test]
+async fn plans_read_the_policies_from_memory_while_the_watch_is_current() {
+    let (tx, events) = mpsc::unbounded::<Result<Event<DeprovisionPolicy>, watcher::Error>>();
+    let stop = CancellationToken::new();
+    let policies = Policies::fed(events, &stop);
+    let send = |ev: Result<Event<DeprovisionPolicy>, watcher::Error>| tx.unbounded_send(ev).unwrap();
+    let error = |code: u16| {
+        Err(watcher::Error::WatchError(Box::new(Status::failure("watch failed", "Expired").with_code(code))))
+    };
+
+    assert!(!policies.is_listed() && names(&policies).is_none(), "nothing before the list");
+    send(Ok(Event::Init));
+    send(Ok(Event::InitApply(policy("one"))));
+    send(Ok(Event::InitDone));
+    until("listed", || names(&policies) == Some(vec!["one".into()])).await;
+    assert!(policies.is_listed());
+
+    // An error: plans list until the watch delivers again, the replica stays ready.
+    send(error(500));
+    until("not current after an error", || names(&policies).is_none()).await;
+    assert!(policies.is_listed(), "still ready");
+    send(Ok(Event::Apply(policy("two"))));
+    until("current once it delivers again", || names(&policies) == Some(vec!["one".into(), "two".into()])).await;
+
+    // 410 Gone: a relist; the new list is read once it ended.
+    send(error(410));
+    send(Ok(Event::Init));
+    send(Ok(Event::InitApply(policy("two"))));
+    until("not current during the relist", || names(&policies).is_none()).await;
+    send(Ok(Event::InitDone));
+    until("the new list", || names(&policies) == Some(vec!["two".into()])).await;
+    assert!(policies.is_listed());
+    stop.cancel();
+}
