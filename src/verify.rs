@@ -222,9 +222,9 @@ fn removed_subjects<'a>(plan: &'a [PlannedAction], results: &[ActionResult]) -> 
 /// the API server: once the index has a removal, the authorizer has almost always seen it too,
 /// and its first answer is true. Asked straight after the write instead, about one answer in
 /// five still credited the binding (and cost a question more, and a pause). Says whether it saw
-/// them (else it waited the whole time).
+/// them (false: it waited the whole time, or the index stopped).
 async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) -> bool {
-    let shown = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {
+    let removed = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {
         Some(ns) => (index.role_binding(ns, &b.name))
             .is_none_or(|rb| !still_names(rb.metadata.uid.as_deref(), rb.subjects.as_deref(), b, subject)),
         None => (index.cluster_role_binding(&b.name))
@@ -232,7 +232,7 @@ async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &Subjec
     };
     let mut changes = index.subscribe(); // before looking: no change slips between
     let waited = tokio::time::timeout(INDEX_CATCH_UP, async {
-        while !removals.iter().all(shown) {
+        while !removals.iter().all(removed) {
             if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
                 return false; // the index stopped
             }

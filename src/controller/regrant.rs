@@ -192,8 +192,9 @@ async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationTo
                 let kind = if ns.is_some() { BindingKind::RoleBinding } else { BindingKind::ClusterRoleBinding };
                 ctx.regrants.lock().deleted(&(kind, ns, name));
             }
-            // Every binding of the new list came as a change already.
-            Ok(Change::Relisted) => {}
+            // The index holds a new list: a pass over it, since a relist sends every binding at
+            // once and this may have fallen behind (and read the old list) while it came.
+            Ok(Change::Relisted) => rescan = true,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 tracing::debug!(missed = n, "re-grant watch fell behind the binding index; reading it whole");
                 rescan = true;

@@ -421,8 +421,8 @@ async fn the_index_shows_a_removal_through_a_change_or_the_end_of_a_relist() {
     assert!(shown);
     assert_eq!(started.elapsed(), Duration::from_millis(20));
 
-    // Ann named again (another request's view); then a watch gap: the relist no longer lists
-    // her, and the store shows it only when the relist ends.
+    // The index as it was before a removal it then missed in a watch gap: the relist that
+    // follows no longer lists her, and the store shows it only when the relist ends.
     send(Event::Apply(rb("uid-1", &["ann@x.io", "bob@x.io"])));
     while index.role_binding("team", "edit").is_some_and(|r| r.subjects.as_ref().is_some_and(|s| s.len() == 1)) {
         tokio::task::yield_now().await;
