@@ -276,10 +276,11 @@ async fn cut_connections_to_the_api_server_leave_the_replica_ready() {
     let log = op.log_text();
     assert!(log.contains("binding watch failed"), "the cut reached the watches; log:\n{log}");
     ready_within(&op, Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("not ready after the cut: {e}"));
-    let (status, answer, _) = op.lumos(&payload(&app, "doc@lumos.com", &[])).await;
+    let (status, answer, took) = op.lumos(&payload(&app, "doc@lumos.com", &[])).await;
     assert_eq!((status, &answer["response"]), (200, &json!("SUCCESS")), "{answer}");
     for rb in ["rb-0", "rb-late"] {
         let left = names(&get_rb(&c, &ns, rb).await.map(|b| b.subjects).unwrap_or_default());
         assert!(!left.contains(&"User:doc@lumos.com".to_string()), "{rb}: {left:?}");
     }
+    println!("connections to the API server cut for 2 s: still ready; the next call answered SUCCESS in {took:?}");
 }
