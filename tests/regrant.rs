@@ -1,7 +1,8 @@
 //! Removals that stick, on a real kube-apiserver: after a request finishes, access that comes
 //! back (the old binding edited, or a new binding) is noticed within seconds, recorded on the
 //! request and, with `onRegrant: Remove`, removed again; a re-grant made while no operator runs is
-//! found when one starts.
+//! found when one starts, and a reported binding deleted unseen and created again is reported
+//! again.
 
 mod support;
 
@@ -184,4 +185,22 @@ async fn a_regrant_made_while_the_operator_is_down_is_found_when_it_starts() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(get_request(&c, &name).await.status.unwrap().regrants.len(), 1);
+
+    // The reported binding is deleted while no operator runs (no replica sees it go), and the
+    // next leader has listed the bindings: when someone creates it again naming the person, that
+    // is a re-grant again, not the one already reported.
+    op.signal("TERM");
+    drop(op);
+    Api::<RoleBinding>::namespaced(c.clone(), &ns).delete("deployers", &Default::default()).await.unwrap();
+    let op = Operator::start(OperatorOpts::on(cl));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !strip_ansi(&op.log_text()).contains("re-grant watch: watching") {
+        assert!(Instant::now() < deadline, "the new leader did not start its re-grant watch:\n{}", op.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    role_binding(&c, &ns, "deployers", "view", vec![user(&person)]).await;
+    let st = regrants_within(&c, &name, 2, Duration::from_secs(20)).await;
+    assert_eq!(st.regrants[1].object, format!("RoleBinding {ns}/deployers"));
+    drop(op);
 }

@@ -166,12 +166,23 @@ impl Watched for ClusterRoleBinding {
 }
 
 /// Follows the binding index (kept on every replica): one pass over every binding it holds, then
-/// every change it sees; a pass again whenever this falls behind. No watch of its own.
+/// every change it sees; a pass again whenever this falls behind, and when a relist ends. No
+/// watch of its own.
 async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationToken) {
     let mut changes = index.subscribe();
     let mut rescan = true;
     loop {
         if rescan {
+            // Once both kinds are listed, a binding the index does not hold was deleted, perhaps
+            // during a watch gap (no change told it) or while no operator ran: it names no one,
+            // so one created again under its name is reported again.
+            if index.is_watching() {
+                ctx.regrants.lock().forget_absent(|(kind, ns, name)| match (kind, ns) {
+                    (BindingKind::RoleBinding, Some(ns)) => index.role_binding(ns, name).is_some(),
+                    (BindingKind::ClusterRoleBinding, None) => index.cluster_role_binding(name).is_some(),
+                    _ => false,
+                });
+            }
             let all = index.all();
             for b in &all.role_bindings {
                 seen(ctx, &b.view()).await;

@@ -214,6 +214,11 @@ impl Watchlist {
         });
     }
 
+    /// Forgets, as [`Watchlist::deleted`] does, every reported binding for which `exists` says no.
+    pub fn forget_absent(&mut self, exists: impl Fn(&BindingKey) -> bool) {
+        self.requests.values_mut().for_each(|w| w.present.retain(|k| exists(k)));
+    }
+
     /// The subject was removed again from `key` for `request`: counted, and no longer present.
     pub fn removed_again(&mut self, request: &str, key: &BindingKey) {
         if let Some(w) = self.requests.get_mut(request) {

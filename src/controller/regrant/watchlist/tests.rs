@@ -93,3 +93,21 @@ fn the_record_says_what_was_already_reported() {
     list.expire(&since(150));
     assert!(list.get("req").is_none());
 }
+
+#[test]
+fn a_reported_binding_deleted_unseen_is_reported_again_when_it_comes_back() {
+    // Reported before a restart (or before a watch gap in which it was deleted).
+    let regrants = json!([
+        {"object": "RoleBinding team/edit", "subject": "User ann@x.io", "at": "2026-01-01T00:00:00Z", "message": "m"}
+    ]);
+    let mut list = Watchlist::default();
+    list.insert(&request(100, regrants), &since(50));
+    let back = fixtures::role_binding("team", "edit").role("edit").subjects([user("ann@x.io")]).build();
+    let key = key_of(&role_binding(&back));
+    // Still there: kept, and not reported twice.
+    list.forget_absent(|k| *k == key);
+    assert!(list.check(&role_binding(&back)).is_empty());
+    // Gone from the cluster (no delete was seen), then created again: a re-grant once more.
+    list.forget_absent(|_| false);
+    assert_eq!(list.check(&role_binding(&back)).len(), 1);
+}
