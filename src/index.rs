@@ -219,6 +219,13 @@ impl BindingIndex {
         self.rb_barrier.is_watching() && self.crb_barrier.is_watching()
     }
 
+    /// Whether both watches are watching and have delivered since their last error: a reader
+    /// without a barrier (the verification) may then trust the index as it trusts a watch; a
+    /// watch cut off from the API server (still watching: it will resume) is not current.
+    pub fn is_current(&self) -> bool {
+        self.rb_barrier.is_current() && self.crb_barrier.is_current()
+    }
+
     /// Every change the index sees from now on (a subscriber that falls more than a few thousand
     /// changes behind is told it lagged, and should read [`BindingIndex::all`] again, and again
     /// at the next [`Change::Relisted`]: while a relist comes, the index still holds the old list).
@@ -299,6 +306,7 @@ where
                     }
                     // The watcher resumes where it was, or lists again (and says so with `Init`).
                     Some(Err(e)) => {
+                        barrier.watch_failed(lost_an_event(&e));
                         tracing::warn!(kind = K::kind(&()).as_ref(), error = %e, "binding watch failed; retrying");
                     }
                     None => return,
@@ -307,6 +315,12 @@ where
         }
     });
     (store, by_subject)
+}
+
+/// Whether a watch error dropped an event: a line the client could not read is skipped, and the
+/// watch goes on after it.
+fn lost_an_event(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchFailed(kube::Error::SerdeError(_)))
 }
 
 fn publish<K: Resource + Changed>(changes: &broadcast::Sender<Change>, ev: watcher::Event<K>) {

@@ -46,23 +46,27 @@ impl Policies {
         let (stop, now, once) = (stop.clone(), current.clone(), listed.clone());
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
+            // An event the client could not read was dropped: only a list makes the store whole.
+            let mut lost = false;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     ev = stream.next() => match ev {
                         Some(Ok(Event::InitDone)) => {
+                            lost = false;
                             now.store(true, Ordering::SeqCst);
                             once.store(true, Ordering::SeqCst);
                         }
                         // A change delivered after an error: the watch resumed where it was,
                         // and every change since came before this one.
-                        Some(Ok(Event::Apply(_) | Event::Delete(_))) => now.store(true, Ordering::SeqCst),
+                        Some(Ok(Event::Apply(_) | Event::Delete(_))) => now.store(!lost, Ordering::SeqCst),
                         // A relist: the store takes the new list at its end.
                         Some(Ok(Event::Init)) => now.store(false, Ordering::SeqCst),
                         Some(Ok(Event::InitApply(_))) => {}
                         // The watcher resumes where it was (or lists again); what changed
                         // meanwhile is unknown until it delivers again.
                         Some(Err(e)) => {
+                            lost |= matches!(e, watcher::Error::WatchFailed(kube::Error::SerdeError(_)));
                             now.store(false, Ordering::SeqCst);
                             tracing::warn!(error = %e, "DeprovisionPolicy watch failed; plans list policies until it delivers again");
                         }
@@ -81,7 +85,8 @@ impl Policies {
 
     /// The policies, or `None` while the watch has not listed, lists again, or has not delivered
     /// since an error (a quiet watch that failed once stays so until the next policy change:
-    /// plans then list the policies, as they do without a watch).
+    /// plans then list the policies, as they do without a watch), or dropped an event it could
+    /// not read (until it lists again).
     pub fn get(&self) -> Option<Vec<DeprovisionPolicy>> {
         self.current.load(Ordering::SeqCst).then(|| self.store.state().iter().map(|p| (**p).clone()).collect())
     }

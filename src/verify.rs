@@ -162,7 +162,7 @@ async fn check(
         ));
     }
     let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
-    if let Some(ix) = index.filter(|ix| ix.is_watching() && !questions.is_empty()) {
+    if let Some(ix) = index.filter(|ix| ix.is_current() && !questions.is_empty()) {
         index_caught_up(ix, &removed_subjects(req.plan, req.results)).await;
     }
     // One after the other, not at once: the index's barrier is usually the longer of the two,
@@ -456,11 +456,12 @@ fn review_object(who: &Identity, r: &Review) -> SubjectAccessReview {
 }
 
 /// Every binding that still names the target, sorted, at most [`MAX_RESIDUAL`] (and how many
-/// more). From the binding index when it is watching (it lags the API server by milliseconds),
+/// more). From the binding index when it is current (it lags the API server by milliseconds),
 /// with the bindings this request changed taken from its results rather than from the index,
-/// whose copy of them may be a moment old; so no barrier write is spent here. A binding someone
-/// else writes in the last milliseconds may be missed: the authorizer's answers still count it,
-/// and the re-grant watch sees it. Without an index, a paged list of every binding.
+/// whose copy of them may be a moment old; so no barrier write is spent here, unless a watch
+/// failed and has not delivered since. A binding someone else writes in the last milliseconds
+/// may be missed: the authorizer's answers still count it, and the re-grant watch sees it.
+/// Without an index (or one relisting), a paged list of every binding.
 async fn residual_bindings(
     client: &Client,
     index: Option<&BindingIndex>,
@@ -480,8 +481,15 @@ async fn residual_bindings(
             found.push(r);
         }
     };
+    // A watch that failed and has not delivered since is made current by a barrier (its own
+    // write, delivered after everything before it), rather than trusted.
+    let index = match index {
+        Some(ix) if ix.is_current() => Some(ix),
+        Some(ix) if ix.is_watching() && ix.sync(std::time::Instant::now(), true, true).await.is_ok() => Some(ix),
+        _ => None,
+    };
     match index {
-        Some(ix) if ix.is_watching() => {
+        Some(ix) => {
             // Only the bindings filed under the target's subjects can name them.
             let keys = wanted.iter().map(Wanted::key).collect();
             let named = ix.naming(&keys, None, true);

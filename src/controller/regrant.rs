@@ -173,15 +173,17 @@ async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationTo
     let mut rescan = true;
     loop {
         if rescan {
-            // Once both kinds are listed, a binding the index does not hold was deleted, perhaps
-            // during a watch gap (no change told it) or while no operator ran: it names no one,
-            // so one created again under its name is reported again.
-            if index.is_watching() {
-                ctx.regrants.lock().forget_absent(|(kind, ns, name)| match (kind, ns) {
+            // Once the index holds every binding written before now (its barrier), a reported
+            // binding it does not hold was deleted unseen (during a relist, while this fell
+            // behind, or while no operator ran): it names no one, so one created again under its
+            // name is reported again.
+            if index.is_watching() && index.sync(std::time::Instant::now(), true, true).await.is_ok() {
+                let forgot = ctx.regrants.lock().forget_absent(|(kind, ns, name)| match (kind, ns) {
                     (BindingKind::RoleBinding, Some(ns)) => index.role_binding(ns, name).is_some(),
                     (BindingKind::ClusterRoleBinding, None) => index.cluster_role_binding(name).is_some(),
                     _ => false,
                 });
+                tracing::debug!(forgot, "re-grant watch: forgot the reported bindings that are gone");
             }
             let all = index.all();
             for b in &all.role_bindings {

@@ -27,7 +27,8 @@ pub enum BarrierError {
         /// The API error.
         source: kube::Error,
     },
-    /// The watch is not running (starting, or failing): nothing it holds can be vouched for.
+    /// The watch is not running (starting, relisting, or it dropped an event it could not
+    /// read): nothing it holds can be vouched for.
     #[error("the {kind} watch is not running")]
     NotWatching {
         /// The sentinel's kind.
@@ -65,9 +66,12 @@ pub(super) struct Barrier<K> {
     seen: watch::Sender<u64>,
     /// Generations seen during a relist, applied to the store only at its end.
     relisted: Mutex<Option<u64>>,
-    /// Whether the watch has listed and is delivering (false until the first list completes, and
-    /// after an error until it lists again).
+    /// Whether the watch has listed and is not listing again (false until the first list
+    /// completes, during a relist, and after an event it could not read until it lists again).
     watching: watch::Sender<bool>,
+    /// Whether the watch has delivered since its last error: a reader without a barrier trusts
+    /// the store only then (the watch may be cut off; it resumes where it was, losing nothing).
+    delivering: std::sync::atomic::AtomicBool,
     /// One write at a time: a plan waiting behind a write that began after it arrived is served
     /// by that write.
     writing: tokio::sync::Mutex<()>,
@@ -88,6 +92,7 @@ where
             seen: watch::channel(0).0,
             relisted: Mutex::new(None),
             watching: watch::channel(false).0,
+            delivering: std::sync::atomic::AtomicBool::new(false),
             writing: tokio::sync::Mutex::new(()),
         }
     }
@@ -186,14 +191,34 @@ where
 
     /// Whether the watch has listed and is not listing again. A watch error alone does not end
     /// it: the watcher resumes from the last version it delivered and loses nothing, and lists
-    /// again only when the API server no longer has that version (then it starts with `Init`).
+    /// again only when the API server no longer has that version (then it starts with `Init`);
+    /// a barrier passes only on its own write's event, delivered after everything before it.
     pub fn is_watching(&self) -> bool {
         *self.watching.borrow()
+    }
+
+    /// Whether the watch is watching and has delivered since its last error: what it holds is
+    /// as current as a watch is, without a barrier.
+    pub fn is_current(&self) -> bool {
+        self.is_watching() && self.delivering.load(Ordering::SeqCst)
+    }
+
+    /// Called when the watch fails. The watcher resumes from the last version it delivered and
+    /// loses nothing, unless it could not read an event (`lost_one`): that event is gone, so the
+    /// store cannot be vouched for until a list.
+    pub fn watch_failed(&self, lost_one: bool) {
+        self.delivering.store(false, Ordering::SeqCst);
+        if lost_one {
+            self.watching.send_replace(false);
+        }
     }
 
     /// Called with every event after the store has applied it.
     pub fn saw(&self, ev: &Event<K>) {
         let mut relisted = self.relisted.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(ev, Event::Apply(_) | Event::Delete(_) | Event::InitDone) {
+            self.delivering.store(true, Ordering::SeqCst);
+        }
         match ev {
             Event::Apply(obj) => {
                 if let Some(g) = self.generation_on(obj) {

@@ -235,9 +235,10 @@ fn bindings_are_found_by_subject_through_changes_and_relists() {
 
 /// The index is watching once both watches listed; a watch error the watcher resumes from (it
 /// loses nothing) does not end that, or every plan would list from the API server and `/readyz`
-/// fail until some later relist; a relist does, until it ends.
+/// fail until some later relist, but readers without a barrier wait for it to deliver again; a
+/// relist ends it until the relist ends, and so does an event the client could not read.
 #[tokio::test]
-async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_does() {
+async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_or_a_lost_event_does() {
     use futures::channel::mpsc;
     use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
     use kube::core::Status;
@@ -272,11 +273,26 @@ async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_does() {
     crb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
     until("both listed", || index.is_watching()).await;
 
-    // An error the watcher resumes from, then the next event.
+    assert!(index.is_current());
+
+    // An error the watcher resumes from: still watching (barriers prove what it holds), but not
+    // current for readers without a barrier until it delivers again.
     rb_tx.unbounded_send(Err(error(500))).unwrap();
+    until("the error seen", || !index.is_current()).await;
+    assert!(index.is_watching(), "a resumed watch still watches");
     rb_tx.unbounded_send(Ok(Event::Apply(rb("two")))).unwrap();
     until("the change after the error", || index.role_binding("team", "two").is_some()).await;
-    assert!(index.is_watching(), "a resumed watch still watches");
+    assert!(index.is_watching() && index.is_current(), "delivering again");
+
+    // An event the client could not read is dropped: nothing is vouched for until a list.
+    let unreadable = serde_json::from_str::<RoleBinding>("{").unwrap_err();
+    rb_tx.unbounded_send(Err(watcher::Error::WatchFailed(kube::Error::SerdeError(unreadable)))).unwrap();
+    until("an event lost", || !index.is_watching()).await;
+    rb_tx.unbounded_send(Ok(Event::Apply(rb("two")))).unwrap();
+    for ev in [Event::Init, Event::InitApply(rb("one")), Event::InitApply(rb("two")), Event::InitDone] {
+        rb_tx.unbounded_send(Ok(ev)).unwrap();
+    }
+    until("listed again", || index.is_watching() && index.is_current()).await;
 
     // 410 Gone: the watcher lists again, starting with Init; watching again at its end.
     rb_tx.unbounded_send(Err(error(410))).unwrap();

@@ -65,6 +65,14 @@ async fn plans_read_the_policies_from_memory_while_the_watch_is_current() {
     send(Ok(Event::Apply(policy("two"))));
     until("current once it delivers again", || names(&policies) == Some(vec!["one".into(), "two".into()])).await;
 
+    // An event the client could not read is dropped: plans list until the watch lists again.
+    let unreadable = serde_json::from_str::<DeprovisionPolicy>("{").unwrap_err();
+    send(Err(watcher::Error::WatchFailed(kube::Error::SerdeError(unreadable))));
+    send(Ok(Event::Apply(policy("two"))));
+    until("not current after a lost event", || names(&policies).is_none()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(names(&policies).is_none(), "a later change does not make up for the lost one");
+
     // 410 Gone: a relist; the new list is read once it ended.
     send(error(410));
     send(Ok(Event::Init));

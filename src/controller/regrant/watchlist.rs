@@ -214,9 +214,16 @@ impl Watchlist {
         });
     }
 
-    /// Forgets, as [`Watchlist::deleted`] does, every reported binding for which `exists` says no.
-    pub fn forget_absent(&mut self, exists: impl Fn(&BindingKey) -> bool) {
-        self.requests.values_mut().for_each(|w| w.present.retain(|k| exists(k)));
+    /// Forgets, as [`Watchlist::deleted`] does, every reported binding for which `exists` says no;
+    /// says how many.
+    pub fn forget_absent(&mut self, exists: impl Fn(&BindingKey) -> bool) -> usize {
+        let mut forgot = 0;
+        for w in self.requests.values_mut() {
+            let before = w.present.len();
+            w.present.retain(|k| exists(k));
+            forgot += before - w.present.len();
+        }
+        forgot
     }
 
     /// The subject was removed again from `key` for `request`: counted, and no longer present.

@@ -105,9 +105,9 @@ fn a_reported_binding_deleted_unseen_is_reported_again_when_it_comes_back() {
     let back = fixtures::role_binding("team", "edit").role("edit").subjects([user("ann@x.io")]).build();
     let key = key_of(&role_binding(&back));
     // Still there: kept, and not reported twice.
-    list.forget_absent(|k| *k == key);
+    assert_eq!(list.forget_absent(|k| *k == key), 0);
     assert!(list.check(&role_binding(&back)).is_empty());
     // Gone from the cluster (no delete was seen), then created again: a re-grant once more.
-    list.forget_absent(|_| false);
+    assert_eq!(list.forget_absent(|_| false), 1);
     assert_eq!(list.check(&role_binding(&back)).len(), 1);
 }
