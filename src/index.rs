@@ -212,9 +212,16 @@ impl BindingIndex {
         }
     }
 
+    /// Whether both watches have listed once: `/readyz` waits for it (in a rolling upgrade the old
+    /// replica works until the new one can). A relist, or an event the client could not read,
+    /// does not make a replica unready: its plans list from the API server meanwhile.
+    pub fn is_listed(&self) -> bool {
+        self.rb_barrier.is_listed() && self.crb_barrier.is_listed()
+    }
+
     /// Whether both watches have listed and are not listing again: until then every plan reads
-    /// the API server instead (and `/readyz` says the replica is not ready). A watch error that
-    /// the watcher resumes from (it loses nothing) does not end it.
+    /// the API server instead. A watch error that the watcher resumes from (it loses nothing)
+    /// does not end it.
     pub fn is_watching(&self) -> bool {
         self.rb_barrier.is_watching() && self.crb_barrier.is_watching()
     }

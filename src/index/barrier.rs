@@ -72,6 +72,8 @@ pub(super) struct Barrier<K> {
     /// Whether the watch has delivered since its last error: a reader without a barrier trusts
     /// the store only then (the watch may be cut off; it resumes where it was, losing nothing).
     delivering: std::sync::atomic::AtomicBool,
+    /// Whether the watch has listed once (never false again: what readiness waits for).
+    listed: std::sync::atomic::AtomicBool,
     /// One write at a time: a plan waiting behind a write that began after it arrived is served
     /// by that write.
     writing: tokio::sync::Mutex<()>,
@@ -93,6 +95,7 @@ where
             relisted: Mutex::new(None),
             watching: watch::channel(false).0,
             delivering: std::sync::atomic::AtomicBool::new(false),
+            listed: std::sync::atomic::AtomicBool::new(false),
             writing: tokio::sync::Mutex::new(()),
         }
     }
@@ -197,6 +200,11 @@ where
         *self.watching.borrow()
     }
 
+    /// Whether the watch has listed once.
+    pub fn is_listed(&self) -> bool {
+        self.listed.load(Ordering::SeqCst)
+    }
+
     /// Whether the watch is watching and has delivered since its last error: what it holds is
     /// as current as a watch is, without a barrier.
     pub fn is_current(&self) -> bool {
@@ -237,6 +245,7 @@ where
             }
             // The store now holds the whole relist.
             Event::InitDone => {
+                self.listed.store(true, Ordering::SeqCst);
                 self.watching.send_replace(true);
                 if let Some(g) = relisted.take() {
                     self.mark_seen(g);

@@ -268,7 +268,7 @@ async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_or_a_lost
         rb_tx.unbounded_send(Ok(ev)).unwrap();
     }
     until("RoleBindings listed", || index.role_binding("team", "one").is_some()).await;
-    assert!(!index.is_watching(), "ClusterRoleBindings not listed yet");
+    assert!(!index.is_watching() && !index.is_listed(), "ClusterRoleBindings not listed yet");
     crb_tx.unbounded_send(Ok(Event::Init)).unwrap();
     crb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
     until("both listed", || index.is_watching()).await;
@@ -288,6 +288,7 @@ async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_or_a_lost
     let unreadable = serde_json::from_str::<RoleBinding>("{").unwrap_err();
     rb_tx.unbounded_send(Err(watcher::Error::WatchFailed(kube::Error::SerdeError(unreadable)))).unwrap();
     until("an event lost", || !index.is_watching()).await;
+    assert!(index.is_listed(), "still ready: plans list from the API server meanwhile");
     rb_tx.unbounded_send(Ok(Event::Apply(rb("two")))).unwrap();
     for ev in [Event::Init, Event::InitApply(rb("one")), Event::InitApply(rb("two")), Event::InitDone] {
         rb_tx.unbounded_send(Ok(ev)).unwrap();
@@ -298,6 +299,7 @@ async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_or_a_lost
     rb_tx.unbounded_send(Err(error(410))).unwrap();
     rb_tx.unbounded_send(Ok(Event::Init)).unwrap();
     until("the relist began", || !index.is_watching()).await;
+    assert!(index.is_listed(), "still ready during a relist");
     rb_tx.unbounded_send(Ok(Event::InitApply(rb("three")))).unwrap();
     rb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
     until("the relist ended", || index.is_watching()).await;

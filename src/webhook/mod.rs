@@ -137,7 +137,7 @@ async fn healthz(State(s): State<Arc<WebhookState>>) -> Response {
 async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
     // A new replica is not ready before its index has listed (a rolling upgrade then keeps the
     // old one working meanwhile).
-    if s.index.as_ref().is_some_and(|ix| !ix.is_watching()) {
+    if s.index.as_ref().is_some_and(|ix| !ix.is_listed()) {
         return (StatusCode::SERVICE_UNAVAILABLE, "the binding index is still listing").into_response();
     }
     if s.policies.as_ref().is_some_and(|p| !p.is_listed()) {
