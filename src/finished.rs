@@ -58,7 +58,14 @@ pub struct Finished {
     here: Mutex<HashSet<String>>,
     /// When the watch last delivered anything (`None`: it failed since).
     delivered: Mutex<Option<Instant>>,
+    /// Requests the watch showed just created (unfinished, not planned) before any call waited
+    /// for them, and when: the call that created one usually begins to wait a moment after the
+    /// watch delivered the create, and nothing else may change the request before its deadline.
+    created: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a create the watch delivered is kept for a call that has not begun to wait yet.
+const CREATED_KEPT: Duration = Duration::from_secs(10);
 
 /// How recently the request watch must have delivered something for what it said about a
 /// request to be taken as current: a watch that stalls without an error is not believed for
@@ -81,6 +88,11 @@ impl Finished {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Taken after [`Finished::slots`] when both are held.
+    fn created(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.created.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Resolves when `name` finishes (at once if it finished in the last minute).
     pub fn wait(&self, name: &str) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
@@ -91,7 +103,11 @@ impl Finished {
             }
             Some(Slot::Waiting { waiters, .. }) => waiters.push(tx),
             None => {
-                slots.insert(name.to_string(), Slot::Waiting { waiters: vec![tx], seen: Seen::Nothing });
+                let seen = match self.created().remove(name) {
+                    Some(_) => Seen::Unfinished(None),
+                    None => Seen::Nothing,
+                };
+                slots.insert(name.to_string(), Slot::Waiting { waiters: vec![tx], seen });
             }
         }
         rx
@@ -133,11 +149,23 @@ impl Finished {
             watcher::Event::Init => return self.unseen(),
             watcher::Event::InitDone => return,
         };
-        if let Some(Slot::Waiting { seen, .. }) = self.slots().get_mut(obj.name_any().as_str()) {
-            *seen = match unfinished {
-                true => Seen::Unfinished(obj.status.clone().map(Box::new)),
-                false => Seen::Nothing,
-            };
+        let name = obj.name_any();
+        let mut slots = self.slots();
+        match slots.get_mut(name.as_str()) {
+            Some(Slot::Waiting { seen, .. }) => {
+                *seen = match unfinished {
+                    true => Seen::Unfinished(obj.status.clone().map(Box::new)),
+                    false => Seen::Nothing,
+                };
+            }
+            Some(Slot::Done { .. }) => {}
+            // Nobody waits yet: a create is kept a moment for the call that made it.
+            None if unfinished && obj.status.is_none() => {
+                self.created().insert(name, Instant::now());
+            }
+            None => {
+                self.created().remove(&name);
+            }
         }
     }
 
@@ -145,11 +173,13 @@ impl Finished {
     /// may have missed their ends.
     fn unseen(&self) {
         *self.delivered.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        for slot in self.slots().values_mut() {
+        let mut slots = self.slots();
+        for slot in slots.values_mut() {
             if let Slot::Waiting { seen, .. } = slot {
                 *seen = Seen::Nothing;
             }
         }
+        self.created().clear();
     }
 
     /// The status of `name` as the watch last delivered it (`None` inside: not planned yet),
@@ -191,6 +221,7 @@ impl Finished {
         });
         let waiting = |n: &String| matches!(slots.get(n), Some(Slot::Waiting { .. }));
         self.here.lock().unwrap_or_else(|p| p.into_inner()).retain(waiting);
+        self.created().retain(|_, at| at.elapsed() < CREATED_KEPT);
     }
 
     /// How many names are held (waiting or remembered).

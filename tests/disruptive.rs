@@ -287,3 +287,54 @@ async fn cut_connections_to_the_api_server_leave_the_replica_ready() {
     }
     println!("connections to the API server cut for 2 s: still ready; the next call answered SUCCESS in {took:?}");
 }
+
+/// GETs of single DeprovisionRequests the API server has answered so far (every client).
+fn record_reads(cl: &Cluster) -> f64 {
+    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+        .filter(|l| {
+            l.contains("verb=\"GET\"")
+                && l.contains("resource=\"deprovisionrequests\"")
+                && l.contains("subresource=\"\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A call whose request is still under way at its deadline: while the watch of unfinished
+/// requests is live (other requests change meanwhile), it is answered "still in progress" from
+/// what the watch showed, without reading the record (in a burst those reads came all at once);
+/// while the watch is quiet, the record is read once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_its_deadline_a_call_reads_its_record_only_when_the_watch_is_quiet() {
+    let cl = own_cluster();
+    let (c, _ns, app) = setup(cl, "last-look", 0).await;
+    // No controller: every request stays unfinished.
+    let webhook = Operator::start(OperatorOpts::on(cl).args(&["--controller=false", "--response-deadline", "2s"]));
+    let (_, warm, _) = webhook.lumos(&payload(&app, "warm@lumos.com", &[])).await;
+    assert!(warm["msg"].as_str().unwrap().contains("Still in progress"), "{warm}");
+
+    for live in [false, true] {
+        let churn = live.then(|| {
+            let (c, app) = (c.clone(), app.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let spec = fixtures::request_spec(&app, &format!("other-{i}@lumos.com")).build();
+                    create_request(&c, &unique("other"), spec).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+        });
+        let before = record_reads(cl);
+        let (status, answer, took) = webhook.lumos(&payload(&app, &format!("doc-{live}@lumos.com"), &[])).await;
+        let reads = record_reads(cl) - before;
+        churn.inspect(|c| c.abort());
+        assert_eq!(status, 200);
+        assert_eq!(answer["response"], "FAILURE", "{answer}");
+        assert!(answer["msg"].as_str().unwrap().contains("Still in progress"), "{answer}");
+        assert!(took < Duration::from_millis(2500), "answered in {took:?}");
+        assert_eq!(reads, if live { 0.0 } else { 1.0 }, "reads of the record, watch live: {live}");
+    }
+}

@@ -66,6 +66,14 @@ fn the_watch_tells_how_far_an_awaited_request_got() {
     f.observe(&Event::Apply(request("early", Some(Phase::InProgress))));
     let _early = f.wait("early");
     assert!(f.last_seen("early").is_none(), "what came before the call waited is not kept");
+    // Except a create, delivered a moment before the call that made it begins to wait.
+    f.observe(&Event::Apply(request("just-created", None)));
+    let _created = f.wait("just-created");
+    assert_eq!(f.last_seen("just-created"), Some(None), "shown created, not planned yet");
+    f.observe(&Event::Apply(request("gone", None)));
+    f.observe(&Event::Delete(request("gone", None)));
+    let _gone = f.wait("gone");
+    assert!(f.last_seen("gone").is_none(), "it left the unfinished set before the call waited");
 
     let _waiting = f.wait("r7");
     assert!(f.last_seen("r7").is_none(), "nothing delivered yet: only a read tells");
@@ -89,5 +97,5 @@ fn the_watch_tells_how_far_an_awaited_request_got() {
 
     f.observe(&Event::Apply(request("nobody", Some(Phase::InProgress))));
     assert!(f.last_seen("nobody").is_none());
-    assert_eq!(f.len(), 2, "requests nobody waits for are not held");
+    assert_eq!(f.len(), 4, "requests nobody waits for are not held");
 }
