@@ -2,6 +2,10 @@
 //! [`Finished`] directly as it writes a terminal status; a watch of unfinished requests tells it
 //! about requests another replica finished. A call waits on [`Finished::wait`] instead of opening
 //! a watch of its own.
+//!
+//! Requests are known by their UID, never by name: a record deleted and a new one created under
+//! the same name (the same call sent again) is another request, and never answered with the
+//! outcome remembered for the first.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,8 @@ enum Slot {
     /// Calls wait; `seen` is what the watch delivered about the request since the first call
     /// began to wait.
     Waiting {
+        /// The request's name (to read it).
+        name: String,
         waiters: Vec<oneshot::Sender<Outcome>>,
         seen: Seen,
     },
@@ -50,7 +56,7 @@ impl Slot {
     }
 }
 
-/// Requests that finished, and the calls waiting for them.
+/// Requests that finished, and the calls waiting for them, by UID.
 #[derive(Default)]
 pub struct Finished {
     slots: Mutex<HashMap<String, Slot>>,
@@ -93,50 +99,52 @@ impl Finished {
         self.created.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Resolves when `name` finishes (at once if it finished in the last minute).
-    pub fn wait(&self, name: &str) -> oneshot::Receiver<Outcome> {
+    /// Resolves when the request with this `uid` (named `name`) finishes (at once if it
+    /// finished in the last minute).
+    pub fn wait(&self, uid: &str, name: &str) -> oneshot::Receiver<Outcome> {
         let (tx, rx) = oneshot::channel();
         let mut slots = self.slots();
-        match slots.get_mut(name) {
+        match slots.get_mut(uid) {
             Some(Slot::Done { outcome, .. }) => {
                 let _ = tx.send(outcome.clone());
             }
             Some(Slot::Waiting { waiters, .. }) => waiters.push(tx),
             None => {
-                let seen = match self.created().remove(name) {
+                let seen = match self.created().remove(uid) {
                     Some(_) => Seen::Unfinished(None),
                     None => Seen::Nothing,
                 };
-                slots.insert(name.to_string(), Slot::Waiting { waiters: vec![tx], seen });
+                slots.insert(uid.to_string(), Slot::Waiting { name: name.to_string(), waiters: vec![tx], seen });
             }
         }
         rx
     }
 
-    /// Notes that the controller in this process works `name`: it tells its end directly.
-    pub fn worked_here(&self, name: &str) {
-        self.here.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+    /// Notes that the controller in this process works the request `uid`: it tells its end
+    /// directly.
+    pub fn worked_here(&self, uid: &str) {
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.to_string());
     }
 
-    fn is_worked_here(&self, name: &str) -> bool {
-        self.here.lock().unwrap_or_else(|p| p.into_inner()).contains(name)
+    fn is_worked_here(&self, uid: &str) -> bool {
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).contains(uid)
     }
 
-    /// Records that `name` finished (or was deleted) and wakes its callers.
-    pub fn done(&self, name: &str, outcome: Outcome) {
-        self.here.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+    /// Records that the request `uid` finished (or was deleted) and wakes its callers.
+    pub fn done(&self, uid: &str, outcome: Outcome) {
+        self.here.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
         let mut slots = self.slots();
         let done = Slot::Done { outcome: outcome.clone(), at: Instant::now() };
-        if let Some(Slot::Waiting { waiters, .. }) = slots.insert(name.to_string(), done) {
+        if let Some(Slot::Waiting { waiters, .. }) = slots.insert(uid.to_string(), done) {
             for w in waiters {
                 let _ = w.send(outcome.clone());
             }
         }
     }
 
-    /// Whether a call is waiting for `name`.
-    pub fn is_awaited(&self, name: &str) -> bool {
-        matches!(self.slots().get(name), Some(s) if s.has_waiters())
+    /// Whether a call is waiting for the request `uid`.
+    pub fn is_awaited(&self, uid: &str) -> bool {
+        matches!(self.slots().get(uid), Some(s) if s.has_waiters())
     }
 
     /// Notes what the request watch delivered, for the requests calls wait for.
@@ -149,9 +157,9 @@ impl Finished {
             watcher::Event::Init => return self.unseen(),
             watcher::Event::InitDone => return,
         };
-        let name = obj.name_any();
+        let Some(uid) = obj.uid() else { return };
         let mut slots = self.slots();
-        match slots.get_mut(name.as_str()) {
+        match slots.get_mut(uid.as_str()) {
             Some(Slot::Waiting { seen, .. }) => {
                 *seen = match unfinished {
                     true => Seen::Unfinished(obj.status.clone().map(Box::new)),
@@ -161,10 +169,10 @@ impl Finished {
             Some(Slot::Done { .. }) => {}
             // Nobody waits yet: a create is kept a moment for the call that made it.
             None if unfinished && obj.status.is_none() => {
-                self.created().insert(name, Instant::now());
+                self.created().insert(uid, Instant::now());
             }
             None => {
-                self.created().remove(&name);
+                self.created().remove(&uid);
             }
         }
     }
@@ -182,31 +190,35 @@ impl Finished {
         self.created().clear();
     }
 
-    /// The status of `name` as the watch last delivered it (`None` inside: not planned yet),
+    /// The status of the request `uid` as the watch last delivered it (`None` inside: not planned yet),
     /// while the watch is live (it delivered something in the last [`LIVE_WITHIN`]) and says the
     /// request is unfinished: how far it got, for a call whose deadline is near, without reading
     /// it again. It may be a moment behind: the watch lags by milliseconds. `None` when the
     /// watch delivered nothing about it since the call began to wait, or failed since, or is
     /// quiet, or saw the request leave the unfinished set: then only a read tells.
-    pub fn last_seen(&self, name: &str) -> Option<Option<Box<DeprovisionRequestStatus>>> {
-        self.seen_at(name, Instant::now())
+    pub fn last_seen(&self, uid: &str) -> Option<Option<Box<DeprovisionRequestStatus>>> {
+        self.seen_at(uid, Instant::now())
     }
 
-    fn seen_at(&self, name: &str, now: Instant) -> Option<Option<Box<DeprovisionRequestStatus>>> {
+    fn seen_at(&self, uid: &str, now: Instant) -> Option<Option<Box<DeprovisionRequestStatus>>> {
         let delivered = *self.delivered.lock().unwrap_or_else(|p| p.into_inner());
         if delivered.is_none_or(|at| now.saturating_duration_since(at) > LIVE_WITHIN) {
             return None;
         }
-        match self.slots().get(name) {
+        match self.slots().get(uid) {
             Some(Slot::Waiting { seen: Seen::Unfinished(status), .. }) => Some(status.clone()),
             _ => None,
         }
     }
 
-    /// Names calls are waiting for.
-    fn awaited(&self) -> Vec<String> {
+    /// The requests calls are waiting for: (uid, name).
+    fn awaited(&self) -> Vec<(String, String)> {
         let slots = self.slots();
-        slots.iter().filter(|(_, s)| s.has_waiters()).map(|(n, _)| n.clone()).collect()
+        let waiting = |(uid, s): (&String, &Slot)| match s {
+            Slot::Waiting { name, .. } if s.has_waiters() => Some((uid.clone(), name.clone())),
+            _ => None,
+        };
+        slots.iter().filter_map(waiting).collect()
     }
 
     /// Forgets finished requests older than a minute and calls that stopped waiting.
@@ -224,7 +236,7 @@ impl Finished {
         self.created().retain(|_, at| at.elapsed() < CREATED_KEPT);
     }
 
-    /// How many names are held (waiting or remembered).
+    /// How many requests are held (waiting or remembered).
     pub fn len(&self) -> usize {
         self.slots().len()
     }
@@ -262,29 +274,29 @@ pub async fn watch(client: Client, finished: Arc<Finished>, unfinished: String, 
         finished.observe(&ev);
         match ev {
             watcher::Event::Delete(obj) => {
-                let name = obj.name_any();
-                if finished.is_awaited(&name) {
+                let (name, Some(uid)) = (obj.name_any(), obj.uid()) else { continue };
+                if finished.is_awaited(&uid) {
                     let (api, finished) = (api.clone(), finished.clone());
                     tokio::spawn(async move {
-                        if finished.is_worked_here(&name) {
+                        if finished.is_worked_here(&uid) {
                             tokio::time::sleep(HERE_FIRST).await;
-                            if !finished.is_awaited(&name) {
+                            if !finished.is_awaited(&uid) {
                                 return;
                             }
                         }
-                        read_outcome(api, finished, name).await
+                        read_outcome(api, finished, uid, name).await
                     });
                 }
             }
             watcher::Event::Init => relisted.clear(),
             watcher::Event::InitApply(obj) => {
-                relisted.insert(obj.name_any());
+                relisted.extend(obj.uid());
             }
             // After a relist, a call may wait for a request that finished while the watch was
             // down: it is no longer listed.
             watcher::Event::InitDone => {
-                for name in finished.awaited().into_iter().filter(|n| !relisted.contains(n)) {
-                    tokio::spawn(read_outcome(api.clone(), finished.clone(), name));
+                for (uid, name) in finished.awaited().into_iter().filter(|(uid, _)| !relisted.contains(uid)) {
+                    tokio::spawn(read_outcome(api.clone(), finished.clone(), uid, name));
                 }
                 relisted = HashSet::new();
             }
@@ -293,14 +305,16 @@ pub async fn watch(client: Client, finished: Arc<Finished>, unfinished: String, 
     }
 }
 
-/// Reads a request that left the unfinished set and wakes its callers.
-async fn read_outcome(api: Api<DeprovisionRequest>, finished: Arc<Finished>, name: String) {
+/// Reads a request that left the unfinished set and wakes its callers. Another object under its
+/// name (deleted and created again) means the awaited request was deleted.
+async fn read_outcome(api: Api<DeprovisionRequest>, finished: Arc<Finished>, uid: String, name: String) {
     match api.get_opt(&name).await {
+        Ok(Some(obj)) if obj.uid().as_deref() != Some(uid.as_str()) => finished.done(&uid, None),
         Ok(Some(obj)) if obj.status.as_ref().is_some_and(|s| s.phase.is_terminal()) => {
-            finished.done(&name, obj.status.map(Box::new))
+            finished.done(&uid, obj.status.map(Box::new))
         }
-        Ok(Some(_)) => {} // not finished after all (created again under the same name?)
-        Ok(None) => finished.done(&name, None),
+        Ok(Some(_)) => {} // not finished after all
+        Ok(None) => finished.done(&uid, None),
         Err(e) => tracing::debug!(request = %name, error = %e, "could not read a finished request"),
     }
 }

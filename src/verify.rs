@@ -25,7 +25,7 @@ use kube::{Api, Client};
 
 use crate::crd::{
     Action, ActionResult, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, PlannedAction, ResidualAccessRule,
-    ResidualBinding, Review, SubjectRef, Verification,
+    ResidualBinding, Review, SubjectRef, UnverifiedRule, Verification,
 };
 use crate::index::BindingIndex;
 use crate::plan::BindingView;
@@ -97,6 +97,19 @@ enum VerifyError {
     List(#[source] kube::Error),
     #[error("none of the policies that planned this request ({0}) exists any more: who the target is cannot be told")]
     NoPolicies(String),
+    #[error("the API server did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl VerifyError {
+    /// Whether asking again may help: an API call failed (unavailable, throttled, timed out, or
+    /// forbidden: RBAC may be changing). What the policies say does not change by asking again.
+    fn is_transient(&self) -> bool {
+        match self {
+            VerifyError::Read { .. } | VerifyError::Review(_) | VerifyError::List(_) | VerifyError::TimedOut(_) => true,
+            VerifyError::Plan(_) | VerifyError::NoPolicies(_) => false,
+        }
+    }
 }
 
 /// Verifies a finished request. Never fails: what could not be checked is recorded as the
@@ -104,34 +117,80 @@ enum VerifyError {
 pub async fn verify(client: &Client, index: Option<&BindingIndex>, memory: &Memory, req: &Request<'_>) -> Verification {
     let matched: Vec<&DeprovisionPolicy> =
         req.policies.iter().filter(|p| req.policy_names.iter().any(|n| Some(n) == p.metadata.name.as_ref())).collect();
-    let rule = match matched.iter().all(|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
-        true if !matched.is_empty() => ResidualAccessRule::Report,
-        _ => ResidualAccessRule::Fail,
+    let all_report = |says: &dyn Fn(&DeprovisionPolicy) -> bool| !matched.is_empty() && matched.iter().all(|p| says(p));
+    let rule = match all_report(&|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
+        true => ResidualAccessRule::Report,
+        false => ResidualAccessRule::Fail,
     };
-    let mut v = Verification {
+    let on_unverified = match all_report(&|p| p.spec.on_unverified == UnverifiedRule::Report) {
+        true => UnverifiedRule::Report,
+        false => UnverifiedRule::Fail,
+    };
+    let fresh = || Verification {
         checked_at: Time(k8s_openapi::jiff::Timestamp::now()),
         on_residual_access: rule,
+        on_unverified,
         identities: vec![],
         reviews: vec![],
         residual: vec![],
         notes: vec![],
         error: None,
     };
-    let started = std::time::Instant::now();
-    let checked = check(client, index, memory, req, &matched, &mut v).await;
+    let started = tokio::time::Instant::now();
+    let mut failures: Vec<String> = vec![];
+    let mut pause = RETRY_FIRST_PAUSE;
+    let v = loop {
+        let mut v = fresh();
+        let left = (started + RETRY_WITHIN).saturating_duration_since(tokio::time::Instant::now());
+        let checked =
+            match tokio::time::timeout(left.max(ATTEMPT_AT_LEAST), check(client, index, memory, req, &matched, &mut v))
+                .await
+            {
+                Ok(checked) => checked,
+                Err(_) => Err(VerifyError::TimedOut(RETRY_WITHIN)),
+            };
+        let Err(e) = checked else {
+            if let Some(last) = failures.last() {
+                let n = failures.len();
+                v.notes.push(text::clip(format!("verified after {n} failed attempt(s); the last: {last}")));
+            }
+            break v;
+        };
+        failures.push(e.to_string());
+        let again_at = tokio::time::Instant::now() + pause;
+        if !e.is_transient() || again_at >= started + RETRY_WITHIN {
+            tracing::warn!(error = %e, attempts = failures.len(), "verification could not be made");
+            let tried = match failures.len() {
+                1 => String::new(),
+                n => format!(" ({n} attempts in {:.1}s)", started.elapsed().as_secs_f64()),
+            };
+            v.error = Some(text::clip_keeping(&e.to_string(), &tried));
+            break v;
+        }
+        tracing::info!(error = %e, "verification could not be made; asking again");
+        tokio::time::sleep_until(again_at).await;
+        pause *= 2;
+    };
     tracing::debug!(
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         reviews = v.reviews.len(),
         residual = v.residual.len(),
         "verified"
     );
-    if let Err(e) = checked {
-        tracing::warn!(error = %e, "verification could not be made");
-        v.error = Some(text::clip(e.to_string()));
-    }
-    v.checked_at = Time(k8s_openapi::jiff::Timestamp::now());
-    v
+    Verification { checked_at: Time(k8s_openapi::jiff::Timestamp::now()), ..v }
 }
+
+/// How long a verification that could not be made is tried again (a read or a question that
+/// failed, timed out, was throttled or forbidden), well inside the call's 10 s deadline. Past it
+/// the record says why, and the answer is `FAILURE` unless the policies say `onUnverified: Report`.
+const RETRY_WITHIN: Duration = Duration::from_secs(4);
+
+/// The first pause before asking again; each later one is twice as long (0.1, 0.2, 0.4, 0.8,
+/// 1.6 s: six attempts fit in [`RETRY_WITHIN`]).
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// The least time one attempt is given, even when [`RETRY_WITHIN`] is nearly spent.
+const ATTEMPT_AT_LEAST: Duration = Duration::from_secs(1);
 
 async fn check(
     client: &Client,

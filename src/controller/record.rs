@@ -99,7 +99,8 @@ impl Record {
                     self.log_finished();
                     self.ctx.regrants.finished(&self.obj);
                     self.count_finished(phase);
-                    self.ctx.shared.finished.done(&name, self.obj.status.clone().map(Box::new));
+                    let uid = self.obj.uid().unwrap_or_default();
+                    self.ctx.shared.finished.done(&uid, self.obj.status.clone().map(Box::new));
                 }
                 Ok(self.status())
             }
@@ -136,7 +137,7 @@ impl Record {
                 })?;
                 self.ctx.local.remember(&stored);
                 self.count_finished(Phase::Failed);
-                self.ctx.shared.finished.done(&name, stored.status.clone().map(Box::new));
+                self.ctx.shared.finished.done(&stored.uid().unwrap_or_default(), stored.status.clone().map(Box::new));
                 self.obj = stored;
                 self.log_finished();
                 Err(Error::Unrecordable { name, message })
@@ -239,8 +240,12 @@ impl Record {
             warning = (verdict != Verdict::NoRemainingAccess).then_some((reason, says));
         }
         let all_done = st.results.iter().all(|r| r.outcome != Outcome::Failed);
+        // Every action done, yet Failed: the verification failed it (access remains, or it could
+        // not be made), and the condition says which.
+        let unverified = st.verification.as_ref().is_some_and(|v| Verdict::of(v) == Verdict::NotVerified);
         let (type_, reason) = match phase {
             Phase::Succeeded => (EventType::Normal, Reason::Succeeded),
+            _ if all_done && unverified => (EventType::Warning, Reason::NotVerified),
             _ if all_done => (EventType::Warning, Reason::AccessRemains),
             _ => (EventType::Warning, Reason::ActionsFailed),
         };

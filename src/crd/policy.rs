@@ -42,6 +42,12 @@ pub struct DeprovisionPolicySpec {
     /// target what a removed binding granted (default `Fail`).
     #[serde(default)]
     pub on_residual_access: ResidualAccessRule,
+    /// What the answer is when the removals were made but could not be verified (the authorizer
+    /// or a role could not be read, even after asking again for a few seconds): `Fail` (default)
+    /// answers `FAILURE` "removed, but not verified: <why>"; `Report` opts out and answers
+    /// `SUCCESS`, saying it was not verified.
+    #[serde(default)]
+    pub on_unverified: UnverifiedRule,
     /// What happens when a binding to edit is kept in sync by a tool (Argo CD, Flux, Helm, an
     /// owner, rbac-manager): `Remove` (default) removes and warns that it will come back unless
     /// the source changes; `Fail` changes nothing and names every such binding.
@@ -84,6 +90,16 @@ pub enum ResidualAccessRule {
     Report,
 }
 
+/// What removals that could not be verified do to the answer.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UnverifiedRule {
+    /// The answer is `FAILURE` (the removals stay done and recorded).
+    #[default]
+    Fail,
+    /// The answer stays `SUCCESS`; the message and the record say it was not verified.
+    Report,
+}
+
 /// Matches a Lumos application by `app_id` and/or `instance_id` (both must match when both given).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("has(self.appId) || has(self.instanceId)").message("application needs appId or instanceId"))]
@@ -102,6 +118,7 @@ pub struct ApplicationSelector {
 /// One Kubernetes subject the target user is known as.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.kind != 'ServiceAccount' || has(self.namespace)").message("a ServiceAccount subject needs a namespace"))]
+#[x_kube(validation = Rule::new("self.kind != 'LumosAccount' || !has(self.caseInsensitive) || !self.caseInsensitive").message("a LumosAccount subject is matched exactly (the connector lists alice@x and Alice@X as two accounts): it cannot be caseInsensitive"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubjectTemplate {
     /// `User`, `Group` or `ServiceAccount`.
@@ -115,7 +132,8 @@ pub struct SubjectTemplate {
     /// Prepended to the rendered name, e.g. `oidc:`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// Match names ignoring ASCII case (IdP emails often differ in case).
+    /// Match names ignoring ASCII case (IdP emails often differ in case). Not for a
+    /// `LumosAccount`: the connector lists names differing in case as distinct accounts.
     #[serde(default)]
     pub case_insensitive: bool,
     /// Patterns (`*` wildcards) the rendered name (before the prefix) must match; a request whose

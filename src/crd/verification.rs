@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{BindingKind, ResidualAccessRule};
+use super::{BindingKind, ResidualAccessRule, UnverifiedRule};
 
 /// What the operator checked once the actions were done: does the target still hold the access
 /// the removed bindings granted?
@@ -17,6 +17,10 @@ pub struct Verification {
     /// What the matching policies say remaining access does to the answer (`Fail` when any of
     /// them says so).
     pub on_residual_access: ResidualAccessRule,
+    /// What the matching policies say a verification that could not be made does to the answer
+    /// (`Fail` when any of them says so; records from before this field read as `Fail`).
+    #[serde(default)]
+    pub on_unverified: UnverifiedRule,
     /// The identities asked about, as the authorizer sees them (`User ann@x.com (groups: g)`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identities: Vec<String>,

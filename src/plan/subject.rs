@@ -175,13 +175,17 @@ pub struct Wanted {
 
 impl Wanted {
     /// Builds the wanted identity from a rendered name (prefix already applied); `None` when a
-    /// `LumosAccount` name is not an account id.
+    /// `LumosAccount` name is not an account id. A `LumosAccount` is always matched exactly: the
+    /// connector lists `User:alice@x` and `User:Alice@X` as two accounts, and unassigning one
+    /// must not remove the other (policies saying otherwise are refused as invalid too).
     pub fn new(kind: SubjectKind, name: String, namespace: Option<String>, case_insensitive: bool) -> Option<Wanted> {
-        let principal = match kind {
-            SubjectKind::User => Principal::user(&name),
-            SubjectKind::Group => Principal::Group(name),
-            SubjectKind::ServiceAccount => Principal::ServiceAccount(namespace.unwrap_or_default(), name),
-            SubjectKind::LumosAccount => Principal::from_account_id(&name)?,
+        let (principal, case_insensitive) = match kind {
+            SubjectKind::User => (Principal::user(&name), case_insensitive),
+            SubjectKind::Group => (Principal::Group(name), case_insensitive),
+            SubjectKind::ServiceAccount => {
+                (Principal::ServiceAccount(namespace.unwrap_or_default(), name), case_insensitive)
+            }
+            SubjectKind::LumosAccount => (Principal::from_account_id(&name)?, false),
         };
         Some(Wanted { principal, case_insensitive })
     }

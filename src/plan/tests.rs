@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::crd::*;
 use crate::fixtures;
-use crate::plan::subject::Protected;
+use crate::plan::subject::{Principal, Protected, Wanted};
 use crate::plan::*;
 
 fn spec(perms: &[&str]) -> DeprovisionRequestSpec {
@@ -687,4 +687,33 @@ fn entitlements_rules_are_validated() {
     assert!(bad(account.clone(), json!({"clusterWide": true, "roles": [""]})).contains("empty pattern"));
     let prefixed = json!([{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}", "prefix": "oidc:"}]);
     assert!(bad(prefixed, json!({"clusterWide": true})).contains("takes no namespace or prefix"));
+    let folded = json!([{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}", "caseInsensitive": true}]);
+    assert!(bad(folded, json!({"clusterWide": true})).contains("cannot be caseInsensitive"));
+}
+
+/// The connector lists `User:alice@x.io` and `User:Alice@X.io` as two accounts: unassigning one
+/// never removes the other. A policy stored as `caseInsensitive` before the API server refused
+/// it is refused by the plan (changing nothing), and a `LumosAccount` is never matched ignoring
+/// case anyway.
+#[test]
+fn a_lumos_account_is_matched_exactly_whatever_the_policy_says() {
+    let observed = Observed {
+        namespaces: vec![ns("team-a", &[])],
+        role_bindings: vec![rb(
+            "team-a",
+            "editors",
+            "edit",
+            vec![s("User", "alice@x.io", None), s("User", "Alice@X.io", None)],
+        )],
+        cluster_role_bindings: vec![],
+    };
+    let mut p = connector_policy(json!({"namespaces": ["team-a"]}));
+    let spec = connector_spec("User:alice@x.io", "namespace_role/team-a/ClusterRole:edit");
+    let got = compute(&spec, std::slice::from_ref(&p), &observed, &Protected::default()).unwrap();
+    assert_eq!(rows(&got), ["RoleBinding team-a/editors | User alice@x.io"]);
+    p.spec.subjects[0].case_insensitive = true;
+    let refused = compute(&spec, std::slice::from_ref(&p), &observed, &Protected::default()).unwrap_err();
+    assert!(refused.to_string().contains("cannot be caseInsensitive"), "{refused}");
+    let w = Wanted::new(SubjectKind::LumosAccount, "User:alice@x.io".into(), None, true).unwrap();
+    assert!(!w.case_insensitive && !w.matches(&Principal::user("Alice@X.io")));
 }

@@ -16,6 +16,11 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
                 "subjects[{i}] is a LumosAccount: the account id names the kind and namespace, so it takes no namespace or prefix"
             ));
         }
+        if s.kind == SubjectKind::LumosAccount && s.case_insensitive {
+            return Err(format!(
+                "subjects[{i}] is a LumosAccount, matched exactly (the connector lists alice@x and Alice@X as two accounts): it cannot be caseInsensitive"
+            ));
+        }
         if let Some(ns) = &s.namespace {
             template::validate(ns).map_err(|e| format!("subjects[{i}].namespace: {e}"))?;
             if template::uses_requester_fields(ns) && s.allowed_namespaces.is_empty() {

@@ -226,6 +226,7 @@ fn verification(reviews: Vec<Review>, residual: Vec<ResidualBinding>) -> Verific
     Verification {
         checked_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         on_residual_access: ResidualAccessRule::Fail,
+        on_unverified: UnverifiedRule::Fail,
         identities: vec!["User ann@x.io".into()],
         reviews,
         residual,
@@ -299,8 +300,13 @@ fn verdicts_and_sentences() {
     v.error = Some("asking the authorizer: forbidden".into());
     assert_eq!(Verdict::of(&v), Verdict::NotVerified);
     assert_eq!(v.error.as_deref().map(|_| Verdict::of(&v).status()), Some("Unknown"));
-    assert!(!fails(&v), "what could not be checked does not fail the answer");
-    assert_eq!(sentence(&v), "not verified: asking the authorizer: forbidden");
+    assert!(fails(&v), "what could not be checked fails the answer by default: it was not proven");
+    assert_eq!(sentence(&v), "removed, but not verified: asking the authorizer: forbidden");
+    v.on_unverified = UnverifiedRule::Report;
+    assert!(!fails(&v), "a policy may opt out: onUnverified: Report");
+    v.on_residual_access = ResidualAccessRule::Report;
+    v.on_unverified = UnverifiedRule::Fail;
+    assert!(fails(&v), "onResidualAccess: Report does not excuse a verification that could not be made");
 }
 
 #[test]
@@ -439,4 +445,119 @@ async fn the_index_shows_a_removal_through_a_change_or_the_end_of_a_relist() {
     assert!(shown, "the end of the relist shows the removal");
     assert_eq!(started.elapsed(), Duration::from_millis(20), "at the relist's end, not after the whole wait");
     stop.cancel();
+}
+
+/// A verification that could not be made is asked again (here the role read fails twice with
+/// 503, then works), and says so in its notes; one that never can be made ends with the error
+/// and how often it was tried, within [`RETRY_WITHIN`].
+#[tokio::test(start_paused = true)]
+async fn a_verification_that_could_not_be_made_is_tried_again_within_its_bound() {
+    use http::{Request as HttpRequest, Response, StatusCode};
+    use kube::client::Body;
+
+    let spec = fixtures::request_spec("demo", "ann@x.io").permissions(["dev"]).build();
+    let policies = [demo_policy()];
+    let names = ["demo-app".to_string()];
+    let plan = [PlannedAction {
+        id: 0,
+        policy: "demo-app".into(),
+        reason: "r".into(),
+        action: Action::RemoveBindingSubject(BindingAction {
+            binding: binding(Some("team-a"), "edit", "ClusterRole/edit"),
+            subject: SubjectRef { kind: "User".into(), name: "ann@x.io".into(), namespace: None },
+            when_empty: EmptyBindingRule::Delete,
+            managed_by: None,
+        }),
+    }];
+    let results = [ActionResult {
+        id: 0,
+        kind: ActionKind::RemoveBindingSubject,
+        object: "RoleBinding team-a/edit".into(),
+        subject: "User ann@x.io".into(),
+        outcome: Outcome::Removed,
+        message: String::new(),
+        at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        external: None,
+        subjects_before: None,
+        subjects_after: None,
+    }];
+    let req = Request {
+        spec: &spec,
+        policy_names: &names,
+        policies: &policies,
+        plan: &plan,
+        results: &results,
+        reviews_per_binding: 1,
+    };
+    // Serves the role (after `role_failures` 503s), denies every review, lists no bindings.
+    let serve = |role_failures: usize| {
+        let (svc, mut api) = tower_test::mock::pair::<HttpRequest<Body>, Response<Body>>();
+        let answered = tokio::spawn(async move {
+            let (mut role_reads, mut reviews) = (0, 0);
+            while let Some((req, send)) = api.next_request().await {
+                let path = req.uri().path().to_string();
+                let (status, body) = if path.ends_with("/clusterroles/edit") {
+                    role_reads += 1;
+                    match role_reads <= role_failures {
+                        true => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 503,
+                                   "reason": "ServiceUnavailable", "message": "etcd is sulking"}),
+                        ),
+                        false => (
+                            StatusCode::OK,
+                            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                                   "metadata": {"name": "edit"},
+                                   "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["update"]}]}),
+                        ),
+                    }
+                } else if path.ends_with("/subjectaccessreviews") {
+                    reviews += 1;
+                    (
+                        StatusCode::CREATED,
+                        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                               "spec": {}, "status": {"allowed": false}}),
+                    )
+                } else {
+                    let kind = if path.ends_with("/clusterrolebindings") {
+                        "ClusterRoleBindingList"
+                    } else {
+                        "RoleBindingList"
+                    };
+                    (
+                        StatusCode::OK,
+                        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                               "metadata": {"resourceVersion": "1"}, "items": []}),
+                    )
+                };
+                let body = Body::from(serde_json::to_vec(&body).unwrap());
+                send.send_response(Response::builder().status(status).body(body).unwrap());
+            }
+            (role_reads, reviews)
+        });
+        (Client::new(svc, "default"), answered)
+    };
+
+    let (client, answered) = serve(2);
+    let started = tokio::time::Instant::now();
+    let v = verify(&client, None, &Memory::default(), &req).await;
+    assert_eq!(v.error, None, "{v:?}");
+    assert_eq!(Verdict::of(&v), Verdict::NoRemainingAccess);
+    assert!(!fails(&v));
+    assert!(v.notes.iter().any(|n| n.starts_with("verified after 2 failed attempt(s)")), "{:?}", v.notes);
+    assert_eq!(started.elapsed(), RETRY_FIRST_PAUSE * 3, "paused 0.1 s, then 0.2 s");
+    drop(client);
+    assert_eq!(answered.await.unwrap(), (3, 1));
+
+    let (client, answered) = serve(usize::MAX);
+    let started = tokio::time::Instant::now();
+    let v = verify(&client, None, &Memory::default(), &req).await;
+    assert!(started.elapsed() < RETRY_WITHIN, "{:?}", started.elapsed());
+    assert_eq!(Verdict::of(&v), Verdict::NotVerified);
+    assert!(fails(&v), "not proven: FAILURE by default");
+    let error = v.error.clone().unwrap();
+    assert!(error.starts_with("reading ClusterRole edit: ") && error.contains("(6 attempts in 3.1s)"), "{error}");
+    assert!(sentence(&v).starts_with("removed, but not verified: reading ClusterRole edit"), "{}", sentence(&v));
+    drop(client);
+    assert_eq!(answered.await.unwrap(), (6, 0));
 }

@@ -1,7 +1,7 @@
 //! What a verification means (pure): the `Verified` condition, whether the answer fails, and the
 //! one sentence Lumos gets.
 
-use crate::crd::{BindingKind, ResidualAccessRule, ResidualBinding, Review, Verification};
+use crate::crd::{BindingKind, ResidualAccessRule, ResidualBinding, Review, UnverifiedRule, Verification};
 use crate::text;
 
 /// The verdict of a verification.
@@ -38,9 +38,14 @@ impl Verdict {
 }
 
 /// Whether this verification makes the answer `FAILURE`: access remains that the authorizer
-/// confirms, and the policies say `Fail`.
+/// confirms and the policies say `onResidualAccess: Fail`, or the checks could not be made and
+/// they say `onUnverified: Fail` (the default: an answer never claims more than was proven).
 pub fn fails(v: &Verification) -> bool {
-    Verdict::of(v) == Verdict::AccessRemains && v.on_residual_access == ResidualAccessRule::Fail
+    match Verdict::of(v) {
+        Verdict::AccessRemains => v.on_residual_access == ResidualAccessRule::Fail,
+        Verdict::NotVerified => v.on_unverified == UnverifiedRule::Fail,
+        Verdict::NoRemainingAccess => false,
+    }
 }
 
 /// The binding an authorizer reason names (`RBAC: allowed by ClusterRoleBinding "x" of ...`,
@@ -84,7 +89,7 @@ fn via(v: &Verification, r: &Review) -> String {
 /// covered by policy demo-app)`.
 pub fn sentence(v: &Verification) -> String {
     if let Some(e) = &v.error {
-        return format!("not verified: {e}");
+        return format!("removed, but not verified: {e}");
     }
     let allowed: Vec<&Review> = v.reviews.iter().filter(|r| r.allowed).collect();
     if let Some(first) = allowed.first() {

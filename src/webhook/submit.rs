@@ -79,14 +79,14 @@ pub async fn record_and_wait(
         let _unrecorded = s.handoff.recording();
         recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)
     }?;
-    let name = submitted.name().to_string();
-    let mut finished = s.finished.wait(&name);
+    let (name, uid) = (submitted.name().to_string(), submitted.uid().to_string());
+    let mut finished = s.finished.wait(&uid, &name);
     let handed = match submitted {
         Submitted::Created(obj) => s.handoff.give(*obj, arrived),
-        Submitted::Attached(_) => false,
+        Submitted::Attached { .. } => false,
     };
     if handed {
-        s.finished.worked_here(&name);
+        s.finished.worked_here(&uid);
     }
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
     let told = match tokio::time::timeout_at(deadline - LAST_LOOK, &mut finished).await {
@@ -94,7 +94,7 @@ pub async fn record_and_wait(
         // While the watch of unfinished requests is live and says this one is still under way,
         // a read would tell no more: wait to be told a little longer instead. (Reading always
         // cost a burst of 1,000 about 700 reads at once, while the API server was busiest.)
-        Err(_) if s.finished.last_seen(&name).is_some() => {
+        Err(_) if s.finished.last_seen(&uid).is_some() => {
             tokio::time::timeout_at(deadline - LAST_MOMENT, &mut finished).await.ok().and_then(Result::ok)
         }
         Err(_) => None,
@@ -104,11 +104,14 @@ pub async fn record_and_wait(
         Some(None) => Waited::Deleted(name),
         // Not told in time: how far it got, as the watch last delivered it, or else as the record
         // says.
-        None => match s.finished.last_seen(&name) {
+        None => match s.finished.last_seen(&uid) {
             Some(status) => Waited::Record { name, status },
             None => match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
-                Ok(Ok(Some(obj))) => Waited::Record { name, status: obj.status.map(Box::new) },
-                Ok(Ok(None)) => Waited::Deleted(name),
+                Ok(Ok(Some(obj))) if obj.uid().as_deref() == Some(uid.as_str()) => {
+                    Waited::Record { name, status: obj.status.map(Box::new) }
+                }
+                // Gone, or another object under its name: this request was deleted.
+                Ok(Ok(_)) => Waited::Deleted(name),
                 _ => Waited::Record { name, status: None },
             },
         },
@@ -154,11 +157,14 @@ pub async fn record_and_poll(
     let unlimited = PerMinute::new(u32::MAX);
     let one_at_a_time = tokio::sync::Semaphore::new(1);
     let submitted = submit(&api, &unlimited, &one_at_a_time, spec);
-    let name = recorded(tokio::time::timeout_at(deadline, submitted).await)?.name().to_string();
+    let submitted = recorded(tokio::time::timeout_at(deadline, submitted).await)?;
+    let (name, uid) = (submitted.name().to_string(), submitted.uid().to_string());
     tracing::info!(request = %name, "request recorded; waiting for the operator to finish it");
     let mut last = None;
     loop {
         match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
+            // Another object under its name: this request was deleted.
+            Ok(Ok(Some(obj))) if obj.uid().as_deref() != Some(uid.as_str()) => return Ok(Waited::Deleted(name)),
             Ok(Ok(Some(obj))) if is_terminal(&obj) => {
                 return Ok(Waited::Record { name, status: obj.status.map(Box::new) });
             }
@@ -193,15 +199,31 @@ fn recorded(r: Result<Result<Submitted, SubmitError>, tokio::time::error::Elapse
 enum Submitted {
     /// Created now.
     Created(Box<DeprovisionRequest>),
-    /// An identical unfinished call's record, by name.
-    Attached(String),
+    /// An identical unfinished call's record.
+    Attached {
+        /// Its name.
+        name: String,
+        /// Its UID: the request this call waits for, even if its name is later reused.
+        uid: String,
+    },
 }
 
 impl Submitted {
+    fn attached(obj: &DeprovisionRequest) -> Submitted {
+        Submitted::Attached { name: obj.name_any(), uid: obj.uid().unwrap_or_default() }
+    }
+
     fn name(&self) -> &str {
         match self {
             Submitted::Created(obj) => obj.metadata.name.as_deref().unwrap_or_default(),
-            Submitted::Attached(name) => name,
+            Submitted::Attached { name, .. } => name,
+        }
+    }
+
+    fn uid(&self) -> &str {
+        match self {
+            Submitted::Created(obj) => obj.metadata.uid.as_deref().unwrap_or_default(),
+            Submitted::Attached { uid, .. } => uid,
         }
     }
 }
@@ -253,7 +275,7 @@ async fn submit(
             let existing = api.list(&lp).await?.items;
             if let Some(active) = existing.iter().find(|r| is_same_call(r, &fp, source) && !is_terminal(r)) {
                 recorded.give_back();
-                return Ok(Submitted::Attached(active.name_any()));
+                return Ok(Submitted::attached(active));
             }
             let last = existing.iter().filter_map(|r| naming::seq_of(&r.name_any())).max().unwrap_or(0);
             seq = seq.max(last + 1);
@@ -273,7 +295,7 @@ async fn submit(
             Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
                 Some(taken) if is_same_call(&taken, &fp, source) && !is_terminal(&taken) => {
                     recorded.give_back();
-                    return Ok(Submitted::Attached(name));
+                    return Ok(Submitted::attached(&taken));
                 }
                 // A finished record of this same call: this call is a repeat, with the next name.
                 Some(taken) if is_same_call(&taken, &fp, source) => seq += 1,

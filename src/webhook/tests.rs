@@ -182,12 +182,14 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_
             assert_eq!(req.method(), http::Method::POST, "{}", req.uri());
             let body = axum::body::to_bytes(axum::body::Body::new(req.into_body()), 1 << 20).await.unwrap();
             let mut obj: crate::crd::DeprovisionRequest = serde_json::from_slice(&body).unwrap();
-            let name = obj.metadata.name.clone().unwrap();
-            send.send_response(http::Response::builder().status(201).body(body.to_vec().into()).unwrap());
+            obj.metadata.uid = Some("uid-1".into());
+            let uid = obj.metadata.uid.clone().unwrap();
+            let created = serde_json::to_vec(&obj).unwrap();
+            send.send_response(http::Response::builder().status(201).body(created.into()).unwrap());
             obj.status = Some(DeprovisionRequestStatus { phase: Phase::InProgress, ..Default::default() });
             let mut delivering = None;
             if watch != Watch::Silent {
-                while !finished.is_awaited(&name) {
+                while !finished.is_awaited(&uid) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 finished.observe(&Event::Apply(obj.clone()));
@@ -196,7 +198,7 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_
                     tokio::spawn(async move {
                         tokio::time::sleep_until(started + Duration::from_millis(1800)).await;
                         let ended = DeprovisionRequestStatus { phase: Phase::Succeeded, ..Default::default() };
-                        finished.done(&name, Some(Box::new(ended)));
+                        finished.done(&uid, Some(Box::new(ended)));
                     });
                 }
                 let (finished, other) = (finished.clone(), obj.clone());
@@ -205,6 +207,7 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_
                         tokio::time::sleep(Duration::from_millis(200)).await;
                         let mut other = other.clone();
                         other.metadata.name = Some(format!("other-{i}"));
+                        other.metadata.uid = Some(format!("uid-other-{i}"));
                         finished.observe(&Event::Apply(other));
                     }
                 }));

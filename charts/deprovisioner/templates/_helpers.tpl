@@ -43,6 +43,22 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (include "deprovisioner.fullname" .) .Values.serviceAccount.name }}
 {{- end }}
 
+{{/* The ServiceAccount of Lumos's on-premise agent (`deprovisioner connector`). */}}
+{{- define "deprovisioner.lumosAgentName" -}}
+{{- default (printf "%s-lumos-agent" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-") .Values.lumosAgent.serviceAccount.name }}
+{{- end }}
+
+{{/* Every identity the chart creates, as the API server names them (a JSON list). The admission
+policies in admission.yaml hold each of them to taking access away; tests/chart.rs fails when a
+ServiceAccount the chart renders is missing here. */}}
+{{- define "deprovisioner.identities" -}}
+{{- $ids := list (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "deprovisioner.serviceAccountName" .)) -}}
+{{- if .Values.lumosAgent.enabled -}}
+{{- $ids = append $ids (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "deprovisioner.lumosAgentName" .)) -}}
+{{- end -}}
+{{- toJson $ids -}}
+{{- end }}
+
 {{- define "deprovisioner.leaderElectionName" -}}
 {{- printf "%s-leader-election" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

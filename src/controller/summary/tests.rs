@@ -49,10 +49,11 @@ fn summaries() {
 
 #[test]
 fn the_verification_is_said_in_the_message_and_can_fail_the_request() {
-    use crate::crd::{BindingKind, ResidualAccessRule, ResidualBinding, Review, Verification};
+    use crate::crd::{BindingKind, ResidualAccessRule, ResidualBinding, Review, UnverifiedRule, Verification};
     let reviewed = |allowed: bool, rule: ResidualAccessRule| Verification {
         checked_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
         on_residual_access: rule,
+        on_unverified: UnverifiedRule::Fail,
         identities: vec![],
         reviews: vec![Review {
             identity: 0,
@@ -91,6 +92,18 @@ fn the_verification_is_said_in_the_message_and_can_fail_the_request() {
     );
     let (phase, _) = with_verification(p, m.clone(), Some(&reviewed(true, ResidualAccessRule::Report)));
     assert_eq!(phase, Phase::Succeeded);
+    // A verification that could not be made fails the answer unless the policies opt out.
+    let mut unverified = reviewed(false, ResidualAccessRule::Report);
+    unverified.reviews.clear();
+    unverified.error = Some("asking the authorizer: forbidden".into());
+    let (phase, msg) = with_verification(p, m.clone(), Some(&unverified));
+    assert_eq!(phase, Phase::Failed);
+    assert_eq!(
+        msg,
+        "Removed p@x.io from RoleBinding team-a/edit; removed, but not verified: asking the authorizer: forbidden"
+    );
+    unverified.on_unverified = UnverifiedRule::Report;
+    assert_eq!(with_verification(p, m.clone(), Some(&unverified)).0, Phase::Succeeded);
     // The sentence survives a message clipped for length.
     let many: Vec<_> = (0..30)
         .map(|i| r(i, Outcome::Removed, &format!("RoleBinding namespace-{i}/a-long-binding-name-{i}")))
