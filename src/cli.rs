@@ -68,6 +68,11 @@ pub struct ConnectorArgs {
     /// `deprovisioner/deprovisioner`).
     #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
     pub service_account: (String, String),
+    /// The deployment's other identities as NAMESPACE/NAME (comma-separated in the environment):
+    /// never listed (default: the chart's Lumos agent, `deprovisioner/deprovisioner-lumos-agent`).
+    #[arg(long, env = "DEPROVISIONER_PROTECT_SERVICE_ACCOUNTS", value_parser = parse_sa, value_delimiter = ',',
+          default_value = "deprovisioner/deprovisioner-lumos-agent")]
+    pub protect_service_account: Vec<(String, String)>,
     /// How long `unassign_entitlement` waits for the operator to finish the request it recorded
     /// before answering `request_timeout` (the record stays and finishes).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
@@ -187,6 +192,10 @@ pub struct RunArgs {
     /// The operator's own ServiceAccount as NAMESPACE/NAME: never removed from anything.
     #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa)]
     pub service_account: Option<(String, String)>,
+    /// The deployment's other identities (Lumos's agent) as NAMESPACE/NAME, repeatable
+    /// (comma-separated in the environment): never removed from anything, never listed.
+    #[arg(long, env = "DEPROVISIONER_PROTECT_SERVICE_ACCOUNTS", value_parser = parse_sa, value_delimiter = ',')]
+    pub protect_service_account: Vec<(String, String)>,
     /// SubjectAccessReviews a request's verification asks per removed binding and identity (at
     /// most 48 in all). Each is a question to the API server's authorizer, whose cost grows with
     /// the bindings in the namespace asked about: about 8 ms of its CPU per question with 10,000

@@ -66,7 +66,8 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
             Ok(config) => {
                 let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
                 let client = Client::try_from(config).context("building the Kubernetes client")?;
-                let protected = Protected { operator: Some(args.service_account.clone()) };
+                let protected =
+                    Protected { operator: Some(args.service_account.clone()), also: args.protect_service_account.clone() };
                 let writer = connector::Writer::Client { deadline: args.deadline };
                 let conn = connector::Connector { client, protected, cluster_label, index: None, writer };
                 connector::call(&conn, &args.capability, &body).await
@@ -230,7 +231,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
         drain: args.shutdown_drain,
     };
-    let protected = Protected { operator: own_identity(&args) };
+    let protected = Protected { operator: own_identity(&args), also: args.protect_service_account.clone() };
     let connector = Arc::new(deprovisioner::connector::http::ConnectorState {
         webhook: state.clone(),
         connector: deprovisioner::connector::Connector {

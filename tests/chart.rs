@@ -218,19 +218,44 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
         ids(&rbac),
         [
             "ServiceAccount/deprovisioner/deprovisioner",
+            "ServiceAccount/deprovisioner/deprovisioner-lumos-agent",
             "ClusterRole/-/deprovisioner",
             "ClusterRole/-/deprovisioner-index-barrier",
+            "ClusterRole/-/deprovisioner-lumos-agent",
             "ClusterRoleBinding/-/deprovisioner",
             "ClusterRoleBinding/-/deprovisioner-index-barrier",
+            "ClusterRoleBinding/-/deprovisioner-lumos-agent",
             "Role/default/deprovisioner-events",
             "Role/deprovisioner/deprovisioner-leader-election",
             "RoleBinding/default/deprovisioner-events",
             "RoleBinding/deprovisioner/deprovisioner-leader-election",
             "RoleBinding/deprovisioner/deprovisioner-index-barrier",
             "ValidatingAdmissionPolicy/-/deprovisioner-lumos-source",
+            "ValidatingAdmissionPolicy/-/deprovisioner-only-removes",
             "ValidatingAdmissionPolicyBinding/-/deprovisioner-lumos-source",
+            "ValidatingAdmissionPolicyBinding/-/deprovisioner-only-removes",
         ]
     );
+    // Every identity the chart creates, now or later, is held to taking access away: each
+    // ServiceAccount it renders (with every optional part on or off) is matched by the policy.
+    for sets in [&[][..], &["--set", "lumosAgent.enabled=false"][..], &["--set", "serviceAccount.name=ops", "--set", "lumosAgent.serviceAccount.name=agent"][..]] {
+        let objs = docs(&template("deprovisioner", "deprovisioner", sets));
+        let only_removes = objs
+            .iter()
+            .find(|o| o["kind"] == "ValidatingAdmissionPolicy" && o["metadata"]["name"] == "deprovisioner-only-removes")
+            .unwrap();
+        let matched = only_removes["spec"]["matchConditions"][0]["expression"].as_str().unwrap();
+        let accounts: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "ServiceAccount").collect();
+        assert!(!accounts.is_empty());
+        for sa in accounts {
+            let who = format!(
+                "\"system:serviceaccount:{}:{}\"",
+                sa["metadata"]["namespace"].as_str().unwrap(),
+                sa["metadata"]["name"].as_str().unwrap()
+            );
+            assert!(matched.contains(&who), "{sets:?}: {who} is not held by the policy: {matched}");
+        }
+    }
     for o in &rbac {
         let same =
             full.iter().find(|f| f["kind"] == o["kind"] && f["metadata"]["name"] == o["metadata"]["name"]).unwrap();

@@ -94,8 +94,10 @@ fn cli_as(kubeconfig: &Path, capability: &str, request: &Value) -> Value {
         .unwrap_or_else(|e| panic!("{capability}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// As Lumos's agent runs it: with the chart's identity for the agent (deploy/rbac.yaml), never
+/// the operator's.
 fn cli(capability: &str, request: &Value) -> Value {
-    cli_as(&cluster().operator_kubeconfig, capability, request)
+    cli_as(&cluster().kubeconfig_as("deprovisioner-lumos-agent"), capability, request)
 }
 
 /// Every item of a paged capability, following tokens to the end; each page is validated.
@@ -244,7 +246,7 @@ async fn every_capability_answers_what_the_sdk_accepts() {
         assert_eq!(resource_type.as_ref(), Some(&t["resource_type_id"]), "{e}");
     }
 
-    assert_eq!(account["response"]["email"], json!(alice));
+    assert_eq!(account["response"]["email"], json!(alice), "{account}");
     assert_eq!(account["response"]["account_type"], "user");
     assert_eq!(account["response"]["extra_data"]["binding_count"], 2);
 }
@@ -632,6 +634,15 @@ async fn only_the_operator_may_record_a_request_as_the_connector() {
         forged.source = source;
         let err = api.create(&dry, &fixtures::request(&unique("forged"), forged)).await.unwrap_err();
         assert!(err.to_string().contains(says), "{source:?}: {err}");
+    }
+    // Lumos's agent records connector requests, and nothing else.
+    let agent = Api::<DeprovisionRequest>::all(client_for(&cluster().kubeconfig_as("deprovisioner-lumos-agent")).await);
+    agent.create(&dry, &fixtures::request(&unique("agent"), spec.clone())).await.unwrap();
+    for source in [RequestSource::Manual, RequestSource::LumosWebhook] {
+        let mut other = spec.clone();
+        other.source = source;
+        let err = agent.create(&dry, &fixtures::request(&unique("agent"), other)).await.unwrap_err();
+        assert!(err.to_string().contains("Lumos's agent") || err.to_string().contains("only the deprovisioner webhook"), "{source:?}: {err}");
     }
 }
 

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use deprovisioner::crd::{DeprovisionPolicy, Phase, RequestSource};
+use deprovisioner::crd::{DeprovisionPolicy, DeprovisionRequest, Phase, RequestSource};
 use deprovisioner::fixtures::user;
 use kube::api::Api;
 use serde_json::json;
@@ -301,4 +301,33 @@ async fn repeats_of_a_finished_call_each_get_a_record_of_their_own() {
     // The first three names are tried directly; past them the call's records are listed once.
     let seqs: Vec<&str> = names.iter().map(|n| n.rsplit('-').next().unwrap()).collect();
     assert_eq!(seqs, vec!["1", "2", "3", "4", "5"], "{names:?}");
+}
+
+/// A record deleted and the same call sent again: the new record takes the old one's name, and
+/// the answer is the new request's own (the webhook's memory of finished requests is keyed by
+/// UID). Between the calls the person is given access in a second binding, so the two answers
+/// differ: the old one named the first binding, the new one must name the second.
+#[tokio::test]
+async fn a_deleted_records_name_reused_by_the_same_call_is_answered_from_the_new_record() {
+    use kube::api::DeleteParams;
+    let c = admin().await;
+    let (app, ns) = bound("reused", "reuse@lumos.com").await;
+    let body = payload(&app, "reuse@lumos.com", &[]);
+    let (_, first, _) = operator().lumos(&body).await;
+    assert_eq!(first["response"], "SUCCESS", "{first}");
+    let name = request_name(&first);
+    let old_uid = get_request(&c, &name).await.metadata.uid.unwrap();
+    Api::<DeprovisionRequest>::all(c.clone()).delete(&name, &DeleteParams::default()).await.unwrap();
+    while Api::<DeprovisionRequest>::all(c.clone()).get_opt(&name).await.unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    role_binding(&c, &ns, "second", "edit", vec![user("reuse@lumos.com")]).await;
+    let (_, again, _) = operator().lumos(&body).await;
+    assert_eq!(request_name(&again), name, "the freed name is taken again: {again}");
+    let record = get_request(&c, &name).await;
+    assert_ne!(record.metadata.uid.unwrap(), old_uid);
+    assert_eq!(again["response"], "SUCCESS", "{again}");
+    let msg = again["msg"].as_str().unwrap();
+    assert!(msg.contains(&format!("RoleBinding {ns}/second")), "answered from the deleted record: {msg}");
+    assert_eq!(record.status.unwrap().phase, Phase::Succeeded, "the answer names a finished record");
 }

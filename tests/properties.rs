@@ -951,7 +951,7 @@ proptest! {
         operator_known in prop::bool::weighted(0.8),
     ) {
         let observed = observed_from(rbs, crbs);
-        let protected = Protected { operator: operator_known.then(|| (OPERATOR.0.to_string(), OPERATOR.1.to_string())) };
+        let protected = Protected { operator: operator_known.then(|| (OPERATOR.0.to_string(), OPERATOR.1.to_string())), also: vec![] };
         let outcome = compute(&spec, &all, &observed, &protected);
         if let Err(why) = check_plan(&spec, &all, &observed, &protected, &outcome) {
             // Without the operator's identity known, its own ServiceAccount is not protected.
@@ -975,7 +975,7 @@ proptest! {
         crbs in prop::collection::vec(binding_seed(), 0..5),
     ) {
         let observed = observed_from(rbs, crbs);
-        let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())) };
+        let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())), also: vec![] };
         // The controller plans from everything when the subjects cannot be resolved.
         let Ok(wanted) = principals(&spec, &matching_policies(&spec, &all)) else { return Ok(()) };
         let keys = wanted.iter().map(Wanted::key).collect();
@@ -1005,7 +1005,7 @@ fn the_planner_worlds_reach_removals_and_refusals() {
         prop::collection::vec(binding_seed(), 0..10),
         prop::collection::vec(binding_seed(), 0..5),
     );
-    let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())) };
+    let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())), also: vec![] };
     let mut seen = BTreeMap::<&str, usize>::new();
     for _ in 0..512 {
         let (spec, all, rbs, crbs) = world.new_tree(&mut runner).unwrap().current();

@@ -220,6 +220,8 @@ impl Wanted {
 pub struct Protected {
     /// The operator's own ServiceAccount (namespace, name).
     pub operator: Option<(String, String)>,
+    /// The deployment's other identities (Lumos's agent): never listed, never removed.
+    pub also: Vec<(String, String)>,
 }
 
 impl Protected {
@@ -233,6 +235,9 @@ impl Protected {
                 if self.operator.as_ref().is_some_and(|(ons, on)| ons == ns && on == n) =>
             {
                 Some(format!("ServiceAccount {ns}/{n} is the operator's own identity"))
+            }
+            Principal::ServiceAccount(ns, n) if self.also.iter().any(|(ans, an)| ans == ns && an == n) => {
+                Some(format!("ServiceAccount {ns}/{n} is one of the deprovisioner's own identities"))
             }
             Principal::ServiceAccount(ns, n) if ns == "kube-system" => {
                 Some(format!("ServiceAccount {ns}/{n} belongs to kube-system, which the operator never touches"))

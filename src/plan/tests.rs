@@ -301,7 +301,7 @@ fn table() {
             want: Err("InvalidPolicy"),
         },
     ];
-    let protected = Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())) };
+    let protected = Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())), also: vec![] };
     for c in cases {
         let got = compute(&spec(c.perms), &[policy("p", c.policy)], &observed(), &protected);
         match (got, c.want) {

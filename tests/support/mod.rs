@@ -257,6 +257,7 @@ impl Operator {
             .args(["--listen", "127.0.0.1:0"])
             .args(["--secret-file", secret_file.to_str().unwrap()])
             .args(["--service-account", "deprovisioner/deprovisioner"])
+            .args(["--protect-service-account", "deprovisioner/deprovisioner-lumos-agent"])
             .args(["--namespace", "deprovisioner"])
             .args(if opts.args.iter().any(|a| a == "--log-level") {
                 &[][..]

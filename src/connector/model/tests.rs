@@ -2,7 +2,7 @@ use super::*;
 use crate::fixtures::{cluster_role_binding, group, role_binding, service_account, service_account_in, user};
 
 fn protected() -> Protected {
-    Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())) }
+    Protected { operator: Some(("deprovisioner".into(), "deprovisioner".into())), also: vec![] }
 }
 
 fn ids(grants: &[Grant]) -> Vec<String> {

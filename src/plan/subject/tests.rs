@@ -39,7 +39,7 @@ fn matching_respects_case_rule_and_kind() {
 
 #[test]
 fn protection() {
-    let prot = Protected { operator: Some(("deprov".into(), "deprovisioner".into())) };
+    let prot = Protected { operator: Some(("deprov".into(), "deprovisioner".into())), also: vec![] };
     assert!(prot.why(&Principal::User("system:admin".into())).is_some());
     assert!(prot.why(&Principal::Group("SYSTEM:masters".into())).is_some());
     assert!(prot.why(&Principal::ServiceAccount("deprov".into(), "deprovisioner".into())).is_some());
