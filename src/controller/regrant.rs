@@ -46,6 +46,19 @@ pub const REGRANTED_LABEL: &str = "access.deprovisioner.dev/regranted";
 /// The most re-grants one record lists.
 const MAX_RECORDED: usize = 64;
 
+/// The most bytes the list of re-grants takes in a record (within the room
+/// [`crate::plan::MAX_RECORD_BYTES`] leaves below the API server's limit).
+const MAX_RECORDED_BYTES: usize = 96 * 1024;
+
+/// The most bytes one recorded re-grant with its removal takes (its texts are clipped).
+const MAX_ENTRY_BYTES: usize = 4 * 1024;
+
+/// Whether the record's list of re-grants has room for `n` more.
+fn has_room(regrants: &[Regrant], n: usize) -> bool {
+    let bytes = serde_json::to_vec(regrants).map_or(MAX_RECORDED_BYTES, |v| v.len());
+    regrants.len() + n <= MAX_RECORDED && bytes + n * MAX_ENTRY_BYTES <= MAX_RECORDED_BYTES
+}
+
 /// Records read per page when the watchlist is rebuilt.
 const PAGE: u32 = 200;
 
@@ -343,10 +356,14 @@ async fn regranted(ctx: &Context, hit: &Hit, removed: &Removed, again: usize, ob
             "; not removed again: it was removed {MAX_REMOVALS_AGAIN} times already (another controller puts it back: change its source)"
         ));
     }
-    let planned = match plan_again(ctx, hit, &policies).await {
+    let (planned, planned_regrants) = match plan_again(ctx, hit, &policies).await {
         Ok(p) => p,
         Err(why) => return report(&format!("; not removed again: {why}")),
     };
+    // Nothing is removed that could not be recorded.
+    if !planned.is_empty() && !has_room(&planned_regrants, planned.len()) {
+        return report("; not removed again: the request's record holds as many re-grants as it may");
+    }
     if planned.is_empty() {
         let names = policies.iter().map(|p| p.name_any()).collect::<Vec<_>>().join(", ");
         return report(&format!(
@@ -390,12 +407,17 @@ async fn regranted(ctx: &Context, hit: &Hit, removed: &Removed, again: usize, ob
 /// The removals the policies that made the original removal plan for the request from the
 /// re-granting binding as stored now (read again; with its namespace when a rule selects
 /// namespaces by label). `Err` says why nothing could be planned.
-async fn plan_again(ctx: &Context, hit: &Hit, policies: &[DeprovisionPolicy]) -> Result<Vec<PlannedAction>, String> {
+/// Also returns the re-grants the request records already.
+async fn plan_again(
+    ctx: &Context,
+    hit: &Hit,
+    policies: &[DeprovisionPolicy],
+) -> Result<(Vec<PlannedAction>, Vec<Regrant>), String> {
     let c = &ctx.client;
     let requests = Api::<DeprovisionRequest>::all(c.clone());
     let read = |what: String| move |e: kube::Error| format!("reading {what} failed: {e}");
     let Some(request) = requests.get_opt(&hit.request).await.map_err(read("the request".into()))? else {
-        return Ok(vec![]);
+        return Ok((vec![], vec![]));
     };
     let (kind, ns, name) = &hit.binding;
     let mut observed = Observed::default();
@@ -420,7 +442,9 @@ async fn plan_again(ctx: &Context, hit: &Hit, policies: &[DeprovisionPolicy]) ->
             }
         }
     }
-    plan::again(&request.spec, policies, &observed, &ctx.settings.protected).map_err(|e| e.to_string())
+    let planned =
+        plan::again(&request.spec, policies, &observed, &ctx.settings.protected).map_err(|e| e.to_string())?;
+    Ok((planned, request.status.map(|s| s.regrants).unwrap_or_default()))
 }
 
 /// Adds the re-grant to the request's record (condition `Regranted`, bounded list) and labels
@@ -434,7 +458,7 @@ async fn record(ctx: &Context, name: &str, regrant: Regrant) -> Result<Option<De
         let Some(mut r) = api.get_opt(name).await? else { return Ok(None) };
         let generation = r.metadata.generation;
         let st = r.status.get_or_insert_with(Default::default);
-        if st.regrants.len() < MAX_RECORDED {
+        if has_room(&st.regrants, 1) {
             st.regrants.push(regrant.clone());
         }
         let n = st.regrants.len();

@@ -163,7 +163,7 @@ pub enum PlanError {
 pub const MAX_ACTIONS: usize = 2000;
 
 /// Largest object the API server stores (etcd's default request limit is 1.5 MiB), less room
-/// for metadata, conditions and messages.
+/// for metadata, conditions, messages and the re-grants found later (at most 96 KiB).
 pub const MAX_RECORD_BYTES: usize = 1_400_000;
 
 /// The most bytes one action's result can take once recorded: its object and subject (known
