@@ -1,7 +1,10 @@
 //! Access that comes back: for `--regrant-watch` after a request finished, the leading
-//! controller notices any RoleBinding or ClusterRoleBinding that names a subject the request
-//! removed (an edit of the old binding or a new one), records it on the request, and with
-//! `onRegrant: Remove` removes it again (at most [`MAX_REMOVALS_AGAIN`] times per binding).
+//! controller notices a binding the request removed someone from that names them again (edited,
+//! or created again under its name) and records it on the request; with `onRegrant: Remove` it
+//! removes it again, planned as a first removal by the policies that made it (their scope and
+//! `managedBindings`), at most [`MAX_REMOVALS_AGAIN`] times per binding. A binding created after
+//! the request finished that names a removed subject is new access elsewhere: reported only.
+//! Access the request never removed (what the verification found left) is never reported.
 //!
 //! It keeps no bindings of its own: it follows the binding index (one pass over what it holds,
 //! then every change it sees; two watches of its own when there is no index) past a small
@@ -14,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -26,14 +30,14 @@ use tokio_util::sync::CancellationToken;
 use super::Context;
 use super::record::now;
 use crate::crd::{
-    BindingAction, BindingKind, BindingRef, BindingScope, ConditionType, DeprovisionPolicy, DeprovisionRequest,
-    EmptyBindingRule, Reason, Regrant, RegrantRule, set_condition,
+    BindingKind, ConditionType, DeprovisionPolicy, DeprovisionRequest, Outcome, PlannedAction, Reason, Regrant,
+    RegrantOrigin, RegrantRemoval, SubjectRef, set_condition,
 };
 use crate::index::{BindingIndex, Change};
-use crate::plan::BindingView;
 use crate::plan::manager::{self, OWN_FIELD_MANAGER};
+use crate::plan::{self, BindingView, Observed};
 use crate::text;
-use watchlist::{BindingKey, Hit, describe, key_of};
+use watchlist::{Hit, Removed, describe, key_of};
 pub use watchlist::{MAX_REMOVALS_AGAIN, Watchlist};
 
 /// The label a request gets once access it removed came back.
@@ -41,6 +45,19 @@ pub const REGRANTED_LABEL: &str = "access.deprovisioner.dev/regranted";
 
 /// The most re-grants one record lists.
 const MAX_RECORDED: usize = 64;
+
+/// The most bytes the list of re-grants takes in a record (within the room
+/// [`crate::plan::MAX_RECORD_BYTES`] leaves below the API server's limit).
+const MAX_RECORDED_BYTES: usize = 96 * 1024;
+
+/// The most bytes one recorded re-grant with its removal takes (its texts are clipped).
+const MAX_ENTRY_BYTES: usize = 4 * 1024;
+
+/// Whether the record's list of re-grants has room for `n` more.
+fn has_room(regrants: &[Regrant], n: usize) -> bool {
+    let bytes = serde_json::to_vec(regrants).map_or(MAX_RECORDED_BYTES, |v| v.len());
+    regrants.len() + n <= MAX_RECORDED && bytes + n * MAX_ENTRY_BYTES <= MAX_RECORDED_BYTES
+}
 
 /// Records read per page when the watchlist is rebuilt.
 const PAGE: u32 = 200;
@@ -221,7 +238,7 @@ async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationTo
 async fn seen(ctx: &Context, view: &BindingView<'_>) {
     let hits = ctx.regrants.lock().check(view);
     for hit in hits {
-        if let Err(e) = act(ctx, &hit, view.meta, view.role_ref).await {
+        if let Err(e) = act(ctx, &hit, view.meta).await {
             tracing::warn!(request = %hit.request, binding = %describe(&hit.binding), error = %e, "re-grant could not be recorded");
         }
     }
@@ -250,106 +267,184 @@ async fn watch<K: Watched>(ctx: Arc<Context>, stop: CancellationToken) {
     }
 }
 
-/// What the policies of a request say about re-grants (`Remove` only when every one says so),
-/// and what a binding emptied by a removal becomes (`Delete` only when every one says so).
-async fn rule_of(ctx: &Context, policies: &[String]) -> (RegrantRule, EmptyBindingRule) {
-    let all = match ctx.shared.policies.as_ref().and_then(|p| p.get()) {
-        Some(p) => p,
-        None => match Api::<DeprovisionPolicy>::all(ctx.client.clone()).list(&ListParams::default()).await {
-            Ok(l) => l.items,
-            Err(_) => return (RegrantRule::Report, EmptyBindingRule::Keep),
-        },
-    };
-    let mine: Vec<&DeprovisionPolicy> = all.iter().filter(|p| policies.contains(&p.name_any())).collect();
-    let every = |f: &dyn Fn(&DeprovisionPolicy) -> bool| !mine.is_empty() && mine.iter().all(|p| f(p));
-    let rule = match every(&|p| p.spec.on_regrant == RegrantRule::Remove) {
-        true => RegrantRule::Remove,
-        false => RegrantRule::Report,
-    };
-    let empty = match every(&|p| p.spec.empty_bindings == EmptyBindingRule::Delete) {
-        true => EmptyBindingRule::Delete,
-        false => EmptyBindingRule::Keep,
-    };
-    (rule, empty)
+/// One entry to record: the subject, what happened, and the removal done again if any.
+struct Entry {
+    subject: SubjectRef,
+    message: String,
+    removal: Option<RegrantRemoval>,
 }
 
-/// Records one re-grant on its request (and, per the policy, removes the subject again).
-async fn act(
-    ctx: &Context,
-    hit: &Hit,
-    meta: &ObjectMeta,
-    role_ref: &k8s_openapi::api::rbac::v1::RoleRef,
-) -> Result<(), kube::Error> {
-    let (app, policies, again) = {
+/// Records what a binding naming a removed subject (again) means for its request: a re-grant in
+/// a binding the request removed someone from is reported or (`onRegrant: Remove`) removed again
+/// as a first removal would remove it; new access elsewhere is reported only.
+async fn act(ctx: &Context, hit: &Hit, meta: &ObjectMeta) -> Result<(), kube::Error> {
+    let (app, again, removed) = {
         let list = ctx.regrants.lock();
         let Some(w) = list.get(&hit.request) else { return Ok(()) };
-        (w.app.clone(), w.policies.clone(), w.removed_again.get(&hit.binding).copied().unwrap_or(0))
+        let again = w.removed_again.get(&hit.binding).copied().unwrap_or(0);
+        (w.app.clone(), again, w.removed_from.get(&hit.binding).cloned())
     };
     let object = describe(&hit.binding);
     let field_manager = manager::last_writer(meta, OWN_FIELD_MANAGER).map(|(m, _)| m);
     let by = field_manager.as_deref().map(|m| format!(" (written by {m})")).unwrap_or_default();
-    let mut removed_again = false;
-    let (rule, when_empty) = rule_of(ctx, &policies).await;
-    let message = match rule {
-        RegrantRule::Remove if again < MAX_REMOVALS_AGAIN => {
-            let action = BindingAction {
-                binding: binding_ref(&hit.binding, meta, role_ref),
-                subject: hit.subject.clone(),
-                when_empty,
-                managed_by: None,
-            };
-            match crate::exec::rbac::remove_subject(&ctx.client, ctx.shared.index.as_deref(), &action).await {
-                Ok(done) => {
-                    removed_again = true;
-                    ctx.regrants.lock().removed_again(&hit.request, &hit.binding);
-                    format!("{} named {} again{by}; removed again: {}", object, hit.subject, done.message)
-                }
-                Err(e) => format!("{object} named {} again{by}; removing it again failed: {e}", hit.subject),
-            }
+    let entries = match (hit.origin, removed) {
+        (RegrantOrigin::RemovedBinding, Some(removed)) => {
+            let recreated = if removed.uid == hit.uid { "" } else { " (created again since the removal)" };
+            regranted(ctx, hit, &removed, again, &format!("{object}{recreated}"), &by).await
         }
-        RegrantRule::Remove => format!(
-            "{object} named {} again{by}; not removed again: it was removed {MAX_REMOVALS_AGAIN} times already (another controller puts it back: change its source)",
-            hit.subject
-        ),
-        RegrantRule::Report => format!("{object} names {} again{by}", hit.subject),
+        _ => (hit.subjects.iter())
+            .map(|s| Entry {
+                subject: s.clone(),
+                message: format!(
+                    "{object}, created after the request finished, names {s}{by}: new access, not a binding this request removed it from; reported only, never removed"
+                ),
+                removal: None,
+            })
+            .collect(),
     };
-    let message = text::clip(message);
-    let regrant = Regrant {
-        object,
-        subject: hit.subject.to_string(),
-        at: now(),
-        field_manager,
-        removed_again,
-        message: message.clone(),
-    };
-    // The request may have been deleted (retention) meanwhile: then there is nothing to report on.
-    let Some(recorded) = record(ctx, &hit.request, regrant).await? else { return Ok(()) };
-    ctx.settings.metrics.regrants.get_or_create(&crate::metrics::AppLabels { app }).inc();
-    let reason = if removed_again { Reason::RemovedAgain } else { Reason::AccessRegranted };
-    let ev = Event {
-        type_: EventType::Warning,
-        reason: reason.as_str().into(),
-        note: Some(message),
-        action: "Regrant".into(),
-        secondary: None,
-    };
-    ctx.events.send(ev, recorded.object_ref(&()));
-    tracing::warn!(request = %hit.request, %reason, "access came back after a removal");
+    for e in entries {
+        let removed_again = e.removal.as_ref().is_some_and(|r| r.outcome.is_removal());
+        let message = text::clip(e.message);
+        let regrant = Regrant {
+            object: object.clone(),
+            subject: e.subject.to_string(),
+            at: now(),
+            uid: Some(hit.uid.clone()),
+            origin: Some(hit.origin),
+            field_manager: field_manager.clone(),
+            removed_again,
+            removal: e.removal,
+            message: message.clone(),
+        };
+        // The request may have been deleted (retention) meanwhile: then there is nothing to report on.
+        let Some(recorded) = record(ctx, &hit.request, regrant).await? else { return Ok(()) };
+        ctx.settings.metrics.regrants.get_or_create(&crate::metrics::AppLabels { app: app.clone() }).inc();
+        let reason = if removed_again { Reason::RemovedAgain } else { Reason::AccessRegranted };
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: reason.as_str().into(),
+            note: Some(message),
+            action: "Regrant".into(),
+            secondary: None,
+        };
+        ctx.events.send(ev, recorded.object_ref(&()));
+        tracing::warn!(request = %hit.request, %reason, origin = ?hit.origin, "access came back after a removal");
+    }
     Ok(())
 }
 
-/// The binding as an action names it (its UID now: the re-granting binding may be a new one).
-fn binding_ref(key: &BindingKey, meta: &ObjectMeta, role_ref: &k8s_openapi::api::rbac::v1::RoleRef) -> BindingRef {
-    let scope = match (&key.0, &key.1) {
-        (BindingKind::RoleBinding, Some(ns)) => BindingScope::Namespaced(ns.clone()),
-        _ => BindingScope::Cluster,
+/// A re-grant in a binding the request removed someone from: reported, or, when every policy
+/// that made that removal still says `onRegrant: Remove`, removed again as those policies would
+/// remove it first (the same pure planner: their rules, subjects and `managedBindings`), each
+/// action recorded with its result. `object` names the binding.
+async fn regranted(ctx: &Context, hit: &Hit, removed: &Removed, again: usize, object: &str, by: &str) -> Vec<Entry> {
+    let report = |why: &str| -> Vec<Entry> {
+        (hit.subjects.iter())
+            .map(|s| Entry { subject: s.clone(), message: format!("{object} names {s} again{by}{why}"), removal: None })
+            .collect()
     };
-    BindingRef {
-        scope,
-        name: key.2.clone(),
-        uid: meta.uid.clone().unwrap_or_default(),
-        role_ref: format!("{}/{}", role_ref.kind, role_ref.name),
+    let all = match ctx.shared.policies.as_ref().and_then(|p| p.get()) {
+        Some(p) => p,
+        None => match Api::<DeprovisionPolicy>::all(ctx.client.clone()).list(&ListParams::default()).await {
+            Ok(l) => l.items,
+            Err(e) => return report(&format!("; not removed again: listing the policies failed: {e}")),
+        },
+    };
+    let Some(policies) = watchlist::removing_again(&removed.policies, &all) else { return report("") };
+    if again >= MAX_REMOVALS_AGAIN {
+        return report(&format!(
+            "; not removed again: it was removed {MAX_REMOVALS_AGAIN} times already (another controller puts it back: change its source)"
+        ));
     }
+    let (planned, planned_regrants) = match plan_again(ctx, hit, &policies).await {
+        Ok(p) => p,
+        Err(why) => return report(&format!("; not removed again: {why}")),
+    };
+    // Nothing is removed that could not be recorded.
+    if !planned.is_empty() && !has_room(&planned_regrants, planned.len()) {
+        return report("; not removed again: the request's record holds as many re-grants as it may");
+    }
+    if planned.is_empty() {
+        let names = policies.iter().map(|p| p.name_any()).collect::<Vec<_>>().join(", ");
+        return report(&format!(
+            "; not removed again: outside the scope of DeprovisionPolicy {names}, which made the removal (its rules do not select this binding for the request now)"
+        ));
+    }
+    let mut out = vec![];
+    for a in planned {
+        let crate::crd::Action::RemoveBindingSubject(b) = &a.action else { continue };
+        let done = crate::exec::rbac::remove_subject(&ctx.client, ctx.shared.index.as_deref(), b).await;
+        let (outcome, said, subjects) = match done {
+            Ok(d) => (d.outcome.into(), d.message, d.subjects),
+            Err(e) => (Outcome::Failed, format!("failed: {e}"), None),
+        };
+        let warning = match b.managed_by.as_ref().filter(|m| m.syncs()) {
+            Some(m) if outcome.is_removal() => {
+                format!("; warning: it is managed by {m}: change the source or it will come back")
+            }
+            _ => String::new(),
+        };
+        let verb = if outcome.is_removal() { "removed again" } else { "removing it again" };
+        let message =
+            format!("{object} named {} again{by}; {verb} (DeprovisionPolicy {}): {said}{warning}", b.subject, a.policy);
+        let (before, after) = subjects.map(|s| (s.before, s.after)).unzip();
+        let removal = RegrantRemoval {
+            policy: a.policy.clone(),
+            reason: a.reason.clone(),
+            action: b.clone(),
+            outcome,
+            subjects_before: before,
+            subjects_after: after,
+        };
+        out.push(Entry { subject: b.subject.clone(), message, removal: Some(removal) });
+    }
+    if out.iter().any(|e| e.removal.as_ref().is_some_and(|r| r.outcome.is_removal())) {
+        ctx.regrants.lock().removed_again(&hit.request, &hit.binding);
+    }
+    out
+}
+
+/// The removals the policies that made the original removal plan for the request from the
+/// re-granting binding as stored now (read again; with its namespace when a rule selects
+/// namespaces by label). `Err` says why nothing could be planned.
+/// Also returns the re-grants the request records already.
+async fn plan_again(
+    ctx: &Context,
+    hit: &Hit,
+    policies: &[DeprovisionPolicy],
+) -> Result<(Vec<PlannedAction>, Vec<Regrant>), String> {
+    let c = &ctx.client;
+    let requests = Api::<DeprovisionRequest>::all(c.clone());
+    let read = |what: String| move |e: kube::Error| format!("reading {what} failed: {e}");
+    let Some(request) = requests.get_opt(&hit.request).await.map_err(read("the request".into()))? else {
+        return Ok((vec![], vec![]));
+    };
+    let (kind, ns, name) = &hit.binding;
+    let mut observed = Observed::default();
+    match (kind, ns) {
+        (BindingKind::RoleBinding, Some(ns)) => {
+            let api = Api::<RoleBinding>::namespaced(c.clone(), ns);
+            if let Some(mut b) = api.get_opt(name).await.map_err(read(describe(&hit.binding)))? {
+                crate::index::strip(&mut b);
+                observed.role_bindings.push(Arc::new(b));
+            }
+            if plan::selects_namespaces_by_label(&policies.iter().collect::<Vec<_>>()) {
+                let namespace =
+                    Api::<Namespace>::all(c.clone()).get(ns).await.map_err(read(format!("namespace {ns}")))?;
+                observed.namespaces.push(namespace);
+            }
+        }
+        _ => {
+            let api = Api::<ClusterRoleBinding>::all(c.clone());
+            if let Some(mut b) = api.get_opt(name).await.map_err(read(describe(&hit.binding)))? {
+                crate::index::strip(&mut b);
+                observed.cluster_role_bindings.push(Arc::new(b));
+            }
+        }
+    }
+    let planned =
+        plan::again(&request.spec, policies, &observed, &ctx.settings.protected).map_err(|e| e.to_string())?;
+    Ok((planned, request.status.map(|s| s.regrants).unwrap_or_default()))
 }
 
 /// Adds the re-grant to the request's record (condition `Regranted`, bounded list) and labels
@@ -363,7 +458,7 @@ async fn record(ctx: &Context, name: &str, regrant: Regrant) -> Result<Option<De
         let Some(mut r) = api.get_opt(name).await? else { return Ok(None) };
         let generation = r.metadata.generation;
         let st = r.status.get_or_insert_with(Default::default);
-        if st.regrants.len() < MAX_RECORDED {
+        if has_room(&st.regrants, 1) {
             st.regrants.push(regrant.clone());
         }
         let n = st.regrants.len();

@@ -53,9 +53,11 @@ pub struct DeprovisionPolicySpec {
     /// the source changes; `Fail` changes nothing and names every such binding.
     #[serde(default)]
     pub managed_bindings: ManagedBindingRule,
-    /// What happens when removed access comes back after a request finished: `Report` (default)
-    /// records it on the request (condition `Regranted`, an Event, a metric); `Remove` also
-    /// removes the subject again, at most 3 times per binding per request.
+    /// What happens when removed access comes back after a request finished (a binding the
+    /// request removed the person from names them again): `Report` (default) records it on the
+    /// request (condition `Regranted`, an Event, a metric); `Remove` also removes it again as
+    /// this policy's first removal would (its rules' scope, its `managedBindings`), at most 3 times
+    /// per binding per request. Access given elsewhere later is only reported.
     #[serde(default)]
     pub on_regrant: RegrantRule,
 }
@@ -66,7 +68,7 @@ pub enum RegrantRule {
     /// Record it on the request and report it.
     #[default]
     Report,
-    /// Record it, report it, and remove the subject again (bounded).
+    /// Record it, report it, and remove it again within the policy's scope (bounded).
     Remove,
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{ActionResult, PlannedAction, Verification};
+use super::{ActionResult, BindingAction, Outcome, PlannedAction, Verification};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -127,14 +127,57 @@ pub struct Regrant {
     pub subject: String,
     /// When the operator saw it.
     pub at: Time,
+    /// The binding's UID when seen. Absent in records written before this field: such an entry
+    /// stands for whichever binding has that name (it is not reported again while one does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// How the binding relates to the request. Absent in records written before this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<RegrantOrigin>,
     /// The field manager that last wrote the binding's subjects, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_manager: Option<String>,
     /// Whether the operator removed the subject again (`onRegrant: Remove`).
     #[serde(default)]
     pub removed_again: bool,
+    /// With `onRegrant: Remove`, the removal planned and done again, recorded as a first
+    /// removal's action and result are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<RegrantRemoval>,
     /// What happened, fit to show a person.
     pub message: String,
+}
+
+/// How a binding naming a removed subject relates to the request.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegrantOrigin {
+    /// A binding this request removed the person from (same kind, namespace and name, also when
+    /// it was deleted and created again since): the request's re-grant. `onRegrant: Remove`
+    /// removes it again when the policies that removed it still select it.
+    RemovedBinding,
+    /// A binding created after the request finished that the request never touched: new access
+    /// elsewhere, reported only, never removed.
+    NewBinding,
+}
+
+/// A re-grant removed again: the action as a first removal's plan records it, and its result.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RegrantRemoval {
+    /// The policy whose rules selected the binding (one that made the original removal).
+    pub policy: String,
+    /// Which rule selected it, as in the plan.
+    pub reason: String,
+    /// The binding (its UID when planned again), the subject, `whenEmpty` and who manages it.
+    pub action: BindingAction,
+    /// What happened.
+    pub outcome: Outcome,
+    /// The binding's subjects just before, as in a result's `subjectsBefore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects_before: Option<Vec<String>>,
+    /// The binding's subjects after, as in a result's `subjectsAfter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects_after: Option<Vec<String>>,
 }
 
 /// Where a request came from.

@@ -5,6 +5,7 @@
 //! subject is (and whether it is protected), `template` renders policy templates for a request,
 //! `validate` checks policies; this module puts them together into a [`Plan`].
 
+mod again;
 pub mod manager;
 mod select;
 pub mod subject;
@@ -18,6 +19,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube::ResourceExt;
 
+pub use again::again;
 pub use select::{BindingView, matching_policies, rule_covers, scope, selects_namespaces_by_label};
 pub use validate::{glob_match, is_dns_label, validate_policy};
 
@@ -161,7 +163,7 @@ pub enum PlanError {
 pub const MAX_ACTIONS: usize = 2000;
 
 /// Largest object the API server stores (etcd's default request limit is 1.5 MiB), less room
-/// for metadata, conditions and messages.
+/// for metadata, conditions, messages and the re-grants found later (at most 96 KiB).
 pub const MAX_RECORD_BYTES: usize = 1_400_000;
 
 /// The most bytes one action's result can take once recorded: its object and subject (known

@@ -1,13 +1,13 @@
-//! The re-grant watchlist (pure): for each recently finished request, the subjects it removed,
-//! and which bindings naming them again have been reported. Small: it holds principals and
-//! binding names, never bindings.
+//! The re-grant watchlist (pure): for each recently finished request, the bindings it removed
+//! subjects from, and which bindings naming them (again) have been reported. Small: it holds
+//! principals, binding names and UIDs, never bindings.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::ResourceExt;
 
-use crate::crd::{Action, BindingKind, DeprovisionRequest, Phase};
+use crate::crd::{Action, BindingKind, DeprovisionPolicy, DeprovisionRequest, Phase, RegrantOrigin, RegrantRule};
 use crate::plan::BindingView;
 use crate::plan::subject::{Principal, PrincipalRef};
 
@@ -18,34 +18,49 @@ pub type BindingKey = (BindingKind, Option<String>, String);
 /// operator stops and reports, so two controllers never fight forever.
 pub const MAX_REMOVALS_AGAIN: usize = 3;
 
+/// What one finished request removed from one binding.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Removed {
+    /// The principals removed from it.
+    pub principals: BTreeSet<Principal>,
+    /// The policies whose actions removed them (their `onRegrant` and rules decide a re-grant's
+    /// removal).
+    pub policies: BTreeSet<String>,
+    /// Its UID then (one created again under the name since has another).
+    pub uid: String,
+}
+
 /// What one finished request removed, and what has come back since.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Watched {
     /// The request's app id (for the metric).
     pub app: String,
-    /// Its policies (their `onRegrant` says what to do).
-    pub policies: Vec<String>,
-    /// The principals it removed.
+    /// The bindings it removed someone from (from its plan and results), by name.
+    pub removed_from: BTreeMap<BindingKey, Removed>,
+    /// Every principal it removed.
     pub principals: BTreeSet<Principal>,
-    /// Bindings that still named them when the request was verified: not re-grants.
-    pub excluded: BTreeSet<BindingKey>,
-    /// Bindings reported as naming them again and not known to have stopped.
-    pub present: BTreeSet<BindingKey>,
+    /// Bindings reported as naming them (again) and not known to have stopped, with the UID
+    /// reported (`None`: an entry from a record written before UIDs were: any binding of the name).
+    pub present: BTreeMap<BindingKey, Option<String>>,
     /// How many times the subject was removed again from each binding.
     pub removed_again: BTreeMap<BindingKey, usize>,
     /// When the request finished.
     pub finished: Time,
 }
 
-/// A binding that names a removed subject again.
+/// A binding that names a removed subject (again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit {
     /// The request that removed it.
     pub request: String,
     /// The binding.
     pub binding: BindingKey,
-    /// The subject as written in the binding.
-    pub subject: crate::crd::SubjectRef,
+    /// Its UID now.
+    pub uid: String,
+    /// How it relates to the request.
+    pub origin: RegrantOrigin,
+    /// The subjects it names, as written in it.
+    pub subjects: Vec<crate::crd::SubjectRef>,
 }
 
 /// Every request finished within the window, by name, and which of them removed each
@@ -62,6 +77,11 @@ pub fn key_of(view: &BindingView<'_>) -> BindingKey {
     (kind, view.namespace.map(str::to_string), view.meta.name.clone().unwrap_or_default())
 }
 
+/// The key of a planned binding.
+fn key_of_ref(b: &crate::crd::BindingRef) -> BindingKey {
+    (b.kind(), b.namespace().map(str::to_string), b.name.clone())
+}
+
 /// `RoleBinding ns/name` or `ClusterRoleBinding name`.
 pub fn describe(key: &BindingKey) -> String {
     match &key.1 {
@@ -70,13 +90,16 @@ pub fn describe(key: &BindingKey) -> String {
     }
 }
 
-/// What to watch for a request, if it finished at or after `since` and removed someone.
+/// What to watch for a request, if it finished at or after `since` and removed someone: the
+/// bindings its results say it removed someone from (their plan actions name them, with their
+/// UIDs, in every record). Nothing else it saw, such as access the verification found left, is
+/// watched as its own.
 pub fn watched(r: &DeprovisionRequest, since: &Time) -> Option<Watched> {
     let st = r.status.as_ref()?;
     if !matches!(st.phase, Phase::Succeeded | Phase::Failed) || st.completed_at.as_ref().is_none_or(|t| t.0 < since.0) {
         return None;
     }
-    let mut principals = BTreeSet::new();
+    let mut removed_from: BTreeMap<BindingKey, Removed> = BTreeMap::new();
     for a in &st.plan {
         let Action::RemoveBindingSubject(b) = &a.action else { continue };
         if !st.results.iter().any(|x| x.id == a.id && x.outcome.is_removal()) {
@@ -89,19 +112,17 @@ pub fn watched(r: &DeprovisionRequest, since: &Time) -> Option<Watched> {
             ..Default::default()
         };
         if let Some(p) = PrincipalRef::of_subject(&s, b.binding.namespace()) {
-            principals.insert(p.to_owned());
+            let entry = removed_from.entry(key_of_ref(&b.binding)).or_default();
+            entry.principals.insert(p.to_owned());
+            entry.policies.insert(a.policy.clone());
+            entry.uid.clone_from(&b.binding.uid);
         }
     }
-    if principals.is_empty() {
+    if removed_from.is_empty() {
         return None;
     }
-    let excluded = st
-        .verification
-        .iter()
-        .flat_map(|v| &v.residual)
-        .map(|r| (r.kind, r.namespace.clone(), r.name.clone()))
-        .collect();
-    let mut present = BTreeSet::new();
+    let principals = removed_from.values().flat_map(|r| r.principals.iter().cloned()).collect();
+    let mut present = BTreeMap::new();
     let mut removed_again: BTreeMap<BindingKey, usize> = BTreeMap::new();
     for g in &st.regrants {
         let Some(key) = parse_object(&g.object) else { continue };
@@ -109,18 +130,35 @@ pub fn watched(r: &DeprovisionRequest, since: &Time) -> Option<Watched> {
             *removed_again.entry(key.clone()).or_default() += 1;
             present.remove(&key);
         } else {
-            present.insert(key);
+            present.insert(key, g.uid.clone());
         }
     }
     Some(Watched {
         app: r.spec.application.app_id.clone().unwrap_or_default(),
-        policies: st.policies.clone(),
+        removed_from,
         principals,
-        excluded,
         present,
         removed_again,
         finished: st.completed_at.clone()?,
     })
+}
+
+/// The policies that made a removal, when every one of them still exists and says
+/// `onRegrant: Remove`: a re-grant there is then removed again, planned by them only. `None`:
+/// it is reported only.
+pub fn removing_again(removed_by: &BTreeSet<String>, all: &[DeprovisionPolicy]) -> Option<Vec<DeprovisionPolicy>> {
+    let mine: Vec<DeprovisionPolicy> = all.iter().filter(|p| removed_by.contains(&p.name_any())).cloned().collect();
+    let every = !removed_by.is_empty()
+        && mine.len() == removed_by.len()
+        && mine.iter().all(|p| p.spec.on_regrant == RegrantRule::Remove);
+    every.then_some(mine)
+}
+
+/// Whether a binding was created after `finished` (in a later second: creation times have
+/// seconds only, so one created in the second the request finished is not counted as new).
+fn created_after(meta: &ObjectMeta, finished: &Time) -> bool {
+    let second = |t: &Time| t.0.as_second();
+    meta.creation_timestamp.as_ref().is_some_and(|c| second(c) > second(finished))
 }
 
 /// The key of `RoleBinding ns/name` or `ClusterRoleBinding name` (as [`describe`] writes it).
@@ -171,38 +209,55 @@ impl Watchlist {
         self.requests.get(request)
     }
 
-    /// The re-grants a binding (as it is now) shows: a watched principal it names that was not
-    /// already named there when the request was verified, nor already reported. Bindings that
-    /// no longer name a reported principal are forgotten, so a later re-grant is reported again.
+    /// What a binding (as it is now) shows, per watched request: a binding the request removed
+    /// someone from that names one of those principals again (a re-grant, also when the binding
+    /// was created again under the name), or a binding created after the request finished that
+    /// names a principal it removed (new access). Any other binding naming them is not reported:
+    /// it may hold access the request left (the verification reports that). Each is reported once
+    /// while it names them; one that stops, or is a new binding (another UID), is reported again.
     pub fn check(&mut self, view: &BindingView<'_>) -> Vec<Hit> {
         let key = key_of(view);
+        let uid = view.meta.uid.clone().unwrap_or_default();
         // The watched requests this binding names a removed principal of, with the subjects.
-        let mut named: BTreeMap<&str, Vec<&k8s_openapi::api::rbac::v1::Subject>> = BTreeMap::new();
+        let mut named: BTreeMap<&str, Vec<(&k8s_openapi::api::rbac::v1::Subject, Principal)>> = BTreeMap::new();
         if view.meta.deletion_timestamp.is_none() {
             for s in view.subjects {
                 let Some(p) = PrincipalRef::of_subject(s, view.namespace) else { continue };
-                for request in self.by_principal.get(&p.to_owned()).into_iter().flatten() {
-                    named.entry(request.as_str()).or_default().push(s);
+                let p = p.to_owned();
+                for request in self.by_principal.get(&p).into_iter().flatten() {
+                    named.entry(request.as_str()).or_default().push((s, p.clone()));
                 }
             }
         }
         let mut hits = vec![];
         for (request, w) in &mut self.requests {
-            let Some(subjects) = named.get(request.as_str()) else {
-                // It names none of them (any more): a later re-grant here is reported again.
-                if !w.present.is_empty() {
-                    w.present.remove(&key);
+            let named = named.get(request.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let (origin, subjects): (_, Vec<_>) = match w.removed_from.get(&key) {
+                Some(r) => {
+                    (RegrantOrigin::RemovedBinding, named.iter().filter(|(_, p)| r.principals.contains(p)).collect())
                 }
-                continue;
+                None if created_after(view.meta, &w.finished) => (RegrantOrigin::NewBinding, named.iter().collect()),
+                None => (RegrantOrigin::NewBinding, vec![]),
             };
-            if w.excluded.contains(&key) || !w.present.insert(key.clone()) {
+            if subjects.is_empty() {
+                // It names none of them (any more): a later re-grant here is reported again.
+                w.present.remove(&key);
                 continue;
             }
-            hits.extend(subjects.iter().map(|s| Hit {
+            match w.present.get(&key) {
+                // Reported: this binding, or (an entry without a UID) any of the name.
+                Some(None) => continue,
+                Some(Some(reported)) if *reported == uid => continue,
+                _ => {}
+            }
+            w.present.insert(key.clone(), Some(uid.clone()));
+            hits.push(Hit {
                 request: request.clone(),
                 binding: key.clone(),
-                subject: crate::plan::subject::subject_ref(s),
-            }));
+                uid: uid.clone(),
+                origin,
+                subjects: subjects.iter().map(|(s, _)| crate::plan::subject::subject_ref(s)).collect(),
+            });
         }
         hits
     }
@@ -220,7 +275,7 @@ impl Watchlist {
         let mut forgot = 0;
         for w in self.requests.values_mut() {
             let before = w.present.len();
-            w.present.retain(|k| exists(k));
+            w.present.retain(|k, _| exists(k));
             forgot += before - w.present.len();
         }
         forgot
