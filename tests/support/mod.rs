@@ -49,7 +49,11 @@ impl Cluster {
             "system:serviceaccount:deprovisioner:deprovisioner",
             &format!("system:serviceaccount:deprovisioner:{sa}"),
         );
-        std::fs::write(&path, text).unwrap();
+        // Written whole under another name, then renamed: tests running at once ask for the same
+        // identity's kubeconfig, and a reader must never see it half written.
+        let partial = self.dir.join(format!("{}.kubeconfig.partial", unique(sa)));
+        std::fs::write(&partial, text).unwrap();
+        std::fs::rename(&partial, &path).unwrap();
         path
     }
 
