@@ -176,6 +176,7 @@ async fn signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
+    tracing::debug!("SIGTERM and SIGINT stop the process");
     let secret = SecretFile::load(&args.secret_file)?;
     let client = client(&args).await?;
     check_crds(&client).await?;
