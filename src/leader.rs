@@ -46,7 +46,7 @@ pub async fn run(
     lease: LeaseSettings,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let holder = watch_holder(client.clone(), &lease, &stop);
+    let holder = watch_holder(client.clone(), &lease);
     loop {
         let Some(manager) = build(&client, &lease, &stop).await else {
             return Ok(()); // stopped before the Lease could be set up
@@ -82,8 +82,14 @@ async fn lead(
 ) -> anyhow::Result<Round> {
     holder.borrow_and_update();
     loop {
+        // Checked first, every time: a stop never starts the controllers, whatever else is ready.
+        if stop.is_cancelled() {
+            return Ok(Round::Stopped);
+        }
         if !*leader.borrow_and_update() {
             tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(Round::Stopped),
                 r = leader.changed() => { r.context("leader election stopped")?; continue; }
                 r = holder.changed() => {
                     r.context("the Lease watch stopped")?;
@@ -93,7 +99,6 @@ async fn lead(
                     }
                     continue;
                 }
-                _ = stop.cancelled() => return Ok(Round::Stopped),
             }
         }
         tracing::info!("holding the leader Lease: starting the controllers");
@@ -110,24 +115,22 @@ async fn lead(
         controller::run(client.clone(), settings.clone(), shared.clone(), term).await;
         watch_loss.abort();
         let _ = watch_loss.await; // its receiver clone must be gone before the Lease is released
-        if stop.is_cancelled() {
-            return Ok(Round::Stopped);
-        }
     }
 }
 
-/// The Lease's holder as the API server has it, kept by a watch of that one Lease.
-fn watch_holder(client: Client, lease: &LeaseSettings, stop: &CancellationToken) -> watch::Receiver<Option<String>> {
+/// The Lease's holder as the API server has it, kept by a watch of that one Lease while anyone
+/// reads it (it never ends under a reader because the process stops: a follower told of that
+/// would take it for a failure).
+fn watch_holder(client: Client, lease: &LeaseSettings) -> watch::Receiver<Option<String>> {
     let (tx, rx) = watch::channel(None);
     let api: Api<Lease> = Api::namespaced(client, &lease.namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", lease.name));
-    let stop = stop.clone();
     tokio::spawn(async move {
         let events = watcher(api, config).default_backoff().applied_objects();
         let mut events = std::pin::pin!(events);
         loop {
             let ev = tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = tx.closed() => return,
                 ev = events.next() => ev,
             };
             match ev {
@@ -153,8 +156,13 @@ async fn build(client: &Client, lease: &LeaseSettings, stop: &CancellationToken)
             .with_identity(identity())
             .with_duration(lease.duration)
             .with_grace(lease.grace.min(lease.duration - 1))
-            .build()
-            .await;
+            .build();
+        // Setting up only reads (or creates) the Lease, never takes it: a stop may drop it.
+        let built = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return None,
+            built = built => built,
+        };
         match built {
             Ok(m) => return Some(m),
             Err(e) => tracing::warn!(

@@ -162,27 +162,50 @@ fn own_identity(args: &RunArgs) -> Option<(String, String)> {
     found
 }
 
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Cancels `stop` at the first SIGINT or SIGTERM. The handlers are installed before this returns:
+/// from then on a signal always takes the one shutdown path (before, the default action ends the
+/// process, which then holds nothing).
+fn stop_on_signal(stop: CancellationToken) -> anyhow::Result<()> {
     #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
+    let signalled = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+        async move {
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        }
+    };
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    let signalled = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    tokio::spawn(async move {
+        signalled.await;
+        tracing::info!("shutting down: draining the webhook");
+        stop.cancel();
+    });
+    tracing::debug!("SIGTERM and SIGINT stop the process");
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
-    let secret = SecretFile::load(&args.secret_file)?;
-    let client = client(&args).await?;
-    check_crds(&client).await?;
-    // One shutdown signal for everything: cancelled on SIGINT or SIGTERM, or when the controller
-    // dies (the process then exits non-zero so the pod restarts).
+    // One shutdown signal for everything: cancelled on SIGINT or SIGTERM (from the start), or
+    // when the controller dies (the process then exits non-zero so the pod restarts). Every step
+    // below ends on it, whenever it comes.
     let stop = CancellationToken::new();
+    stop_on_signal(stop.clone())?;
+    let secret = SecretFile::load(&args.secret_file)?;
+    let connected = async {
+        let client = client(&args).await?;
+        check_crds(&client).await?;
+        anyhow::Ok(client)
+    };
+    let client = tokio::select! {
+        biased;
+        _ = stop.cancelled() => return Ok(()), // nothing started yet
+        client = connected => client?,
+    };
 
     let metrics = Metrics::new();
     if let Some(addr) = args.metrics_listen {
@@ -257,12 +280,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         regrant_watch: args.regrant_watch,
     };
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        signal().await;
-        tracing::info!("shutting down: draining the webhook");
-        on_signal.cancel();
-    });
     let controllers = run_controllers(client, settings, shared, &args, stop.clone());
     let ran = match args.controller_stops_after {
         // Fault injection (tests): the controller's future ends as if a dependency died.

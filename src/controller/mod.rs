@@ -17,9 +17,10 @@ mod summary;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{Lookup, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -159,8 +160,9 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
     // of them each time it is woken, and in a burst of 300 (each waiting for its request's lock
     // while the handoff works it) that polling took 8 % of the operator's CPU.
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
-    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), unfinished)
-        .with_config(config)
+    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), unfinished).with_config(config);
+    let requests_listed = requests.store();
+    let requests = requests
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {
@@ -170,11 +172,44 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
         });
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let regrants = regrant::run(ctx.clone(), stop.clone());
-    let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default())
-        .graceful_shutdown_on(stop.cancelled_owned())
+    let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default());
+    let policies_listed = policies.store();
+    let policies = policies
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(policy::reconcile, policy::error_policy, ctx)
         .for_each(|_| async {});
-    futures::join!(requests, policies, sweep, handed, regrants);
+    futures::join!(
+        until_stopped(requests, requests_listed, &stop),
+        until_stopped(policies, policies_listed, &stop),
+        sweep,
+        handed,
+        regrants
+    );
+}
+
+/// Drives a kube-runtime controller (`run`: its stream to the end) until it ends, or until `stop`
+/// if its watch has not listed by then. On `stop` the controller stops watching and ends once
+/// the reconciles under way have; but its reconciles start only after the watch's first list,
+/// and a stop during that list leaves kube-runtime 5.0 waiting forever for a list that can no
+/// longer come. Nothing was reconciled then, so nothing is left to wait for.
+async fn until_stopped<K>(run: impl Future<Output = ()>, store: Store<K>, stop: &CancellationToken)
+where
+    K: Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let unlisted_at_stop = async {
+        stop.cancelled().await;
+        // The store is written only while `run` is polled, by this task: it cannot list during
+        // this check, and `run` polled once stopped ends its watch.
+        if matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = run => {}
+        () = unlisted_at_stop => tracing::debug!("stopped before the controller's first list"),
+    }
 }
 
 fn error_policy(obj: Arc<DeprovisionRequest>, err: &Error, ctx: Arc<Context>) -> Action {

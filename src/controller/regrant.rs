@@ -194,7 +194,14 @@ async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationTo
             // binding it does not hold was deleted unseen (during a relist, while this fell
             // behind, or while no operator ran): it names no one, so one created again under its
             // name is reported again.
-            if index.is_watching() && index.sync(std::time::Instant::now(), true, true).await.is_ok() {
+            // A stop interrupts the barrier: the index's watches stop too, so it could only time out.
+            let synced = index.is_watching()
+                && tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return,
+                    synced = index.sync(std::time::Instant::now(), true, true) => synced.is_ok(),
+                };
+            if synced {
                 let forgot = ctx.regrants.lock().forget_absent(|(kind, ns, name)| match (kind, ns) {
                     (BindingKind::RoleBinding, Some(ns)) => index.role_binding(ns, name).is_some(),
                     (BindingKind::ClusterRoleBinding, None) => index.cluster_role_binding(name).is_some(),

@@ -527,3 +527,35 @@ async fn a_reconcile_waiting_for_its_turn_returns_when_the_term_ends() {
     assert!(done.unwrap().is_ok());
     ctx.local.release(busy);
 }
+
+/// A controller stopped before its watch listed ends at once (kube-runtime would wait forever for
+/// that list); one stopped after it is waited for, as its reconciles under way must finish.
+#[tokio::test(start_paused = true)]
+async fn a_controller_stopped_before_its_first_list_ends_and_one_after_it_is_waited_for() {
+    use kube::runtime::{reflector, watcher};
+    use tokio_util::sync::CancellationToken;
+    let stop = CancellationToken::new();
+    stop.cancel();
+
+    let (unlisted, _writer) = reflector::store::<DeprovisionRequest>();
+    let never_ends = std::future::pending::<()>();
+    tokio::time::timeout(Duration::from_secs(60), super::until_stopped(never_ends, unlisted, &stop))
+        .await
+        .expect("a controller that never listed ends on the stop");
+
+    let (listed, mut writer) = reflector::store::<DeprovisionRequest>();
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (finished, reconciles_done) = tokio::sync::oneshot::channel::<()>();
+    let ends_when_its_reconciles_do = async {
+        let _ = reconciles_done.await;
+    };
+    let waited = tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        super::until_stopped(ends_when_its_reconciles_do, listed, &stop).await;
+        started.elapsed()
+    });
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(!waited.is_finished(), "a listed controller is waited for");
+    finished.send(()).unwrap();
+    assert_eq!(waited.await.unwrap(), Duration::from_secs(30), "until it ends by itself");
+}

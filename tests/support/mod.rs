@@ -251,6 +251,21 @@ impl Operator {
     }
 
     fn start_with_secret(opts: OperatorOpts, id: String, secret_file: PathBuf) -> Operator {
+        let mut op = Self::spawn_with_secret(opts, id, secret_file);
+        op.url = format!("http://{}", op.wait_listening());
+        op
+    }
+
+    /// Starts the operator without waiting for it to listen (`url` is empty; [`Operator::listening`]
+    /// tells the address once it is logged).
+    pub fn spawn(opts: OperatorOpts) -> Operator {
+        let id = unique("op");
+        let secret_file = opts.cluster.dir.join(format!("{id}.secret"));
+        std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+        Self::spawn_with_secret(opts, id, secret_file)
+    }
+
+    fn spawn_with_secret(opts: OperatorOpts, id: String, secret_file: PathBuf) -> Operator {
         let c = opts.cluster;
         let log = c.dir.join(format!("{id}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
@@ -277,23 +292,24 @@ impl Operator {
             .expect("starting the operator");
         let pid_file = c.dir.join(format!("{id}.pid"));
         std::fs::write(&pid_file, child.id().to_string()).unwrap();
-        let mut op = Operator { child: Some(child), url: String::new(), secret_file, log, pid_file };
-        op.url = format!("http://{}", op.wait_listening());
-        op
+        Operator { child: Some(child), url: String::new(), secret_file, log, pid_file }
+    }
+
+    /// The address the operator logged it listens on, if it has yet.
+    pub fn listening(&self) -> Option<String> {
+        strip_ansi(&self.log_text())
+            .lines()
+            .find(|l| l.contains("webhook listening"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|a| a.trim_matches('"').to_string())
     }
 
     /// The address the operator logged it listens on, once it does.
     fn wait_listening(&mut self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            let text = strip_ansi(&self.log_text());
-            let addr = text
-                .lines()
-                .find(|l| l.contains("webhook listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(|a| a.trim_matches('"').to_string());
-            if let Some(addr) = addr {
+            if let Some(addr) = self.listening() {
                 return addr;
             }
             if let Some(c) = self.child.as_mut()
