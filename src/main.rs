@@ -66,8 +66,10 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
             Ok(config) => {
                 let cluster_label = format!("Kubernetes cluster at {}", config.cluster_url);
                 let client = Client::try_from(config).context("building the Kubernetes client")?;
-                let protected =
-                    Protected { operator: Some(args.service_account.clone()), also: args.protect_service_account.clone() };
+                let protected = Protected {
+                    operator: Some(args.service_account.clone()),
+                    also: args.protect_service_account.clone(),
+                };
                 let writer = connector::Writer::Client { deadline: args.deadline };
                 let conn = connector::Connector { client, protected, cluster_label, index: None, writer };
                 connector::call(&conn, &args.capability, &body).await

@@ -238,7 +238,11 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
     );
     // Every identity the chart creates, now or later, is held to taking access away: each
     // ServiceAccount it renders (with every optional part on or off) is matched by the policy.
-    for sets in [&[][..], &["--set", "lumosAgent.enabled=false"][..], &["--set", "serviceAccount.name=ops", "--set", "lumosAgent.serviceAccount.name=agent"][..]] {
+    for sets in [
+        &[][..],
+        &["--set", "lumosAgent.enabled=false"][..],
+        &["--set", "serviceAccount.name=ops", "--set", "lumosAgent.serviceAccount.name=agent"][..],
+    ] {
         let objs = docs(&template("deprovisioner", "deprovisioner", sets));
         let only_removes = objs
             .iter()

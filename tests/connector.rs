@@ -642,7 +642,10 @@ async fn only_the_operator_may_record_a_request_as_the_connector() {
         let mut other = spec.clone();
         other.source = source;
         let err = agent.create(&dry, &fixtures::request(&unique("agent"), other)).await.unwrap_err();
-        assert!(err.to_string().contains("Lumos's agent") || err.to_string().contains("only the deprovisioner webhook"), "{source:?}: {err}");
+        assert!(
+            err.to_string().contains("Lumos's agent") || err.to_string().contains("only the deprovisioner webhook"),
+            "{source:?}: {err}"
+        );
     }
 }
 

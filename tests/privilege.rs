@@ -128,6 +128,9 @@ async fn allowed(c: &kube::Client, user: &str, verb: &str, group: &str, resource
     done.status.unwrap().allowed
 }
 
+/// (verb, API group, resource, namespace, the operator may, Lumos's agent may).
+type Row = (&'static str, &'static str, &'static str, Option<&'static str>, bool, bool);
+
 /// What the authorizer answers for each of the chart's identities (the README's table): the
 /// operator may read and edit bindings and ask reviews, Lumos's agent may only read bindings and
 /// namespaces and record requests, and neither may touch Secrets, admission policies, roles or
@@ -136,8 +139,7 @@ async fn allowed(c: &kube::Client, user: &str, verb: &str, group: &str, resource
 async fn the_authorizer_says_what_each_identity_may_do() {
     let c = admin().await;
     let (rbac, ours, adm) = ("rbac.authorization.k8s.io", "access.deprovisioner.dev", "admissionregistration.k8s.io");
-    // (verb, group, resource, namespace, operator may, agent may)
-    let table: &[(&str, &str, &str, Option<&str>, bool, bool)] = &[
+    let table: &[Row] = &[
         ("list", rbac, "rolebindings", None, true, true),
         ("list", rbac, "clusterrolebindings", None, true, true),
         ("watch", rbac, "rolebindings", None, true, false),
