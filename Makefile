@@ -1,12 +1,20 @@
-.PHONY: dev test check generate control-plane properties
+.PHONY: dev test test-oldest check generate control-plane properties
 
 # Run the operator on a local control plane with a demo, and print a curl to try it.
 dev:
 	scripts/dev
 
-# Every test: unit tests and the end-to-end suites against a real kube-apiserver and etcd.
+# Every test: unit tests and the end-to-end suites against a real kube-apiserver and etcd of the
+# newest Kubernetes, then tests/e2e.rs against the oldest the chart supports (test-oldest).
 test: control-plane
 	cargo test --all-targets
+	$(MAKE) --no-print-directory test-oldest
+
+# tests/e2e.rs against the oldest Kubernetes the chart's kubeVersion allows (DEPROVISIONER_K8S=oldest:
+# kube-apiserver, kubectl and etcd from hack/controlplane-1.31, built once and cached).
+test-oldest:
+	DEPROVISIONER_K8S=oldest scripts/control-plane build
+	DEPROVISIONER_K8S=oldest cargo test --test e2e
 
 # A longer property-test search than `make test` runs (tests/properties.rs; PROPTEST_CASES overrides).
 properties:

@@ -194,6 +194,25 @@ fn chart_lints_and_rejects_bad_values_with_clear_messages() {
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
 }
 
+/// The chart's kubeVersion admits exactly the Kubernetes versions tested: the oldest
+/// `scripts/control-plane` builds (`DEPROVISIONER_K8S=oldest`, `make test-oldest`) and its minor's
+/// first release, not the minor before it (no CRD selectableFields).
+#[test]
+fn chart_kube_version_starts_at_the_oldest_tested() {
+    let script = std::fs::read_to_string(repo().join("scripts/control-plane")).unwrap();
+    let oldest = script.lines().find_map(|l| l.strip_prefix("OLDEST_K8S_VERSION=v")).expect("OLDEST_K8S_VERSION");
+    let minor: u32 = oldest.split('.').nth(1).and_then(|m| m.parse().ok()).expect("a 1.N.P version");
+    let cases = [(oldest.to_string(), true), (format!("1.{minor}.0"), true), (format!("1.{}.99", minor - 1), false)];
+    for (version, ok) in cases {
+        let out = helm(
+            None,
+            &["template", "x", CHART, "--kube-version", &version, "--set", "webhook.secret.existingSecret=mine"],
+        );
+        assert_eq!(out.status.success(), ok, "--kube-version {version}: {}", text(&out.stderr));
+        assert!(ok || text(&out.stderr).contains("incompatible with Kubernetes"), "{}", text(&out.stderr));
+    }
+}
+
 #[test]
 fn shipped_manifests_grant_least_privilege_and_run_restricted() {
     // That deploy/ is the rendered chart, and the chart's CRDs are crds/, is `make check`'s

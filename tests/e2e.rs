@@ -423,6 +423,17 @@ async fn invalid_policies_are_rejected_or_marked() {
         String::from_utf8_lossy(&out.stderr)
             .contains("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http")
     );
+    // A ServiceAccount subject without a namespace (the rule names `namespace`, a CEL reserved
+    // word: escaped, so the CRD installs on 1.31 too).
+    let no_ns = format!(
+        "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionPolicy\nmetadata:\n  name: {}\nspec:\n  application: {{appId: x}}\n  subjects: [{{kind: ServiceAccount, name: x}}]\n  rules: [{{clusterRoleBindings: {{names: [x]}}}}]\n",
+        unique("sa-no-namespace")
+    );
+    std::fs::write(&file, no_ns).unwrap();
+    let out = cluster().kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("a ServiceAccount subject needs a namespace"), "{stderr}");
     // An empty selector never means "everything".
     let empty = format!(
         "apiVersion: access.deprovisioner.dev/v1alpha1\nkind: DeprovisionPolicy\nmetadata:\n  name: {}\nspec:\n  application: {{appId: x}}\n  subjects: [{{kind: User, name: x}}]\n  rules: [{{clusterRoleBindings: {{selector: {{}}}}}}]\n",

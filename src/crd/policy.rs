@@ -118,8 +118,10 @@ pub struct ApplicationSelector {
 }
 
 /// One Kubernetes subject the target user is known as.
+// `namespace` is a CEL reserved word: API servers before 1.32 accept only the escaped
+// `__namespace__`, which later ones accept too.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.kind != 'ServiceAccount' || has(self.namespace)").message("a ServiceAccount subject needs a namespace"))]
+#[x_kube(validation = Rule::new("self.kind != 'ServiceAccount' || has(self.__namespace__)").message("a ServiceAccount subject needs a namespace"))]
 #[x_kube(validation = Rule::new("self.kind != 'LumosAccount' || !has(self.caseInsensitive) || !self.caseInsensitive").message("a LumosAccount subject is matched exactly (the connector lists alice@x and Alice@X as two accounts): it cannot be caseInsensitive"))]
 #[serde(rename_all = "camelCase")]
 pub struct SubjectTemplate {
