@@ -11,10 +11,11 @@ test: control-plane
 	$(MAKE) --no-print-directory test-oldest
 
 # tests/e2e.rs against the oldest Kubernetes the chart's kubeVersion allows (DEPROVISIONER_K8S=oldest:
-# kube-apiserver, kubectl and etcd from hack/controlplane-1.31, built once and cached).
+# kube-apiserver, kubectl and etcd from hack/controlplane-1.31, built once and cached), and
+# tests/privilege.rs there too: the admission policies are CEL, whose dialect follows the version.
 test-oldest:
 	DEPROVISIONER_K8S=oldest scripts/control-plane build
-	DEPROVISIONER_K8S=oldest cargo test --test e2e
+	DEPROVISIONER_K8S=oldest cargo test --test e2e --test privilege
 
 # A longer property-test search than `make test` runs (tests/properties.rs; PROPTEST_CASES overrides).
 properties:
