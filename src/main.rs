@@ -177,6 +177,11 @@ async fn signal() {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
     let secret = SecretFile::load(&args.secret_file)?;
+    let secrets = deprovisioner::connector::access::Secrets::load(
+        args.connector_secret_file.as_deref(),
+        args.connector_unassign_secret_file.as_deref(),
+        &secret,
+    )?;
     let client = client(&args).await?;
     check_crds(&client).await?;
     // One shutdown signal for everything: cancelled on SIGINT or SIGTERM, or when the controller
@@ -225,6 +230,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
+    match (secrets.read.is_some(), secrets.unassign.is_some()) {
+        (false, false) => tracing::info!(
+            "the Lumos connector is not served over HTTP (no --connector-secret-file or --connector-unassign-secret-file)"
+        ),
+        (read, unassign) => tracing::info!(
+            path = deprovisioner::connector::http::PATH,
+            read_secret = read,
+            unassign_secret = unassign,
+            "the Lumos connector is served behind its own secrets"
+        ),
+    }
     let limits = ServerLimits {
         header_read_timeout: args.header_read_timeout,
         max_connections: args.max_connections as usize,
@@ -232,6 +248,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let protected = Protected { operator: own_identity(&args) };
     let connector = Arc::new(deprovisioner::connector::http::ConnectorState {
+        secrets,
         webhook: state.clone(),
         connector: deprovisioner::connector::Connector {
             client: client.clone(),

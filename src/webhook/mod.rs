@@ -90,21 +90,10 @@ pub enum Refused {
 }
 
 impl WebhookState {
-    /// Checks the shared secret of a call (the webhook's and the connector's). A source that
-    /// keeps failing is refused `TooMany` for the rest of the minute; a correct secret always
-    /// passes.
+    /// Checks the webhook's shared secret of a call ([`auth::check`]). A source that keeps
+    /// failing is refused `TooMany` for the rest of the minute; a correct secret always passes.
     pub fn check_secret(&self, peer: Option<std::net::IpAddr>, headers: &axum::http::HeaderMap) -> Result<(), Refused> {
-        let refused = match self.header.extract(headers) {
-            Some(presented) if self.secret.verify(presented) => return Ok(()),
-            Some(_) => Refused::Wrong,
-            None => Refused::Missing,
-        };
-        if let Some(ip) = peer
-            && !self.unauthenticated.take(ip)
-        {
-            return Err(Refused::TooMany);
-        }
-        Err(refused)
+        auth::check(&self.header, &self.unauthenticated, peer, headers, |p| self.secret.verify(p).then_some(()))
     }
 }
 
