@@ -68,7 +68,7 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                 let client = Client::try_from(config).context("building the Kubernetes client")?;
                 let protected = Protected { operator: Some(args.service_account.clone()) };
                 let writer = connector::Writer::Client { deadline: args.deadline };
-                let conn = connector::Connector { client, protected, cluster_label, index: None, writer };
+                let conn = connector::Connector::new(client, protected, cluster_label, None, writer);
                 connector::call(&conn, &args.capability, &body).await
             }
             Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
@@ -250,13 +250,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let connector = Arc::new(deprovisioner::connector::http::ConnectorState {
         secrets,
         webhook: state.clone(),
-        connector: deprovisioner::connector::Connector {
-            client: client.clone(),
-            protected: protected.clone(),
-            cluster_label: "Kubernetes cluster".into(),
-            index: shared.index.clone(),
-            writer: deprovisioner::connector::Writer::Operator(state.clone()),
-        },
+        connector: deprovisioner::connector::Connector::new(
+            client.clone(),
+            protected.clone(),
+            "Kubernetes cluster".into(),
+            shared.index.clone(),
+            deprovisioner::connector::Writer::Operator(state.clone()),
+        ),
     });
     let routes = webhook::router(state.clone()).merge(deprovisioner::connector::http::router(connector));
     let server = tokio::spawn(server::serve(listener, routes, limits, stop.clone()));

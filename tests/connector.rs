@@ -477,6 +477,19 @@ async fn http_serves_the_same_answers_behind_the_connectors_own_secrets() {
         )
         .await;
     assert_eq!(status, 401, "a connector secret on the webhook");
+    // The access map the operator shares between calls follows every change at once: a binding
+    // created or emptied just before a call is seen by it.
+    let carol = format!("User:{ns}-carol");
+    let get = |id: &str| json!({"request": {"account_id": id}});
+    role_binding(&c, &ns, "new", "view", vec![user(&format!("{ns}-carol"))]).await;
+    let (status, found) = http(op, "get_account", &get(&carol), Some(CONNECTOR_READ)).await;
+    assert_eq!((status, found["response"]["integration_specific_id"].as_str()), (200, Some(carol.as_str())), "{found}");
+    let api: Api<RoleBinding> = Api::namespaced(c.clone(), &ns);
+    let mut emptied = get_rb(&c, &ns, "new").await.unwrap();
+    emptied.subjects = None;
+    api.replace("new", &PostParams::default(), &emptied).await.unwrap();
+    let (_, gone) = http(op, "get_account", &get(&carol), Some(CONNECTOR_READ)).await;
+    assert_eq!(gone["error"]["error_code"], "not_found", "{gone}");
     // Pagination over HTTP too.
     let items = all_pages(
         "FindEntitlementAssociationsResponse",
