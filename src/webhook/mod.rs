@@ -52,7 +52,8 @@ pub struct WebhookState {
     pub in_flight: tokio::sync::Semaphore,
     /// Records created at once (see [`RECORDING_AT_ONCE`]); the others wait their turn, in order.
     pub recording: tokio::sync::Semaphore,
-    /// Calls with missing or wrong credentials, per source address and minute; past it, 429.
+    /// Calls with missing or wrong credentials, per source address and minute (the webhook's and
+    /// the connector's together); past it, 429.
     pub unauthenticated: guard::PerSource,
     /// Requests recorded per minute; past it, FAILURE and nothing recorded.
     pub recorded: guard::PerMinute,
