@@ -119,7 +119,7 @@ impl SecretFile {
                 *loaded = new;
             }
             Err(e) => {
-                tracing::error!(error = %e, "secret file is unusable: its secrets are revoked and calls needing them refused until it holds a valid one");
+                tracing::error!(error = %e, "secret file is unusable: every secret is revoked (of this file) and calls needing one refused until it holds a valid one");
                 *loaded = Loaded { stamp: now, digests: Vec::new() };
             }
         }
