@@ -148,8 +148,18 @@ pub struct RunArgs {
     /// Re-read when it changes.
     #[arg(long, env = "DEPROVISIONER_SECRET_FILE")]
     pub secret_file: PathBuf,
-    /// Header carrying the secret. `Authorization` expects `Bearer <secret>`; any other header
-    /// carries the secret as its whole value.
+    /// File holding the Lumos connector's read secret (one per line; two during a rotation):
+    /// it opens `POST /connectors/kubernetes/<capability>` for every capability that reads
+    /// (info, validate_credentials, list_*, find_*, get_*). Never the webhook's secret. Without
+    /// this and --connector-unassign-secret-file the connector is not served over HTTP.
+    #[arg(long, env = "DEPROVISIONER_CONNECTOR_SECRET_FILE")]
+    pub connector_secret_file: Option<PathBuf>,
+    /// File holding the Lumos connector's unassign secret: it opens every capability, including
+    /// unassign_entitlement (which removes access).
+    #[arg(long, env = "DEPROVISIONER_CONNECTOR_UNASSIGN_SECRET_FILE")]
+    pub connector_unassign_secret_file: Option<PathBuf>,
+    /// Header carrying the secret (the webhook's and the connector's). `Authorization` expects
+    /// `Bearer <secret>`; any other header carries the secret as its whole value.
     #[arg(long, env = "DEPROVISIONER_SECRET_HEADER", default_value = "Authorization", value_parser = parse_header)]
     pub secret_header: HeaderName,
     /// Answer Lumos by this deadline even if the removal is unfinished (must be under 15s).

@@ -5,8 +5,10 @@
 //! `model` (pure) turns bindings into grants, accounts, entitlements and associations; `page`
 //! (pure) makes opaque tokens that continue after a sort key; `answer` (pure) builds each
 //! capability's answer; `wire` holds the envelopes and error codes; `read` lists the cluster a
-//! page at a time; `capability` puts them together; `http` serves them behind the shared secret.
+//! page at a time; `capability` puts them together; `http` serves them behind the connector's own
+//! secrets (`access`).
 
+pub mod access;
 pub mod answer;
 pub mod capability;
 pub mod http;

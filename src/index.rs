@@ -14,6 +14,7 @@ mod by_subject;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -42,6 +43,8 @@ pub struct BindingIndex {
     rb_barrier: Arc<Barrier<RoleBinding>>,
     crb_barrier: Arc<Barrier<ClusterRoleBinding>>,
     changes: broadcast::Sender<Change>,
+    /// Counts changes to what the bindings grant (see [`BindingIndex::version`]).
+    version: Arc<AtomicU64>,
 }
 
 /// A binding change the index saw (as stripped for the index), for whoever subscribed.
@@ -111,8 +114,11 @@ impl BindingIndex {
         let rb_barrier = Arc::new(Barrier::new(rb_api, sentinel, instance.clone(), Some(namespace)));
         let crb_barrier = Arc::new(Barrier::new(Api::all(client.clone()), sentinel, instance, None));
         let (changes, _) = broadcast::channel(CHANGES_BUFFER);
-        let (role_bindings, rb_by_subject) = watch(rb_events, rb_barrier.clone(), changes.clone(), stop);
-        let (cluster_role_bindings, crb_by_subject) = watch(crb_events, crb_barrier.clone(), changes.clone(), stop);
+        let version = Arc::new(AtomicU64::new(0));
+        let (role_bindings, rb_by_subject) =
+            watch(rb_events, rb_barrier.clone(), changes.clone(), version.clone(), stop);
+        let (cluster_role_bindings, crb_by_subject) =
+            watch(crb_events, crb_barrier.clone(), changes.clone(), version.clone(), stop);
         Arc::new(BindingIndex {
             role_bindings,
             cluster_role_bindings,
@@ -121,6 +127,7 @@ impl BindingIndex {
             rb_barrier,
             crb_barrier,
             changes,
+            version,
         })
     }
 
@@ -240,6 +247,15 @@ impl BindingIndex {
         self.changes.subscribe()
     }
 
+    /// A number that changes whenever what the index's bindings grant changes (a binding
+    /// created, deleted, or changed in its roleRef or subjects; a relist), and only then: a
+    /// barrier's write does not change it. It is raised after the store applied the change, so
+    /// two equal values read after [`BindingIndex::sync`] mean the same grants, and what was
+    /// computed from [`BindingIndex::all`] read after the first still holds.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
     /// How many bindings the index holds (RoleBindings, ClusterRoleBindings).
     pub fn len(&self) -> (usize, usize) {
         (self.role_bindings.state().len(), self.cluster_role_bindings.state().len())
@@ -268,12 +284,14 @@ pub fn strip<K: Resource>(obj: &mut K) {
 }
 
 /// Runs one watch's events into a store and its [`BySubject`] map (filed before the store
-/// applies an event, so the map can take out what the store held), telling the barrier what it
-/// sees (once both hold it) and subscribers what changed.
+/// applies an event, so the map can take out what the store held), raising `version` when an
+/// event changed what the bindings grant, then telling the barrier what it sees (once both hold
+/// it, and the version is raised) and subscribers what changed.
 fn watch<K>(
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     barrier: Arc<Barrier<K>>,
     changes: broadcast::Sender<Change>,
+    version: Arc<AtomicU64>,
     stop: &CancellationToken,
 ) -> (Store<K>, Arc<BySubject>)
 where
@@ -290,9 +308,16 @@ where
     let (store, writer) = reflector::store();
     let by_subject = Arc::new(BySubject::default());
     let (reader, filing) = (store.clone(), by_subject.clone());
+    // Judged before the store applies the event (it compares with what the store held); the
+    // version is raised after, so nobody reads a new version with the old bindings.
+    let changed = Arc::new(AtomicBool::new(false));
+    let marking = changed.clone();
     let stream = (events.modify(strip::<K>))
         .map_ok(move |ev| {
             filing.apply(&reader, &ev);
+            if by_subject::changes_grants(&reader, &ev) {
+                marking.store(true, Ordering::SeqCst);
+            }
             ev
         })
         .reflect(writer);
@@ -304,6 +329,9 @@ where
                 _ = stop.cancelled() => return,
                 ev = stream.next() => match ev {
                     Some(Ok(ev)) => {
+                        if changed.swap(false, Ordering::SeqCst) {
+                            version.fetch_add(1, Ordering::SeqCst);
+                        }
                         barrier.saw(&ev);
                         // Copied only while someone listens (the leader's re-grant watch, a
                         // verification waiting for its removals to show).

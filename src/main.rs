@@ -71,7 +71,7 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                     also: args.protect_service_account.clone(),
                 };
                 let writer = connector::Writer::Client { deadline: args.deadline };
-                let conn = connector::Connector { client, protected, cluster_label, index: None, writer };
+                let conn = connector::Connector::new(client, protected, cluster_label, None, writer);
                 connector::call(&conn, &args.capability, &body).await
             }
             Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
@@ -198,6 +198,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone())?;
     let secret = SecretFile::load(&args.secret_file)?;
+    let secrets = deprovisioner::connector::access::Secrets::load(
+        args.connector_secret_file.as_deref(),
+        args.connector_unassign_secret_file.as_deref(),
+        &secret,
+    )?;
     let connected = async {
         let client = client(&args).await?;
         check_crds(&client).await?;
@@ -251,6 +256,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
+    match (secrets.read.is_some(), secrets.unassign.is_some()) {
+        (false, false) => tracing::info!(
+            "the Lumos connector is not served over HTTP (no --connector-secret-file or --connector-unassign-secret-file)"
+        ),
+        (read, unassign) => tracing::info!(
+            path = deprovisioner::connector::http::PATH,
+            read_secret = read,
+            unassign_secret = unassign,
+            "the Lumos connector is served behind its own secrets"
+        ),
+    }
     let limits = ServerLimits {
         header_read_timeout: args.header_read_timeout,
         max_connections: args.max_connections as usize,
@@ -258,14 +274,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let protected = Protected { operator: own_identity(&args), also: args.protect_service_account.clone() };
     let connector = Arc::new(deprovisioner::connector::http::ConnectorState {
+        secrets,
         webhook: state.clone(),
-        connector: deprovisioner::connector::Connector {
-            client: client.clone(),
-            protected: protected.clone(),
-            cluster_label: "Kubernetes cluster".into(),
-            index: shared.index.clone(),
-            writer: deprovisioner::connector::Writer::Operator(state.clone()),
-        },
+        connector: deprovisioner::connector::Connector::new(
+            client.clone(),
+            protected.clone(),
+            "Kubernetes cluster".into(),
+            shared.index.clone(),
+            deprovisioner::connector::Writer::Operator(state.clone()),
+        ),
     });
     let routes = webhook::router(state.clone()).merge(deprovisioner::connector::http::router(connector));
     let server = tokio::spawn(server::serve(listener, routes, limits, stop.clone()));

@@ -151,6 +151,38 @@ fn chart_lints_and_rejects_bad_values_with_clear_messages() {
             "rbac.credentials.configMapNames={sh.helm.release.v1.x.v1}",
             "rbac.credentials.configMapNames must not list \"sh.helm.release.v1.x.v1\": it is Helm's release storage",
         ),
+        // The connector: its secrets are its own, given one way, asked for with it on.
+        ("ingress.connector.enabled=true", "ingress.connector.enabled is true but connector.enabled is false"),
+        (
+            "connector.unassignSecret.enabled=true",
+            "connector.unassignSecret.enabled is true but connector.enabled is false",
+        ),
+        (
+            "connector.enabled=true,connector.secret.existingSecret=x-deprovisioner-webhook",
+            "connector.secret must not be the webhook's secret",
+        ),
+        (
+            "connector.enabled=true,webhook.secret.existingSecret=mine,connector.unassignSecret.enabled=true,connector.unassignSecret.existingSecret=mine",
+            "connector.unassignSecret must not be the webhook's secret",
+        ),
+        (
+            "connector.enabled=true,connector.unassignSecret.enabled=true,connector.secret.existingSecret=c,connector.unassignSecret.existingSecret=c",
+            "connector.unassignSecret must not be connector.secret",
+        ),
+        (
+            "connector.enabled=true,connector.secret.value=0123456789abcdefgh,webhook.secret.value=0123456789abcdefgh",
+            "connector.secret.value must not be the webhook's secret",
+        ),
+        ("connector.secret.value=short", "connector.secret.value: line 1 must be at least 16 printable characters"),
+        (
+            "connector.unassignSecret.value=0123456789abcdefgh,connector.unassignSecret.existingSecret=c",
+            "connector.unassignSecret: set either value or existingSecret, not both",
+        ),
+        ("connector.unassign=true", "at '/connector': additional properties 'unassign' not allowed"),
+        (
+            "connector.enabled=true,rbac.credentials.secretNames={x-deprovisioner-connector}",
+            "rbac.credentials.secretNames must not list \"x-deprovisioner-connector\": it is a connector Secret",
+        ),
         // Refused even with the switch off: the list itself is wrong.
         (
             "rbac.credentials.enabled=false,rbac.credentials.secretNames={x-deprovisioner-webhook}",
@@ -211,6 +243,101 @@ fn chart_kube_version_starts_at_the_oldest_tested() {
         assert_eq!(out.status.success(), ok, "--kube-version {version}: {}", text(&out.stderr));
         assert!(ok || text(&out.stderr).contains("incompatible with Kubernetes"), "{}", text(&out.stderr));
     }
+}
+
+/// The connector's secrets are Secrets of their own, generated (distinct from each other and
+/// from the webhook's) or yours, mounted and passed to the operator only when the connector is
+/// enabled; the unassign secret only when asked for.
+#[test]
+fn connector_secrets_are_mounted_only_when_the_connector_is_enabled() {
+    let render = |set: &str| {
+        let mut extra = vec!["--skip-tests"];
+        if !set.is_empty() {
+            extra.extend(["--set", set]);
+        }
+        docs(&template("x", "ops", &extra))
+    };
+    let container = |objs: &[Value]| find(objs, "Deployment")["spec"]["template"]["spec"].clone();
+    let args = |spec: &Value| -> Vec<String> {
+        spec["containers"][0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+    };
+    let connector_args =
+        |spec: &Value| -> Vec<String> { args(spec).into_iter().filter(|a| a.starts_with("--connector-")).collect() };
+    let volumes = |spec: &Value| -> Vec<(String, String)> {
+        spec["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v["name"].as_str().unwrap().into(), v["secret"]["secretName"].as_str().unwrap().into()))
+            .collect()
+    };
+    let mounts = |spec: &Value| -> Vec<String> {
+        spec["containers"][0]["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["mountPath"].as_str().unwrap().into())
+            .collect()
+    };
+    let secrets = |objs: &[Value]| -> Vec<(String, String)> {
+        objs.iter()
+            .filter(|o| o["kind"] == "Secret")
+            .map(|o| (o["metadata"]["name"].as_str().unwrap().into(), o["data"]["secret"].as_str().unwrap().into()))
+            .collect()
+    };
+
+    // Off (the default): nothing of the connector.
+    let off = render("");
+    let spec = container(&off);
+    assert!(connector_args(&spec).is_empty(), "{:?}", args(&spec));
+    assert_eq!(volumes(&spec), [("webhook-secret".to_string(), "x-deprovisioner-webhook".to_string())]);
+    assert_eq!(mounts(&spec), ["/var/run/secrets/deprovisioner/webhook"]);
+    assert_eq!(secrets(&off).len(), 1, "the webhook's only");
+
+    // On: the read secret, generated.
+    let on = render("connector.enabled=true");
+    let spec = container(&on);
+    assert_eq!(connector_args(&spec), ["--connector-secret-file=/var/run/secrets/deprovisioner/connector/secret"]);
+    assert_eq!(volumes(&spec)[1], ("connector-secret".to_string(), "x-deprovisioner-connector".to_string()));
+    assert_eq!(mounts(&spec)[1], "/var/run/secrets/deprovisioner/connector");
+    assert_eq!(secrets(&on).len(), 2);
+
+    // With the unassign secret: both, three distinct generated secrets.
+    let both = render("connector.enabled=true,connector.unassignSecret.enabled=true");
+    let spec = container(&both);
+    assert_eq!(
+        connector_args(&spec),
+        [
+            "--connector-secret-file=/var/run/secrets/deprovisioner/connector/secret",
+            "--connector-unassign-secret-file=/var/run/secrets/deprovisioner/connector-unassign/secret",
+        ]
+    );
+    assert_eq!(
+        volumes(&spec)[2],
+        ("connector-unassign-secret".to_string(), "x-deprovisioner-connector-unassign".to_string())
+    );
+    let generated = secrets(&both);
+    let names: BTreeSet<&str> = generated.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["x-deprovisioner-connector", "x-deprovisioner-connector-unassign", "x-deprovisioner-webhook"].into()
+    );
+    let values: BTreeSet<&str> = generated.iter().map(|(_, v)| v.as_str()).collect();
+    assert_eq!(values.len(), 3, "each secret is its own");
+
+    // Your own Secrets: none rendered, yours mounted under the key you name.
+    let yours = render(
+        "connector.enabled=true,connector.unassignSecret.enabled=true,connector.secret.existingSecret=lumos-read,connector.unassignSecret.existingSecret=lumos-rw,connector.unassignSecret.key=token",
+    );
+    let spec = container(&yours);
+    assert_eq!(secrets(&yours).len(), 1, "the webhook's only");
+    assert_eq!(volumes(&spec)[1].1, "lumos-read");
+    assert_eq!(volumes(&spec)[2].1, "lumos-rw");
+    assert!(
+        connector_args(&spec).contains(
+            &"--connector-unassign-secret-file=/var/run/secrets/deprovisioner/connector-unassign/token".into()
+        )
+    );
 }
 
 #[test]
@@ -454,7 +581,7 @@ fn rendered_chart_and_examples_pass_the_api_server() {
         "chart-dry",
         &[
             "--set",
-            "ingress.enabled=true,ingress.connector.enabled=true,ingress.className=nginx,ingress.host=deprovisioner.example.com,ingress.tls.secretName=deprovisioner-tls,networkPolicy.enabled=true,rbac.bindRoles.clusterRoles={edit,view},rbac.bindRoles.roles={deployer}",
+            "ingress.enabled=true,ingress.connector.enabled=true,connector.enabled=true,connector.unassignSecret.enabled=true,ingress.className=nginx,ingress.host=deprovisioner.example.com,ingress.tls.secretName=deprovisioner-tls,networkPolicy.enabled=true,rbac.bindRoles.clusterRoles={edit,view},rbac.bindRoles.roles={deployer}",
         ],
     );
     let objs = docs(&all);

@@ -394,9 +394,27 @@ async fn errors_are_the_specs_error_responses() {
     validate(&all);
 }
 
+/// The connector's read secret in the tests (`--connector-secret-file`).
+const CONNECTOR_READ: &str = "connector-read-secret-0123456789";
+/// The connector's unassign secret in the tests (`--connector-unassign-secret-file`).
+const CONNECTOR_UNASSIGN: &str = "connector-unassign-secret-0123456789";
+
+/// An operator's options serving the connector behind its two secrets (besides the webhook's
+/// [`SECRET`]).
+fn with_connector(opts: OperatorOpts) -> OperatorOpts {
+    let file = |name: &str, secret: &str| {
+        let path = opts.cluster.dir.join(name);
+        std::fs::write(&path, format!("{secret}\n")).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let read = file("connector-read.secret", CONNECTOR_READ);
+    let unassign = file("connector-unassign.secret", CONNECTOR_UNASSIGN);
+    opts.args(&["--connector-secret-file", &read, "--connector-unassign-secret-file", &unassign])
+}
+
 fn operator() -> &'static Operator {
     static OP: OnceLock<Operator> = OnceLock::new();
-    OP.get_or_init(|| Operator::start(OperatorOpts::default()))
+    OP.get_or_init(|| Operator::start(with_connector(OperatorOpts::default())))
 }
 
 async fn http(op: &Operator, capability: &str, request: &Value, secret: Option<&str>) -> (u16, Value) {
@@ -411,32 +429,73 @@ async fn http(op: &Operator, capability: &str, request: &Value, secret: Option<&
 }
 
 #[tokio::test]
-async fn http_serves_the_same_answers_behind_the_secret() {
+async fn http_serves_the_same_answers_behind_the_connectors_own_secrets() {
     let c = admin().await;
     let ns = unique("http");
     namespace(&c, &ns, &[]).await;
     role_binding(&c, &ns, "devs", "edit", vec![user(&format!("{ns}-bob"))]).await;
     let op = operator();
     let (status, accounts) =
-        http(op, "list_accounts", &json!({"request": {}, "page": {"size": 2000}}), Some(SECRET)).await;
+        http(op, "list_accounts", &json!({"request": {}, "page": {"size": 2000}}), Some(CONNECTOR_READ)).await;
     assert_eq!(status, 200);
     assert!(
         ids(accounts["response"].as_array().unwrap(), "integration_specific_id").contains(&format!("User:{ns}-bob"))
     );
-    let (_, info) = http(op, "info", &json!({}), Some(SECRET)).await;
+    let (_, info) = http(op, "info", &json!({}), Some(CONNECTOR_READ)).await;
     let (_, one) =
-        http(op, "get_account", &json!({"request": {"account_id": format!("User:{ns}-bob")}}), Some(SECRET)).await;
-    let (_, valid) = http(op, "validate_credentials", &json!({"request": {}}), Some(SECRET)).await;
-    let (_, unsupported) = http(op, "create_account", &json!({"request": {}}), Some(SECRET)).await;
+        http(op, "get_account", &json!({"request": {"account_id": format!("User:{ns}-bob")}}), Some(CONNECTOR_READ))
+            .await;
+    let (_, valid) = http(op, "validate_credentials", &json!({"request": {}}), Some(CONNECTOR_READ)).await;
+    let (_, unsupported) = http(op, "create_account", &json!({"request": {}}), Some(CONNECTOR_READ)).await;
     assert_eq!(unsupported["error"]["error_code"], "unsupported_operation");
+    // The unassign secret reads too (other tests change bindings meanwhile: compare this one's).
+    let (status, also) = http(
+        op,
+        "get_account",
+        &json!({"request": {"account_id": format!("User:{ns}-bob")}}),
+        Some(CONNECTOR_UNASSIGN),
+    )
+    .await;
+    assert_eq!((status, &also), (200, &one));
     let (status, denied) = http(op, "list_accounts", &json!({"request": {}}), None).await;
     assert_eq!((status, denied["error"]["error_code"].as_str()), (401, Some("unauthorized")), "{denied}");
     let (status, wrong) = http(op, "list_accounts", &json!({"request": {}}), Some("wrong-secret-0123456789")).await;
     assert_eq!(status, 401, "{wrong}");
+    // The webhook's secret opens nothing of the connector: not the access map, not a removal.
+    for capability in ["find_entitlement_associations", "list_accounts", "info", "unassign_entitlement"] {
+        let (status, webhooks) = http(op, capability, &json!({"request": {}}), Some(SECRET)).await;
+        assert_eq!((status, webhooks["error"]["error_code"].as_str()), (401, Some("unauthorized")), "{webhooks}");
+        let message = webhooks["error"]["message"].as_str().unwrap();
+        assert!(message.contains("the connector's secrets (not the webhook's)"), "{message}");
+    }
+    // Nor does a connector secret open the webhook.
+    let auth = format!("Bearer {CONNECTOR_UNASSIGN}");
+    let body = serde_json::to_vec(&payload("kubernetes", "someone@example.com", &[])).unwrap();
+    let (status, _, _) = op
+        .post_raw(
+            "/webhooks/lumos/deprovision",
+            &[("authorization", &auth), ("content-type", "application/json")],
+            body,
+        )
+        .await;
+    assert_eq!(status, 401, "a connector secret on the webhook");
+    // The access map the operator shares between calls follows every change at once: a binding
+    // created or emptied just before a call is seen by it.
+    let carol = format!("User:{ns}-carol");
+    let get = |id: &str| json!({"request": {"account_id": id}});
+    role_binding(&c, &ns, "new", "view", vec![user(&format!("{ns}-carol"))]).await;
+    let (status, found) = http(op, "get_account", &get(&carol), Some(CONNECTOR_READ)).await;
+    assert_eq!((status, found["response"]["integration_specific_id"].as_str()), (200, Some(carol.as_str())), "{found}");
+    let api: Api<RoleBinding> = Api::namespaced(c.clone(), &ns);
+    let mut emptied = get_rb(&c, &ns, "new").await.unwrap();
+    emptied.subjects = None;
+    api.replace("new", &PostParams::default(), &emptied).await.unwrap();
+    let (_, gone) = http(op, "get_account", &get(&carol), Some(CONNECTOR_READ)).await;
+    assert_eq!(gone["error"]["error_code"], "not_found", "{gone}");
     // Pagination over HTTP too.
     let items = all_pages(
         "FindEntitlementAssociationsResponse",
-        async |req| http(op, "find_entitlement_associations", req, Some(SECRET)).await.1,
+        async |req| http(op, "find_entitlement_associations", req, Some(CONNECTOR_READ)).await.1,
         5,
     )
     .await;
@@ -452,6 +511,23 @@ async fn http_serves_the_same_answers_behind_the_secret() {
         ("ErrorResponse", &denied),
         ("ErrorResponse", &wrong),
     ]);
+}
+
+/// Without a connector secret the endpoint is not served: every call is refused 404 saying how
+/// to turn it on, the webhook's secret included.
+#[tokio::test]
+async fn without_a_connector_secret_the_connector_is_not_served() {
+    let op = Operator::start(OperatorOpts::default().args(&["--leader-election=false", "--controller=false"]));
+    for (capability, secret) in
+        [("list_accounts", Some(SECRET)), ("info", None), ("unassign_entitlement", Some(CONNECTOR_UNASSIGN))]
+    {
+        let (status, answer) = http(&op, capability, &json!({"request": {}}), secret).await;
+        assert_eq!((status, answer["error"]["error_code"].as_str()), (404, Some("not_found")), "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("not served") && message.contains("--connector-secret-file"), "{message}");
+        validate(&[("ErrorResponse", &answer)]);
+    }
+    assert!(op.log_text().contains("the Lumos connector is not served over HTTP"), "{}", op.log_text());
 }
 
 fn unassign(account: &str, resource_type: &str, resource: &str, entitlement_type: &str, role: &str) -> Value {
@@ -498,8 +574,19 @@ async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
     let ann_id = format!("User:{ann}");
     let edit = |account: &str| unassign(account, "namespace", &ns, "namespace_role", "ClusterRole:edit");
 
-    // Over HTTP: the grant goes, and exactly that grant.
-    let (status, done) = http(op, "unassign_entitlement", &edit(&ann_id), Some(SECRET)).await;
+    // The read secret may not remove anything: 403 naming what is missing, and nothing recorded.
+    let (status, forbidden) = http(op, "unassign_entitlement", &edit(&ann_id), Some(CONNECTOR_READ)).await;
+    assert_eq!((status, forbidden["error"]["error_code"].as_str()), (403, Some("permission_denied")), "{forbidden}");
+    let message = forbidden["error"]["message"].as_str().unwrap();
+    assert!(message.contains("may only read") && message.contains("--connector-unassign-secret-file"), "{message}");
+    assert!(connector_records(&c, &ann_id).await.is_empty(), "nothing recorded");
+    assert_eq!(
+        names(&get_rb(&c, &ns, "editors").await.unwrap().subjects),
+        [format!("User:{ann}"), format!("User:{bob}")]
+    );
+
+    // Over HTTP with the unassign secret: the grant goes, and exactly that grant.
+    let (status, done) = http(op, "unassign_entitlement", &edit(&ann_id), Some(CONNECTOR_UNASSIGN)).await;
     assert_eq!((status, &done), (200, &json!({"response": {"unassigned": true}})));
     assert_eq!(names(&get_rb(&c, &ns, "editors").await.unwrap().subjects), [format!("User:{bob}")]);
     assert_eq!(names(&get_rb(&c, &ns, "viewers").await.unwrap().subjects), [format!("User:{ann}")]);
@@ -508,7 +595,7 @@ async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
     };
     let after = all_pages(
         "FindEntitlementAssociationsResponse",
-        async |req| http(op, "find_entitlement_associations", req, Some(SECRET)).await.1,
+        async |req| http(op, "find_entitlement_associations", req, Some(CONNECTOR_READ)).await.1,
         500,
     )
     .await;
@@ -531,7 +618,7 @@ async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
     assert_eq!(names(&get_rb(&c, &ns, "bots").await.unwrap().subjects), [format!("User:{bob}")]);
 
     // Again: the access is already gone, which is what was asked (a record of its own).
-    let (_, again) = http(op, "unassign_entitlement", &edit(&ann_id), Some(SECRET)).await;
+    let (_, again) = http(op, "unassign_entitlement", &edit(&ann_id), Some(CONNECTOR_UNASSIGN)).await;
     assert_eq!(again, json!({"response": {"unassigned": true}}));
     assert_eq!(connector_records(&c, &ann_id).await.len(), 2);
 
@@ -540,7 +627,7 @@ async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
         op,
         "unassign_entitlement",
         &unassign(&ann_id, "namespace", &ns, "namespace_role", "ClusterRole:view"),
-        Some(SECRET),
+        Some(CONNECTOR_UNASSIGN),
     )
     .await;
     assert_eq!(view["error"]["error_code"], "permission_denied", "{view}");
@@ -554,7 +641,8 @@ async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
     assert_eq!(cluster_wide["error"]["error_code"], "permission_denied", "{cluster_wide}");
     // A protected account is refused before anything is recorded.
     let (_, protected) =
-        http(op, "unassign_entitlement", &edit("ServiceAccount:deprovisioner/deprovisioner"), Some(SECRET)).await;
+        http(op, "unassign_entitlement", &edit("ServiceAccount:deprovisioner/deprovisioner"), Some(CONNECTOR_UNASSIGN))
+            .await;
     assert_eq!(protected["error"]["error_code"], "permission_denied", "{protected}");
     let system = cli("unassign_entitlement", &edit("User:system:admin"));
     assert_eq!(system["error"]["error_code"], "permission_denied", "{system}");
@@ -568,6 +656,7 @@ async fn unassign_entitlement_removes_exactly_that_grant_through_a_record() {
     assert_eq!(missing["error"]["error_code"], "bad_request", "{missing}");
 
     validate(&[
+        ("ErrorResponse", &forbidden),
         ("UnassignEntitlementResponse", &done),
         ("UnassignEntitlementResponse", &sa),
         ("UnassignEntitlementResponse", &again),
@@ -649,6 +738,98 @@ async fn only_the_operator_may_record_a_request_as_the_connector() {
     }
 }
 
+/// The chart's memory limit (`resources.limits.memory` in charts/deprovisioner/values.yaml).
+const CHART_MEMORY_LIMIT_MIB: f64 = 256.0;
+
+/// Creates `n` RoleBindings over 100 namespaces `{prefix}-NNN`, 64 at a time: each names a person
+/// of its own and a team group shared by 100 bindings (10,000 make 10,100 accounts and 20,000
+/// associations).
+async fn many_bindings(c: &kube::Client, prefix: &str, n: usize) -> Duration {
+    let namespaces = 100;
+    for i in 0..namespaces {
+        namespace(c, &format!("{prefix}-{i:03}"), &[]).await;
+    }
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let c = c.clone();
+            async move {
+                let ns = format!("{prefix}-{:03}", i % namespaces);
+                let rb = fixtures::role_binding(&ns, &format!("rb-{i:05}"))
+                    .role(if i % 3 == 0 { "edit" } else { "view" })
+                    .subjects([user(&format!("person-{i:05}@example.com")), group(&format!("team-{}", i / 100))])
+                    .build();
+                Api::<RoleBinding>::namespaced(c, &ns).create(&PostParams::default(), &rb).await.unwrap();
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    started.elapsed()
+}
+
+/// Follows `pages` pages of `list_accounts` of `size` items; returns the ids in order.
+async fn list_accounts_pages(op: &Operator, secret: &str, size: u32, pages: usize) -> Vec<String> {
+    let mut request = json!({"request": {}, "page": {"size": size}});
+    let mut out = vec![];
+    for _ in 0..pages {
+        let (status, a) = http(op, "list_accounts", &request, Some(secret)).await;
+        assert_eq!(status, 200, "{a}");
+        assert!(a.get("is_error").is_none(), "{a}");
+        let items = a["response"].as_array().unwrap();
+        assert_eq!(items.len(), size as usize, "a full page");
+        out.extend(ids(items, "integration_specific_id"));
+        let token = a["page"]["token"].clone();
+        assert!(token.is_string(), "more pages follow: {a}");
+        request = json!({"request": {}, "page": {"token": token, "size": size}});
+    }
+    out
+}
+
+/// 30 concurrent `list_accounts` callers at page size 1 (each following its tokens for 10 pages),
+/// then 30 at the largest page size, over 10,000 RoleBindings, with the runtime threads of a
+/// 16-core node: the operator's peak resident memory (VmHWM) stays under the chart's limit, and
+/// every page is right.
+#[tokio::test]
+async fn concurrent_listings_stay_under_the_charts_memory_limit() {
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let took = many_bindings(&c, "mem", 10_000).await;
+    eprint_uncaptured(&format!("created 10,000 RoleBindings in {}", secs(took)));
+    // 16 runtime threads, as on a 16-core node without a CPU limit: up to 16 calls computing at
+    // once (2 on this machine's 2 cores would hide what many cores do).
+    let op = Operator::start(with_connector(OperatorOpts::on(cl)).env(&[("TOKIO_WORKER_THREADS", "16")]));
+    let secret = CONNECTOR_READ;
+    // Ready: the index has listed every binding.
+    let (_, warm) = http(&op, "list_accounts", &json!({"request": {}, "page": {"size": 1}}), Some(secret)).await;
+    assert!(warm["response"].is_array(), "{warm}");
+    let (rss_ready, hwm_ready) = (proc_status_mib(op.pid(), "VmRSS:"), proc_status_mib(op.pid(), "VmHWM:"));
+
+    let started = Instant::now();
+    let small = futures::future::join_all((0..30).map(|_| list_accounts_pages(&op, secret, 1, 10))).await;
+    let small_took = started.elapsed();
+    for pages in &small {
+        assert_eq!(pages.len(), 10);
+        assert!(pages.windows(2).all(|w| w[0] < w[1]), "pages continue in order: {pages:?}");
+        assert_eq!(pages, &small[0], "every caller sees the same first accounts");
+    }
+    let hwm_small = proc_status_mib(op.pid(), "VmHWM:");
+    let started = Instant::now();
+    let max = deprovisioner::connector::page::MAX_SIZE as u32;
+    let large = futures::future::join_all((0..30).map(|_| list_accounts_pages(&op, secret, max, 1))).await;
+    let large_took = started.elapsed();
+    assert!(large.iter().all(|p| p.len() == max as usize));
+    let hwm = proc_status_mib(op.pid(), "VmHWM:");
+    eprint_uncaptured(&format!(
+        "operator memory over 10,000 RoleBindings: {rss_ready:.0} MiB resident once ready (peak {hwm_ready:.0} MiB); \
+         peak {hwm_small:.0} MiB after 30 concurrent list_accounts callers x 10 pages of 1 ({}), \
+         peak {hwm:.0} MiB after 30 concurrent pages of {max} ({}); the chart's limit is {CHART_MEMORY_LIMIT_MIB:.0} MiB",
+        secs(small_took),
+        secs(large_took),
+    ));
+    assert!(hwm < CHART_MEMORY_LIMIT_MIB, "peak {hwm:.0} MiB is over the chart's limit");
+}
+
 /// Seconds, to two decimals.
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
@@ -715,14 +896,14 @@ async fn paging_over_ten_thousand_bindings() {
             );
         }
     }
-    let op = Operator::start(OperatorOpts::on(cl));
+    let op = Operator::start(with_connector(OperatorOpts::on(cl)));
     for capability in ["list_accounts", "find_entitlement_associations"] {
         let mut per_page = vec![];
         let mut request = json!({"request": {}, "page": {"size": 200}});
         let mut items = 0;
         loop {
             let t = Instant::now();
-            let (_, a) = http(&op, capability, &request, Some(SECRET)).await;
+            let (_, a) = http(&op, capability, &request, Some(CONNECTOR_READ)).await;
             per_page.push(t.elapsed());
             items += a["response"].as_array().map_or(0, Vec::len);
             match a.get("page").and_then(|p| p.get("token")) {

@@ -32,6 +32,16 @@ fn bad_values_fail_with_a_clear_message() {
     assert_eq!(run(&["--service-account", "ns/sa"]).unwrap().service_account, Some(("ns".into(), "sa".into())));
 }
 
+/// The connector's secrets, as the chart passes them; none by default (not served).
+#[test]
+fn connector_secret_files() {
+    let r = run(&[]).unwrap();
+    assert_eq!((r.connector_secret_file, r.connector_unassign_secret_file), (None, None));
+    let r = run(&["--connector-secret-file=/c/secret", "--connector-unassign-secret-file=/u/secret"]).unwrap();
+    assert_eq!(r.connector_secret_file, Some(PathBuf::from("/c/secret")));
+    assert_eq!(r.connector_unassign_secret_file, Some(PathBuf::from("/u/secret")));
+}
+
 #[test]
 fn connector_takes_a_capability_and_json() {
     let parsed = Cli::try_parse_from(["deprovisioner", "connector", "list_accounts", "--json", "{}"]).unwrap();

@@ -1,11 +1,15 @@
 //! Pure: what each capability answers, from what was read. Every list is ordered by a sort key
 //! and paged after the key of the last item sent ([`super::page`]).
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use super::capability::Capability;
+
 use super::model::{
-    self, AccountId, Association, BindingName, CLUSTER_ROLE, Entitlement, Grant, NAMESPACE, NAMESPACE_ROLE, Scope,
+    self, AccountId, Association, BindingName, CLUSTER_ROLE, Entitlement, Key, NAMESPACE, NAMESPACE_ROLE, Scope,
+    Snapshot,
 };
 use super::page;
 use super::wire::{self, APP_ID, ConnectorError, ErrorCode, PageIn};
@@ -43,6 +47,18 @@ pub fn paging(capability: Capability, page: Option<&PageIn>) -> Result<Paging, C
 fn paged(capability: Capability, items: Vec<(Vec<String>, Value)>, p: &Paging) -> Value {
     let (items, next) = page::slice(items.iter().map(|(k, v)| (k.clone(), v)), p.after.as_deref(), p.size);
     let response = Value::Array(items.into_iter().cloned().collect());
+    wire::ok(response, next.map(|k| (page::token(capability.name(), &k), p.size)))
+}
+
+/// One page of a snapshot's list: only the page's items are turned into JSON.
+fn paged_range<V>(
+    capability: Capability,
+    items: &BTreeMap<Key, V>,
+    p: &Paging,
+    data: impl Fn(&Key, &V) -> Value,
+) -> Value {
+    let (page, next) = page::range(items, p.after.as_deref(), p.size);
+    let response = Value::Array(page.into_iter().map(|(k, v)| data(k, v)).collect());
     wire::ok(response, next.map(|k| (page::token(capability.name(), &k), p.size)))
 }
 
@@ -85,16 +101,14 @@ fn account_data(id: &AccountId, bindings: &std::collections::BTreeSet<BindingNam
 }
 
 /// `list_accounts`: every account holding a grant, by id.
-pub fn list_accounts(grants: &[Grant], p: &Paging) -> Value {
-    let items =
-        model::accounts(grants).into_iter().map(|(key, a)| (vec![key], account_data(&a.id, &a.bindings))).collect();
-    paged(Capability::ListAccounts, items, p)
+pub fn list_accounts(map: &Snapshot, p: &Paging) -> Value {
+    paged_range(Capability::ListAccounts, &map.accounts, p, |_, a| account_data(&a.id, &a.bindings))
 }
 
 /// `get_account`: one account, or `not_found` when no binding grants it anything reviewable.
-pub fn get_account(grants: &[Grant], id: &AccountId) -> Result<Value, ConnectorError> {
+pub fn get_account(map: &Snapshot, id: &AccountId) -> Result<Value, ConnectorError> {
     let key = id.to_string();
-    match model::accounts(grants).get(&key) {
+    match map.accounts.get([key.clone()].as_slice()) {
         Some(a) => Ok(wire::ok(account_data(&a.id, &a.bindings), None)),
         None => Err(ConnectorError::new(
             ErrorCode::NotFound,
@@ -132,27 +146,22 @@ fn entitlement_label(e: &Entitlement) -> String {
 
 /// `list_entitlements`: every role held by an account, per resource, ordered by (resource id,
 /// entitlement id). None is assignable: the connector only removes.
-pub fn list_entitlements(grants: &[Grant], p: &Paging) -> Value {
-    let items = model::entitlements(grants)
-        .into_iter()
-        .map(|((resource, id), (e, bindings))| {
-            let data = json!({
-                "entitlement_type": e.scope.entitlement_type(),
-                "integration_specific_id": id,
-                "integration_specific_resource_id": resource,
-                "label": entitlement_label(&e),
-                "is_assignable": false,
-                "extra_data": {
-                    "role_kind": e.role.kind,
-                    "role_name": e.role.name,
-                    "binding_count": bindings.len(),
-                    "bindings": binding_names(&bindings),
-                },
-            });
-            (vec![resource, id], data)
+pub fn list_entitlements(map: &Snapshot, p: &Paging) -> Value {
+    paged_range(Capability::ListEntitlements, &map.entitlements, p, |_, (e, bindings)| {
+        json!({
+            "entitlement_type": e.scope.entitlement_type(),
+            "integration_specific_id": e.role.to_string(),
+            "integration_specific_resource_id": e.scope.resource_id(),
+            "label": entitlement_label(e),
+            "is_assignable": false,
+            "extra_data": {
+                "role_kind": e.role.kind,
+                "role_name": e.role.name,
+                "binding_count": bindings.len(),
+                "bindings": binding_names(bindings),
+            },
         })
-        .collect();
-    paged(Capability::ListEntitlements, items, p)
+    })
 }
 
 fn association_data(a: &Association) -> Value {
@@ -165,12 +174,8 @@ fn association_data(a: &Association) -> Value {
 
 /// `find_entitlement_associations`: who holds what where, ordered by (account id, resource id,
 /// entitlement id).
-pub fn find_entitlement_associations(grants: &[Grant], p: &Paging) -> Value {
-    let items = model::associations(grants)
-        .into_iter()
-        .map(|((account, resource, entitlement), a)| (vec![account, resource, entitlement], association_data(&a)))
-        .collect();
-    paged(Capability::FindEntitlementAssociations, items, p)
+pub fn find_entitlement_associations(map: &Snapshot, p: &Paging) -> Value {
+    paged_range(Capability::FindEntitlementAssociations, &map.associations, p, |_, a| association_data(a))
 }
 
 /// The request `unassign_entitlement` records: the entitlement as the permission, the account id

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::model::{self, AccountId};
+use super::model::{self, AccountId, Snapshot};
 use super::wire::{ConnectorError, Envelope, ErrorCode};
 use super::{answer, read};
 use crate::index::BindingIndex;
@@ -101,6 +101,14 @@ impl Capability {
     }
 }
 
+/// Paged reads (and `get_account`) answered at once; the others wait their turn, in order. A
+/// page of up to 2,000 items is built as JSON while its turn lasts, so this bounds that memory
+/// however many calls arrive.
+pub const READS_AT_ONCE: usize = 4;
+
+/// How long a read waits for its turn before it is answered `rate_limit`.
+pub const READ_WAIT: Duration = Duration::from_secs(30);
+
 /// What the capabilities run with.
 pub struct Connector {
     /// The cluster, as the connector's identity.
@@ -115,6 +123,54 @@ pub struct Connector {
     pub index: Option<Arc<BindingIndex>>,
     /// How `unassign_entitlement` records its request.
     pub writer: Writer,
+    /// The access map shared by the calls reading the same bindings, and the reads' turns.
+    shared: Shared,
+}
+
+impl Connector {
+    /// A connector reading the cluster through `client` (and `index`, when this process keeps
+    /// one).
+    pub fn new(
+        client: kube::Client,
+        protected: Protected,
+        cluster_label: String,
+        index: Option<Arc<BindingIndex>>,
+        writer: Writer,
+    ) -> Connector {
+        Connector { client, protected, cluster_label, index, writer, shared: Shared::new() }
+    }
+}
+
+/// The last access map computed, and the turns of the reads.
+struct Shared {
+    current: tokio::sync::Mutex<Option<(Source, Arc<Snapshot>)>>,
+    turns: tokio::sync::Semaphore,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared { current: tokio::sync::Mutex::new(None), turns: tokio::sync::Semaphore::new(READS_AT_ONCE) }
+    }
+}
+
+/// What an access map was computed from, or what a call needs it computed from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The binding index at this version ([`BindingIndex::version`]).
+    Index(u64),
+    /// A listing of the API server begun at this moment (for a call: when it arrived).
+    Listed(Instant),
+}
+
+/// Whether a map computed from `have` answers a call that needs `want`: the index at that
+/// version or a later one, or a listing begun after the call arrived (which holds every binding
+/// written before it, as a barrier does).
+fn serves(have: Source, want: Source) -> bool {
+    match (have, want) {
+        (Source::Index(have), Source::Index(want)) => have >= want,
+        (Source::Listed(began), Source::Listed(arrived)) => began >= arrived,
+        _ => false,
+    }
 }
 
 /// How `unassign_entitlement` records its request and learns the outcome.
@@ -155,6 +211,7 @@ fn not_implemented(name: &str) -> ConnectorError {
 }
 
 async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, ConnectorError> {
+    let arrived = Instant::now();
     let Some(capability) = Capability::parse(name) else {
         return Err(not_implemented(name));
     };
@@ -167,20 +224,27 @@ async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, Connect
         Capability::ValidateCredentials => validate(conn).await,
         Capability::ListAccounts => {
             let p = answer::paging(capability, envelope.page.as_ref())?;
-            Ok(answer::list_accounts(&grants(conn).await?, &p))
+            let _turn = turn(conn).await?;
+            let map = access_map(conn, arrived).await?;
+            Ok(answer::list_accounts(&map, &p))
         }
         Capability::ListResources => {
             let p = answer::paging(capability, envelope.page.as_ref())?;
+            let _turn = turn(conn).await?;
             let namespaces = read::namespace_names(&conn.client).await?;
             Ok(answer::list_resources(&conn.cluster_label, &namespaces, &p))
         }
         Capability::ListEntitlements => {
             let p = answer::paging(capability, envelope.page.as_ref())?;
-            Ok(answer::list_entitlements(&grants(conn).await?, &p))
+            let _turn = turn(conn).await?;
+            let map = access_map(conn, arrived).await?;
+            Ok(answer::list_entitlements(&map, &p))
         }
         Capability::FindEntitlementAssociations => {
             let p = answer::paging(capability, envelope.page.as_ref())?;
-            Ok(answer::find_entitlement_associations(&grants(conn).await?, &p))
+            let _turn = turn(conn).await?;
+            let map = access_map(conn, arrived).await?;
+            Ok(answer::find_entitlement_associations(&map, &p))
         }
         Capability::GetAccount => {
             let req: GetAccount = argument(&envelope)?;
@@ -188,9 +252,27 @@ async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, Connect
                 .account_id
                 .parse()
                 .map_err(|e: model::IdError| ConnectorError::new(ErrorCode::InvalidValue, e.to_string()))?;
-            answer::get_account(&grants(conn).await?, &id)
+            let _turn = turn(conn).await?;
+            let map = access_map(conn, arrived).await?;
+            answer::get_account(&map, &id)
         }
         Capability::UnassignEntitlement => unassign(conn, argument(&envelope)?).await,
+    }
+}
+
+/// Waits for a read's turn ([`READS_AT_ONCE`] at a time, in arrival order), at most
+/// [`READ_WAIT`].
+async fn turn(conn: &Connector) -> Result<tokio::sync::SemaphorePermit<'_>, ConnectorError> {
+    match tokio::time::timeout(READ_WAIT, conn.shared.turns.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(ConnectorError::new(ErrorCode::InternalError, "the connector is shutting down")),
+        Err(_) => Err(ConnectorError::new(
+            ErrorCode::RateLimit,
+            format!(
+                "too many reads at once: {READS_AT_ONCE} are answered at a time and this one waited {}s for its turn; try again shortly",
+                READ_WAIT.as_secs()
+            ),
+        )),
     }
 }
 
@@ -259,18 +341,56 @@ fn argument<T: DeserializeOwned>(e: &Envelope) -> Result<T, ConnectorError> {
         .map_err(|err| ConnectorError::new(ErrorCode::BadRequest, format!("Invalid request: {err}")))
 }
 
-async fn grants(conn: &Connector) -> Result<Vec<model::Grant>, ConnectorError> {
-    // The index's barrier proves it holds every binding written before this call (one write
-    // shared by concurrent calls); when it cannot pass, the API server is listed instead.
-    if let Some(index) = conn.index.as_ref().filter(|ix| ix.is_watching())
-        && index.sync(std::time::Instant::now(), true, true).await.is_ok()
-    {
-        let b = index.all();
-        let rbs = b.role_bindings.iter().map(AsRef::as_ref);
-        return Ok(model::grants(rbs, b.cluster_role_bindings.iter().map(AsRef::as_ref), &conn.protected));
+/// The access map as of the call's arrival (or later): the one already computed when it still
+/// holds, else computed once for every call waiting for it. The index's barrier proves it holds
+/// every binding written before the call arrived (one write shared by concurrent calls), and its
+/// version says whether the bindings' grants changed since the map was computed; when the barrier
+/// cannot pass, the API server is listed instead, and that listing serves every call that
+/// arrived before it began. One map is computed at a time; the previous one is freed as soon as
+/// the calls reading it are done.
+async fn access_map(conn: &Connector, arrived: Instant) -> Result<Arc<Snapshot>, ConnectorError> {
+    let index = match conn.index.as_ref().filter(|ix| ix.is_watching()) {
+        Some(index) if index.sync(arrived, true, true).await.is_ok() => Some(index),
+        _ => None,
+    };
+    // Read before the bindings are: a map is never labelled newer than what it holds.
+    let want = match index {
+        Some(index) => Source::Index(index.version()),
+        None => Source::Listed(arrived),
+    };
+    let mut current = conn.shared.current.lock().await;
+    if let Some((_, map)) = current.as_ref().filter(|(have, _)| serves(*have, want)) {
+        return Ok(map.clone());
     }
-    let b = read::bindings(&conn.client).await?;
-    Ok(model::grants(&b.role_bindings, &b.cluster_role_bindings, &conn.protected))
+    *current = None;
+    let protected = conn.protected.clone();
+    let (source, map) = match index {
+        Some(index) => {
+            let b = index.all();
+            let map = compute(move || {
+                let rbs = b.role_bindings.iter().map(AsRef::as_ref);
+                model::grants(rbs, b.cluster_role_bindings.iter().map(AsRef::as_ref), &protected)
+            })
+            .await?;
+            (want, map)
+        }
+        None => {
+            let began = Instant::now();
+            let b = read::bindings(&conn.client).await?;
+            let map = compute(move || model::grants(&b.role_bindings, &b.cluster_role_bindings, &protected)).await?;
+            (Source::Listed(began), map)
+        }
+    };
+    let map = Arc::new(map);
+    *current = Some((source, map.clone()));
+    Ok(map)
+}
+
+/// Computes a map off the async threads (tens of milliseconds over 10,000 bindings).
+async fn compute(grants: impl FnOnce() -> Vec<model::Grant> + Send + 'static) -> Result<Snapshot, ConnectorError> {
+    tokio::task::spawn_blocking(move || Snapshot::of(&grants()))
+        .await
+        .map_err(|e| ConnectorError::new(ErrorCode::InternalError, format!("computing the access map: {e}")))
 }
 
 async fn validate(conn: &Connector) -> Result<Value, ConnectorError> {
@@ -289,4 +409,22 @@ async fn validate(conn: &Connector) -> Result<Value, ConnectorError> {
         None => conn.cluster_label.clone(),
     };
     Ok(answer::validated(&tenant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_serves_calls_that_need_what_it_holds() {
+        let (earlier, later) = (Instant::now(), Instant::now() + Duration::from_millis(5));
+        assert!(serves(Source::Index(7), Source::Index(7)));
+        assert!(serves(Source::Index(8), Source::Index(7)), "a later version holds every earlier change");
+        assert!(!serves(Source::Index(7), Source::Index(8)), "a change since: computed again");
+        assert!(serves(Source::Listed(later), Source::Listed(earlier)), "listed after the call arrived");
+        assert!(serves(Source::Listed(earlier), Source::Listed(earlier)));
+        assert!(!serves(Source::Listed(earlier), Source::Listed(later)), "listed before the call arrived");
+        assert!(!serves(Source::Index(7), Source::Listed(earlier)));
+        assert!(!serves(Source::Listed(later), Source::Index(7)));
+    }
 }

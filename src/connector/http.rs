@@ -1,8 +1,9 @@
 //! `POST /connectors/kubernetes/<capability>` on `deprovisioner run`: the same capabilities as
-//! the CLI, behind the webhook's shared secret, its per-source limit on failed attempts, its
-//! in-flight cap and its body limit. Answers are 200 with the capability's JSON (an
-//! `ErrorResponse` included), as the SDK's own HTTP server answers; a refused call gets 401,
-//! 408, 413, 429 or 503 with an `ErrorResponse`.
+//! the CLI, behind the connector's own secrets ([`super::access`]: a read one, an unassign one;
+//! never the webhook's), the webhook's per-source limit on failed attempts, its in-flight cap and
+//! its body limit. Answers are 200 with the capability's JSON (an `ErrorResponse` included), as
+//! the SDK's own HTTP server answers; a refused call gets 401, 403, 404 (no connector secret
+//! configured), 408, 413, 429 or 503 with an `ErrorResponse`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json};
 
+use super::access::{self, Access, Decision, Secrets};
 use super::capability::{self, Connector};
 use super::wire::{ConnectorError, ErrorCode};
-use crate::webhook::{Refused, WebhookState};
+use crate::webhook::{Refused, WebhookState, auth};
 
 /// Where the capabilities are served: `POST {PATH}/<capability>` (the spec's
 /// `/{connector_id}/<capability>` under `/connectors`).
@@ -27,9 +29,11 @@ pub const PATH: &str = "/connectors/kubernetes";
 /// The longest a call may take before it is answered `request_timeout`.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What the endpoint needs: the webhook's guards and the connector.
+/// What the endpoint needs: the connector's secrets, the webhook's guards and the connector.
 pub struct ConnectorState {
-    /// Secret, header scheme, limits (shared with the webhook).
+    /// The connector's own secrets (none: the endpoint is not served).
+    pub secrets: Secrets,
+    /// Header scheme, limits (shared with the webhook); its secret never opens the connector.
     pub webhook: Arc<WebhookState>,
     /// The capabilities.
     pub connector: Connector,
@@ -53,14 +57,43 @@ async fn call(
 ) -> Response {
     let w = &s.webhook;
     let peer = peer.map(|p| p.0.0.ip());
-    if let Err(refused) = w.check_secret(peer, &headers) {
-        tracing::warn!(?peer, ?refused, "connector call without the right secret rejected");
-        if refused == Refused::TooMany {
-            let m = "too many calls with missing or wrong credentials from this address; try again in a minute";
-            return refusal(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimit, &capability, m);
+    let configured = s.secrets.configured();
+    let opened = match configured {
+        true => auth::check(&w.header, &w.unauthenticated, peer, &headers, |p| s.secrets.access(p, &w.secret)),
+        false => Err(Refused::Missing),
+    };
+    let needs = access::needed(&capability);
+    match access::decide(configured, opened, needs) {
+        Decision::Serve => {}
+        Decision::NotServed => {
+            let m = format!(
+                "the Lumos connector is not served here: no connector secret is configured ({} and/or {}; chart: connector.enabled=true)",
+                Access::Read.flag(),
+                Access::Unassign.flag()
+            );
+            return refusal(StatusCode::NOT_FOUND, ErrorCode::NotFound, &capability, &m);
         }
-        let m = format!("missing or wrong credentials: send the shared secret in the {} header", w.header.name());
-        return refusal(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &capability, &m);
+        Decision::Refused(refused) => {
+            tracing::warn!(?peer, ?refused, "connector call without a connector secret rejected");
+            if refused == Refused::TooMany {
+                let m = "too many calls with missing or wrong credentials from this address; try again in a minute";
+                return refusal(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimit, &capability, m);
+            }
+            let m = format!(
+                "missing or wrong credentials: send one of the connector's secrets (not the webhook's) in the {} header",
+                w.header.name()
+            );
+            return refusal(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, &capability, &m);
+        }
+        Decision::Forbidden { needs } => {
+            tracing::warn!(?peer, %capability, "connector call with a read secret refused a capability that removes access");
+            let m = format!(
+                "this secret may only read the access map; {capability} needs the connector's unassign secret ({}; chart: {})",
+                needs.flag(),
+                needs.chart_value()
+            );
+            return refusal(StatusCode::FORBIDDEN, ErrorCode::PermissionDenied, &capability, &m);
+        }
     }
     let Ok(_permit) = w.in_flight.try_acquire() else {
         return refusal(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RateLimit, &capability, "too many calls in flight");

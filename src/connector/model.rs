@@ -351,6 +351,33 @@ pub fn associations(grants: &[Grant]) -> BTreeMap<(String, String, String), Asso
     out
 }
 
+/// A sort key: what a page token continues after.
+pub type Key = Vec<String>;
+
+/// The cluster's access map at one moment, ordered for paging: every list a capability serves,
+/// by its sort key. Built once per change of the bindings and shared by every call that reads
+/// the same bindings; a page is then a range of it.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Accounts by `[account id]`.
+    pub accounts: BTreeMap<Key, Account>,
+    /// Entitlements and the bindings granting each, by `[resource id, entitlement id]`.
+    pub entitlements: BTreeMap<Key, (Entitlement, BTreeSet<BindingName>)>,
+    /// Associations by `[account id, resource id, entitlement id]`.
+    pub associations: BTreeMap<Key, Association>,
+}
+
+impl Snapshot {
+    /// The access map the grants make.
+    pub fn of(grants: &[Grant]) -> Snapshot {
+        Snapshot {
+            accounts: accounts(grants).into_iter().map(|(k, v)| (vec![k], v)).collect(),
+            entitlements: entitlements(grants).into_iter().map(|((r, e), v)| (vec![r, e], v)).collect(),
+            associations: associations(grants).into_iter().map(|((a, r, e), v)| (vec![a, r, e], v)).collect(),
+        }
+    }
+}
+
 /// The email a User name is, when it is one (`alice@example.com`, not `oidc:alice@…`).
 pub fn email_of(p: &Principal) -> Option<&str> {
     let Principal::User(name) = p else { return None };

@@ -2,6 +2,9 @@
 //! the last item sent, so the next page starts strictly after it: bindings added or removed
 //! between calls never shift, repeat or skip items that exist throughout (offsets would).
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +93,28 @@ where
     (page, None)
 }
 
+/// A page of a map's entries, and the key to continue after when more remain.
+pub type Range<'a, V> = (Vec<(&'a Vec<String>, &'a V)>, Option<Vec<String>>);
+
+/// One page of a map ordered by key: up to `size` entries whose key is after `after` (from the
+/// start when `None`), and the key to continue after when more remain. The same page as
+/// [`slice`] over the map's entries, reading only the page (and one more key).
+pub fn range<'a, V>(items: &'a BTreeMap<Vec<String>, V>, after: Option<&[String]>, size: usize) -> Range<'a, V> {
+    let rest = match after {
+        Some(a) => items.range::<[String], _>((Bound::Excluded(a), Bound::Unbounded)),
+        None => items.range::<[String], _>(..),
+    };
+    let mut page: Vec<_> = rest.take(size.saturating_add(1)).collect();
+    let next = match page.len() > size {
+        true => {
+            page.truncate(size);
+            page.last().map(|(k, _)| (*k).clone())
+        }
+        false => None,
+    };
+    (page, next)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +174,33 @@ mod tests {
         );
         assert_eq!(after("list_accounts", "not a token"), Err(TokenError::Malformed));
         assert_eq!(after("list_accounts", "e30"), Err(TokenError::Malformed)); // {}
+    }
+
+    /// A range of a map is the page `slice` makes of its entries, for every size and cursor,
+    /// cursors that are no key included (an item gone since, a token's key of another length).
+    #[test]
+    fn a_range_of_a_map_is_the_same_page_as_a_slice() {
+        let map: BTreeMap<Vec<String>, String> =
+            keys(9).into_iter().map(|(k, v)| (vec![k[0].clone(), "x".into()], v)).collect();
+        let cursors: Vec<Option<Vec<String>>> = std::iter::once(None)
+            .chain(map.keys().cloned().map(Some))
+            .chain([
+                Some(vec!["k003".into()]),
+                Some(vec!["k003a".into(), "x".into()]),
+                Some(vec!["k003".into(), "x".into(), "more".into()]),
+                Some(vec![]),
+                Some(vec!["zzz".into()]),
+            ])
+            .collect();
+        for size in [1, 2, 3, 8, 9, 10, 2000] {
+            for after in &cursors {
+                let want = slice(map.iter().map(|(k, v)| (k.clone(), v)), after.as_deref(), size);
+                let (page, next) = range(&map, after.as_deref(), size);
+                let got = (page.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), next);
+                assert_eq!(got, want, "size {size}, after {after:?}");
+            }
+        }
+        assert_eq!(range(&BTreeMap::<Vec<String>, ()>::new(), None, 1), (vec![], None));
     }
 
     #[test]

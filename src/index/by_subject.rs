@@ -33,17 +33,37 @@ struct State {
 /// What the index files of a binding: its id and its subjects' keys.
 pub(super) trait Filed: Resource<DynamicType = ()> {
     fn subject_keys(&self) -> Vec<SubjectKey>;
+    /// Whether `other` (the same binding, another version) grants exactly what this one does:
+    /// the same roleRef and subjects.
+    fn grants_as(&self, other: &Self) -> bool;
 }
 
 impl Filed for k8s_openapi::api::rbac::v1::RoleBinding {
     fn subject_keys(&self) -> Vec<SubjectKey> {
         keys_of(self.subjects.as_deref().unwrap_or_default(), self.metadata.namespace.as_deref()).collect()
     }
+    fn grants_as(&self, other: &Self) -> bool {
+        self.role_ref == other.role_ref && self.subjects == other.subjects
+    }
 }
 
 impl Filed for k8s_openapi::api::rbac::v1::ClusterRoleBinding {
     fn subject_keys(&self) -> Vec<SubjectKey> {
         keys_of(self.subjects.as_deref().unwrap_or_default(), None).collect()
+    }
+    fn grants_as(&self, other: &Self) -> bool {
+        self.role_ref == other.role_ref && self.subjects == other.subjects
+    }
+}
+
+/// Whether an event changes what the store's bindings grant, judged before the store applies it:
+/// a binding created, deleted, or changed in its roleRef or subjects, and a relist's end (its
+/// list replaces the store). A change of annotations or labels (the barrier's writes) is not.
+pub(super) fn changes_grants<K: Filed + Clone>(store: &Store<K>, ev: &Event<K>) -> bool {
+    match ev {
+        Event::Apply(obj) => store.get(&ObjectRef::from_obj(obj)).is_none_or(|old| !old.grants_as(obj)),
+        Event::Delete(_) | Event::InitDone => true,
+        Event::Init | Event::InitApply(_) => false,
     }
 }
 

@@ -306,3 +306,70 @@ async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_or_a_lost
     assert!(index.role_binding("team", "three").is_some() && index.role_binding("team", "one").is_none());
     stop.cancel();
 }
+
+/// The version moves when what the bindings grant changes (a binding created, changed in its
+/// subjects or roleRef, deleted; a relist), never for an annotation or label (the barrier's
+/// writes), and only once the store holds the change.
+#[tokio::test]
+async fn the_version_moves_with_what_the_bindings_grant_only() {
+    use futures::channel::mpsc;
+    use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+    use kube::runtime::watcher;
+    use tokio_util::sync::CancellationToken;
+
+    let (svc, _api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (rb_tx, rb_events) = mpsc::unbounded::<Result<Event<RoleBinding>, watcher::Error>>();
+    let (crb_tx, crb_events) = mpsc::unbounded::<Result<Event<ClusterRoleBinding>, watcher::Error>>();
+    let stop = CancellationToken::new();
+    let index = super::BindingIndex::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, &stop);
+    let rb = |name: &str, who: &[&str]| {
+        fixtures::role_binding("team", name).role("view").subjects(who.iter().map(|w| fixtures::user(w))).build()
+    };
+    let send = |ev: Event<RoleBinding>| rb_tx.unbounded_send(Ok(ev)).unwrap();
+    // Waits until the index has applied what was sent (the watches run on their own task).
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "{what}");
+    }
+    let subjects = |name: &str| index.role_binding("team", name).map(|b| b.subjects.clone().unwrap_or_default().len());
+
+    for ev in [Event::Init, Event::InitApply(rb("one", &["ann"])), Event::InitDone] {
+        send(ev);
+    }
+    crb_tx.unbounded_send(Ok(Event::Init)).unwrap();
+    crb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+    until("both listed", || index.is_watching() && index.role_binding("team", "one").is_some()).await;
+    let listed = index.version();
+    assert!(listed > 0, "a list is a change");
+
+    // Annotations and labels only (the barrier's writes; another tool's labels): no change. The
+    // sentinel binds no one, as the chart creates it.
+    let mut annotated = rb("one", &["ann"]);
+    annotated.metadata.annotations = Some([(BARRIER_ANNOTATION.to_string(), "me/1".to_string())].into());
+    annotated.metadata.labels = Some([("team".to_string(), "a".to_string())].into());
+    send(Event::Apply(annotated));
+    send(Event::Apply(sentinel("ops", "me/1")));
+    send(Event::Apply(sentinel("ops", "me/2")));
+    until("the sentinel", || index.role_binding("ops", SENTINEL).is_some()).await;
+    assert_eq!(index.version(), listed + 1, "a new binding (the sentinel) once, its barrier writes never");
+    let v = index.version();
+    // A subject added: a change, seen with the store already holding it.
+    send(Event::Apply(rb("one", &["ann", "bob"])));
+    until("bob added", || index.version() > v).await;
+    assert_eq!(subjects("one"), Some(2), "the store holds the change once the version moved");
+    assert_eq!(index.version(), v + 1);
+    // A roleRef changed: a change.
+    let mut edit = rb("one", &["ann", "bob"]);
+    edit.role_ref.name = "edit".into();
+    send(Event::Apply(edit));
+    until("the role changed", || index.version() == v + 2).await;
+    // Deleted: a change.
+    send(Event::Delete(rb("one", &["ann", "bob"])));
+    until("deleted", || index.version() == v + 3).await;
+    assert!(index.role_binding("team", "one").is_none());
+    stop.cancel();
+}

@@ -1,11 +1,16 @@
-//! The shared secret Lumos sends: read from a file (a mounted Secret), re-read when it changes,
-//! one secret per line (two during a rotation), compared in constant time.
+//! The shared secrets callers send: read from a file (a mounted Secret), re-read when it changes,
+//! one secret per line (two during a rotation), compared in constant time; a source that keeps
+//! sending wrong ones is refused for the rest of the minute ([`check`]). The webhook and the
+//! connector's HTTP endpoints each have their own files.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use axum::http::{HeaderMap, HeaderName, header};
+
+use super::Refused;
+use super::guard::PerSource;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -110,11 +115,11 @@ impl SecretFile {
         }
         match read(&self.path) {
             Ok(new) => {
-                tracing::info!(path = %self.path.display(), secrets = new.digests.len(), "webhook secret file reloaded");
+                tracing::info!(path = %self.path.display(), secrets = new.digests.len(), "secret file reloaded");
                 *loaded = new;
             }
             Err(e) => {
-                tracing::error!(error = %e, "webhook secret file is unusable: every secret is revoked and every call refused until it holds a valid one");
+                tracing::error!(error = %e, "secret file is unusable: every secret is revoked (of this file) and calls needing one refused until it holds a valid one");
                 *loaded = Loaded { stamp: now, digests: Vec::new() };
             }
         }
@@ -132,6 +137,45 @@ impl SecretFile {
         }
         bool::from(ok)
     }
+
+    /// Whether the two files hold a secret in common (as loaded last).
+    pub fn shares_a_secret_with(&self, other: &SecretFile) -> bool {
+        self.refresh();
+        other.refresh();
+        let mine = self.loaded.lock().unwrap_or_else(|e| e.into_inner()).digests.clone();
+        let theirs = other.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = subtle::Choice::from(0u8);
+        for (a, b) in mine.iter().flat_map(|a| theirs.digests.iter().map(move |b| (a, b))) {
+            shared |= a.ct_eq(b);
+        }
+        bool::from(shared)
+    }
+}
+
+/// Checks a call's credentials: the secret in `header`, accepted by `accept` (which says what it
+/// opens). A call without an accepted secret counts against its source address in `failures`;
+/// past that source's budget it is refused [`Refused::TooMany`] for the rest of the minute. An
+/// accepted secret always passes.
+pub fn check<T>(
+    header: &HeaderScheme,
+    failures: &PerSource,
+    peer: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    accept: impl FnOnce(&str) -> Option<T>,
+) -> Result<T, Refused> {
+    let refused = match header.extract(headers) {
+        Some(presented) => match accept(presented) {
+            Some(opened) => return Ok(opened),
+            None => Refused::Wrong,
+        },
+        None => Refused::Missing,
+    };
+    if let Some(ip) = peer
+        && !failures.take(ip)
+    {
+        return Err(Refused::TooMany);
+    }
+    Err(refused)
 }
 
 /// Where the secret is in the request: `Authorization: Bearer <secret>`, or the raw value of

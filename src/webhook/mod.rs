@@ -52,7 +52,8 @@ pub struct WebhookState {
     pub in_flight: tokio::sync::Semaphore,
     /// Records created at once (see [`RECORDING_AT_ONCE`]); the others wait their turn, in order.
     pub recording: tokio::sync::Semaphore,
-    /// Calls with missing or wrong credentials, per source address and minute; past it, 429.
+    /// Calls with missing or wrong credentials, per source address and minute (the webhook's and
+    /// the connector's together); past it, 429.
     pub unauthenticated: guard::PerSource,
     /// Requests recorded per minute; past it, FAILURE and nothing recorded.
     pub recorded: guard::PerMinute,
@@ -90,21 +91,10 @@ pub enum Refused {
 }
 
 impl WebhookState {
-    /// Checks the shared secret of a call (the webhook's and the connector's). A source that
-    /// keeps failing is refused `TooMany` for the rest of the minute; a correct secret always
-    /// passes.
+    /// Checks the webhook's shared secret of a call ([`auth::check`]). A source that keeps
+    /// failing is refused `TooMany` for the rest of the minute; a correct secret always passes.
     pub fn check_secret(&self, peer: Option<std::net::IpAddr>, headers: &axum::http::HeaderMap) -> Result<(), Refused> {
-        let refused = match self.header.extract(headers) {
-            Some(presented) if self.secret.verify(presented) => return Ok(()),
-            Some(_) => Refused::Wrong,
-            None => Refused::Missing,
-        };
-        if let Some(ip) = peer
-            && !self.unauthenticated.take(ip)
-        {
-            return Err(Refused::TooMany);
-        }
-        Err(refused)
+        auth::check(&self.header, &self.unauthenticated, peer, headers, |p| self.secret.verify(p).then_some(()))
     }
 }
 

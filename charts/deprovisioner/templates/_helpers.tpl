@@ -96,6 +96,51 @@ ClusterRole they bind. */}}
 {{- .Values.webhook.secret.key }}
 {{- end }}
 
+{{/* The Secrets holding the connector's read and unassign secrets. */}}
+{{- define "deprovisioner.connectorSecretName" -}}
+{{- if .Values.connector.secret.existingSecret }}
+{{- .Values.connector.secret.existingSecret }}
+{{- else }}
+{{- printf "%s-connector" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "deprovisioner.connectorUnassignSecretName" -}}
+{{- if .Values.connector.unassignSecret.existingSecret }}
+{{- .Values.connector.unassignSecret.existingSecret }}
+{{- else }}
+{{- printf "%s-connector-unassign" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/*
+A Secret holding one shared secret under `key`: the given value, else the one this Secret
+already holds (a generated secret is kept across upgrades: Lumos is configured with it), else 48
+random characters. Arguments: root, name, key, value, comment.
+*/}}
+{{- define "deprovisioner.sharedSecret" -}}
+{{- $secret := .value }}
+{{- if not $secret }}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- if and $existing $existing.data (hasKey $existing.data .key) }}
+{{- $secret = index $existing.data .key | b64dec }}
+{{- else }}
+{{- $secret = randAlphaNum 48 }}
+{{- end }}
+{{- end }}
+# {{ .comment }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  namespace: {{ .root.Release.Namespace }}
+  labels:
+    {{- include "deprovisioner.labels" .root | nindent 4 }}
+type: Opaque
+data:
+  {{ .key }}: {{ $secret | b64enc | quote }}
+{{- end }}
+
 {{- define "deprovisioner.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
@@ -121,6 +166,7 @@ ClusterRole they bind. */}}
 {{- fail "webhook.secret: set either value or existingSecret, not both" }}
 {{- end }}
 {{- include "deprovisioner.validateCredentials" . }}
+{{- include "deprovisioner.validateConnector" . }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled is true but ingress.host is empty: set the public host name Lumos calls" }}
 {{- end }}
@@ -144,11 +190,51 @@ ClusterRole they bind. */}}
 {{- if not (regexMatch "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$" .Values.webhook.header) }}
 {{- fail (printf "webhook.header must be an HTTP header name such as Authorization or X-Lumos-Secret, got %q" .Values.webhook.header) }}
 {{- end }}
-{{- with .Values.webhook.secret.value }}
-{{- range $i, $line := splitList "\n" (trimSuffix "\n" .) }}
-{{- if not (regexMatch "^[!-~]{16,}$" $line) }}
-{{- fail (printf "webhook.secret.value: line %d must be at least 16 printable characters without spaces (one secret per line, two during a rotation); the secret is not shown" (add1 $i)) }}
+{{- range $name, $value := dict "webhook.secret.value" .Values.webhook.secret.value "connector.secret.value" .Values.connector.secret.value "connector.unassignSecret.value" .Values.connector.unassignSecret.value }}
+{{- range $i, $line := splitList "\n" (trimSuffix "\n" $value) }}
+{{- if and $value (not (regexMatch "^[!-~]{16,}$" $line)) }}
+{{- fail (printf "%s: line %d must be at least 16 printable characters without spaces (one secret per line, two during a rotation); the secret is not shown" $name (add1 $i)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The connector's secrets are its own: never the webhook's (whoever holds that one would read the
+cluster's access map, or remove access, with it), each given one way, asked for only with the
+connector on. The operator refuses a connector file holding a webhook secret too.
+*/}}
+{{- define "deprovisioner.validateConnector" -}}
+{{- $c := .Values.connector }}
+{{- range $name, $s := dict "connector.secret" $c.secret "connector.unassignSecret" $c.unassignSecret }}
+{{- if and $s.value $s.existingSecret }}
+{{- fail (printf "%s: set either value or existingSecret, not both" $name) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.ingress.connector.enabled (not $c.enabled) }}
+{{- fail "ingress.connector.enabled is true but connector.enabled is false: turn the connector on (it then has secrets of its own) to expose it" }}
+{{- end }}
+{{- if and $c.unassignSecret.enabled (not $c.enabled) }}
+{{- fail "connector.unassignSecret.enabled is true but connector.enabled is false" }}
+{{- end }}
+{{- if $c.enabled }}
+{{- $webhook := printf "%s/%s" (include "deprovisioner.secretName" .) (include "deprovisioner.secretKey" .) }}
+{{- $read := printf "%s/%s" (include "deprovisioner.connectorSecretName" .) $c.secret.key }}
+{{- $unassign := printf "%s/%s" (include "deprovisioner.connectorUnassignSecretName" .) $c.unassignSecret.key }}
+{{- if eq $read $webhook }}
+{{- fail "connector.secret must not be the webhook's secret (the same Secret and key): the connector has secrets of its own" }}
+{{- end }}
+{{- if and $c.unassignSecret.enabled (eq $unassign $webhook) }}
+{{- fail "connector.unassignSecret must not be the webhook's secret (the same Secret and key): the connector has secrets of its own" }}
+{{- end }}
+{{- if and $c.unassignSecret.enabled (eq $unassign $read) }}
+{{- fail "connector.unassignSecret must not be connector.secret (the same Secret and key): the read secret would remove access too" }}
+{{- end }}
+{{- if and $c.secret.value (eq $c.secret.value $.Values.webhook.secret.value) }}
+{{- fail "connector.secret.value must not be the webhook's secret: the connector has secrets of its own" }}
+{{- end }}
+{{- if and $c.unassignSecret.value (or (eq $c.unassignSecret.value $.Values.webhook.secret.value) (eq $c.unassignSecret.value $c.secret.value)) }}
+{{- fail "connector.unassignSecret.value must differ from the webhook's secret and from connector.secret" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -160,9 +246,19 @@ every value of every release, secrets included), whatever the chart's name or re
 */}}
 {{- define "deprovisioner.validateCredentials" -}}
 {{- $webhook := include "deprovisioner.secretName" . }}
+{{- $connector := list }}
+{{- if .Values.connector.enabled }}
+{{- $connector = append $connector (include "deprovisioner.connectorSecretName" .) }}
+{{- if .Values.connector.unassignSecret.enabled }}
+{{- $connector = append $connector (include "deprovisioner.connectorUnassignSecretName" .) }}
+{{- end }}
+{{- end }}
 {{- range .Values.rbac.credentials.secretNames }}
 {{- if eq . $webhook }}
 {{- fail (printf "rbac.credentials.secretNames must not list %q: it is the webhook Secret (the operator reads it as a file; a policy could send it to another system)" .) }}
+{{- end }}
+{{- if has . $connector }}
+{{- fail (printf "rbac.credentials.secretNames must not list %q: it is a connector Secret (the operator reads it as a file; a policy could send it to another system)" .) }}
 {{- end }}
 {{- end }}
 {{- range $field, $names := dict "secretNames" .Values.rbac.credentials.secretNames "configMapNames" .Values.rbac.credentials.configMapNames }}

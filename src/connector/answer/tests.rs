@@ -5,13 +5,13 @@ use crate::connector::page::DEFAULT_SIZE;
 use crate::fixtures::{cluster_role_binding, group, role_binding, service_account, user};
 use crate::plan::subject::Protected;
 
-fn grants() -> Vec<Grant> {
+fn grants() -> Snapshot {
     let rbs = vec![
         role_binding("team-a", "devs").role("edit").subjects([user("alice@example.com"), group("devs")]).build(),
         role_binding("team-b", "ci").role_ref("Role", "deployer").subjects([service_account("builder")]).build(),
     ];
     let crbs = vec![cluster_role_binding("admins").role("cluster-admin").subjects([user("bob")]).build()];
-    model::grants(&rbs, &crbs, &Protected::default())
+    Snapshot::of(&model::grants(&rbs, &crbs, &Protected::default()))
 }
 
 fn first(size: usize) -> Paging {
