@@ -99,6 +99,27 @@ enum VerifyError {
     NoPolicies(String),
     #[error("the API server did not answer within {0:?}")]
     TimedOut(Duration),
+    #[error("the authorizer could not decide: {0}")]
+    Undecided(String),
+}
+
+/// Why a denial is no answer: the authorizer says it could not evaluate (`evaluationError`),
+/// for more than RBAC's own "role not found" about some binding whose role is missing (which
+/// every authorizer chain reports whenever such a binding is in the namespace, and which does
+/// not change what RBAC allows). `None`: the answer stands.
+fn undecided(allowed: bool, evaluation_error: Option<&str>) -> Option<String> {
+    let e = evaluation_error.map(str::trim).filter(|e| !allowed && !e.is_empty())?;
+    let parts = e.trim_start_matches('[').trim_end_matches(']').split(", ");
+    let role_missing = |p: &str| {
+        let rest = p
+            .strip_prefix("clusterrole.rbac.authorization.k8s.io \"")
+            .or_else(|| p.strip_prefix("role.rbac.authorization.k8s.io \""));
+        rest.and_then(|r| r.strip_suffix("\" not found")).is_some_and(|name| !name.contains('"'))
+    };
+    match parts.into_iter().all(role_missing) {
+        true => None,
+        false => Some(text::clip_to(e, 240)),
+    }
 }
 
 impl VerifyError {
@@ -106,7 +127,11 @@ impl VerifyError {
     /// forbidden: RBAC may be changing). What the policies say does not change by asking again.
     fn is_transient(&self) -> bool {
         match self {
-            VerifyError::Read { .. } | VerifyError::Review(_) | VerifyError::List(_) | VerifyError::TimedOut(_) => true,
+            VerifyError::Read { .. }
+            | VerifyError::Review(_)
+            | VerifyError::List(_)
+            | VerifyError::TimedOut(_)
+            | VerifyError::Undecided(_) => true,
             VerifyError::Plan(_) | VerifyError::NoPolicies(_) => false,
         }
     }
@@ -447,6 +472,11 @@ async fn ask_all(
                     let sent = started.elapsed();
                     let done = api.create(&PostParams::default(), &sar).await.map_err(VerifyError::Review)?;
                     let st = done.status.unwrap_or_default();
+                    // A denial the authorizer could not decide (a webhook authorizer that failed)
+                    // proves nothing: the question was not answered.
+                    if let Some(e) = undecided(st.allowed, st.evaluation_error.as_deref()) {
+                        return Err(VerifyError::Undecided(e));
+                    }
                     let reason = Some(st.reason.unwrap_or_default()).filter(|r| !r.is_empty());
                     Ok::<_, VerifyError>((i, st.allowed, reason, sent))
                 }

@@ -482,16 +482,16 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
             }
         }
     }
-    // Each binding but the sentinels names the operator's ServiceAccount and the object of its
-    // own name.
+    // Each binding but the sentinels names the object of its own name and one ServiceAccount:
+    // Lumos's agent's binding the agent, every other one the operator.
     let binds = |o: &&Value| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding";
     for b in rbac.iter().filter(binds).filter(|o| o["metadata"]["name"] != sentinel) {
         assert_eq!(b["roleRef"]["name"], b["metadata"]["name"], "{b}");
-        assert_eq!(
-            b["subjects"],
-            json!([{"kind": "ServiceAccount", "name": "deprovisioner", "namespace": "deprovisioner"}]),
-            "{b}"
-        );
+        let sa = match b["metadata"]["name"].as_str() {
+            Some("deprovisioner-lumos-agent") => "deprovisioner-lumos-agent",
+            _ => "deprovisioner",
+        };
+        assert_eq!(b["subjects"], json!([{"kind": "ServiceAccount", "name": sa, "namespace": "deprovisioner"}]), "{b}");
     }
     // Listed credentials: `get` on exactly those names, in the release namespace only; the
     // master switch off grants nothing even with names listed.

@@ -724,16 +724,32 @@ async fn only_the_operator_may_record_a_request_as_the_connector() {
         let err = api.create(&dry, &fixtures::request(&unique("forged"), forged)).await.unwrap_err();
         assert!(err.to_string().contains(says), "{source:?}: {err}");
     }
-    // Lumos's agent records connector requests, and nothing else.
+    // Lumos's agent records what unassign_entitlement records, and nothing wider: not another
+    // source, not another app (whose policies could reach other users or external accounts), not
+    // another user, target or entitlement count.
     let agent = Api::<DeprovisionRequest>::all(client_for(&cluster().kubeconfig_as("deprovisioner-lumos-agent")).await);
     agent.create(&dry, &fixtures::request(&unique("agent"), spec.clone())).await.unwrap();
+    let mut wider: Vec<(&str, deprovisioner::crd::DeprovisionRequestSpec)> = vec![];
     for source in [RequestSource::Manual, RequestSource::LumosWebhook] {
-        let mut other = spec.clone();
-        other.source = source;
+        wider.push(("another source", deprovisioner::crd::DeprovisionRequestSpec { source, ..spec.clone() }));
+    }
+    let mut other_app = spec.clone();
+    other_app.application.app_id = Some("payments".into());
+    wider.push(("another app", other_app));
+    let mut other_target = spec.clone();
+    other_target.target_user.email = "User:someone-else@example.com".into();
+    wider.push(("a target that is not the account", other_target));
+    let mut whole_app = spec.clone();
+    whole_app.permissions.clear();
+    wider.push(("no entitlement (the whole app)", whole_app));
+    let mut more_fields = spec.clone();
+    more_fields.custom_fields.insert("username".into(), "victim".into());
+    wider.push(("other custom fields", more_fields));
+    for (what, other) in wider {
         let err = agent.create(&dry, &fixtures::request(&unique("agent"), other)).await.unwrap_err();
         assert!(
             err.to_string().contains("Lumos's agent") || err.to_string().contains("only the deprovisioner webhook"),
-            "{source:?}: {err}"
+            "{what}: {err}"
         );
     }
 }

@@ -48,14 +48,20 @@ pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -
         held = turn => held,
         _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
     };
-    let done = reconcile_held(&name, ctx.clone()).await;
+    let done = reconcile_held(&name, obj.uid().as_deref(), ctx.clone()).await;
     ctx.local.release(held);
     done
 }
 
-async fn reconcile_held(name: &str, ctx: Arc<Context>) -> Result<Action, Error> {
+/// `uid`: the request this reconcile is for. A copy kept for another request of the same name (a
+/// record deleted and created again, e.g. the same call sent again) is forgotten, not worked.
+async fn reconcile_held(name: &str, uid: Option<&str>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
-    let fresh = match ctx.local.known(name) {
+    let known = ctx.local.known(name);
+    if known.as_ref().is_some_and(|o| o.uid().as_deref() != uid) {
+        ctx.local.forget(name);
+    }
+    let fresh = match known.filter(|o| o.uid().as_deref() == uid) {
         Some(o) => o,
         None => match api.get_opt(name).await {
             Ok(Some(o)) => o,

@@ -426,6 +426,14 @@ async fn plan_again(
     let Some(request) = requests.get_opt(&hit.request).await.map_err(read("the request".into()))? else {
         return Ok((vec![], vec![]));
     };
+    // Only for the request that made the removal: one deleted and created again under its name
+    // (another person, a dry run) plans nothing here.
+    if hit.request_uid.is_some() && request.metadata.uid != hit.request_uid {
+        return Err(format!("deprovisionrequest/{} is another request now (deleted and created again)", hit.request));
+    }
+    if request.spec.dry_run {
+        return Err("the request is a dry run, which changes nothing".into());
+    }
     let (kind, ns, name) = &hit.binding;
     let mut observed = Observed::default();
     match (kind, ns) {

@@ -559,3 +559,29 @@ async fn a_controller_stopped_before_its_first_list_ends_and_one_after_it_is_wai
     finished.send(()).unwrap();
     assert_eq!(waited.await.unwrap(), Duration::from_secs(30), "until it ends by itself");
 }
+
+/// A record deleted and created again under its name (the same call sent again) is another
+/// request: the copy this controller kept of the old one (finished) is not taken for the new one,
+/// which is read afresh and worked.
+#[tokio::test]
+async fn a_kept_copy_of_another_request_under_the_same_name_is_read_afresh() {
+    let (ctx, api) = ctx(Duration::from_secs(900));
+    let mut old = request();
+    old.metadata.uid = Some("uid-old".into());
+    old.status = Some(DeprovisionRequestStatus {
+        phase: Phase::Succeeded,
+        completed_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        ..Default::default()
+    });
+    ctx.local.remember(&old);
+    let mut new = request();
+    new.metadata.uid = Some("uid-new".into());
+    let mut done = new.clone();
+    done.status = Some(DeprovisionRequestStatus { phase: Phase::Failed, ..Default::default() });
+    // One read of the new request (here found finished already): without it, the old copy
+    // would answer "finished" and the new request would never be worked.
+    let server = api.fresh_read(&done).run();
+    reconcile(Arc::new(new), ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    assert!(ctx.local.known("req").is_none_or(|o| o.metadata.uid.as_deref() != Some("uid-old")));
+}

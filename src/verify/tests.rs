@@ -307,6 +307,16 @@ fn verdicts_and_sentences() {
     v.on_residual_access = ResidualAccessRule::Report;
     v.on_unverified = UnverifiedRule::Fail;
     assert!(fails(&v), "onResidualAccess: Report does not excuse a verification that could not be made");
+
+    // Access the authorizer confirmed, then a later step failed: still access that remains, and
+    // opting out of unverified answers does not excuse it.
+    let reason = r#"RBAC: allowed by ClusterRoleBinding "team-admins" of ClusterRole "admin" to User "ann@x.io""#;
+    let mut v = verification(vec![review(true, Some(reason))], vec![]);
+    v.error = Some("listing bindings: timed out".into());
+    v.on_unverified = UnverifiedRule::Report;
+    assert_eq!(Verdict::of(&v), Verdict::AccessRemains);
+    assert!(fails(&v));
+    assert!(sentence(&v).starts_with("still allowed to update deployments.apps"), "{}", sentence(&v));
 }
 
 #[test]
@@ -560,4 +570,18 @@ async fn a_verification_that_could_not_be_made_is_tried_again_within_its_bound()
     assert!(sentence(&v).starts_with("removed, but not verified: reading ClusterRole edit"), "{}", sentence(&v));
     drop(client);
     assert_eq!(answered.await.unwrap(), (6, 0));
+}
+
+/// A denial the authorizer could not decide is no answer; RBAC's own "role not found" about a
+/// binding whose role is missing is noise, not a failure to decide.
+#[test]
+fn an_undecided_denial_is_no_answer() {
+    assert_eq!(undecided(false, None), None);
+    assert_eq!(undecided(false, Some("")), None);
+    assert_eq!(undecided(true, Some("webhook authorizer: connection refused")), None, "an allow stands");
+    let noise = r#"[clusterrole.rbac.authorization.k8s.io "gone" not found, role.rbac.authorization.k8s.io "reader" not found]"#;
+    assert_eq!(undecided(false, Some(noise)), None);
+    assert_eq!(undecided(false, Some(r#"role.rbac.authorization.k8s.io "reader" not found"#)), None);
+    let webhook = r#"[role.rbac.authorization.k8s.io "reader" not found, Post "https://authz.example/": dial tcp: connection refused]"#;
+    assert!(undecided(false, Some(webhook)).unwrap().contains("connection refused"));
 }

@@ -16,12 +16,13 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// The verdict of `v`.
+    /// The verdict of `v`. Access the authorizer confirmed outranks a later step that failed
+    /// (the residual search): what was confirmed is never hidden behind "not verified".
     pub fn of(v: &Verification) -> Verdict {
-        if v.error.is_some() {
-            Verdict::NotVerified
-        } else if v.reviews.iter().any(|r| r.allowed) {
+        if v.reviews.iter().any(|r| r.allowed) {
             Verdict::AccessRemains
+        } else if v.error.is_some() {
+            Verdict::NotVerified
         } else {
             Verdict::NoRemainingAccess
         }
@@ -88,10 +89,10 @@ fn via(v: &Verification, r: &Review) -> String {
 /// `still allowed to update deployments in team-a via ClusterRoleBinding team-admins (not
 /// covered by policy demo-app)`.
 pub fn sentence(v: &Verification) -> String {
-    if let Some(e) = &v.error {
+    let allowed: Vec<&Review> = v.reviews.iter().filter(|r| r.allowed).collect();
+    if let (Some(e), true) = (&v.error, allowed.is_empty()) {
         return format!("removed, but not verified: {e}");
     }
-    let allowed: Vec<&Review> = v.reviews.iter().filter(|r| r.allowed).collect();
     if let Some(first) = allowed.first() {
         let more = match allowed.len() {
             1 => String::new(),

@@ -33,6 +33,8 @@ pub struct Removed {
 /// What one finished request removed, and what has come back since.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Watched {
+    /// The request's UID: a request created later under its name is another one.
+    pub uid: Option<String>,
     /// The request's app id (for the metric).
     pub app: String,
     /// The bindings it removed someone from (from its plan and results), by name.
@@ -53,6 +55,8 @@ pub struct Watched {
 pub struct Hit {
     /// The request that removed it.
     pub request: String,
+    /// That request's UID (`None`: not known).
+    pub request_uid: Option<String>,
     /// The binding.
     pub binding: BindingKey,
     /// Its UID now.
@@ -134,6 +138,7 @@ pub fn watched(r: &DeprovisionRequest, since: &Time) -> Option<Watched> {
         }
     }
     Some(Watched {
+        uid: r.metadata.uid.clone(),
         app: r.spec.application.app_id.clone().unwrap_or_default(),
         removed_from,
         principals,
@@ -253,6 +258,7 @@ impl Watchlist {
             w.present.insert(key.clone(), Some(uid.clone()));
             hits.push(Hit {
                 request: request.clone(),
+                request_uid: w.uid.clone(),
                 binding: key.clone(),
                 uid: uid.clone(),
                 origin,
