@@ -38,11 +38,14 @@ nodedir="$cache/node-$K8S_VERSION-$(cat "$nodesrc/go.sum" "$nodesrc/pause/main.g
 imagekey=$(sha256sum "$here/scripts/oci-image" | cut -c1-12)
 # The ingress controller: Traefik's own command, built from hack/ingress (see its README.md) with
 # lego (Traefik's ACME library) copied in without its DNS providers, checked against this hash.
+# Its cache key covers every input: hack/ingress's files, lego's version and hash, and the steps
+# of build_ingress below (read from this file).
 TRAEFIK_VERSION=v3.7.13
 LEGO_VERSION=v5.4.1
 LEGO_SUM=h1:Jt6xAP9xQrJ3SLLGgxejfDDd3pzdrmuLCWe4oTqHHQc=
 ingresssrc="$here/hack/ingress"
-ingressdir="$cache/ingress-traefik-$TRAEFIK_VERSION-$( (cd "$ingresssrc" && find . -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum; echo "$LEGO_VERSION $LEGO_SUM") | sha256sum | cut -c1-12)"
+ingressdir="$cache/ingress-traefik-$TRAEFIK_VERSION-$( (cd "$ingresssrc" && find . -type f ! -name '*.md' | LC_ALL=C sort | xargs sha256sum
+  echo "$LEGO_VERSION $LEGO_SUM"; sed -n '/^build_ingress() {$/,/^}$/p' "$here/scripts/node.sh") | sha256sum | cut -c1-12)"
 INGRESS_CLASS=traefik
 
 # What `up --node` needs from Debian, by command (or file) and package.
@@ -112,6 +115,9 @@ build_ingress() {
     chmod -R u+w "$tmp/src/lego"
     cp "$ingresssrc/_lego/zz_gen_dns_providers.go" "$tmp/src/lego/providers/dns/"
     rm -f "$tmp/src/lego/providers/dns/dns_providers_test.go"
+    # Our go-http-auth module (hack/ingress/goauth) is tested before Traefik is built on it.
+    (cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go test -count=1 github.com/abbot/go-http-auth) \
+      || { log "hack/ingress/goauth: its tests fail"; rm -rf "$tmp"; return 1; }
     (cd "$tmp/src" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath \
       -ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION" \
       -o "$tmp/traefik" github.com/traefik/traefik/v3/cmd/traefik) || { rm -rf "$tmp"; return 1; }

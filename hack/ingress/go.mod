@@ -4,7 +4,8 @@
 //   - github.com/traefik/traefik/dynamic/ext: a nested module of Traefik's repository, left out of the
 //     published zip; ./ext holds its two empty types, as the open-source build has them;
 //   - github.com/abbot/go-http-auth: Traefik uses its fork github.com/containous/go-http-auth, whose
-//     version the proxy refuses; ./go-http-auth is that fork's source (branch fork-version-02);
+//     version the proxy refuses; ./goauth (ours) is upstream v0.4.0 from the proxy, required under a
+//     second path, plus the two functions Traefik calls that only the fork has;
 //   - github.com/go-acme/lego/v5: lego v5.4.1 as the proxy serves it, copied to ./lego by the build
 //     script with providers/dns/zz_gen_dns_providers.go replaced by _lego/ (no ACME DNS provider),
 //     so the providers whose modules the proxy refuses are never loaded. ./lego is not committed.
@@ -14,9 +15,15 @@ go 1.26.0
 
 require github.com/traefik/traefik/v3 v3.7.13
 
+require deprovisioner.dev/upstream/go-http-auth v0.4.0 // indirect
+
 replace github.com/traefik/traefik/dynamic/ext => ./ext
 
-replace github.com/abbot/go-http-auth => ./go-http-auth
+replace github.com/abbot/go-http-auth => ./goauth
+
+// Upstream go-http-auth v0.4.0 as the proxy serves it (go.sum pins it), under a path of its own
+// so that ./goauth, which takes its place, can import it.
+replace deprovisioner.dev/upstream/go-http-auth => github.com/abbot/go-http-auth v0.4.0
 
 replace github.com/go-acme/lego/v5 => ./lego
 
