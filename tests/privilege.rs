@@ -160,6 +160,7 @@ async fn the_authorizer_says_what_each_identity_may_do() {
         ("list", "", "namespaces", None, true, true),
         ("create", ours, "deprovisionrequests", None, true, true),
         ("get", ours, "deprovisionrequests", None, true, true),
+        ("list", ours, "deprovisionrequests", None, true, true),
         ("delete", ours, "deprovisionrequests", None, true, false),
         ("update", ours, "deprovisionrequests/status", None, true, false),
         ("update", ours, "deprovisionpolicies", None, false, false),

@@ -582,6 +582,7 @@ async fn a_kept_copy_of_another_request_under_the_same_name_is_read_afresh() {
     // would answer "finished" and the new request would never be worked.
     let server = api.fresh_read(&done).run();
     reconcile(Arc::new(new), ctx.clone()).await.unwrap();
-    server.await.unwrap();
     assert!(ctx.local.known("req").is_none_or(|o| o.metadata.uid.as_deref() != Some("uid-old")));
+    drop(ctx); // the mocked API server ends when its last client goes
+    server.await.unwrap();
 }
