@@ -77,7 +77,9 @@ pub fn own_cluster() -> &'static Cluster {
 
 impl Cluster {
     /// Starts etcd and kube-apiserver (torn down when the test process exits, however it exits),
-    /// installs the CRDs from `crds/` and the operator's RBAC from `deploy/rbac.yaml`.
+    /// installs the CRDs from `crds/` and the operator's RBAC from `deploy/rbac.yaml`. The
+    /// Kubernetes version is the one `DEPROVISIONER_K8S` selects (`oldest`, or the newest when
+    /// unset), read by `scripts/control-plane` from this process's environment.
     pub fn start() -> Cluster {
         let dir = tempfile::Builder::new().prefix("deprovisioner-test-").tempdir().unwrap().keep();
         let out = Command::new(repo().join("scripts/control-plane"))
