@@ -162,30 +162,29 @@ pub async fn verify(client: &Client, index: Option<&BindingIndex>, memory: &Memo
         error: None,
     };
     let started = tokio::time::Instant::now();
-    let mut failures: Vec<String> = vec![];
+    // Attempts that failed, and the last one's error.
+    let (mut failed, mut last) = (0usize, String::new());
     let mut pause = RETRY_FIRST_PAUSE;
     let v = loop {
         let mut v = fresh();
-        let left = (started + RETRY_WITHIN).saturating_duration_since(tokio::time::Instant::now());
-        let checked =
-            match tokio::time::timeout(left.max(ATTEMPT_AT_LEAST), check(client, index, memory, req, &matched, &mut v))
-                .await
-            {
-                Ok(checked) => checked,
-                Err(_) => Err(VerifyError::TimedOut(RETRY_WITHIN)),
-            };
+        let given =
+            (started + RETRY_WITHIN).saturating_duration_since(tokio::time::Instant::now()).max(ATTEMPT_AT_LEAST);
+        let checked = match tokio::time::timeout(given, check(client, index, memory, req, &matched, &mut v)).await {
+            Ok(checked) => checked,
+            Err(_) => Err(VerifyError::TimedOut(given)),
+        };
         let Err(e) = checked else {
-            if let Some(last) = failures.last() {
-                let n = failures.len();
-                v.notes.push(text::clip(format!("verified after {n} failed attempt(s); the last: {last}")));
+            if failed > 0 {
+                v.notes.push(text::clip(format!("verified after {failed} failed attempt(s); the last: {last}")));
             }
             break v;
         };
-        failures.push(e.to_string());
+        failed += 1;
+        last = e.to_string();
         let again_at = tokio::time::Instant::now() + pause;
         if !e.is_transient() || again_at >= started + RETRY_WITHIN {
-            tracing::warn!(error = %e, attempts = failures.len(), "verification could not be made");
-            let tried = match failures.len() {
+            tracing::warn!(error = %e, attempts = failed, "verification could not be made");
+            let tried = match failed {
                 1 => String::new(),
                 n => format!(" ({n} attempts in {:.1}s)", started.elapsed().as_secs_f64()),
             };
