@@ -21,4 +21,5 @@ pub mod plan;
 pub mod policies;
 pub mod text;
 pub mod verify;
+pub mod view;
 pub mod webhook;

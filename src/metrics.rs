@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -47,6 +48,62 @@ pub struct AppLabels {
     pub app: String,
 }
 
+/// Labels of a watch of the view (`bindings`, `clusterbindings`, `policies`, `namespaces`,
+/// `requests`) in one of its states.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchStateLabels {
+    /// Which watch.
+    pub watch: &'static str,
+    /// `listing`, `live`, `resuming` or `lost` (see `view::health`).
+    pub state: &'static str,
+}
+
+/// Labels of a watch of the view.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// Which watch.
+    pub watch: &'static str,
+}
+
+/// Labels of a barrier that did not pass.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FallbackLabels {
+    /// Which watch.
+    pub watch: &'static str,
+    /// `not_live` (listing or lost), `write` (the sentinel could not be written), `slow`.
+    pub reason: &'static str,
+}
+
+/// Labels of a read of bindings, policies or namespaces.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    /// Who read: `plan`, `verify`, `connector`, `regrant`, `exec`.
+    pub reader: &'static str,
+    /// `view` (served from memory) or `api` (listed from the API server).
+    pub source: &'static str,
+}
+
+/// Labels of a hand-off from the webhook to the controller in the same process.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandoffLabels {
+    /// `taken`, or `refused` (no controller here, or its queue was full: the watch brings it).
+    pub outcome: &'static str,
+}
+
+/// Labels of the API budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabels {
+    /// `create`, `status`, `review`, `event`, `other`.
+    pub priority: &'static str,
+}
+
+/// Labels of a verification's verdict.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// `verified`, `access_remains`, or `unverified` (the checks could not be made).
+    pub verdict: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -63,6 +120,38 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// Removed access that came back, by app.
     pub regrants: Family<AppLabels, Counter>,
+    /// Calls answered without a finished record because their deadline came (`Still in progress`).
+    pub webhook_deadline_reached: Counter,
+    /// Time of one reconcile of a request.
+    pub reconcile_seconds: Histogram,
+    /// 1 for each watch's current state, 0 for the others.
+    pub watch_state: Family<WatchStateLabels, Gauge>,
+    /// Time a consistent read waited for its barrier, by watch.
+    pub barrier_seconds: Family<WatchLabels, Histogram>,
+    /// Barriers that did not pass (the reader then listed from the API server), by watch and why.
+    pub barrier_fallbacks: Family<FallbackLabels, Counter>,
+    /// Reads of bindings, policies or namespaces, by reader and where they were served from.
+    pub reads: Family<ReadLabels, Counter>,
+    /// Hand-offs from the webhook to the controller in the same process.
+    pub handoffs: Family<HandoffLabels, Counter>,
+    /// Events dropped because their queue was full (the status is the record; Events announce it).
+    pub events_dropped: Counter,
+    /// The authorizer's learned cache lag: how long a verification waits before its first
+    /// question while others ask.
+    pub authorizer_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// API requests waiting for the budget, by priority.
+    pub budget_queued: Family<PriorityLabels, Gauge>,
+    /// Time an API request waited for the budget, by priority.
+    pub budget_wait_seconds: Family<PriorityLabels, Histogram>,
+    /// Verifications by verdict.
+    pub verifications: Family<VerdictLabels, Counter>,
+    /// 1 while this replica holds the Lease (runs the controllers), else 0.
+    pub leader: Gauge,
+}
+
+/// Buckets of a short wait or call: 1 ms to about 16 s.
+fn short_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 impl Metrics {
@@ -85,6 +174,50 @@ impl Metrics {
             "Removed access that came back after a request finished, by app",
             regrants.clone(),
         );
+        let webhook_deadline_reached = Counter::default();
+        registry.register(
+            "webhook_deadline_reached",
+            "Calls answered before their record finished because the deadline came",
+            webhook_deadline_reached.clone(),
+        );
+        let reconcile_seconds = short_buckets();
+        registry.register("reconcile_seconds", "Time of one reconcile of a request", reconcile_seconds.clone());
+        let watch_state = Family::<WatchStateLabels, Gauge>::default();
+        registry.register("watch_state", "1 for each watch's current state", watch_state.clone());
+        let barrier_seconds =
+            Family::<WatchLabels, Histogram>::new_with_constructor(short_buckets as fn() -> Histogram);
+        registry.register("barrier_seconds", "Time a consistent read waited for its barrier", barrier_seconds.clone());
+        let barrier_fallbacks = Family::<FallbackLabels, Counter>::default();
+        registry.register(
+            "barrier_fallbacks",
+            "Barriers that did not pass; the reader listed from the API server",
+            barrier_fallbacks.clone(),
+        );
+        let reads = Family::<ReadLabels, Counter>::default();
+        registry.register("reads", "Reads of bindings, policies or namespaces, by reader and source", reads.clone());
+        let handoffs = Family::<HandoffLabels, Counter>::default();
+        registry.register("handoffs", "Hand-offs from the webhook to the controller here", handoffs.clone());
+        let events_dropped = Counter::default();
+        registry.register("events_dropped", "Events dropped because their queue was full", events_dropped.clone());
+        let authorizer_lag_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "authorizer_lag_seconds",
+            "The authorizer's learned cache lag (first wait of a verification under load)",
+            authorizer_lag_seconds.clone(),
+        );
+        let budget_queued = Family::<PriorityLabels, Gauge>::default();
+        registry.register("budget_queued", "API requests waiting for the budget, by priority", budget_queued.clone());
+        let budget_wait_seconds =
+            Family::<PriorityLabels, Histogram>::new_with_constructor(short_buckets as fn() -> Histogram);
+        registry.register(
+            "budget_wait_seconds",
+            "Time an API request waited for the budget, by priority",
+            budget_wait_seconds.clone(),
+        );
+        let verifications = Family::<VerdictLabels, Counter>::default();
+        registry.register("verifications", "Verifications by verdict", verifications.clone());
+        let leader = Gauge::default();
+        registry.register("leader", "1 while this replica holds the Lease", leader.clone());
         Arc::new(Metrics {
             registry,
             webhook_answers,
@@ -93,6 +226,19 @@ impl Metrics {
             requests_finished,
             reconcile_errors,
             regrants,
+            webhook_deadline_reached,
+            reconcile_seconds,
+            watch_state,
+            barrier_seconds,
+            barrier_fallbacks,
+            reads,
+            handoffs,
+            events_dropped,
+            authorizer_lag_seconds,
+            budget_queued,
+            budget_wait_seconds,
+            verifications,
+            leader,
         })
     }
 
