@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 use deprovisioner::cli::{Cli, Command, ConnectorArgs, LogFormat, RunArgs};
 use deprovisioner::controller::{self, Settings, Shared};
-use deprovisioner::finished::{self, Finished};
+use deprovisioner::finished::Finished;
 use deprovisioner::index::BindingIndex;
 use deprovisioner::leader::{self, LeaseSettings};
 use deprovisioner::metrics::Metrics;
@@ -230,10 +230,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         finished: Finished::new(),
         handoff: Default::default(),
     };
-    tokio::spawn(finished::watch(
+    tokio::spawn(deprovisioner::view::requests::watch(
         client.clone(),
         shared.finished.clone(),
         controller::unfinished_selector(),
+        metrics.clone(),
         stop.clone(),
     ));
     let state = Arc::new(WebhookState {

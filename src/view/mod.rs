@@ -3,3 +3,4 @@
 //! and one consistent-read barrier. Readers ask the view; none reads a watch's flags.
 
 pub mod health;
+pub mod requests;

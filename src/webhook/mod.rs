@@ -14,6 +14,7 @@ pub mod naming;
 pub mod payload;
 pub mod server;
 pub mod submit;
+pub mod wait;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

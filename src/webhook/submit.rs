@@ -8,16 +8,9 @@ use kube::{Api, ResourceExt};
 
 use super::answer::LumosAnswer;
 use super::guard::PerMinute;
+use super::wait::{self, Answer, Read};
 use super::{WebhookState, naming, short_error};
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, DeprovisionRequestStatus, RequestSource};
-
-/// How long before the deadline a call still waiting reads its record once more, so its answer
-/// is true even if a wake-up was missed; unless the watch of unfinished requests is live and
-/// says the request is still under way: then the call waits to be told until [`LAST_MOMENT`].
-const LAST_LOOK: std::time::Duration = std::time::Duration::from_millis(300);
-
-/// How long before the deadline a call whose request the watch says is under way stops waiting.
-const LAST_MOMENT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Records the request, then waits until it is terminal or the deadline passes; the Lumos answer.
 pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, arrived: Instant) -> LumosAnswer {
@@ -80,7 +73,7 @@ pub async fn record_and_wait(
         recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)
     }?;
     let (name, uid) = (submitted.name().to_string(), submitted.uid().to_string());
-    let mut finished = s.finished.wait(&uid, &name);
+    let awaited = s.finished.wait(&uid);
     let handed = match submitted {
         Submitted::Created(obj) => s.handoff.give(*obj, arrived),
         Submitted::Attached { .. } => false,
@@ -89,33 +82,31 @@ pub async fn record_and_wait(
         s.finished.worked_here(&uid);
     }
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
-    let told = match tokio::time::timeout_at(deadline - LAST_LOOK, &mut finished).await {
-        Ok(told) => told.ok(),
-        // While the watch of unfinished requests is live and says this one is still under way,
-        // a read would tell no more: wait to be told a little longer instead. (Reading always
-        // cost a burst of 1,000 about 700 reads at once, while the API server was busiest.)
-        Err(_) if s.finished.last_seen(&uid).is_some() => {
-            tokio::time::timeout_at(deadline - LAST_MOMENT, &mut finished).await.ok().and_then(Result::ok)
+    let read = || read_record(&api, &name, &uid, deadline);
+    Ok(match wait::wait(&s.finished, &uid, awaited, deadline, read).await {
+        Answer::Ended(Some(status)) => Waited::Record { name, status: Some(status) },
+        Answer::Ended(None) => Waited::Deleted(name),
+        Answer::InProgress(status) => {
+            s.metrics.webhook_deadline_reached.inc();
+            Waited::Record { name, status }
         }
-        Err(_) => None,
-    };
-    Ok(match told {
-        Some(Some(status)) => Waited::Record { name, status: Some(status) },
-        Some(None) => Waited::Deleted(name),
-        // Not told in time: how far it got, as the watch last delivered it, or else as the record
-        // says.
-        None => match s.finished.last_seen(&uid) {
-            Some(status) => Waited::Record { name, status },
-            None => match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
-                Ok(Ok(Some(obj))) if obj.uid().as_deref() == Some(uid.as_str()) => {
-                    Waited::Record { name, status: obj.status.map(Box::new) }
-                }
-                // Gone, or another object under its name: this request was deleted.
-                Ok(Ok(_)) => Waited::Deleted(name),
-                _ => Waited::Record { name, status: None },
-            },
-        },
     })
+}
+
+/// Reads the request `uid`, named `name`, within the deadline. Another object under its name
+/// (deleted and created again) means the request was deleted.
+async fn read_record(api: &Api<DeprovisionRequest>, name: &str, uid: &str, deadline: tokio::time::Instant) -> Read {
+    match tokio::time::timeout_at(deadline, api.get_opt(name)).await {
+        Ok(Ok(Some(obj))) if obj.uid().as_deref() != Some(uid) => Read::Ended(None),
+        Ok(Ok(Some(obj))) if is_terminal(&obj) => Read::Ended(obj.status.map(Box::new)),
+        Ok(Ok(Some(obj))) => Read::Unfinished(obj.status.map(Box::new)),
+        Ok(Ok(None)) => Read::Ended(None),
+        Ok(Err(e)) => {
+            tracing::debug!(request = %name, error = %e, "could not read the record");
+            Read::Failed
+        }
+        Err(_) => Read::Failed,
+    }
 }
 
 /// When this replica's controller will plan the request, starts the binding index's barrier
@@ -162,16 +153,11 @@ pub async fn record_and_poll(
     tracing::info!(request = %name, "request recorded; waiting for the operator to finish it");
     let mut last = None;
     loop {
-        match tokio::time::timeout_at(deadline, api.get_opt(&name)).await {
-            // Another object under its name: this request was deleted.
-            Ok(Ok(Some(obj))) if obj.uid().as_deref() != Some(uid.as_str()) => return Ok(Waited::Deleted(name)),
-            Ok(Ok(Some(obj))) if is_terminal(&obj) => {
-                return Ok(Waited::Record { name, status: obj.status.map(Box::new) });
-            }
-            Ok(Ok(Some(obj))) => last = obj.status.map(Box::new),
-            Ok(Ok(None)) => return Ok(Waited::Deleted(name)),
-            Ok(Err(e)) => tracing::debug!(request = %name, error = %e, "could not read the record; reading again"),
-            Err(_) => return Ok(Waited::Record { name, status: last }),
+        match read_record(&api, &name, &uid, deadline).await {
+            Read::Ended(Some(status)) => return Ok(Waited::Record { name, status: Some(status) }),
+            Read::Ended(None) => return Ok(Waited::Deleted(name)),
+            Read::Unfinished(status) => last = status,
+            Read::Failed => {}
         }
         if tokio::time::timeout_at(deadline, tokio::time::sleep(POLL_EVERY)).await.is_err() {
             return Ok(Waited::Record { name, status: last });

@@ -192,7 +192,9 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_
                 while !finished.is_awaited(&uid) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                finished.observe(&Event::Apply(obj.clone()));
+                let deliver = |ev: Event<_>| crate::view::requests::deliver(&finished, Ok(&ev), std::time::Instant::now());
+                deliver(Event::InitDone);
+                deliver(Event::Apply(obj.clone()));
                 if watch == Watch::LiveThenEnds {
                     let finished = finished.clone();
                     tokio::spawn(async move {
@@ -208,7 +210,7 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_
                         let mut other = other.clone();
                         other.metadata.name = Some(format!("other-{i}"));
                         other.metadata.uid = Some(format!("uid-other-{i}"));
-                        finished.observe(&Event::Apply(other));
+                        crate::view::requests::deliver(&finished, Ok(&Event::Apply(other)), std::time::Instant::now());
                     }
                 }));
             }
