@@ -82,7 +82,7 @@ pub async fn record_and_wait(
         s.finished.worked_here(&uid);
     }
     tracing::info!(request = %name, handed, "request recorded; waiting for the result");
-    let read = || read_record(&api, &name, &uid, deadline);
+    let read = || wait::read(&api, &name, &uid, deadline);
     Ok(match wait::wait(&s.finished, &uid, awaited, deadline, read).await {
         Answer::Ended(Some(status)) => Waited::Record { name, status: Some(status) },
         Answer::Ended(None) => Waited::Deleted(name),
@@ -91,22 +91,6 @@ pub async fn record_and_wait(
             Waited::Record { name, status }
         }
     })
-}
-
-/// Reads the request `uid`, named `name`, within the deadline. Another object under its name
-/// (deleted and created again) means the request was deleted.
-async fn read_record(api: &Api<DeprovisionRequest>, name: &str, uid: &str, deadline: tokio::time::Instant) -> Read {
-    match tokio::time::timeout_at(deadline, api.get_opt(name)).await {
-        Ok(Ok(Some(obj))) if obj.uid().as_deref() != Some(uid) => Read::Ended(None),
-        Ok(Ok(Some(obj))) if is_terminal(&obj) => Read::Ended(obj.status.map(Box::new)),
-        Ok(Ok(Some(obj))) => Read::Unfinished(obj.status.map(Box::new)),
-        Ok(Ok(None)) => Read::Ended(None),
-        Ok(Err(e)) => {
-            tracing::debug!(request = %name, error = %e, "could not read the record");
-            Read::Failed
-        }
-        Err(_) => Read::Failed,
-    }
 }
 
 /// When this replica's controller will plan the request, starts the binding index's barrier
@@ -153,7 +137,7 @@ pub async fn record_and_poll(
     tracing::info!(request = %name, "request recorded; waiting for the operator to finish it");
     let mut last = None;
     loop {
-        match read_record(&api, &name, &uid, deadline).await {
+        match wait::read(&api, &name, &uid, deadline).await {
             Read::Ended(Some(status)) => return Ok(Waited::Record { name, status: Some(status) }),
             Read::Ended(None) => return Ok(Waited::Deleted(name)),
             Read::Unfinished(status) => last = status,

@@ -16,8 +16,10 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
+use crate::crd::DeprovisionRequest;
 use crate::finished::{Awaited, Finished, Outcome, Seen};
 use crate::view::health::Health;
 
@@ -86,6 +88,24 @@ pub enum Read {
     Unfinished(Option<Box<crate::crd::DeprovisionRequestStatus>>),
     /// The read failed or was cut off at the deadline.
     Failed,
+}
+
+/// Reads the request `uid`, named `name`, within the deadline. Another object under its name
+/// (deleted and created again) means the request was deleted.
+pub async fn read(api: &Api<DeprovisionRequest>, name: &str, uid: &str, deadline: tokio::time::Instant) -> Read {
+    match tokio::time::timeout_at(deadline, api.get_opt(name)).await {
+        Ok(Ok(Some(obj))) if obj.uid().as_deref() != Some(uid) => Read::Ended(None),
+        Ok(Ok(Some(obj))) if obj.status.as_ref().is_some_and(|s| s.phase.is_terminal()) => {
+            Read::Ended(obj.status.map(Box::new))
+        }
+        Ok(Ok(Some(obj))) => Read::Unfinished(obj.status.map(Box::new)),
+        Ok(Ok(None)) => Read::Ended(None),
+        Ok(Err(e)) => {
+            tracing::debug!(request = %name, error = %e, "could not read the record");
+            Read::Failed
+        }
+        Err(_) => Read::Failed,
+    }
 }
 
 /// How a wait ended.
