@@ -192,7 +192,8 @@ async fn near_the_deadline_an_unfinished_request_is_told_from_a_live_watch_else_
                 while !finished.is_awaited(&uid) {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                let deliver = |ev: Event<_>| crate::view::requests::deliver(&finished, Ok(&ev), std::time::Instant::now());
+                let deliver =
+                    |ev: Event<_>| crate::view::requests::deliver(&finished, Ok(&ev), std::time::Instant::now());
                 deliver(Event::InitDone);
                 deliver(Event::Apply(obj.clone()));
                 if watch == Watch::LiveThenEnds {

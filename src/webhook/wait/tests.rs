@@ -376,7 +376,10 @@ async fn a_read_tells_ended_deleted_another_object_unfinished_or_failed() {
     let server = tokio::spawn(async move {
         for answer in answers {
             let (req, send) = handle.next_request().await.unwrap();
-            assert_eq!((req.method(), req.uri().path()), (&http::Method::GET, "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests/r"));
+            assert_eq!(
+                (req.method(), req.uri().path()),
+                (&http::Method::GET, "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests/r")
+            );
             match answer {
                 Some(a) => send.send_response(a),
                 None => send.send_error(std::io::Error::other("test: unreachable")),
