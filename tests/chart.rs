@@ -1422,8 +1422,14 @@ fn alerts_read_only_registered_metrics_and_each_has_its_runbook() {
 fn dashboard_renders_when_enabled_and_reads_only_registered_metrics() {
     let objs = docs(&template("mon", "ops", &[]));
     assert!(!objs.iter().any(|o| o["kind"] == "ConfigMap"), "a dashboard rendered by default");
-    let objs = docs(&template("mon", "ops", &["--set", "metrics.dashboard.enabled=true"]));
+    let rendered = template("mon", "ops", &["--set", "metrics.dashboard.enabled=true"]);
+    let objs = docs(&rendered);
     let cm = find(&objs, "ConfigMap");
+    // The API server takes it (a ConfigMap's size and keys are checked there).
+    let c = cluster();
+    restricted_namespace(c, "ops");
+    let out = dry_run(c, &write(c, "chart-dashboard.yaml", &rendered));
+    assert!(out.contains("configmap/mon-deprovisioner-dashboard created (server dry run)"), "{out}");
     assert_eq!(cm["metadata"]["name"], "mon-deprovisioner-dashboard");
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let shipped: Value = serde_json::from_str(cm["data"]["deprovisioner.json"].as_str().unwrap()).unwrap();
