@@ -112,7 +112,9 @@ async fn lead(
             }
             on_loss.cancel();
         });
+        let leading = settings.metrics.leading();
         controller::run(client.clone(), settings.clone(), shared.clone(), term).await;
+        drop(leading);
         watch_loss.abort();
         let _ = watch_loss.await; // its receiver clone must be gone before the Lease is released
     }

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod plan;
 pub mod policies;
 pub mod text;
+pub mod trace;
 pub mod verify;
 pub mod view;
 pub mod webhook;

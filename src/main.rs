@@ -97,7 +97,8 @@ fn init_logging(args: &RunArgs) -> anyhow::Result<()> {
         EnvFilter::try_new(&args.log_level).with_context(|| format!("bad --log-level {:?}", args.log_level))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
-        LogFormat::Json => builder.json().init(),
+        // Every line carries its spans' fields: a finished record's line its trace id.
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
         LogFormat::Text => builder.init(),
     }
     Ok(())
@@ -336,6 +337,7 @@ async fn run_controllers(
         return Ok(());
     }
     if !args.leader_election {
+        let _leading = settings.metrics.leading();
         controller::run(client, settings, shared, stop).await;
         return Ok(());
     }

@@ -104,6 +104,19 @@ pub struct VerdictLabels {
     pub verdict: &'static str,
 }
 
+/// The labels of [`Metrics::verifications`], one per verdict.
+pub const VERDICTS: [&str; 3] = ["verified", "access_remains", "unverified"];
+
+/// While held, this replica leads: [`Metrics::leader`] is 1 (0 again once it is dropped).
+#[derive(Debug)]
+pub struct Leading(Gauge);
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.0.set(0);
+    }
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -218,6 +231,14 @@ impl Metrics {
         registry.register("verifications", "Verifications by verdict", verifications.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the Lease", leader.clone());
+        // The series alerts compare over time exist from the start, at 0: a counter first seen at
+        // 1 shows no increase, and its first failure would go unnoticed.
+        for phase in ["Succeeded", "Failed", "DryRun"] {
+            let _ = requests_finished.get_or_create(&PhaseLabels { phase });
+        }
+        for verdict in VERDICTS {
+            let _ = verifications.get_or_create(&VerdictLabels { verdict });
+        }
         Arc::new(Metrics {
             registry,
             webhook_answers,
@@ -240,6 +261,12 @@ impl Metrics {
             verifications,
             leader,
         })
+    }
+
+    /// Marks this replica the leader (runs the controllers) until the guard is dropped.
+    pub fn leading(&self) -> Leading {
+        self.leader.set(1);
+        Leading(self.leader.clone())
     }
 
     /// The OpenMetrics text exposition.

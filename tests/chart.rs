@@ -1304,3 +1304,211 @@ fn uninstall_leaves_no_orphans(r: &Release, installed: &Installed) {
     let records = get_json(c, &["get", "dpr"]);
     assert_eq!(records["items"].as_array().unwrap().len(), 3);
 }
+
+// ---- What the chart ships for on-call people: alerts and a dashboard (off by default) ----
+
+const ALERTS: &str = "charts/deprovisioner/files/alerts.yaml";
+const ALERT_TESTS: &str = "charts/deprovisioner/tests/alerts_test.yaml";
+const DASHBOARD: &str = "charts/deprovisioner/files/dashboard.json";
+const PROMETHEUS_RULE_API: [&str; 2] = ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
+
+/// The alerts the chart ships, by name.
+const ALERT_NAMES: [&str; 7] = [
+    "DeprovisionerRequestsFailing",
+    "DeprovisionerAnswersMissDeadline",
+    "DeprovisionerAccessRegranted",
+    "DeprovisionerVerificationUnverified",
+    "DeprovisionerNoLeader",
+    "DeprovisionerAbsent",
+    "DeprovisionerWatchStuckListing",
+];
+
+fn repo_yaml(path: &str) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(repo().join(path)).unwrap()).unwrap()
+}
+
+/// The rules of the alerts file (or a PrometheusRule's spec).
+fn alert_rules(spec: &Value) -> Vec<Value> {
+    spec["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap().clone()).collect()
+}
+
+/// Every `deprovisioner_*` metric name a PromQL expression reads.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(at) = rest.find("deprovisioner_") {
+        let preceded = rest[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        if !preceded {
+            out.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Every series name the operator exposes: each metric src/metrics.rs registers, with the
+/// suffixes of its type (`_total` of a counter; `_bucket`, `_sum`, `_count` of a histogram).
+/// Read from the source (a labelled family with no series yet is not in the exposition), and
+/// checked against what the registry does expose.
+fn registered_series() -> BTreeSet<String> {
+    let src = std::fs::read_to_string(repo().join("src/metrics.rs")).unwrap();
+    let types: std::collections::HashMap<&str, &str> =
+        src.lines().filter_map(|l| l.trim().strip_prefix("pub ")?.strip_suffix(',')?.split_once(": ")).collect();
+    let mut out = BTreeSet::new();
+    for call in src.split("registry.register(").skip(1) {
+        let name = call.split('"').nth(1).unwrap();
+        let field = call[..call.find(".clone()").unwrap()].rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next();
+        let ty = types[field.unwrap()];
+        let suffixes: &[&str] = match ty {
+            t if t.contains("Histogram") => &["_bucket", "_sum", "_count"],
+            t if t.contains("Counter") => &["_total"],
+            _ => &[""],
+        };
+        out.extend(suffixes.iter().map(|s| format!("deprovisioner_{name}{s}")));
+    }
+    // What the registry exposes (every metric that has a series) was read the same way.
+    let exposed = deprovisioner::metrics::Metrics::new().encode();
+    for series in exposed.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split([' ', '{']).next()) {
+        assert!(out.contains(series), "{series} exposed but not read from src/metrics.rs: {out:?}");
+    }
+    assert!(out.contains("deprovisioner_budget_wait_seconds_bucket") && out.contains("deprovisioner_watch_state"));
+    out
+}
+
+#[test]
+fn alerts_render_only_when_enabled_and_the_prometheus_operator_is_there() {
+    let has_rule = |extra: &[&str]| kinds(&docs(&template("mon", "ops", extra))).contains("PrometheusRule");
+    assert!(!has_rule(&PROMETHEUS_RULE_API), "off by default, even where the API is served");
+    assert!(!has_rule(&["--set", "metrics.prometheusRule.enabled=true"]), "rendered without the Prometheus Operator");
+    let mut off = PROMETHEUS_RULE_API.to_vec();
+    off.extend(["--set", "metrics.prometheusRule.enabled=true,metrics.enabled=false"]);
+    assert!(!has_rule(&off), "rendered without metrics");
+
+    let mut on = PROMETHEUS_RULE_API.to_vec();
+    on.extend(["--set", "metrics.prometheusRule.enabled=true,metrics.prometheusRule.labels.release=kube-prometheus"]);
+    let objs = docs(&template("mon", "ops", &on));
+    let rule = find(&objs, "PrometheusRule");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], "ops");
+    assert_eq!(rule["metadata"]["labels"]["release"], "kube-prometheus");
+    // What ships is exactly the file promtool checks.
+    assert_eq!(rule["spec"], repo_yaml(ALERTS));
+    let names: Vec<String> =
+        alert_rules(&rule["spec"]).iter().map(|r| r["alert"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names, ALERT_NAMES);
+}
+
+#[test]
+fn alerts_read_only_registered_metrics_and_each_has_its_runbook() {
+    let registered = registered_series();
+    let runbook = std::fs::read_to_string(repo().join("docs/alerts.md")).unwrap();
+    for rule in alert_rules(&repo_yaml(ALERTS)) {
+        let name = rule["alert"].as_str().unwrap();
+        let read = metric_names(rule["expr"].as_str().unwrap());
+        assert!(!read.is_empty() && read.is_subset(&registered), "{name} reads {read:?}; registered: {registered:?}");
+        for key in ["summary", "description", "runbook"] {
+            assert!(rule["annotations"][key].as_str().is_some_and(|s| !s.is_empty()), "{name} has no {key}");
+        }
+        assert!(["warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap_or_default()), "{name}");
+        let anchor = format!("docs/alerts.md#{}", name.to_ascii_lowercase());
+        assert_eq!(rule["annotations"]["runbook"], anchor.as_str(), "{name}");
+        assert!(runbook.contains(&format!("\n## {name}\n")), "docs/alerts.md has no section for {name}");
+    }
+}
+
+#[test]
+fn dashboard_renders_when_enabled_and_reads_only_registered_metrics() {
+    let objs = docs(&template("mon", "ops", &[]));
+    assert!(!objs.iter().any(|o| o["kind"] == "ConfigMap"), "a dashboard rendered by default");
+    let rendered = template("mon", "ops", &["--set", "metrics.dashboard.enabled=true"]);
+    let objs = docs(&rendered);
+    let cm = find(&objs, "ConfigMap");
+    // The API server takes it (a ConfigMap's size and keys are checked there).
+    let c = cluster();
+    restricted_namespace(c, "ops");
+    let out = dry_run(c, &write(c, "chart-dashboard.yaml", &rendered));
+    assert!(out.contains("configmap/mon-deprovisioner-dashboard created (server dry run)"), "{out}");
+    assert_eq!(cm["metadata"]["name"], "mon-deprovisioner-dashboard");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let shipped: Value = serde_json::from_str(cm["data"]["deprovisioner.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(repo().join(DASHBOARD)).unwrap()).unwrap();
+    assert_eq!(shipped, file);
+    let exprs: Vec<&str> = file["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .map(|t| t["expr"].as_str().unwrap())
+        .collect();
+    let read: BTreeSet<String> = exprs.iter().flat_map(|e| metric_names(e)).collect();
+    let registered = registered_series();
+    let unknown: Vec<&String> = read.difference(&registered).collect();
+    assert!(unknown.is_empty(), "the dashboard reads metrics src/metrics.rs does not register: {unknown:?}");
+    // The alerts' figures, the webhook's latency and the budget and barrier metrics are on it.
+    for want in [
+        "deprovisioner_requests_finished_total",
+        "deprovisioner_webhook_deadline_reached_total",
+        "deprovisioner_regrants_total",
+        "deprovisioner_verifications_total",
+        "deprovisioner_leader",
+        "deprovisioner_watch_state",
+        "deprovisioner_webhook_seconds_bucket",
+        "deprovisioner_budget_queued",
+        "deprovisioner_budget_wait_seconds_bucket",
+        "deprovisioner_barrier_seconds_bucket",
+        "deprovisioner_barrier_fallbacks_total",
+    ] {
+        assert!(read.contains(want), "the dashboard does not show {want}");
+    }
+    // Only this chart's data source variable: no data source of someone's own Grafana.
+    for p in file["panels"].as_array().unwrap().iter().filter(|p| p["type"] != "row") {
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{}", p["title"]);
+    }
+}
+
+/// promtool, from scripts/control-plane's cache, built if missing (from the Go module proxy);
+/// `None`, said as SKIPPED with the reason, when it cannot be built here.
+fn promtool() -> Option<PathBuf> {
+    let script = repo().join("scripts/control-plane");
+    let dir = Command::new(&script).arg("promtool-bin").output().expect("running scripts/control-plane");
+    let bin = PathBuf::from(text(&dir.stdout).trim()).join("promtool");
+    if !bin.exists() {
+        let out = Command::new(&script).args(["build", "--promtool"]).output().expect("running scripts/control-plane");
+        if !out.status.success() || !bin.exists() {
+            let why = text(&out.stderr);
+            eprint_uncaptured(&format!(
+                "SKIPPED tests/chart.rs the alert rules' promtool checks: promtool could not be built (scripts/control-plane build --promtool):\n{why}"
+            ));
+            return None;
+        }
+    }
+    Some(bin)
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_its_unit_tests_fire_each_alert() {
+    // Every alert is tested both ways: firing from sample series, and silent while healthy.
+    let tests = repo_yaml(ALERT_TESTS);
+    assert_eq!(tests["rule_files"], json!(["../files/alerts.yaml"]));
+    let cases: Vec<&Value> =
+        tests["tests"].as_array().unwrap().iter().flat_map(|t| t["alert_rule_test"].as_array().unwrap()).collect();
+    for name in ALERT_NAMES {
+        let of = |firing: bool| {
+            cases.iter().any(|c| c["alertname"] == name && c["exp_alerts"].as_array().unwrap().is_empty() != firing)
+        };
+        assert!(of(true), "{ALERT_TESTS} never fires {name}");
+        assert!(of(false), "{ALERT_TESTS} never shows {name} silent");
+    }
+
+    let Some(promtool) = promtool() else { return };
+    let out = Command::new(&promtool).args(["check", "rules", ALERTS]).current_dir(repo()).output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "promtool check rules:\n{said}");
+    assert!(said.contains(&format!("SUCCESS: {} rules found", ALERT_NAMES.len())), "{said}");
+    let out = Command::new(&promtool).args(["test", "rules", ALERT_TESTS]).current_dir(repo()).output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "promtool test rules:\n{said}");
+    assert!(said.contains("SUCCESS"), "{said}");
+}

@@ -32,7 +32,13 @@ const CREATES_FIRST_AT_MOST: std::time::Duration = std::time::Duration::from_sec
 /// afresh, never the watch's cache (one status write behind, it would run actions whose results
 /// are already recorded). Every status write is a replace guarded by resourceVersion, so two
 /// controllers can never interleave their records; a conflict makes the next reconcile read
-/// afresh.
+/// afresh. Its span (`reconcile`) carries the request's name, UID and trace id, the same for a
+/// request handed over by the webhook and one the watch brought.
+#[tracing::instrument(
+    name = "reconcile",
+    skip_all,
+    fields(request = %obj.name_any(), uid = %obj.uid().unwrap_or_default(), trace_id = %crate::trace::of_request(&obj))
+)]
 pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = obj.name_any();
     let turn = async {
@@ -92,6 +98,7 @@ enum PlanFailure {
 
 /// Plans a `Pending` request and records the plan before anything changes; then executes it
 /// (or, for a dry run, finishes).
+#[tracing::instrument(name = "plan", skip_all)]
 async fn plan_request(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
     let generation = rec.obj.metadata.generation;
     let plan = match observe_and_plan(rec).await {
@@ -294,6 +301,7 @@ const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Runs every action that has no result yet, then finishes. Results are written in batches (see
 /// [`FLUSH_EVERY`]). A call that is not safe to repeat is marked `attempting` in the record before
 /// it is sent; a marker found here means its outcome was never recorded, and it is not sent again.
+#[tracing::instrument(name = "execute", skip_all)]
 async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
     let email = rec.obj.spec.target_user.email.clone();
     st = record_interrupted(rec, st).await?;
@@ -366,6 +374,7 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
 /// Asks the authorizer what remains of the target's access once the actions are done. Only
 /// reading the policies can fail (retried like any transient error); what the checks could not
 /// establish is recorded in the verification.
+#[tracing::instrument(name = "verify", skip_all)]
 async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::crd::Verification, ExecError> {
     let policies = policies(rec).await?;
     let req = crate::verify::Request {

@@ -18,9 +18,18 @@ use crate::crd::{
     set_condition, set_condition_status,
 };
 use crate::exec::ExecError;
-use crate::metrics::PhaseLabels;
+use crate::metrics::{PhaseLabels, VerdictLabels};
 use crate::text;
 use crate::verify::verdict::{self, Verdict};
+
+/// The `verdict` label of `deprovisioner_verifications_total` (one of [`crate::metrics::VERDICTS`]).
+fn verdict_label(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::NoRemainingAccess => "verified",
+        Verdict::AccessRemains => "access_remains",
+        Verdict::NotVerified => "unverified",
+    }
+}
 
 /// The current time as a Kubernetes timestamp.
 pub(super) fn now() -> Time {
@@ -84,6 +93,7 @@ impl Record {
     }
 
     /// Replaces the status (guarded by resourceVersion) and keeps the returned object.
+    #[tracing::instrument(name = "write", skip_all, fields(phase = st.phase.as_str()))]
     pub async fn write(&mut self, mut st: DeprovisionRequestStatus) -> Result<DeprovisionRequestStatus, Error> {
         st.removed = st.results.iter().filter(|r| r.outcome.is_removal()).count() as i32;
         let finishing = st.phase.is_terminal() && !self.obj.status.as_ref().is_some_and(|s| s.phase.is_terminal());
@@ -99,6 +109,7 @@ impl Record {
                     self.log_finished();
                     self.ctx.regrants.finished(&self.obj);
                     self.count_finished(phase);
+                    self.count_verdict();
                     let uid = self.obj.uid().unwrap_or_default();
                     self.ctx.shared.finished.done(&uid, self.obj.status.clone().map(Box::new));
                 }
@@ -164,6 +175,13 @@ impl Record {
         tracing::info!(event = "deprovision.finished", request = %self.obj.name_any(), record = %record, "request finished");
     }
 
+    /// Counts the verdict of the verification of a request just finished, if it was verified.
+    fn count_verdict(&self) {
+        let Some(v) = self.obj.status.as_ref().and_then(|s| s.verification.as_ref()) else { return };
+        let labels = VerdictLabels { verdict: verdict_label(&Verdict::of(v)) };
+        self.ctx.settings.metrics.verifications.get_or_create(&labels).inc();
+    }
+
     fn count_finished(&self, phase: Phase) {
         let labels = PhaseLabels { phase: phase.as_str() };
         self.ctx.settings.metrics.requests_finished.get_or_create(&labels).inc();
@@ -212,6 +230,7 @@ impl Record {
     }
 
     /// Records the terminal phase and the message for Lumos from the results.
+    #[tracing::instrument(name = "finish", skip_all)]
     pub async fn finish(&mut self, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
         let (phase, msg) = summary::summarize(&self.obj.spec.target_user.email, &st.results);
         let msg = summary::with_managed_warning(msg, &st.plan, &st.results);

@@ -177,7 +177,8 @@ impl ExecError {
 }
 
 /// Executes one action. `key` identifies this action of this request (`<request uid>-<id>`):
-/// external calls send it as `Idempotency-Key`.
+/// external calls send it as `Idempotency-Key`. Runs in an `action` span (its kind and key).
+#[tracing::instrument(name = "action", skip_all, fields(kind = action.kind().as_str(), key = %key))]
 pub async fn execute(env: &Env, action: &Action, key: &str) -> Result<Done, ExecError> {
     match action {
         Action::RemoveBindingSubject(b) => rbac::remove_subject(&env.client, env.index.as_deref(), b).await,

@@ -36,6 +36,9 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
+/// One call, in the `webhook` span: its trace id (from the caller's `traceparent`, or new), and
+/// the record's name and UID once it is recorded.
+#[tracing::instrument(name = "webhook", skip_all, fields(trace_id, request, uid))]
 pub(super) async fn deprovision(
     State(s): State<Arc<WebhookState>>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -44,8 +47,13 @@ pub(super) async fn deprovision(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let trace_id = crate::trace::of_call(headers.get(crate::trace::TRACEPARENT).and_then(|v| v.to_str().ok()));
+    tracing::Span::current().record("trace_id", trace_id.as_str());
     let (status, answer) = match s.in_flight.try_acquire() {
-        Ok(_permit) => handle(&s, started, peer.map(|p| p.0.0.ip()), query, headers, body).await,
+        Ok(_permit) => {
+            let handled = handle(&s, started, peer.map(|p| p.0.0.ip()), query, headers, body);
+            crate::trace::scope(trace_id, handled).await
+        }
         Err(_) => {
             tracing::warn!("too many webhook calls in flight; answering 503");
             (StatusCode::SERVICE_UNAVAILABLE, LumosAnswer::failure("too many calls in flight; nothing was recorded"))

@@ -73,6 +73,7 @@ pub async fn record_and_wait(
         recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)
     }?;
     let (name, uid) = (submitted.name().to_string(), submitted.uid().to_string());
+    tracing::Span::current().record("request", name.as_str()).record("uid", uid.as_str());
     let awaited = s.finished.wait(&uid);
     let handed = match submitted {
         Submitted::Created(obj) => s.handoff.give(*obj, arrived),
@@ -223,7 +224,9 @@ fn is_terminal(obj: &DeprovisionRequest) -> bool {
 /// Creates the request, or returns the name of an unfinished identical one.
 /// Names are `lumos-<fingerprint>-<seq>`: two concurrent identical calls race for the same name
 /// and the API server lets exactly one create it; the other reads it and attaches. A repeat of a
-/// finished call takes the next free number.
+/// finished call takes the next free number. A record created here carries the call's trace id
+/// ([`crate::trace::ANNOTATION`]).
+#[tracing::instrument(name = "record", skip_all)]
 async fn submit(
     api: &Api<DeprovisionRequest>,
     recorded: &PerMinute,
@@ -236,6 +239,8 @@ async fn submit(
         return Err(SubmitError::RateLimited(recorded.limit()));
     }
     let labels = naming::labels(&spec, &fp);
+    let annotations =
+        std::collections::BTreeMap::from([(crate::trace::ANNOTATION.to_string(), crate::trace::current())]);
     // The first name is tried directly: no list on the hot path (a list's cost grows with the
     // records stored). Only a call repeated many times lists its earlier records, once.
     let mut seq = 1;
@@ -252,7 +257,12 @@ async fn submit(
         }
         let name = naming::request_name(&fp, seq);
         let obj = DeprovisionRequest {
-            metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(labels.clone()),
+                annotations: Some(annotations.clone()),
+                ..Default::default()
+            },
             spec: spec.clone(),
             status: None,
         };

@@ -297,12 +297,14 @@ impl Operator {
         Operator { child: Some(child), url: String::new(), secret_file, log, pid_file }
     }
 
-    /// The address the operator logged it listens on, if it has yet.
+    /// The address the operator logged it listens on, if it has yet (text or `--log-format json`).
     pub fn listening(&self) -> Option<String> {
-        strip_ansi(&self.log_text())
-            .lines()
-            .find(|l| l.contains("webhook listening"))
-            .and_then(|l| l.split("addr=").nth(1))
+        let line = strip_ansi(&self.log_text()).lines().find(|l| l.contains("webhook listening"))?.to_string();
+        if let Ok(json) = serde_json::from_str::<Value>(&line) {
+            return json["fields"]["addr"].as_str().map(str::to_string);
+        }
+        line.split("addr=")
+            .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .map(|a| a.trim_matches('"').to_string())
     }
