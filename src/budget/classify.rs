@@ -19,7 +19,8 @@ pub enum Priority {
 
 impl Priority {
     /// Every priority, highest first.
-    pub const ALL: [Priority; 5] = [Priority::Create, Priority::Status, Priority::Other, Priority::Review, Priority::Event];
+    pub const ALL: [Priority; 5] =
+        [Priority::Create, Priority::Status, Priority::Other, Priority::Review, Priority::Event];
 
     /// The `priority` label of the budget's metrics.
     pub fn as_str(self) -> &'static str {

@@ -28,9 +28,10 @@ async fn a_full_budget_serves_the_highest_priority_first() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiting = tokio::task::JoinSet::new();
     // Queued lowest first: the order served must not follow the order queued.
-    for (i, p) in [Priority::Event, Priority::Review, Priority::Other, Priority::Status, Priority::Create, Priority::Create]
-        .into_iter()
-        .enumerate()
+    for (i, p) in
+        [Priority::Event, Priority::Review, Priority::Other, Priority::Status, Priority::Create, Priority::Create]
+            .into_iter()
+            .enumerate()
     {
         let (budget, order) = (budget.clone(), order.clone());
         waiting.spawn(async move {
@@ -122,10 +123,19 @@ async fn the_layer_sends_creates_before_events_and_lets_watches_through() {
         answer.send_response(Response::new(Body::empty()));
     }
     bypassed.sort();
-    assert_eq!(bypassed, ["/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests", "/apis/coordination.k8s.io/v1/namespaces/d/leases/d"]);
+    assert_eq!(
+        bypassed,
+        [
+            "/apis/access.deprovisioner.dev/v1alpha1/deprovisionrequests",
+            "/apis/coordination.k8s.io/v1/namespaces/d/leases/d"
+        ]
+    );
     watch.await.unwrap().unwrap();
     lease.await.unwrap().unwrap();
-    assert!(tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await.is_err(), "the budget is full");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), handle.next_request()).await.is_err(),
+        "the budget is full"
+    );
     answer_first.send_response(Response::new(Body::empty()));
     busy.await.unwrap().unwrap();
     let (next, answer) = handle.next_request().await.unwrap();

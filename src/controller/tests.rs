@@ -499,7 +499,13 @@ async fn a_full_event_queue_drops_and_counts() {
     let metrics = crate::metrics::Metrics::new();
     let recorder = Recorder::new(Client::new(svc, "default"), Reporter { controller: "t".into(), instance: None });
     let events = super::local::Events::start(recorder, metrics.clone());
-    let ev = || Event { type_: EventType::Normal, reason: "Removed".into(), note: None, action: "Execute".into(), secondary: None };
+    let ev = || Event {
+        type_: EventType::Normal,
+        reason: "Removed".into(),
+        note: None,
+        action: "Execute".into(),
+        secondary: None,
+    };
     // One is taken by the publisher (whose API call is never answered), 4,096 fill the queue.
     for _ in 0..4098 {
         events.send(ev(), request().object_ref(&()));
