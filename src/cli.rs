@@ -243,16 +243,14 @@ pub struct RunArgs {
     /// The leader renews this long before the Lease would expire.
     #[arg(long, env = "DEPROVISIONER_LEASE_GRACE", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=30))]
     pub lease_grace_seconds: u64,
-    /// Fault injection for tests: exit right after recording this many action results.
-    #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_RESULTS", hide = true)]
-    pub exit_after_results: Option<usize>,
-    /// Fault injection for tests: exit right after the call of the Nth action (1-based), before
-    /// its outcome is recorded.
-    #[arg(long, env = "DEPROVISIONER_FAILPOINT_EXIT_AFTER_CALL", hide = true)]
-    pub exit_after_call: Option<usize>,
-    /// Fault injection for tests: the controller stops by itself after this long.
-    #[arg(long, env = "DEPROVISIONER_FAILPOINT_CONTROLLER_STOPS_AFTER", hide = true, value_parser = parse_duration)]
-    pub controller_stops_after: Option<Duration>,
+    /// Fault injection for tests (only in builds with the `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    #[command(flatten)]
+    pub failpoints: crate::failpoints::Failpoints,
+    /// Requests sent to the API server at once (watches and the leader Lease aside); more wait,
+    /// creates of requests first, then status writes, other work, access reviews, Events.
+    #[arg(long, env = "DEPROVISIONER_API_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub api_in_flight: u16,
     /// Log format.
     #[arg(long, env = "DEPROVISIONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

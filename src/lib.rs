@@ -4,6 +4,7 @@
 //! The [`controller`] computes a [`plan`] with pure functions, records it, has the executors
 //! ([`exec`]) carry it out, records each result, and [`verify`]s with the API server's authorizer
 //! that the access is gone. See `docs/architecture.md`.
+pub mod budget;
 pub mod cli;
 pub mod connector;
 pub mod controller;
@@ -11,6 +12,8 @@ pub mod crd;
 pub mod egress;
 pub mod evidence;
 pub mod exec;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;

@@ -116,9 +116,15 @@ async fn kube_config(kubeconfig: Option<&Path>, context: Option<String>) -> anyh
     })
 }
 
-async fn client(args: &RunArgs) -> anyhow::Result<Client> {
+/// The operator's client: every request but watches and the Lease goes through one API budget
+/// (`--api-in-flight`, by priority; see `deprovisioner::budget`).
+async fn client(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
+    use deprovisioner::budget::{Budget, BudgetLayer};
     let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
-    Client::try_from(config).context("building the Kubernetes client")
+    let builder = kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
+    let budget = BudgetLayer(Budget::new(usize::from(args.api_in_flight), metrics.clone()));
+    let buffered = tower::buffer::BufferLayer::<http::Request<kube::client::Body>>::new(1024);
+    Ok(builder.with_layer(&buffered).with_layer(&budget).build())
 }
 
 /// Fails fast when the CRDs are not installed; also opens the API connection before the first
@@ -204,8 +210,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.connector_unassign_secret_file.as_deref(),
         &secret,
     )?;
+    let metrics = Metrics::new();
     let connected = async {
-        let client = client(&args).await?;
+        let client = client(&args, &metrics).await?;
         check_crds(&client).await?;
         anyhow::Ok(client)
     };
@@ -215,7 +222,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         client = connected => client?,
     };
 
-    let metrics = Metrics::new();
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
@@ -229,7 +235,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .then(|| BindingIndex::start(&client, &args.namespace, &args.index_barrier, &stop)),
         policies: args.controller.then(|| Policies::start(&client, &stop)),
         finished: Finished::new(),
-        handoff: Default::default(),
+        handoff: Arc::new(controller::Handoff::new(metrics.clone())),
     };
     tokio::spawn(deprovisioner::view::requests::watch(
         client.clone(),
@@ -246,7 +252,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         body_limit: args.body_limit as usize,
         metrics: metrics.clone(),
         in_flight: tokio::sync::Semaphore::new(args.max_in_flight as usize),
-        recording: tokio::sync::Semaphore::new(crate::webhook::RECORDING_AT_ONCE),
         unauthenticated: PerSource::new(args.unauthenticated_per_minute),
         recorded: PerMinute::new(args.max_requests_per_minute),
         controller_alive: AtomicBool::new(true),
@@ -295,18 +300,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         protected,
         concurrency: args.concurrency,
         reviews_per_binding: usize::from(args.reviews_per_binding),
-        exit_after_results: args.exit_after_results,
-        exit_after_calls: args.exit_after_call,
+        #[cfg(feature = "failpoints")]
+        failpoints: args.failpoints.clone(),
         namespace: args.namespace.clone(),
         metrics,
         regrant_watch: args.regrant_watch,
     };
     let controllers = run_controllers(client, settings, shared, &args, stop.clone());
-    let ran = match args.controller_stops_after {
-        // Fault injection (tests): the controller's future ends as if a dependency died.
-        Some(after) => tokio::time::timeout(after, controllers).await.unwrap_or(Ok(())),
-        None => controllers.await,
-    };
+    #[cfg(feature = "failpoints")]
+    let controllers = args.failpoints.controllers(controllers);
+    let ran = controllers.await;
     let died = !stop.is_cancelled();
     if died {
         // The webhook must not go on accepting calls that no controller will finish.

@@ -20,8 +20,8 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{Lookup, Store};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, Lookup, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -50,11 +50,9 @@ pub struct Settings {
     pub concurrency: u16,
     /// SubjectAccessReviews a verification asks per removed binding and identity.
     pub reviews_per_binding: usize,
-    /// Test-only fault injection: exit the process right after recording this many results.
-    pub exit_after_results: Option<usize>,
-    /// Test-only fault injection: exit right after the call of the action with this (1-based)
-    /// position, before its outcome is recorded.
-    pub exit_after_calls: Option<usize>,
+    /// Test-only fault injection (the `failpoints` feature).
+    #[cfg(feature = "failpoints")]
+    pub failpoints: crate::failpoints::Failpoints,
     /// The operator's own namespace: external actions read Secrets only from here.
     pub namespace: String,
     /// Where actions, finished requests and errors are counted.
@@ -83,8 +81,8 @@ pub struct Context {
     settings: Settings,
     exec: exec::Env,
     shared: Shared,
-    /// Requests as this controller last wrote them, and one reconcile at a time per request.
-    local: local::Local,
+    /// Requests as this controller last wrote them, and when handed-over calls arrived.
+    local: Arc<local::Local>,
     events: local::Events,
     /// Recently removed subjects, watched for re-grants.
     regrants: regrant::Regrants,
@@ -100,8 +98,8 @@ impl Context {
         let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
         let exec =
             exec::Env { client: client.clone(), namespace: settings.namespace.clone(), index: shared.index.clone() };
-        let local = local::Local::new(settings.concurrency);
-        let events = local::Events::start(Recorder::new(client.clone(), reporter), local.idle(shared.handoff.clone()));
+        let local = Arc::default();
+        let events = local::Events::start(Recorder::new(client.clone(), reporter), settings.metrics.clone());
         let regrants = regrant::Regrants::new(settings.regrant_watch);
         let verifying = crate::verify::Memory::default();
         Arc::new(Context { client, settings, exec, shared, local, events, regrants, verifying, stop })
@@ -150,19 +148,25 @@ impl Error {
 }
 
 /// Runs the DeprovisionRequest and DeprovisionPolicy controllers until `stop` is cancelled.
-/// Requests reach them by their watch and, faster, by the webhook's handoff.
+/// Requests reach the one runner of requests by their watch and, faster, by the webhook's
+/// hand-off: a handed request enters the watch's stream before the store, so the runner finds it
+/// there, and one reconcile at a time per request and `concurrency` at once hold for both.
 pub async fn run(client: Client, settings: Settings, shared: Shared, stop: CancellationToken) {
     let ctx = Context::new(client.clone(), settings, shared, stop.clone());
-    let handed = local::take_handoffs(ctx.clone(), stop.clone());
     let unfinished = watcher::Config::default().fields(&retention::unfinished_selector());
-    // The number of requests worked at once is bounded in `reconcile` (shared with handoffs).
-    // The controller's own bound keeps its set of running reconciles small: it polls every one
-    // of them each time it is woken, and in a burst of 300 (each waiting for its request's lock
-    // while the handoff works it) that polling took 8 % of the operator's CPU.
+    let watched = watcher(Api::<DeprovisionRequest>::all(client.clone()), unfinished).default_backoff();
+    let handed = ctx.shared.handoff.open(ctx.local.clone());
+    let (requests_listed, writer) = reflector::store();
+    // Watch errors are retried by the watcher's own backoff; passed on, they would make the
+    // controller pause its whole trigger stream, hand-offs included.
+    let trigger = futures::stream::select(watched, handed).reflect(writer).applied_objects().filter_map(|r| async {
+        r.map_err(|e| tracing::debug!(error = %e, "the watch of unfinished requests failed; resuming")).ok().map(Ok)
+    });
+    // The controller polls every running reconcile each time it is woken: a small bound keeps
+    // that cheap (in a burst of 300 unbounded, that polling took 8 % of the operator's CPU).
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
-    let requests = Controller::new(Api::<DeprovisionRequest>::all(client.clone()), unfinished).with_config(config);
-    let requests_listed = requests.store();
-    let requests = requests
+    let requests = Controller::for_stream(trigger, requests_listed.clone())
+        .with_config(config)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|res| async move {
@@ -170,21 +174,32 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
                 tracing::debug!(error = %e, "request reconcile loop");
             }
         });
+    let handoff_closed = async {
+        let mut prune = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = prune.tick() => ctx.local.prune(),
+            }
+        }
+        ctx.shared.handoff.close();
+    };
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let regrants = regrant::run(ctx.clone(), stop.clone());
     let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default());
     let policies_listed = policies.store();
     let policies = policies
         .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(policy::reconcile, policy::error_policy, ctx)
+        .run(policy::reconcile, policy::error_policy, ctx.clone())
         .for_each(|_| async {});
     futures::join!(
         until_stopped(requests, requests_listed, &stop),
         until_stopped(policies, policies_listed, &stop),
         sweep,
-        handed,
+        handoff_closed,
         regrants
     );
+    ctx.shared.handoff.close();
 }
 
 /// Drives a kube-runtime controller (`run`: its stream to the end) until it ends, or until `stop`

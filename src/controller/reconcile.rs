@@ -23,45 +23,34 @@ use crate::metrics::ActionLabels;
 use crate::plan::subject::Wanted;
 use crate::plan::{self, Observed, PlanError};
 
-/// How long a request not yet planned waits while the webhook here has calls queued to be
-/// recorded (see [`super::Handoff::after_backlog`]): under the calls' 10 s deadline, so a burst's
-/// first requests still start in time to be answered.
-const CREATES_FIRST_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Reconciles a request from the freshest copy: as this controller last wrote it, or else read
 /// afresh, never the watch's cache (one status write behind, it would run actions whose results
 /// are already recorded). Every status write is a replace guarded by resourceVersion, so two
 /// controllers can never interleave their records; a conflict makes the next reconcile read
-/// afresh. Its span (`reconcile`) carries the request's name, UID and trace id, the same for a
-/// request handed over by the webhook and one the watch brought.
+/// afresh. The controller's runner starts it (for a watched or a handed-over request alike), one
+/// at a time per request. Its span (`reconcile`) carries the request's name, UID and trace id,
+/// the same for a request handed over by the webhook and one the watch brought.
 #[tracing::instrument(
     name = "reconcile",
     skip_all,
     fields(request = %obj.name_any(), uid = %obj.uid().unwrap_or_default(), trace_id = %crate::trace::of_request(&obj))
 )]
 pub(super) async fn reconcile(obj: Arc<DeprovisionRequest>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let name = obj.name_any();
-    let turn = async {
-        if obj.status.as_ref().is_none_or(|s| s.phase == Phase::Pending) {
-            ctx.shared.handoff.after_backlog(CREATES_FIRST_AT_MOST).await;
-        }
-        ctx.local.hold(&name).await
-    };
-    // A reconcile still waiting for its turn when the term ends leaves the request to the next
-    // leader (a stopping leader must not hold up its handover, nor plan after it); one under way
+    // A reconcile whose turn came only as the term ended leaves the request to the next leader
+    // (a stopping leader must not hold up its handover, nor plan after it); one under way
     // finishes (the Lease is released once none runs).
-    let held = tokio::select! {
-        held = turn => held,
-        _ = ctx.stop.cancelled() => return Ok(Action::await_change()),
-    };
-    let done = reconcile_held(&name, obj.uid().as_deref(), ctx.clone()).await;
-    ctx.local.release(held);
+    if ctx.stop.is_cancelled() {
+        return Ok(Action::await_change());
+    }
+    let started = std::time::Instant::now();
+    let done = reconcile_fresh(&obj.name_any(), obj.uid().as_deref(), ctx.clone()).await;
+    ctx.settings.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     done
 }
 
 /// `uid`: the request this reconcile is for. A copy kept for another request of the same name (a
 /// record deleted and created again, e.g. the same call sent again) is forgotten, not worked.
-async fn reconcile_held(name: &str, uid: Option<&str>, ctx: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_fresh(name: &str, uid: Option<&str>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
     let known = ctx.local.known(name);
     if known.as_ref().is_some_and(|o| o.uid().as_deref() != uid) {
@@ -317,10 +306,8 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
         }
         let key = format!("{uid}-{}", action.id);
         let executed = exec::execute(&rec.ctx.exec, &action.action, &key).await;
-        if rec.ctx.settings.exit_after_calls.is_some_and(|n| n == action.id as usize + 1) {
-            tracing::error!("fault injection: exiting after the call of action {} and before recording it", action.id);
-            std::process::exit(87);
-        }
+        #[cfg(feature = "failpoints")]
+        rec.ctx.settings.failpoints.after_call(action.id as usize + 1);
         st.attempting = None;
         let result = match executed {
             Ok(done) => {
@@ -338,10 +325,10 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
         rec.ctx.settings.metrics.actions.get_or_create(&labels).inc();
         st.results.push(result.clone());
         st.last_error = None;
-        if rec.ctx.settings.exit_after_results == Some(st.results.len()) {
+        #[cfg(feature = "failpoints")]
+        if rec.ctx.settings.failpoints.exits_after_results(st.results.len()) {
             rec.write(st).await?;
-            tracing::error!("fault injection: exiting after {} recorded result(s)", rec.status().results.len());
-            std::process::exit(86);
+            rec.ctx.settings.failpoints.exit_recorded(rec.status().results.len());
         }
         if written.elapsed() >= FLUSH_EVERY {
             st = rec.write(st).await?;
@@ -386,5 +373,8 @@ async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::cr
         reviews_per_binding: rec.ctx.settings.reviews_per_binding,
     };
     let (client, index) = (&rec.ctx.client, rec.ctx.shared.index.as_deref());
-    Ok(crate::verify::verify(client, index, &rec.ctx.verifying, &req).await)
+    let verified = crate::verify::verify(client, index, &rec.ctx.verifying, &req).await;
+    let lag = rec.ctx.verifying.lag.learned().as_secs_f64();
+    rec.ctx.settings.metrics.authorizer_lag_seconds.set(lag);
+    Ok(verified)
 }

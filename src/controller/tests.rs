@@ -29,8 +29,8 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         protected: Protected::default(),
         concurrency: 1,
         reviews_per_binding: crate::verify::reviews::DEFAULT_PER_BINDING,
-        exit_after_results: None,
-        exit_after_calls: None,
+        #[cfg(feature = "failpoints")]
+        failpoints: Default::default(),
         namespace: "deprovisioner".into(),
         metrics: crate::metrics::Metrics::new(),
         regrant_watch: Duration::ZERO,
@@ -442,20 +442,22 @@ async fn access_the_authorizer_still_allows_fails_the_request_and_names_the_bind
     server.await.unwrap();
 }
 
-/// An Event waits while a request is being worked, or a call waits to be recorded, and is
-/// published once the controller is idle: in a burst, the API server's time goes to the writes
-/// that record and finish requests.
+/// An Event waits while a request is being worked (its writes hold the API budget), or a call
+/// waits to be recorded (its create queues for the budget), and is published once those are
+/// done: in a burst, the API server's time goes to the writes that record and finish requests.
 #[tokio::test]
 async fn events_wait_until_the_controller_is_idle() {
+    use crate::budget::{Budget, BudgetLayer, Priority};
     use kube::Resource;
     use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let metrics = crate::metrics::Metrics::new();
+    let budget = Budget::new(1, metrics.clone());
+    let svc = tower::Layer::layer(&BudgetLayer(budget.clone()), svc);
     let recorder = Recorder::new(Client::new(svc, "default"), Reporter { controller: "t".into(), instance: None });
-    let local = super::local::Local::new(1);
-    let handoff = Arc::new(super::Handoff::default());
-    let events = super::local::Events::start(recorder, local.idle(handoff.clone()));
-    let held = local.hold("busy").await;
+    let events = super::local::Events::start(recorder, metrics);
+    let held = budget.acquire(Priority::Status).await; // a request being worked
     let ev = Event {
         type_: EventType::Normal,
         reason: "Removed".into(),
@@ -466,11 +468,19 @@ async fn events_wait_until_the_controller_is_idle() {
     events.send(ev, request().object_ref(&()));
     let early = tokio::time::timeout(Duration::from_millis(400), handle.next_request()).await;
     assert!(early.is_err(), "an Event was published while a request was being worked");
-    let recording = handoff.recording();
-    local.release(held);
-    let early = tokio::time::timeout(Duration::from_millis(400), handle.next_request()).await;
+    let recording = tokio::spawn({
+        let budget = budget.clone();
+        async move {
+            let permit = budget.acquire(Priority::Create).await;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            drop(permit);
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(held);
+    let early = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await;
     assert!(early.is_err(), "an Event was published while a call waited to be recorded");
-    drop(recording);
+    recording.await.unwrap();
     let (req, send) = tokio::time::timeout(Duration::from_secs(2), handle.next_request())
         .await
         .expect("the Event once idle")
@@ -480,52 +490,69 @@ async fn events_wait_until_the_controller_is_idle() {
     send.send_response(Response::builder().status(201).body(Body::from(b"{}".to_vec())).unwrap());
 }
 
-/// A request not yet planned waits while calls queue to be recorded, until the queue is no longer
-/// longer than what is recorded at once, or the bound passes.
-#[tokio::test(start_paused = true)]
-async fn new_requests_let_queued_creates_go_first() {
-    use crate::webhook::RECORDING_AT_ONCE;
-    let handoff = super::Handoff::default();
-    let started = tokio::time::Instant::now();
-    handoff.after_backlog(Duration::from_secs(5)).await;
-    assert_eq!(started.elapsed(), Duration::ZERO, "no queue: no wait");
-
-    let mut calls: Vec<_> = (0..RECORDING_AT_ONCE).map(|_| handoff.recording()).collect();
-    handoff.after_backlog(Duration::from_secs(5)).await;
-    assert_eq!(started.elapsed(), Duration::ZERO, "only as many as are recorded at once: no wait");
-
-    calls.push(handoff.recording());
-    let bounded = tokio::time::Instant::now();
-    handoff.after_backlog(Duration::from_secs(5)).await;
-    assert_eq!(bounded.elapsed(), Duration::from_secs(5), "a queue that stays: waits the bound, no longer");
-
-    let woken = async {
-        let at = tokio::time::Instant::now();
-        handoff.after_backlog(Duration::from_secs(5)).await;
-        at.elapsed()
+/// A full Event queue drops the Event and counts it.
+#[tokio::test]
+async fn a_full_event_queue_drops_and_counts() {
+    use kube::Resource;
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let (svc, _unanswered) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let metrics = crate::metrics::Metrics::new();
+    let recorder = Recorder::new(Client::new(svc, "default"), Reporter { controller: "t".into(), instance: None });
+    let events = super::local::Events::start(recorder, metrics.clone());
+    let ev = || Event {
+        type_: EventType::Normal,
+        reason: "Removed".into(),
+        note: None,
+        action: "Execute".into(),
+        secondary: None,
     };
-    let (waited, ()) = tokio::join!(woken, async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(calls.pop());
-    });
-    assert_eq!(waited, Duration::from_millis(300), "woken when the queue shrinks");
+    // One is taken by the publisher (whose API call is never answered), 4,096 fill the queue.
+    for _ in 0..4098 {
+        events.send(ev(), request().object_ref(&()));
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(metrics.events_dropped.get(), 1);
 }
 
-/// A reconcile still waiting for its turn when the term of leadership ends returns without
-/// reading or writing anything: the next leader works the request, and this one's Lease is
-/// released without waiting for it.
+/// A request handed over by the webhook enters the controller's stream as a watch event, is
+/// remembered as created with its call's arrival (which bounds its plan's barrier), and is
+/// counted `taken`; with no controller running here (closed), it is refused and counted.
+#[tokio::test]
+async fn a_handed_over_request_enters_the_stream_with_its_arrival() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let metrics = crate::metrics::Metrics::new();
+    let handoff = super::Handoff::new(metrics.clone());
+    let arrived = std::time::Instant::now();
+    assert!(!handoff.give(request(), arrived), "no controller here");
+    let local = Arc::new(super::local::Local::default());
+    let mut handed = std::pin::pin!(handoff.open(local.clone()));
+    assert!(handoff.is_open());
+    assert!(handoff.give(request(), arrived));
+    match handed.next().await {
+        Some(Ok(watcher::Event::Apply(obj))) => assert_eq!(obj.metadata.name.as_deref(), Some("req")),
+        other => panic!("expected the handed request, got {other:?}"),
+    }
+    assert_eq!(local.arrival("req"), Some(arrived));
+    assert!(local.known("req").is_some());
+    handoff.close();
+    assert!(!handoff.give(request(), arrived), "closed when the term ends");
+    let count = |outcome| metrics.handoffs.get_or_create(&crate::metrics::HandoffLabels { outcome }).get();
+    assert_eq!((count("taken"), count("refused")), (1, 2));
+}
+
+/// A reconcile whose turn comes once the term of leadership has ended returns without reading or
+/// writing anything: the next leader works the request, and this one's Lease is released
+/// without waiting for it.
 #[tokio::test]
 async fn a_reconcile_waiting_for_its_turn_returns_when_the_term_ends() {
     let (ctx, _unserved) = ctx(Duration::from_secs(60));
-    let busy = ctx.local.hold("other").await; // the only slot (concurrency 1)
-    let waiting = tokio::spawn(reconcile(Arc::new(request()), ctx.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!waiting.is_finished(), "it waits for the slot");
     ctx.stop.cancel();
     // An API call would never be answered here: returning proves none was made.
-    let done = tokio::time::timeout(Duration::from_secs(2), waiting).await.expect("returned at the term's end");
-    assert!(done.unwrap().is_ok());
-    ctx.local.release(busy);
+    let done = tokio::time::timeout(Duration::from_secs(2), reconcile(Arc::new(request()), ctx.clone()))
+        .await
+        .expect("returned at the term's end");
+    assert!(done.is_ok());
 }
 
 /// A controller stopped before its watch listed ends at once (kube-runtime would wait forever for

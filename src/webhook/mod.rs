@@ -51,8 +51,6 @@ pub struct WebhookState {
     pub metrics: Arc<Metrics>,
     /// Calls handled at once; past it, 503.
     pub in_flight: tokio::sync::Semaphore,
-    /// Records created at once (see [`RECORDING_AT_ONCE`]); the others wait their turn, in order.
-    pub recording: tokio::sync::Semaphore,
     /// Calls with missing or wrong credentials, per source address and minute (the webhook's and
     /// the connector's together); past it, 429.
     pub unauthenticated: guard::PerSource,
@@ -69,16 +67,6 @@ pub struct WebhookState {
     /// The policies in memory, when plans read them: the replica is ready once they have listed.
     pub policies: Option<Arc<crate::policies::Policies>>,
 }
-
-/// How many records the webhook creates at once. A burst of calls sent as one would otherwise
-/// fill the API server's queues for this identity (API Priority and Fairness puts one user's
-/// requests in a handful of queues) until it answers 429 to creates and to the controller's own
-/// writes alike, each retried only after the server's `Retry-After` (a second or more). Waiting
-/// here, in arrival order, leaves the API server to the writes that finish requests, so calls
-/// finish in the order they came. Measured with `scripts/bench`, a burst of 1,000: 16 at once
-/// answered 805 in time, 4 at once 974 (one create takes a few milliseconds, so 4 at once still
-/// records hundreds of calls a second).
-pub const RECORDING_AT_ONCE: usize = 4;
 
 /// Why a call's credentials were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -68,10 +68,8 @@ pub async fn record_and_wait(
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let deadline = tokio::time::Instant::from_std(arrived + s.deadline);
     start_barrier(s, &spec, arrived);
-    let submitted = {
-        let _unrecorded = s.handoff.recording();
-        recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, &s.recording, spec)).await)
-    }?;
+    // The create waits for its turn in the client's API budget, first among its priorities.
+    let submitted = recorded(tokio::time::timeout_at(deadline, submit(&api, &s.recorded, spec)).await)?;
     let (name, uid) = (submitted.name().to_string(), submitted.uid().to_string());
     tracing::Span::current().record("request", name.as_str()).record("uid", uid.as_str());
     let awaited = s.finished.wait(&uid);
@@ -131,8 +129,7 @@ pub async fn record_and_poll(
     let api: Api<DeprovisionRequest> = Api::all(client.clone());
     let deadline = tokio::time::Instant::from_std(deadline);
     let unlimited = PerMinute::new(u32::MAX);
-    let one_at_a_time = tokio::sync::Semaphore::new(1);
-    let submitted = submit(&api, &unlimited, &one_at_a_time, spec);
+    let submitted = submit(&api, &unlimited, spec);
     let submitted = recorded(tokio::time::timeout_at(deadline, submitted).await)?;
     let (name, uid) = (submitted.name().to_string(), submitted.uid().to_string());
     tracing::info!(request = %name, "request recorded; waiting for the operator to finish it");
@@ -230,7 +227,6 @@ fn is_terminal(obj: &DeprovisionRequest) -> bool {
 async fn submit(
     api: &Api<DeprovisionRequest>,
     recorded: &PerMinute,
-    recording: &tokio::sync::Semaphore,
     spec: DeprovisionRequestSpec,
 ) -> Result<Submitted, SubmitError> {
     let fp = naming::fingerprint(&spec);
@@ -266,11 +262,7 @@ async fn submit(
             spec: spec.clone(),
             status: None,
         };
-        let created = {
-            let _turn = recording.acquire().await;
-            api.create(&PostParams::default(), &obj).await
-        };
-        match created {
+        match api.create(&PostParams::default(), &obj).await {
             Ok(created) => return Ok(Submitted::Created(Box::new(created))),
             Err(kube::Error::Api(s)) if s.is_already_exists() => match api.get_opt(&name).await? {
                 Some(taken) if is_same_call(&taken, &fp, source) && !is_terminal(&taken) => {

@@ -36,7 +36,6 @@ fn state_with(client: Client, secret: &std::path::Path) -> WebhookState {
         body_limit: 1024,
         metrics: crate::metrics::Metrics::new(),
         in_flight: tokio::sync::Semaphore::new(8),
-        recording: tokio::sync::Semaphore::new(crate::webhook::RECORDING_AT_ONCE),
         unauthenticated: crate::webhook::guard::PerSource::new(1000),
         recorded: crate::webhook::guard::PerMinute::new(1000),
         controller_alive: std::sync::atomic::AtomicBool::new(true),
