@@ -14,11 +14,9 @@ pub mod exec;
 pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
-pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
-pub mod policies;
 pub mod text;
 pub mod verify;
 pub mod view;
