@@ -256,8 +256,8 @@ async fn seen(ctx: &Context, view: &BindingView<'_>) {
     }
 }
 
-/// Streams every binding of one kind past the watchlist (nothing is stored); used when there is
-/// bindings in the view.
+/// Streams every binding of one kind past the watchlist (nothing is stored); used when the view
+/// keeps no bindings.
 async fn watch<K: Watched>(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<K> = Api::all(ctx.client.clone());
     let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));

@@ -223,6 +223,27 @@ impl View {
         Arc::new(View { bindings, policies, namespaces, metrics })
     }
 
+    /// The view kept by these streams of watch events (a test's own), its barriers written
+    /// through `client`.
+    #[cfg(test)]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fed(
+        client: &Client,
+        namespace: &str,
+        sentinel: &str,
+        rb: impl futures::Stream<Item = Result<watcher::Event<RoleBinding>, watcher::Error>> + Send + 'static,
+        crb: impl futures::Stream<Item = Result<watcher::Event<ClusterRoleBinding>, watcher::Error>> + Send + 'static,
+        policies: impl futures::Stream<Item = Result<watcher::Event<DeprovisionPolicy>, watcher::Error>> + Send + 'static,
+        namespaces: impl futures::Stream<Item = Result<watcher::Event<Namespace>, watcher::Error>> + Send + 'static,
+        metrics: Option<Arc<Metrics>>,
+        stop: &CancellationToken,
+    ) -> Arc<View> {
+        let bindings = Some(BindingWatches::fed(client, namespace, sentinel, rb, crb, metrics.clone(), stop));
+        let policies = policies::fed(policies, metrics.clone(), stop);
+        let namespaces = namespaces::fed(namespaces, metrics.clone(), stop);
+        Arc::new(View { bindings, policies, namespaces, metrics })
+    }
+
     /// Whether every watch has listed once: `/readyz` waits for it (in a rolling upgrade the old
     /// replica works until the new one can). After that, nothing about the watches makes a
     /// replica unready: readers fall back to the API server meanwhile.
