@@ -651,7 +651,7 @@ async fn a_binding_argo_cd_keeps_in_sync_is_warned_about_or_left_alone() {
 #[tokio::test]
 async fn a_stale_index_copy_is_never_written_back() {
     use deprovisioner::crd::{BindingAction, BindingRef, BindingScope, EmptyBindingRule, SubjectRef};
-    use deprovisioner::index::BindingIndex;
+    use deprovisioner::view::{Need, Reader, Since, View};
     let c = admin().await;
     let operator_client = client_for(&cluster().operator_kubeconfig).await;
     let ns = unique("stale-copy");
@@ -659,16 +659,23 @@ async fn a_stale_index_copy_is_never_written_back() {
     let rb = role_binding(&c, &ns, "pair", "view", vec![user("gone@lumos.com"), user("stays@lumos.com")]).await;
     let solo = role_binding(&c, &ns, "solo", "view", vec![user("gone@lumos.com")]).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let index = BindingIndex::start(&operator_client, "deprovisioner", "deprovisioner-index-barrier", &stop);
+    let settings = deprovisioner::view::Settings {
+        namespace: "deprovisioner",
+        sentinel: "deprovisioner-index-barrier",
+        bindings: true,
+    };
+    let index = View::start(&operator_client, settings, deprovisioner::metrics::Metrics::new(), &stop);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !(index.is_watching() && index.sync(std::time::Instant::now(), true, false).await.is_ok()) {
+    let rbs = Need::bindings(true, false);
+    while index.read(Since::Arrived(std::time::Instant::now()), rbs, Reader::Plan).await.is_err() {
         assert!(std::time::Instant::now() < deadline, "the index did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Freeze the index's copies, then let another writer add someone to the pair.
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(index.role_binding(&ns, "pair").is_some(), "the index holds the binding");
+    let held = index.read(Since::Held, rbs, Reader::Exec).await.unwrap();
+    assert!(held.role_binding(&ns, "pair").is_some(), "the index holds the binding");
     let api: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(c.clone(), &ns);
     let mut changed = api.get("pair").await.unwrap();
     changed.subjects.as_mut().unwrap().push(user("added-meanwhile@lumos.com"));
