@@ -27,10 +27,10 @@ use crate::crd::{
     Action, ActionResult, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, PlannedAction, ResidualAccessRule,
     ResidualBinding, Review, SubjectRef, UnverifiedRule, Verification,
 };
-use crate::view::{Need, Reader, Since, Snapshot, View};
 use crate::plan::BindingView;
 use crate::plan::subject::{Principal, Wanted};
 use crate::text;
+use crate::view::{Need, Reader, Since, Snapshot, View};
 use lag::AuthorizerLag;
 use residual::{Judge, MAX_RESIDUAL};
 use reviews::{Grant, Identity};

@@ -733,14 +733,24 @@ async fn a_call_with_nothing_to_remove_writes_its_status_once_and_each_barrier_o
     let c = cl.admin().await;
     let label = unique("once");
     namespace(&c, &unique("once-a"), &[("once-team", &label)]).await;
-    cluster_role_binding(&c, &unique("once-readers"), "view", &[("lumos-app", &label)], vec![user("someone@lumos.com")])
-        .await;
-    policy(&c, &unique("once-policy"), json!({
-        "application": {"appId": "once_app"},
-        "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
-        "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"once-team": label}}},
-                   "clusterRoleBindings": {"selector": {"matchLabels": {"lumos-app": label}}}}]
-    }))
+    cluster_role_binding(
+        &c,
+        &unique("once-readers"),
+        "view",
+        &[("lumos-app", &label)],
+        vec![user("someone@lumos.com")],
+    )
+    .await;
+    policy(
+        &c,
+        &unique("once-policy"),
+        json!({
+            "application": {"appId": "once_app"},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"once-team": label}}},
+                       "clusterRoleBindings": {"selector": {"matchLabels": {"lumos-app": label}}}}]
+        }),
+    )
     .await;
     let op = Operator::start(OperatorOpts::on(cl));
     let ready = std::time::Instant::now() + Duration::from_secs(30);
@@ -763,7 +773,8 @@ async fn a_call_with_nothing_to_remove_writes_its_status_once_and_each_barrier_o
     }
     let after = api_requests(cl);
     let per_call = |k: &str| (after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0)) / n as f64;
-    let counts = format!("{:#?}", after.iter().map(|(k, v)| (k, v - before.get(k).unwrap_or(&0.0))).collect::<Vec<_>>());
+    let counts =
+        format!("{:#?}", after.iter().map(|(k, v)| (k, v - before.get(k).unwrap_or(&0.0))).collect::<Vec<_>>());
     assert_eq!(per_call("PUT deprovisionrequests/status"), 1.0, "one status write per call: {counts}");
     assert_eq!(per_call("PATCH rolebindings"), 1.0, "one RoleBinding barrier per call: {counts}");
     assert_eq!(per_call("PATCH clusterrolebindings"), 1.0, "one ClusterRoleBinding barrier per call: {counts}");

@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::model::{self, AccountId, Snapshot};
 use super::wire::{ConnectorError, Envelope, ErrorCode};
 use super::{answer, read};
-use crate::view::{Need, Reader, Since, View};
 use crate::plan::subject::Protected;
+use crate::view::{Need, Reader, Since, View};
 use crate::webhook::WebhookState;
 use crate::webhook::submit::{self, NotRecorded};
 

@@ -196,10 +196,10 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
 /// The namespaces, for rules that select them by label: from the view's watch while it is live
 /// (`true`), else listed.
 async fn namespaces(rec: &Record) -> Result<(Vec<Namespace>, bool), PlanFailure> {
-    if let Some(view) = rec.ctx.shared.view.as_deref() {
-        if let Ok(snapshot) = view.read(Since::Held, Need::NAMESPACES, Reader::Plan).await {
-            return Ok((snapshot.namespaces(), true));
-        }
+    if let Some(view) = rec.ctx.shared.view.as_deref()
+        && let Ok(snapshot) = view.read(Since::Held, Need::NAMESPACES, Reader::Plan).await
+    {
+        return Ok((snapshot.namespaces(), true));
     }
     let listed = Api::<Namespace>::all(rec.ctx.client.clone()).list(&ListParams::default()).await;
     Ok((listed.map_err(unavailable("listing namespaces"))?.items, false))
@@ -264,14 +264,14 @@ fn plan_from_named(
 /// The policies from the view when its watch is live and one of them is for this request;
 /// otherwise (none matches: perhaps one created a moment ago) listed from the API server.
 async fn policies(rec: &Record, reader: Reader) -> Result<Vec<DeprovisionPolicy>, ExecError> {
-    if let Some(view) = rec.ctx.shared.view.as_deref() {
-        if let Ok(snapshot) = view.read(Since::Held, Need::POLICIES, reader).await {
-            let policies = snapshot.policies();
-            if !plan::matching_policies(&rec.obj.spec, &policies).is_empty() {
-                return Ok(policies);
-            }
-            view.read_from_api(reader);
+    if let Some(view) = rec.ctx.shared.view.as_deref()
+        && let Ok(snapshot) = view.read(Since::Held, Need::POLICIES, reader).await
+    {
+        let policies = snapshot.policies();
+        if !plan::matching_policies(&rec.obj.spec, &policies).is_empty() {
+            return Ok(policies);
         }
+        view.read_from_api(reader);
     }
     let api = Api::<DeprovisionPolicy>::all(rec.ctx.client.clone());
     let listed = api.list(&ListParams::default()).await;

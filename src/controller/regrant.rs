@@ -33,10 +33,10 @@ use crate::crd::{
     BindingKind, ConditionType, DeprovisionPolicy, DeprovisionRequest, Outcome, PlannedAction, Reason, Regrant,
     RegrantOrigin, RegrantRemoval, SubjectRef, set_condition,
 };
-use crate::view::{Change, Need, Reader, Since, View};
 use crate::plan::manager::{self, OWN_FIELD_MANAGER};
 use crate::plan::{self, BindingView, Observed};
 use crate::text;
+use crate::view::{Change, Need, Reader, Since, View};
 use watchlist::{Hit, Removed, describe, key_of};
 pub use watchlist::{MAX_REMOVALS_AGAIN, Watchlist};
 
@@ -186,12 +186,7 @@ impl Watched for ClusterRoleBinding {
 /// Follows the view's bindings (kept on every replica): one pass over every binding it holds,
 /// then every change it sees; a pass again whenever this falls behind, and when a relist ends.
 /// No watch of its own.
-async fn follow_view(
-    ctx: &Context,
-    view: &View,
-    mut changes: broadcast::Receiver<Change>,
-    stop: &CancellationToken,
-) {
+async fn follow_view(ctx: &Context, view: &View, mut changes: broadcast::Receiver<Change>, stop: &CancellationToken) {
     let mut rescan = true;
     loop {
         if rescan {

@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 
 use super::{Done, Effect, ExecError};
 use crate::crd::{BindingAction, BindingRef, BindingScope, EmptyBindingRule, subject_names};
-use crate::view::{Need, Reader, Since, View};
 use crate::plan::manager::OWN_FIELD_MANAGER;
 use crate::plan::subject::is_exactly;
+use crate::view::{Need, Reader, Since, View};
 
 /// How many times a write is retried after a 409 Conflict before giving up for this attempt.
 const CONFLICT_RETRIES: usize = 8;

@@ -60,7 +60,6 @@ impl Changed for ClusterRoleBinding {
     }
 }
 
-
 /// Bindings read for one reader.
 #[derive(Debug, Default)]
 pub struct Bindings {
@@ -152,7 +151,12 @@ impl BindingWatches {
     /// still matches exactly): the RoleBindings of `namespaces` (of every namespace when `None`),
     /// and the ClusterRoleBindings when `cluster`. Costs what the matches cost, however many
     /// bindings there are.
-    pub fn naming(&self, keys: &BTreeSet<SubjectKey>, namespaces: Option<&BTreeSet<String>>, cluster: bool) -> Bindings {
+    pub fn naming(
+        &self,
+        keys: &BTreeSet<SubjectKey>,
+        namespaces: Option<&BTreeSet<String>>,
+        cluster: bool,
+    ) -> Bindings {
         let in_scope = |ns: &str| namespaces.is_none_or(|n| n.contains(ns));
         let role_bindings = match namespaces.is_some_and(BTreeSet::is_empty) {
             true => vec![],
@@ -199,7 +203,12 @@ impl BindingWatches {
 }
 
 /// Waits (at most `timeout`) until `watch` can pass a barrier, then passes `barrier`.
-async fn pass<K>(watch: &Watched<K>, barrier: &Barrier<K>, since: Instant, timeout: Duration) -> Result<(), BarrierError>
+async fn pass<K>(
+    watch: &Watched<K>,
+    barrier: &Barrier<K>,
+    since: Instant,
+    timeout: Duration,
+) -> Result<(), BarrierError>
 where
     K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + 'static,
 {
@@ -247,7 +256,15 @@ struct BindingHook {
 
 impl<K> Hook<K> for (BindingHook, Arc<Barrier<K>>)
 where
-    K: Resource<DynamicType = ()> + Changed + Filed + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Changed
+        + Filed
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     fn before(&mut self, store: &Store<K>, ev: &Event<K>) {
         self.0.by_subject.apply(store, ev);

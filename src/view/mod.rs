@@ -59,9 +59,11 @@ pub struct Need {
 
 impl Need {
     /// Both kinds of binding.
-    pub const BINDINGS: Need = Need { role_bindings: true, cluster_role_bindings: true, policies: false, namespaces: false };
+    pub const BINDINGS: Need =
+        Need { role_bindings: true, cluster_role_bindings: true, policies: false, namespaces: false };
     /// The policies only.
-    pub const POLICIES: Need = Need { role_bindings: false, cluster_role_bindings: false, policies: true, namespaces: false };
+    pub const POLICIES: Need =
+        Need { role_bindings: false, cluster_role_bindings: false, policies: true, namespaces: false };
     /// The namespaces only.
     pub const NAMESPACES: Need =
         Need { role_bindings: false, cluster_role_bindings: false, policies: false, namespaces: true };
@@ -206,10 +208,20 @@ pub struct Settings<'a> {
 
 impl View {
     /// Starts every watch (they run until `stop`).
-    pub fn start(client: &Client, settings: Settings<'_>, metrics: Arc<Metrics>, stop: &CancellationToken) -> Arc<View> {
+    pub fn start(
+        client: &Client,
+        settings: Settings<'_>,
+        metrics: Arc<Metrics>,
+        stop: &CancellationToken,
+    ) -> Arc<View> {
         fn events<K>(client: &Client) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + use<K>
         where
-            K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+            K: kube::Resource<DynamicType = ()>
+                + Clone
+                + std::fmt::Debug
+                + serde::de::DeserializeOwned
+                + Send
+                + 'static,
         {
             watcher(Api::all(client.clone()), watcher::Config::default()).default_backoff()
         }
@@ -277,7 +289,11 @@ impl View {
     /// `since`, waits for this write instead of sending its own). Nothing is sent unless the
     /// policies are live and each binding watch can pass a barrier now; nothing is counted as a
     /// read (the plan's own read is).
-    pub async fn prepare(&self, since: Instant, need: impl FnOnce(&[DeprovisionPolicy]) -> Need) -> Result<(), Fallback> {
+    pub async fn prepare(
+        &self,
+        since: Instant,
+        need: impl FnOnce(&[DeprovisionPolicy]) -> Need,
+    ) -> Result<(), Fallback> {
         let b = self.bindings.as_ref().ok_or(Fallback::NotKept { watch: "bindings" })?;
         if !self.policies.health().is_live() {
             return Err(Fallback::NotLive { watch: policies::WATCH });
@@ -414,7 +430,12 @@ impl Snapshot<'_> {
     /// still matches exactly): the RoleBindings of `namespaces` (every namespace when `None`),
     /// and the ClusterRoleBindings when `cluster`. Costs what the matches cost, however many
     /// bindings there are.
-    pub fn naming(&self, keys: &BTreeSet<SubjectKey>, namespaces: Option<&BTreeSet<String>>, cluster: bool) -> Bindings {
+    pub fn naming(
+        &self,
+        keys: &BTreeSet<SubjectKey>,
+        namespaces: Option<&BTreeSet<String>>,
+        cluster: bool,
+    ) -> Bindings {
         self.bindings_kept().map(|b| b.naming(keys, namespaces, cluster)).unwrap_or_default()
     }
 

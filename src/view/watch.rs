@@ -124,7 +124,9 @@ where
                     me.moved(input_of(&ev), metrics.as_deref(), None);
                     hook.after(ev);
                 }
-                Some(Err(e)) => me.moved(Input::Failed { lost_an_event: lost_an_event(&e) }, metrics.as_deref(), Some(&e)),
+                Some(Err(e)) => {
+                    me.moved(Input::Failed { lost_an_event: lost_an_event(&e) }, metrics.as_deref(), Some(&e))
+                }
                 None => return,
             }
         }

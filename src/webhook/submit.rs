@@ -9,8 +9,8 @@ use kube::{Api, ResourceExt};
 use super::answer::LumosAnswer;
 use super::guard::PerMinute;
 use super::{WebhookState, naming, short_error};
-use crate::view::Need;
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, DeprovisionRequestStatus, RequestSource};
+use crate::view::Need;
 
 /// How long before the deadline a call still waiting reads its record once more, so its answer
 /// is true even if a wake-up was missed; unless the watch of unfinished requests is live and

@@ -10,9 +10,9 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::view::{Need, Reader, Since, View};
 use crate::crd::DeprovisionPolicy;
 use crate::fixtures;
+use crate::view::{Need, Reader, Since, View};
 
 fn policy(name: &str) -> DeprovisionPolicy {
     fixtures::policy(
