@@ -148,7 +148,7 @@ impl<K: Resource<DynamicType = ()> + 'static> Watched<K> {
         });
         let to = self.health.borrow().state;
         if let Some(e) = error {
-            tracing::warn!(watch = self.name, state = to.as_str(), error = %e, "watch failed; the watcher resumes");
+            tracing::warn!(watch = self.name, state = to.as_str(), error = %e, "{} watch failed; the watcher resumes", self.name);
         }
         if let Some(from) = from.filter(|f| *f != to) {
             export(metrics, self.name, to);
