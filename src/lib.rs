@@ -17,11 +17,9 @@ pub mod failpoints;
 pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
-pub mod index;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
-pub mod policies;
 pub mod text;
 pub mod trace;
 pub mod verify;

@@ -14,11 +14,9 @@ use tracing_subscriber::EnvFilter;
 use deprovisioner::cli::{Cli, Command, ConnectorArgs, LogFormat, RunArgs};
 use deprovisioner::controller::{self, Settings, Shared};
 use deprovisioner::finished::Finished;
-use deprovisioner::index::BindingIndex;
 use deprovisioner::leader::{self, LeaseSettings};
 use deprovisioner::metrics::Metrics;
 use deprovisioner::plan::subject::{self, Protected};
-use deprovisioner::policies::Policies;
 use deprovisioner::webhook::auth::{HeaderScheme, SecretFile};
 use deprovisioner::webhook::guard::{PerMinute, PerSource};
 use deprovisioner::webhook::server::{self, ServerLimits};
@@ -231,9 +229,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     // Kept on every replica, leading or not: a replica that takes over plans at once.
     let shared = Shared {
-        index: (args.controller && args.binding_index)
-            .then(|| BindingIndex::start(&client, &args.namespace, &args.index_barrier, &stop)),
-        policies: args.controller.then(|| Policies::start(&client, &stop)),
+        view: args.controller.then(|| {
+            let settings = deprovisioner::view::Settings {
+                namespace: &args.namespace,
+                sentinel: &args.index_barrier,
+                bindings: args.binding_index,
+            };
+            deprovisioner::view::View::start(&client, settings, metrics.clone(), &stop)
+        }),
         finished: Finished::new(),
         handoff: Arc::new(controller::Handoff::new(metrics.clone())),
     };
@@ -257,8 +260,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         controller_alive: AtomicBool::new(true),
         finished: shared.finished.clone(),
         handoff: shared.handoff.clone(),
-        index: shared.index.clone(),
-        policies: shared.policies.clone(),
+        view: shared.view.clone(),
     });
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -287,7 +289,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             protected.clone(),
             "Kubernetes cluster".into(),
-            shared.index.clone(),
+            shared.view.clone(),
             deprovisioner::connector::Writer::Operator(state.clone()),
         ),
     });

@@ -27,10 +27,10 @@ use crate::crd::{
     Action, ActionResult, BindingRef, DeprovisionPolicy, DeprovisionRequestSpec, PlannedAction, ResidualAccessRule,
     ResidualBinding, Review, SubjectRef, UnverifiedRule, Verification,
 };
-use crate::index::BindingIndex;
 use crate::plan::BindingView;
 use crate::plan::subject::{Principal, Wanted};
 use crate::text;
+use crate::view::{Need, Reader, Since, Snapshot, View};
 use lag::AuthorizerLag;
 use residual::{Judge, MAX_RESIDUAL};
 use reviews::{Grant, Identity};
@@ -139,7 +139,7 @@ impl VerifyError {
 
 /// Verifies a finished request. Never fails: what could not be checked is recorded as the
 /// verification's `error` (the condition `Verified` is then `Unknown`).
-pub async fn verify(client: &Client, index: Option<&BindingIndex>, memory: &Memory, req: &Request<'_>) -> Verification {
+pub async fn verify(client: &Client, view: Option<&View>, memory: &Memory, req: &Request<'_>) -> Verification {
     let matched: Vec<&DeprovisionPolicy> =
         req.policies.iter().filter(|p| req.policy_names.iter().any(|n| Some(n) == p.metadata.name.as_ref())).collect();
     let all_report = |says: &dyn Fn(&DeprovisionPolicy) -> bool| !matched.is_empty() && matched.iter().all(|p| says(p));
@@ -169,7 +169,7 @@ pub async fn verify(client: &Client, index: Option<&BindingIndex>, memory: &Memo
         let mut v = fresh();
         let given =
             (started + RETRY_WITHIN).saturating_duration_since(tokio::time::Instant::now()).max(ATTEMPT_AT_LEAST);
-        let checked = match tokio::time::timeout(given, check(client, index, memory, req, &matched, &mut v)).await {
+        let checked = match tokio::time::timeout(given, check(client, view, memory, req, &matched, &mut v)).await {
             Ok(checked) => checked,
             Err(_) => Err(VerifyError::TimedOut(given)),
         };
@@ -218,7 +218,7 @@ const ATTEMPT_AT_LEAST: Duration = Duration::from_secs(1);
 
 async fn check(
     client: &Client,
-    index: Option<&BindingIndex>,
+    view: Option<&View>,
     memory: &Memory,
     req: &Request<'_>,
     matched: &[&DeprovisionPolicy],
@@ -245,13 +245,16 @@ async fn check(
         ));
     }
     let judge = Judge { spec: req.spec, matched, all: req.policies, plan: req.plan, results: req.results };
-    if let Some(ix) = index.filter(|ix| ix.is_current() && !questions.is_empty()) {
-        index_caught_up(ix, &removed_subjects(req.plan, req.results)).await;
+    // Only what a live watch holds: no barrier is written for this wait.
+    if let Some(view) = view.filter(|_| !questions.is_empty())
+        && let Ok(held) = view.read(Since::Held, Need::BINDINGS, Reader::Verify).await
+    {
+        index_caught_up(&held, &removed_subjects(req.plan, req.results)).await;
     }
     // One after the other, not at once: the index's barrier is usually the longer of the two,
     // and a fixed order keeps the calls easy to follow in a trace.
     v.reviews = ask_all(client, &memory.lag, &identities, questions, &removed).await?;
-    let (residual, more) = residual_bindings(client, index, &wanted, &judge, &removed).await?;
+    let (residual, more) = residual_bindings(client, view, &wanted, &judge, &removed).await?;
     v.residual = residual;
     if more > 0 {
         v.notes.push(format!("{more} more binding(s) still name the target (at most {MAX_RESIDUAL} listed)"));
@@ -306,14 +309,14 @@ fn removed_subjects<'a>(plan: &'a [PlannedAction], results: &[ActionResult]) -> 
 /// and its first answer is true. Asked straight after the write instead, about one answer in
 /// five still credited the binding (and cost a question more, and a pause). Says whether it saw
 /// them (false: it waited the whole time, or the index stopped).
-async fn index_caught_up(index: &BindingIndex, removals: &[(&BindingRef, &SubjectRef)]) -> bool {
+async fn index_caught_up(index: &Snapshot<'_>, removals: &[(&BindingRef, &SubjectRef)]) -> bool {
     let removed = |&(b, subject): &(&BindingRef, &SubjectRef)| match b.namespace() {
         Some(ns) => (index.role_binding(ns, &b.name))
             .is_none_or(|rb| !still_names(rb.metadata.uid.as_deref(), rb.subjects.as_deref(), b, subject)),
         None => (index.cluster_role_binding(&b.name))
             .is_none_or(|crb| !still_names(crb.metadata.uid.as_deref(), crb.subjects.as_deref(), b, subject)),
     };
-    let mut changes = index.subscribe(); // before looking: no change slips between
+    let Some(mut changes) = index.subscribe() else { return false }; // before looking: no change slips between
     let waited = tokio::time::timeout(INDEX_CATCH_UP, async {
         while !removals.iter().all(removed) {
             if let Err(tokio::sync::broadcast::error::RecvError::Closed) = changes.recv().await {
@@ -552,7 +555,7 @@ fn review_object(who: &Identity, r: &Review) -> SubjectAccessReview {
 /// Without an index (or one relisting), a paged list of every binding.
 async fn residual_bindings(
     client: &Client,
-    index: Option<&BindingIndex>,
+    view: Option<&View>,
     wanted: &[Wanted],
     judge: &Judge<'_>,
     removed: &[BindingRef],
@@ -571,10 +574,9 @@ async fn residual_bindings(
     };
     // A watch that failed and has not delivered since is made current by a barrier (its own
     // write, delivered after everything before it), rather than trusted.
-    let index = match index {
-        Some(ix) if ix.is_current() => Some(ix),
-        Some(ix) if ix.is_watching() && ix.sync(std::time::Instant::now(), true, true).await.is_ok() => Some(ix),
-        _ => None,
+    let index = match view {
+        Some(view) => view.read(Since::Live, Need::BINDINGS, Reader::Verify).await.ok(),
+        None => None,
     };
     match index {
         Some(ix) => {

@@ -651,7 +651,7 @@ async fn a_binding_argo_cd_keeps_in_sync_is_warned_about_or_left_alone() {
 #[tokio::test]
 async fn a_stale_index_copy_is_never_written_back() {
     use deprovisioner::crd::{BindingAction, BindingRef, BindingScope, EmptyBindingRule, SubjectRef};
-    use deprovisioner::index::BindingIndex;
+    use deprovisioner::view::{Need, Reader, Since, View};
     let c = admin().await;
     let operator_client = client_for(&cluster().operator_kubeconfig).await;
     let ns = unique("stale-copy");
@@ -659,16 +659,23 @@ async fn a_stale_index_copy_is_never_written_back() {
     let rb = role_binding(&c, &ns, "pair", "view", vec![user("gone@lumos.com"), user("stays@lumos.com")]).await;
     let solo = role_binding(&c, &ns, "solo", "view", vec![user("gone@lumos.com")]).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let index = BindingIndex::start(&operator_client, "deprovisioner", "deprovisioner-index-barrier", &stop);
+    let settings = deprovisioner::view::Settings {
+        namespace: "deprovisioner",
+        sentinel: "deprovisioner-index-barrier",
+        bindings: true,
+    };
+    let index = View::start(&operator_client, settings, deprovisioner::metrics::Metrics::new(), &stop);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !(index.is_watching() && index.sync(std::time::Instant::now(), true, false).await.is_ok()) {
+    let rbs = Need::bindings(true, false);
+    while index.read(Since::Arrived(std::time::Instant::now()), rbs, Reader::Plan).await.is_err() {
         assert!(std::time::Instant::now() < deadline, "the index did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Freeze the index's copies, then let another writer add someone to the pair.
     stop.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(index.role_binding(&ns, "pair").is_some(), "the index holds the binding");
+    let held = index.read(Since::Held, rbs, Reader::Exec).await.unwrap();
+    assert!(held.role_binding(&ns, "pair").is_some(), "the index holds the binding");
     let api: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(c.clone(), &ns);
     let mut changed = api.get("pair").await.unwrap();
     changed.subjects.as_mut().unwrap().push(user("added-meanwhile@lumos.com"));
@@ -696,4 +703,83 @@ async fn a_stale_index_copy_is_never_written_back() {
     let done = deprovisioner::exec::rbac::remove_subject(&operator_client, Some(&index), &action(&solo)).await.unwrap();
     assert!(done.message.contains("deleted RoleBinding"), "{}", done.message);
     assert!(get_rb(&c, &ns, "solo").await.is_none());
+}
+
+/// The API server's request counters (`apiserver_request_total`) by verb and resource.
+fn api_requests(cl: &Cluster) -> std::collections::BTreeMap<String, f64> {
+    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let sub = label("subresource");
+        let key =
+            format!("{} {}{}", label("verb"), label("resource"), if sub.is_empty() { sub } else { format!("/{sub}") });
+        *counts.entry(key).or_default() += value;
+    }
+    counts
+}
+
+/// A call with nothing to remove, under a policy that selects namespaces by label and
+/// ClusterRoleBindings by selector (as the README's and the demo's do), costs one status write
+/// (the plan recorded with its finish), one PATCH per barrier sentinel (the webhook's early
+/// barrier and the plan share it), and no read of namespaces (the view's watch answers), counted
+/// by the API server itself on a control plane of its own.
+#[tokio::test]
+async fn a_call_with_nothing_to_remove_writes_its_status_once_and_each_barrier_once() {
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let label = unique("once");
+    namespace(&c, &unique("once-a"), &[("once-team", &label)]).await;
+    cluster_role_binding(
+        &c,
+        &unique("once-readers"),
+        "view",
+        &[("lumos-app", &label)],
+        vec![user("someone@lumos.com")],
+    )
+    .await;
+    policy(
+        &c,
+        &unique("once-policy"),
+        json!({
+            "application": {"appId": "once_app"},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"once-team": label}}},
+                       "clusterRoleBindings": {"selector": {"matchLabels": {"lumos-app": label}}}}]
+        }),
+    )
+    .await;
+    let op = Operator::start(OperatorOpts::on(cl));
+    let ready = std::time::Instant::now() + Duration::from_secs(30);
+    while http_client().get(format!("{}/readyz", op.url)).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(std::time::Instant::now() < ready, "not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let call = |i: usize| payload("once_app", &format!("nobody-{i}@lumos.com"), &[]);
+    // One call first: connections opened, policies and namespaces already in the view.
+    let (status, answer, _) = op.lumos(&call(0)).await;
+    assert_eq!((status, &answer["response"]), (200, &json!("SUCCESS")), "{answer}");
+    let n = 3;
+    let before = api_requests(cl);
+    for i in 1..=n {
+        let (status, answer, _) = op.lumos(&call(i)).await;
+        assert_eq!((status, &answer["response"]), (200, &json!("SUCCESS")), "{answer}");
+        let st = get_request(&c, &request_name(&answer)).await.status.unwrap();
+        assert!(st.plan.iter().all(|a| !a.action.changes_something()), "nothing to remove: {:?}", st.plan);
+        assert!(!st.plan.is_empty(), "absences confirmed");
+    }
+    let after = api_requests(cl);
+    let per_call = |k: &str| (after.get(k).unwrap_or(&0.0) - before.get(k).unwrap_or(&0.0)) / n as f64;
+    let counts =
+        format!("{:#?}", after.iter().map(|(k, v)| (k, v - before.get(k).unwrap_or(&0.0))).collect::<Vec<_>>());
+    assert_eq!(per_call("PUT deprovisionrequests/status"), 1.0, "one status write per call: {counts}");
+    assert_eq!(per_call("PATCH rolebindings"), 1.0, "one RoleBinding barrier per call: {counts}");
+    assert_eq!(per_call("PATCH clusterrolebindings"), 1.0, "one ClusterRoleBinding barrier per call: {counts}");
+    assert_eq!(per_call("LIST namespaces"), 0.0, "namespaces from the view's watch: {counts}");
+    assert_eq!(per_call("GET namespaces"), 0.0, "every namespace in the watch: {counts}");
+    let r = requests_for(&c, "nobody-1@lumos.com").await;
+    assert_eq!(phase(&r[0]), Phase::Succeeded);
 }

@@ -158,6 +158,8 @@ async fn the_authorizer_says_what_each_identity_may_do() {
         ("create", "authorization.k8s.io", "localsubjectaccessreviews", Some("team-a"), false, false),
         ("create", "authentication.k8s.io", "tokenreviews", None, false, false),
         ("list", "", "namespaces", None, true, true),
+        ("watch", "", "namespaces", None, true, false),
+        ("get", "", "namespaces", None, true, false),
         ("create", ours, "deprovisionrequests", None, true, true),
         ("get", ours, "deprovisionrequests", None, true, true),
         ("list", ours, "deprovisionrequests", None, true, true),

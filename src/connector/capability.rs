@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::model::{self, AccountId, Snapshot};
 use super::wire::{ConnectorError, Envelope, ErrorCode};
 use super::{answer, read};
-use crate::index::BindingIndex;
 use crate::plan::subject::Protected;
+use crate::view::{Need, Reader, Since, View};
 use crate::webhook::WebhookState;
 use crate::webhook::submit::{self, NotRecorded};
 
@@ -117,10 +117,9 @@ pub struct Connector {
     pub protected: Protected,
     /// How the global resource (the cluster) is labelled.
     pub cluster_label: String,
-    /// The operator's binding index, when this process keeps one: reads come from it (kept
-    /// current by watches, proven current by its barrier) instead of listing every binding for
-    /// every page.
-    pub index: Option<Arc<BindingIndex>>,
+    /// The operator's view, when this process keeps one: reads come from it (kept current by
+    /// watches, proven current by its barrier) instead of listing every binding for every page.
+    pub view: Option<Arc<View>>,
     /// How `unassign_entitlement` records its request.
     pub writer: Writer,
     /// The access map shared by the calls reading the same bindings, and the reads' turns.
@@ -128,16 +127,16 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A connector reading the cluster through `client` (and `index`, when this process keeps
+    /// A connector reading the cluster through `client` (and `view`, when this process keeps
     /// one).
     pub fn new(
         client: kube::Client,
         protected: Protected,
         cluster_label: String,
-        index: Option<Arc<BindingIndex>>,
+        view: Option<Arc<View>>,
         writer: Writer,
     ) -> Connector {
-        Connector { client, protected, cluster_label, index, writer, shared: Shared::new() }
+        Connector { client, protected, cluster_label, view, writer, shared: Shared::new() }
     }
 }
 
@@ -156,7 +155,7 @@ impl Shared {
 /// What an access map was computed from, or what a call needs it computed from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
-    /// The binding index at this version ([`BindingIndex::version`]).
+    /// The view's bindings at this version ([`crate::view::Snapshot::version`]).
     Index(u64),
     /// A listing of the API server begun at this moment (for a call: when it arrived).
     Listed(Instant),
@@ -349,12 +348,12 @@ fn argument<T: DeserializeOwned>(e: &Envelope) -> Result<T, ConnectorError> {
 /// arrived before it began. One map is computed at a time; the previous one is freed as soon as
 /// the calls reading it are done.
 async fn access_map(conn: &Connector, arrived: Instant) -> Result<Arc<Snapshot>, ConnectorError> {
-    let index = match conn.index.as_ref().filter(|ix| ix.is_watching()) {
-        Some(index) if index.sync(arrived, true, true).await.is_ok() => Some(index),
-        _ => None,
+    let index = match conn.view.as_deref() {
+        Some(view) => view.read(Since::Arrived(arrived), Need::BINDINGS, Reader::Connector).await.ok(),
+        None => None,
     };
     // Read before the bindings are: a map is never labelled newer than what it holds.
-    let want = match index {
+    let want = match &index {
         Some(index) => Source::Index(index.version()),
         None => Source::Listed(arrived),
     };

@@ -58,7 +58,7 @@ where
     loop {
         let page = api.list(&lp).await.map_err(|e| ConnectorError::from_kube(what, &e))?;
         out.extend(page.items.into_iter().map(|mut o| {
-            crate::index::strip(&mut o);
+            crate::view::strip(&mut o);
             o
         }));
         match page.metadata.continue_.filter(|t| !t.is_empty()) {

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 use crate::crd::{DeprovisionPolicy, DeprovisionRequest};
 use crate::exec;
 use crate::finished::Finished;
-use crate::index::BindingIndex;
 use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
 
@@ -65,10 +64,8 @@ pub struct Settings {
 /// runs only while this replica leads).
 #[derive(Clone, Default)]
 pub struct Shared {
-    /// The binding index (kept warm on every replica); without it plans list bindings.
-    pub index: Option<Arc<BindingIndex>>,
-    /// The policies (kept warm on every replica); without them plans list policies.
-    pub policies: Option<Arc<crate::policies::Policies>>,
+    /// The view of the cluster (kept warm on every replica); without it every read lists.
+    pub view: Option<Arc<crate::view::View>>,
     /// Where finished requests are told to waiting webhook calls.
     pub finished: Arc<Finished>,
     /// Requests the webhook here hands straight to the controller here.
@@ -97,7 +94,7 @@ impl Context {
     pub fn new(client: Client, settings: Settings, shared: Shared, stop: CancellationToken) -> Arc<Context> {
         let reporter = Reporter { controller: "deprovisioner".into(), instance: std::env::var("POD_NAME").ok() };
         let exec =
-            exec::Env { client: client.clone(), namespace: settings.namespace.clone(), index: shared.index.clone() };
+            exec::Env { client: client.clone(), namespace: settings.namespace.clone(), view: shared.view.clone() };
         let local = Arc::default();
         let events = local::Events::start(Recorder::new(client.clone(), reporter), settings.metrics.clone());
         let regrants = regrant::Regrants::new(settings.regrant_watch);

@@ -18,10 +18,10 @@ use crate::crd::{
     Outcome, Phase, PlannedAction, Reason, set_condition,
 };
 use crate::exec::{self, ExecError};
-use crate::index::BindingIndex;
 use crate::metrics::ActionLabels;
 use crate::plan::subject::Wanted;
 use crate::plan::{self, Observed, PlanError};
+use crate::view::{Need, Reader, Since, Snapshot};
 
 /// Reconciles a request from the freshest copy: as this controller last wrote it, or else read
 /// afresh, never the watch's cache (one status write behind, it would run actions whose results
@@ -115,6 +115,12 @@ async fn plan_request(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
     st.phase = Phase::InProgress;
     let running = "executing the plan";
     set_condition(&mut st.conditions, ConditionType::Complete, false, Reason::InProgress, running, generation);
+    // A plan that changes nothing (it only confirms absences, or has no action) is recorded with
+    // its finish, in one write: a crash before it leaves the request Pending, planned again, and
+    // nothing was changed. A plan that changes anything is recorded before the first change.
+    if st.plan.iter().all(|a| !a.action.changes_something()) {
+        return execute_plan(rec, st).await;
+    }
     let st = rec.write(st).await?;
     execute_plan(rec, st).await
 }
@@ -134,57 +140,104 @@ async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError
 }
 
 /// Reads what the plan needs, consistently (no binding written before the request can be
-/// missed), and computes it. Bindings come from the index once its barrier passes; without an
-/// index, or when the barrier cannot pass, they are listed from the API server.
+/// missed), and computes it. Everything comes from the view when it can answer (bindings once
+/// their barrier passed); otherwise from the API server.
 async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     let c = &rec.ctx.client;
-    let lp = ListParams::default();
-    let policies = policies(rec).await.map_err(PlanFailure::Unavailable)?;
-    let matched = plan::matching_policies(&rec.obj.spec, &policies);
-    let namespaces = match plan::selects_namespaces_by_label(&matched) {
-        true => Api::<Namespace>::all(c.clone()).list(&lp).await.map_err(unavailable("listing namespaces"))?.items,
-        false => vec![],
+    let spec = &rec.obj.spec;
+    let policies = policies(rec, Reader::Plan).await.map_err(PlanFailure::Unavailable)?;
+    let matched = plan::matching_policies(spec, &policies);
+    let by_label = plan::selects_namespaces_by_label(&matched);
+    let (mut namespaces, watched) = match by_label {
+        true => namespaces(rec).await?,
+        false => (vec![], false),
     };
-    let scope = plan::scope(&rec.obj.spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
-    let mut observed = Observed { namespaces, ..Default::default() };
-    // Only the kinds in scope need their barrier.
-    let index = rec.ctx.shared.index.as_deref();
-    let synced = match index {
-        Some(ix) => {
+    let mut scope = plan::scope(spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
+    // Only the kinds in scope need their barrier; RoleBindings too when a rule selects namespaces
+    // by label (a namespace the view does not hold yet may have some).
+    let need = Need::bindings(!scope.namespaces.is_empty() || by_label, scope.cluster_role_bindings);
+    let read = match rec.ctx.shared.view.as_deref() {
+        Some(view) => {
             // Bindings written before the call arrived must be seen (before this plan began,
             // for a request the watch brought).
             let since = rec.ctx.local.arrival(&rec.obj.name_any()).unwrap_or_else(std::time::Instant::now);
-            Some(ix.sync(since, !scope.namespaces.is_empty(), scope.cluster_role_bindings).await)
+            Some(view.read(Since::Arrived(since), need, Reader::Plan).await)
         }
         None => None,
     };
-    match (index, synced) {
-        (Some(ix), Some(Ok(()))) => {
-            if let Some(plan) = plan_from_named(rec, ix, &policies, &scope, &observed.namespaces) {
+    let mut observed = Observed::default();
+    match read {
+        Some(Ok(snapshot)) => {
+            if watched && added_unwatched_namespaces(rec, &snapshot, &matched, &mut namespaces).await? {
+                scope = plan::scope(spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
+            }
+            if let Some(plan) = plan_from_named(rec, &snapshot, &policies, &scope, &namespaces) {
                 return plan.map_err(PlanFailure::Refused);
             }
-            let b = ix.bindings(&scope.namespaces, scope.cluster_role_bindings);
+            let b = snapshot.bindings(&scope.namespaces, scope.cluster_role_bindings);
             observed.role_bindings = b.role_bindings;
             observed.cluster_role_bindings = b.cluster_role_bindings;
         }
-        (_, synced) => {
-            if let Some(Err(e)) = synced {
-                tracing::warn!(request = %rec.obj.name_any(), error = %e, "the binding index is not known to be current; listing bindings instead");
+        read => {
+            if let Some(Err(e)) = read {
+                tracing::warn!(request = %rec.obj.name_any(), error = %e, "the view cannot vouch for the bindings; listing them instead");
             }
             list_bindings(c, &scope, &mut observed).await?;
         }
     }
-    plan::compute(&rec.obj.spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+    observed.namespaces = namespaces;
+    plan::compute(spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
 }
 
-/// The plan from only the bindings that name the target, looked up by subject in the index (no
+/// The namespaces, for rules that select them by label: from the view's watch while it is live
+/// (`true`), else listed.
+async fn namespaces(rec: &Record) -> Result<(Vec<Namespace>, bool), PlanFailure> {
+    if let Some(view) = rec.ctx.shared.view.as_deref()
+        && let Ok(snapshot) = view.read(Since::Held, Need::NAMESPACES, Reader::Plan).await
+    {
+        return Ok((snapshot.namespaces(), true));
+    }
+    let listed = Api::<Namespace>::all(rec.ctx.client.clone()).list(&ListParams::default()).await;
+    Ok((listed.map_err(unavailable("listing namespaces"))?.items, false))
+}
+
+/// Adds to `namespaces` (from the view's watch) each namespace the watch does not hold yet that
+/// holds a binding naming the target (the bindings passed their barrier: created before the call),
+/// read with a GET, so a namespace created and labelled a moment before the call is judged by its
+/// labels. Says whether one was added.
+async fn added_unwatched_namespaces(
+    rec: &Record,
+    snapshot: &Snapshot<'_>,
+    matched: &[&DeprovisionPolicy],
+    namespaces: &mut Vec<Namespace>,
+) -> Result<bool, PlanFailure> {
+    let Ok(wanted) = plan::principals(&rec.obj.spec, matched) else { return Ok(false) };
+    let keys = wanted.iter().map(Wanted::key).collect();
+    let known: std::collections::BTreeSet<String> = namespaces.iter().map(|n| n.name_any()).collect();
+    let unwatched: std::collections::BTreeSet<String> = (snapshot.naming(&keys, None, false).role_bindings.iter())
+        .filter_map(|b| b.metadata.namespace.clone())
+        .filter(|ns| !known.contains(ns))
+        .collect();
+    let api = Api::<Namespace>::all(rec.ctx.client.clone());
+    let mut added = false;
+    for ns in unwatched {
+        if let Some(mut n) = api.get_opt(&ns).await.map_err(unavailable("reading a namespace"))? {
+            crate::view::namespaces::strip(&mut n);
+            namespaces.push(n);
+            added = true;
+        }
+    }
+    Ok(added)
+}
+
+/// The plan from only the bindings that name the target, looked up by subject in the view (no
 /// other binding can yield an action or a refusal: see [`Observed::naming`]). `None` when the
 /// target's subjects cannot be resolved (planning from everything says why) or the plan confirms
 /// an absence, whose record counts every binding checked: then the caller plans from every
 /// binding in scope.
 fn plan_from_named(
     rec: &Record,
-    ix: &BindingIndex,
+    snapshot: &Snapshot<'_>,
     policies: &[DeprovisionPolicy],
     scope: &plan::Scope,
     namespaces: &[Namespace],
@@ -192,7 +245,7 @@ fn plan_from_named(
     let spec = &rec.obj.spec;
     let wanted = plan::principals(spec, &plan::matching_policies(spec, policies)).ok()?;
     let keys = wanted.iter().map(Wanted::key).collect();
-    let named = ix.naming(&keys, Some(&scope.namespaces), scope.cluster_role_bindings);
+    let named = snapshot.naming(&keys, Some(&scope.namespaces), scope.cluster_role_bindings);
     let observed = Observed {
         namespaces: namespaces.to_vec(),
         role_bindings: named.role_bindings,
@@ -204,14 +257,17 @@ fn plan_from_named(
     }
 }
 
-/// The policies from memory when the watch is current and one of them is for this request;
+/// The policies from the view when its watch is live and one of them is for this request;
 /// otherwise (none matches: perhaps one created a moment ago) listed from the API server.
-async fn policies(rec: &Record) -> Result<Vec<DeprovisionPolicy>, ExecError> {
-    let cached = rec.ctx.shared.policies.as_ref().and_then(|p| p.get());
-    if let Some(policies) = cached
-        && !plan::matching_policies(&rec.obj.spec, &policies).is_empty()
+async fn policies(rec: &Record, reader: Reader) -> Result<Vec<DeprovisionPolicy>, ExecError> {
+    if let Some(view) = rec.ctx.shared.view.as_deref()
+        && let Ok(snapshot) = view.read(Since::Held, Need::POLICIES, reader).await
     {
-        return Ok(policies);
+        let policies = snapshot.policies();
+        if !plan::matching_policies(&rec.obj.spec, &policies).is_empty() {
+            return Ok(policies);
+        }
+        view.read_from_api(reader);
     }
     let api = Api::<DeprovisionPolicy>::all(rec.ctx.client.clone());
     let listed = api.list(&ListParams::default()).await;
@@ -240,7 +296,7 @@ async fn list_bindings(c: &kube::Client, scope: &plan::Scope, observed: &mut Obs
 }
 
 /// Every object of a list, paged (one snapshot: continue tokens keep its resourceVersion), each
-/// stripped as the index strips it.
+/// stripped as the view strips it.
 async fn list_stripped<K>(api: Api<K>) -> Result<Vec<Arc<K>>, kube::Error>
 where
     K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
@@ -250,7 +306,7 @@ where
     loop {
         let page = api.list(&lp).await?;
         out.extend(page.items.into_iter().map(|mut o| {
-            crate::index::strip(&mut o);
+            crate::view::strip(&mut o);
             Arc::new(o)
         }));
         match page.metadata.continue_.filter(|t| !t.is_empty()) {
@@ -363,7 +419,7 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
 /// establish is recorded in the verification.
 #[tracing::instrument(name = "verify", skip_all)]
 async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::crd::Verification, ExecError> {
-    let policies = policies(rec).await?;
+    let policies = policies(rec, Reader::Verify).await?;
     let req = crate::verify::Request {
         spec: &rec.obj.spec,
         policy_names: &st.policies,
@@ -372,8 +428,8 @@ async fn verify(rec: &Record, st: &DeprovisionRequestStatus) -> Result<crate::cr
         results: &st.results,
         reviews_per_binding: rec.ctx.settings.reviews_per_binding,
     };
-    let (client, index) = (&rec.ctx.client, rec.ctx.shared.index.as_deref());
-    let verified = crate::verify::verify(client, index, &rec.ctx.verifying, &req).await;
+    let (client, view) = (&rec.ctx.client, rec.ctx.shared.view.as_deref());
+    let verified = crate::verify::verify(client, view, &rec.ctx.verifying, &req).await;
     let lag = rec.ctx.verifying.lag.learned().as_secs_f64();
     rec.ctx.settings.metrics.authorizer_lag_seconds.set(lag);
     Ok(verified)

@@ -6,8 +6,8 @@
 //! the request finished that names a removed subject is new access elsewhere: reported only.
 //! Access the request never removed (what the verification found left) is never reported.
 //!
-//! It keeps no bindings of its own: it follows the binding index (one pass over what it holds,
-//! then every change it sees; two watches of its own when there is no index) past a small
+//! It keeps no bindings of its own: it follows the view's bindings (one pass over what it holds,
+//! then every change it sees; two watches of its own when the view keeps none) past a small
 //! [`Watchlist`] of recently removed principals, rebuilt from the records when leadership starts.
 //! The first pass finds a re-grant made while no operator ran.
 
@@ -33,10 +33,10 @@ use crate::crd::{
     BindingKind, ConditionType, DeprovisionPolicy, DeprovisionRequest, Outcome, PlannedAction, Reason, Regrant,
     RegrantOrigin, RegrantRemoval, SubjectRef, set_condition,
 };
-use crate::index::{BindingIndex, Change};
 use crate::plan::manager::{self, OWN_FIELD_MANAGER};
 use crate::plan::{self, BindingView, Observed};
 use crate::text;
+use crate::view::{Change, Need, Reader, Since, View};
 use watchlist::{Hit, Removed, describe, key_of};
 pub use watchlist::{MAX_REMOVALS_AGAIN, Watchlist};
 
@@ -121,8 +121,9 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     let (requests, principals) = regrants.lock().counts();
     tracing::info!(requests, principals, "re-grant watch: watching recently removed subjects");
     let watching = async {
-        match ctx.shared.index.clone() {
-            Some(index) => follow_index(&ctx, &index, &stop).await,
+        let view = ctx.shared.view.clone();
+        match view.as_deref().and_then(|v| Some((v, v.subscribe()?))) {
+            Some((view, changes)) => follow_view(&ctx, view, changes, &stop).await,
             None => {
                 let rb = watch::<RoleBinding>(ctx.clone(), stop.clone());
                 let crb = watch::<ClusterRoleBinding>(ctx.clone(), stop.clone());
@@ -182,34 +183,33 @@ impl Watched for ClusterRoleBinding {
     }
 }
 
-/// Follows the binding index (kept on every replica): one pass over every binding it holds, then
-/// every change it sees; a pass again whenever this falls behind, and when a relist ends. No
-/// watch of its own.
-async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationToken) {
-    let mut changes = index.subscribe();
+/// Follows the view's bindings (kept on every replica): one pass over every binding it holds,
+/// then every change it sees; a pass again whenever this falls behind, and when a relist ends.
+/// No watch of its own.
+async fn follow_view(ctx: &Context, view: &View, mut changes: broadcast::Receiver<Change>, stop: &CancellationToken) {
     let mut rescan = true;
     loop {
         if rescan {
-            // Once the index holds every binding written before now (its barrier), a reported
+            // Once the view holds every binding written before now (its barrier), a reported
             // binding it does not hold was deleted unseen (during a relist, while this fell
             // behind, or while no operator ran): it names no one, so one created again under its
             // name is reported again.
-            // A stop interrupts the barrier: the index's watches stop too, so it could only time out.
-            let synced = index.is_watching()
-                && tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return,
-                    synced = index.sync(std::time::Instant::now(), true, true) => synced.is_ok(),
-                };
-            if synced {
+            // A stop interrupts the barrier: the view's watches stop too, so it could only time out.
+            let read = tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                read = view.read(Since::Arrived(std::time::Instant::now()), Need::BINDINGS, Reader::Regrant) => read,
+            };
+            if let Ok(snapshot) = &read {
                 let forgot = ctx.regrants.lock().forget_absent(|(kind, ns, name)| match (kind, ns) {
-                    (BindingKind::RoleBinding, Some(ns)) => index.role_binding(ns, name).is_some(),
-                    (BindingKind::ClusterRoleBinding, None) => index.cluster_role_binding(name).is_some(),
+                    (BindingKind::RoleBinding, Some(ns)) => snapshot.role_binding(ns, name).is_some(),
+                    (BindingKind::ClusterRoleBinding, None) => snapshot.cluster_role_binding(name).is_some(),
                     _ => false,
                 });
                 tracing::debug!(forgot, "re-grant watch: forgot the reported bindings that are gone");
             }
-            let all = index.all();
+            // Not vouched for, the pass is still made: every change from here on follows.
+            let Some(all) = read.ok().or_else(|| view.unvouched(Reader::Regrant)).map(|s| s.all()) else { return };
             for b in &all.role_bindings {
                 seen(ctx, &b.view()).await;
             }
@@ -229,11 +229,11 @@ async fn follow_index(ctx: &Context, index: &BindingIndex, stop: &CancellationTo
                 let kind = if ns.is_some() { BindingKind::RoleBinding } else { BindingKind::ClusterRoleBinding };
                 ctx.regrants.lock().deleted(&(kind, ns, name));
             }
-            // The index holds a new list: a pass over it, since a relist sends every binding at
+            // The view holds a new list: a pass over it, since a relist sends every binding at
             // once and this may have fallen behind (and read the old list) while it came.
             Ok(Change::Relisted) => rescan = true,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::debug!(missed = n, "re-grant watch fell behind the binding index; reading it whole");
+                tracing::debug!(missed = n, "re-grant watch fell behind the view; reading it whole");
                 rescan = true;
             }
             Err(broadcast::error::RecvError::Closed) => return,
@@ -251,8 +251,8 @@ async fn seen(ctx: &Context, view: &BindingView<'_>) {
     }
 }
 
-/// Streams every binding of one kind past the watchlist (nothing is stored); used when there is
-/// no binding index.
+/// Streams every binding of one kind past the watchlist (nothing is stored); used when the view
+/// keeps no bindings.
 async fn watch<K: Watched>(ctx: Arc<Context>, stop: CancellationToken) {
     let api: Api<K> = Api::all(ctx.client.clone());
     let mut events = std::pin::pin!(watcher::watcher(api, watcher::Config::default()));
@@ -350,7 +350,11 @@ async fn regranted(ctx: &Context, hit: &Hit, removed: &Removed, again: usize, ob
             .map(|s| Entry { subject: s.clone(), message: format!("{object} names {s} again{by}{why}"), removal: None })
             .collect()
     };
-    let all = match ctx.shared.policies.as_ref().and_then(|p| p.get()) {
+    let held = match ctx.shared.view.as_deref() {
+        Some(view) => view.read(Since::Held, Need::POLICIES, Reader::Regrant).await.ok().map(|s| s.policies()),
+        None => None,
+    };
+    let all = match held {
         Some(p) => p,
         None => match Api::<DeprovisionPolicy>::all(ctx.client.clone()).list(&ListParams::default()).await {
             Ok(l) => l.items,
@@ -380,7 +384,7 @@ async fn regranted(ctx: &Context, hit: &Hit, removed: &Removed, again: usize, ob
     let mut out = vec![];
     for a in planned {
         let crate::crd::Action::RemoveBindingSubject(b) = &a.action else { continue };
-        let done = crate::exec::rbac::remove_subject(&ctx.client, ctx.shared.index.as_deref(), b).await;
+        let done = crate::exec::rbac::remove_subject(&ctx.client, ctx.shared.view.as_deref(), b).await;
         let (outcome, said, subjects) = match done {
             Ok(d) => (d.outcome.into(), d.message, d.subjects),
             Err(e) => (Outcome::Failed, format!("failed: {e}"), None),
@@ -440,7 +444,7 @@ async fn plan_again(
         (BindingKind::RoleBinding, Some(ns)) => {
             let api = Api::<RoleBinding>::namespaced(c.clone(), ns);
             if let Some(mut b) = api.get_opt(name).await.map_err(read(describe(&hit.binding)))? {
-                crate::index::strip(&mut b);
+                crate::view::strip(&mut b);
                 observed.role_bindings.push(Arc::new(b));
             }
             if plan::selects_namespaces_by_label(&policies.iter().collect::<Vec<_>>()) {
@@ -452,7 +456,7 @@ async fn plan_again(
         _ => {
             let api = Api::<ClusterRoleBinding>::all(c.clone());
             if let Some(mut b) = api.get_opt(name).await.map_err(read(describe(&hit.binding)))? {
-                crate::index::strip(&mut b);
+                crate::view::strip(&mut b);
                 observed.cluster_role_bindings.push(Arc::new(b));
             }
         }

@@ -18,9 +18,9 @@ pub struct Env {
     pub client: Client,
     /// The operator's own namespace: the only one external credentials are read from.
     pub namespace: String,
-    /// The binding index, when this process keeps one: a binding it holds is written without
-    /// reading it first.
-    pub index: Option<std::sync::Arc<crate::index::BindingIndex>>,
+    /// The view, when this process keeps one: a binding it holds is written without reading it
+    /// first.
+    pub view: Option<std::sync::Arc<crate::view::View>>,
 }
 
 /// What a completed action did: the successful [`Outcome`]s (a failure is an [`ExecError`]).
@@ -181,7 +181,7 @@ impl ExecError {
 #[tracing::instrument(name = "action", skip_all, fields(kind = action.kind().as_str(), key = %key))]
 pub async fn execute(env: &Env, action: &Action, key: &str) -> Result<Done, ExecError> {
     match action {
-        Action::RemoveBindingSubject(b) => rbac::remove_subject(&env.client, env.index.as_deref(), b).await,
+        Action::RemoveBindingSubject(b) => rbac::remove_subject(&env.client, env.view.as_deref(), b).await,
         Action::ConfirmAbsent(c) => Ok(Done::new(
             Effect::AlreadyAbsent,
             format!("{} holds none of the {} binding(s) the policy selects", c.subject, c.bindings_checked),

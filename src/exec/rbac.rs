@@ -1,9 +1,9 @@
 //! Executes one planned binding action against the API server: exact, idempotent, and safe
 //! under concurrent edits (resourceVersion on every write, retried on 409 Conflict).
 //!
-//! When the binding index holds the binding, the first attempt writes from its copy with no
-//! GET: a JSON patch whose first operations test the binding's uid and resourceVersion, so it
-//! applies only to exactly the copy the index holds; when that copy is stale the patch is
+//! When the view holds the binding (its watch live), the first attempt writes from its copy with
+//! no GET: a JSON patch whose first operations test the binding's uid and resourceVersion, so it
+//! applies only to exactly the copy the view holds; when that copy is stale the patch is
 //! refused as a whole and the binding is read and written as usual.
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
@@ -16,9 +16,9 @@ use serde::de::DeserializeOwned;
 
 use super::{Done, Effect, ExecError};
 use crate::crd::{BindingAction, BindingRef, BindingScope, EmptyBindingRule, subject_names};
-use crate::index::BindingIndex;
 use crate::plan::manager::OWN_FIELD_MANAGER;
 use crate::plan::subject::is_exactly;
+use crate::view::{Need, Reader, Since, View};
 
 /// How many times a write is retried after a 409 Conflict before giving up for this attempt.
 const CONFLICT_RETRIES: usize = 8;
@@ -39,19 +39,21 @@ impl Binding for ClusterRoleBinding {
 }
 
 /// Removes the action's subject from its binding (and deletes the binding when that emptied it
-/// and the rule says so), first from the index's copy when there is one.
-pub async fn remove_subject(
-    client: &Client,
-    index: Option<&BindingIndex>,
-    a: &BindingAction,
-) -> Result<Done, ExecError> {
+/// and the rule says so), first from the view's copy when it holds one (no barrier: the write
+/// is refused unless that copy is still the stored binding).
+pub async fn remove_subject(client: &Client, view: Option<&View>, a: &BindingAction) -> Result<Done, ExecError> {
+    let cluster = matches!(a.binding.scope, BindingScope::Cluster);
+    let held = match view {
+        Some(v) => v.read(Since::Held, Need::bindings(!cluster, cluster), Reader::Exec).await.ok(),
+        None => None,
+    };
     match &a.binding.scope {
         BindingScope::Namespaced(ns) => {
-            let known = index.and_then(|ix| ix.role_binding(ns, &a.binding.name));
+            let known = held.and_then(|s| s.role_binding(ns, &a.binding.name));
             run(Api::<RoleBinding>::namespaced(client.clone(), ns), a, known).await
         }
         BindingScope::Cluster => {
-            let known = index.and_then(|ix| ix.cluster_role_binding(&a.binding.name));
+            let known = held.and_then(|s| s.cluster_role_binding(&a.binding.name));
             run(Api::<ClusterRoleBinding>::all(client.clone()), a, known).await
         }
     }

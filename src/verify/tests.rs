@@ -403,7 +403,10 @@ async fn the_index_shows_a_removal_through_a_change_or_the_end_of_a_relist() {
     let (rb_tx, rb_events) = mpsc::unbounded();
     let (crb_tx, crb_events) = mpsc::unbounded();
     let stop = tokio_util::sync::CancellationToken::new();
-    let index = BindingIndex::fed(&Client::new(svc, "ops"), "ops", "sentinel", rb_events, crb_events, &stop);
+    let (none, nothing) = (futures::stream::pending(), futures::stream::pending());
+    let view =
+        View::fed(&Client::new(svc, "ops"), "ops", "sentinel", rb_events, crb_events, none, nothing, None, &stop);
+    let index = view.unvouched(Reader::Verify).unwrap();
     let send = |ev: Event<RoleBinding>| rb_tx.unbounded_send(Ok(ev)).unwrap();
     let rb = |uid: &str, who: &[&str]| {
         fixtures::role_binding("team", "edit").role("edit").uid(uid).subjects(who.iter().map(|w| user(w))).build()

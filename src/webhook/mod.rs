@@ -62,10 +62,9 @@ pub struct WebhookState {
     pub finished: Arc<crate::finished::Finished>,
     /// Hands created requests to the controller in this process, when it runs here.
     pub handoff: Arc<crate::controller::Handoff>,
-    /// The binding index, when plans read one: the replica is ready once it has listed.
-    pub index: Option<Arc<crate::index::BindingIndex>>,
-    /// The policies in memory, when plans read them: the replica is ready once they have listed.
-    pub policies: Option<Arc<crate::policies::Policies>>,
+    /// The view, when this process plans (the controller runs here): the replica is ready once
+    /// every watch of it has listed.
+    pub view: Option<Arc<crate::view::View>>,
 }
 
 /// Why a call's credentials were refused.
@@ -114,13 +113,10 @@ async fn healthz(State(s): State<Arc<WebhookState>>) -> Response {
 }
 
 async fn readyz(State(s): State<Arc<WebhookState>>) -> Response {
-    // A new replica is not ready before its index has listed (a rolling upgrade then keeps the
-    // old one working meanwhile).
-    if s.index.as_ref().is_some_and(|ix| !ix.is_listed()) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the binding index is still listing").into_response();
-    }
-    if s.policies.as_ref().is_some_and(|p| !p.is_listed()) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the policies are still listing").into_response();
+    // A new replica is not ready before its watches have listed (a rolling upgrade then keeps
+    // the old one working meanwhile).
+    if s.view.as_ref().is_some_and(|v| !v.is_ready()) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the view of the cluster is still listing").into_response();
     }
     let api: Api<DeprovisionRequest> = Api::all(s.client.clone());
     let check = tokio::time::timeout(Duration::from_secs(3), api.list_metadata(&ListParams::default().limit(1))).await;

@@ -11,6 +11,7 @@ use super::guard::PerMinute;
 use super::wait::{self, Answer, Read};
 use super::{WebhookState, naming, short_error};
 use crate::crd::{DeprovisionRequest, DeprovisionRequestSpec, DeprovisionRequestStatus, RequestSource};
+use crate::view::Need;
 
 /// Records the request, then waits until it is terminal or the deadline passes; the Lumos answer.
 pub(super) async fn submit_and_wait(s: &WebhookState, spec: DeprovisionRequestSpec, arrived: Instant) -> LumosAnswer {
@@ -97,19 +98,21 @@ pub async fn record_and_wait(
 /// arrived, and finds this one in flight or passed instead of sending its own afterwards. Only
 /// the kinds of binding the policies in memory select; a plan that needs more writes them.
 fn start_barrier(s: &WebhookState, spec: &DeprovisionRequestSpec, arrived: Instant) {
-    let (Some(index), Some(policies)) = (&s.index, s.policies.as_ref().and_then(|p| p.get())) else { return };
-    if !s.handoff.is_open() || !index.is_watching() {
+    let Some(view) = &s.view else { return };
+    if !s.handoff.is_open() {
         return;
     }
-    let matched = crate::plan::matching_policies(spec, &policies);
-    let Ok(scope) = crate::plan::scope(spec, &matched, &[]) else { return };
-    let role_bindings = !scope.namespaces.is_empty() || crate::plan::selects_namespaces_by_label(&matched);
-    if !role_bindings && !scope.cluster_role_bindings {
-        return;
-    }
-    let index = index.clone();
+    let (view, spec) = (view.clone(), spec.clone());
     tokio::spawn(async move {
-        if let Err(e) = index.sync(arrived, role_bindings, scope.cluster_role_bindings).await {
+        // The kinds the policies in memory select (none when they are not live: a call never
+        // lists them here).
+        let need = |policies: &[crate::crd::DeprovisionPolicy]| {
+            let matched = crate::plan::matching_policies(&spec, policies);
+            let Ok(scope) = crate::plan::scope(&spec, &matched, &[]) else { return Need::default() };
+            let role_bindings = !scope.namespaces.is_empty() || crate::plan::selects_namespaces_by_label(&matched);
+            Need::bindings(role_bindings, scope.cluster_role_bindings)
+        };
+        if let Err(e) = view.prepare(arrived, need).await {
             tracing::debug!(error = %e, "the barrier started with the call did not pass; the plan sends its own");
         }
     });

@@ -41,8 +41,7 @@ fn state_with(client: Client, secret: &std::path::Path) -> WebhookState {
         controller_alive: std::sync::atomic::AtomicBool::new(true),
         finished: crate::finished::Finished::new(),
         handoff: Default::default(),
-        index: None,
-        policies: None,
+        view: None,
     }
 }
 

@@ -6,7 +6,7 @@ const LIMITS: Limits = Limits { timeout_seconds: 5, max_attempts: 1, allow_link_
 fn env() -> Env {
     type Pair = tower_test::mock::Handle<::http::Request<kube::client::Body>, ::http::Response<kube::client::Body>>;
     let (svc, _handle): (_, Pair) = tower_test::mock::pair();
-    Env { client: kube::Client::new(svc, "default"), namespace: "ns".into(), index: None }
+    Env { client: kube::Client::new(svc, "default"), namespace: "ns".into(), view: None }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The consistent-read barrier: a write to a sentinel object, then a wait until the index's own
+//! The consistent-read barrier: a write to a sentinel object, then a wait until the view's own
 //! watch has delivered it. Events of one watch arrive in order, so once the write is seen, every
 //! write that finished before it began is in the index too.
 
@@ -66,14 +66,6 @@ pub(super) struct Barrier<K> {
     seen: watch::Sender<u64>,
     /// Generations seen during a relist, applied to the store only at its end.
     relisted: Mutex<Option<u64>>,
-    /// Whether the watch has listed and is not listing again (false until the first list
-    /// completes, during a relist, and after an event it could not read until it lists again).
-    watching: watch::Sender<bool>,
-    /// Whether the watch has delivered since its last error: a reader without a barrier trusts
-    /// the store only then (the watch may be cut off; it resumes where it was, losing nothing).
-    delivering: std::sync::atomic::AtomicBool,
-    /// Whether the watch has listed once (never false again: what readiness waits for).
-    listed: std::sync::atomic::AtomicBool,
     /// One write at a time: a plan waiting behind a write that began after it arrived is served
     /// by that write.
     writing: tokio::sync::Mutex<()>,
@@ -93,34 +85,23 @@ where
             last_begun: Mutex::new(None),
             seen: watch::channel(0).0,
             relisted: Mutex::new(None),
-            watching: watch::channel(false).0,
-            delivering: std::sync::atomic::AtomicBool::new(false),
-            listed: std::sync::atomic::AtomicBool::new(false),
             writing: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn kind() -> &'static str {
+    pub fn kind() -> &'static str {
         match K::kind(&()).as_ref() {
             "RoleBinding" => "RoleBinding",
             _ => "ClusterRoleBinding",
         }
     }
 
-    /// Returns once the index holds every binding written before `since` (at the latest, the
+    /// Returns once the store holds every binding written before `since` (at the latest, the
     /// moment of this call). Any barrier write sent after `since` proves it, so a plan whose
     /// Lumos call arrived before a write already in flight began waits for that write instead
-    /// of sending its own: a burst of calls is served by a few writes.
+    /// of sending its own: a burst of calls is served by a few writes. The caller has checked
+    /// that the watch can pass a barrier ([`super::health::Health::can_barrier`]).
     pub async fn pass(&self, since: Instant, timeout: Duration) -> Result<(), BarrierError> {
-        // A watch still listing (a replica starting, or relisting after an error) is waited for
-        // within the same time: a plan that fell back to listing would read every binding in
-        // scope in full, thousands at once after a restart.
-        if !*self.watching.borrow() {
-            let mut watching = self.watching.subscribe();
-            if !matches!(tokio::time::timeout(timeout, watching.wait_for(|w| *w)).await, Ok(Ok(_))) {
-                return Err(BarrierError::NotWatching { kind: Self::kind() });
-            }
-        }
         if let Some(generation) = self.begun_after(since) {
             return self.seen_within(generation, timeout).await;
         }
@@ -192,41 +173,9 @@ where
         });
     }
 
-    /// Whether the watch has listed and is not listing again. A watch error alone does not end
-    /// it: the watcher resumes from the last version it delivered and loses nothing, and lists
-    /// again only when the API server no longer has that version (then it starts with `Init`);
-    /// a barrier passes only on its own write's event, delivered after everything before it.
-    pub fn is_watching(&self) -> bool {
-        *self.watching.borrow()
-    }
-
-    /// Whether the watch has listed once.
-    pub fn is_listed(&self) -> bool {
-        self.listed.load(Ordering::SeqCst)
-    }
-
-    /// Whether the watch is watching and has delivered since its last error: what it holds is
-    /// as current as a watch is, without a barrier.
-    pub fn is_current(&self) -> bool {
-        self.is_watching() && self.delivering.load(Ordering::SeqCst)
-    }
-
-    /// Called when the watch fails. The watcher resumes from the last version it delivered and
-    /// loses nothing, unless it could not read an event (`lost_one`): that event is gone, so the
-    /// store cannot be vouched for until a list.
-    pub fn watch_failed(&self, lost_one: bool) {
-        self.delivering.store(false, Ordering::SeqCst);
-        if lost_one {
-            self.watching.send_replace(false);
-        }
-    }
-
     /// Called with every event after the store has applied it.
     pub fn saw(&self, ev: &Event<K>) {
         let mut relisted = self.relisted.lock().unwrap_or_else(|p| p.into_inner());
-        if matches!(ev, Event::Apply(_) | Event::Delete(_) | Event::InitDone) {
-            self.delivering.store(true, Ordering::SeqCst);
-        }
         match ev {
             Event::Apply(obj) => {
                 if let Some(g) = self.generation_on(obj) {
@@ -234,10 +183,7 @@ where
                 }
             }
             // A list begins: the store is whole again at its end.
-            Event::Init => {
-                *relisted = None;
-                self.watching.send_replace(false);
-            }
+            Event::Init => *relisted = None,
             Event::InitApply(obj) => {
                 if let Some(g) = self.generation_on(obj) {
                     *relisted = Some(g);
@@ -245,8 +191,6 @@ where
             }
             // The store now holds the whole relist.
             Event::InitDone => {
-                self.listed.store(true, Ordering::SeqCst);
-                self.watching.send_replace(true);
                 if let Some(g) = relisted.take() {
                     self.mark_seen(g);
                 }

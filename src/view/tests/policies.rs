@@ -1,15 +1,18 @@
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::channel::mpsc;
-use kube::ResourceExt;
+use http::{Request, Response};
+use kube::client::Body;
 use kube::core::Status;
 use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::Policies;
 use crate::crd::DeprovisionPolicy;
 use crate::fixtures;
+use crate::view::{Need, Reader, Since, View};
 
 fn policy(name: &str) -> DeprovisionPolicy {
     fixtures::policy(
@@ -29,8 +32,10 @@ async fn until(what: &str, done: impl Fn() -> bool) {
     assert!(waited.await.is_ok(), "{what}");
 }
 
-fn names(p: &Policies) -> Option<Vec<String>> {
-    p.get().map(|ps| {
+/// The policies a plan reads from the view (`None`: it lists them instead).
+fn names(view: &View) -> Option<Vec<String>> {
+    let read = view.read(Since::Held, Need::POLICIES, Reader::Plan).now_or_never().expect("answered at once");
+    read.ok().map(|s| s.policies()).map(|ps| {
         let mut n: Vec<String> = ps.iter().map(|p| p.name_any()).collect();
         n.sort();
         n
@@ -45,23 +50,26 @@ fn names(p: &Policies) -> Option<Vec<String>> {
 async fn plans_read_the_policies_from_memory_while_the_watch_is_current() {
     let (tx, events) = mpsc::unbounded::<Result<Event<DeprovisionPolicy>, watcher::Error>>();
     let stop = CancellationToken::new();
-    let policies = Policies::fed(events, &stop);
+    let (svc, _api) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (rb, crb, ns) = (futures::stream::pending(), futures::stream::pending(), futures::stream::pending());
+    let policies = View::fed(&Client::new(svc, "ops"), "ops", "sentinel", rb, crb, events, ns, None, &stop);
+    let is_listed = || policies.policies.health().listed_once;
     let send = |ev: Result<Event<DeprovisionPolicy>, watcher::Error>| tx.unbounded_send(ev).unwrap();
     let error = |code: u16| {
         Err(watcher::Error::WatchError(Box::new(Status::failure("watch failed", "Expired").with_code(code))))
     };
 
-    assert!(!policies.is_listed() && names(&policies).is_none(), "nothing before the list");
+    assert!(!is_listed() && names(&policies).is_none(), "nothing before the list");
     send(Ok(Event::Init));
     send(Ok(Event::InitApply(policy("one"))));
     send(Ok(Event::InitDone));
     until("listed", || names(&policies) == Some(vec!["one".into()])).await;
-    assert!(policies.is_listed());
+    assert!(is_listed());
 
     // An error: plans list until the watch delivers again, the replica stays ready.
     send(error(500));
     until("not current after an error", || names(&policies).is_none()).await;
-    assert!(policies.is_listed(), "still ready");
+    assert!(is_listed(), "still ready");
     send(Ok(Event::Apply(policy("two"))));
     until("current once it delivers again", || names(&policies) == Some(vec!["one".into(), "two".into()])).await;
 
@@ -80,6 +88,6 @@ async fn plans_read_the_policies_from_memory_while_the_watch_is_current() {
     until("not current during the relist", || names(&policies).is_none()).await;
     send(Ok(Event::InitDone));
     until("the new list", || names(&policies) == Some(vec!["two".into()])).await;
-    assert!(policies.is_listed());
+    assert!(is_listed());
     stop.cancel();
 }

@@ -1,3 +1,9 @@
+//! The view's unit tests, fed by test streams: the bindings (moved from the binding index), the
+//! policies (`policies.rs`), and the one read question (`read.rs`).
+
+mod policies;
+mod read;
+
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -7,7 +13,7 @@ use kube::runtime::watcher::Event;
 use kube::{Api, Client};
 
 use super::barrier::{BARRIER_ANNOTATION, Barrier};
-use super::strip;
+use super::{Fallback, Need, Reader, Since, View, strip};
 
 const SENTINEL: &str = "deprovisioner-index-barrier";
 use crate::fixtures;
@@ -70,16 +76,25 @@ async fn a_barrier_passes_only_on_its_own_write_as_applied_to_the_store() {
     assert_eq!(b.seen(), 4);
 }
 
-/// A barrier whose write fails says which sentinel, and does not hang.
-#[tokio::test]
+/// A read whose watch has not listed falls back once the barrier's time is up; a barrier whose
+/// write fails says which sentinel, and does not hang.
+#[tokio::test(start_paused = true)]
 async fn a_barrier_that_cannot_write_fails_in_time() {
+    use futures::channel::mpsc;
     let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let api = Api::namespaced(Client::new(svc, "ops"), "ops");
-    let b: Barrier<RoleBinding> = Barrier::new(api, SENTINEL, "me".into(), Some("ops"));
-    let err = b.pass(std::time::Instant::now(), Duration::from_secs(2)).await.unwrap_err();
-    assert!(err.to_string().contains("watch is not running"), "before the first list: {err}");
-    b.saw(&Event::Init);
-    b.saw(&Event::InitDone);
+    let (rb_tx, rb_events) = mpsc::unbounded();
+    let (crb_tx, crb_events) = mpsc::unbounded::<Result<Event<k8s_openapi::api::rbac::v1::ClusterRoleBinding>, _>>();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (p, n) = (futures::stream::pending(), futures::stream::pending());
+    let view = View::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, p, n, None, &stop);
+    let need = Need::bindings(true, false);
+    let started = tokio::time::Instant::now();
+    let err = view.read(Since::Arrived(std::time::Instant::now()), need, Reader::Plan).await.err().unwrap();
+    assert!(matches!(err, Fallback::NotLive { .. }), "before the first list: {err}");
+    assert_eq!(started.elapsed(), super::BARRIER_TIMEOUT, "waited the barrier's time for the list");
+    rb_tx.unbounded_send(Ok(Event::Init)).unwrap();
+    rb_tx.unbounded_send(Ok(Event::InitDone)).unwrap();
+    drop(crb_tx);
     tokio::spawn(async move {
         let (req, send) = handle.next_request().await.expect("the barrier write");
         assert_eq!(req.method(), "PATCH");
@@ -87,8 +102,10 @@ async fn a_barrier_that_cannot_write_fails_in_time() {
         let body = serde_json::json!({"kind":"Status","apiVersion":"v1","status":"Failure","code":404,"reason":"NotFound","message":"not found"});
         send.send_response(Response::builder().status(404).body(Body::from(body.to_string().into_bytes())).unwrap());
     });
-    let err = b.pass(std::time::Instant::now(), Duration::from_secs(2)).await.unwrap_err();
+    let err = view.read(Since::Arrived(std::time::Instant::now()), need, Reader::Plan).await.err().unwrap();
+    assert!(matches!(err, Fallback::WriteFailed { .. }), "{err}");
     assert!(err.to_string().contains(&format!("RoleBinding/{SENTINEL}")), "{err}");
+    stop.cancel();
 }
 
 /// A plan whose call arrived before a barrier write in flight began is served by that write; a
@@ -233,6 +250,31 @@ fn bindings_are_found_by_subject_through_changes_and_relists() {
     assert_eq!(by.len(), 1);
 }
 
+/// The binding watches as the old index's questions saw them, answered from their health.
+struct Watches<'a>(&'a super::bindings::BindingWatches);
+
+impl std::ops::Deref for Watches<'_> {
+    type Target = super::bindings::BindingWatches;
+    fn deref(&self) -> &Self::Target {
+        self.0
+    }
+}
+
+impl Watches<'_> {
+    /// Both listed once (what readiness waits for).
+    fn is_listed(&self) -> bool {
+        self.rb.health().listed_once && self.crb.health().listed_once
+    }
+    /// Both can pass a barrier (listed, not listing again, no event lost).
+    fn is_watching(&self) -> bool {
+        self.rb.health().can_barrier() && self.crb.health().can_barrier()
+    }
+    /// Both live (delivered since their last error): a reader without a barrier trusts them.
+    fn is_current(&self) -> bool {
+        self.rb.health().is_live() && self.crb.health().is_live()
+    }
+}
+
 /// The index is watching once both watches listed; a watch error the watcher resumes from (it
 /// loses nothing) does not end that, or every plan would list from the API server and `/readyz`
 /// fail until some later relist, but readers without a barrier wait for it to deliver again; a
@@ -249,7 +291,9 @@ async fn a_watch_error_alone_does_not_stop_the_index_watching_a_relist_or_a_lost
     let (rb_tx, rb_events) = mpsc::unbounded::<Result<Event<RoleBinding>, watcher::Error>>();
     let (crb_tx, crb_events) = mpsc::unbounded::<Result<Event<ClusterRoleBinding>, watcher::Error>>();
     let stop = CancellationToken::new();
-    let index = super::BindingIndex::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, &stop);
+    let (p, n) = (futures::stream::pending(), futures::stream::pending());
+    let view = View::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, p, n, None, &stop);
+    let index = Watches(view.bindings.as_ref().unwrap());
     let rb =
         |name: &str| fixtures::role_binding("team", name).role("view").subjects([fixtures::user("ann@x.io")]).build();
     let error =
@@ -321,7 +365,9 @@ async fn the_version_moves_with_what_the_bindings_grant_only() {
     let (rb_tx, rb_events) = mpsc::unbounded::<Result<Event<RoleBinding>, watcher::Error>>();
     let (crb_tx, crb_events) = mpsc::unbounded::<Result<Event<ClusterRoleBinding>, watcher::Error>>();
     let stop = CancellationToken::new();
-    let index = super::BindingIndex::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, &stop);
+    let (p, n) = (futures::stream::pending(), futures::stream::pending());
+    let view = View::fed(&Client::new(svc, "ops"), "ops", SENTINEL, rb_events, crb_events, p, n, None, &stop);
+    let index = Watches(view.bindings.as_ref().unwrap());
     let rb = |name: &str, who: &[&str]| {
         fixtures::role_binding("team", name).role("view").subjects(who.iter().map(|w| fixtures::user(w))).build()
     };

@@ -1,0 +1,161 @@
+//! The one watch runner: every watch the view keeps runs its events through here into a store,
+//! drives its [`Health`] from the events and errors, exports it as
+//! `deprovisioner_watch_state{watch,state}`, and logs each change of state. What a watch does
+//! besides (file bindings by subject, tell barriers and subscribers) is its [`Hook`].
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use kube::Resource;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::health::{Health, Input, State};
+use crate::metrics::{Metrics, WatchStateLabels};
+
+/// What a watch does with each event besides keeping its store (nothing, by default).
+pub trait Hook<K: Resource<DynamicType = ()> + Clone + 'static>: Send + 'static {
+    /// Before the store applies `ev`: the store still holds the object as it was.
+    fn before(&mut self, _store: &Store<K>, _ev: &Event<K>) {}
+    /// After the store applied `ev` and the health moved.
+    fn after(&mut self, _ev: Event<K>) {}
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Hook<K> for () {}
+
+/// One watch: its store and its health.
+pub struct Watched<K: Resource<DynamicType = ()> + 'static> {
+    /// The watch's name in metrics and logs (`rolebindings`, `policies`, ...).
+    pub name: &'static str,
+    store: Store<K>,
+    health: watch::Sender<Health>,
+}
+
+impl<K> Watched<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    /// The watch's health now.
+    pub fn health(&self) -> Health {
+        *self.health.borrow()
+    }
+
+    /// The store, as the watch last delivered it.
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+
+    /// Waits at most `timeout` until a barrier can prove the store current
+    /// ([`Health::can_barrier`]); says whether it can.
+    pub async fn until_barrier_can_pass(&self, timeout: Duration) -> bool {
+        if self.health().can_barrier() {
+            return true;
+        }
+        let mut rx = self.health.subscribe();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(Health::can_barrier)).await, Ok(Ok(_)))
+    }
+
+    /// A receiver of the health's changes of state (for a waiter that needs more than a check).
+    pub fn subscribe(&self) -> watch::Receiver<Health> {
+        self.health.subscribe()
+    }
+}
+
+/// Whether a watch error dropped an event: a line the client could not read is skipped, and the
+/// watch goes on after it.
+pub fn lost_an_event(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchFailed(kube::Error::SerdeError(_)))
+}
+
+/// What a watch event is to the health state machine.
+pub fn input_of<K>(ev: &Event<K>) -> Input {
+    match ev {
+        Event::Init => Input::ListBegins,
+        Event::InitApply(_) => Input::Listed,
+        Event::InitDone => Input::ListEnds,
+        Event::Apply(_) | Event::Delete(_) => Input::Change,
+    }
+}
+
+/// Sets the `watch_state` series of `watch`: 1 for `state`, 0 for the others.
+fn export(metrics: Option<&Metrics>, watch: &'static str, state: State) {
+    let Some(m) = metrics else { return };
+    for s in State::ALL {
+        let labels = WatchStateLabels { watch, state: s.as_str() };
+        m.watch_state.get_or_create(&labels).set(i64::from(s == state));
+    }
+}
+
+/// Runs `events` (a watcher's stream, or a test's own) until `stop`: each event is stripped
+/// with `strip`, shown to `hook` before the store applies it, applied, moves the health, and
+/// shown to `hook` again. An error moves the health only (the watcher resumes, or lists again
+/// and says so with `Init`).
+pub fn run<K, H>(
+    name: &'static str,
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    strip: fn(&mut K),
+    mut hook: H,
+    metrics: Option<Arc<Metrics>>,
+    stop: &CancellationToken,
+) -> Arc<Watched<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    H: Hook<K>,
+{
+    let (store, mut writer) = reflector::store();
+    let watched = Arc::new(Watched { name, store: store.clone(), health: watch::channel(Health::default()).0 });
+    export(metrics.as_deref(), name, State::Listing);
+    let (me, stop) = (watched.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        loop {
+            let ev = tokio::select! {
+                _ = stop.cancelled() => return,
+                ev = events.next() => ev,
+            };
+            match ev {
+                Some(Ok(ev)) => {
+                    let ev = ev.modify(strip);
+                    hook.before(&store, &ev);
+                    writer.apply_watcher_event(&ev);
+                    me.moved(input_of(&ev), metrics.as_deref(), None);
+                    hook.after(ev);
+                }
+                Some(Err(e)) => {
+                    me.moved(Input::Failed { lost_an_event: lost_an_event(&e) }, metrics.as_deref(), Some(&e))
+                }
+                None => return,
+            }
+        }
+    });
+    watched
+}
+
+impl<K: Resource<DynamicType = ()> + 'static> Watched<K> {
+    /// Moves the health by `input`; waiters are woken, the metric set and a line logged only when
+    /// the state (or readiness) changes.
+    fn moved(&self, input: Input, metrics: Option<&Metrics>, error: Option<&watcher::Error>) {
+        let mut from = None;
+        self.health.send_if_modified(|h| {
+            let next = h.after(input, Instant::now());
+            let changed = next.state != h.state || next.listed_once != h.listed_once;
+            from = changed.then_some(h.state);
+            *h = next;
+            changed
+        });
+        let to = self.health.borrow().state;
+        if let Some(e) = error {
+            tracing::warn!(watch = self.name, state = to.as_str(), error = %e, "{} watch failed; the watcher resumes", self.name);
+        }
+        if let Some(from) = from.filter(|f| *f != to) {
+            export(metrics, self.name, to);
+            match to {
+                State::Live => tracing::info!(watch = self.name, from = from.as_str(), "watch live"),
+                _ => tracing::info!(watch = self.name, from = from.as_str(), to = to.as_str(), "watch state changed"),
+            }
+        }
+    }
+}
