@@ -228,25 +228,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
     }
     // Kept on every replica, leading or not: a replica that takes over plans at once.
-    let shared = Shared {
-        view: args.controller.then(|| {
-            let settings = deprovisioner::view::Settings {
-                namespace: &args.namespace,
-                sentinel: &args.index_barrier,
-                bindings: args.binding_index,
-            };
-            deprovisioner::view::View::start(&client, settings, metrics.clone(), &stop)
-        }),
-        finished: Finished::new(),
-        handoff: Arc::new(controller::Handoff::new(metrics.clone())),
+    let finished = Finished::new();
+    let view = {
+        let unfinished = controller::unfinished_selector();
+        let settings = deprovisioner::view::Settings {
+            namespace: &args.namespace,
+            sentinel: &args.index_barrier,
+            bindings: args.controller && args.binding_index,
+            unfinished: &unfinished,
+        };
+        deprovisioner::view::View::start(&client, settings, finished.clone(), metrics.clone(), &stop)
     };
-    tokio::spawn(deprovisioner::view::requests::watch(
-        client.clone(),
-        shared.finished.clone(),
-        controller::unfinished_selector(),
-        metrics.clone(),
-        stop.clone(),
-    ));
+    let shared = Shared { view: Some(view), finished, handoff: Arc::new(controller::Handoff::new(metrics.clone())) };
     let state = Arc::new(WebhookState {
         client: client.clone(),
         secret,

@@ -663,8 +663,10 @@ async fn a_stale_index_copy_is_never_written_back() {
         namespace: "deprovisioner",
         sentinel: "deprovisioner-index-barrier",
         bindings: true,
+        unfinished: &deprovisioner::controller::unfinished_selector(),
     };
-    let index = View::start(&operator_client, settings, deprovisioner::metrics::Metrics::new(), &stop);
+    let finished = deprovisioner::finished::Finished::new();
+    let index = View::start(&operator_client, settings, finished, deprovisioner::metrics::Metrics::new(), &stop);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let rbs = Need::bindings(true, false);
     while index.read(Since::Arrived(std::time::Instant::now()), rbs, Reader::Plan).await.is_err() {

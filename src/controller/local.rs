@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::runtime::events::{Event, Recorder};
-use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 use crate::crd::DeprovisionRequest;
@@ -71,15 +69,19 @@ impl Local {
     }
 }
 
-/// Requests handed over (see [`Handoff::give`]) before the controller's runner took them.
-const HANDOFF_QUEUE: usize = 1024;
-
 /// Where the webhook hands requests it created to the controller in the same process, when one
-/// runs here (this replica leads): they enter the controller's runner as its watch's requests do,
-/// without waiting for the watch.
+/// runs here (this replica leads): they enter the view's watch of unfinished requests
+/// ([`crate::view::requests::Requests::hand`]), which the controller's runner follows, so they are
+/// reconciled as watched requests are, without waiting for the watch.
 pub struct Handoff {
-    tx: Mutex<Option<mpsc::Sender<(DeprovisionRequest, Instant)>>>,
+    open: Mutex<Option<Open>>,
     metrics: Arc<Metrics>,
+}
+
+/// A hand-off open for one term of leadership.
+struct Open {
+    local: Arc<Local>,
+    view: Arc<crate::view::View>,
 }
 
 impl Default for Handoff {
@@ -92,14 +94,23 @@ impl Default for Handoff {
 impl Handoff {
     /// A hand-off, closed until a controller runs here; counted in `handoffs`.
     pub fn new(metrics: Arc<Metrics>) -> Handoff {
-        Handoff { tx: Mutex::default(), metrics }
+        Handoff { open: Mutex::default(), metrics }
+    }
+
+    fn open_now(&self) -> std::sync::MutexGuard<'_, Option<Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Hands a just-created request over, with when its call arrived; false (`refused`) when no
-    /// controller runs here, or its queue is full: its watch brings the request anyway.
+    /// controller runs here, or the watch's queue is full: the watch brings the request anyway.
     pub fn give(&self, obj: DeprovisionRequest, arrived: Instant) -> bool {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        let taken = tx.as_ref().is_some_and(|tx| tx.try_send((obj, arrived)).is_ok());
+        let taken = match self.open_now().as_ref() {
+            Some(open) => {
+                open.local.take(&obj, arrived);
+                open.view.requests.hand(obj)
+            }
+            None => false,
+        };
         let outcome = if taken { "taken" } else { "refused" };
         self.metrics.handoffs.get_or_create(&HandoffLabels { outcome }).inc();
         taken
@@ -107,27 +118,18 @@ impl Handoff {
 
     /// Whether a controller runs here to take requests (this replica leads).
     pub fn is_open(&self) -> bool {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.open_now().is_some()
     }
 
-    /// Opens the hand-off for one term of leadership: the requests handed over, as watch events
-    /// (each remembered in `local` with its arrival first), to merge into the controller's watch
-    /// before its store, so the runner finds each one there when its turn comes.
-    pub(super) fn open(
-        &self,
-        local: Arc<Local>,
-    ) -> impl Stream<Item = Result<watcher::Event<DeprovisionRequest>, watcher::Error>> + Send + 'static {
-        let (tx, mut rx) = mpsc::channel(HANDOFF_QUEUE);
-        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(move |(obj, arrived)| {
-            local.take(&obj, arrived);
-            Ok(watcher::Event::Apply(obj))
-        })
+    /// Opens the hand-off for one term of leadership: requests handed over are remembered in
+    /// `local` with their arrival, and enter `view`'s watch of unfinished requests.
+    pub(super) fn open(&self, local: Arc<Local>, view: Arc<crate::view::View>) {
+        *self.open_now() = Some(Open { local, view });
     }
 
     /// Closes the hand-off (the term ends): requests are no longer taken.
     pub(super) fn close(&self) {
-        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.open_now() = None;
     }
 }
 

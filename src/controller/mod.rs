@@ -20,12 +20,11 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Lookup, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::reflector::{Lookup, Store};
+use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::crd::{DeprovisionPolicy, DeprovisionRequest};
+use crate::crd::DeprovisionRequest;
 use crate::exec;
 use crate::finished::Finished;
 use crate::metrics::Metrics;
@@ -149,20 +148,21 @@ impl Error {
 /// hand-off: a handed request enters the watch's stream before the store, so the runner finds it
 /// there, and one reconcile at a time per request and `concurrency` at once hold for both.
 pub async fn run(client: Client, settings: Settings, shared: Shared, stop: CancellationToken) {
+    let Some(view) = shared.view.clone() else {
+        tracing::error!("no view of the cluster to follow: the controller does not run");
+        return;
+    };
     let ctx = Context::new(client.clone(), settings, shared, stop.clone());
-    let unfinished = watcher::Config::default().fields(&retention::unfinished_selector());
-    let watched = watcher(Api::<DeprovisionRequest>::all(client.clone()), unfinished).default_backoff();
-    let handed = ctx.shared.handoff.open(ctx.local.clone());
-    let (requests_listed, writer) = reflector::store();
-    // Watch errors are retried by the watcher's own backoff; passed on, they would make the
-    // controller pause its whole trigger stream, hand-offs included.
-    let trigger = futures::stream::select(watched, handed).reflect(writer).applied_objects().filter_map(|r| async {
-        r.map_err(|e| tracing::debug!(error = %e, "the watch of unfinished requests failed; resuming")).ok().map(Ok)
-    });
+    // The view's watch of unfinished requests (kept on every replica) is what the runner
+    // reconciles: what it holds when this term begins, then what it applies, the webhook's
+    // hand-offs included (they enter that watch's stream before its store).
+    ctx.shared.handoff.open(ctx.local.clone(), view.clone());
+    let watched = &view.requests.watched;
     // The controller polls every running reconcile each time it is woken: a small bound keeps
     // that cheap (in a burst of 300 unbounded, that polling took 8 % of the operator's CPU).
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
-    let requests = Controller::for_stream(trigger, requests_listed.clone())
+    let requests_listed = watched.store().clone();
+    let requests = Controller::for_shared_stream(watched.applied(), requests_listed.clone())
         .with_config(config)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
@@ -183,9 +183,9 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
     };
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let regrants = regrant::run(ctx.clone(), stop.clone());
-    let policies = Controller::new(Api::<DeprovisionPolicy>::all(client), watcher::Config::default());
-    let policies_listed = policies.store();
-    let policies = policies
+    let policies_watch = view.policies_watch();
+    let policies_listed = policies_watch.store().clone();
+    let policies = Controller::for_shared_stream(policies_watch.applied(), policies_listed.clone())
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(policy::reconcile, policy::error_policy, ctx.clone())
         .for_each(|_| async {});

@@ -514,23 +514,38 @@ async fn a_full_event_queue_drops_and_counts() {
     assert_eq!(metrics.events_dropped.get(), 1);
 }
 
-/// A request handed over by the webhook enters the controller's stream as a watch event, is
-/// remembered as created with its call's arrival (which bounds its plan's barrier), and is
-/// counted `taken`; with no controller running here (closed), it is refused and counted.
+/// A request handed over by the webhook enters the view's watch of unfinished requests (which
+/// the controller's runner follows) before the watch brings it, is remembered as created with its
+/// call's arrival (which bounds its plan's barrier), and is counted `taken`; with no controller
+/// running here (closed), it is refused and counted.
 #[tokio::test]
 async fn a_handed_over_request_enters_the_stream_with_its_arrival() {
     use futures::StreamExt;
-    use kube::runtime::watcher;
     let metrics = crate::metrics::Metrics::new();
     let handoff = super::Handoff::new(metrics.clone());
     let arrived = std::time::Instant::now();
     assert!(!handoff.give(request(), arrived), "no controller here");
+    let (svc, _unserved) =
+        tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let view = crate::view::View::fed(
+        &kube::Client::new(svc, "ops"),
+        "ops",
+        "sentinel",
+        futures::stream::pending(),
+        futures::stream::pending(),
+        futures::stream::pending(),
+        futures::stream::pending(),
+        None,
+        &stop,
+    );
     let local = Arc::new(super::local::Local::default());
-    let mut handed = std::pin::pin!(handoff.open(local.clone()));
+    let mut handed = std::pin::pin!(view.requests.watched.applied());
+    handoff.open(local.clone(), view.clone());
     assert!(handoff.is_open());
     assert!(handoff.give(request(), arrived));
-    match handed.next().await {
-        Some(Ok(watcher::Event::Apply(obj))) => assert_eq!(obj.metadata.name.as_deref(), Some("req")),
+    match tokio::time::timeout(Duration::from_secs(5), handed.next()).await {
+        Ok(Some(obj)) => assert_eq!(obj.metadata.name.as_deref(), Some("req")),
         other => panic!("expected the handed request, got {other:?}"),
     }
     assert_eq!(local.arrival("req"), Some(arrived));
@@ -539,6 +554,7 @@ async fn a_handed_over_request_enters_the_stream_with_its_arrival() {
     assert!(!handoff.give(request(), arrived), "closed when the term ends");
     let count = |outcome| metrics.handoffs.get_or_create(&crate::metrics::HandoffLabels { outcome }).get();
     assert_eq!((count("taken"), count("refused")), (1, 2));
+    stop.cancel();
 }
 
 /// A reconcile whose turn comes once the term of leadership has ended returns without reading or

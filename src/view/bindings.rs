@@ -271,7 +271,7 @@ where
         self.0.changed = by_subject::changes_grants(store, ev);
     }
 
-    fn after(&mut self, ev: Event<K>) {
+    fn after(&mut self, ev: Event<K>, _health: super::health::Health) {
         let (hook, barrier) = self;
         if std::mem::take(&mut hook.changed) {
             hook.version.fetch_add(1, Ordering::SeqCst);

@@ -15,9 +15,9 @@ mod barrier;
 mod bindings;
 mod by_subject;
 pub mod health;
-pub mod requests;
 pub mod namespaces;
 mod policies;
+pub mod requests;
 pub mod watch;
 
 use std::collections::BTreeSet;
@@ -190,6 +190,9 @@ impl Fallback {
 
 /// Every watch the operator keeps, and the one question readers ask of them.
 pub struct View {
+    /// The unfinished requests (every replica: webhook calls wait on them; the leader's
+    /// controller reconciles them).
+    pub requests: requests::Requests,
     bindings: Option<BindingWatches>,
     policies: Arc<Watched<DeprovisionPolicy>>,
     namespaces: Arc<Watched<Namespace>>,
@@ -205,6 +208,8 @@ pub struct Settings<'a> {
     pub sentinel: &'a str,
     /// Whether the bindings are kept (`--binding-index`; without, every binding read lists).
     pub bindings: bool,
+    /// The field selector of unfinished requests (the only ones watched).
+    pub unfinished: &'a str,
 }
 
 impl View {
@@ -212,6 +217,7 @@ impl View {
     pub fn start(
         client: &Client,
         settings: Settings<'_>,
+        finished: Arc<crate::finished::Finished>,
         metrics: Arc<Metrics>,
         stop: &CancellationToken,
     ) -> Arc<View> {
@@ -233,7 +239,8 @@ impl View {
         });
         let policies = policies::fed(events::<DeprovisionPolicy>(client), metrics.clone(), stop);
         let namespaces = namespaces::fed(events::<Namespace>(client), metrics.clone(), stop);
-        Arc::new(View { bindings, policies, namespaces, metrics })
+        let requests = requests::Requests::start(client, settings.unfinished, finished, metrics.clone(), stop);
+        Arc::new(View { requests, bindings, policies, namespaces, metrics })
     }
 
     /// The view kept by these streams of watch events (a test's own), its barriers written
@@ -254,7 +261,18 @@ impl View {
         let bindings = Some(BindingWatches::fed(client, namespace, sentinel, rb, crb, metrics.clone(), stop));
         let policies = policies::fed(policies, metrics.clone(), stop);
         let namespaces = namespaces::fed(namespaces, metrics.clone(), stop);
-        Arc::new(View { bindings, policies, namespaces, metrics })
+        // No request is unfinished in these tests' worlds.
+        let listed: [Result<watcher::Event<crate::crd::DeprovisionRequest>, watcher::Error>; 2] =
+            [Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)];
+        let listed = futures::StreamExt::chain(futures::stream::iter(listed), futures::stream::pending());
+        let requests = requests::Requests::fed(listed, crate::finished::Finished::new(), metrics.clone(), stop);
+        Arc::new(View { requests, bindings, policies, namespaces, metrics })
+    }
+
+    /// The policies as their watch holds them now, vouched for by nothing: what the leader's
+    /// policy controller reconciles (with [`Watched::applied`]) shares this watch.
+    pub fn policies_watch(&self) -> &Arc<Watched<DeprovisionPolicy>> {
+        &self.policies
     }
 
     /// Whether every watch has listed once: `/readyz` waits for it (in a rolling upgrade the old
@@ -262,7 +280,8 @@ impl View {
     /// replica unready: readers fall back to the API server meanwhile.
     pub fn is_ready(&self) -> bool {
         let bindings = self.bindings.as_ref().is_none_or(|b| b.rb.health().listed_once && b.crb.health().listed_once);
-        bindings && self.policies.health().listed_once && self.namespaces.health().listed_once
+        let requests = self.requests.watched.health().listed_once;
+        bindings && requests && self.policies.health().listed_once && self.namespaces.health().listed_once
     }
 
     /// The one consistent-read question: a [`Snapshot`] holding what `need` asks for, as current

@@ -10,7 +10,7 @@ use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::health::{Health, Input, State};
@@ -20,19 +20,27 @@ use crate::metrics::{Metrics, WatchStateLabels};
 pub trait Hook<K: Resource<DynamicType = ()> + Clone + 'static>: Send + 'static {
     /// Before the store applies `ev`: the store still holds the object as it was.
     fn before(&mut self, _store: &Store<K>, _ev: &Event<K>) {}
-    /// After the store applied `ev` and the health moved.
-    fn after(&mut self, _ev: Event<K>) {}
+    /// After the store applied `ev` and the health moved to `health`.
+    fn after(&mut self, _ev: Event<K>, _health: Health) {}
+    /// After the watch failed and the health moved to `health`.
+    fn failed(&mut self, _health: Health) {}
 }
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Hook<K> for () {}
 
-/// One watch: its store and its health.
+/// One watch: its store, its health, and the objects it applies for whoever follows them.
 pub struct Watched<K: Resource<DynamicType = ()> + 'static> {
     /// The watch's name in metrics and logs (`rolebindings`, `policies`, ...).
     pub name: &'static str,
     store: Store<K>,
     health: watch::Sender<Health>,
+    /// Each object the store applied (every one at the end of a list), while someone follows.
+    applied: broadcast::Sender<Arc<K>>,
 }
+
+/// How many applied objects a follower may fall behind before it is told it lagged (it then
+/// takes the whole store again).
+const APPLIED_BUFFER: usize = 4096;
 
 impl<K> Watched<K>
 where
@@ -62,6 +70,33 @@ where
     pub fn subscribe(&self) -> watch::Receiver<Health> {
         self.health.subscribe()
     }
+
+    /// Every object the store holds now, then each object the store applies from now on: what
+    /// a kube-runtime `Controller` reconciles (`Controller::for_shared_stream` with
+    /// [`Watched::store`]), so a controller that starts leading shares this watch instead of
+    /// opening its own. A follower that falls behind takes the whole store again (a reconcile
+    /// more, never one missed).
+    pub fn applied(&self) -> impl Stream<Item = Arc<K>> + Send + 'static
+    where
+        K: Send + Sync,
+    {
+        let rx = self.applied.subscribe();
+        let store = self.store.clone();
+        let now = futures::stream::iter(store.state());
+        let later = futures::stream::unfold((rx, store), |(mut rx, store)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(obj) => return Some((futures::stream::iter(vec![obj]), (rx, store))),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "a follower of a watch fell behind; it takes the whole store again");
+                        return Some((futures::stream::iter(store.state()), (rx, store)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        now.chain(later.flatten())
+    }
 }
 
 /// Whether a watch error dropped an event: a line the client could not read is skipped, and the
@@ -81,7 +116,7 @@ pub fn input_of<K>(ev: &Event<K>) -> Input {
 }
 
 /// Sets the `watch_state` series of `watch`: 1 for `state`, 0 for the others.
-fn export(metrics: Option<&Metrics>, watch: &'static str, state: State) {
+pub(crate) fn export(metrics: Option<&Metrics>, watch: &'static str, state: State) {
     let Some(m) = metrics else { return };
     for s in State::ALL {
         let labels = WatchStateLabels { watch, state: s.as_str() };
@@ -106,7 +141,12 @@ where
     H: Hook<K>,
 {
     let (store, mut writer) = reflector::store();
-    let watched = Arc::new(Watched { name, store: store.clone(), health: watch::channel(Health::default()).0 });
+    let watched = Arc::new(Watched {
+        name,
+        store: store.clone(),
+        health: watch::channel(Health::default()).0,
+        applied: broadcast::channel(APPLIED_BUFFER).0,
+    });
     export(metrics.as_deref(), name, State::Listing);
     let (me, stop) = (watched.clone(), stop.clone());
     tokio::spawn(async move {
@@ -121,11 +161,13 @@ where
                     let ev = ev.modify(strip);
                     hook.before(&store, &ev);
                     writer.apply_watcher_event(&ev);
-                    me.moved(input_of(&ev), metrics.as_deref(), None);
-                    hook.after(ev);
+                    let health = me.moved(input_of(&ev), metrics.as_deref(), None);
+                    me.tell_followers(&ev);
+                    hook.after(ev, health);
                 }
                 Some(Err(e)) => {
-                    me.moved(Input::Failed { lost_an_event: lost_an_event(&e) }, metrics.as_deref(), Some(&e))
+                    let lost = lost_an_event(&e);
+                    hook.failed(me.moved(Input::Failed { lost_an_event: lost }, metrics.as_deref(), Some(&e)))
                 }
                 None => return,
             }
@@ -137,7 +179,7 @@ where
 impl<K: Resource<DynamicType = ()> + 'static> Watched<K> {
     /// Moves the health by `input`; waiters are woken, the metric set and a line logged only when
     /// the state (or readiness) changes.
-    fn moved(&self, input: Input, metrics: Option<&Metrics>, error: Option<&watcher::Error>) {
+    fn moved(&self, input: Input, metrics: Option<&Metrics>, error: Option<&watcher::Error>) -> Health {
         let mut from = None;
         self.health.send_if_modified(|h| {
             let next = h.after(input, Instant::now());
@@ -146,7 +188,8 @@ impl<K: Resource<DynamicType = ()> + 'static> Watched<K> {
             *h = next;
             changed
         });
-        let to = self.health.borrow().state;
+        let health = *self.health.borrow();
+        let to = health.state;
         if let Some(e) = error {
             tracing::warn!(watch = self.name, state = to.as_str(), error = %e, "{} watch failed; the watcher resumes", self.name);
         }
@@ -156,6 +199,32 @@ impl<K: Resource<DynamicType = ()> + 'static> Watched<K> {
                 State::Live => tracing::info!(watch = self.name, from = from.as_str(), "watch live"),
                 _ => tracing::info!(watch = self.name, from = from.as_str(), to = to.as_str(), "watch state changed"),
             }
+        }
+        health
+    }
+
+    /// Sends followers ([`Watched::applied`]) what the store just applied: the object of an
+    /// `Apply`, every object at the end of a list. Nothing is copied while nobody follows.
+    fn tell_followers(&self, ev: &Event<K>)
+    where
+        K: Clone,
+    {
+        if self.applied.receiver_count() == 0 {
+            return;
+        }
+        match ev {
+            Event::Apply(obj) => {
+                // The store's own copy: nothing is cloned.
+                if let Some(held) = self.store.get(&kube::runtime::reflector::ObjectRef::from_obj(obj)) {
+                    let _ = self.applied.send(held);
+                }
+            }
+            Event::InitDone => {
+                for obj in self.store.state() {
+                    let _ = self.applied.send(obj);
+                }
+            }
+            Event::Init | Event::InitApply(_) | Event::Delete(_) => {}
         }
     }
 }

@@ -2,11 +2,12 @@ use std::time::Instant;
 
 use kube::runtime::watcher::{Error, Event};
 
-use super::{deliver, export};
+use super::deliver;
 use crate::crd::DeprovisionRequest;
 use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::view::health::State;
+use crate::view::watch::export;
 
 fn request(name: &str) -> DeprovisionRequest {
     let mut r = crate::fixtures::request(name, crate::fixtures::request_spec("app", "p@lumos.com").build());
@@ -36,11 +37,49 @@ fn the_watch_moves_through_the_health_machine_and_the_calls_see_it() {
 #[test]
 fn the_watch_state_is_exported_one_series_per_state() {
     let metrics = Metrics::new();
-    export(&metrics, State::Live);
-    export(&metrics, State::Resuming);
+    export(Some(&metrics), "requests", State::Live);
+    export(Some(&metrics), "requests", State::Resuming);
     let text = metrics.encode();
     for (state, value) in [("listing", 0), ("live", 0), ("resuming", 1), ("lost", 0)] {
         let line = format!("watch_state{{watch=\"requests\",state=\"{state}\"}} {value}");
         assert!(text.lines().any(|l| l.ends_with(&line)), "{line} in\n{text}");
     }
+}
+
+/// The watch of requests runs through the one watch runner: `Finished` (what calls decide from)
+/// follows the runner's health, and a hand-off enters the store and the applied stream before
+/// the watch brings the request.
+#[tokio::test]
+async fn the_runner_tells_finished_its_health_and_hand_offs_enter_the_store() {
+    use futures::StreamExt;
+    let f = Finished::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = futures::stream::poll_fn({
+        let mut rx = rx;
+        move |cx| rx.poll_recv(cx)
+    });
+    let requests = super::Requests::fed(events, f.clone(), None, &stop);
+    let settle = || async {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    };
+    assert_eq!(f.health().state, State::Listing);
+    let mut applied = std::pin::pin!(requests.watched.applied());
+    tx.send(Ok(Event::Init)).unwrap();
+    tx.send(Ok(Event::InitApply(request("a")))).unwrap();
+    tx.send(Ok(Event::InitDone)).unwrap();
+    settle().await;
+    assert_eq!(f.health().state, State::Live);
+    assert_eq!(f.health(), requests.watched.health(), "one health: the runner's");
+    assert_eq!(applied.next().await.unwrap().metadata.uid.as_deref(), Some("a"), "the list's objects");
+    assert!(requests.hand(request("b")));
+    settle().await;
+    assert_eq!(requests.watched.store().state().len(), 2, "the handed request is in the store");
+    assert_eq!(applied.next().await.unwrap().metadata.uid.as_deref(), Some("b"), "and reaches the controller");
+    tx.send(Err(Error::NoResourceVersion)).unwrap();
+    settle().await;
+    assert_eq!(f.health().state, State::Resuming);
+    stop.cancel();
 }
