@@ -84,16 +84,15 @@ where
         let store = self.store.clone();
         let now = futures::stream::iter(store.state());
         let later = futures::stream::unfold((rx, store), |(mut rx, store)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(obj) => return Some((futures::stream::iter(vec![obj]), (rx, store))),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, "a follower of a watch fell behind; it takes the whole store again");
-                        return Some((futures::stream::iter(store.state()), (rx, store)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+            let next = match rx.recv().await {
+                Ok(obj) => vec![obj],
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "a follower of a watch fell behind; it takes the whole store again");
+                    store.state()
                 }
-            }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((futures::stream::iter(next), (rx, store)))
         });
         now.chain(later.flatten())
     }
