@@ -231,7 +231,7 @@ async fn wait_ready(url: &str) -> Result<(), String> {
 async fn still_listing(op: &Operator) -> bool {
     let Some(addr) = op.listening() else { return false };
     match http_client().get(format!("http://{addr}/readyz")).send().await {
-        Ok(r) => r.text().await.is_ok_and(|t| t.contains("binding index is still listing")),
+        Ok(r) => r.text().await.is_ok_and(|t| t.contains("the view of the cluster is still listing")),
         Err(_) => false,
     }
 }
