@@ -12,8 +12,7 @@ pub mod access;
 pub mod answer;
 pub mod capability;
 pub mod http;
-pub mod model;
-pub mod page;
+pub use deprovisioner_core::connector::{model, page};
 pub mod read;
 pub mod wire;
 

@@ -2,7 +2,7 @@
 //! URLs, JSON bodies and credential-looking headers. Also the name rules planning relies on.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::core::Selector;
+use kube_core::Selector;
 
 use super::template;
 use crate::crd::{DeprovisionPolicySpec, SubjectKind};

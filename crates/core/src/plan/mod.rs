@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 
 pub use again::again;
 pub use select::{BindingView, matching_policies, rule_covers, scope, selects_namespaces_by_label};

@@ -1,0 +1,15 @@
+//! Verification's pure parts: `reviews` turns the removed bindings' roles into bounded questions;
+//! `residual` says why a binding still naming the target was left alone; `verdict` words the
+//! outcome. Asking the authorizer and searching the bindings live in the `deprovisioner` crate.
+
+pub mod residual;
+pub mod reviews;
+pub mod verdict;
+
+/// The most bytes a recorded verification takes: [`reviews::MAX_REVIEWS`] reviews and
+/// [`residual::MAX_RESIDUAL`] residual bindings with their clipped texts, identities and notes.
+/// Planning keeps this room in the record.
+pub const MAX_BYTES: usize = 128 * 1024;
+
+#[cfg(test)]
+mod tests;
