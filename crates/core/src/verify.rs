@@ -6,10 +6,9 @@ pub mod residual;
 pub mod reviews;
 pub mod verdict;
 
-/// The most bytes a recorded verification takes: [`reviews::MAX_REVIEWS`] reviews and
-/// [`residual::MAX_RESIDUAL`] residual bindings with their clipped texts, identities and notes.
-/// Planning keeps this room in the record.
-pub const MAX_BYTES: usize = 128 * 1024;
+/// The most bytes a recorded verification takes ([`reviews::MAX_REVIEWS`] reviews and
+/// [`residual::MAX_RESIDUAL`] residual bindings); planning keeps this room in the record.
+pub use crate::crd::MAX_VERIFICATION_BYTES as MAX_BYTES;
 
 #[cfg(test)]
 mod tests;

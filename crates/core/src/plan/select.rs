@@ -11,11 +11,11 @@ use kube_core::{Selector, SelectorExt};
 
 use super::validate::{glob_match, is_dns_label, validate_policy};
 use super::{Observed, PlanError, Scope, app_label};
-use crate::connector::model::{Entitlement, Scope as EntitlementScope};
 use crate::crd::{
     AccessRule, BindingRef, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, EntitlementAccess, HttpCall,
     RoleRefFilter, ScimDeprovision,
 };
+use crate::entitlement::{Entitlement, Scope as EntitlementScope};
 
 /// Bindings a rule selects, before looking at subjects.
 #[derive(Debug, Clone)]
