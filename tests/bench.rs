@@ -767,14 +767,19 @@ async fn run(sizes: Sizes) -> String {
         format!("{:.2}×", ratio(pct(&seq_labels, 0.99), f99)),
     ));
     // The API requests of one call with nothing to remove, under each kind of policy (the
-    // operator's Lease renewals and the two reads of /metrics included).
+    // operator's Lease renewals and the two reads of /metrics included). Events are published off
+    // the call's path, a moment later: the window opens once those of earlier calls are out, and
+    // closes once those of these calls are.
     let n = 10;
+    let events_out = Duration::from_secs(3);
     for (kind, app) in [("naming its namespace", &small_app), ("by labels", &label_app)] {
+        tokio::time::sleep(events_out).await;
         let before = api_requests(cl);
         for i in 0..n {
             let (_, answer, _) = op.lumos(&payload(app, &format!("nobody-{i}@lumos.com"), &[])).await;
             assert_eq!(answer["response"], "SUCCESS", "{answer}");
         }
+        tokio::time::sleep(events_out).await;
         let what = format!("API requests per call with nothing to remove, policy {kind}, over {n} calls");
         let per_call = print_api_requests(&what, &before, &api_requests(cl), n);
         rows.push(row(
