@@ -3,17 +3,18 @@
 //! `deprovisioner run` at [`http::PATH`]. See `docs/lumos-connector.md`.
 //!
 //! `model` (pure) turns bindings into grants, accounts, entitlements and associations; `page`
-//! (pure) makes opaque tokens that continue after a sort key; `answer` (pure) builds each
-//! capability's answer; `wire` holds the envelopes and error codes; `read` lists the cluster a
-//! page at a time; `capability` puts them together; `http` serves them behind the connector's own
-//! secrets (`access`).
+//! (pure) makes opaque tokens that continue after a sort key (both in `deprovisioner-core`);
+//! `capabilities` names the capabilities; `answer` (pure) builds each capability's answer;
+//! `wire` holds the envelopes and error codes; `read` lists the cluster a page at a time;
+//! `capability` puts them together; `http` serves them behind the connector's own secrets
+//! (`access`).
 
 pub mod access;
 pub mod answer;
+pub mod capabilities;
 pub mod capability;
 pub mod http;
-pub mod model;
-pub mod page;
+pub use deprovisioner_core::connector::{model, page};
 pub mod read;
 pub mod wire;
 

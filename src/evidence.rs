@@ -117,10 +117,16 @@ pub async fn write(client: &Client, cluster: String, args: &EvidenceArgs) -> any
     let text = report.render(args.format)?;
     match &args.output {
         Some(path) => write_file(path, &text),
-        None => {
-            use std::io::Write as _;
-            std::io::stdout().lock().write_all(text.as_bytes()).context("writing to stdout")
-        }
+        None => to_stdout(std::io::stdout().lock(), &text),
+    }
+}
+
+/// Writes the report to standard output. A reader that stopped reading (`evidence | head`) ends
+/// the command quietly, as it ends `cat`: the rest is not wanted, which is no error.
+fn to_stdout(mut out: impl std::io::Write, text: &str) -> anyhow::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
     }
 }
 

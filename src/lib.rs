@@ -4,11 +4,15 @@
 //! The [`controller`] computes a [`plan`] with pure functions, records it, has the executors
 //! ([`exec`]) carry it out, records each result, and [`verify`]s with the API server's authorizer
 //! that the access is gone. See `docs/architecture.md`.
+//!
+//! The pure layers ([`crd`], [`plan`], verification's pure parts, the connector's model,
+//! [`text`]) live in the `deprovisioner-core` crate, which has no kube client or runtime; they are
+//! re-exported here under their old paths.
 pub mod budget;
 pub mod cli;
 pub mod connector;
 pub mod controller;
-pub mod crd;
+pub use deprovisioner_core::crd;
 pub mod egress;
 pub mod evidence;
 pub mod exec;
@@ -16,11 +20,11 @@ pub mod exec;
 pub mod failpoints;
 pub mod finished;
 #[cfg(any(test, feature = "fixtures"))]
-pub mod fixtures;
+pub use deprovisioner_core::fixtures;
 pub mod leader;
 pub mod metrics;
-pub mod plan;
-pub mod text;
+pub use deprovisioner_core::plan;
+pub use deprovisioner_core::text;
 pub mod trace;
 pub mod verify;
 pub mod view;

@@ -7,9 +7,7 @@
 //! the outcome. This module reads the roles, asks the questions and pages through the bindings.
 
 pub mod lag;
-pub mod residual;
-pub mod reviews;
-pub mod verdict;
+pub use deprovisioner_core::verify::{residual, reviews, verdict};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -50,10 +48,8 @@ const AUTHORIZER_CATCH_UP: Duration = Duration::from_secs(3);
 /// [`index_caught_up`]); past it they are asked anyway (and asked again while stale).
 const INDEX_CATCH_UP: Duration = Duration::from_millis(200);
 
-/// The most bytes a recorded verification takes: [`reviews::MAX_REVIEWS`] reviews and
-/// [`MAX_RESIDUAL`] residual bindings with their clipped texts, identities and notes. Planning
-/// keeps this room in the record.
-pub const MAX_BYTES: usize = 128 * 1024;
+/// The most bytes a recorded verification takes (planning keeps this room in the record).
+pub use deprovisioner_core::verify::MAX_BYTES;
 
 /// Page size of the residual search when it lists from the API server.
 const PAGE: u32 = 500;

@@ -20,34 +20,6 @@ use support::*;
 const CHART: &str = "charts/deprovisioner";
 const KUBE_VERSION: &str = "1.37.2";
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Runs helm (against `kubeconfig` when given); returns the whole output.
-fn helm(kubeconfig: Option<&Path>, args: &[&str]) -> Output {
-    let mut cmd = helm_command();
-    cmd.args(args);
-    match kubeconfig {
-        Some(k) => cmd.env("KUBECONFIG", k),
-        None => cmd.env_remove("KUBECONFIG"),
-    };
-    cmd.output().expect("running helm")
-}
-
-/// Runs helm and asserts it succeeded; returns stdout.
-fn helm_ok(kubeconfig: Option<&Path>, args: &[&str]) -> String {
-    let out = helm(kubeconfig, args);
-    assert!(out.status.success(), "helm {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn kubectl_ok(c: &Cluster, args: &[&str]) -> Output {
-    let out = c.kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
-    out
-}
-
 /// `helm template` with the given extra arguments.
 fn template(release: &str, ns: &str, extra: &[&str]) -> String {
     let mut args = vec!["template", release, CHART, "--namespace", ns, "--kube-version", KUBE_VERSION];
@@ -731,12 +703,6 @@ fn get(c: &Cluster, (resource, ns, name): &(String, Option<String>, String)) -> 
     c.kubectl(&args)
 }
 
-fn get_json(c: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_slice(&kubectl_ok(c, &all).stdout).unwrap()
-}
-
 /// The operator binary run exactly with the chart Deployment's container args and env (only
 /// the listen address and the secret file's path made local), until dropped.
 struct ChartProcess {
@@ -875,7 +841,7 @@ struct ChartOperator {
 
 /// The webhook secret the chart generated.
 fn webhook_secret(r: &Release) -> String {
-    let s = get_json(r.c, &["-n", r.ns, "get", "secret", "deprovisioner-webhook"]);
+    let s = kubectl_json(r.c, &["-n", r.ns, "get", "secret", "deprovisioner-webhook"]);
     s["data"]["secret"].as_str().unwrap().to_string()
 }
 
@@ -1062,7 +1028,7 @@ async fn deprovision_as_the_chart_service_account(r: &Release, installed: &Insta
     assert!(get_rb(admin, &team, "solo").await.is_none());
     assert_eq!(names(&get_crb(admin, &crb).await.unwrap().subjects), ["Group:auditors"]);
     // The controller ran while holding the chart's Lease (it existed: no `create` needed).
-    let lease = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"]);
+    let lease = kubectl_json(c, &["-n", ns, "get", "lease", "deprovisioner"]);
     assert!(
         lease["spec"]["holderIdentity"].is_string() && lease["spec"]["acquireTime"].is_string(),
         "lease not held: {lease}"
@@ -1118,13 +1084,13 @@ async fn upgrade_narrowing_bind(r: &Release, installed: &Installed, running: Cha
     assert_eq!(webhook_secret(r), installed.secret, "the upgrade changed the webhook secret");
     // The upgrade left the operator's hold on the chart's Lease alone (a cleared spec would
     // make it acquire the Lease again, with a new acquireTime).
-    let after = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"]);
+    let after = kubectl_json(c, &["-n", ns, "get", "lease", "deprovisioner"]);
     assert_eq!(
         (&after["spec"]["holderIdentity"], &after["spec"]["acquireTime"]),
         (&lease["spec"]["holderIdentity"], &lease["spec"]["acquireTime"]),
         "{after}"
     );
-    let cr = get_json(c, &["get", "clusterrole", "deprovisioner"]);
+    let cr = kubectl_json(c, &["get", "clusterrole", "deprovisioner"]);
     let bind_rule = cr["rules"]
         .as_array()
         .unwrap()
@@ -1178,7 +1144,7 @@ async fn run_with_the_deployments_args_and_env(r: &Release, installed: &Installe
     // /readyz lists DeprovisionRequests with the chart's identity.
     wait_http_ok(&format!("{url}/readyz"), &log).await;
     // Free the Lease the killed operator held, so this process leads without waiting it out.
-    let old_holder = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"])["spec"]["holderIdentity"].clone();
+    let old_holder = kubectl_json(c, &["-n", ns, "get", "lease", "deprovisioner"])["spec"]["holderIdentity"].clone();
     kubectl_ok(
         c,
         &[
@@ -1194,7 +1160,7 @@ async fn run_with_the_deployments_args_and_env(r: &Release, installed: &Installe
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let holder = get_json(c, &["-n", ns, "get", "lease", "deprovisioner"])["spec"]["holderIdentity"].clone();
+        let holder = kubectl_json(c, &["-n", ns, "get", "lease", "deprovisioner"])["spec"]["holderIdentity"].clone();
         if holder.is_string() && holder != old_holder {
             break;
         }
@@ -1301,7 +1267,7 @@ fn uninstall_leaves_no_orphans(r: &Release, installed: &Installed) {
     for crd in ["deprovisionrequests.access.deprovisioner.dev", "deprovisionpolicies.access.deprovisioner.dev"] {
         kubectl_ok(c, &["get", "crd", crd]);
     }
-    let records = get_json(c, &["get", "dpr"]);
+    let records = kubectl_json(c, &["get", "dpr"]);
     assert_eq!(records["items"].as_array().unwrap().len(), 3);
 }
 

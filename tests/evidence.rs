@@ -5,8 +5,9 @@
 
 mod support;
 
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use deprovisioner::crd::DeprovisionRequest;
@@ -18,10 +19,6 @@ use serde_json::{Value, json};
 use support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Runs `deprovisioner evidence` with the admin kubeconfig and these flags.
 fn evidence(c: &Cluster, args: &[&str]) -> Output {
@@ -147,6 +144,30 @@ async fn evidence_shows_who_lost_what_with_the_subjects_before_and_after() {
 
     kubectl_plugin(cl, dir.path(), &app, bob);
     screenshot(&html_path, &dir.path().join("evidence.png"));
+}
+
+/// `deprovisioner evidence | head`: a reader that stops before the report is written ends the
+/// command quietly (exit 0, or killed by SIGPIPE as `cat` would be), with no error, panic or
+/// backtrace on standard error.
+#[test]
+fn a_reader_that_stops_early_ends_the_report_quietly() {
+    let cl = cluster();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["evidence", "--kubeconfig", cl.kubeconfig.to_str().unwrap()])
+        .env_remove("KUBECONFIG")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running deprovisioner evidence");
+    // The reader goes away at once: the command is still reading the records then.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success() || out.status.signal() == Some(13), "{:?}: {stderr}", out.status);
+    for noise in ["Error", "panicked", "backtrace", "Broken pipe"] {
+        assert!(!stderr.contains(noise), "{noise:?} on standard error: {stderr}");
+    }
 }
 
 /// `kubectl deprovisioner evidence …` runs the binary found on the PATH as

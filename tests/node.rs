@@ -10,7 +10,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -31,10 +31,6 @@ const INGRESS_CLASS: &str = "traefik";
 const INGRESS_HOST: &str = "deprovisioner.test";
 const INGRESS_TLS_SECRET: &str = "deprovisioner-ingress-tls";
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// The node shared by this binary's tests, or why it cannot run here (said once per test).
 fn node(test: &str) -> Option<&'static Cluster> {
     static NODE: OnceLock<Result<Cluster, String>> = OnceLock::new();
@@ -45,28 +41,6 @@ fn node(test: &str) -> Option<&'static Cluster> {
             None
         }
     }
-}
-
-fn helm(c: &Cluster, args: &[&str]) -> Output {
-    helm_command().env("KUBECONFIG", &c.kubeconfig).args(args).output().expect("running helm")
-}
-
-fn helm_ok(c: &Cluster, args: &[&str]) -> String {
-    let out = helm(c, args);
-    assert!(out.status.success(), "helm {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn kubectl_ok(c: &Cluster, args: &[&str]) -> String {
-    let out = c.kubectl(args);
-    assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn kubectl_json(c: &Cluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&kubectl_ok(c, &all)).unwrap()
 }
 
 /// The cargo target directory this test was built in.
@@ -182,7 +156,7 @@ async fn the_chart_runs_on_a_real_node() {
 
     let started = Instant::now();
     helm_ok(
-        c,
+        Some(&c.kubeconfig),
         &[
             "install",
             RELEASE,
@@ -222,7 +196,7 @@ async fn the_chart_runs_on_a_real_node() {
     let leader = wait_leader(c, &pod_names).await;
     let leading: Vec<&String> = pod_names
         .iter()
-        .filter(|n| kubectl_ok(c, &["-n", NS, "logs", n]).contains("holding the leader Lease"))
+        .filter(|n| text(&kubectl_ok(c, &["-n", NS, "logs", n]).stdout).contains("holding the leader Lease"))
         .collect();
     assert_eq!(leading, [&leader], "pods whose log says they lead");
 
@@ -244,7 +218,7 @@ async fn the_chart_runs_on_a_real_node() {
 
     // `helm test`: its pod calls /healthz by the Service's name (the node's resolver).
     let started = Instant::now();
-    let out = helm_ok(c, &["test", RELEASE, "--namespace", NS, "--timeout", "2m"]);
+    let out = helm_ok(Some(&c.kubeconfig), &["test", RELEASE, "--namespace", NS, "--timeout", "2m"]);
     assert!(out.contains("Phase:          Succeeded"), "{out}");
     eprint_uncaptured(&format!("node: helm test passed in {:.1} s", started.elapsed().as_secs_f64()));
 
@@ -428,7 +402,7 @@ async fn upgrade_under_a_stream_of_calls(
     let started = Instant::now();
     let out = tokio::task::spawn_blocking(move || {
         helm(
-            c,
+            Some(&c.kubeconfig),
             &[
                 "upgrade",
                 RELEASE,
@@ -688,7 +662,7 @@ async fn uninstall_keeps_the_records(c: &Cluster, admin: &kube::Client) {
     let records =
         kube::Api::<DeprovisionRequest>::all(admin.clone()).list(&Default::default()).await.unwrap().items.len();
     assert!(records > 0);
-    helm_ok(c, &["uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "2m"]);
+    helm_ok(Some(&c.kubeconfig), &["uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "2m"]);
     wait_until(Duration::from_secs(60), || async {
         kubectl_json(c, &["-n", NS, "get", "pods"])["items"].as_array().unwrap().is_empty()
     })

@@ -7,7 +7,9 @@
 //! Invariants: nothing panics; a parsed payload has a target email and an application; escaped
 //! values never change the structure they are put into; URL checks keep plain http on loopback,
 //! metadata addresses out and templates out of the host; the planner removes only subjects the
-//! policy selects, never a protected one, and never the same subject twice; planning from only the
+//! policy selects (`entitlements` rules included: exactly the entitlement the connector's
+//! permission names, within the rule's bounds), never a protected one, and never the same
+//! subject twice; planning from only the
 //! bindings naming the target (what the index by subject returns) plans what planning from every
 //! binding plans.
 
@@ -15,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use deprovisioner::crd::{Action, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, SubjectRef};
+use deprovisioner::crd::{Action, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, RequestSource, SubjectRef};
 use deprovisioner::egress::check_url;
 use deprovisioner::fixtures::{self, subject};
 use deprovisioner::plan::subject::{Principal, Protected, Wanted, is_system_name};
@@ -707,6 +709,114 @@ fn policies() -> impl Strategy<Value = Vec<DeprovisionPolicy>> {
     })
 }
 
+/// An `entitlements` rule as a policy for the Lumos connector writes it: bounds by namespace
+/// name or label and cluster-wide, and role name patterns.
+fn entitlements_rule() -> impl Strategy<Value = Value> {
+    let roles = prop_oneof![2 => Just(vec![]), 1 => some_of(vec!["edit", "view", "cluster-*"])];
+    (some_of(vec!["team-a", "team-b", "kube-system"]), any::<bool>(), prop::bool::weighted(0.7), roles).prop_map(
+        |(nss, by_label, cluster_wide, roles)| {
+            let mut e = json!({"namespaces": nss, "clusterWide": cluster_wide, "roles": roles});
+            if by_label || (nss.is_empty() && !cluster_wide) {
+                e["namespaceSelector"] = json!({"matchLabels": {"team": "team-b"}});
+            }
+            json!({"entitlements": e})
+        },
+    )
+}
+
+/// Permission values naming entitlements, as the Lumos connector sends them (and a few it never
+/// would: a Role cluster-wide, a namespace that is no DNS label).
+const ENTITLEMENT_VALUES: [&str; 8] = [
+    "namespace_role/team-a/ClusterRole:edit",
+    "namespace_role/team-b/ClusterRole:view",
+    "namespace_role/team-b/Role:edit",
+    "namespace_role/kube-system/ClusterRole:edit",
+    "cluster_role//ClusterRole:edit",
+    "cluster_role//ClusterRole:cluster-admin",
+    "cluster_role//Role:view",
+    "namespace_role/Team A/ClusterRole:edit",
+];
+
+/// The app the connector's policies cover.
+const CONNECTOR_APP: &str = "kubernetes";
+
+/// Policies for the Lumos connector's app: `entitlements` rules, with now and then a rule of
+/// another kind beside them.
+fn connector_policies() -> impl Strategy<Value = Vec<DeprovisionPolicy>> {
+    let one = (
+        select(vec![CONNECTOR_APP, CONNECTOR_APP, CONNECTOR_APP, "other_app"]),
+        prop::collection::vec(subject_template(), 1..3),
+        prop::collection::vec(prop_oneof![3 => entitlements_rule(), 1 => rule()], 1..3),
+        select(vec!["Delete", "Keep"]),
+    );
+    prop::collection::vec(one, 1..3).prop_map(|ps| {
+        ps.into_iter()
+            .enumerate()
+            .map(|(i, (app, subjects, rules, empty))| {
+                let spec = json!({"application": {"appId": app}, "subjects": subjects, "rules": rules, "emptyBindings": empty});
+                let mut p = fixtures::policy(&format!("connector-{i}"), spec);
+                p.metadata.uid = Some(format!("uid-connector-{i}"));
+                p
+            })
+            .collect()
+    })
+}
+
+/// A request from the connector's `unassign_entitlement`: one permission value naming one
+/// entitlement (now and then one it never sends).
+fn connector_request() -> impl Strategy<Value = DeprovisionRequestSpec> {
+    (select(ENTITLEMENT_VALUES.to_vec()), select(vec!["pparker", "x", "deprovisioner"])).prop_map(
+        |(value, username)| {
+            fixtures::request_spec(CONNECTOR_APP, TARGET)
+                .permissions([value])
+                .source(RequestSource::LumosConnector)
+                .custom_field("username", username)
+                .custom_field("group", "pparker")
+                .custom_field("ns", "team-a")
+                .build()
+        },
+    )
+}
+
+/// Bindings of the roles the connector lists most (edit and view, mostly ClusterRoles) in the
+/// namespaces its entitlements name.
+fn connector_binding_seed() -> impl Strategy<Value = RbSeed> {
+    let n = subject_pool().len();
+    (
+        0..3usize,
+        0..4usize,
+        prop::bool::weighted(0.3),
+        prop_oneof![3 => 0..2usize, 1 => 0..4usize],
+        any::<bool>(),
+        prop::bool::weighted(0.1),
+        prop::collection::vec(prop_oneof![0..n, 0..5usize], 0..5),
+    )
+}
+
+/// A request, the cluster's policies and the bindings (RoleBindings, ClusterRoleBindings) the
+/// planner sees.
+type World = (DeprovisionRequestSpec, Vec<DeprovisionPolicy>, Vec<RbSeed>, Vec<RbSeed>);
+
+/// A Lumos call for `demo_app`.
+fn demo_world() -> impl Strategy<Value = World> {
+    (request(), policies(), prop::collection::vec(binding_seed(), 0..10), prop::collection::vec(binding_seed(), 0..5))
+}
+
+/// A request from the connector under `entitlements` rules.
+fn connector_world() -> impl Strategy<Value = World> {
+    (
+        connector_request(),
+        connector_policies(),
+        prop::collection::vec(connector_binding_seed(), 0..10),
+        prop::collection::vec(connector_binding_seed(), 0..5),
+    )
+}
+
+/// Most worlds are Lumos calls for `demo_app`; some are connector requests.
+fn world() -> impl Strategy<Value = World> {
+    prop_oneof![3 => demo_world(), 1 => connector_world()]
+}
+
 fn request() -> impl Strategy<Value = DeprovisionRequestSpec> {
     (
         prop_oneof![3 => Just(vec![]), 1 => some_of(vec!["Admin", "team-a", "kube-system", "Bad Name"])],
@@ -746,6 +856,65 @@ fn labelled(
 ) -> bool {
     // The generated selectors are only `matchLabels`.
     sel.is_none_or(|s| s.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+/// The binding scope and roleRef (kind, name) a connector permission value names, read here
+/// from the value's text: `namespace_role/<namespace>/<Role|ClusterRole>:<name>` or
+/// `cluster_role//ClusterRole:<name>`.
+fn entitlement_named(value: &str) -> Option<(Option<String>, String, String)> {
+    let mut parts = value.splitn(3, '/');
+    let (ty, resource, id) = (parts.next()?, parts.next()?, parts.next()?);
+    let (kind, name) = id.split_once(':').filter(|(k, n)| matches!(*k, "Role" | "ClusterRole") && !n.is_empty())?;
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    match ty {
+        "cluster_role" if resource.is_empty() && kind == "ClusterRole" => Some((None, kind.into(), name.into())),
+        "namespace_role" if dns_label(resource) => Some((Some(resource.into()), kind.into(), name.into())),
+        _ => None,
+    }
+}
+
+/// Whether an `entitlements` rule allows removing the entitlement `value` names.
+fn entitlement_allowed(e: &deprovisioner::crd::EntitlementAccess, observed: &Observed, value: &str) -> bool {
+    let Some((ns, _, role)) = entitlement_named(value) else { return false };
+    let role_ok = e.roles.is_empty() || e.roles.iter().any(|p| glob_match(p, &role));
+    role_ok
+        && match ns {
+            None => e.cluster_wide,
+            Some(ns) => {
+                e.namespaces.contains(&ns)
+                    || e.namespace_selector.as_ref().is_some_and(|s| {
+                        observed.namespaces.iter().any(|n| {
+                            n.metadata.name.as_deref() == Some(&ns)
+                                && labelled(Some(s), n.metadata.labels.as_ref().unwrap())
+                        })
+                    })
+            }
+        }
+}
+
+/// Whether an `entitlements` rule selects a binding in `ns` (`None`: a ClusterRoleBinding) with
+/// this roleRef for one of the request's permissions: the value names exactly it, and the rule
+/// allows it.
+fn entitlement_selects(
+    r: &deprovisioner::crd::AccessRule,
+    perms: &[Option<String>],
+    observed: &Observed,
+    ns: Option<&str>,
+    role_ref: &k8s_openapi::api::rbac::v1::RoleRef,
+) -> bool {
+    r.entitlements.as_ref().is_some_and(|e| {
+        perms.iter().flatten().any(|v| {
+            entitlement_allowed(e, observed, v)
+                && entitlement_named(v)
+                    .is_some_and(|(n, kind, name)| n.as_deref() == ns && kind == role_ref.kind && name == role_ref.name)
+        })
+    })
 }
 
 /// Whether the policy (one covering the request) selects this binding, decided here from the
@@ -788,17 +957,20 @@ fn policy_selects(
                     na.namespaces.contains(ns)
                         || (na.from_permission_value && perms.iter().any(|p| p.as_deref() == Some(ns.as_str())))
                 });
-                by_rb || by_ns
+                by_rb || by_ns || entitlement_selects(r, &perms, observed, Some(ns), &b.role_ref)
             }
-            BindingScope::Cluster => r.cluster_role_bindings.as_ref().is_some_and(|crb| {
+            BindingScope::Cluster => {
                 let Some(b) = observed.cluster_role_bindings.iter().find(|b| b.metadata.name.as_deref() == Some(name))
                 else {
                     return false;
                 };
-                (crb.names.is_empty() || crb.names.iter().any(|n| n == name))
-                    && labelled(crb.selector.as_ref(), &b.metadata.labels.clone().unwrap_or_default())
-                    && role_ref_ok(crb.role_ref.as_ref(), &b.role_ref.kind, &b.role_ref.name)
-            }),
+                let by_crb = r.cluster_role_bindings.as_ref().is_some_and(|crb| {
+                    (crb.names.is_empty() || crb.names.iter().any(|n| n == name))
+                        && labelled(crb.selector.as_ref(), &b.metadata.labels.clone().unwrap_or_default())
+                        && role_ref_ok(crb.role_ref.as_ref(), &b.role_ref.kind, &b.role_ref.name)
+                });
+                by_crb || entitlement_selects(r, &perms, observed, None, &b.role_ref)
+            }
         }
     })
 }
@@ -876,8 +1048,20 @@ fn check_plan(
         Err(PlanError::RecordTooLarge { needed, .. }) => {
             return Err(format!("RecordTooLarge({needed}) from a small world"));
         }
-        Err(e @ (PlanError::ConnectorOnly { .. } | PlanError::BadAccountId { .. } | PlanError::Entitlement { .. })) => {
-            return Err(format!("{e}: from a world with no entitlements rules or LumosAccount subjects"));
+        Err(PlanError::Entitlement { permission, .. }) => {
+            // Only a value some entitlements rule applies to and none allows.
+            let rules = matching.iter().flat_map(|p| &p.spec.rules).filter(|r| {
+                r.entitlements.is_some() && rule_applies(r, spec).iter().any(|v| v.as_deref() == Some(permission))
+            });
+            let (mut applying, mut allowed) = (false, false);
+            for r in rules {
+                applying = true;
+                allowed |= entitlement_allowed(r.entitlements.as_ref().unwrap(), observed, permission);
+            }
+            return (applying && !allowed).then_some(()).ok_or(format!("{permission:?} refused, applying {applying}"));
+        }
+        Err(e @ (PlanError::ConnectorOnly { .. } | PlanError::BadAccountId { .. })) => {
+            return Err(format!("{e}: from a world with no LumosAccount subjects"));
         }
         Err(
             PlanError::UnmappedPermission { .. }
@@ -944,10 +1128,7 @@ proptest! {
 
     #[test]
     fn the_planner_removes_only_what_a_policy_selects_and_never_a_protected_subject(
-        spec in request(),
-        all in policies(),
-        rbs in prop::collection::vec(binding_seed(), 0..10),
-        crbs in prop::collection::vec(binding_seed(), 0..5),
+        (spec, all, rbs, crbs) in world(),
         operator_known in prop::bool::weighted(0.8),
     ) {
         let observed = observed_from(rbs, crbs);
@@ -969,10 +1150,7 @@ proptest! {
     /// checked needs them all): the outcome must be the one planning from everything gives.
     #[test]
     fn planning_from_the_bindings_naming_the_target_plans_the_same(
-        spec in request(),
-        all in policies(),
-        rbs in prop::collection::vec(binding_seed(), 0..10),
-        crbs in prop::collection::vec(binding_seed(), 0..5),
+        (spec, all, rbs, crbs) in world(),
     ) {
         let observed = observed_from(rbs, crbs);
         let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())), also: vec![] };
@@ -1052,6 +1230,53 @@ fn the_planner_worlds_reach_removals_and_refusals() {
         ("Protected", 20),
         ("NotAllowed", 10),
         ("ConflictingPolicies", 3),
+    ];
+    for (kind, n) in at_least {
+        assert!(seen.get(kind).is_some_and(|&k| k >= n), "{kind} reached too rarely: {seen:?}");
+    }
+}
+
+/// The same for the connector's worlds: `entitlements` rules remove bindings (RoleBindings and
+/// ClusterRoleBindings) and refuse entitlements outside their bounds.
+#[test]
+fn the_connector_worlds_reach_entitlement_removals_and_refusals() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let world = connector_world();
+    let protected = Protected { operator: Some((OPERATOR.0.to_string(), OPERATOR.1.to_string())), also: vec![] };
+    let mut seen = BTreeMap::<&str, usize>::new();
+    for _ in 0..512 {
+        let (spec, all, rbs, crbs) = world.new_tree(&mut runner).unwrap().current();
+        let observed = observed_from(rbs, crbs);
+        let outcome = compute(&spec, &all, &observed, &protected);
+        let through_entitlements = |scope: fn(&BindingScope) -> bool| {
+            outcome.as_ref().is_ok_and(|p| {
+                p.actions.iter().any(|a| {
+                    matches!(&a.action, Action::RemoveBindingSubject(b) if scope(&b.binding.scope))
+                        && a.reason.ends_with(": entitlements")
+                })
+            })
+        };
+        if through_entitlements(|s| matches!(s, BindingScope::Namespaced(_))) {
+            *seen.entry("removes from a RoleBinding through entitlements").or_default() += 1;
+        }
+        if through_entitlements(|s| matches!(s, BindingScope::Cluster)) {
+            *seen.entry("removes from a ClusterRoleBinding through entitlements").or_default() += 1;
+        }
+        let kind = match &outcome {
+            Ok(_) => "planned",
+            Err(PlanError::Entitlement { .. }) => "Entitlement",
+            Err(_) => "other refusal",
+        };
+        *seen.entry(kind).or_default() += 1;
+    }
+    eprintln!("connector worlds: {seen:?}");
+    let at_least = [
+        ("removes from a RoleBinding through entitlements", 5),
+        ("removes from a ClusterRoleBinding through entitlements", 5),
+        ("Entitlement", 20),
+        ("planned", 50),
     ];
     for (kind, n) in at_least {
         assert!(seen.get(kind).is_some_and(|&k| k >= n), "{kind} reached too rarely: {seen:?}");

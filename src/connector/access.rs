@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::capability::Capability;
+use super::capabilities::Capability;
 use crate::webhook::Refused;
 use crate::webhook::auth::{SecretError, SecretFile};
 

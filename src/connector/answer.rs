@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::capability::Capability;
+use super::capabilities::Capability;
 
 use super::model::{
     self, AccountId, Association, BindingName, CLUSTER_ROLE, Entitlement, Key, NAMESPACE, NAMESPACE_ROLE, Scope,

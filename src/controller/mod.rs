@@ -6,6 +6,7 @@
 //! `reconcile` dispatches on the request's phase; `record` owns every write of the status;
 //! `summary` words the messages; `retention` sweeps old records; `policy` validates policies.
 
+mod clock;
 mod local;
 mod policy;
 mod reconcile;

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -31,15 +29,9 @@ fn verdict_label(v: &Verdict) -> &'static str {
     }
 }
 
-/// The current time as a Kubernetes timestamp.
-pub(super) fn now() -> Time {
-    Time(Timestamp::now())
-}
-
-/// How long ago `t` was (zero for a time in the future).
-pub(super) fn since(t: &Time) -> Duration {
-    Timestamp::now().duration_since(t.0).try_into().unwrap_or_default()
-}
+use super::clock::since;
+// `reconcile` takes the clock from here.
+pub(super) use super::clock::now;
 
 /// A status write the API server will refuse again however often it is retried: invalid, or too
 /// large for the API server (413) or for etcd (a 500 "request is too large").

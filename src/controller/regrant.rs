@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use super::record::now;
+use super::clock::now;
 use crate::crd::{
     BindingKind, ConditionType, DeprovisionPolicy, DeprovisionRequest, Outcome, PlannedAction, Reason, Regrant,
     RegrantOrigin, RegrantRemoval, SubjectRef, set_condition,

@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::record::since;
+use super::clock::since;
 use crate::crd::{DeprovisionRequest, Phase};
 
 /// Records read per page.

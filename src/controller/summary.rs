@@ -5,7 +5,7 @@ use crate::crd::{Action, ActionResult, ExternalDetails, Outcome, Phase, PlannedA
 use crate::text::{self, first_and_more};
 use crate::verify::verdict;
 
-use super::record::now;
+use super::clock::now;
 
 /// What an action is about: (object, subject).
 fn describe(a: &PlannedAction, email: &str) -> (String, String) {

@@ -306,3 +306,25 @@ fn html_summarizes_outcomes_and_verdicts_and_shows_what_was_removed() {
     assert_eq!(rows[0]["subjectsBefore"], serde_json::json!(["User:ann@x.com", "Group:team-a"]));
     assert_eq!(json["generatedAt"], "2025-03-31T12:00:00Z");
 }
+
+/// A writer whose reader has gone (`evidence | head` once head exits), or that fails otherwise.
+struct Closed(std::io::ErrorKind);
+
+impl std::io::Write for Closed {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(self.0.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_the_report_quietly_and_other_write_errors_fail() {
+    let mut out = Vec::new();
+    to_stdout(&mut out, "a,b\n").unwrap();
+    assert_eq!(out, b"a,b\n");
+    assert!(to_stdout(Closed(std::io::ErrorKind::BrokenPipe), "a,b\n").is_ok(), "the reader stopped: no error");
+    let err = to_stdout(Closed(std::io::ErrorKind::StorageFull), "a,b\n").unwrap_err();
+    assert!(format!("{err:#}").starts_with("writing to stdout"), "{err:#}");
+}

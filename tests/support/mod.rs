@@ -156,6 +156,45 @@ pub fn helm_command() -> Command {
     cmd
 }
 
+// --- helm and kubectl (tests/chart.rs, tests/node.rs) ----------------------------------------
+
+/// Bytes a command printed, as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Runs helm (against `kubeconfig` when given, else against no cluster); returns the whole output.
+pub fn helm(kubeconfig: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut cmd = helm_command();
+    cmd.args(args);
+    match kubeconfig {
+        Some(k) => cmd.env("KUBECONFIG", k),
+        None => cmd.env_remove("KUBECONFIG"),
+    };
+    cmd.output().expect("running helm")
+}
+
+/// Runs helm and asserts it succeeded; returns stdout.
+pub fn helm_ok(kubeconfig: Option<&Path>, args: &[&str]) -> String {
+    let out = helm(kubeconfig, args);
+    assert!(out.status.success(), "helm {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// Runs kubectl against `c` and asserts it succeeded; returns the whole output.
+pub fn kubectl_ok(c: &Cluster, args: &[&str]) -> std::process::Output {
+    let out = c.kubectl(args);
+    assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", text(&out.stdout), text(&out.stderr));
+    out
+}
+
+/// `kubectl <args> -o json`, asserted to succeed, as JSON.
+pub fn kubectl_json(c: &Cluster, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_slice(&kubectl_ok(c, &all).stdout).unwrap()
+}
+
 /// Applies the chart's RBAC (templates/rbac.yaml, release "deprovisioner" in namespace
 /// "deprovisioner", as deploy/rbac.yaml) rendered with `--set` values, as a user installing the
 /// chart with them would get it.

@@ -87,3 +87,10 @@ fn bad_inputs_say_what_is_wrong() {
 fn dry_run_flag_is_carried() {
     assert!(parse(SEED.as_bytes(), true).unwrap().dry_run);
 }
+
+#[test]
+fn seed_payload_is_the_file_and_parses_as_the_webhook_parses_it() {
+    let spec = parse(crate::fixtures::SEED_PAYLOAD.as_bytes(), false).unwrap();
+    assert_eq!(spec.target_user.email, "peterparker@lumos.com");
+    assert_eq!(crate::fixtures::seed_payload()["application"]["app_id"], "demo_app");
+}

@@ -13,7 +13,7 @@ pub use request::*;
 pub use verification::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
+use kube_core::CustomResourceExt;
 
 /// API group of every resource this operator defines.
 pub const GROUP: &str = "access.deprovisioner.dev";

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 
 pub use again::again;
 pub use select::{BindingView, matching_policies, rule_covers, scope, selects_namespaces_by_label};
@@ -194,7 +194,7 @@ fn check_record_size(spec: &DeprovisionRequestSpec, actions: &[PlannedAction]) -
     let spec_bytes = serde_json::to_vec(spec).map_or(MAX_RECORD_BYTES, |v| v.len());
     let plan_bytes = serde_json::to_vec(actions).map_or(MAX_RECORD_BYTES, |v| v.len());
     let needed = plan_bytes + actions.iter().map(result_bytes).sum::<usize>();
-    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes).saturating_sub(crate::verify::MAX_BYTES);
+    let budget = MAX_RECORD_BYTES.saturating_sub(spec_bytes).saturating_sub(crate::crd::MAX_VERIFICATION_BYTES);
     if needed > budget {
         return Err(PlanError::RecordTooLarge { needed, budget });
     }

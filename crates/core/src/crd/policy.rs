@@ -5,7 +5,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,9 @@ use super::EmptyBindingRule;
 
 /// Which application a policy covers, who its users are here, and which access to remove.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "access.deprovisioner.dev",
     version = "v1alpha1",
     kind = "DeprovisionPolicy",
@@ -104,6 +106,7 @@ pub enum UnverifiedRule {
 
 /// Matches a Lumos application by `app_id` and/or `instance_id` (both must match when both given).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.appId) || has(self.instanceId)").message("application needs appId or instanceId"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApplicationSelector {
@@ -121,6 +124,7 @@ pub struct ApplicationSelector {
 // `namespace` is a CEL reserved word: API servers before 1.32 accept only the escaped
 // `__namespace__`, which later ones accept too.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("self.kind != 'ServiceAccount' || has(self.__namespace__)").message("a ServiceAccount subject needs a namespace"))]
 #[x_kube(validation = Rule::new("self.kind != 'LumosAccount' || !has(self.caseInsensitive) || !self.caseInsensitive").message("a LumosAccount subject is matched exactly (the connector lists alice@x and Alice@X as two accounts): it cannot be caseInsensitive"))]
 #[serde(rename_all = "camelCase")]
@@ -168,6 +172,7 @@ pub enum SubjectKind {
 
 /// Which access to remove when a permission matches.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.entitlements) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
@@ -211,6 +216,7 @@ pub struct SecretKeyRef {
 
 /// PEM CA certificates to trust, from a Secret or ConfigMap in the operator's namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.secret) != has(self.configMap)").message("caBundle needs exactly one of secret or configMap"))]
 #[serde(rename_all = "camelCase")]
 pub struct CaBundleRef {
@@ -224,6 +230,7 @@ pub struct CaBundleRef {
 
 /// How the operator authenticates to a SCIM service.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.bearerToken) != (has(self.username) && has(self.password))").message("credentials need bearerToken, or username and password"))]
 #[serde(rename_all = "camelCase")]
 pub struct ScimCredentials {
@@ -334,6 +341,7 @@ fn default_attempts() -> i32 {
 
 /// A header of an HTTP action: a literal value or one from a Secret.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.value) != has(self.valueFrom)").message("a header needs exactly one of value or valueFrom"))]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderSpec {
@@ -409,6 +417,7 @@ fn default_method() -> String {
 
 /// RoleBindings chosen by namespace (list and/or label selector), optional names and roleRef.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector)").message("roleBindings needs namespaces or namespaceSelector"))]
 #[x_kube(validation = Rule::new("(!has(self.namespaceSelector) || has(self.namespaceSelector.matchLabels) || has(self.namespaceSelector.matchExpressions)) && (!has(self.selector) || has(self.selector.matchLabels) || has(self.selector.matchExpressions))").message("an empty selector would select everything: give matchLabels or matchExpressions"))]
 #[serde(rename_all = "camelCase")]
@@ -432,6 +441,7 @@ pub struct RoleBindingSelector {
 
 /// ClusterRoleBindings chosen by name, label and/or roleRef (at least one).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("(has(self.names) && size(self.names) > 0) || has(self.selector) || has(self.roleRef)").message("clusterRoleBindings needs names, selector or roleRef: all ClusterRoleBindings is never implied"))]
 #[x_kube(validation = Rule::new("(!has(self.selector) || has(self.selector.matchLabels) || has(self.selector.matchExpressions))").message("an empty selector would select everything: give matchLabels or matchExpressions"))]
 #[serde(rename_all = "camelCase")]
@@ -461,6 +471,7 @@ pub struct RoleRefFilter {
 
 /// Every RoleBinding of the subjects in a namespace.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || (has(self.fromPermissionValue) && self.fromPermissionValue)").message("namespaceAccess needs namespaces or fromPermissionValue: true"))]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceAccess {
@@ -476,6 +487,7 @@ pub struct NamespaceAccess {
 /// named by the request's permission, and must fall inside these bounds (else the request fails,
 /// changing nothing).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("(has(self.namespaces) && size(self.namespaces) > 0) || has(self.namespaceSelector) || (has(self.clusterWide) && self.clusterWide)").message("entitlements needs namespaces, namespaceSelector or clusterWide: true"))]
 #[serde(rename_all = "camelCase")]
 pub struct EntitlementAccess {

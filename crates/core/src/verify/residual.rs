@@ -2,7 +2,7 @@
 //! removals, and why this request did not remove them.
 
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding, Subject};
-use kube::ResourceExt;
+use kube_core::ResourceExt;
 
 use crate::crd::{
     Action, ActionResult, BindingKind, DeprovisionPolicy, DeprovisionRequestSpec, Outcome, PlannedAction,

@@ -3,7 +3,8 @@
 //! the unit tests, the integration tests in `tests/` and the bench.
 //!
 //! Compiled for this crate's own unit tests and with the `fixtures` feature (which the
-//! integration tests and the bench enable through a dev-dependency on this crate).
+//! `deprovisioner` crate's `fixtures` feature enables; its integration tests and the bench reach
+//! these as `deprovisioner::fixtures`).
 //!
 //! ```ignore
 //! use deprovisioner::fixtures::{self, group, user};
@@ -32,7 +33,8 @@ use crate::crd::{
 pub const RBAC_API_GROUP: &str = "rbac.authorization.k8s.io";
 
 /// The example payload from Lumos's documentation (`tests/fixtures/seed-payload.json`), verbatim.
-pub const SEED_PAYLOAD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/seed-payload.json"));
+pub const SEED_PAYLOAD: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/seed-payload.json"));
 
 /// [`SEED_PAYLOAD`] as JSON.
 pub fn seed_payload() -> Value {

@@ -61,7 +61,7 @@ fn a_binding_reference_whose_namespace_does_not_fit_its_kind_is_refused() {
 
 #[test]
 fn the_schema_keeps_the_union_and_its_cel_rule() {
-    use kube::CustomResourceExt;
+    use kube_core::CustomResourceExt;
     let crd = serde_json::to_value(crate::crd::DeprovisionRequest::crd()).unwrap();
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     let item = &schema["properties"]["status"]["properties"]["plan"]["items"];

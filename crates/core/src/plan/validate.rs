@@ -2,10 +2,11 @@
 //! URLs, JSON bodies and credential-looking headers. Also the name rules planning relies on.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::core::Selector;
+use kube_core::Selector;
 
 use super::template;
 use crate::crd::{DeprovisionPolicySpec, SubjectKind};
+pub use crate::names::is_dns_label;
 
 /// Checks what the API server's schema cannot: templates, selectors, names, patterns.
 pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
@@ -124,15 +125,6 @@ fn check_namespaces(names: &[String]) -> Result<(), String> {
         Some(n) => Err(format!("{n:?} is not a namespace name")),
         None => Ok(()),
     }
-}
-
-/// RFC 1123 label: what a namespace name must be.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// `*` matches any run of characters; everything else is literal.

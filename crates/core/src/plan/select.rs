@@ -6,16 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::ResourceExt;
-use kube::core::{Selector, SelectorExt};
+use kube_core::ResourceExt;
+use kube_core::{Selector, SelectorExt};
 
 use super::validate::{glob_match, is_dns_label, validate_policy};
 use super::{Observed, PlanError, Scope, app_label};
-use crate::connector::model::{Entitlement, Scope as EntitlementScope};
 use crate::crd::{
     AccessRule, BindingRef, BindingScope, DeprovisionPolicy, DeprovisionRequestSpec, EntitlementAccess, HttpCall,
     RoleRefFilter, ScimDeprovision,
 };
+use crate::entitlement::{Entitlement, Scope as EntitlementScope};
 
 /// Bindings a rule selects, before looking at subjects.
 #[derive(Debug, Clone)]

@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::{ActionResult, BindingAction, Outcome, PlannedAction, Verification};
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// What to deprovision: the Lumos payload, where it came from, and whether to only plan.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "access.deprovisioner.dev",
     version = "v1alpha1",
     kind = "DeprovisionRequest",
@@ -61,6 +63,7 @@ pub struct DeprovisionRequestSpec {
 
 /// The Lumos application.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.appId) || has(self.instanceId)").message("application needs appId or instanceId"))]
 #[serde(rename_all = "camelCase")]
 pub struct Application {

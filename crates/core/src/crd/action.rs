@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::KubeSchema;
+use kube_derive::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,7 @@ mod wire {
 
     /// One step of the plan.
     #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug)]
+    #[x_kube(crates(kube_core = "::kube_core"))]
     #[x_kube(validation = Rule::new(
         "(self.kind == 'RemoveBindingSubject') == has(self.binding) && (self.kind == 'ConfirmAbsent') == has(self.absent) && (self.kind == 'ScimDeprovision') == has(self.scim) && (self.kind == 'HttpCall') == has(self.http)"
     ).message("a planned action carries exactly the member its kind names"))]
@@ -299,6 +300,7 @@ mod wire_binding {
 
     /// A RoleBinding or ClusterRoleBinding, as seen when the plan was made.
     #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug)]
+    #[x_kube(crates(kube_core = "::kube_core"))]
     #[x_kube(validation = Rule::new("(self.kind == 'RoleBinding') == has(self.__namespace__)").message("a RoleBinding has a namespace and a ClusterRoleBinding none"))]
     #[serde(rename_all = "camelCase")]
     pub struct BindingRef {

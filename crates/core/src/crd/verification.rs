@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{BindingKind, ResidualAccessRule, UnverifiedRule};
 
+/// The most bytes a recorded verification takes: at most `verify::reviews::MAX_REVIEWS` reviews
+/// and `verify::residual::MAX_RESIDUAL` residual bindings with their clipped texts, identities
+/// and notes. Planning keeps this room in the record.
+pub const MAX_VERIFICATION_BYTES: usize = 128 * 1024;
+
 /// What the operator checked once the actions were done: does the target still hold the access
 /// the removed bindings granted?
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
