@@ -195,52 +195,89 @@ fn stop_on_signal(stop: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `deprovisioner run`: its components, in the order they start. One shutdown token ends them
+/// all: cancelled on SIGINT or SIGTERM (from the start), or when the controller dies (the process
+/// then exits non-zero so the pod restarts).
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
-    // One shutdown signal for everything: cancelled on SIGINT or SIGTERM (from the start), or
-    // when the controller dies (the process then exits non-zero so the pod restarts). Every step
-    // below ends on it, whenever it comes.
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone())?;
+    let (secret, connector_secrets) = secrets(&args)?;
+    let metrics = Metrics::new();
+    let Some(client) = connect(&args, &metrics, &stop).await? else {
+        return Ok(()); // stopped before anything started
+    };
+    serve_metrics(&args, &metrics, &stop).await?;
+    let shared = view(&args, &client, &metrics, &stop);
+    let protected = Protected { operator: own_identity(&args), also: args.protect_service_account.clone() };
+    let webhook = webhook_state(&args, &client, secret, &metrics, &shared);
+    let server = serve(&args, &client, &webhook, connector_secrets, &protected, &shared, &stop).await?;
+    let controllers = run_controllers(client, settings(&args, protected, metrics), shared, &args, stop.clone());
+    #[cfg(feature = "failpoints")]
+    let controllers = args.failpoints.controllers(controllers);
+    supervise(controllers, &webhook, server, &stop).await
+}
+
+/// The webhook's secret, and the connector's own secrets.
+fn secrets(args: &RunArgs) -> anyhow::Result<(SecretFile, deprovisioner::connector::access::Secrets)> {
     let secret = SecretFile::load(&args.secret_file)?;
-    let secrets = deprovisioner::connector::access::Secrets::load(
+    let connector = deprovisioner::connector::access::Secrets::load(
         args.connector_secret_file.as_deref(),
         args.connector_unassign_secret_file.as_deref(),
         &secret,
     )?;
-    let metrics = Metrics::new();
+    Ok((secret, connector))
+}
+
+/// The API server's client, once the CRDs are known installed; `None` when stopped first.
+async fn connect(args: &RunArgs, metrics: &Arc<Metrics>, stop: &CancellationToken) -> anyhow::Result<Option<Client>> {
     let connected = async {
-        let client = client(&args, &metrics).await?;
+        let client = client(args, metrics).await?;
         check_crds(&client).await?;
         anyhow::Ok(client)
     };
-    let client = tokio::select! {
+    tokio::select! {
         biased;
-        _ = stop.cancelled() => return Ok(()), // nothing started yet
-        client = connected => client?,
-    };
-
-    if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
-        let router = metrics.clone().router();
-        let stopped = stop.clone().cancelled_owned();
-        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
+        _ = stop.cancelled() => Ok(None),
+        client = connected => client.map(Some),
     }
-    // Kept on every replica, leading or not: a replica that takes over plans at once.
+}
+
+/// `/metrics` on its own listener (`--metrics-listen`), until `stop`.
+async fn serve_metrics(args: &RunArgs, metrics: &Arc<Metrics>, stop: &CancellationToken) -> anyhow::Result<()> {
+    let Some(addr) = args.metrics_listen else { return Ok(()) };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "metrics listening on /metrics");
+    let router = metrics.clone().router();
+    let stopped = stop.clone().cancelled_owned();
+    tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(stopped).await });
+    Ok(())
+}
+
+/// The view of the cluster (every watch, kept on every replica, leading or not: a replica that
+/// takes over plans at once), the calls' waiting room, and the hand-off to the controller here.
+fn view(args: &RunArgs, client: &Client, metrics: &Arc<Metrics>, stop: &CancellationToken) -> Shared {
     let finished = Finished::new();
-    let view = {
-        let unfinished = controller::unfinished_selector();
-        let settings = deprovisioner::view::Settings {
-            namespace: &args.namespace,
-            sentinel: &args.index_barrier,
-            bindings: args.controller && args.binding_index,
-            unfinished: &unfinished,
-        };
-        deprovisioner::view::View::start(&client, settings, finished.clone(), metrics.clone(), &stop)
+    let unfinished = controller::unfinished_selector();
+    let settings = deprovisioner::view::Settings {
+        namespace: &args.namespace,
+        sentinel: &args.index_barrier,
+        bindings: args.controller && args.binding_index,
+        unfinished: &unfinished,
     };
-    let shared = Shared { view: Some(view), finished, handoff: Arc::new(controller::Handoff::new(metrics.clone())) };
-    let state = Arc::new(WebhookState {
+    let view = deprovisioner::view::View::start(client, settings, finished.clone(), metrics.clone(), stop);
+    Shared { view: Some(view), finished, handoff: Arc::new(controller::Handoff::new(metrics.clone())) }
+}
+
+/// What every webhook call shares.
+fn webhook_state(
+    args: &RunArgs,
+    client: &Client,
+    secret: SecretFile,
+    metrics: &Arc<Metrics>,
+    shared: &Shared,
+) -> Arc<WebhookState> {
+    Arc::new(WebhookState {
         client: client.clone(),
         secret,
         header: HeaderScheme::new(args.secret_header.clone()),
@@ -254,7 +291,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         finished: shared.finished.clone(),
         handoff: shared.handoff.clone(),
         view: shared.view.clone(),
-    });
+    })
+}
+
+/// The webhook and the Lumos connector on `--listen`, until `stop` (then drained).
+async fn serve(
+    args: &RunArgs,
+    client: &Client,
+    webhook: &Arc<WebhookState>,
+    secrets: deprovisioner::connector::access::Secrets,
+    protected: &Protected,
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use deprovisioner::connector::{self, http};
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(addr = %listener.local_addr()?, path = webhook::DEPROVISION_PATH, "webhook listening");
@@ -263,7 +313,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "the Lumos connector is not served over HTTP (no --connector-secret-file or --connector-unassign-secret-file)"
         ),
         (read, unassign) => tracing::info!(
-            path = deprovisioner::connector::http::PATH,
+            path = http::PATH,
             read_secret = read,
             unassign_secret = unassign,
             "the Lumos connector is served behind its own secrets"
@@ -274,22 +324,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         max_connections: args.max_connections as usize,
         drain: args.shutdown_drain,
     };
-    let protected = Protected { operator: own_identity(&args), also: args.protect_service_account.clone() };
-    let connector = Arc::new(deprovisioner::connector::http::ConnectorState {
-        secrets,
-        webhook: state.clone(),
-        connector: deprovisioner::connector::Connector::new(
-            client.clone(),
-            protected.clone(),
-            "Kubernetes cluster".into(),
-            shared.view.clone(),
-            deprovisioner::connector::Writer::Operator(state.clone()),
-        ),
-    });
-    let routes = webhook::router(state.clone()).merge(deprovisioner::connector::http::router(connector));
-    let server = tokio::spawn(server::serve(listener, routes, limits, stop.clone()));
+    let writer = connector::Writer::Operator(webhook.clone());
+    let cluster = "Kubernetes cluster".to_string();
+    let conn = connector::Connector::new(client.clone(), protected.clone(), cluster, shared.view.clone(), writer);
+    let connector = Arc::new(http::ConnectorState { secrets, webhook: webhook.clone(), connector: conn });
+    let routes = webhook::router(webhook.clone()).merge(http::router(connector));
+    Ok(tokio::spawn(server::serve(listener, routes, limits, stop.clone())))
+}
 
-    let settings = Settings {
+/// The controllers' settings.
+fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Settings {
+    Settings {
         retention: args.retention,
         give_up_after: args.give_up_after,
         protected,
@@ -300,15 +345,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace.clone(),
         metrics,
         regrant_watch: args.regrant_watch,
-    };
-    let controllers = run_controllers(client, settings, shared, &args, stop.clone());
-    #[cfg(feature = "failpoints")]
-    let controllers = args.failpoints.controllers(controllers);
+    }
+}
+
+/// Waits for the controllers, then for the server's drain. A controller that ends while the
+/// process is not stopping has died: the webhook stops accepting calls no controller would
+/// finish, everything stops, and the process exits non-zero so the pod restarts.
+async fn supervise(
+    controllers: impl Future<Output = anyhow::Result<()>>,
+    webhook: &WebhookState,
+    server: tokio::task::JoinHandle<()>,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
     let ran = controllers.await;
     let died = !stop.is_cancelled();
     if died {
-        // The webhook must not go on accepting calls that no controller will finish.
-        state.controller_alive.store(false, Ordering::SeqCst);
+        webhook.controller_alive.store(false, Ordering::SeqCst);
         tracing::error!("the controller stopped while the process was not stopping; exiting so the pod restarts");
         stop.cancel();
     }
