@@ -292,6 +292,10 @@ async fn sequential(op: &Operator, app: &str, range: std::ops::Range<usize>) -> 
         assert_eq!(answer["response"], "SUCCESS", "{answer}");
         took.push(t);
     }
+    // Which call was slowest, in the order sent (a p99 of 100 calls is about one call).
+    if let Some((i, t)) = took.iter().enumerate().max_by_key(|(_, t)| **t) {
+        println!("  slowest of {} sequential calls ({app}): call #{} of the sequence, {t:?}", took.len(), i + 1);
+    }
     took.sort();
     took
 }

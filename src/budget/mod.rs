@@ -4,8 +4,10 @@
 //! go before status writes, those before other work, then SubjectAccessReviews, then Events; a
 //! request that has waited [`STARVING`] goes next whatever its priority, so a long burst of
 //! creates holds a plan up at most that long, and Events are late at most that long.
-//! Watches and the leader Lease bypass it. Queue depths and waits are exported
-//! (`budget_queued`, `budget_wait_seconds`).
+//! Events take a slot only while few requests are in flight (a quarter of the limit, at least
+//! one), so in a burst they wait for a quiet moment (at most [`STARVING`]) instead of taking slots
+//! from the work; they only announce what the status records. Watches and the leader Lease bypass
+//! it. Queue depths and waits are exported (`budget_queued`, `budget_wait_seconds`).
 //!
 //! The API server answers 429 to every request of an identity once its queues are full (API
 //! Priority and Fairness), each then retried after a second or more; bounding what is in flight
@@ -71,14 +73,14 @@ impl Budget {
         self.lock().in_flight
     }
 
-    /// Waits for a slot: at once while fewer than the limit are in flight, else after every
+    /// Waits for a slot: at once while fewer than its [`room`] are in flight, else after every
     /// request of a higher priority (and those of this one queued before) got theirs.
     pub async fn acquire(self: &Arc<Self>, priority: Priority) -> Permit {
         let labels = PriorityLabels { priority: priority.as_str() };
         let started = Instant::now();
         let rx = {
             let mut st = self.lock();
-            if st.in_flight < st.limit {
+            if st.in_flight < room(priority as usize, st.limit) {
                 st.in_flight += 1;
                 drop(st);
                 self.metrics.budget_wait_seconds.get_or_create(&labels).observe(0.0);
@@ -106,25 +108,43 @@ impl Budget {
     /// Gives a slot back: straight to the next waiter ([`next`]), if any.
     fn release(self: &Arc<Self>) {
         let mut st = self.lock();
-        while let Some(i) = next(&st.waiting, Instant::now()) {
+        st.in_flight = st.in_flight.saturating_sub(1);
+        while let Some(i) = next(&st.waiting, Instant::now(), st.in_flight, st.limit) {
             let Some((_, tx)) = st.waiting[i].pop_front() else { break };
+            st.in_flight += 1;
             match tx.send(Permit(self.clone())) {
                 Ok(()) => return,
                 // That waiter gave up; its permit must not release again (the lock is held). Only
                 // a count of the budget's `Arc` is lost, and the budget lives as long as the client.
-                Err(unwanted) => std::mem::forget(unwanted),
+                Err(unwanted) => {
+                    std::mem::forget(unwanted);
+                    st.in_flight -= 1;
+                }
             }
         }
-        st.in_flight = st.in_flight.saturating_sub(1);
     }
 }
 
-/// Which queue is served next (pure): the one whose oldest request has waited [`STARVING`] the
-/// longest, if any has; else the highest priority with a request waiting.
-fn next<T>(waiting: &[VecDeque<(Instant, T)>], now: Instant) -> Option<usize> {
+/// How many requests may be in flight for one of this priority (index: `Priority as usize`) to
+/// start (pure): the limit, but for Events a quarter of it (at least one).
+fn room(priority: usize, limit: usize) -> usize {
+    match priority == Priority::Event as usize {
+        true => (limit / 4).max(1),
+        false => limit,
+    }
+}
+
+/// Which queue is served next when `in_flight` of `limit` are taken (pure): the one whose oldest
+/// request has waited [`STARVING`] the longest, if any has; else the highest priority with a
+/// request waiting and [`room`] to start.
+fn next<T>(waiting: &[VecDeque<(Instant, T)>], now: Instant, in_flight: usize, limit: usize) -> Option<usize> {
+    if in_flight >= limit {
+        return None;
+    }
     let fronts = waiting.iter().enumerate().filter_map(|(i, q)| q.front().map(|(since, _)| (i, *since)));
     let starving = fronts.clone().filter(|(_, since)| now.duration_since(*since) >= STARVING);
-    starving.min_by_key(|(_, since)| *since).or_else(|| fronts.min_by_key(|(i, _)| *i)).map(|(i, _)| i)
+    let room = fronts.filter(|(i, _)| in_flight < room(*i, limit));
+    starving.min_by_key(|(_, since)| *since).or_else(|| room.min_by_key(|(i, _)| *i)).map(|(i, _)| i)
 }
 
 /// Counts a request in `budget_queued` while it waits (also when it gives up waiting).

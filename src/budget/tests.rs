@@ -192,11 +192,52 @@ fn the_next_queue_is_the_highest_priority_unless_one_starves() {
     let now = tokio::time::Instant::now();
     let at = |ago: u64| now - Duration::from_millis(ago);
     let mut waiting: [VecDeque<(tokio::time::Instant, ())>; 5] = Default::default();
-    assert_eq!(super::next(&waiting, now), None);
+    assert_eq!(super::next(&waiting, now, 0, 8), None);
     waiting[4].push_back((at(4_000), ()));
     waiting[2].push_back((at(10), ()));
-    assert_eq!(super::next(&waiting, now), Some(2));
+    assert_eq!(super::next(&waiting, now, 7, 8), Some(2));
+    assert_eq!(super::next(&waiting, now, 8, 8), None, "no slot free");
     waiting[4].push_front((at(6_000), ()));
     waiting[3].push_back((at(5_000), ()));
-    assert_eq!(super::next(&waiting, now), Some(4), "the longest starving first");
+    assert_eq!(super::next(&waiting, now, 7, 8), Some(4), "the longest starving first");
+}
+
+/// Events start only while few requests are in flight (a quarter of the limit, at least one):
+/// in a burst they wait for a quiet moment, at most `STARVING`, instead of taking the work's slots.
+#[test]
+fn events_start_only_while_the_budget_is_quiet_unless_they_starve() {
+    use std::collections::VecDeque;
+    let now = tokio::time::Instant::now();
+    let at = |ago: u64| now - Duration::from_millis(ago);
+    let mut waiting: [VecDeque<(tokio::time::Instant, ())>; 5] = Default::default();
+    waiting[4].push_back((at(10), ()));
+    assert_eq!(super::next(&waiting, now, 5, 8), None, "busy: the Event waits although slots are free");
+    assert_eq!(super::next(&waiting, now, 1, 8), Some(4), "quiet: it goes");
+    assert_eq!(super::next(&waiting, now, 0, 2), Some(4), "a small budget keeps one slot for it");
+    waiting[4].push_front((at(5_000), ()));
+    assert_eq!(super::next(&waiting, now, 7, 8), Some(4), "starving: it goes anyway");
+    assert_eq!((super::room(4, 8), super::room(4, 2), super::room(0, 8)), (2, 1, 8));
+}
+
+/// An Event asked for while the budget is busy waits until the work in flight thins out.
+#[tokio::test(start_paused = true)]
+async fn an_event_waits_for_a_quiet_budget() {
+    let metrics = Metrics::new();
+    let budget = Budget::new(8, metrics.clone());
+    let work: Vec<_> = futures::future::join_all((0..3).map(|_| budget.acquire(Priority::Other))).await;
+    let event = tokio::spawn({
+        let budget = budget.clone();
+        async move { budget.acquire(Priority::Event).await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!event.is_finished(), "3 of 8 in flight: too busy for an Event");
+    assert_eq!(queued(&metrics, Priority::Event), 1);
+    let mut work = work.into_iter();
+    drop(work.next());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!event.is_finished(), "2 of 8 in flight: still too busy");
+    drop(work.next());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(event.is_finished(), "1 left in flight: the Event goes");
+    drop(work);
 }
