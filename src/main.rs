@@ -118,11 +118,15 @@ async fn kube_config(kubeconfig: Option<&Path>, context: Option<String>) -> anyh
 /// (`--api-in-flight`, by priority; see `deprovisioner::budget`).
 async fn client(args: &RunArgs, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     use deprovisioner::budget::{Budget, BudgetLayer};
-    let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
+    let mut config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
+    // The client's retries (429, 503, 504, with backoff) go around the budget, not inside it: a
+    // request asleep in backoff must not hold one of the budget's slots.
+    config.default_retry = false;
     let builder = kube::client::ClientBuilder::try_from(config).context("building the Kubernetes client")?;
     let budget = BudgetLayer(Budget::new(usize::from(args.api_in_flight), metrics.clone()));
     let buffered = tower::buffer::BufferLayer::<http::Request<kube::client::Body>>::new(1024);
-    Ok(builder.with_layer(&buffered).with_layer(&budget).build())
+    let retries = tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry());
+    Ok(builder.with_layer(&buffered).with_layer(&budget).with_layer(&retries).build())
 }
 
 /// Fails fast when the CRDs are not installed; also opens the API connection before the first
@@ -208,7 +212,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         return Ok(()); // stopped before anything started
     };
     serve_metrics(&args, &metrics, &stop).await?;
-    let shared = view(&args, &client, &metrics, &stop);
+    // The view outlives `stop` until the controllers and the server are done: plans still
+    // running, and calls still waiting, keep reading it.
+    let view_stop = CancellationToken::new();
+    let _view_stops_last = view_stop.clone().drop_guard();
+    let shared = view(&args, &client, &metrics, &view_stop);
     let protected = Protected { operator: own_identity(&args), also: args.protect_service_account.clone() };
     let webhook = webhook_state(&args, &client, secret, &metrics, &shared);
     let server = serve(&args, &client, &webhook, connector_secrets, &protected, &shared, &stop).await?;

@@ -2,10 +2,12 @@
 //! that bounds the requests in flight and, when they are all taken, serves waiting requests
 //! highest priority first (see [`Priority`]; FIFO within one), so creates of DeprovisionRequests
 //! go before status writes, those before other work, then SubjectAccessReviews, then Events; a
-//! request that has waited [`STARVING`] goes next whatever its priority, so a long burst of
-//! creates holds a plan up at most that long, and Events are late at most that long.
+//! request that has waited its [`starving`] bound goes next whatever its priority: work (a
+//! status write, a barrier, a review, a probe) waits at most [`WORK_WAITS`], under every
+//! caller's own timeout (3 s for a barrier or `/readyz`, 4 s for a verification), and Events at
+//! most [`EVENTS_WAIT`].
 //! Events take a slot only while few requests are in flight (a quarter of the limit, at least
-//! one), so in a burst they wait for a quiet moment (at most [`STARVING`]) instead of taking slots
+//! one), so in a burst they wait for a quiet moment (at most [`EVENTS_WAIT`]) instead of taking slots
 //! from the work; they only announce what the status records. Watches and the leader Lease bypass
 //! it. Queue depths and waits are exported (`budget_queued`, `budget_wait_seconds`).
 //!
@@ -32,8 +34,19 @@ pub use classify::{Priority, classify};
 
 use crate::metrics::{Metrics, PriorityLabels};
 
-/// How long a request waits at most behind requests of higher priority.
-pub const STARVING: Duration = Duration::from_secs(5);
+/// How long a request of work waits at most behind requests of higher priority.
+pub const WORK_WAITS: Duration = Duration::from_secs(1);
+
+/// How long an Event waits at most for a quiet moment.
+pub const EVENTS_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a request of this priority waits at most before it goes next whatever its priority.
+pub fn starving(priority: Priority) -> Duration {
+    match priority {
+        Priority::Event => EVENTS_WAIT,
+        _ => WORK_WAITS,
+    }
+}
 
 /// The bounded set of API requests in flight, shared by every clone of the client.
 pub struct Budget {
@@ -135,14 +148,14 @@ fn room(priority: usize, limit: usize) -> usize {
 }
 
 /// Which queue is served next when `in_flight` of `limit` are taken (pure): the one whose oldest
-/// request has waited [`STARVING`] the longest, if any has; else the highest priority with a
-/// request waiting and [`room`] to start.
+/// request has waited past its [`starving`] bound the longest, if any has; else the highest
+/// priority with a request waiting and [`room`] to start.
 fn next<T>(waiting: &[VecDeque<(Instant, T)>], now: Instant, in_flight: usize, limit: usize) -> Option<usize> {
     if in_flight >= limit {
         return None;
     }
     let fronts = waiting.iter().enumerate().filter_map(|(i, q)| q.front().map(|(since, _)| (i, *since)));
-    let starving = fronts.clone().filter(|(_, since)| now.duration_since(*since) >= STARVING);
+    let starving = fronts.clone().filter(|(i, since)| now.duration_since(*since) >= starving(Priority::ALL[*i]));
     let room = fronts.filter(|(i, _)| in_flight < room(*i, limit));
     starving.min_by_key(|(_, since)| *since).or_else(|| room.min_by_key(|(i, _)| *i)).map(|(i, _)| i)
 }

@@ -149,7 +149,7 @@ async fn the_layer_sends_creates_before_events_and_lets_watches_through() {
     assert_eq!(budget.in_flight(), 0);
 }
 
-/// A request that has waited [`STARVING`] goes next whatever its priority: creates arriving
+/// A request that has waited its starving bound goes next whatever its priority: creates arriving
 /// without end hold other work up that long, no longer.
 #[tokio::test(start_paused = true)]
 async fn a_request_waits_behind_higher_priorities_at_most_starving() {
@@ -182,8 +182,10 @@ async fn a_request_waits_behind_higher_priorities_at_most_starving() {
     drop(held);
     let waited = plan.await.unwrap();
     creates.abort();
-    assert!(waited >= super::STARVING, "it waits while creates queue: {waited:?}");
-    assert!(waited <= super::STARVING + Duration::from_millis(100), "but no longer than the bound: {waited:?}");
+    let bound = super::starving(Priority::Status);
+    assert_eq!(bound, super::WORK_WAITS);
+    assert!(waited >= bound, "it waits while creates queue: {waited:?}");
+    assert!(waited <= bound + Duration::from_millis(100), "but no longer than the bound: {waited:?}");
 }
 
 #[test]
@@ -203,7 +205,7 @@ fn the_next_queue_is_the_highest_priority_unless_one_starves() {
 }
 
 /// Events start only while few requests are in flight (a quarter of the limit, at least one):
-/// in a burst they wait for a quiet moment, at most `STARVING`, instead of taking the work's slots.
+/// in a burst they wait for a quiet moment, at most `EVENTS_WAIT`, instead of taking the work's slots.
 #[test]
 fn events_start_only_while_the_budget_is_quiet_unless_they_starve() {
     use std::collections::VecDeque;

@@ -212,8 +212,9 @@ where
 {
     let unlisted_at_stop = async {
         stop.cancelled().await;
-        // The store is written only while `run` is polled, by this task: it cannot list during
-        // this check, and `run` polled once stopped ends its watch.
+        // The store is the view's (its own task writes it). Once it has listed it stays ready, and
+        // the runner, once stopped, ends when its reconciles under way have: wait for that. Not
+        // ready at the stop: nothing was reconciled, so nothing is left to wait for.
         if matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
             std::future::pending::<()>().await;
         }

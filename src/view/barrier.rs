@@ -64,6 +64,8 @@ pub(super) struct Barrier<K> {
     last_begun: Mutex<Option<(u64, Instant)>>,
     /// The highest generation the watch has delivered (and the store applied).
     seen: watch::Sender<u64>,
+    /// The last generation whose write failed: readers sharing it give up at once.
+    failed: watch::Sender<u64>,
     /// Generations seen during a relist, applied to the store only at its end.
     relisted: Mutex<Option<u64>>,
     /// One write at a time: a plan waiting behind a write that began after it arrived is served
@@ -84,6 +86,7 @@ where
             started: AtomicU64::new(0),
             last_begun: Mutex::new(None),
             seen: watch::channel(0).0,
+            failed: watch::channel(0).0,
             relisted: Mutex::new(None),
             writing: tokio::sync::Mutex::new(()),
         }
@@ -101,36 +104,47 @@ where
     /// Lumos call arrived before a write already in flight began waits for that write instead
     /// of sending its own: a burst of calls is served by a few writes. The caller has checked
     /// that the watch can pass a barrier ([`super::health::Health::can_barrier`]).
+    ///
+    /// `timeout` bounds the whole of it: waiting for another reader's write, writing, and waiting
+    /// for the watch. One write at a time is sent; the next may be sent as soon as it returns.
     pub async fn pass(&self, since: Instant, timeout: Duration) -> Result<(), BarrierError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let slow = || BarrierError::Slow { kind: Self::kind(), after: timeout };
         if let Some(generation) = self.begun_after(since) {
-            return self.seen_within(generation, timeout).await;
+            return self.seen_by(generation, deadline, timeout).await;
         }
-        let _writing = self.writing.lock().await;
-        // The write this call waited behind may have begun after `since`.
-        if let Some(generation) = self.begun_after(since) {
-            return self.seen_within(generation, timeout).await;
-        }
-        let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-        *self.last_begun.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, Instant::now()));
-        let value = format!("{}/{generation}", self.instance);
-        let patch = serde_json::json!({ "metadata": { "annotations": { BARRIER_ANNOTATION: value } } });
-        let pp = PatchParams::default();
-        let patch = Patch::Merge(&patch);
-        let write = self.api.patch(&self.name, &pp, &patch);
-        let written = match tokio::time::timeout(timeout, write).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(source)) => Err(BarrierError::Write { kind: Self::kind(), name: self.name.clone(), source }),
-            Err(_) => Err(BarrierError::Slow { kind: Self::kind(), after: timeout }),
-        };
-        if let Err(e) = written {
-            // Nobody waits for a write that failed: the next plan sends its own.
-            let mut last = self.last_begun.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|(g, _)| g == generation) {
-                *last = None;
+        let generation = {
+            let _writing = tokio::time::timeout_at(deadline, self.writing.lock()).await.map_err(|_| slow())?;
+            // The write this call waited behind may have begun after `since`.
+            if let Some(generation) = self.begun_after(since) {
+                drop(_writing);
+                return self.seen_by(generation, deadline, timeout).await;
             }
-            return Err(e);
-        }
-        self.seen_within(generation, timeout).await
+            let generation = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+            *self.last_begun.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, Instant::now()));
+            let value = format!("{}/{generation}", self.instance);
+            let patch = serde_json::json!({ "metadata": { "annotations": { BARRIER_ANNOTATION: value } } });
+            let pp = PatchParams::default();
+            let patch = Patch::Merge(&patch);
+            let write = self.api.patch(&self.name, &pp, &patch);
+            let written = match tokio::time::timeout_at(deadline, write).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(source)) => Err(BarrierError::Write { kind: Self::kind(), name: self.name.clone(), source }),
+                Err(_) => Err(slow()),
+            };
+            if let Err(e) = written {
+                // Nobody waits for a write that failed: readers sharing it give up now, and the
+                // next reader sends its own.
+                let mut last = self.last_begun.lock().unwrap_or_else(|p| p.into_inner());
+                if last.is_some_and(|(g, _)| g == generation) {
+                    *last = None;
+                }
+                self.failed.send_replace(generation);
+                return Err(e);
+            }
+            generation
+        };
+        self.seen_by(generation, deadline, timeout).await
     }
 
     /// The last write begun, when it was sent at or after `since`.
@@ -139,12 +153,26 @@ where
         last.filter(|(_, at)| *at >= since).map(|(generation, _)| generation)
     }
 
-    /// Waits until the watch has delivered the write of `generation` (a write that failed is
-    /// never seen: its waiters time out and read the API server instead).
-    async fn seen_within(&self, generation: u64, timeout: Duration) -> Result<(), BarrierError> {
-        let mut seen = self.seen.subscribe();
-        match tokio::time::timeout(timeout, seen.wait_for(|s| *s >= generation)).await {
-            Ok(Ok(_)) => Ok(()),
+    /// Waits until the watch has delivered the write of `generation`, at most until `deadline`;
+    /// gives up at once when that write failed (it is never seen).
+    async fn seen_by(
+        &self,
+        generation: u64,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<(), BarrierError> {
+        let (mut seen, mut failed) = (self.seen.subscribe(), self.failed.subscribe());
+        let delivered = seen.wait_for(|s| *s >= generation);
+        let lost = failed.wait_for(|f| *f == generation);
+        let outcome = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                biased;
+                d = delivered => d.is_ok(),
+                _ = lost => false,
+            }
+        });
+        match outcome.await {
+            Ok(true) => Ok(()),
             _ => Err(BarrierError::Slow { kind: Self::kind(), after: timeout }),
         }
     }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::{WatchStreamExt, watcher as watch_of};
 use kube::{Api, Client};
@@ -62,16 +62,11 @@ impl Requests {
         stop: &CancellationToken,
     ) -> Requests {
         let (handed, rx) = mpsc::channel(HANDED_QUEUE);
-        let handed_events = futures::stream::poll_fn({
+        let handed_objects = futures::stream::poll_fn({
             let mut rx = rx;
             move |cx| rx.poll_recv(cx)
-        })
-        .map(|obj| Ok(Event::Apply(obj)));
-        // The watch's events first when both are ready: a hand-off never overtakes what the
-        // watch already delivered.
-        let events =
-            futures::stream::select_with_strategy(events, handed_events, |_: &mut ()| futures::stream::PollNext::Left);
-        let watched = runner::run(WATCH, events, |_| {}, Tell(finished.clone()), metrics, stop);
+        });
+        let watched = runner::run_with(WATCH, events, handed_objects, |_| {}, Tell(finished.clone()), metrics, stop);
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut prune = tokio::time::interval(PRUNE_EVERY);

@@ -57,10 +57,14 @@ where
     }
 
     /// Waits at most `timeout` until a barrier can prove the store current
-    /// ([`Health::can_barrier`]); says whether it can.
+    /// ([`Health::can_barrier`]); says whether it can. Only a watch that is listing is waited
+    /// for: one that lost an event stays so until a relist, which may be long (the reader then
+    /// reads the API server at once).
     pub async fn until_barrier_can_pass(&self, timeout: Duration) -> bool {
-        if self.health().can_barrier() {
-            return true;
+        match self.health().state {
+            _ if self.health().can_barrier() => return true,
+            State::Lost => return false,
+            _ => {}
         }
         let mut rx = self.health.subscribe();
         matches!(tokio::time::timeout(timeout, rx.wait_for(Health::can_barrier)).await, Ok(Ok(_)))
@@ -131,6 +135,27 @@ pub fn run<K, H>(
     name: &'static str,
     events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
     strip: fn(&mut K),
+    hook: H,
+    metrics: Option<Arc<Metrics>>,
+    stop: &CancellationToken,
+) -> Arc<Watched<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + 'static,
+    H: Hook<K>,
+{
+    run_with(name, events, futures::stream::pending(), strip, hook, metrics, stop)
+}
+
+/// [`run`], with objects this process wrote (`injected`: the webhook's hand-offs) put into the
+/// store, the followers and the hook as the watch's own changes are, ahead of the watch, but
+/// never moving the health (they say nothing of the watch) and never over a copy of the same
+/// object (same UID) the watch already delivered. When `stop` comes the watch ends and its
+/// health is `Lost`: readers then read the API server rather than a store that no longer moves.
+pub fn run_with<K, H>(
+    name: &'static str,
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    injected: impl Stream<Item = K> + Send + 'static,
+    strip: fn(&mut K),
     mut hook: H,
     metrics: Option<Arc<Metrics>>,
     stop: &CancellationToken,
@@ -150,10 +175,34 @@ where
     let (me, stop) = (watched.clone(), stop.clone());
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
+        let mut injected = std::pin::pin!(injected);
+        let mut injecting = true;
         loop {
+            // The watch's own events first when both are ready.
             let ev = tokio::select! {
-                _ = stop.cancelled() => return,
+                biased;
+                _ = stop.cancelled() => {
+                    me.moved(Input::Failed { lost_an_event: true }, metrics.as_deref(), None);
+                    return;
+                }
                 ev = events.next() => ev,
+                obj = injected.next(), if injecting => {
+                    match obj {
+                        Some(obj) => {
+                            let held = store.get(&kube::runtime::reflector::ObjectRef::from_obj(&obj));
+                            if held.is_some_and(|h| h.meta().uid == obj.meta().uid) {
+                                continue; // the watch brought it first: its copy is newer
+                            }
+                            let ev = Event::Apply(obj).modify(strip);
+                            hook.before(&store, &ev);
+                            writer.apply_watcher_event(&ev);
+                            me.tell_followers(&ev);
+                            hook.after(ev, me.health());
+                        }
+                        None => injecting = false,
+                    }
+                    continue;
+                }
             };
             match ev {
                 Some(Ok(ev)) => {

@@ -149,7 +149,14 @@ where
                     return Answer::Ended(outcome);
                 }
                 Read::Unfinished(status) if last => return Answer::InProgress(status),
-                Read::Failed if last => return Answer::InProgress(None),
+                // How far the watch last showed it got, rather than nothing.
+                Read::Failed if last => {
+                    let shown = match &known.seen {
+                        Seen::Unfinished(status) => status.clone(),
+                        _ => None,
+                    };
+                    return Answer::InProgress(shown);
+                }
                 Read::Unfinished(_) | Read::Failed => finished.left_unconfirmed(uid),
             },
         }

@@ -83,3 +83,40 @@ async fn the_runner_tells_finished_its_health_and_hand_offs_enter_the_store() {
     assert_eq!(f.health().state, State::Resuming);
     stop.cancel();
 }
+
+/// A hand-off says nothing of the watch: it does not make a failed watch live again (calls would
+/// trust a watch that may have stalled), and it never replaces a copy the watch already delivered.
+#[tokio::test]
+async fn a_hand_off_moves_no_health_and_never_replaces_the_watchs_copy() {
+    let f = Finished::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = futures::stream::poll_fn({
+        let mut rx = rx;
+        move |cx| rx.poll_recv(cx)
+    });
+    let requests = super::Requests::fed(events, f.clone(), None, &stop);
+    let settle = || async {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    };
+    let mut planned = request("a");
+    planned.status = Some(Default::default());
+    tx.send(Ok(Event::Init)).unwrap();
+    tx.send(Ok(Event::InitDone)).unwrap();
+    tx.send(Ok(Event::Apply(planned))).unwrap();
+    tx.send(Err(Error::NoResourceVersion)).unwrap();
+    settle().await;
+    assert_eq!(f.health().state, State::Resuming);
+    assert!(requests.hand(request("b")));
+    assert!(requests.hand(request("a")), "a late hand-off of a request the watch delivered");
+    settle().await;
+    assert_eq!(f.health().state, State::Resuming, "hand-offs do not move the watch's health");
+    assert_eq!(requests.watched.health().state, State::Resuming);
+    let store = requests.watched.store().state();
+    assert_eq!(store.len(), 2, "the handed request is in the store");
+    let a = store.iter().find(|r| r.metadata.uid.as_deref() == Some("a")).unwrap();
+    assert!(a.status.is_some(), "the watch's newer copy stays");
+    stop.cancel();
+}

@@ -24,6 +24,11 @@ use crate::view::{BARRIER_ANNOTATION, BARRIER_TIMEOUT, Fallback, Need, Reader, S
 
 const SENTINEL: &str = "deprovisioner-index-barrier";
 
+/// A watch error for an event the client could not read (the event is skipped).
+fn unreadable() -> watcher::Error {
+    watcher::Error::WatchFailed(kube::Error::SerdeError(serde_json::from_str::<u8>("x").unwrap_err()))
+}
+
 type Tx<K> = UnboundedSender<Result<Event<K>, watcher::Error>>;
 
 /// A view fed by test streams, and an API server that answers each sentinel PATCH and has the
@@ -39,8 +44,26 @@ struct World {
     stop: CancellationToken,
 }
 
+/// What the mocked API server does with a sentinel PATCH.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Answers it, and the watch delivers it.
+    Deliver,
+    /// Answers it; the watch never delivers it.
+    Hold,
+    /// Refuses it (500).
+    Refuse,
+    /// Answers it; the RoleBinding watch first fails on an event it cannot read, then delivers it.
+    LoseThenDeliver,
+}
+
 impl World {
     fn new(deliver: bool) -> World {
+        World::with(if deliver { Mode::Deliver } else { Mode::Hold })
+    }
+
+    fn with(mode: Mode) -> World {
+        let deliver = matches!(mode, Mode::Deliver | Mode::LoseThenDeliver);
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let (rb, rb_events) = mpsc::unbounded();
         let (crb, crb_events) = mpsc::unbounded();
@@ -65,6 +88,16 @@ impl World {
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 assert_eq!(req.method(), "PATCH", "only barrier writes: {}", req.uri());
+                if mode == Mode::Refuse {
+                    let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": "etcd unavailable", "reason": "InternalError", "code": 500});
+                    let body = Body::from(serde_json::to_vec(&status).unwrap());
+                    send.send_response(Response::builder().status(500).body(body).unwrap());
+                    continue;
+                }
+                if mode == Mode::LoseThenDeliver {
+                    rb_tx.unbounded_send(Err(unreadable())).unwrap();
+                }
                 let path = req.uri().path().to_string();
                 let body: serde_json::Value =
                     serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
@@ -231,5 +264,58 @@ async fn namespaces_come_from_their_watch_stripped() {
     assert!(matches!(read, Err(Fallback::NotLive { watch: "namespaces" })));
     let fell_back = FallbackLabels { watch: "namespaces", reason: "not_live" };
     assert_eq!(w.metrics.barrier_fallbacks.get_or_create(&fell_back).get(), 1);
+    w.stop.cancel();
+}
+
+/// A watch that lost an event stays so until a relist, which may be long: a read falls back at
+/// once instead of waiting its barrier's time for a watch that cannot pass one.
+#[tokio::test(start_paused = true)]
+async fn a_watch_that_lost_an_event_falls_back_at_once() {
+    let w = World::new(true);
+    w.list_all();
+    w.until_ready().await;
+    w.rb.unbounded_send(Err(unreadable())).unwrap();
+    while w.gauge("rolebindings", "lost") != 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = tokio::time::Instant::now();
+    let read = w.view.read(Since::Arrived(Instant::now()), Need::bindings(true, false), Reader::Plan).await;
+    assert!(matches!(read, Err(Fallback::NotLive { watch: "rolebindings" })), "{:?}", read.err());
+    assert_eq!(started.elapsed(), Duration::ZERO, "no wait for a lost watch");
+    assert_eq!(w.patches(), (0, 0), "and no barrier written");
+    w.stop.cancel();
+}
+
+/// An event the watch could not read while the barrier was on its way: the barrier's own event
+/// comes, but the store misses that event, so the read is not vouched for.
+#[tokio::test]
+async fn an_event_lost_while_the_barrier_travels_is_not_vouched_for() {
+    let w = World::with(Mode::LoseThenDeliver);
+    w.list_all();
+    w.until_ready().await;
+    let read = w.view.read(Since::Arrived(Instant::now()), Need::bindings(true, false), Reader::Plan).await;
+    assert!(matches!(read, Err(Fallback::NotLive { watch: "rolebindings" })), "{:?}", read.err());
+    assert_eq!(w.patches(), (1, 0), "the barrier was written");
+    w.stop.cancel();
+}
+
+/// A barrier write that fails ends every read sharing it at once (they read the API server),
+/// instead of each waiting its barrier's time for a write that will never be seen.
+#[tokio::test(start_paused = true)]
+async fn readers_sharing_a_failed_barrier_write_give_up_at_once() {
+    let w = World::with(Mode::Refuse);
+    w.list_all();
+    w.until_ready().await;
+    let started = tokio::time::Instant::now();
+    let arrived = Instant::now();
+    let rbs = Need::bindings(true, false);
+    let (a, b) = tokio::join!(
+        w.view.read(Since::Arrived(arrived), rbs, Reader::Plan),
+        w.view.read(Since::Arrived(arrived), rbs, Reader::Plan)
+    );
+    for read in [a, b] {
+        assert!(matches!(read, Err(Fallback::WriteFailed { .. }) | Err(Fallback::Slow { .. })), "{:?}", read.err());
+    }
+    assert!(started.elapsed() < BARRIER_TIMEOUT, "gave up at once: {:?}", started.elapsed());
     w.stop.cancel();
 }

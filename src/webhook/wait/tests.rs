@@ -403,3 +403,20 @@ async fn a_read_tells_ended_deleted_another_object_unfinished_or_failed() {
         ]
     );
 }
+
+/// The watch showed the request under way, then went quiet; the last read fails: the call is
+/// answered with how far the watch showed it got, not "not started".
+#[tokio::test(start_paused = true)]
+async fn a_failed_last_read_answers_what_the_watch_last_showed() {
+    let f = Finished::new();
+    deliver(&f, Event::Init);
+    deliver(&f, Event::InitDone);
+    let r = {
+        let rx = f.wait("r");
+        deliver(&f, Event::Apply(request("r", Some(Phase::InProgress))));
+        drop(rx);
+        run(&f, "r", vec![Read::Failed]).await
+    };
+    assert_eq!(r.reads, vec![DEADLINE - LAST_LOOK], "the quiet watch is not believed: read");
+    assert_eq!(r.answer, Answer::InProgress(status(Phase::InProgress)));
+}
