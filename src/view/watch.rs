@@ -149,8 +149,8 @@ where
 /// [`run`], with objects this process wrote (`injected`: the webhook's hand-offs) put into the
 /// store, the followers and the hook as the watch's own changes are, ahead of the watch, but
 /// never moving the health (they say nothing of the watch) and never over a copy of the same
-/// object (same UID) the watch already delivered. When `stop` comes the watch ends and its
-/// health is `Lost`: readers then read the API server rather than a store that no longer moves.
+/// object (same UID) the watch already delivered. It runs until `stop`, which the process gives
+/// only once nothing reads the view any more (`main.rs`: after the controllers and the server).
 pub fn run_with<K, H>(
     name: &'static str,
     events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
@@ -181,10 +181,7 @@ where
             // The watch's own events first when both are ready.
             let ev = tokio::select! {
                 biased;
-                _ = stop.cancelled() => {
-                    me.moved(Input::Failed { lost_an_event: true }, metrics.as_deref(), None);
-                    return;
-                }
+                _ = stop.cancelled() => return,
                 ev = events.next() => ev,
                 obj = injected.next(), if injecting => {
                     match obj {
