@@ -48,9 +48,17 @@ impl Local {
         self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
     }
 
-    /// Takes a handed-over request: remembered as created, with when its call arrived.
-    fn take(&self, obj: &DeprovisionRequest, arrived: Instant) {
-        self.remember(obj);
+    /// Takes a handed-over request: remembered as created (unless this controller already wrote
+    /// that same request since: a late hand-off never replaces a newer copy), with when its call
+    /// arrived.
+    pub(super) fn take(&self, obj: &DeprovisionRequest, arrived: Instant) {
+        {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let written_since = known.get(&obj.name_any()).is_some_and(|(o, _)| o.uid() == obj.uid());
+            if !written_since {
+                known.insert(obj.name_any(), (obj.clone(), Instant::now()));
+            }
+        }
         self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).insert(obj.name_any(), arrived);
     }
 

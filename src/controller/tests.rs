@@ -629,3 +629,25 @@ async fn a_kept_copy_of_another_request_under_the_same_name_is_read_afresh() {
     drop(ctx); // the mocked API server ends when its last client goes
     server.await.unwrap();
 }
+
+/// A hand-off that comes after this controller already wrote the same request (its call's task
+/// was slow to hand it over) never replaces the newer copy the next reconcile starts from; a
+/// request of the same name but another UID (deleted and created again) is taken.
+#[test]
+fn a_late_hand_off_never_replaces_a_newer_copy() {
+    let local = super::local::Local::default();
+    let mut created = request();
+    created.metadata.uid = Some("u1".into());
+    let mut planned = created.clone();
+    planned.status = Some(crate::crd::DeprovisionRequestStatus { phase: Phase::InProgress, ..Default::default() });
+    local.remember(&planned);
+    let arrived = std::time::Instant::now();
+    local.take(&created, arrived);
+    let known = local.known("req").unwrap();
+    assert_eq!(known.status.map(|s| s.phase), Some(Phase::InProgress), "the newer copy stays");
+    assert_eq!(local.arrival("req"), Some(arrived), "its arrival is still known");
+    let mut again = request();
+    again.metadata.uid = Some("u2".into());
+    local.take(&again, arrived);
+    assert_eq!(local.known("req").unwrap().metadata.uid.as_deref(), Some("u2"), "another request is taken");
+}
