@@ -428,23 +428,6 @@ async fn settle_unrecorded(c: &Client, app: &str, unrecorded: &[usize]) -> Vec<u
     late
 }
 
-/// The API server's request counters (`apiserver_request_total`) by verb and resource.
-fn api_requests(cl: &Cluster) -> std::collections::BTreeMap<String, f64> {
-    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
-    let mut counts = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |k: &str| {
-            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
-        };
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        let sub = label("subresource");
-        let key =
-            format!("{} {}{}", label("verb"), label("resource"), if sub.is_empty() { sub } else { format!("/{sub}") });
-        *counts.entry(key).or_default() += value;
-    }
-    counts
-}
-
 /// Prints the API requests made between two snapshots, per call (`what` says of what; the
 /// biggest first; answers other than 2xx are counted apart, by code); returns their number.
 fn print_api_requests(

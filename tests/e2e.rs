@@ -707,23 +707,6 @@ async fn a_stale_index_copy_is_never_written_back() {
     assert!(get_rb(&c, &ns, "solo").await.is_none());
 }
 
-/// The API server's request counters (`apiserver_request_total`) by verb and resource.
-fn api_requests(cl: &Cluster) -> std::collections::BTreeMap<String, f64> {
-    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
-    let mut counts = std::collections::BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label = |k: &str| {
-            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
-        };
-        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
-        let sub = label("subresource");
-        let key =
-            format!("{} {}{}", label("verb"), label("resource"), if sub.is_empty() { sub } else { format!("/{sub}") });
-        *counts.entry(key).or_default() += value;
-    }
-    counts
-}
-
 /// A call with nothing to remove, under a policy that selects namespaces by label and
 /// ClusterRoleBindings by selector (as the README's and the demo's do), costs one status write
 /// (the plan recorded with its finish), one PATCH per barrier sentinel (the webhook's early

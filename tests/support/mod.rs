@@ -714,3 +714,20 @@ pub fn eprint_uncaptured(text: &str) {
         let _ = e.write_all(b"\n");
     }
 }
+
+/// The API server's request counters (`apiserver_request_total`) by verb and resource.
+pub fn api_requests(cl: &Cluster) -> std::collections::BTreeMap<String, f64> {
+    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or_default().to_string()
+        };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        let sub = label("subresource");
+        let key =
+            format!("{} {}{}", label("verb"), label("resource"), if sub.is_empty() { sub } else { format!("/{sub}") });
+        *counts.entry(key).or_default() += value;
+    }
+    counts
+}
