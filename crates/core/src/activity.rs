@@ -7,4 +7,4 @@ pub mod event;
 pub mod ledger;
 
 pub use event::{AuditEvent, BatchError, Sighting, parse_batch};
-pub use ledger::{Entry, LastSeen, SHARDS, Shard, shard_of};
+pub use ledger::{COMPONENT, DATA_KEY, Entry, LastSeen, SHARDS, Shard, object_name, shard_of};

@@ -20,6 +20,17 @@ const MAX_TEXT: usize = 160;
 /// practice, and a shard must stay well under an object's 1 MiB).
 pub const MAX_ACCOUNT: usize = 320;
 
+/// The key of a stored shard's data (a ConfigMap's `data`), holding the [`Shard`] as JSON.
+pub const DATA_KEY: &str = "ledger.json";
+
+/// The label every stored shard carries (`app.kubernetes.io/component=<this>`), to list them.
+pub const COMPONENT: &str = "activity";
+
+/// The name of shard `n`'s stored object: `<prefix>-NN` (e.g. `deprovisioner-activity-07`).
+pub fn object_name(prefix: &str, n: u16) -> String {
+    format!("{prefix}-{n:02}")
+}
+
 /// Which shard an account id belongs to (FNV-1a: stable across builds and versions).
 pub fn shard_of(account: &str) -> u16 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
