@@ -4,7 +4,9 @@
 //! every replica that writes them. No I/O here: the receiver and the store live in the main crate.
 
 pub mod event;
+pub mod known;
 pub mod ledger;
 
 pub use event::{AuditEvent, BatchError, Sighting, parse_batch};
+pub use known::{Inactivity, Known, judge};
 pub use ledger::{COMPONENT, DATA_KEY, Entry, LastSeen, SHARDS, Shard, object_name, shard_of};

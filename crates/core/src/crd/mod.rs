@@ -1,12 +1,14 @@
 //! Custom resource types: the request (the audit record) and the policy (what an app means here).
 
 mod action;
+mod activity;
 mod condition;
 mod policy;
 mod request;
 mod verification;
 
 pub use action::*;
+pub use activity::*;
 pub use condition::*;
 pub use policy::*;
 pub use request::*;

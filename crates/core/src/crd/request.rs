@@ -285,4 +285,8 @@ pub struct DeprovisionRequestStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The target's last activity when the request was planned, from the activity store (when
+    /// the operator reads it): what an inactivity removal was based on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity: Option<super::RecordedActivity>,
 }
