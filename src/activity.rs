@@ -4,7 +4,7 @@
 //! [`event`] and [`ledger`]. Here: [`receiver`] the audit endpoint, [`flush`] writing the
 //! shards to ConfigMaps, [`read`] reading them back (the connector, `inactive`, the record).
 
-pub use deprovisioner_core::activity::{Entry, LastSeen, Shard};
+pub use deprovisioner_core::activity::{Entry, Inactivity, Known, LastSeen, Shard};
 pub use deprovisioner_core::activity::{event, ledger};
 
 pub mod flush;

@@ -40,7 +40,15 @@ pub enum Command {
     /// custom connectors: `deprovisioner connector list_accounts --json '{"request":{}}'`. The
     /// answer (or an `ErrorResponse`) is printed as JSON on standard output.
     Connector(ConnectorArgs),
+    /// List the users and ServiceAccounts that hold bindings but have not made a request to the
+    /// API server within a window (`--for 30d`), from the activity store: each with its bindings
+    /// and what the store says. Those it cannot prove inactive (recording began inside the
+    /// window, or never) are listed apart.
+    Inactive(InactiveArgs),
 }
+
+mod inactive;
+pub use inactive::{ActivityStoreArgs, InactiveArgs, InactiveFormat};
 
 /// Flags of `connector`.
 #[derive(clap::Args, Debug)]
@@ -77,6 +85,9 @@ pub struct ConnectorArgs {
     /// before answering `request_timeout` (the record stays and finishes).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub deadline: Duration,
+    /// Where `get_last_activity` and `list_activity_records` read the activity store.
+    #[command(flatten)]
+    pub activity: ActivityStoreArgs,
 }
 
 /// Format of `evidence`'s output.
@@ -233,6 +244,14 @@ pub struct RunArgs {
     /// external actions read Secrets (and CA ConfigMaps) from.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,
+    /// The activity store's ConfigMaps are `<prefix>-00` … in `--namespace` (the chart's
+    /// `<release>-activity`); the connector and the records read them.
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_PREFIX", default_value = crate::activity::read::DEFAULT_PREFIX)]
+    pub activity_prefix: String,
+    /// Record in each request the last activity of the identities it removes, read from the
+    /// activity store when it is planned (the store must be readable: the chart's activity.*).
+    #[arg(long, env = "DEPROVISIONER_RECORD_LAST_ACTIVITY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub record_last_activity: bool,
     /// Name of the leader Lease.
     #[arg(long, env = "DEPROVISIONER_LEASE_NAME", default_value = "deprovisioner")]
     pub lease_name: String,

@@ -20,6 +20,7 @@ pub mod exec;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod finished;
+pub mod inactive;
 #[cfg(any(test, feature = "fixtures"))]
 pub use deprovisioner_core::fixtures;
 pub mod leader;

@@ -1,4 +1,4 @@
-//! `deprovisioner run | crd | evidence | connector`.
+//! `deprovisioner run | crd | evidence | connector | inactive`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +38,11 @@ async fn main() -> anyhow::Result<()> {
             deprovisioner::evidence::write(&client, cluster, &args).await
         }
         Command::Connector(args) => connector(args).await,
+        Command::Inactive(args) => {
+            let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
+            let client = Client::try_from(config).context("building the Kubernetes client")?;
+            deprovisioner::inactive::run(&client, &args).await
+        }
     }
 }
 
@@ -69,7 +74,8 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                     also: args.protect_service_account.clone(),
                 };
                 let writer = connector::Writer::Client { deadline: args.deadline };
-                let conn = connector::Connector::new(client, protected, cluster_label, None, writer);
+                let conn = connector::Connector::new(client, protected, cluster_label, None, writer)
+                    .with_activity(&args.activity.activity_namespace, &args.activity.activity_prefix);
                 connector::call(&conn, &args.capability, &body).await
             }
             Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
@@ -334,7 +340,8 @@ async fn serve(
     };
     let writer = connector::Writer::Operator(webhook.clone());
     let cluster = "Kubernetes cluster".to_string();
-    let conn = connector::Connector::new(client.clone(), protected.clone(), cluster, shared.view.clone(), writer);
+    let conn = connector::Connector::new(client.clone(), protected.clone(), cluster, shared.view.clone(), writer)
+        .with_activity(&args.namespace, &args.activity_prefix);
     let connector = Arc::new(http::ConnectorState { secrets, webhook: webhook.clone(), connector: conn });
     let routes = webhook::router(webhook.clone()).merge(http::router(connector));
     Ok(tokio::spawn(server::serve(listener, routes, limits, stop.clone())))

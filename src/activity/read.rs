@@ -14,6 +14,9 @@ use kube::{Api, Client};
 
 use deprovisioner_core::activity::{COMPONENT, DATA_KEY, Known, SHARDS, Shard, object_name, shard_of};
 
+/// The shards' default name prefix (`--activity-prefix`; the chart's `<release>-activity`).
+pub const DEFAULT_PREFIX: &str = "deprovisioner-activity";
+
 /// Shards read at once when reading by name.
 const GETS_AT_ONCE: usize = 8;
 
@@ -101,11 +104,7 @@ pub fn shard_number(prefix: &str, name: &str) -> Option<u16> {
 pub fn parse(namespace: &str, cm: &ConfigMap) -> Result<Shard, ReadError> {
     let name = cm.metadata.name.clone().unwrap_or_default();
     let err = |reason: String| ReadError::Parse { namespace: namespace.to_string(), name: name.clone(), reason };
-    let text = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get(DATA_KEY))
-        .ok_or_else(|| err(format!("no data key {DATA_KEY}")))?;
+    let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)).ok_or_else(|| err(format!("no data key {DATA_KEY}")))?;
     serde_json::from_str(text).map_err(|e| err(e.to_string()))
 }
 

@@ -5,7 +5,7 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
     all.extend_from_slice(args);
     match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
         Command::Run(r) => Ok(*r),
-        Command::Crd | Command::Evidence(_) | Command::Connector(_) => unreachable!(),
+        _ => unreachable!(),
     }
 }
 
@@ -54,4 +54,23 @@ fn connector_takes_a_capability_and_json() {
     assert_eq!(c.result_file_path, Some(PathBuf::from("out.json.gz")));
     let e = Cli::try_parse_from(["deprovisioner", "connector", "info", "--result-file-path", "out.json"]).unwrap_err();
     assert!(e.to_string().contains("must end in .gz"), "{e}");
+}
+
+#[test]
+fn inactive_takes_a_window_and_where_the_activity_store_is() {
+    let parse = |args: &[&str]| match Cli::try_parse_from([&["deprovisioner", "inactive"], args].concat()) {
+        Ok(Cli { command: Command::Inactive(a) }) => Ok(a),
+        Ok(_) => unreachable!(),
+        Err(e) => Err(e.to_string()),
+    };
+    let a = parse(&["--for", "30d"]).unwrap();
+    assert_eq!(a.window, Duration::from_secs(30 * 86_400));
+    assert_eq!(a.format, InactiveFormat::Table);
+    assert_eq!(a.activity.activity_namespace, "deprovisioner");
+    assert_eq!(a.activity.activity_prefix, "deprovisioner-activity");
+    let a = parse(&["--for", "12h", "--format", "json", "--activity-prefix", "x-activity"]).unwrap();
+    assert_eq!((a.format, a.activity.activity_prefix.as_str()), (InactiveFormat::Json, "x-activity"));
+    assert!(parse(&[]).unwrap_err().contains("--for"));
+    assert!(parse(&["--for", "0s"]).unwrap_err().contains("longer than 0s"));
+    assert!(parse(&["--for", "soon"]).unwrap_err().contains("examples"));
 }

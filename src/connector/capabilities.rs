@@ -20,11 +20,15 @@ pub enum Capability {
     GetAccount,
     /// Removes one account's entitlement, through a recorded `DeprovisionRequest`.
     UnassignEntitlement,
+    /// When given accounts last made an API request (from the activity store).
+    GetLastActivity,
+    /// One record per account of its last API request since a date (from the activity store).
+    ListActivityRecords,
 }
 
 impl Capability {
     /// Every implemented capability.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Info,
         Capability::ValidateCredentials,
         Capability::ListAccounts,
@@ -33,6 +37,8 @@ impl Capability {
         Capability::FindEntitlementAssociations,
         Capability::GetAccount,
         Capability::UnassignEntitlement,
+        Capability::GetLastActivity,
+        Capability::ListActivityRecords,
     ];
 
     /// The capability's name in the spec (`StandardCapabilityName`).
@@ -46,6 +52,8 @@ impl Capability {
             Capability::FindEntitlementAssociations => "find_entitlement_associations",
             Capability::GetAccount => "get_account",
             Capability::UnassignEntitlement => "unassign_entitlement",
+            Capability::GetLastActivity => "get_last_activity",
+            Capability::ListActivityRecords => "list_activity_records",
         }
     }
 
@@ -80,6 +88,16 @@ impl Capability {
                 "UnassignEntitlement",
                 "UnassignedEntitlement",
                 "Records a DeprovisionRequest that removes the account from the bindings granting the role there, within what the cluster's DeprovisionPolicy for app kubernetes allows; answers from its record.",
+            ),
+            Capability::GetLastActivity => (
+                "GetLastActivity",
+                "LastActivityData",
+                "When each user or ServiceAccount last made a request to the API server, from its audit events; accounts never seen acting since recording began are left out.",
+            ),
+            Capability::ListActivityRecords => (
+                "ListActivityRecords",
+                "ActivityRecord",
+                "Each account's last API request at or after since_date (what it did, the credential id it used), one record per account; no actors: every account seen.",
             ),
         }
     }

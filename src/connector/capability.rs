@@ -13,6 +13,7 @@ pub use super::capabilities::Capability;
 use super::model::{self, AccountId, Snapshot};
 use super::wire::{ConnectorError, Envelope, ErrorCode};
 use super::{answer, read};
+use crate::activity::read::{ReadError, Store};
 use crate::plan::subject::Protected;
 use crate::view::{Need, Reader, Since, View};
 use crate::webhook::WebhookState;
@@ -39,6 +40,8 @@ pub struct Connector {
     pub view: Option<Arc<View>>,
     /// How `unassign_entitlement` records its request.
     pub writer: Writer,
+    /// Where the activity store's shards are: (namespace, name prefix).
+    pub activity: (String, String),
     /// The access map shared by the calls reading the same bindings, and the reads' turns.
     shared: Shared,
 }
@@ -53,9 +56,27 @@ impl Connector {
         view: Option<Arc<View>>,
         writer: Writer,
     ) -> Connector {
-        Connector { client, protected, cluster_label, view, writer, shared: Shared::new() }
+        let activity = (DEFAULT_NAMESPACE.to_string(), crate::activity::read::DEFAULT_PREFIX.to_string());
+        Connector { client, protected, cluster_label, view, writer, activity, shared: Shared::new() }
+    }
+
+    /// Reads last activity from the shards `<prefix>-NN` in `namespace` (default: the chart's
+    /// `deprovisioner` and `deprovisioner-activity`).
+    pub fn with_activity(mut self, namespace: &str, prefix: &str) -> Connector {
+        self.activity = (namespace.to_string(), prefix.to_string());
+        self
+    }
+
+    fn store(&self) -> Store {
+        Store { client: self.client.clone(), namespace: self.activity.0.clone(), prefix: self.activity.1.clone() }
     }
 }
+
+/// The chart's default namespace, where the activity store is unless told otherwise.
+pub const DEFAULT_NAMESPACE: &str = "deprovisioner";
+
+/// Account ids one `get_last_activity` or `list_activity_records` call may name at most.
+pub const MAX_ACCOUNT_IDS: usize = 2_000;
 
 /// The last access map computed, and the turns of the reads.
 struct Shared {
@@ -173,7 +194,91 @@ async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, Connect
             answer::get_account(&map, &id)
         }
         Capability::UnassignEntitlement => unassign(conn, argument(&envelope)?).await,
+        Capability::GetLastActivity => {
+            let req: GetLastActivity = argument(&envelope)?;
+            let ids = account_ids(req.account_ids.iter().map(String::as_str))?;
+            let _turn = turn(conn).await?;
+            let asked: Vec<String> =
+                ids.iter().filter(|id| !never_answered(conn, id)).map(ToString::to_string).collect();
+            let shards = conn.store().for_accounts(asked.iter().map(String::as_str)).await.map_err(read_error)?;
+            Ok(answer::last_activity(&ids, |a| shards.known(a), |id| never_answered(conn, id)))
+        }
+        Capability::ListActivityRecords => {
+            let req: ListActivityRecords = argument(&envelope)?;
+            let since = answer::since_date(&req.since_date)?;
+            let ids = account_ids(req.actors.iter().map(|a| a.account_id.as_str()))?;
+            let p = answer::paging(capability, envelope.page.as_ref())?;
+            let _turn = turn(conn).await?;
+            let wanted: Vec<String> =
+                ids.iter().filter(|id| !never_answered(conn, id)).map(ToString::to_string).collect();
+            let shards = match ids.is_empty() {
+                true => conn.store().all().await,
+                false => conn.store().for_accounts(wanted.iter().map(String::as_str)).await,
+            }
+            .map_err(read_error)?;
+            let all = shards.accounts();
+            let entries: Vec<(&str, &crate::activity::Entry)> = match ids.is_empty() {
+                true => all
+                    .into_iter()
+                    .filter(|(a, _)| a.parse::<AccountId>().is_ok_and(|id| !never_answered(conn, &id)))
+                    .collect(),
+                false => {
+                    let wanted: std::collections::BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
+                    all.into_iter().filter(|(a, _)| wanted.contains(a)).collect()
+                }
+            };
+            Ok(answer::activity_records(entries, since, &p))
+        }
     }
+}
+
+/// Accounts whose activity is never answered: groups (requests are made by users and
+/// ServiceAccounts; a group's members are not the group) and protected accounts (never listed).
+fn never_answered(conn: &Connector, id: &AccountId) -> bool {
+    matches!(id.0, crate::plan::subject::Principal::Group(_)) || conn.protected.why(&id.0).is_some()
+}
+
+/// The account ids of a request: each must be one this connector gives out (`invalid_value`
+/// naming the first that is not); at most [`MAX_ACCOUNT_IDS`].
+fn account_ids<'a>(ids: impl ExactSizeIterator<Item = &'a str>) -> Result<Vec<AccountId>, ConnectorError> {
+    if ids.len() > MAX_ACCOUNT_IDS {
+        let m = format!("at most {MAX_ACCOUNT_IDS} account ids per call, got {}", ids.len());
+        return Err(ConnectorError::new(ErrorCode::BadRequest, m));
+    }
+    ids.map(|id| id.parse().map_err(|e: model::IdError| ConnectorError::new(ErrorCode::InvalidValue, e.to_string())))
+        .collect()
+}
+
+/// A failed read of the activity store as the spec's error: the API server's code, or
+/// `service_error` for a shard that does not parse (named in the message).
+fn read_error(e: ReadError) -> ConnectorError {
+    match e.kube() {
+        Some(k) => {
+            let mut c = ConnectorError::from_kube("reading the activity store", k);
+            c.message = crate::text::clip(e.to_string());
+            c
+        }
+        None => ConnectorError::new(ErrorCode::ServiceError, e.to_string()),
+    }
+}
+
+/// The arguments of `get_last_activity`.
+#[derive(Deserialize)]
+struct GetLastActivity {
+    account_ids: Vec<String>,
+}
+
+/// The arguments of `list_activity_records`.
+#[derive(Deserialize)]
+struct ListActivityRecords {
+    since_date: String,
+    actors: Vec<Actor>,
+}
+
+/// One actor of `list_activity_records`.
+#[derive(Deserialize)]
+struct Actor {
+    account_id: String,
 }
 
 /// Waits for a read's turn ([`READS_AT_ONCE`] at a time, in arrival order), at most

@@ -1,9 +1,12 @@
 //! Pure: who was last active, from the API server's audit events. [`event`] reads what the audit
 //! webhook (or a log shipper) sends and turns each event into sightings of accounts; [`ledger`]
 //! keeps, per account, the last sighting, in shards bounded in size, merged the same way by
-//! every replica that writes them. No I/O here: the receiver and the store live in the main crate.
+//! every replica that writes them; [`known`] what the stored shards say of one account and
+//! whether that proves it inactive over a window; [`inactive`] the rows of `deprovisioner
+//! inactive`. No I/O here: the receiver and the store live in the main crate.
 
 pub mod event;
+pub mod inactive;
 pub mod known;
 pub mod ledger;
 

@@ -47,7 +47,9 @@ fn store(objects: Vec<Value>, list_status: Option<u16>) -> (Store, Arc<Mutex<Vec
             let (code, body) = if path.ends_with("/configmaps") {
                 match list_status {
                     Some(c) => (c, status(c)),
-                    None => (200, json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": objects})),
+                    None => {
+                        (200, json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": objects}))
+                    }
                 }
             } else {
                 let name = path.rsplit('/').next().unwrap_or_default();

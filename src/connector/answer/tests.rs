@@ -175,3 +175,73 @@ fn unassign_answers_from_the_record() {
     assert!(failed.message.ends_with("(record: deprovisionrequest/lumos-abc-1)"), "{}", failed.message);
     assert_eq!(code(&Waited::Deleted("x".into())), ErrorCode::ServiceError);
 }
+
+mod activity {
+    use super::super::*;
+    use crate::activity::{Entry, Known};
+    use k8s_openapi::jiff::Timestamp;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn entry(at: &str) -> Entry {
+        Entry {
+            at: ts(at),
+            credential: Some("JTI=7".into()),
+            impersonated_by: None,
+            what: Some("get pods in a".into()),
+        }
+    }
+
+    #[test]
+    fn last_activity_answers_accounts_seen_once_each_in_the_order_asked() {
+        let ids: Vec<AccountId> = ["User:b", "User:a", "User:b", "User:never", "User:unrecorded", "Group:g"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let known = |a: &str| match a {
+            "User:a" => Known::Seen(entry("2025-03-01T10:00:00.5Z")),
+            "User:b" => Known::Seen(entry("2025-03-02T10:00:00Z")),
+            "User:never" => Known::NotSeenSince(ts("2025-02-01T00:00:00Z")),
+            _ => Known::NotRecorded,
+        };
+        let v = last_activity(&ids, known, |id| id.to_string().starts_with("Group:"));
+        assert_eq!(
+            v,
+            json!({"response": [
+                {"account_id": "User:b", "event_type": "last_activity", "happened_at": "2025-03-02T10:00:00Z"},
+                {"account_id": "User:a", "event_type": "last_activity", "happened_at": "2025-03-01T10:00:00Z"},
+            ]})
+        );
+    }
+
+    #[test]
+    fn activity_records_are_the_last_sighting_since_the_date_paged_by_account() {
+        let (a, b, c) = (entry("2025-03-01T00:00:00Z"), entry("2025-03-05T00:00:00Z"), entry("2025-03-06T00:00:00Z"));
+        let entries = [("User:a", &a), ("User:b", &b), ("User:c", &c)];
+        let p = Paging { after: None, size: 1 };
+        let v = activity_records(entries, ts("2025-03-02T00:00:00Z"), &p);
+        let items = v["response"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{v}");
+        assert_eq!(items[0]["actor"]["account_id"], "User:b", "User:a acted before since_date");
+        assert_eq!(items[0]["timestamp"], "2025-03-05T00:00:00Z");
+        assert_eq!(items[0]["activity_type"], API_REQUEST);
+        assert_eq!(
+            items[0]["metadata"],
+            json!({"event_type": "last_activity", "what": "get pods in a", "credential_id": "JTI=7"})
+        );
+        let token = v["page"]["token"].as_str().unwrap().to_string();
+        let p = paging(Capability::ListActivityRecords, Some(&PageIn { token: Some(token), size: Some(1) })).unwrap();
+        let v = activity_records(entries, ts("2025-03-02T00:00:00Z"), &p);
+        assert_eq!(v["response"][0]["actor"]["account_id"], "User:c");
+        assert!(v.get("page").is_none(), "the last page: {v}");
+    }
+
+    #[test]
+    fn since_date_is_a_time_or_a_date() {
+        assert_eq!(since_date("2025-03-01T09:00:00+01:00").unwrap(), ts("2025-03-01T08:00:00Z"));
+        assert_eq!(since_date("2025-03-01").unwrap(), ts("2025-03-01T00:00:00Z"));
+        assert_eq!(since_date("yesterday").unwrap_err().code, ErrorCode::InvalidValue);
+    }
+}

@@ -45,6 +45,8 @@ fn descriptions_say_when_and_how() {
         Known::Seen(e).describe(),
         "last active 2025-03-02T10:00:00Z (list pods, impersonated by admin, credential JTI=abc)"
     );
-    assert!(Known::NotSeenSince(ts("2025-03-01T00:00:00Z")).describe().starts_with("not seen since 2025-03-01T00:00:00Z"));
+    assert!(
+        Known::NotSeenSince(ts("2025-03-01T00:00:00Z")).describe().starts_with("not seen since 2025-03-01T00:00:00Z")
+    );
     assert!(Known::NotRecorded.describe().starts_with("no activity recorded"));
 }
