@@ -360,6 +360,7 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
         namespace: args.namespace.clone(),
         metrics,
         regrant_watch: args.regrant_watch,
+        last_activity: args.record_last_activity.then(|| args.activity_prefix.clone()),
     }
 }
 

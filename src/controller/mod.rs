@@ -6,6 +6,7 @@
 //! `reconcile` dispatches on the request's phase; `record` owns every write of the status;
 //! `summary` words the messages; `retention` sweeps old records; `policy` validates policies.
 
+pub mod activity;
 mod clock;
 mod local;
 mod policy;
@@ -58,6 +59,9 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// How long after a request finished access that comes back is noticed (zero: never).
     pub regrant_watch: Duration,
+    /// The activity store's name prefix when each request records its target's last activity
+    /// (`--record-last-activity`; the store is in `namespace`); `None`: not recorded.
+    pub last_activity: Option<String>,
 }
 
 /// What the controller shares with the rest of the process, which outlives it (the controller

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 
 use super::record::{EventAction, Record, now};
-use super::{Context, Error, summary};
+use super::{Context, Error, activity, summary};
 use crate::crd::{
     Action as PlanAction, Attempting, ConditionType, DeprovisionPolicy, DeprovisionRequest, DeprovisionRequestStatus,
     Outcome, Phase, PlannedAction, Reason, set_condition,
@@ -90,11 +90,13 @@ enum PlanFailure {
 #[tracing::instrument(name = "plan", skip_all)]
 async fn plan_request(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Result<Action, Error> {
     let generation = rec.obj.metadata.generation;
-    let plan = match observe_and_plan(rec).await {
+    let mut activity = activity::Pending::default();
+    let plan = match observe_and_plan(rec, &mut activity).await {
         Ok(p) => p,
         Err(PlanFailure::Refused(e)) => return refuse(rec, st, e).await,
         Err(PlanFailure::Unavailable(e)) => return rec.transient(st, e).await,
     };
+    st.last_activity = activity.finish().await;
     let n = plan.actions.len();
     st.policies = plan.policies;
     st.plan = plan.actions;
@@ -142,11 +144,13 @@ async fn refuse(rec: &mut Record, mut st: DeprovisionRequestStatus, e: PlanError
 /// Reads what the plan needs, consistently (no binding written before the request can be
 /// missed), and computes it. Everything comes from the view when it can answer (bindings once
 /// their barrier passed); otherwise from the API server.
-async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
+/// The target's last activity is read meanwhile (into `activity`), when the operator records it.
+async fn observe_and_plan(rec: &Record, activity: &mut activity::Pending) -> Result<plan::Plan, PlanFailure> {
     let c = &rec.ctx.client;
     let spec = &rec.obj.spec;
     let policies = policies(rec, Reader::Plan).await.map_err(PlanFailure::Unavailable)?;
     let matched = plan::matching_policies(spec, &policies);
+    *activity = activity::Pending::start(activity_store(rec), spec, &matched);
     let by_label = plan::selects_namespaces_by_label(&matched);
     let (mut namespaces, watched) = match by_label {
         true => namespaces(rec).await?,
@@ -187,6 +191,16 @@ async fn observe_and_plan(rec: &Record) -> Result<plan::Plan, PlanFailure> {
     }
     observed.namespaces = namespaces;
     plan::compute(spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+}
+
+/// Where the target's last activity is read from, when the operator records it.
+fn activity_store(rec: &Record) -> Option<crate::activity::read::Store> {
+    let prefix = rec.ctx.settings.last_activity.clone()?;
+    Some(crate::activity::read::Store {
+        client: rec.ctx.client.clone(),
+        namespace: rec.ctx.settings.namespace.clone(),
+        prefix,
+    })
 }
 
 /// The namespaces, for rules that select them by label: from the view's watch while it is live

@@ -182,6 +182,9 @@ fn request(h: &mut String, r: &RequestEvidence) {
         time(r.completed_at),
         escape(&r.message),
     );
+    if let Some(a) = &r.last_activity {
+        let _ = writeln!(h, "<dl class=\"facts\"><dt>Last activity</dt><dd>{}</dd></dl>", last_activity(a));
+    }
     if r.actions.is_empty() {
         let _ = writeln!(h, "<p class=\"empty\">No action was recorded for this request.</p>\n</section>");
         return;
@@ -235,4 +238,22 @@ fn subjects(list: Option<&[String]>, kept: Option<&[String]>, res: &ActionResult
     }
     out.push_str("</ul>");
     out
+}
+
+/// The target's last activity as recorded when the request was planned: one line per account.
+fn last_activity(a: &crate::crd::RecordedActivity) -> String {
+    if let Some(e) = &a.error {
+        return format!("<span class=\"badge warn\">not read</span> {}", escape(e));
+    }
+    if a.accounts.is_empty() {
+        return "<span class=\"none\">no user or ServiceAccount to look up</span>".into();
+    }
+    let items: Vec<String> = a
+        .accounts
+        .iter()
+        .map(|x| {
+            format!("<li><span class=\"mono\">{}</span>: {}</li>", escape(&x.account), escape(&x.known().describe()))
+        })
+        .collect();
+    format!("<ul class=\"subjects\">{}</ul>", items.concat())
 }

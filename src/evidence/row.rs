@@ -5,7 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::time::rfc3339;
-use crate::crd::{Action, ActionResult, DeprovisionRequest, Outcome, Phase};
+use crate::crd::{Action, ActionResult, DeprovisionRequest, Outcome, Phase, RecordedActivity};
 
 /// The condition type a verification writes on a request.
 pub const VERIFIED_CONDITION: &str = "Verified";
@@ -103,6 +103,8 @@ pub struct RequestEvidence {
     pub verdict: Verdict,
     /// Its results, in the order they finished, with the role each binding granted.
     pub actions: Vec<(ActionResult, Option<String>)>,
+    /// The target's last activity when it was planned, when the operator recorded it.
+    pub last_activity: Option<RecordedActivity>,
 }
 
 impl RequestEvidence {
@@ -139,6 +141,7 @@ impl RequestEvidence {
             message: st.message.clone().unwrap_or_default(),
             verdict: Verdict::of(r),
             actions: st.results.iter().map(|res| (res.clone(), role_of(res.id))).collect(),
+            last_activity: st.last_activity.clone(),
         }
     }
 
@@ -163,6 +166,7 @@ impl RequestEvidence {
             subjects_before: None,
             subjects_after: None,
             verification: self.verdict.text().into(),
+            last_activity: self.last_activity.as_ref().map(RecordedActivity::describe).unwrap_or_default(),
         };
         if self.actions.is_empty() {
             return vec![base];
@@ -223,6 +227,8 @@ pub struct Row {
     pub subjects_after: Option<Vec<String>>,
     /// The request's verification verdict.
     pub verification: String,
+    /// The target's last activity the removal was based on (empty: not recorded).
+    pub last_activity: String,
 }
 
 /// Counts for the summary.

@@ -328,3 +328,56 @@ fn a_closed_pipe_ends_the_report_quietly_and_other_write_errors_fail() {
     let err = to_stdout(Closed(std::io::ErrorKind::StorageFull), "a,b\n").unwrap_err();
     assert!(format!("{err:#}").starts_with("writing to stdout"), "{err:#}");
 }
+
+#[test]
+fn the_last_activity_a_removal_was_based_on_is_in_every_format() {
+    use crate::activity::{Entry, Known};
+    use crate::crd::{AccountActivity, RecordedActivity};
+    let mut r = request(
+        "r1",
+        "kubernetes",
+        "ann@x.com",
+        "2025-03-01T10:00:00Z",
+        vec![binding_result(0, Outcome::Removed, &["User:ann@x.com"], &[])],
+    );
+    let seen = Known::Seen(Entry {
+        at: ts("2025-01-02T03:04:05Z"),
+        credential: Some("X509SHA256=ab".into()),
+        impersonated_by: None,
+        what: Some("get <pods>".into()),
+    });
+    r.status.as_mut().unwrap().last_activity = Some(RecordedActivity {
+        read_at: Some(Time(ts("2025-03-01T10:00:01Z"))),
+        accounts: vec![
+            AccountActivity::of("User:ann@x.com", &seen),
+            AccountActivity::of("ServiceAccount:ci/bot", &Known::NotRecorded),
+        ],
+        error: None,
+    });
+    let e = RequestEvidence::of(&r);
+    let rows = e.rows();
+    assert_eq!(
+        rows[0].last_activity,
+        "User:ann@x.com: last active 2025-01-02T03:04:05Z (get <pods>, credential X509SHA256=ab); ServiceAccount:ci/bot: no activity recorded (recording never began for it)"
+    );
+    let csv = csv::render(&rows);
+    assert!(csv.lines().next().unwrap().ends_with(",verification,lastActivity"), "{csv}");
+    assert!(csv.contains("User:ann@x.com: last active 2025-01-02T03:04:05Z"), "{csv}");
+    let report = Report {
+        generated_at: ts("2025-03-02T00:00:00Z"),
+        cluster: "c".into(),
+        filter: Filter::default(),
+        requests: vec![e],
+    };
+    let html = html::render(&report);
+    assert!(html.contains("<dt>Last activity</dt>"), "{html}");
+    assert!(html.contains("last active 2025-01-02T03:04:05Z (get &lt;pods&gt;"), "escaped: {html}");
+    let json: serde_json::Value = serde_json::from_str(&report.render(EvidenceFormat::Json).unwrap()).unwrap();
+    assert!(json["rows"][0]["lastActivity"].as_str().unwrap().starts_with("User:ann@x.com: last active"));
+
+    // A failed read says so; a request without one shows nothing.
+    r.status.as_mut().unwrap().last_activity = Some(crate::controller::activity::failed("403 Forbidden"));
+    assert_eq!(RequestEvidence::of(&r).rows()[0].last_activity, "not read: 403 Forbidden");
+    r.status.as_mut().unwrap().last_activity = None;
+    assert_eq!(RequestEvidence::of(&r).rows()[0].last_activity, "");
+}
