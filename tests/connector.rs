@@ -52,7 +52,14 @@ bad = 0
 for line in sys.stdin:
     model, text = line.rstrip("\n").split("\t", 1)
     try:
-        parsed = getattr(g, model).model_validate_json(text)
+        # An ActivityRecord's activity_type is the spec's anyOf(ActivityType, string): a plain
+        # string on the wire (what the SDK's own to_json writes), which only the SDK's from_json
+        # reads (pydantic's model_validate_json wants the wrapper object).
+        if model in ("ListActivityRecordsResponse",):
+            parsed = getattr(g, model).from_json(text)
+            assert parsed is not None, "from_json read nothing"
+        else:
+            parsed = getattr(g, model).model_validate_json(text)
         if model == "ErrorResponse":
             # The metadata must be what the SDK itself derives from the code.
             from connector_sdk_types.errors.metadata import build_metadata
@@ -937,4 +944,130 @@ async fn paging_over_ten_thousand_bindings() {
             secs(per_page[per_page.len() - 1]),
         );
     }
+}
+
+/// Last activity (issue 26) from shards written as the audit receiver writes them: the agent's
+/// CLI (allowed to read the shards by name only, as the chart grants) and the HTTP endpoint
+/// answer `get_last_activity` and `list_activity_records` with what the SDK accepts; accounts
+/// never seen are left out, groups and protected accounts are never answered, bad ids are the
+/// spec's `invalid_value`.
+#[tokio::test]
+async fn last_activity_from_the_activity_store_over_the_cli_and_http() {
+    use support::activity_store::*;
+    let c = admin().await;
+    let ns = unique("act");
+    let prefix = "deprovisioner-activity";
+    grant_shard_reads(&c, "deprovisioner-lumos-agent", prefix).await;
+    grant_shard_reads(&c, "deprovisioner", prefix).await;
+    let (ann, bot) = (format!("User:{ns}-ann@example.com"), format!("ServiceAccount:{ns}/bot"));
+    let since: k8s_openapi::jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+    let (ann_at, bot_at) = ("2025-03-01T10:00:00Z".parse().unwrap(), "2025-03-05T12:30:00Z".parse().unwrap());
+    let idle = account_outside(&format!("User:{ns}-idle"), &[]);
+    // Idle shares a shard with Ann or Bob only by chance; its own shard exists either way.
+    put_sightings(
+        &c,
+        prefix,
+        since,
+        &[
+            (&ann, entry(ann_at, "list pods in a", Some("X509SHA256=ab12"))),
+            (&bot, entry(bot_at, "get secrets in b", Some("JTI=9f"))),
+        ],
+    )
+    .await;
+    let idle_shard = deprovisioner::activity::ledger::shard_of(&idle);
+    let existing: Vec<u16> = [&ann, &bot].iter().map(|a| deprovisioner::activity::ledger::shard_of(a)).collect();
+    if !existing.contains(&idle_shard) {
+        put_shard(&c, prefix, idle_shard, &deprovisioner::activity::Shard::new(since)).await;
+    }
+    let unrecorded = account_outside(&format!("User:{ns}-new"), &[&ann, &bot, &idle]);
+
+    let ask = json!({"request": {"account_ids": [&bot, &ann, &idle, &unrecorded, format!("Group:{ns}"), "User:system:admin", &ann]}});
+    let want = json!([
+        {"account_id": bot, "event_type": "last_activity", "happened_at": "2025-03-05T12:30:00Z"},
+        {"account_id": ann, "event_type": "last_activity", "happened_at": "2025-03-01T10:00:00Z"},
+    ]);
+    let info = cli("info", &json!({}));
+    let last = cli("get_last_activity", &ask);
+    assert_eq!(last["response"], want, "{last}");
+    let bad = cli("get_last_activity", &json!({"request": {"account_ids": [&ann, "alice"]}}));
+    assert_eq!(bad["error"]["error_code"], "invalid_value", "{bad}");
+    let missing = cli("get_last_activity", &json!({"request": {}}));
+    assert_eq!(missing["error"]["error_code"], "bad_request", "{missing}");
+    let records = |since_date: &str, actors: Vec<&String>| json!({"request": {"since_date": since_date, "actors": actors.into_iter().map(|a| json!({"account_id": a})).collect::<Vec<_>>()}});
+    let both = cli("list_activity_records", &records("2025-02-01", vec![&ann, &bot, &idle]));
+    let items = both["response"].as_array().unwrap();
+    assert_eq!(
+        ids(&items.iter().map(|i| i["actor"].clone()).collect::<Vec<_>>(), "account_id"),
+        [bot.clone(), ann.clone()],
+        "by account id"
+    );
+    assert_eq!(items[1]["timestamp"], "2025-03-01T10:00:00Z");
+    assert_eq!(items[1]["metadata"]["what"], "list pods in a");
+    assert_eq!(items[1]["metadata"]["credential_id"], "X509SHA256=ab12");
+    let later = cli("list_activity_records", &records("2025-03-02T00:00:00Z", vec![&ann, &bot]));
+    assert_eq!(later["response"].as_array().unwrap().len(), 1, "Ann acted before since_date: {later}");
+    // No actors: every account seen, read by name (the agent may not list by label).
+    let everyone = cli("list_activity_records", &records("2025-02-01", vec![]));
+    let everyone_ids: Vec<String> = everyone["response"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["actor"]["account_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(everyone_ids.contains(&ann) && everyone_ids.contains(&bot), "{everyone}");
+    let bad_date = cli("list_activity_records", &records("last week", vec![&ann]));
+    assert_eq!(bad_date["error"]["error_code"], "invalid_value", "{bad_date}");
+
+    // Over HTTP, behind the read secret, the same answers.
+    let op = operator();
+    let (status, over_http) = http(op, "get_last_activity", &ask, Some(CONNECTOR_READ)).await;
+    assert_eq!((status, &over_http["response"]), (200, &want), "{over_http}");
+    let (_, http_records) =
+        http(op, "list_activity_records", &records("2025-02-01", vec![&ann, &bot]), Some(CONNECTOR_READ)).await;
+    assert_eq!(http_records["response"], both["response"]);
+    let (status, _) = http(op, "get_last_activity", &ask, None).await;
+    assert_eq!(status, 401);
+
+    let caps: Vec<&str> =
+        info["response"]["capabilities"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(caps.contains(&"get_last_activity") && caps.contains(&"list_activity_records"), "{caps:?}");
+    validate(&[
+        ("InfoResponse", &info),
+        ("GetLastActivityResponse", &last),
+        ("GetLastActivityResponse", &over_http),
+        ("ListActivityRecordsResponse", &both),
+        ("ListActivityRecordsResponse", &later),
+        ("ListActivityRecordsResponse", &everyone),
+        ("ListActivityRecordsResponse", &http_records),
+        ("ErrorResponse", &bad),
+        ("ErrorResponse", &missing),
+        ("ErrorResponse", &bad_date),
+    ]);
+}
+
+/// A shard that does not parse is an error naming its ConfigMap, never "nobody was active".
+#[tokio::test]
+async fn an_unreadable_shard_is_an_error_naming_it() {
+    use support::activity_store::*;
+    let c = admin().await;
+    let prefix = "broken-activity";
+    grant_shard_reads(&c, "deprovisioner-lumos-agent", prefix).await;
+    let ann = format!("User:{}-ann", unique("broken"));
+    let name = deprovisioner::activity::ledger::object_name(prefix, deprovisioner::activity::ledger::shard_of(&ann));
+    let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(c.clone(), NAMESPACE);
+    let cm =
+        serde_json::from_value(json!({"metadata": {"name": name}, "data": {"ledger.json": "{\"since\": 7"}})).unwrap();
+    api.create(&PostParams::default(), &cm).await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "get_last_activity", "--activity-prefix", prefix])
+        .args(["--kubeconfig", cluster().kubeconfig_as("deprovisioner-lumos-agent").to_str().unwrap()])
+        .args(["--json", &json!({"request": {"account_ids": [&ann]}}).to_string()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["error"]["error_code"], "service_error", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("deprovisioner/{name}")), "{message}");
+    validate(&[("ErrorResponse", &answer)]);
 }

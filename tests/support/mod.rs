@@ -3,6 +3,8 @@
 //! helpers that talk to both exactly as Lumos and an admin would.
 #![allow(dead_code)]
 
+pub mod activity_store;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
