@@ -225,3 +225,140 @@ fn screenshot(html: &Path, png: &PathBuf) {
         println!("screenshot saved to {keep}");
     }
 }
+
+/// Last activity (issue 26), from shards written as the audit receiver writes them:
+/// `deprovisioner inactive --for 30d` lists an identity that only holds a binding and one last
+/// seen 40 days ago, not one active an hour ago, and one whose recording began 3 days ago apart
+/// (unproven); a removal then records the last activity it was based on, and the evidence shows
+/// it.
+#[tokio::test]
+async fn inactive_lists_idle_bindings_and_a_removal_records_the_last_activity() {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use support::activity_store::*;
+    let cl = cluster();
+    let c = admin().await;
+    let prefix = unique("act");
+    grant_shard_reads(&c, "deprovisioner", &prefix).await;
+    let ns = unique("inactive");
+    namespace(&c, &ns, &[]).await;
+    let now = Timestamp::now();
+    let ago = |days: i64| now.checked_sub(SignedDuration::from_hours(24 * days)).unwrap();
+    let (stale, busy) = (format!("stale@{ns}.example.com"), format!("busy@{ns}.example.com"));
+    let (stale_id, busy_id, bot_id) =
+        (format!("User:{stale}"), format!("User:{busy}"), format!("ServiceAccount:{ns}/bot"));
+    put_sightings(
+        &c,
+        &prefix,
+        ago(60),
+        &[
+            (&stale_id, entry(ago(40), &format!("list pods in {ns}"), Some("X509SHA256=5t4le"))),
+            (&busy_id, entry(now.checked_sub(SignedDuration::from_hours(1)).unwrap(), "get pods", None)),
+            (&bot_id, entry(ago(45), "watch configmaps", Some("JTI=b0t"))),
+        ],
+    )
+    .await;
+    let taken = [stale_id.as_str(), busy_id.as_str(), bot_id.as_str()];
+    // Only holds a binding: its shard records from 60 days ago and never saw it.
+    let never_id = account_outside(&format!("User:never@{ns}.example.com"), &[]);
+    let never_shard = deprovisioner::activity::ledger::shard_of(&never_id);
+    if !taken.iter().any(|a| deprovisioner::activity::ledger::shard_of(a) == never_shard) {
+        put_shard(&c, &prefix, never_shard, &deprovisioner::activity::Shard::new(ago(60))).await;
+    }
+    // Its shard began recording 3 days ago: not proven inactive for 30 days.
+    let fresh_id =
+        account_outside(&format!("User:fresh@{ns}.example.com"), &[&taken[..], &[never_id.as_str()]].concat());
+    put_shard(
+        &c,
+        &prefix,
+        deprovisioner::activity::ledger::shard_of(&fresh_id),
+        &deprovisioner::activity::Shard::new(ago(3)),
+    )
+    .await;
+    let name_of_id = |id: &str| id.strip_prefix("User:").unwrap().to_string();
+    role_binding(
+        &c,
+        &ns,
+        "devs",
+        "edit",
+        vec![user(&stale), user(&busy), user(&name_of_id(&never_id)), user(&name_of_id(&fresh_id)), group("devs")],
+    )
+    .await;
+    role_binding(&c, &ns, "bots", "view", vec![deprovisioner::fixtures::service_account("bot")]).await;
+
+    let inactive = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+            .args(["inactive", "--for", "30d", "--format", format, "--activity-prefix", &prefix])
+            .args(["--kubeconfig", cl.kubeconfig.to_str().unwrap()])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "inactive --format {format}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let report: Value = serde_json::from_str(&inactive("json")).unwrap();
+    let status_of = |id: &str| {
+        report["accounts"].as_array().unwrap().iter().find(|a| a["account"] == id).map(|a| a["status"].clone())
+    };
+    assert_eq!(status_of(&stale_id), Some(json!("inactive")), "{report:#}");
+    assert_eq!(status_of(&bot_id), Some(json!("inactive")));
+    assert_eq!(status_of(&never_id), Some(json!("inactive")), "only holds a binding");
+    assert_eq!(status_of(&fresh_id), Some(json!("unproven")), "recording began 3 days ago");
+    assert_eq!(status_of(&busy_id), None, "active an hour ago");
+    assert_eq!(status_of("Group:devs"), None, "groups are not accounts that act");
+    let stale_row = report["accounts"].as_array().unwrap().iter().find(|a| a["account"] == stale_id).unwrap();
+    assert_eq!(stale_row["bindings"], json!([format!("RoleBinding {ns}/devs")]));
+    assert_eq!(stale_row["credential"], "X509SHA256=5t4le");
+    let table = inactive("table");
+    let (proven, unproven) =
+        (table.find("Inactive (recording covered").unwrap(), table.find("Not proven inactive").unwrap());
+    let at = |id: &str| table.find(&format!("{id} ")).unwrap_or_else(|| panic!("{id} missing:\n{table}"));
+    assert!(proven < at(&never_id) && at(&never_id) < unproven && at(&fresh_id) > unproven, "{table}");
+    let csv = inactive("csv");
+    assert!(csv.contains(&format!("{never_id},User,inactive,not since ")), "{csv}");
+
+    // A removal records the last activity it was based on; the evidence shows it.
+    let op = Operator::start(OperatorOpts::on(cl).args(&["--record-last-activity=true", "--activity-prefix", &prefix]));
+    let app = namespace_policy(&c, "inactive", &ns).await;
+    let (status, answer, _) = op.lumos(&payload(&app, &stale, &[])).await;
+    assert_eq!((status, answer["response"].as_str()), (200, Some("SUCCESS")), "{answer}");
+    let name = request_name(&answer);
+    let record = get_request(&c, &name).await;
+    let last = record.status.unwrap().last_activity.expect("the last activity is recorded");
+    assert_eq!(last.error, None);
+    assert_eq!(last.accounts.len(), 1, "{last:?}");
+    assert_eq!(last.accounts[0].account, stale_id);
+    assert_eq!(last.accounts[0].state, deprovisioner::crd::ActivityState::Seen);
+    assert_eq!(last.accounts[0].at.as_ref().map(|t| t.0.as_second()), Some(ago(40).as_second()));
+    assert_eq!(last.accounts[0].credential.as_deref(), Some("X509SHA256=5t4le"));
+    let out = evidence(cl, &["--app", &app, "--format", "json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = rows["rows"][0]["lastActivity"].as_str().unwrap();
+    assert!(
+        shown.starts_with(&format!("{stale_id}: last active {}", &ago(40).strftime("%Y-%m-%dT%H:%M:%SZ"))),
+        "{shown}"
+    );
+    let out = evidence(cl, &["--app", &app, "--format", "html"]);
+    assert!(text(&out.stdout).contains("<dt>Last activity</dt>"));
+}
+
+/// Without read access to the store, the removal goes on and the record says the read failed.
+#[tokio::test]
+async fn a_failed_activity_read_is_recorded_and_never_blocks_the_removal() {
+    let cl = cluster();
+    let c = admin().await;
+    let ns = unique("noread");
+    namespace(&c, &ns, &[]).await;
+    let ann = format!("ann@{ns}.example.com");
+    role_binding(&c, &ns, "devs", "edit", vec![user(&ann)]).await;
+    // No grant for this prefix: the operator may not read its shards.
+    let op =
+        Operator::start(OperatorOpts::on(cl).args(&["--record-last-activity=true", "--activity-prefix", "unreadable"]));
+    let app = namespace_policy(&c, "noread", &ns).await;
+    let (status, answer, _) = op.lumos(&payload(&app, &ann, &[])).await;
+    assert_eq!((status, answer["response"].as_str()), (200, Some("SUCCESS")), "{answer}");
+    let record = get_request(&c, &request_name(&answer)).await;
+    let st = record.status.unwrap();
+    assert_eq!(st.removed, 1);
+    let error = st.last_activity.and_then(|a| a.error).expect("the failed read is recorded");
+    assert!(error.contains("403") || error.to_lowercase().contains("forbidden"), "{error}");
+}
