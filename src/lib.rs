@@ -8,6 +8,7 @@
 //! The pure layers ([`crd`], [`plan`], verification's pure parts, the connector's model,
 //! [`text`]) live in the `deprovisioner-core` crate, which has no kube client or runtime; they are
 //! re-exported here under their old paths.
+pub mod activity;
 pub mod budget;
 pub mod cli;
 pub mod connector;

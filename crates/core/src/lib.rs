@@ -1,10 +1,11 @@
 //! The deprovisioner's pure layers, kept pure by the compiler: this crate depends on no kube
 //! client or runtime, so nothing here can call the API server.
 //!
-//! [`crd`] the wire types; [`plan`] the planner; [`verify`] verification's pure parts;
+//! [`activity`] who was last active, from audit events; [`crd`] the wire types; [`plan`] the planner; [`verify`] verification's pure parts;
 //! [`connector`] the connector's model and page tokens; [`entitlement`] entitlements as Lumos
 //! names them (the planner's `entitlements` rules and the connector share them); [`egress`]
 //! where a policy's calls may go; [`names`] Kubernetes name rules; [`text`] clipping and lists. The `deprovisioner` crate re-exports each under the same path.
+pub mod activity;
 pub mod connector;
 pub mod crd;
 pub mod egress;

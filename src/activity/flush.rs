@@ -1,0 +1,1 @@
+//! Writes the ledger's shards to ConfigMaps (issue 26, part `ingest`: not written yet).

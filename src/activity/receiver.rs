@@ -1,0 +1,1 @@
+//! The audit endpoint (issue 26, part `ingest`: not written yet).
