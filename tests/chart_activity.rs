@@ -70,14 +70,21 @@ fn api_server_files(secret: &Value) -> (Value, Value) {
     (policy, kubeconfig)
 }
 
-fn shard_names(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}-activity-{i:02}")).collect()
+/// The store's ConfigMaps for a full name: the operator's shard count and names
+/// (`deprovisioner_core::activity`), which the chart must name exactly.
+fn shard_names(full_name: &str) -> Vec<String> {
+    let prefix = format!("{full_name}-activity");
+    (0..deprovisioner_core::activity::SHARDS).map(|n| deprovisioner_core::activity::object_name(&prefix, n)).collect()
 }
 
 #[test]
 fn activity_is_off_by_default_and_renders_nothing_of_it() {
     let objs = render(&[]).unwrap();
-    assert!(args(&objs).iter().all(|a| !a.starts_with("--audit-")), "{:?}", args(&objs));
+    assert!(
+        args(&objs).iter().all(|a| !a.starts_with("--audit-") && !a.starts_with("--activity-")),
+        "{:?}",
+        args(&objs)
+    );
     let ctr = container(&objs);
     let ports: Vec<&str> = ctr["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert!(!ports.contains(&"audit"), "{ports:?}");
@@ -105,7 +112,7 @@ fn activity_is_off_by_default_and_renders_nothing_of_it() {
 fn activity_renders_the_endpoint_and_the_api_servers_files() {
     let objs = render(&["activity.enabled=true"]).unwrap();
     let a = args(&objs);
-    let audit: Vec<&String> = a.iter().filter(|a| a.starts_with("--audit-")).collect();
+    let audit: Vec<&String> = a.iter().filter(|a| a.starts_with("--audit-") || a.starts_with("--activity-")).collect();
     assert_eq!(
         audit,
         [
@@ -113,6 +120,7 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
             "--audit-token-file=/var/run/secrets/deprovisioner/audit/token",
             "--audit-max-body=8388608",
             "--audit-max-events-per-second=5000",
+            "--activity-prefix=x-deprovisioner-activity",
         ]
     );
     assert!(a.contains(&"--listen=0.0.0.0:8080".to_string()), "the webhook keeps its own listener");
@@ -164,7 +172,7 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
     assert_eq!(rules.last().unwrap(), &json!({"level": "Metadata"}), "everything else at Metadata");
     let own = rules.iter().find(|r| r["users"] == json!(["system:serviceaccount:ops:x-deprovisioner"])).unwrap();
     assert_eq!(own["namespaces"], json!(["ops"]));
-    assert_eq!(own["resources"][0]["resourceNames"], json!(shard_names("x-deprovisioner", 16)));
+    assert_eq!(own["resources"][0]["resourceNames"], json!(shard_names("x-deprovisioner")));
     let reads_only = |who: &str| {
         rules.iter().any(|r| {
             (r["userGroups"] == json!([who]) || r["users"].as_array().is_some_and(|u| u.contains(&json!(who))))
@@ -175,13 +183,13 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
 
     // RBAC: the store's names exactly; create by namespace only (held to the names by the
     // admission policy); Lumos's agent reads them.
-    let names = json!(shard_names("x-deprovisioner", 16));
+    let names = json!(shard_names("x-deprovisioner"));
     let role = object(&objs, "Role", "x-deprovisioner-activity").expect("the operator's activity Role");
     assert_eq!(role["metadata"]["namespace"], "ops");
     assert_eq!(
         role["rules"],
         json!([
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "update"], "resourceNames": names},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "update"], "resourceNames": names},
             {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}
         ])
     );
@@ -204,11 +212,18 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
     );
     assert!(object(&objs, "ValidatingAdmissionPolicyBinding", "x-deprovisioner-activity-names").is_some());
 
-    // Without Lumos's agent, no agent Role; fewer shards, fewer names.
-    let objs = render(&["activity.enabled=true", "lumosAgent.enabled=false", "activity.shards=3"]).unwrap();
-    assert!(object(&objs, "Role", "x-deprovisioner-lumos-agent-activity").is_none());
-    let role = object(&objs, "Role", "x-deprovisioner-activity").unwrap();
-    assert_eq!(role["rules"][0]["resourceNames"], json!(shard_names("x-deprovisioner", 3)));
+    // Without Lumos's agent, no agent Role; another full name, other names.
+    let objs = render(&["activity.enabled=true", "lumosAgent.enabled=false", "fullnameOverride=ops-dp"]).unwrap();
+    assert!(object(&objs, "Role", "ops-dp-lumos-agent-activity").is_none());
+    let role = object(&objs, "Role", "ops-dp-activity").unwrap();
+    assert_eq!(role["rules"][0]["resourceNames"], json!(shard_names("ops-dp")));
+    let dp = object(&objs, "Deployment", "ops-dp").unwrap();
+    assert!(
+        dp["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("--activity-prefix=ops-dp-activity"))
+    );
 }
 
 /// Where the API server sends: a fixed node port through localhost, a fixed cluster IP, or a URL
@@ -276,7 +291,7 @@ fn activity_values_are_checked_with_clear_messages() {
             "activity.apiServer.caBundle is set but activity.apiServer.url is not https://",
         ),
         ("activity.service.type=LoadBalancer", "at '/activity/service/type'"),
-        ("activity.shards=0", "at '/activity/shards': minimum: got 0, want 1"),
+        ("activity.shards=3", "additional properties 'shards' not allowed"),
         ("activity.apiServer.url=ftp://x", "at '/activity/apiServer/url'"),
     ];
     for (set, want) in cases {
@@ -313,10 +328,7 @@ fn activity_installs_and_holds_its_identities_to_the_store() {
     let (release, ns) = ("deprovisioner", "deprovisioner");
     // Only the chart grants anything: remove what the harness applied from deploy/rbac.yaml.
     kubectl_ok(c, &["delete", "-f", repo().join("deploy/rbac.yaml").to_str().unwrap()]);
-    helm_ok(
-        Some(&kc),
-        &["install", release, CHART, "--namespace", ns, "--set", "activity.enabled=true,activity.shards=4"],
-    );
+    helm_ok(Some(&kc), &["install", release, CHART, "--namespace", ns, "--set", "activity.enabled=true"]);
 
     // The admission policy compiled cleanly against the API server's own type checking.
     let vap = kubectl_json(c, &["get", "validatingadmissionpolicy", "deprovisioner-activity-names"]);
@@ -331,9 +343,9 @@ fn activity_installs_and_holds_its_identities_to_the_store() {
     };
     for (who, verb, what, namespace, allowed) in [
         (op, "get", "configmaps/deprovisioner-activity-00", ns, true),
-        (op, "update", "configmaps/deprovisioner-activity-03", ns, true),
-        (op, "watch", "configmaps/deprovisioner-activity-03", ns, true),
-        (op, "get", "configmaps/deprovisioner-activity-04", ns, false),
+        (op, "update", "configmaps/deprovisioner-activity-63", ns, true),
+        (op, "get", "configmaps/deprovisioner-activity-64", ns, false),
+        (op, "watch", "configmaps/deprovisioner-activity-03", ns, false),
         (op, "get", "configmaps/kube-root-ca.crt", ns, false),
         (op, "list", "configmaps", ns, false),
         (op, "delete", "configmaps/deprovisioner-activity-00", ns, false),

@@ -288,11 +288,13 @@ every value of every release, secrets included), whatever the chart's name or re
 {{- printf "%s-activity" (include "deprovisioner.fullname" .) | trunc 60 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The activity store's ConfigMaps, <full name>-activity-00 .. -NN (a JSON list). */}}
+{{/* The activity store's ConfigMaps, <full name>-activity-00 .. -63 (a JSON list): the operator
+passes the prefix with --activity-prefix, and the count is crates/core's activity::SHARDS
+(tests/chart_activity.rs fails when they differ). */}}
 {{- define "deprovisioner.activityShards" -}}
 {{- $prefix := include "deprovisioner.activityName" . -}}
 {{- $names := list -}}
-{{- range $i := until (int .Values.activity.shards) -}}
+{{- range $i := until 64 -}}
 {{- $names = append $names (printf "%s-%02d" $prefix $i) -}}
 {{- end -}}
 {{- toJson $names -}}
