@@ -66,6 +66,7 @@ pub fn source_label(source: RequestSource) -> &'static str {
         RequestSource::LumosWebhook => "lumos-webhook",
         RequestSource::LumosConnector => "lumos-connector",
         RequestSource::Manual => "manual",
+        RequestSource::Expiry => "expiry",
     }
 }
 

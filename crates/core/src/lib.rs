@@ -2,13 +2,14 @@
 //! client or runtime, so nothing here can call the API server.
 //!
 //! [`crd`] the wire types; [`plan`] the planner; [`verify`] verification's pure parts;
-//! [`connector`] the connector's model and page tokens; [`entitlement`] entitlements as Lumos
+//! [`expiry`] when access that ends by itself is due; [`connector`] the connector's model and page tokens; [`entitlement`] entitlements as Lumos
 //! names them (the planner's `entitlements` rules and the connector share them); [`egress`]
 //! where a policy's calls may go; [`names`] Kubernetes name rules; [`text`] clipping and lists. The `deprovisioner` crate re-exports each under the same path.
 pub mod connector;
 pub mod crd;
 pub mod egress;
 pub mod entitlement;
+pub mod expiry;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod names;
