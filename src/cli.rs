@@ -196,6 +196,14 @@ pub struct RunArgs {
     /// (a binding naming the subject again); `0s` turns it off.
     #[arg(long, env = "DEPROVISIONER_REGRANT_WATCH", default_value = "30days", value_parser = parse_duration)]
     pub regrant_watch: Duration,
+    /// Time-bound access: the leader removes a subject once a policy rule's `maxAccess` or the
+    /// binding's `deprovisioner.dev/expires` annotation says its time is up. `false`: never.
+    #[arg(long, env = "DEPROVISIONER_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub expiry: bool,
+    /// The `AccessClock` objects keeping when each subject started holding each time-bound
+    /// binding: `<NAME>-0` … `<NAME>-7` (the chart grants exactly those).
+    #[arg(long, env = "DEPROVISIONER_EXPIRY_CLOCKS", default_value = "deprovisioner-clocks")]
+    pub expiry_clocks: String,
     /// A request still meeting API errors this long after creation is marked Failed.
     #[arg(long, env = "DEPROVISIONER_GIVE_UP_AFTER", default_value = "15m", value_parser = parse_duration)]
     pub give_up_after: Duration,

@@ -353,6 +353,7 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
         namespace: args.namespace.clone(),
         metrics,
         regrant_watch: args.regrant_watch,
+        expiry_clocks: args.expiry.then(|| args.expiry_clocks.clone()),
     }
 }
 

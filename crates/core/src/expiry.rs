@@ -251,7 +251,7 @@ pub fn binding_ref(b: &BindingView<'_>) -> BindingRef {
 /// `seen_this_term`: whether this leader's previous scan held the binding (by UID).
 pub fn scan<'a>(
     bindings: impl IntoIterator<Item = Scanned<'a>>,
-    old: &BTreeMap<String, BindingClocks>,
+    old: &dyn Fn(&str) -> Option<&'a BindingClocks>,
     seen_this_term: &dyn Fn(&str) -> bool,
     protected: &Protected,
     now: Timestamp,
@@ -276,7 +276,7 @@ pub fn scan<'a>(
         if terms.max_access.is_none() && ends.is_none() {
             continue;
         }
-        let before = old.get(uid);
+        let before = old(uid);
         let seen = seen_this_term(uid);
         let mut kept = BindingClocks { binding: binding.to_string(), subjects: BTreeMap::new() };
         let mut done = BTreeSet::new();
