@@ -238,3 +238,93 @@ pub(super) fn event_on_binding(ctx: &Context, b: &BindingRef, type_: &str, reaso
         }
     });
 }
+
+/// `deprovisioner expiring`: what will expire within `--within` (and anything overdue), from the
+/// policies, bindings, namespaces and clocks as stored now (a subject with no clock yet is shown
+/// from the evidence the leader would use), rendered as `--format` says.
+pub async fn expiring(client: &kube::Client, args: &crate::cli::ExpiringArgs) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    use kube::api::ListParams;
+    let lp = ListParams::default();
+    let policies = Api::<DeprovisionPolicy>::all(client.clone()).list(&lp).await.context("listing policies")?.items;
+    let rbs = Api::<RoleBinding>::all(client.clone()).list(&lp).await.context("listing RoleBindings")?.items;
+    let crbs =
+        Api::<ClusterRoleBinding>::all(client.clone()).list(&lp).await.context("listing ClusterRoleBindings")?.items;
+    let namespaces = Api::<Namespace>::all(client.clone()).list(&lp).await.context("listing namespaces")?.items;
+    let store = clocks::Shards::load(client.clone(), &args.clocks).await.context("reading the clocks")?;
+    let protected = crate::plan::subject::Protected {
+        operator: Some(args.service_account.clone()),
+        also: args.protect_service_account.clone(),
+    };
+    let usable = expiry::usable(&policies);
+    let labels: BTreeMap<String, BTreeMap<String, String>> =
+        namespaces.into_iter().map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default())).collect();
+    let scanned = (rbs.iter().map(crate::verify::residual::role_binding))
+        .chain(crbs.iter().map(crate::verify::residual::cluster_role_binding))
+        .filter_map(|view| {
+            let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)))?;
+            Some(Scanned { view, terms })
+        });
+    let now = Timestamp::now();
+    let scan = expiry::scan(scanned, &|uid| store.get(uid), &|_| false, &protected, now);
+    let until = now + SignedDuration::try_from(args.within).unwrap_or(SignedDuration::MAX);
+    let due: Vec<&Expiry> = scan.scheduled.iter().filter(|e| e.due_at.0 <= until).collect();
+    Ok(render_expiring(&due, args.format, now))
+}
+
+/// The listing of `expiring`.
+fn render_expiring(due: &[&Expiry], format: crate::cli::ExpiringFormat, now: Timestamp) -> String {
+    use crate::cli::ExpiringFormat;
+    let when = |e: &Expiry| {
+        let left = e.due_at.0.duration_since(now).as_secs();
+        match left {
+            ..0 => format!("overdue {}", human(-left)),
+            _ => format!("in {}", human(left)),
+        }
+    };
+    let row = |e: &Expiry| {
+        [
+            e.due_at.0.to_string(),
+            when(e),
+            e.binding.to_string(),
+            e.account.clone(),
+            format!("{} ({:?})", e.started_at.0, e.started_from),
+            e.reason.clone(),
+        ]
+    };
+    match format {
+        ExpiringFormat::Json => serde_json::to_string_pretty(&due).unwrap_or_default() + "\n",
+        ExpiringFormat::Csv => {
+            let mut out = String::from("dueAt,when,binding,account,started,endedBy\r\n");
+            for e in due {
+                out.push_str(&row(e).iter().map(|f| crate::evidence::csv::field(f)).collect::<Vec<_>>().join(","));
+                out.push_str("\r\n");
+            }
+            out
+        }
+        ExpiringFormat::Table => {
+            let header = ["DUE", "WHEN", "BINDING", "SUBJECT", "STARTED", "ENDED BY"].map(String::from);
+            let rows: Vec<[String; 6]> = std::iter::once(header).chain(due.iter().map(|e| row(e))).collect();
+            let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+            let mut out = String::new();
+            for r in &rows {
+                let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                out.push_str(cells.join("   ").trim_end());
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+/// Seconds as the largest whole unit or two: `6d 23h`, `3h 5m`, `42s`.
+fn human(s: i64) -> String {
+    match s {
+        86_400.. => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+        3600.. => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        60.. => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{s}s"),
+    }
+}

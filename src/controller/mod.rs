@@ -32,6 +32,7 @@ use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
 
+pub use expiry::expiring;
 pub use local::Handoff;
 pub use regrant::REGRANTED_LABEL;
 pub use retention::unfinished_selector;
