@@ -95,7 +95,13 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         if let Some(rx) = changes.as_mut() {
             loop {
                 match rx.try_recv() {
-                    Ok(_) | Err(TryRecvError::Lagged(_)) => dirty = true,
+                    // A subject on a clock that a change shows gone lost the access, even when
+                    // it is back before the next scan: its clock starts anew.
+                    Ok(change) => {
+                        store.forget_absent(&change);
+                        dirty = true;
+                    }
+                    Err(TryRecvError::Lagged(_)) => dirty = true,
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => {
                         changes = None;
@@ -220,7 +226,7 @@ pub(super) fn event_on_binding(ctx: &Context, b: &BindingRef, type_: &str, reaso
         ..Default::default()
     };
     let ev = K8sEvent {
-        metadata: ObjectMeta { generate_name: Some(format!("{}.", b.name)), ..Default::default() },
+        metadata: ObjectMeta { generate_name: Some("expiry-".into()), ..Default::default() },
         event_time: Some(MicroTime(Timestamp::now())),
         action: Some("Expire".into()),
         reason: Some(reason.into()),

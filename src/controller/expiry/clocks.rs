@@ -69,6 +69,28 @@ impl Shards {
         self.shards.iter().flat_map(|s| s.spec.bindings.values()).map(|b| b.subjects.len()).sum()
     }
 
+    /// Drops the clocks of the subjects a binding change shows gone (the binding deleted: all),
+    /// so a subject removed and added back between two scans starts a new clock.
+    pub fn forget_absent(&mut self, change: &crate::view::Change) {
+        use crate::view::Change;
+        let (meta, subjects, ns) = match change {
+            Change::RoleBinding(b) => (&b.metadata, b.subjects.as_deref(), b.metadata.namespace.as_deref()),
+            Change::ClusterRoleBinding(b) => (&b.metadata, b.subjects.as_deref(), None),
+            Change::Deleted(..) | Change::Relisted => return,
+        };
+        let Some(uid) = meta.uid.as_deref() else { return };
+        let shard = &mut self.shards[shard_of(uid)];
+        let Some(clocks) = shard.spec.bindings.get_mut(uid) else { return };
+        let present = |account: &str| {
+            subjects.unwrap_or_default().iter().any(|s| crate::expiry::is_account(s, ns, account))
+        };
+        let before = clocks.subjects.len();
+        clocks.subjects.retain(|account, _| present(account));
+        if clocks.subjects.len() != before {
+            shard.dirty = true;
+        }
+    }
+
     /// Whether a write failed and is to be made again.
     pub fn dirty(&self) -> bool {
         self.shards.iter().any(|s| s.dirty)
