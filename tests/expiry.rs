@@ -11,9 +11,7 @@ mod support;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use deprovisioner::crd::{
-    AccessClock, DeprovisionRequest, EndedBy, Outcome, Phase, RequestSource, StartEvidence,
-};
+use deprovisioner::crd::{AccessClock, DeprovisionRequest, EndedBy, Outcome, Phase, RequestSource, StartEvidence};
 use deprovisioner::fixtures::user;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{RoleBinding, Subject};
@@ -87,8 +85,10 @@ async fn policy_and_annotation_end_exactly_what_is_due() {
     // maxAccess in `ns`; only the annotation in `ns2`.
     let ns2 = unique("exp-annotated");
     namespace(&c, &ns2, &[]).await;
-    let rules = json!([{"roleBindings": {"namespaces": [ns]}, "maxAccess": "5s"}, {"roleBindings": {"namespaces": [ns2]}}]);
-    expiry_policy(&c, &ns, &app, json!({}), json!({"rules": rules, "expiry": {"exempt": ["User:*@exempt.example"]}})).await;
+    let rules =
+        json!([{"roleBindings": {"namespaces": [ns]}, "maxAccess": "5s"}, {"roleBindings": {"namespaces": [ns2]}}]);
+    expiry_policy(&c, &ns, &app, json!({}), json!({"rules": rules, "expiry": {"exempt": ["User:*@exempt.example"]}}))
+        .await;
     // Policy-driven: ann's 5 s run out; the exempt and the protected (the operator's own
     // ServiceAccount, a system: group) stay.
     let team = role_binding(
@@ -130,10 +130,7 @@ async fn policy_and_annotation_end_exactly_what_is_due() {
     // Nothing else changed, then or a few seconds later.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let team_now = names(&get_rb(&c, &ns, "team").await.unwrap().subjects);
-    assert_eq!(
-        team_now,
-        ["User:boss@exempt.example", "ServiceAccount:deprovisioner", "Group:system:authenticated"]
-    );
+    assert_eq!(team_now, ["User:boss@exempt.example", "ServiceAccount:deprovisioner", "Group:system:authenticated"]);
     assert_eq!(names(&get_rb(&c, &ns2, "granted").await.unwrap().subjects), ["User:carol@lumos.com"]);
     assert!(expiries_of(&c, "User:boss@exempt.example").await.is_empty());
     assert!(expiries_of(&c, "User:carol@lumos.com").await.is_empty());
@@ -291,7 +288,9 @@ async fn clocks_survive_a_restart_and_a_leader_killed_at_expiry_removes_once() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let clock = loop {
         let all = clocks.list(&ListParams::default()).await.unwrap().items;
-        if let Some(c) = all.iter().find_map(|o| o.spec.bindings.get(&uid)?.subjects.get("User:erin@lumos.com").cloned()) {
+        if let Some(c) =
+            all.iter().find_map(|o| o.spec.bindings.get(&uid)?.subjects.get("User:erin@lumos.com").cloned())
+        {
             break c;
         }
         assert!(Instant::now() < deadline, "no clock for erin: {all:?}");

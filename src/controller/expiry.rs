@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
@@ -230,7 +230,7 @@ pub(super) fn event_on_binding(ctx: &Context, b: &BindingRef, type_: &str, reaso
         event_time: Some(MicroTime(Timestamp::now())),
         action: Some("Expire".into()),
         reason: Some(reason.into()),
-        note: Some(crate::text::clip(note.to_string())),
+        note: Some(crate::text::clip(note)),
         type_: Some(type_.into()),
         regarding: Some(regarding),
         reporting_controller: Some("deprovisioner".into()),
@@ -313,7 +313,8 @@ fn render_expiring(due: &[&Expiry], format: crate::cli::ExpiringFormat, now: Tim
         ExpiringFormat::Table => {
             let header = ["DUE", "WHEN", "BINDING", "SUBJECT", "STARTED", "ENDED BY"].map(String::from);
             let rows: Vec<[String; 6]> = std::iter::once(header).chain(due.iter().map(|e| row(e))).collect();
-            let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+            let widths: Vec<usize> =
+                (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
             let mut out = String::new();
             for r in &rows {
                 let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

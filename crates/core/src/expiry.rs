@@ -80,7 +80,9 @@ pub fn parse_annotation(value: &str) -> (BTreeMap<String, Timestamp>, Vec<String
             Some(Ok(t)) => {
                 ends.insert(account, t);
             }
-            _ => errors.push(format!("{ANNOTATION}: the time for {account:?} is not an RFC 3339 time such as 2025-07-01T00:00:00Z: {at}")),
+            _ => errors.push(format!(
+                "{ANNOTATION}: the time for {account:?} is not an RFC 3339 time such as 2025-07-01T00:00:00Z: {at}"
+            )),
         }
     }
     (ends, errors)
@@ -116,17 +118,15 @@ pub fn usable(policies: &[DeprovisionPolicy]) -> Vec<&DeprovisionPolicy> {
 /// Whether rule `rule` selects the binding for expiry: `roleBindings` (by namespace name or
 /// label), `clusterRoleBindings`, or `namespaceAccess` of named namespaces. `labels`: the
 /// binding's namespace's labels, when known.
-fn selects(
-    rule: &crate::crd::AccessRule,
-    b: &BindingView<'_>,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
+fn selects(rule: &crate::crd::AccessRule, b: &BindingView<'_>, labels: Option<&BTreeMap<String, String>>) -> bool {
     use crate::plan::{labels_match, role_ref_matches};
     let name = b.meta.name.as_deref().unwrap_or_default();
     let empty = BTreeMap::new();
     let own = b.meta.labels.as_ref().unwrap_or(&empty);
     let picks = |names: &[String], sel, role| {
-        (names.is_empty() || names.iter().any(|n| n == name)) && labels_match(sel, own) && role_ref_matches(role, b.role_ref)
+        (names.is_empty() || names.iter().any(|n| n == name))
+            && labels_match(sel, own)
+            && role_ref_matches(role, b.role_ref)
     };
     let Some(ns) = b.namespace else {
         return (rule.cluster_role_bindings.as_ref())
@@ -191,9 +191,7 @@ pub fn start(known: bool, seen_this_term: bool, meta: &ObjectMeta, now: Timestam
         return clock(now, StartEvidence::Observed);
     }
     let created = meta.creation_timestamp.as_ref().map(|t| t.0);
-    if known
-        && let Some(w) = last_subjects_write(meta).filter(|w| created.is_none_or(|c| *w > c))
-    {
+    if known && let Some(w) = last_subjects_write(meta).filter(|w| created.is_none_or(|c| *w > c)) {
         return clock(w, StartEvidence::SubjectsWritten);
     }
     match created {
@@ -292,7 +290,12 @@ pub fn scan<'a>(
             };
             let by_rule = terms.max_access.as_ref().and_then(|(d, policy, i, text)| {
                 let at = clock.since.0.checked_add(*d).ok()?;
-                Some((at, EndedBy::MaxAccess, policy.clone(), format!("DeprovisionPolicy {policy} rules[{i}] maxAccess {text}")))
+                Some((
+                    at,
+                    EndedBy::MaxAccess,
+                    policy.clone(),
+                    format!("DeprovisionPolicy {policy} rules[{i}] maxAccess {text}"),
+                ))
             });
             let by_annotation = ends.as_ref().and_then(|e| e.get(&account)).map(|at| {
                 let policy = terms.annotation_policy.clone().unwrap_or_else(|| terms.policy.clone());

@@ -81,9 +81,8 @@ impl Shards {
         let Some(uid) = meta.uid.as_deref() else { return };
         let shard = &mut self.shards[shard_of(uid)];
         let Some(clocks) = shard.spec.bindings.get_mut(uid) else { return };
-        let present = |account: &str| {
-            subjects.unwrap_or_default().iter().any(|s| crate::expiry::is_account(s, ns, account))
-        };
+        let present =
+            |account: &str| subjects.unwrap_or_default().iter().any(|s| crate::expiry::is_account(s, ns, account));
         let before = clocks.subjects.len();
         clocks.subjects.retain(|account, _| present(account));
         if clocks.subjects.len() != before {

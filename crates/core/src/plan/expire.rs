@@ -17,10 +17,16 @@ pub(super) fn compute(
     observed: &Observed,
     protected: &Protected,
 ) -> Result<Plan, PlanError> {
-    let policy = policies.iter().find(|p| p.name_any() == e.policy).ok_or_else(|| PlanError::NoPolicy(format!("{:?} (the expiry's policy)", e.policy)))?;
+    let policy = policies
+        .iter()
+        .find(|p| p.name_any() == e.policy)
+        .ok_or_else(|| PlanError::NoPolicy(format!("{:?} (the expiry's policy)", e.policy)))?;
     validate_policy(&policy.spec).map_err(|reason| PlanError::InvalidPolicy { policy: e.policy.clone(), reason })?;
-    let principal = Principal::from_account_id(&e.account)
-        .ok_or_else(|| PlanError::BadAccountId { policy: e.policy.clone(), index: 0, name: e.account.clone() })?;
+    let principal = Principal::from_account_id(&e.account).ok_or_else(|| PlanError::BadAccountId {
+        policy: e.policy.clone(),
+        index: 0,
+        name: e.account.clone(),
+    })?;
     if let Some(why) = protected.why(&principal) {
         return Err(PlanError::Protected(format!("{} in {} matches: {why}", e.account, e.binding)));
     }
@@ -32,19 +38,25 @@ pub(super) fn compute(
     }
     let found = match e.binding.namespace() {
         Some(ns) => (observed.role_bindings.iter())
-            .find(|b| b.metadata.namespace.as_deref() == Some(ns) && b.metadata.name.as_deref() == Some(&e.binding.name))
+            .find(|b| {
+                b.metadata.namespace.as_deref() == Some(ns) && b.metadata.name.as_deref() == Some(&e.binding.name)
+            })
             .map(|b| (&b.metadata, b.subjects.as_deref().unwrap_or_default())),
         None => (observed.cluster_role_bindings.iter())
             .find(|b| b.metadata.name.as_deref() == Some(&e.binding.name))
             .map(|b| (&b.metadata, b.subjects.as_deref().unwrap_or_default())),
     };
-    let same = found.filter(|(meta, _)| meta.uid.as_deref() == Some(&e.binding.uid) && meta.deletion_timestamp.is_none());
+    let same =
+        found.filter(|(meta, _)| meta.uid.as_deref() == Some(&e.binding.uid) && meta.deletion_timestamp.is_none());
     let mut actions = vec![];
     if let Some((meta, subjects)) = same {
         let managed_by = super::manager::of(meta, super::manager::OWN_FIELD_MANAGER);
         for s in subjects.iter().filter(|s| crate::expiry::is_account(s, e.binding.namespace(), &e.account)) {
             let subject = subject_ref(s);
-            if actions.iter().any(|a: &PlannedAction| matches!(&a.action, Action::RemoveBindingSubject(b) if b.subject == subject)) {
+            if actions
+                .iter()
+                .any(|a: &PlannedAction| matches!(&a.action, Action::RemoveBindingSubject(b) if b.subject == subject))
+            {
                 continue;
             }
             actions.push(PlannedAction {

@@ -349,8 +349,11 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
 /// without duplicates. An expiry's is its account, exactly.
 pub fn principals(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]) -> Result<Vec<Wanted>, PlanError> {
     if let Some(e) = expiry_of(spec) {
-        let principal = subject::Principal::from_account_id(&e.account)
-            .ok_or_else(|| PlanError::BadAccountId { policy: e.policy.clone(), index: 0, name: e.account.clone() })?;
+        let principal = subject::Principal::from_account_id(&e.account).ok_or_else(|| PlanError::BadAccountId {
+            policy: e.policy.clone(),
+            index: 0,
+            name: e.account.clone(),
+        })?;
         return Ok(vec![Wanted { principal, case_insensitive: false }]);
     }
     let mut out: Vec<Wanted> = vec![];
