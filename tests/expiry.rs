@@ -322,3 +322,61 @@ async fn clocks_survive_a_restart_and_a_leader_killed_at_expiry_removes_once() {
     assert_eq!(removed.len(), 1, "removed once: {:?}", st.results);
     drop((b, c2));
 }
+
+/// A measurement (ignored by default: `cargo test --test expiry ten_thousand -- --ignored
+/// --nocapture`): the operator's memory with 10,000 subjects on clocks (1,000 RoleBindings of 10
+/// subjects each under a `maxAccess` of a day), and how long the leader took to keep them.
+#[tokio::test]
+#[ignore]
+async fn memory_with_ten_thousand_subjects_on_clocks() {
+    use futures::StreamExt;
+    let cl = own_cluster();
+    let c = cl.admin().await;
+    let ns = unique("exp-mem");
+    namespace(&c, &ns, &[]).await;
+    let op = Operator::start(OperatorOpts::on(cl));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !leads(&op) {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let created = futures::stream::iter(0..1000)
+        .map(|i| {
+            let c = c.clone();
+            let ns = ns.clone();
+            async move {
+                let subjects = (0..10).map(|j| user(&format!("person-{i}-{j}@lumos.com"))).collect();
+                role_binding(&c, &ns, &format!("rb-{i}"), "view", subjects).await;
+            }
+        })
+        .buffer_unordered(16)
+        .count()
+        .await;
+    assert_eq!(created, 1000);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = op.pid();
+    let before = (proc_status_mib(pid, "VmRSS:"), proc_status_mib(pid, "VmHWM:"));
+    expiry_policy(&c, &ns, &unique("exp-app"), json!({"maxAccess": "24h"}), json!({})).await;
+    let started = Instant::now();
+    let clocks: Api<AccessClock> = Api::all(c.clone());
+    loop {
+        let n: usize = (clocks.list(&ListParams::default()).await.unwrap().items.iter())
+            .flat_map(|o| o.spec.bindings.values())
+            .map(|b| b.subjects.len())
+            .sum();
+        if n >= 10_000 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{n} subjects on clocks");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = started.elapsed();
+    // A minute of scans (one every 30 s at least, more on changes).
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let after = (proc_status_mib(pid, "VmRSS:"), proc_status_mib(pid, "VmHWM:"));
+    println!(
+        "10,000 subjects on clocks (1,000 RoleBindings): written {kept:?} after the policy; operator RSS {:.1} MiB before, {:.1} MiB after (peak {:.1} → {:.1} MiB)",
+        before.0, after.0, before.1, after.1
+    );
+    assert!(after.1 < 256.0, "over the chart's limit");
+}
