@@ -36,6 +36,9 @@ pub enum Command {
     /// Write evidence for auditors from the records: CSV, JSON or a self-contained HTML report of
     /// what was removed, for a time range and optionally one app or one person.
     Evidence(EvidenceArgs),
+    /// List the time-bound access that will end within a while: when, which subject of which
+    /// binding, since when it was held and what ends it.
+    Expiring(ExpiringArgs),
     /// Answer one Lumos Connector API call about this cluster's access, as Lumos's agent runs
     /// custom connectors: `deprovisioner connector list_accounts --json '{"request":{}}'`. The
     /// answer (or an `ErrorResponse`) is printed as JSON on standard output.
@@ -77,6 +80,44 @@ pub struct ConnectorArgs {
     /// before answering `request_timeout` (the record stays and finishes).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub deadline: Duration,
+}
+
+/// Format of `expiring`'s output.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiringFormat {
+    /// Aligned columns.
+    Table,
+    /// One object per expiry (the `Expiry` a request would record).
+    Json,
+    /// One row per expiry.
+    Csv,
+}
+
+/// Flags of `expiring`.
+#[derive(clap::Args, Debug)]
+pub struct ExpiringArgs {
+    /// Kubeconfig file. Default: $KUBECONFIG or ~/.kube/config if present, else in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "DEPROVISIONER_CONTEXT")]
+    pub context: Option<String>,
+    /// Access ending within this from now (and any overdue), e.g. `7d`, `12h`.
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    pub within: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExpiringFormat::Table)]
+    pub format: ExpiringFormat,
+    /// The `AccessClock` objects' name prefix (the operator's `--expiry-clocks`).
+    #[arg(long, env = "DEPROVISIONER_EXPIRY_CLOCKS", default_value = "deprovisioner-clocks")]
+    pub clocks: String,
+    /// The operator's own ServiceAccount as NAMESPACE/NAME (never expires).
+    #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
+    pub service_account: (String, String),
+    /// The deployment's other identities as NAMESPACE/NAME (never expire).
+    #[arg(long, env = "DEPROVISIONER_PROTECT_SERVICE_ACCOUNTS", value_parser = parse_sa, value_delimiter = ',',
+          default_value = "deprovisioner/deprovisioner-lumos-agent")]
+    pub protect_service_account: Vec<(String, String)>,
 }
 
 /// Format of `evidence`'s output.
@@ -196,6 +237,14 @@ pub struct RunArgs {
     /// (a binding naming the subject again); `0s` turns it off.
     #[arg(long, env = "DEPROVISIONER_REGRANT_WATCH", default_value = "30days", value_parser = parse_duration)]
     pub regrant_watch: Duration,
+    /// Time-bound access: the leader removes a subject once a policy rule's `maxAccess` or the
+    /// binding's `deprovisioner.dev/expires` annotation says its time is up. `false`: never.
+    #[arg(long, env = "DEPROVISIONER_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub expiry: bool,
+    /// The `AccessClock` objects keeping when each subject started holding each time-bound
+    /// binding: `<NAME>-0` … `<NAME>-7` (the chart grants exactly those).
+    #[arg(long, env = "DEPROVISIONER_EXPIRY_CLOCKS", default_value = "deprovisioner-clocks")]
+    pub expiry_clocks: String,
     /// A request still meeting API errors this long after creation is marked Failed.
     #[arg(long, env = "DEPROVISIONER_GIVE_UP_AFTER", default_value = "15m", value_parser = parse_duration)]
     pub give_up_after: Duration,

@@ -38,6 +38,12 @@ async fn main() -> anyhow::Result<()> {
             deprovisioner::evidence::write(&client, cluster, &args).await
         }
         Command::Connector(args) => connector(args).await,
+        Command::Expiring(args) => {
+            let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
+            let client = Client::try_from(config).context("building the Kubernetes client")?;
+            print!("{}", deprovisioner::controller::expiring(&client, &args).await?);
+            Ok(())
+        }
     }
 }
 
@@ -353,6 +359,7 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
         namespace: args.namespace.clone(),
         metrics,
         regrant_watch: args.regrant_watch,
+        expiry_clocks: args.expiry.then(|| args.expiry_clocks.clone()),
     }
 }
 

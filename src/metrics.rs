@@ -107,6 +107,13 @@ pub struct VerdictLabels {
 /// The labels of [`Metrics::verifications`], one per verdict.
 pub const VERDICTS: [&str; 3] = ["verified", "access_remains", "unverified"];
 
+/// Labels of an expiry: what ended the access.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndedByLabels {
+    /// `max_access` (a policy rule) or `annotation` (the binding's own end time).
+    pub by: &'static str,
+}
+
 /// While held, this replica leads: [`Metrics::leader`] is 1 (0 again once it is dropped).
 #[derive(Debug)]
 pub struct Leading(Gauge);
@@ -160,6 +167,13 @@ pub struct Metrics {
     pub verifications: Family<VerdictLabels, Counter>,
     /// 1 while this replica holds the Lease (runs the controllers), else 0.
     pub leader: Gauge,
+    /// Expiry requests created, by what ended the access (`max_access`, `annotation`).
+    pub expiries: Family<EndedByLabels, Counter>,
+    /// Subjects still holding a binding more than the stated bound (30 s) after their access was
+    /// due to end (the leader's last scan).
+    pub expiries_overdue: Gauge,
+    /// Subjects on clocks (the leader's last scan).
+    pub expiry_clocks: Gauge,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -231,6 +245,19 @@ impl Metrics {
         registry.register("verifications", "Verifications by verdict", verifications.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the Lease", leader.clone());
+        let expiries = Family::<EndedByLabels, Counter>::default();
+        registry.register("expiries", "Expiry requests created, by what ended the access", expiries.clone());
+        for by in ["max_access", "annotation"] {
+            let _ = expiries.get_or_create(&EndedByLabels { by });
+        }
+        let expiries_overdue = Gauge::default();
+        registry.register(
+            "expiries_overdue",
+            "Subjects holding a binding more than 30 s after their access was due to end",
+            expiries_overdue.clone(),
+        );
+        let expiry_clocks = Gauge::default();
+        registry.register("expiry_clocks", "Subjects on clocks of time-bound access", expiry_clocks.clone());
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -260,6 +287,9 @@ impl Metrics {
             budget_wait_seconds,
             verifications,
             leader,
+            expiries,
+            expiries_overdue,
+            expiry_clocks,
         })
     }
 

@@ -5,7 +5,7 @@ fn run(args: &[&str]) -> Result<RunArgs, String> {
     all.extend_from_slice(args);
     match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
         Command::Run(r) => Ok(*r),
-        Command::Crd | Command::Evidence(_) | Command::Connector(_) => unreachable!(),
+        Command::Crd | Command::Evidence(_) | Command::Connector(_) | Command::Expiring(_) => unreachable!(),
     }
 }
 

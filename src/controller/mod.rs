@@ -7,6 +7,7 @@
 //! `summary` words the messages; `retention` sweeps old records; `policy` validates policies.
 
 mod clock;
+mod expiry;
 mod local;
 mod policy;
 mod reconcile;
@@ -31,6 +32,7 @@ use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
 
+pub use expiry::expiring;
 pub use local::Handoff;
 pub use regrant::REGRANTED_LABEL;
 pub use retention::unfinished_selector;
@@ -58,6 +60,9 @@ pub struct Settings {
     pub metrics: Arc<Metrics>,
     /// How long after a request finished access that comes back is noticed (zero: never).
     pub regrant_watch: Duration,
+    /// Where the clocks of time-bound access are kept (`AccessClock` name prefix); `None`: no
+    /// access ends by itself.
+    pub expiry_clocks: Option<String>,
 }
 
 /// What the controller shares with the rest of the process, which outlives it (the controller
@@ -184,6 +189,7 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
     };
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let regrants = regrant::run(ctx.clone(), stop.clone());
+    let expiries = expiry::run(ctx.clone(), stop.clone());
     let policies_watch = view.policies_watch();
     let policies_listed = policies_watch.store().clone();
     let policies = Controller::for_shared_stream(policies_watch.applied(), policies_listed.clone())
@@ -195,7 +201,8 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
         until_stopped(policies, policies_listed, &stop),
         sweep,
         handoff_closed,
-        regrants
+        regrants,
+        expiries
     );
     ctx.shared.handoff.close();
 }

@@ -34,6 +34,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         namespace: "deprovisioner".into(),
         metrics: crate::metrics::Metrics::new(),
         regrant_watch: Duration::ZERO,
+        expiry_clocks: None,
     };
     (Context::new(client, settings, Default::default(), Default::default()), ApiServer::new(handle))
 }

@@ -3,7 +3,7 @@
 use super::row::Row;
 
 /// The header, in column order.
-pub const HEADER: [&str; 17] = [
+pub const HEADER: [&str; 19] = [
     "request",
     "person",
     "app",
@@ -21,6 +21,8 @@ pub const HEADER: [&str; 17] = [
     "subjectsBefore",
     "subjectsAfter",
     "verification",
+    "accessStarted",
+    "endedBy",
 ];
 
 /// The rows as CSV, lines ending in CRLF. Subject lists are `; `-joined; a list not recorded is
@@ -54,6 +56,8 @@ pub fn render(rows: &[Row]) -> String {
                 list(&r.subjects_before),
                 list(&r.subjects_after),
                 r.verification.clone(),
+                r.access_started.clone(),
+                r.ended_by.clone(),
             ],
         );
     }

@@ -103,6 +103,10 @@ pub struct RequestEvidence {
     pub verdict: Verdict,
     /// Its results, in the order they finished, with the role each binding granted.
     pub actions: Vec<(ActionResult, Option<String>)>,
+    /// An expiry's: when the access started (RFC 3339) and how that is known.
+    pub access_started: String,
+    /// An expiry's: what ended the access (the rule or the annotation).
+    pub ended_by: String,
 }
 
 impl RequestEvidence {
@@ -139,6 +143,10 @@ impl RequestEvidence {
             message: st.message.clone().unwrap_or_default(),
             verdict: Verdict::of(r),
             actions: st.results.iter().map(|res| (res.clone(), role_of(res.id))).collect(),
+            access_started: (spec.expiry.as_ref())
+                .map(|e| format!("{} ({:?})", rfc3339(e.started_at.0), e.started_from))
+                .unwrap_or_default(),
+            ended_by: spec.expiry.as_ref().map(|e| e.reason.clone()).unwrap_or_default(),
         }
     }
 
@@ -163,6 +171,8 @@ impl RequestEvidence {
             subjects_before: None,
             subjects_after: None,
             verification: self.verdict.text().into(),
+            access_started: self.access_started.clone(),
+            ended_by: self.ended_by.clone(),
         };
         if self.actions.is_empty() {
             return vec![base];
@@ -223,6 +233,12 @@ pub struct Row {
     pub subjects_after: Option<Vec<String>>,
     /// The request's verification verdict.
     pub verification: String,
+    /// An expiry's: when the access started, and how that is known (`Observed`,
+    /// `SubjectsWritten`, `Created`); empty for other requests.
+    pub access_started: String,
+    /// An expiry's: the rule (`DeprovisionPolicy p rules[0] maxAccess 720h`) or annotation that
+    /// ended the access; empty for other requests.
+    pub ended_by: String,
 }
 
 /// Counts for the summary.

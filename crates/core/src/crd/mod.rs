@@ -1,12 +1,14 @@
 //! Custom resource types: the request (the audit record) and the policy (what an app means here).
 
 mod action;
+mod clock;
 mod condition;
 mod policy;
 mod request;
 mod verification;
 
 pub use action::*;
+pub use clock::*;
 pub use condition::*;
 pub use policy::*;
 pub use request::*;
@@ -20,7 +22,7 @@ pub const GROUP: &str = "access.deprovisioner.dev";
 
 /// Every CRD the operator needs, in install order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![DeprovisionRequest::crd(), DeprovisionPolicy::crd()]
+    vec![DeprovisionRequest::crd(), DeprovisionPolicy::crd(), AccessClock::crd()]
 }
 
 /// Every CRD as one multi-document YAML stream (what `deprovisioner crd` prints).
