@@ -269,7 +269,11 @@ impl Metrics {
         let activity_events = Family::<EventLabels, Counter>::default();
         registry.register("activity_events", "Audit events received, by outcome", activity_events.clone());
         let activity_batches = Family::<CodeLabels, Counter>::default();
-        registry.register("activity_batches", "Audit batches by the HTTP code they were answered", activity_batches.clone());
+        registry.register(
+            "activity_batches",
+            "Audit batches by the HTTP code they were answered",
+            activity_batches.clone(),
+        );
         let activity_flush_seconds = short_buckets();
         registry.register(
             "activity_flush_seconds",
@@ -277,7 +281,11 @@ impl Metrics {
             activity_flush_seconds.clone(),
         );
         let activity_accounts = Gauge::default();
-        registry.register("activity_accounts", "Accounts held in the activity shards known here", activity_accounts.clone());
+        registry.register(
+            "activity_accounts",
+            "Accounts held in the activity shards known here",
+            activity_accounts.clone(),
+        );
         let activity_accounts_forgotten = Counter::default();
         registry.register(
             "activity_accounts_forgotten",
@@ -285,7 +293,11 @@ impl Metrics {
             activity_accounts_forgotten.clone(),
         );
         let activity_writes = Family::<WriteLabels, Counter>::default();
-        registry.register("activity_writes", "Writes of the activity store's shards, by result", activity_writes.clone());
+        registry.register(
+            "activity_writes",
+            "Writes of the activity store's shards, by result",
+            activity_writes.clone(),
+        );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {

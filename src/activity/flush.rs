@@ -183,7 +183,10 @@ impl Writer {
             let result = match result {
                 Ok(Wrote::Unchanged) => "unchanged",
                 Ok(Wrote::Written { conflicts }) => {
-                    self.metrics.activity_writes.get_or_create(&WriteLabels { result: "conflict" }).inc_by(conflicts as u64);
+                    self.metrics
+                        .activity_writes
+                        .get_or_create(&WriteLabels { result: "conflict" })
+                        .inc_by(conflicts as u64);
                     "written"
                 }
                 Err(e) => {
@@ -263,7 +266,8 @@ impl Writer {
             Some(Ok(shard)) => shard,
             // Unreadable: replaced (its accounts are lost, and it says so: recording starts now).
             other => {
-                let error = other.and_then(Result::err).map(|e| e.to_string()).unwrap_or_else(|| format!("no {DATA_KEY}"));
+                let error =
+                    other.and_then(Result::err).map(|e| e.to_string()).unwrap_or_else(|| format!("no {DATA_KEY}"));
                 tracing::warn!(configmap = name, error, "an activity shard is unreadable; writing it anew");
                 Shard::new(self.started)
             }
@@ -304,4 +308,4 @@ pub fn shard_object(name: &str, namespace: &str, version: Option<String>, json: 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

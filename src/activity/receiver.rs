@@ -85,7 +85,13 @@ pub struct AuditState {
 
 impl AuditState {
     /// The state of an endpoint storing through `flusher`.
-    pub fn new(token: SecretFile, max_body: usize, max_events_per_second: u32, flusher: Flusher, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        token: SecretFile,
+        max_body: usize,
+        max_events_per_second: u32,
+        flusher: Flusher,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         AuditState {
             token,
             max_body,
