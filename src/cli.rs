@@ -260,6 +260,14 @@ pub struct RunArgs {
     /// rotation); re-read when it changes. Required with --audit-listen; never the webhook's.
     #[arg(long, env = "DEPROVISIONER_AUDIT_TOKEN_FILE")]
     pub audit_token_file: Option<PathBuf>,
+    /// PEM certificate chain the audit endpoint serves https with (with --audit-tls-key-file).
+    /// The API server's audit webhook sends its bearer token only to an https URL; without these
+    /// the endpoint speaks plain http (for TLS ended in front of it, or a log shipper).
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_CERT_FILE", requires = "audit_tls_key_file")]
+    pub audit_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --audit-tls-cert-file.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_KEY_FILE", requires = "audit_tls_cert_file")]
+    pub audit_tls_key_file: Option<PathBuf>,
     /// Largest accepted audit body in bytes.
     #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_BODY", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
     pub audit_max_body: u32,

@@ -249,6 +249,7 @@ async fn serve_audit(
         token_file,
         max_body: args.audit_max_body as usize,
         max_events_per_second: args.audit_max_events_per_second,
+        tls: args.audit_tls_cert_file.clone().zip(args.audit_tls_key_file.clone()),
         store: StoreSettings {
             namespace: args.namespace.clone(),
             prefix: args.activity_prefix.clone(),

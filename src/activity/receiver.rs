@@ -48,6 +48,9 @@ pub struct Settings {
     pub max_body: usize,
     /// Events accepted per second (a second's worth may come at once).
     pub max_events_per_second: u32,
+    /// The serving certificate chain and key (PEM files), when it serves https: the API
+    /// server's webhook backend sends its token only to an https URL.
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// Where the sightings are stored.
     pub store: StoreSettings,
 }
@@ -62,6 +65,9 @@ pub enum StartError {
     /// kubeconfig could record removals.
     #[error("--audit-token-file holds the webhook's secret: give the audit endpoint a token of its own")]
     SharedToken,
+    /// The certificate or key cannot be used.
+    #[error("--audit-tls-cert-file / --audit-tls-key-file: {0}")]
+    Tls(String),
     /// The address cannot be bound.
     #[error("binding --audit-listen {addr}: {source}")]
     Bind {
@@ -121,15 +127,38 @@ pub async fn start(
         .await
         .map_err(|source| StartError::Bind { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.listen, source })?;
+    let tls = settings.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
     let (flusher, writer) = Flusher::start(client, settings.store.clone(), metrics.clone(), Timestamp::now());
     let state = Arc::new(AuditState::new(token, settings.max_body, settings.max_events_per_second, flusher, metrics));
-    tracing::info!(%addr, path = PATH, namespace = %settings.store.namespace, prefix = %settings.store.prefix, "audit endpoint listening");
+    tracing::info!(%addr, path = PATH, https = tls.is_some(), namespace = %settings.store.namespace, prefix = %settings.store.prefix, "audit endpoint listening");
     Ok(tokio::spawn(async move {
-        server::serve(listener, router(state), limits, stop).await;
+        match tls {
+            Some(tls) => server::serve_tls(listener, router(state), limits, stop, tls).await,
+            None => server::serve(listener, router(state), limits, stop).await,
+        }
         // The router (and with it the last handle of the writer) is gone: the writer ends once
         // it has stored what it took.
         let _ = writer.await;
     }))
+}
+
+/// A TLS acceptor serving the PEM certificate chain in `cert` with the key in `key`.
+fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| StartError::Tls(format!("{}: {e}", what.display()));
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, &e))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StartError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| bad(cert, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// `POST /audit`.
