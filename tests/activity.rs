@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use deprovisioner::activity::ledger::{COMPONENT, DATA_KEY};
 use deprovisioner::activity::{Entry, Shard};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
@@ -212,4 +213,98 @@ async fn audit_events_become_last_activity_that_survives_a_restart() {
     assert!(within(now["User:alice"].at, again), "alice's later request: {:?}", now["User:alice"]);
     assert_eq!(now["User:carol"].at, carol_at, "merged with what was stored");
     drop(op);
+}
+
+/// CPU time (user + system) of a process so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0 // USER_HZ
+}
+
+/// Figures for the README: `BENCH_ACTIVITY_IDS` (100,000) distinct users' events posted to the
+/// audit endpoint in EventLists of 400, four at once, as the API server's batches come: events
+/// per second handled, the operator's CPU per 1,000 events, its memory, and the bytes stored.
+/// Every event names a new account, so every batch changes shards: the costliest case.
+///   cargo test --release --test activity activity_figures -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "figures for the README, a few minutes"]
+async fn activity_figures() {
+    let ids: usize = std::env::var("BENCH_ACTIVITY_IDS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let ac = audit_cluster();
+    let admin = ac.cluster.admin().await;
+    let op = Operator::start(OperatorOpts::on(ac.cluster).audit(&ac).args(&[
+        "--audit-max-events-per-second",
+        "1000000",
+        "--log-level",
+        "info",
+    ]));
+    op.wait_audit_listening();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_before = proc_status_mib(op.pid(), "VmRSS:");
+    let cpu_before = cpu_seconds(op.pid());
+    let started = Instant::now();
+    let at = Timestamp::now();
+    let batches: Vec<String> = (0..ids)
+        .collect::<Vec<_>>()
+        .chunks(400)
+        .map(|chunk| {
+            let items: Vec<String> = chunk
+                .iter()
+                .map(|i| {
+                    format!(
+                        r#"{{"level":"Metadata","auditID":"id-{i}","stage":"ResponseComplete","requestURI":"/api/v1/namespaces/team-{t}/pods","verb":"list","user":{{"username":"person-{i}@example.com","groups":["dev","system:authenticated"],"extra":{{"authentication.kubernetes.io/credential-id":["X509SHA256=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"]}}}},"sourceIPs":["10.0.0.1"],"userAgent":"kubectl/v1.37.2","objectRef":{{"resource":"pods","namespace":"team-{t}","apiVersion":"v1"}},"responseStatus":{{"metadata":{{}},"code":200}},"requestReceivedTimestamp":"{at}","stageTimestamp":"{at}"}}"#,
+                        t = i % 50
+                    )
+                })
+                .collect();
+            format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#, items.join(","))
+        })
+        .collect();
+    let client = audit_client(&ac);
+    let url = format!("https://127.0.0.1:{}/audit", ac.port);
+    let results: Vec<u16> = futures::stream::iter(batches)
+        .map(|body| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                loop {
+                    let resp = client
+                        .post(&url)
+                        .header("authorization", format!("Bearer {AUDIT_TOKEN}"))
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    match resp.status().as_u16() {
+                        429 | 503 => tokio::time::sleep(Duration::from_millis(500)).await,
+                        code => return code,
+                    }
+                }
+            }
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let took = started.elapsed();
+    assert!(results.iter().all(|c| *c == 200), "{results:?}");
+    let cpu = cpu_seconds(op.pid()) - cpu_before;
+    let (rss, hwm) = (proc_status_mib(op.pid(), "VmRSS:"), proc_status_mib(op.pid(), "VmHWM:"));
+    let api: Api<ConfigMap> = Api::namespaced(admin.clone(), "deprovisioner");
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
+    let shards = api.list(&lp).await.unwrap().items;
+    let bytes: usize = shards.iter().filter_map(|c| c.data.as_ref()?.get(DATA_KEY)).map(String::len).sum();
+    let largest = shards.iter().filter_map(|c| c.data.as_ref()?.get(DATA_KEY)).map(String::len).max().unwrap_or(0);
+    let held = stored(&admin).await.keys().filter(|k| k.starts_with("User:person-")).count();
+    let line = format!(
+        "{ids} distinct users' events in {:.1} s ({:.0} events/s); operator CPU {:.2} s per 1,000 events; RSS {rss_before:.1} MiB before, {rss:.1} MiB after (peak {hwm:.1} MiB); stored {held} accounts in {} ConfigMaps, {:.1} MiB (largest {:.0} KiB)",
+        took.as_secs_f64(),
+        ids as f64 / took.as_secs_f64(),
+        cpu * 1000.0 / ids as f64,
+        shards.len(),
+        bytes as f64 / (1024.0 * 1024.0),
+        largest as f64 / 1024.0,
+    );
+    eprint_uncaptured(&line);
+    assert!(held > ids * 9 / 10, "kept most: {held}");
 }
