@@ -867,7 +867,7 @@ async fn run(sizes: Sizes) -> String {
                 .target("none dropped", failed == 0.0),
             );
             rows.push(row(
-                format!("… events the receiver handled, per second over the burst; operator CPU per 1,000 events (the whole operator's CPU in the burst, its removals included)"),
+                "… events the receiver handled, per second over the burst; operator CPU per 1,000 events (the whole operator's CPU in the burst, its removals included)",
                 format!("{:.0}/s; {:.2} s", handled / b.completion.as_secs_f64(), cpu_s * 1000.0 / handled.max(1.0)),
                 "",
                 "",
