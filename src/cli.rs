@@ -300,6 +300,41 @@ pub struct RunArgs {
     /// creates of requests first, then status writes, other work, access reviews, Events.
     #[arg(long, env = "DEPROVISIONER_API_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub api_in_flight: u16,
+    /// Address of the audit endpoint (`POST /audit`, a listener of its own): the API server's
+    /// audit webhook or a log shipper sends audit events there, and the last activity of each
+    /// account is kept in ConfigMaps (issue 26). Off when not given.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_LISTEN", requires = "audit_token_file")]
+    pub audit_listen: Option<SocketAddr>,
+    /// File holding the bearer token the audit endpoint accepts (one per line; two during a
+    /// rotation); re-read when it changes. Required with --audit-listen; never the webhook's.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TOKEN_FILE")]
+    pub audit_token_file: Option<PathBuf>,
+    /// PEM certificate chain the audit endpoint serves https with (with --audit-tls-key-file).
+    /// The API server's audit webhook sends its bearer token only to an https URL; without these
+    /// the endpoint speaks plain http (for TLS ended in front of it, or a log shipper).
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_CERT_FILE", requires = "audit_tls_key_file")]
+    pub audit_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --audit-tls-cert-file.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_KEY_FILE", requires = "audit_tls_cert_file")]
+    pub audit_tls_key_file: Option<PathBuf>,
+    /// Largest accepted audit body in bytes.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_BODY", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    pub audit_max_body: u32,
+    /// Audit events accepted per second; past it batches are answered 429 with Retry-After.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_EVENTS_PER_SECOND", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_max_events_per_second: u32,
+    /// Prefix of the ConfigMaps (in --namespace) keeping the last activity: `<prefix>-00` to
+    /// `<prefix>-63`.
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_PREFIX", default_value = "deprovisioner-activity")]
+    pub activity_prefix: String,
+    /// A stored last activity is replaced only by one at least this much later (it is never
+    /// older than the latest by more than this; each account changes its ConfigMap at most once
+    /// per this).
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_RESOLUTION", default_value = "1m", value_parser = parse_duration)]
+    pub activity_resolution: Duration,
+    /// Accounts whose last activity is kept (the least recently seen are forgotten past it).
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_MAX_ACCOUNTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(64..=1_000_000))]
+    pub activity_max_accounts: u32,
     /// Log format.
     #[arg(long, env = "DEPROVISIONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
