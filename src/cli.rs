@@ -36,6 +36,9 @@ pub enum Command {
     /// Write evidence for auditors from the records: CSV, JSON or a self-contained HTML report of
     /// what was removed, for a time range and optionally one app or one person.
     Evidence(EvidenceArgs),
+    /// List the time-bound access that will end within a while: when, which subject of which
+    /// binding, since when it was held and what ends it.
+    Expiring(ExpiringArgs),
     /// Answer one Lumos Connector API call about this cluster's access, as Lumos's agent runs
     /// custom connectors: `deprovisioner connector list_accounts --json '{"request":{}}'`. The
     /// answer (or an `ErrorResponse`) is printed as JSON on standard output.
@@ -88,6 +91,44 @@ pub struct ConnectorArgs {
     /// Where `get_last_activity` and `list_activity_records` read the activity store.
     #[command(flatten)]
     pub activity: ActivityStoreArgs,
+}
+
+/// Format of `expiring`'s output.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiringFormat {
+    /// Aligned columns.
+    Table,
+    /// One object per expiry (the `Expiry` a request would record).
+    Json,
+    /// One row per expiry.
+    Csv,
+}
+
+/// Flags of `expiring`.
+#[derive(clap::Args, Debug)]
+pub struct ExpiringArgs {
+    /// Kubeconfig file. Default: $KUBECONFIG or ~/.kube/config if present, else in-cluster config.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "DEPROVISIONER_CONTEXT")]
+    pub context: Option<String>,
+    /// Access ending within this from now (and any overdue), e.g. `7d`, `12h`.
+    #[arg(long, value_parser = parse_duration, default_value = "7d")]
+    pub within: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ExpiringFormat::Table)]
+    pub format: ExpiringFormat,
+    /// The `AccessClock` objects' name prefix (the operator's `--expiry-clocks`).
+    #[arg(long, env = "DEPROVISIONER_EXPIRY_CLOCKS", default_value = "deprovisioner-clocks")]
+    pub clocks: String,
+    /// The operator's own ServiceAccount as NAMESPACE/NAME (never expires).
+    #[arg(long, env = "DEPROVISIONER_SERVICE_ACCOUNT", value_parser = parse_sa, default_value = "deprovisioner/deprovisioner")]
+    pub service_account: (String, String),
+    /// The deployment's other identities as NAMESPACE/NAME (never expire).
+    #[arg(long, env = "DEPROVISIONER_PROTECT_SERVICE_ACCOUNTS", value_parser = parse_sa, value_delimiter = ',',
+          default_value = "deprovisioner/deprovisioner-lumos-agent")]
+    pub protect_service_account: Vec<(String, String)>,
 }
 
 /// Format of `evidence`'s output.
@@ -207,6 +248,14 @@ pub struct RunArgs {
     /// (a binding naming the subject again); `0s` turns it off.
     #[arg(long, env = "DEPROVISIONER_REGRANT_WATCH", default_value = "30days", value_parser = parse_duration)]
     pub regrant_watch: Duration,
+    /// Time-bound access: the leader removes a subject once a policy rule's `maxAccess` or the
+    /// binding's `deprovisioner.dev/expires` annotation says its time is up. `false`: never.
+    #[arg(long, env = "DEPROVISIONER_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub expiry: bool,
+    /// The `AccessClock` objects keeping when each subject started holding each time-bound
+    /// binding: `<NAME>-0` … `<NAME>-7` (the chart grants exactly those).
+    #[arg(long, env = "DEPROVISIONER_EXPIRY_CLOCKS", default_value = "deprovisioner-clocks")]
+    pub expiry_clocks: String,
     /// A request still meeting API errors this long after creation is marked Failed.
     #[arg(long, env = "DEPROVISIONER_GIVE_UP_AFTER", default_value = "15m", value_parser = parse_duration)]
     pub give_up_after: Duration,
@@ -244,12 +293,9 @@ pub struct RunArgs {
     /// external actions read Secrets (and CA ConfigMaps) from.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub namespace: String,
-    /// The activity store's ConfigMaps are `<prefix>-00` … in `--namespace` (the chart's
-    /// `<release>-activity`); the connector and the records read them.
-    #[arg(long, env = "DEPROVISIONER_ACTIVITY_PREFIX", default_value = crate::activity::read::DEFAULT_PREFIX)]
-    pub activity_prefix: String,
     /// Record in each request the last activity of the identities it removes, read from the
     /// activity store when it is planned (the store must be readable: the chart's activity.*).
+    /// Always on with --audit-listen.
     #[arg(long, env = "DEPROVISIONER_RECORD_LAST_ACTIVITY", default_value_t = false, action = clap::ArgAction::Set)]
     pub record_last_activity: bool,
     /// Name of the leader Lease.
@@ -270,6 +316,41 @@ pub struct RunArgs {
     /// creates of requests first, then status writes, other work, access reviews, Events.
     #[arg(long, env = "DEPROVISIONER_API_IN_FLIGHT", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub api_in_flight: u16,
+    /// Address of the audit endpoint (`POST /audit`, a listener of its own): the API server's
+    /// audit webhook or a log shipper sends audit events there, and the last activity of each
+    /// account is kept in ConfigMaps (issue 26). Off when not given.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_LISTEN", requires = "audit_token_file")]
+    pub audit_listen: Option<SocketAddr>,
+    /// File holding the bearer token the audit endpoint accepts (one per line; two during a
+    /// rotation); re-read when it changes. Required with --audit-listen; never the webhook's.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TOKEN_FILE")]
+    pub audit_token_file: Option<PathBuf>,
+    /// PEM certificate chain the audit endpoint serves https with (with --audit-tls-key-file).
+    /// The API server's audit webhook sends its bearer token only to an https URL; without these
+    /// the endpoint speaks plain http (for TLS ended in front of it, or a log shipper).
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_CERT_FILE", requires = "audit_tls_key_file")]
+    pub audit_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --audit-tls-cert-file.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_KEY_FILE", requires = "audit_tls_cert_file")]
+    pub audit_tls_key_file: Option<PathBuf>,
+    /// Largest accepted audit body in bytes.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_BODY", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    pub audit_max_body: u32,
+    /// Audit events accepted per second; past it batches are answered 429 with Retry-After.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_EVENTS_PER_SECOND", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub audit_max_events_per_second: u32,
+    /// Prefix of the ConfigMaps (in --namespace) keeping the last activity: `<prefix>-00` to
+    /// `<prefix>-63`.
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_PREFIX", default_value = "deprovisioner-activity")]
+    pub activity_prefix: String,
+    /// A stored last activity is replaced only by one at least this much later (it is never
+    /// older than the latest by more than this; each account changes its ConfigMap at most once
+    /// per this).
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_RESOLUTION", default_value = "1m", value_parser = parse_duration)]
+    pub activity_resolution: Duration,
+    /// Accounts whose last activity is kept (the least recently seen are forgotten past it).
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_MAX_ACCOUNTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(64..=1_000_000))]
+    pub activity_max_accounts: u32,
     /// Log format.
     #[arg(long, env = "DEPROVISIONER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

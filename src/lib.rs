@@ -14,6 +14,7 @@ pub mod cli;
 pub mod connector;
 pub mod controller;
 pub use deprovisioner_core::crd;
+pub use deprovisioner_core::expiry;
 pub mod egress;
 pub mod evidence;
 pub mod exec;

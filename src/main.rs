@@ -43,6 +43,12 @@ async fn main() -> anyhow::Result<()> {
             let client = Client::try_from(config).context("building the Kubernetes client")?;
             deprovisioner::inactive::run(&client, &args).await
         }
+        Command::Expiring(args) => {
+            let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
+            let client = Client::try_from(config).context("building the Kubernetes client")?;
+            print!("{}", deprovisioner::controller::expiring(&client, &args).await?);
+            Ok(())
+        }
     }
 }
 
@@ -226,10 +232,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let protected = Protected { operator: own_identity(&args), also: args.protect_service_account.clone() };
     let webhook = webhook_state(&args, &client, secret, &metrics, &shared);
     let server = serve(&args, &client, &webhook, connector_secrets, &protected, &shared, &stop).await?;
+    let audit = serve_audit(&args, &client, &metrics, &webhook.secret, &stop).await?;
     let controllers = run_controllers(client, settings(&args, protected, metrics), shared, &args, stop.clone());
     #[cfg(feature = "failpoints")]
     let controllers = args.failpoints.controllers(controllers);
-    supervise(controllers, &webhook, server, &stop).await
+    let ran = supervise(controllers, &webhook, server, &stop).await;
+    if let Some(audit) = audit {
+        audit.await.context("audit endpoint")?;
+    }
+    ran
+}
+
+/// The audit endpoint on `--audit-listen` (last activity, issue 26), on every replica, until
+/// `stop` (then drained, and what it acknowledged stored); `None` when off.
+async fn serve_audit(
+    args: &RunArgs,
+    client: &Client,
+    metrics: &Arc<Metrics>,
+    webhook_secret: &SecretFile,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use deprovisioner::activity::{flush::StoreSettings, receiver};
+    let (Some(listen), Some(token_file)) = (args.audit_listen, args.audit_token_file.clone()) else {
+        return Ok(None);
+    };
+    let settings = receiver::Settings {
+        listen,
+        token_file,
+        max_body: args.audit_max_body as usize,
+        max_events_per_second: args.audit_max_events_per_second,
+        tls: args.audit_tls_cert_file.clone().zip(args.audit_tls_key_file.clone()),
+        store: StoreSettings {
+            namespace: args.namespace.clone(),
+            prefix: args.activity_prefix.clone(),
+            resolution: args.activity_resolution,
+            max_accounts: args.activity_max_accounts as usize,
+        },
+    };
+    let limits = ServerLimits {
+        header_read_timeout: args.header_read_timeout,
+        max_connections: args.max_connections as usize,
+        drain: args.shutdown_drain,
+    };
+    let started = receiver::start(settings, client.clone(), metrics.clone(), limits, webhook_secret, stop.clone());
+    Ok(Some(started.await?))
 }
 
 /// The webhook's secret, and the connector's own secrets.
@@ -360,7 +406,8 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
         namespace: args.namespace.clone(),
         metrics,
         regrant_watch: args.regrant_watch,
-        last_activity: args.record_last_activity.then(|| args.activity_prefix.clone()),
+        last_activity: (args.record_last_activity || args.audit_listen.is_some()).then(|| args.activity_prefix.clone()),
+        expiry_clocks: args.expiry.then(|| args.expiry_clocks.clone()),
     }
 }
 

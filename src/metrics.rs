@@ -104,8 +104,38 @@ pub struct VerdictLabels {
     pub verdict: &'static str,
 }
 
+/// Labels of audit events received (`activity_events`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// `accepted` (stored), `ignored` (naming no one), `refused` (their batch was refused: rate,
+    /// malformed) or `unstored` (the store failed; the sender sends them again).
+    pub outcome: &'static str,
+}
+
+/// Labels of audit batches by the HTTP code they were answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// HTTP status code.
+    pub code: u16,
+}
+
+/// Labels of writes of the activity store's shards.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `written`, `unchanged` (nothing new under the resolution: no write), `conflict` (another
+    /// replica wrote first; read, merged, written again) or `failed`.
+    pub result: &'static str,
+}
+
 /// The labels of [`Metrics::verifications`], one per verdict.
 pub const VERDICTS: [&str; 3] = ["verified", "access_remains", "unverified"];
+
+/// Labels of an expiry: what ended the access.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndedByLabels {
+    /// `max_access` (a policy rule) or `annotation` (the binding's own end time).
+    pub by: &'static str,
+}
 
 /// While held, this replica leads: [`Metrics::leader`] is 1 (0 again once it is dropped).
 #[derive(Debug)]
@@ -160,6 +190,25 @@ pub struct Metrics {
     pub verifications: Family<VerdictLabels, Counter>,
     /// 1 while this replica holds the Lease (runs the controllers), else 0.
     pub leader: Gauge,
+    /// Expiry requests created, by what ended the access (`max_access`, `annotation`).
+    pub expiries: Family<EndedByLabels, Counter>,
+    /// Subjects still holding a binding more than the stated bound (30 s) after their access was
+    /// due to end (the leader's last scan).
+    pub expiries_overdue: Gauge,
+    /// Subjects on clocks (the leader's last scan).
+    pub expiry_clocks: Gauge,
+    /// Audit events received, by outcome.
+    pub activity_events: Family<EventLabels, Counter>,
+    /// Audit batches (`POST /audit`) by the HTTP code they were answered.
+    pub activity_batches: Family<CodeLabels, Counter>,
+    /// Time of one group commit of audit batches to the activity store.
+    pub activity_flush_seconds: Histogram,
+    /// Accounts held in the activity shards this replica has read or written.
+    pub activity_accounts: Gauge,
+    /// Accounts forgotten (least recently seen) to keep the activity shards bounded.
+    pub activity_accounts_forgotten: Counter,
+    /// Writes of the activity store's shards, by result.
+    pub activity_writes: Family<WriteLabels, Counter>,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -231,6 +280,51 @@ impl Metrics {
         registry.register("verifications", "Verifications by verdict", verifications.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica holds the Lease", leader.clone());
+        let expiries = Family::<EndedByLabels, Counter>::default();
+        registry.register("expiries", "Expiry requests created, by what ended the access", expiries.clone());
+        for by in ["max_access", "annotation"] {
+            let _ = expiries.get_or_create(&EndedByLabels { by });
+        }
+        let expiries_overdue = Gauge::default();
+        registry.register(
+            "expiries_overdue",
+            "Subjects holding a binding more than 30 s after their access was due to end",
+            expiries_overdue.clone(),
+        );
+        let expiry_clocks = Gauge::default();
+        registry.register("expiry_clocks", "Subjects on clocks of time-bound access", expiry_clocks.clone());
+        let activity_events = Family::<EventLabels, Counter>::default();
+        registry.register("activity_events", "Audit events received, by outcome", activity_events.clone());
+        let activity_batches = Family::<CodeLabels, Counter>::default();
+        registry.register(
+            "activity_batches",
+            "Audit batches by the HTTP code they were answered",
+            activity_batches.clone(),
+        );
+        let activity_flush_seconds = short_buckets();
+        registry.register(
+            "activity_flush_seconds",
+            "Time of one group commit of audit batches to the activity store",
+            activity_flush_seconds.clone(),
+        );
+        let activity_accounts = Gauge::default();
+        registry.register(
+            "activity_accounts",
+            "Accounts held in the activity shards known here",
+            activity_accounts.clone(),
+        );
+        let activity_accounts_forgotten = Counter::default();
+        registry.register(
+            "activity_accounts_forgotten",
+            "Accounts forgotten to keep the activity shards bounded",
+            activity_accounts_forgotten.clone(),
+        );
+        let activity_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "activity_writes",
+            "Writes of the activity store's shards, by result",
+            activity_writes.clone(),
+        );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -260,6 +354,15 @@ impl Metrics {
             budget_wait_seconds,
             verifications,
             leader,
+            expiries,
+            expiries_overdue,
+            expiry_clocks,
+            activity_events,
+            activity_batches,
+            activity_flush_seconds,
+            activity_accounts,
+            activity_accounts_forgotten,
+            activity_writes,
         })
     }
 

@@ -139,7 +139,9 @@ pub async fn verify(client: &Client, view: Option<&View>, memory: &Memory, req: 
     let matched: Vec<&DeprovisionPolicy> =
         req.policies.iter().filter(|p| req.policy_names.iter().any(|n| Some(n) == p.metadata.name.as_ref())).collect();
     let all_report = |says: &dyn Fn(&DeprovisionPolicy) -> bool| !matched.is_empty() && matched.iter().all(|p| says(p));
-    let rule = match all_report(&|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
+    // An expiry ends one binding's access: what other bindings grant is reported, not failed.
+    let expiry = crate::plan::expiry_of(req.spec).is_some();
+    let rule = match expiry || all_report(&|p| p.spec.on_residual_access == ResidualAccessRule::Report) {
         true => ResidualAccessRule::Report,
         false => ResidualAccessRule::Fail,
     };

@@ -9,7 +9,11 @@
 //! Sizes can be changed with `BENCH_BINDINGS` (10000), `BENCH_CALLS` (100), `BENCH_BURSTS`
 //! ("300,1000"), `BENCH_RAW` (1000), `BENCH_RECORDS` (20000), `BENCH_PENDING` (200), `BENCH_FAILOVER`
 //! (1; 0 skips the failover runs); options for the
-//! operator can be added with `BENCH_OPERATOR_ARGS` (e.g. "--concurrency 32").
+//! operator can be added with `BENCH_OPERATOR_ARGS` (e.g. "--concurrency 32"). `BENCH_AUDIT=1`
+//! runs it all with the API server's audit webhook sending every request's event to the operator
+//! (issue 26; the failover runs are skipped: two replicas cannot share the one audit port here),
+//! and reports per burst the audit events the API server sent and dropped or failed, the events
+//! per second the operator's receiver handled, and the operator's CPU per 1,000 events.
 //!
 //! What it measures, in order:
 //! 1. the raw floor, sequentially: create a DeprovisionRequest, GET + PUT the binding without the
@@ -601,15 +605,45 @@ async fn aggregate_cluster_roles(c: &Client) {
 /// minute than the flood guard allows (a guard against a leaked secret, not a throughput limit).
 const OPERATOR_ARGS: &[&str] = &["--max-requests-per-minute", "100000", "--log-level", "info"];
 
-/// The operator's options: [`OPERATOR_ARGS`] and any in `BENCH_OPERATOR_ARGS` (to compare settings).
+/// The operator's options: [`OPERATOR_ARGS`] and any in `BENCH_OPERATOR_ARGS` (to compare settings);
+/// with `BENCH_AUDIT=1`, the audit endpoint the API server sends to, and metrics on
+/// [`AUDIT_METRICS`]'s port.
 fn operator(cl: &'static Cluster) -> Operator {
     let extra = std::env::var("BENCH_OPERATOR_ARGS").unwrap_or_default();
     let extra: Vec<&str> = extra.split_whitespace().collect();
-    Operator::start(OperatorOpts::on(cl).args(OPERATOR_ARGS).args(&extra))
+    let mut opts = OperatorOpts::on(cl).args(OPERATOR_ARGS).args(&extra);
+    if let Some((ac, port)) = AUDIT.get() {
+        opts = opts.audit(ac).args(&["--metrics-listen", &format!("127.0.0.1:{port}")]);
+    }
+    let op = Operator::start(opts);
+    if AUDIT.get().is_some() {
+        op.wait_audit_listening();
+    }
+    op
+}
+
+/// With `BENCH_AUDIT=1`: the control plane auditing to the operator, and the operator's metrics port.
+static AUDIT: std::sync::OnceLock<(AuditCluster, u16)> = std::sync::OnceLock::new();
+
+/// The operator's audit events handled so far (`deprovisioner_activity_events_total`, every outcome).
+async fn audit_events_handled(port: u16) -> f64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text = http_client().get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("deprovisioner_activity_events_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn run(sizes: Sizes) -> String {
-    let cl = own_cluster();
+    let cl = if std::env::var("BENCH_AUDIT").is_ok_and(|v| v == "1") {
+        let ac = audit_cluster();
+        let cl = ac.cluster;
+        let _ = AUDIT.set((ac, free_port()));
+        cl
+    } else {
+        own_cluster()
+    };
     let c = cl.admin().await;
     let mut rows = vec![];
 
@@ -801,9 +835,44 @@ async fn run(sizes: Sizes) -> String {
         // under test with reads of its own).
         let (finished, watching) = finishing(c.clone(), big_app.clone()).await;
         let (before, cpu) = (api_requests(cl), cpu_times(cl, Some(op.pid())));
+        let audit_before = match AUDIT.get() {
+            Some((_, port)) => Some((audit_counters(cl), audit_events_handled(*port).await)),
+            None => None,
+        };
         let b = burst(&op, &big_app, &finished, range).await;
         watching.abort();
-        print_cpu(&cpu, &cpu_times(cl, Some(op.pid())), b.done.len());
+        let cpu_after = cpu_times(cl, Some(op.pid()));
+        print_cpu(&cpu, &cpu_after, b.done.len());
+        if let (Some(((sent0, failed0), handled0)), Some((_, port))) = (audit_before, AUDIT.get()) {
+            // The batches of the burst's last second are sent within the batch wait (1 s).
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (sent1, failed1) = audit_counters(cl);
+            let handled = audit_events_handled(*port).await - handled0;
+            let op_cpu = |v: &[(&str, Duration)]| v.iter().find(|(k, _)| *k == "operator").map(|(_, d)| *d);
+            let cpu_s =
+                op_cpu(&cpu_after).zip(op_cpu(&cpu)).map(|(a, b)| a.saturating_sub(b).as_secs_f64()).unwrap_or(0.0);
+            let (sent, failed) = (sent1 - sent0, failed1 - failed0);
+            println!(
+                "audit during the burst of {n}: {sent:.0} events sent, {failed:.0} dropped or failed; the receiver handled {handled:.0} ({:.0}/s over {:.1} s); operator CPU {cpu_s:.2} s in all",
+                handled / b.completion.as_secs_f64(),
+                b.completion.as_secs_f64()
+            );
+            rows.push(
+                row(
+                    format!("burst of {n} with the audit webhook: audit events sent / dropped or failed (apiserver_audit_event_total, apiserver_audit_error_total)"),
+                    format!("{sent:.0} / {failed:.0}"),
+                    "",
+                    "",
+                )
+                .target("none dropped", failed == 0.0),
+            );
+            rows.push(row(
+                "… events the receiver handled, per second over the burst; operator CPU per 1,000 events (the whole operator's CPU in the burst, its removals included)",
+                format!("{:.0}/s; {:.2} s", handled / b.completion.as_secs_f64(), cpu_s * 1000.0 / handled.max(1.0)),
+                "",
+                "",
+            ));
+        }
         print_api_requests(
             "API requests per removal, the benchmark's own reads of late records included",
             &before,
@@ -923,7 +992,7 @@ async fn run(sizes: Sizes) -> String {
     drop(op);
 
     // 5. Failover with two replicas: a call sent to the follower as the leader goes.
-    if sizes.failover {
+    if sizes.failover && AUDIT.get().is_none() {
         for (signal, what) in [("KILL", "leader SIGKILLed"), ("TERM", "leader stopped with SIGTERM (rolling upgrade)")]
         {
             let who = format!("failover-{}@lumos.com", signal.to_lowercase());

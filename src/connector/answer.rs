@@ -199,6 +199,7 @@ pub fn unassign_request(account: &AccountId, entitlement: &Entitlement) -> Depro
         custom_fields: [(ACCOUNT_ID_FIELD.to_string(), id)].into(),
         source: RequestSource::LumosConnector,
         dry_run: false,
+        expiry: None,
     }
 }
 

@@ -8,6 +8,7 @@
 
 pub mod activity;
 mod clock;
+mod expiry;
 mod local;
 mod policy;
 mod reconcile;
@@ -32,6 +33,7 @@ use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
 
+pub use expiry::expiring;
 pub use local::Handoff;
 pub use regrant::REGRANTED_LABEL;
 pub use retention::unfinished_selector;
@@ -62,6 +64,9 @@ pub struct Settings {
     /// The activity store's name prefix when each request records its target's last activity
     /// (`--record-last-activity`; the store is in `namespace`); `None`: not recorded.
     pub last_activity: Option<String>,
+    /// Where the clocks of time-bound access are kept (`AccessClock` name prefix); `None`: no
+    /// access ends by itself.
+    pub expiry_clocks: Option<String>,
 }
 
 /// What the controller shares with the rest of the process, which outlives it (the controller
@@ -188,6 +193,7 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
     };
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let regrants = regrant::run(ctx.clone(), stop.clone());
+    let expiries = expiry::run(ctx.clone(), stop.clone());
     let policies_watch = view.policies_watch();
     let policies_listed = policies_watch.store().clone();
     let policies = Controller::for_shared_stream(policies_watch.applied(), policies_listed.clone())
@@ -199,7 +205,8 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
         until_stopped(policies, policies_listed, &stop),
         sweep,
         handoff_closed,
-        regrants
+        regrants,
+        expiries
     );
     ctx.shared.handoff.close();
 }

@@ -417,6 +417,12 @@ async fn execute_plan(rec: &mut Record, mut st: DeprovisionRequestStatus) -> Res
             PlanAction::RemoveBindingSubject(b) => Some(&b.binding),
             _ => None,
         };
+        if let (Some(e), PlanAction::RemoveBindingSubject(b), true) =
+            (plan::expiry_of(&rec.obj.spec), &action.action, result.outcome.is_removal())
+        {
+            let note = format!("{} ({}); record: deprovisionrequest/{}", result.message, e.reason, rec.obj.name_any());
+            super::expiry::event_on_binding(&rec.ctx, &b.binding, "Normal", "AccessExpired", &note);
+        }
         rec.event(type_, reason, EventAction::Execute(action.kind()), result.message, related);
     }
     if crate::verify::applies(&st.plan) {

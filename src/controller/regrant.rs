@@ -438,6 +438,10 @@ async fn plan_again(
     if request.spec.dry_run {
         return Err("the request is a dry run, which changes nothing".into());
     }
+    // Access given again after it expired is a new grant: its own clock ends it.
+    if plan::expiry_of(&request.spec).is_some() {
+        return Err("the access had expired; given again, it is on a new clock".into());
+    }
     let (kind, ns, name) = &hit.binding;
     let mut observed = Observed::default();
     match (kind, ns) {

@@ -35,6 +35,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         metrics: crate::metrics::Metrics::new(),
         regrant_watch: Duration::ZERO,
         last_activity: None,
+        expiry_clocks: None,
     };
     (Context::new(client, settings, Default::default(), Default::default()), ApiServer::new(handle))
 }

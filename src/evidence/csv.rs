@@ -3,7 +3,7 @@
 use super::row::Row;
 
 /// The header, in column order.
-pub const HEADER: [&str; 18] = [
+pub const HEADER: [&str; 20] = [
     "request",
     "person",
     "app",
@@ -21,6 +21,8 @@ pub const HEADER: [&str; 18] = [
     "subjectsBefore",
     "subjectsAfter",
     "verification",
+    "accessStarted",
+    "endedBy",
     "lastActivity",
 ];
 
@@ -55,6 +57,8 @@ pub fn render(rows: &[Row]) -> String {
                 list(&r.subjects_before),
                 list(&r.subjects_after),
                 r.verification.clone(),
+                r.access_started.clone(),
+                r.ended_by.clone(),
                 r.last_activity.clone(),
             ],
         );

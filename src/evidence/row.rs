@@ -105,6 +105,10 @@ pub struct RequestEvidence {
     pub actions: Vec<(ActionResult, Option<String>)>,
     /// The target's last activity when it was planned, when the operator recorded it.
     pub last_activity: Option<RecordedActivity>,
+    /// An expiry's: when the access started (RFC 3339) and how that is known.
+    pub access_started: String,
+    /// An expiry's: what ended the access (the rule or the annotation).
+    pub ended_by: String,
 }
 
 impl RequestEvidence {
@@ -142,6 +146,10 @@ impl RequestEvidence {
             verdict: Verdict::of(r),
             actions: st.results.iter().map(|res| (res.clone(), role_of(res.id))).collect(),
             last_activity: st.last_activity.clone(),
+            access_started: (spec.expiry.as_ref())
+                .map(|e| format!("{} ({:?})", rfc3339(e.started_at.0), e.started_from))
+                .unwrap_or_default(),
+            ended_by: spec.expiry.as_ref().map(|e| e.reason.clone()).unwrap_or_default(),
         }
     }
 
@@ -167,6 +175,8 @@ impl RequestEvidence {
             subjects_after: None,
             verification: self.verdict.text().into(),
             last_activity: self.last_activity.as_ref().map(RecordedActivity::describe).unwrap_or_default(),
+            access_started: self.access_started.clone(),
+            ended_by: self.ended_by.clone(),
         };
         if self.actions.is_empty() {
             return vec![base];
@@ -229,6 +239,12 @@ pub struct Row {
     pub verification: String,
     /// The target's last activity the removal was based on (empty: not recorded).
     pub last_activity: String,
+    /// An expiry's: when the access started, and how that is known (`Observed`,
+    /// `SubjectsWritten`, `Created`); empty for other requests.
+    pub access_started: String,
+    /// An expiry's: the rule (`DeprovisionPolicy p rules[0] maxAccess 720h`) or annotation that
+    /// ended the access; empty for other requests.
+    pub ended_by: String,
 }
 
 /// Counts for the summary.

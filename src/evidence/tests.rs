@@ -361,7 +361,7 @@ fn the_last_activity_a_removal_was_based_on_is_in_every_format() {
         "User:ann@x.com: last active 2025-01-02T03:04:05Z (get <pods>, credential X509SHA256=ab); ServiceAccount:ci/bot: no activity recorded (recording never began for it)"
     );
     let csv = csv::render(&rows);
-    assert!(csv.lines().next().unwrap().ends_with(",verification,lastActivity"), "{csv}");
+    assert!(csv.lines().next().unwrap().ends_with(",endedBy,lastActivity"), "{csv}");
     assert!(csv.contains("User:ann@x.com: last active 2025-01-02T03:04:05Z"), "{csv}");
     let report = Report {
         generated_at: ts("2025-03-02T00:00:00Z"),

@@ -108,6 +108,8 @@ pub enum Reader {
     Exec,
     /// The webhook (its early barrier).
     Webhook,
+    /// The leader's expiry of time-bound access.
+    Expiry,
 }
 
 impl Reader {
@@ -120,6 +122,7 @@ impl Reader {
             Reader::Regrant => "regrant",
             Reader::Exec => "exec",
             Reader::Webhook => "webhook",
+            Reader::Expiry => "expiry",
         }
     }
 }

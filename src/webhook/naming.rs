@@ -12,10 +12,11 @@ pub const LABEL_FINGERPRINT: &str = "access.deprovisioner.dev/fingerprint";
 pub const LABEL_APP: &str = "access.deprovisioner.dev/app";
 /// SHA-256 of the lower-cased target email, first 16 hex digits (see [`email_hash`]).
 pub const LABEL_TARGET: &str = "access.deprovisioner.dev/target";
-/// `lumos-webhook`, `lumos-connector` or `manual`.
+/// `lumos-webhook`, `lumos-connector`, `manual` or `expiry`.
 pub const LABEL_SOURCE: &str = "access.deprovisioner.dev/source";
 
-fn sha_hex(bytes: &[u8], len: usize) -> String {
+/// The first `len` hex digits of the SHA-256 of `bytes`.
+pub fn sha_hex(bytes: &[u8], len: usize) -> String {
     let mut s = hex::encode(Sha256::digest(bytes));
     s.truncate(len);
     s
@@ -66,6 +67,7 @@ pub fn source_label(source: RequestSource) -> &'static str {
         RequestSource::LumosWebhook => "lumos-webhook",
         RequestSource::LumosConnector => "lumos-connector",
         RequestSource::Manual => "manual",
+        RequestSource::Expiry => "expiry",
     }
 }
 

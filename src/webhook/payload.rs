@@ -122,6 +122,7 @@ pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, Paylo
         custom_fields,
         source: RequestSource::LumosWebhook,
         dry_run,
+        expiry: None,
     })
 }
 

@@ -40,6 +40,27 @@ const MAX_BUF: usize = 16 * 1024;
 
 /// Serves `app` on `listener` until `stop` is cancelled, then drains.
 pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, stop: CancellationToken) {
+    serve_with(listener, app, limits, stop, None).await
+}
+
+/// As [`serve`], over TLS: a connection's handshake must end within the header-read timeout.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stop: CancellationToken,
+    tls: tokio_rustls::TlsAcceptor,
+) {
+    serve_with(listener, app, limits, stop, Some(tls)).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stop: CancellationToken,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let connections = TaskTracker::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -65,23 +86,16 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, sto
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(req)
-        });
-        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-        let stop = stop.clone();
+        let (app, http, stop, tls) = (app.clone(), http.clone(), stop.clone(), tls.clone());
         connections.spawn(async move {
             let _permit = permit;
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => log_end(peer, r),
-                _ = stop.cancelled() => {
-                    // Answer what is in flight, close what is idle.
-                    conn.as_mut().graceful_shutdown();
-                    log_end(peer, conn.await);
-                }
+            match tls {
+                None => connection(&http, stream, peer, app, stop).await,
+                Some(tls) => match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(&http, stream, peer, app, stop).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
             }
         });
     }
@@ -89,6 +103,32 @@ pub async fn serve(listener: TcpListener, app: Router, limits: ServerLimits, sto
     connections.close();
     if tokio::time::timeout(limits.drain, connections.wait()).await.is_err() {
         tracing::warn!(open = connections.len(), "shutdown drain timed out; closing the remaining connections");
+    }
+}
+
+/// Serves one connection until it ends, or until `stop` (then answers what is in flight).
+async fn connection<S>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: S,
+    peer: SocketAddr,
+    app: Router,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = tower::service_fn(move |mut req: axum::http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req)
+    });
+    let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => log_end(peer, r),
+        _ = stop.cancelled() => {
+            // Answer what is in flight, close what is idle.
+            conn.as_mut().graceful_shutdown();
+            log_end(peer, conn.await);
+        }
     }
 }
 

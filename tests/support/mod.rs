@@ -84,8 +84,15 @@ impl Cluster {
     /// unset), read by `scripts/control-plane` from this process's environment.
     pub fn start() -> Cluster {
         let dir = tempfile::Builder::new().prefix("deprovisioner-test-").tempdir().unwrap().keep();
+        Cluster::start_in(dir, &[])
+    }
+
+    /// As [`Cluster::start`], in `dir`, with options of `scripts/control-plane up` (`--audit …`).
+    fn start_in(dir: PathBuf, up_options: &[&str]) -> Cluster {
         let out = Command::new(repo().join("scripts/control-plane"))
-            .args(["up", dir.to_str().unwrap()])
+            .arg("up")
+            .args(up_options)
+            .arg(dir.to_str().unwrap())
             .env("DEPROVISIONER_OWNER_PID", std::process::id().to_string())
             .stderr(Stdio::inherit())
             .output()
@@ -732,4 +739,124 @@ pub fn api_requests(cl: &Cluster) -> std::collections::BTreeMap<String, f64> {
         *counts.entry(key).or_default() += value;
     }
     counts
+}
+
+// --- the API server's audit webhook (tests/activity.rs, tests/bench.rs) ---------------------
+
+/// The audit endpoint's bearer token in tests (never the webhook's [`SECRET`]).
+pub const AUDIT_TOKEN: &str = "audit-token-0123456789abcdef";
+
+/// A control plane whose API server sends its audit events to an operator's audit endpoint.
+pub struct AuditCluster {
+    pub cluster: &'static Cluster,
+    /// The port on 127.0.0.1 the API server sends its batches to (`POST /audit`).
+    pub port: u16,
+    /// The file holding [`AUDIT_TOKEN`].
+    pub token_file: PathBuf,
+}
+
+/// A control plane of the caller's own (not the shared one, which it would slow) whose API
+/// server audits every request at Metadata level and sends batches at least every second to
+/// `https://127.0.0.1:<port>/audit` with [`AUDIT_TOKEN`] (`scripts/control-plane up --audit`); the
+/// operator's identity may keep the activity store ([`grant_activity_store`]).
+pub fn audit_cluster() -> AuditCluster {
+    let dir = tempfile::Builder::new().prefix("deprovisioner-audit-").tempdir().unwrap().keep();
+    let token_file = dir.join("audit.token");
+    std::fs::write(&token_file, format!("{AUDIT_TOKEN}\n")).unwrap();
+    let port = free_port();
+    // https: the API server sends its token only over TLS (the script mints the receiver's
+    // certificate from the control plane's CA).
+    let url = format!("https://127.0.0.1:{port}/audit");
+    let cluster: &'static Cluster =
+        Box::leak(Box::new(Cluster::start_in(dir, &["--audit", &url, token_file.to_str().unwrap()])));
+    grant_activity_store(cluster, "deprovisioner-activity");
+    AuditCluster { cluster, port, token_file }
+}
+
+/// Lets the operator's identity keep the activity store, as the chart's Role does with
+/// `activity.enabled`: get, list, watch and update the ConfigMaps `<prefix>-00` to `-63` of its
+/// namespace by name, and create ConfigMaps there.
+pub fn grant_activity_store(c: &Cluster, prefix: &str) {
+    let names: Vec<String> = (0..deprovisioner::activity::ledger::SHARDS)
+        .map(|n| deprovisioner::activity::ledger::object_name(prefix, n))
+        .collect();
+    let rbac = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "deprovisioner-activity", "namespace": "deprovisioner"},
+         "rules": [
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "update"], "resourceNames": names},
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": "deprovisioner-activity", "namespace": "deprovisioner"},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deprovisioner-activity"},
+         "subjects": [{"kind": "ServiceAccount", "name": "deprovisioner", "namespace": "deprovisioner"}]}]});
+    let file = c.dir.join(format!("{}.json", unique("activity-rbac")));
+    std::fs::write(&file, rbac.to_string()).unwrap();
+    kubectl_ok(c, &["apply", "-f", file.to_str().unwrap()]);
+}
+
+impl OperatorOpts {
+    /// Serves the audit endpoint (https) on the port `ac`'s API server sends its batches to.
+    pub fn audit(self, ac: &AuditCluster) -> Self {
+        let listen = format!("127.0.0.1:{}", ac.port);
+        let pki = ac.cluster.dir.join("pki");
+        let (cert, key) = (pki.join("audit-receiver.crt"), pki.join("audit-receiver.key"));
+        self.args(&["--audit-listen", &listen, "--audit-token-file", ac.token_file.to_str().unwrap()]).args(&[
+            "--audit-tls-cert-file",
+            cert.to_str().unwrap(),
+            "--audit-tls-key-file",
+            key.to_str().unwrap(),
+        ])
+    }
+}
+
+impl Operator {
+    /// Waits until the operator logs that its audit endpoint listens.
+    pub fn wait_audit_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !strip_ansi(&self.log_text()).contains("audit endpoint listening") {
+            assert!(Instant::now() < deadline, "no audit endpoint within 30s; log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Cluster {
+    /// A kubeconfig authenticating as `user` (in `groups`) with a client certificate of this
+    /// control plane's CA (`scripts/control-plane client-cert`).
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let out = Command::new(repo().join("scripts/control-plane"))
+            .args(["client-cert", self.dir.to_str().unwrap(), user])
+            .args(groups)
+            .output()
+            .expect("running scripts/control-plane client-cert");
+        assert!(out.status.success(), "client-cert: {}", text(&out.stderr));
+        PathBuf::from(text(&out.stdout).trim())
+    }
+}
+
+/// An https client trusting `ac`'s control plane CA (the audit endpoint's certificate).
+pub fn audit_client(ac: &AuditCluster) -> reqwest::Client {
+    let ca = std::fs::read(ac.cluster.dir.join("pki/ca.crt")).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The API server's audit counters: events it generated (`apiserver_audit_event_total`) and
+/// events its backends failed to send or dropped (`apiserver_audit_error_total`, every plugin).
+pub fn audit_counters(cl: &Cluster) -> (f64, f64) {
+    let out = cl.kubectl(&["get", "--raw", "/metrics"]);
+    let (mut events, mut errors) = (0.0, 0.0);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let value = || line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        if line.starts_with("apiserver_audit_event_total") {
+            events += value();
+        } else if line.starts_with("apiserver_audit_error_total") {
+            errors += value();
+        }
+    }
+    (events, errors)
 }

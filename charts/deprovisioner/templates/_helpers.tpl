@@ -167,6 +167,7 @@ data:
 {{- end }}
 {{- include "deprovisioner.validateCredentials" . }}
 {{- include "deprovisioner.validateConnector" . }}
+{{- include "deprovisioner.validateActivity" . }}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) }}
 {{- fail "ingress.enabled is true but ingress.host is empty: set the public host name Lumos calls" }}
 {{- end }}
@@ -266,6 +267,151 @@ every value of every release, secrets included), whatever the chart's name or re
 {{- if hasPrefix "sh.helm.release." . }}
 {{- fail (printf "rbac.credentials.%s must not list %q: it is Helm's release storage (every value of a release, secrets included)" $field .) }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Last activity (activity.*): the audit Service, the token's Secret, the API server's files. */}}
+{{- define "deprovisioner.auditName" -}}
+{{- printf "%s-audit" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "deprovisioner.auditTokenSecretName" -}}
+{{- default (include "deprovisioner.auditName" .) .Values.activity.token.existingSecret }}
+{{- end }}
+
+{{- define "deprovisioner.auditApiServerName" -}}
+{{- printf "%s-audit-apiserver" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "deprovisioner.activityName" -}}
+{{- printf "%s-activity" (include "deprovisioner.fullname" .) | trunc 60 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The activity store's ConfigMaps, <full name>-activity-00 .. -63 (a JSON list): the operator
+passes the prefix with --activity-prefix, and the count is crates/core's activity::SHARDS
+(tests/chart_activity.rs fails when they differ). */}}
+{{- define "deprovisioner.activityShards" -}}
+{{- $prefix := include "deprovisioner.activityName" . -}}
+{{- $names := list -}}
+{{- range $i := until 64 -}}
+{{- $names = append $names (printf "%s-%02d" $prefix $i) -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end }}
+
+{{/*
+The audit token: the value, else the one the chart's Secret (or your existingSecret) holds, else
+48 random characters (only for the chart's own Secret). Rendered once per template, so the Secret
+and the API server's kubeconfig agree: callers pass the same root and get the same token because
+a generated one is kept in .Values (a render-scoped cache).
+*/}}
+{{- define "deprovisioner.auditToken" -}}
+{{- $t := .Values.activity.token -}}
+{{- if $t.value -}}
+{{- $t.value -}}
+{{- else -}}
+{{- $cache := .Values.activity -}}
+{{- if not (hasKey $cache "_generatedToken") -}}
+{{- $name := include "deprovisioner.auditTokenSecretName" . -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- if and $existing $existing.data (hasKey $existing.data $t.key) -}}
+{{- $_ := set $cache "_generatedToken" (index $existing.data $t.key | b64dec) -}}
+{{- else if $t.existingSecret -}}
+{{- fail (printf "activity.token.existingSecret: Secret %s/%s with key %q was not found, and the API server's kubeconfig needs its token: create it before installing (helm template cannot read the cluster: set activity.token.value there, or leave both empty to have the chart generate one)" .Release.Namespace $name $t.key) -}}
+{{- else -}}
+{{- $_ := set $cache "_generatedToken" (randAlphaNum 48) -}}
+{{- end -}}
+{{- end -}}
+{{- index $cache "_generatedToken" -}}
+{{- end -}}
+{{- end }}
+
+{{/* The URL the API server sends its audit batches to. */}}
+{{- define "deprovisioner.auditURL" -}}
+{{- $a := .Values.activity -}}
+{{- if $a.apiServer.url -}}
+{{- $a.apiServer.url -}}
+{{- else -}}
+{{- $svc := lookup "v1" "Service" .Release.Namespace (include "deprovisioner.auditName" .) -}}
+{{- if eq $a.service.type "NodePort" -}}
+{{- $port := int $a.service.nodePort -}}
+{{- if and (not $port) $svc -}}
+{{- range $svc.spec.ports -}}
+{{- if eq .name "audit" }}{{ $port = int .nodePort }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- if $port -}}
+{{- printf "http://127.0.0.1:%d/audit" $port -}}
+{{- end -}}
+{{- else -}}
+{{- $ip := $a.service.clusterIP -}}
+{{- if and (not $ip) $svc -}}
+{{- $ip = $svc.spec.clusterIP -}}
+{{- end -}}
+{{- if $ip -}}
+{{- if contains ":" $ip -}}
+{{- printf "http://[%s]:%d/audit" $ip (int $a.service.port) -}}
+{{- else -}}
+{{- printf "http://%s:%d/audit" $ip (int $a.service.port) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Last activity: the audit token is its own (never the webhook's or the connector's: whoever holds
+the API server's kubeconfig would hold those too), given one way; the NetworkPolicy names who may
+send events.
+*/}}
+{{- define "deprovisioner.validateActivity" -}}
+{{- $a := .Values.activity }}
+{{- if and $a.token.value $a.token.existingSecret }}
+{{- fail "activity.token: set either value or existingSecret, not both" }}
+{{- end }}
+{{- range $i, $line := splitList "\n" (trimSuffix "\n" $a.token.value) }}
+{{- if and $a.token.value (not (regexMatch "^[!-~]{16,}$" $line)) }}
+{{- fail (printf "activity.token.value: line %d must be at least 16 printable characters without spaces (one token per line, two during a rotation); the token is not shown" (add1 $i)) }}
+{{- end }}
+{{- end }}
+{{- if $a.enabled }}
+{{- $token := printf "%s/%s" (include "deprovisioner.auditTokenSecretName" .) $a.token.key }}
+{{- $others := list (printf "%s/%s" (include "deprovisioner.secretName" .) (include "deprovisioner.secretKey" .)) }}
+{{- if .Values.connector.enabled }}
+{{- $others = append $others (printf "%s/%s" (include "deprovisioner.connectorSecretName" .) .Values.connector.secret.key) }}
+{{- if .Values.connector.unassignSecret.enabled }}
+{{- $others = append $others (printf "%s/%s" (include "deprovisioner.connectorUnassignSecretName" .) .Values.connector.unassignSecret.key) }}
+{{- end }}
+{{- end }}
+{{- if has $token $others }}
+{{- fail "activity.token must not be the webhook's or the connector's secret (the same Secret and key): the API server's kubeconfig would carry it" }}
+{{- end }}
+{{- if and $a.token.value (has $a.token.value (list .Values.webhook.secret.value .Values.connector.secret.value .Values.connector.unassignSecret.value)) }}
+{{- fail "activity.token.value must differ from the webhook's and the connector's secrets: the API server's kubeconfig would carry it" }}
+{{- end }}
+{{- if eq (int $a.port) (int .Values.webhook.port) }}
+{{- fail "activity.port must differ from webhook.port: the audit endpoint has a listener of its own" }}
+{{- end }}
+{{- if and .Values.metrics.enabled (eq (int $a.port) (int .Values.metrics.port)) }}
+{{- fail "activity.port must differ from metrics.port" }}
+{{- end }}
+{{- range .Values.rbac.credentials.secretNames }}
+{{- if has . (list (include "deprovisioner.auditTokenSecretName" $) (include "deprovisioner.auditApiServerName" $)) }}
+{{- fail (printf "rbac.credentials.secretNames must not list %q: it holds the audit token (a policy could send it to another system)" .) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.networkPolicy.enabled (not $a.networkPolicyFrom) }}
+{{- fail "activity.enabled and networkPolicy.enabled but activity.networkPolicyFrom is empty: list where the API server's requests come from (it usually runs in the host network: its nodes' addresses as ipBlock CIDRs), or your log shipper's pods" }}
+{{- end }}
+{{- if and (ne $a.service.type "NodePort") $a.service.nodePort }}
+{{- fail "activity.service.nodePort is set but activity.service.type is not NodePort" }}
+{{- end }}
+{{- if and (ne $a.service.type "ClusterIP") $a.service.clusterIP }}
+{{- fail "activity.service.clusterIP is set but activity.service.type is not ClusterIP" }}
+{{- end }}
+{{- if and $a.apiServer.caBundle (not (hasPrefix "https://" $a.apiServer.url)) }}
+{{- fail "activity.apiServer.caBundle is set but activity.apiServer.url is not https://: the operator's audit port speaks plain HTTP, so a CA is only for TLS you terminate in front of it (set the url to it)" }}
 {{- end }}
 {{- end }}
 {{- end }}

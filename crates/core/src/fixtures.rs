@@ -209,6 +209,7 @@ pub fn request_spec(app_id: &str, target_email: &str) -> RequestSpecBuilder {
         custom_fields: BTreeMap::new(),
         source: RequestSource::Manual,
         dry_run: false,
+        expiry: None,
     })
 }
 

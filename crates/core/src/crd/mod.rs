@@ -2,6 +2,7 @@
 
 mod action;
 mod activity;
+mod clock;
 mod condition;
 mod policy;
 mod request;
@@ -9,6 +10,7 @@ mod verification;
 
 pub use action::*;
 pub use activity::*;
+pub use clock::*;
 pub use condition::*;
 pub use policy::*;
 pub use request::*;
@@ -22,7 +24,7 @@ pub const GROUP: &str = "access.deprovisioner.dev";
 
 /// Every CRD the operator needs, in install order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![DeprovisionRequest::crd(), DeprovisionPolicy::crd()]
+    vec![DeprovisionRequest::crd(), DeprovisionPolicy::crd(), AccessClock::crd()]
 }
 
 /// Every CRD as one multi-document YAML stream (what `deprovisioner crd` prints).

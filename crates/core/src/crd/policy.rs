@@ -62,6 +62,39 @@ pub struct DeprovisionPolicySpec {
     /// per binding per request. Access given elsewhere later is only reported.
     #[serde(default)]
     pub on_regrant: RegrantRule,
+    /// Access that ends by itself: subjects never expired in the bindings this policy selects,
+    /// and whether end times written on a binding (the `deprovisioner.dev/expires` annotation)
+    /// are honoured. Rules say how long access may last (`maxAccess`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<ExpiryRule>,
+}
+
+/// Time-bound access in the bindings a policy selects.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiryRule {
+    /// Account ids never expired in the bindings this policy selects (by `maxAccess` or by an
+    /// annotation), with `*` wildcards: `User:breakglass@example.com`, `Group:sre-*`,
+    /// `ServiceAccount:ci/*`. Protected subjects (`system:`, the operator's own) are never
+    /// touched anyway.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub exempt: Vec<String>,
+    /// Whether the end times the granting tool writes on a binding (annotation
+    /// `deprovisioner.dev/expires`) end access in the bindings this policy selects: `Honour`
+    /// (default) or `Ignore`.
+    #[serde(default)]
+    pub annotations: ExpiryAnnotations,
+}
+
+/// Whether a binding's own end times are honoured.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExpiryAnnotations {
+    /// The earlier of the annotation's time and `maxAccess` ends the access.
+    #[default]
+    Honour,
+    /// Only `maxAccess` ends access.
+    Ignore,
 }
 
 /// What access that comes back does.
@@ -174,6 +207,7 @@ pub enum SubjectKind {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.entitlements) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http"))]
+#[x_kube(validation = Rule::new("!has(self.maxAccess) || has(self.roleBindings) || has(self.clusterRoleBindings) || (has(self.namespaceAccess) && has(self.namespaceAccess.namespaces) && size(self.namespaceAccess.namespaces) > 0)").message("maxAccess needs roleBindings, clusterRoleBindings or namespaceAccess with namespaces: the bindings whose access it ends"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// Lumos permission values this rule applies to: exact, or with `*` wildcards. Empty: the
@@ -199,6 +233,13 @@ pub struct AccessRule {
     /// Call an HTTP endpoint that removes the user's account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpCall>,
+    /// How long a subject may hold a binding this rule selects (`roleBindings`,
+    /// `clusterRoleBindings`, `namespaceAccess.namespaces`), as a duration of hours, minutes and
+    /// seconds (`720h`, `36h30m`, `90s`); then the operator removes it, as a request with source
+    /// `Expiry`. Counted from when the subject started holding the binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2))]
+    pub max_access: Option<String>,
 }
 
 /// A key of a Secret in the operator's own namespace (there is no namespace field on purpose:

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use super::{ActionResult, BindingAction, Outcome, PlannedAction, Verification};
+use super::{ActionResult, BindingAction, BindingRef, Outcome, PlannedAction, SubjectRef, Verification};
 use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -59,6 +59,57 @@ pub struct DeprovisionRequestSpec {
     /// Compute and record the plan, change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// For source `Expiry`: the one subject of the one binding whose time is up, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<Expiry>,
+}
+
+/// Access whose time is up: which subject of which binding, since when it held it (and how that
+/// is known), when it was due to end and what said so.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Expiry {
+    /// The binding (with its UID: a binding created again under the name is another binding).
+    pub binding: BindingRef,
+    /// The subject exactly as written in it.
+    pub subject: SubjectRef,
+    /// Its Lumos connector account id, e.g. `User:ann@x.com`.
+    pub account: String,
+    /// When the subject started holding the binding.
+    pub started_at: Time,
+    /// How that start is known.
+    pub started_from: StartEvidence,
+    /// When its access was due to end.
+    pub due_at: Time,
+    /// What ended it: `maxAccess` of a policy's rule, or the binding's annotation.
+    pub ended_by: EndedBy,
+    /// The policy whose rules select the binding (its `managedBindings`, `emptyBindings` and
+    /// verification rules apply).
+    pub policy: String,
+    /// What ended it, fit to show a person, e.g. `DeprovisionPolicy demo rules[0] maxAccess 720h`.
+    pub reason: String,
+}
+
+/// How the operator knows when a subject started holding a binding.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StartEvidence {
+    /// The leading operator saw the subject appear (within a second).
+    Observed,
+    /// The binding's `managedFields` time of the last write of `subjects`: the subject was added
+    /// while no operator was leading, to a binding it had seen without it.
+    SubjectsWritten,
+    /// The binding's `creationTimestamp`: the earliest it can have held it (the binding was not
+    /// known to the operator before).
+    Created,
+}
+
+/// What ended an access.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndedBy {
+    /// A policy rule's `maxAccess`.
+    MaxAccess,
+    /// The binding's `deprovisioner.dev/expires` annotation.
+    Annotation,
 }
 
 /// The Lumos application.
@@ -190,6 +241,9 @@ pub enum RequestSource {
     LumosWebhook,
     /// Created by the Lumos connector's `unassign_entitlement`.
     LumosConnector,
+    /// Created by the leading operator when a subject's time in a binding was up (`maxAccess`, or
+    /// the binding's `deprovisioner.dev/expires` annotation).
+    Expiry,
     /// Created by a person or another tool (`kubectl apply`).
     #[default]
     Manual,

@@ -24,8 +24,9 @@ const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// FairwindsOps rbac-manager's label on the bindings it owns.
 const RBAC_MANAGER: &str = "rbac-manager";
 
-/// The annotations the binding index keeps (with its barrier's): what recognising a manager reads.
-pub const KEPT_ANNOTATIONS: [&str; 3] = [ARGOCD_TRACKING, HELM_RELEASE.0, HELM_RELEASE.1];
+/// The annotations the binding index keeps (with its barrier's): what recognising a manager reads,
+/// and the end times the granting tool wrote (`deprovisioner.dev/expires`).
+pub const KEPT_ANNOTATIONS: [&str; 4] = [ARGOCD_TRACKING, HELM_RELEASE.0, HELM_RELEASE.1, crate::expiry::ANNOTATION];
 
 /// Field managers of controllers that keep bindings in sync (the last writer of `subjects`).
 const SYNCING_FIELD_MANAGERS: [&str; 5] =

@@ -6,6 +6,7 @@
 //! `validate` checks policies; this module puts them together into a [`Plan`].
 
 mod again;
+mod expire;
 pub mod manager;
 mod select;
 pub mod subject;
@@ -20,7 +21,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use kube_core::ResourceExt;
 
 pub use again::again;
-pub use select::{BindingView, matching_policies, rule_covers, scope, selects_namespaces_by_label};
+pub use select::{BindingView, matching_policies, rule_covers, selects_namespaces_by_label};
+pub(crate) use select::{labels_match, role_ref_matches};
 pub use validate::{glob_match, is_dns_label, validate_policy};
 
 use crate::crd::{
@@ -344,8 +346,16 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
 }
 
 /// The subjects the given policies resolve the target user to (what removal matches),
-/// without duplicates.
+/// without duplicates. An expiry's is its account, exactly.
 pub fn principals(spec: &DeprovisionRequestSpec, policies: &[&DeprovisionPolicy]) -> Result<Vec<Wanted>, PlanError> {
+    if let Some(e) = expiry_of(spec) {
+        let principal = subject::Principal::from_account_id(&e.account).ok_or_else(|| PlanError::BadAccountId {
+            policy: e.policy.clone(),
+            index: 0,
+            name: e.account.clone(),
+        })?;
+        return Ok(vec![Wanted { principal, case_insensitive: false }]);
+    }
     let mut out: Vec<Wanted> = vec![];
     for p in policies {
         for w in resolve_subjects(p, spec)? {
@@ -527,6 +537,27 @@ fn refuse_managed(policies: &[&DeprovisionPolicy], actions: &[PlannedAction]) ->
     Err(PlanError::Managed(crate::text::first_and_more(&managed)))
 }
 
+/// The expiry a request carries (source `Expiry`).
+pub fn expiry_of(spec: &DeprovisionRequestSpec) -> Option<&crate::crd::Expiry> {
+    spec.expiry.as_ref().filter(|_| spec.source == RequestSource::Expiry)
+}
+
+/// What must be read from the cluster to plan this request (after namespaces are known): for an
+/// expiry, only its binding's kind and namespace.
+pub fn scope(
+    spec: &DeprovisionRequestSpec,
+    policies: &[&DeprovisionPolicy],
+    namespaces: &[Namespace],
+) -> Result<Scope, PlanError> {
+    match expiry_of(spec) {
+        Some(e) => Ok(Scope {
+            namespaces: e.binding.namespace().map(str::to_string).into_iter().collect(),
+            cluster_role_bindings: e.binding.namespace().is_none(),
+        }),
+        None => select::scope(spec, policies, namespaces),
+    }
+}
+
 /// Computes the plan. Fails (changing nothing) when no policy covers the request, a policy is
 /// invalid, a permission is unmapped, a subject cannot be resolved, or a protected subject would
 /// be touched. An empty plan is a success: the access is already gone.
@@ -536,6 +567,9 @@ pub fn compute(
     observed: &Observed,
     protected: &Protected,
 ) -> Result<Plan, PlanError> {
+    if let Some(e) = expiry_of(spec) {
+        return expire::compute(e, all_policies, observed, protected);
+    }
     let policies = matching_policies(spec, all_policies);
     let mut draft = Draft::default();
     for sel in select::select(spec, &policies, &observed.namespaces)? {

@@ -298,11 +298,11 @@ pub fn scope(
     Ok(scope)
 }
 
-fn role_ref_matches(filter: Option<&RoleRefFilter>, r: &RoleRef) -> bool {
+pub(crate) fn role_ref_matches(filter: Option<&RoleRefFilter>, r: &RoleRef) -> bool {
     filter.is_none_or(|f| f.name == r.name && f.kind.as_ref().is_none_or(|k| *k == r.kind))
 }
 
-fn labels_match(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn labels_match(sel: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
     sel.is_none_or(|s| Selector::try_from(s.clone()).is_ok_and(|s| s.matches(labels)))
 }
 

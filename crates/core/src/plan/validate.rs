@@ -82,6 +82,9 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
         if let Some(na) = &r.namespace_access {
             check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
         }
+        if let Some(m) = &r.max_access {
+            crate::expiry::parse_max_access(m).map_err(|e| format!("rules[{i}].maxAccess: {e}"))?;
+        }
         if let Some(e) = &r.entitlements {
             check_namespaces(&e.namespaces).map_err(|err| format!("rules[{i}].entitlements.namespaces: {err}"))?;
             sel_ok(e.namespace_selector.as_ref(), &format!("rules[{i}].entitlements.namespaceSelector"))?;

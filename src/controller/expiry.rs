@@ -1,0 +1,337 @@
+//! Access that ends by itself, while this replica leads: follows the view's bindings and
+//! policies, keeps the clocks of when each subject started holding each time-bound binding
+//! (durably, in [`AccessClock`] objects: [`clocks`]), and when a subject's time is up records a
+//! `DeprovisionRequest` with source `Expiry` under a name derived from the expiry itself, so a
+//! leader killed at that moment and its successor record one request between them. The request
+//! then goes the way of every request: plan (only that account in that binding), actions,
+//! verification, evidence, re-grant watch.
+//!
+//! What is due when is decided by the pure [`crate::expiry`]; this module reads, writes and
+//! wakes. It scans once a second when something changed (a binding, a policy), when an expiry
+//! falls due, and every [`RESCAN`] anyway; it opens no watch of its own.
+
+mod clocks;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::Context;
+use crate::crd::{BindingRef, DeprovisionPolicy, DeprovisionRequest, EndedBy, Expiry};
+use crate::expiry::{self, Scanned};
+use crate::metrics::EndedByLabels;
+use crate::view::{Need, Reader, Since, Snapshot};
+use crate::webhook::naming;
+
+/// How often the loop looks whether something changed or fell due.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A scan at least this often, changed or not.
+const RESCAN: Duration = Duration::from_secs(30);
+
+/// The bound this operator states for acting on an expiry once it is due: a subject still
+/// holding a binding longer than this after its time counts in `expiries_overdue`.
+pub const BOUND: Duration = Duration::from_secs(30);
+
+/// What one term of leadership remembers between scans.
+#[derive(Default)]
+struct Term {
+    /// Bindings (by UID) the previous scan held: a subject new in one of them appeared now.
+    seen: BTreeSet<String>,
+    /// Requests recorded (or found recorded) this term, by name.
+    recorded: BTreeSet<String>,
+    /// Annotation errors already reported (binding UID, message).
+    reported: BTreeSet<(String, String)>,
+}
+
+/// The name of the request ending one expiry: the same whoever records it (see
+/// [`expiry::identity`]).
+pub fn request_name(e: &Expiry) -> String {
+    format!("expiry-{}", naming::sha_hex(expiry::identity(e).as_bytes(), 24))
+}
+
+/// Runs until `stop` when `--expiry-clocks` names where clocks are kept.
+pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
+    let Some(prefix) = ctx.settings.expiry_clocks.clone() else { return };
+    let Some(view) = ctx.shared.view.clone() else { return };
+    let mut store = loop {
+        let loaded = tokio::select! {
+            r = clocks::Shards::load(ctx.client.clone(), &prefix) => r,
+            _ = stop.cancelled() => return,
+        };
+        match loaded {
+            Ok(s) => break s,
+            Err(e) => tracing::warn!(error = %e, "expiry: reading the clocks failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.cancelled() => return,
+        }
+    };
+    tracing::info!(clocks = store.subjects(), "expiry: clocks read; following time-bound access");
+    let mut changes = view.subscribe();
+    let mut term = Term::default();
+    let mut last_scan: Option<tokio::time::Instant> = None;
+    let mut next_due: Option<Timestamp> = None;
+    let mut policies_seen = String::new();
+    let mut dirty = true;
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(rx) = changes.as_mut() {
+            loop {
+                match rx.try_recv() {
+                    // A subject on a clock that a change shows gone lost the access, even when
+                    // it is back before the next scan: its clock starts anew.
+                    Ok(change) => {
+                        store.forget_absent(&change);
+                        dirty = true;
+                    }
+                    Err(TryRecvError::Lagged(_)) => dirty = true,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Closed) => {
+                        changes = None;
+                        break;
+                    }
+                }
+            }
+        }
+        let need = Need { role_bindings: true, cluster_role_bindings: true, policies: true, namespaces: true };
+        let Ok(snapshot) = view.read(Since::Held, need, Reader::Expiry).await else { continue };
+        let policies = snapshot.policies();
+        let fingerprint: String = policies.iter().map(|p| p.resource_version().unwrap_or_default() + ",").collect();
+        let now = Timestamp::now();
+        let due = next_due.is_some_and(|t| t <= now);
+        let stale = last_scan.is_none_or(|t| t.elapsed() >= RESCAN);
+        if !(dirty || due || stale || fingerprint != policies_seen) {
+            continue;
+        }
+        dirty = false;
+        policies_seen = fingerprint;
+        last_scan = Some(tokio::time::Instant::now());
+        next_due = scan_and_act(&ctx, &snapshot, &policies, &mut store, &mut term, now).await;
+        if store.dirty() {
+            dirty = true;
+        }
+    }
+}
+
+/// One scan: the clocks kept (written when they changed), the due expiries recorded as
+/// requests, invalid annotations reported, the metrics set. Returns when the next one falls due.
+async fn scan_and_act(
+    ctx: &Context,
+    snapshot: &Snapshot<'_>,
+    policies: &[DeprovisionPolicy],
+    store: &mut clocks::Shards,
+    term: &mut Term,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let usable = expiry::usable(policies);
+    let labels: BTreeMap<String, BTreeMap<String, String>> =
+        snapshot.namespaces().into_iter().map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default())).collect();
+    let all = snapshot.all();
+    let scanned = (all.role_bindings.iter().map(|b| crate::verify::residual::role_binding(b)))
+        .chain(all.cluster_role_bindings.iter().map(|b| crate::verify::residual::cluster_role_binding(b)))
+        .filter_map(|view| {
+            let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)))?;
+            Some(Scanned { view, terms })
+        });
+    let scan = {
+        let seen = &term.seen;
+        expiry::scan(scanned, &|uid| store.get(uid), &|uid| seen.contains(uid), &ctx.settings.protected, now)
+    };
+    term.seen = scan.clocks.keys().cloned().collect();
+    let subjects: usize = scan.clocks.values().map(|b| b.subjects.len()).sum();
+    ctx.settings.metrics.expiry_clocks.set(subjects as i64);
+    // Clocks first: a start is durable before anything depends on it.
+    if let Err(e) = store.save(scan.clocks).await {
+        tracing::warn!(error = %e, "expiry: writing the clocks failed; writing them again at the next scan");
+    }
+    for bad in &scan.invalid {
+        if term.reported.insert((bad.binding.uid.clone(), bad.message.clone())) {
+            tracing::warn!(binding = %bad.binding, error = %bad.message, "expiry: an end time on a binding cannot be read; ignored");
+            event_on_binding(ctx, &bad.binding, "Warning", "InvalidExpiry", &bad.message);
+        }
+    }
+    let bound = SignedDuration::try_from(BOUND).unwrap_or_default();
+    let overdue = scan.scheduled.iter().filter(|e| e.due_at.0.checked_add(bound).is_ok_and(|t| t < now)).count();
+    ctx.settings.metrics.expiries_overdue.set(overdue as i64);
+    let mut wanted = BTreeSet::new();
+    for e in scan.scheduled.iter().filter(|e| e.due_at.0 <= now) {
+        let name = request_name(e);
+        wanted.insert(name.clone());
+        if term.recorded.contains(&name) {
+            continue;
+        }
+        if record(ctx, e, &name, policies).await {
+            term.recorded.insert(name);
+        }
+    }
+    // Forget what is no longer due (the subject went): memory stays bounded.
+    term.recorded.retain(|n| wanted.contains(n));
+    scan.scheduled.iter().map(|e| e.due_at.0).find(|t| *t > now)
+}
+
+/// Records the request ending `e`; true when it is recorded (by this call or before).
+async fn record(ctx: &Context, e: &Expiry, name: &str, policies: &[DeprovisionPolicy]) -> bool {
+    let Some(policy) = policies.iter().find(|p| p.name_any() == e.policy) else { return false };
+    let spec = expiry::request_spec(e, &policy.spec.application);
+    let mut obj = DeprovisionRequest::new(name, spec);
+    obj.metadata.labels = Some(naming::labels(&obj.spec, &naming::sha_hex(name.as_bytes(), 20)));
+    let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(_) => {
+            let by = match e.ended_by {
+                EndedBy::MaxAccess => "max_access",
+                EndedBy::Annotation => "annotation",
+            };
+            ctx.settings.metrics.expiries.get_or_create(&EndedByLabels { by }).inc();
+            let late = Timestamp::now().duration_since(e.due_at.0).as_secs_f64();
+            tracing::info!(request = name, binding = %e.binding, account = %e.account, late_seconds = late, reason = %e.reason, "expiry: access is due to end; recorded");
+            true
+        }
+        Err(kube::Error::Api(s)) if s.is_already_exists() => true,
+        Err(err) => {
+            tracing::warn!(request = name, error = %err, "expiry: recording the request failed; trying again");
+            false
+        }
+    }
+}
+
+/// Writes an Event about a binding (in namespace `default`, where the operator may write Events;
+/// `regarding` names the binding, its namespace included). Off the caller's path; a failure is
+/// logged.
+pub(super) fn event_on_binding(ctx: &Context, b: &BindingRef, type_: &str, reason: &str, note: &str) {
+    let client = ctx.client.clone();
+    let regarding = ObjectReference {
+        api_version: Some("rbac.authorization.k8s.io/v1".into()),
+        kind: Some(b.kind().as_str().into()),
+        namespace: b.namespace().map(str::to_string),
+        name: Some(b.name.clone()),
+        uid: Some(b.uid.clone()),
+        ..Default::default()
+    };
+    let ev = K8sEvent {
+        metadata: ObjectMeta { generate_name: Some("expiry-".into()), ..Default::default() },
+        event_time: Some(MicroTime(Timestamp::now())),
+        action: Some("Expire".into()),
+        reason: Some(reason.into()),
+        note: Some(crate::text::clip(note)),
+        type_: Some(type_.into()),
+        regarding: Some(regarding),
+        reporting_controller: Some("deprovisioner".into()),
+        reporting_instance: Some(std::env::var("POD_NAME").unwrap_or_else(|_| "deprovisioner".into())),
+        ..Default::default()
+    };
+    tokio::spawn(async move {
+        let api: Api<K8sEvent> = Api::namespaced(client, "default");
+        if let Err(e) = api.create(&PostParams::default(), &ev).await {
+            tracing::warn!(error = %e, "expiry: writing an Event on a binding failed");
+        }
+    });
+}
+
+/// `deprovisioner expiring`: what will expire within `--within` (and anything overdue), from the
+/// policies, bindings, namespaces and clocks as stored now (a subject with no clock yet is shown
+/// from the evidence the leader would use), rendered as `--format` says.
+pub async fn expiring(client: &kube::Client, args: &crate::cli::ExpiringArgs) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
+    use kube::api::ListParams;
+    let lp = ListParams::default();
+    let policies = Api::<DeprovisionPolicy>::all(client.clone()).list(&lp).await.context("listing policies")?.items;
+    let rbs = Api::<RoleBinding>::all(client.clone()).list(&lp).await.context("listing RoleBindings")?.items;
+    let crbs =
+        Api::<ClusterRoleBinding>::all(client.clone()).list(&lp).await.context("listing ClusterRoleBindings")?.items;
+    let namespaces = Api::<Namespace>::all(client.clone()).list(&lp).await.context("listing namespaces")?.items;
+    let store = clocks::Shards::load(client.clone(), &args.clocks).await.context("reading the clocks")?;
+    let protected = crate::plan::subject::Protected {
+        operator: Some(args.service_account.clone()),
+        also: args.protect_service_account.clone(),
+    };
+    let usable = expiry::usable(&policies);
+    let labels: BTreeMap<String, BTreeMap<String, String>> =
+        namespaces.into_iter().map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default())).collect();
+    let scanned = (rbs.iter().map(crate::verify::residual::role_binding))
+        .chain(crbs.iter().map(crate::verify::residual::cluster_role_binding))
+        .filter_map(|view| {
+            let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)))?;
+            Some(Scanned { view, terms })
+        });
+    let now = Timestamp::now();
+    let scan = expiry::scan(scanned, &|uid| store.get(uid), &|_| false, &protected, now);
+    let until = now + SignedDuration::try_from(args.within).unwrap_or(SignedDuration::MAX);
+    let due: Vec<&Expiry> = scan.scheduled.iter().filter(|e| e.due_at.0 <= until).collect();
+    Ok(render_expiring(&due, args.format, now))
+}
+
+/// The listing of `expiring`.
+fn render_expiring(due: &[&Expiry], format: crate::cli::ExpiringFormat, now: Timestamp) -> String {
+    use crate::cli::ExpiringFormat;
+    let when = |e: &Expiry| {
+        let left = e.due_at.0.duration_since(now).as_secs();
+        match left {
+            ..0 => format!("overdue {}", human(-left)),
+            _ => format!("in {}", human(left)),
+        }
+    };
+    let row = |e: &Expiry| {
+        [
+            e.due_at.0.to_string(),
+            when(e),
+            e.binding.to_string(),
+            e.account.clone(),
+            format!("{} ({:?})", e.started_at.0, e.started_from),
+            e.reason.clone(),
+        ]
+    };
+    match format {
+        ExpiringFormat::Json => serde_json::to_string_pretty(&due).unwrap_or_default() + "\n",
+        ExpiringFormat::Csv => {
+            let mut out = String::from("dueAt,when,binding,account,started,endedBy\r\n");
+            for e in due {
+                out.push_str(&row(e).iter().map(|f| crate::evidence::csv::field(f)).collect::<Vec<_>>().join(","));
+                out.push_str("\r\n");
+            }
+            out
+        }
+        ExpiringFormat::Table => {
+            let header = ["DUE", "WHEN", "BINDING", "SUBJECT", "STARTED", "ENDED BY"].map(String::from);
+            let rows: Vec<[String; 6]> = std::iter::once(header).chain(due.iter().map(|e| row(e))).collect();
+            let widths: Vec<usize> =
+                (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+            let mut out = String::new();
+            for r in &rows {
+                let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+                out.push_str(cells.join("   ").trim_end());
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+/// Seconds as the largest whole unit or two: `6d 23h`, `3h 5m`, `42s`.
+fn human(s: i64) -> String {
+    match s {
+        86_400.. => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+        3600.. => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        60.. => format!("{}m {}s", s / 60, s % 60),
+        _ => format!("{s}s"),
+    }
+}
