@@ -165,10 +165,24 @@ async fn every_capability_answers_what_the_sdk_accepts() {
 
     let info = cli("info", &json!({}));
     let valid = cli("validate_credentials", &json!({"request": {}}));
-    let accounts = cli("list_accounts", &json!({"request": {}, "page": {"size": 2000}}));
-    let resources = cli("list_resources", &json!({"request": {}}));
-    let entitlements = cli("list_entitlements", &json!({"request": {}, "page": {"size": 2000}}));
-    let associations = cli("find_entitlement_associations", &json!({"request": {}, "page": {"size": 2000}}));
+    // Other tests in this binary add and remove bindings meanwhile, and each CLI call reads the
+    // cluster afresh: the four lists are compared with each other below only when the accounts
+    // were the same before and after them (one quiet moment), else they are taken again.
+    let list_accounts = || cli("list_accounts", &json!({"request": {}, "page": {"size": 2000}}));
+    let (accounts, resources, entitlements, associations) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let accounts = list_accounts();
+            let resources = cli("list_resources", &json!({"request": {}}));
+            let entitlements = cli("list_entitlements", &json!({"request": {}, "page": {"size": 2000}}));
+            let associations = cli("find_entitlement_associations", &json!({"request": {}, "page": {"size": 2000}}));
+            if list_accounts() == accounts && cli("list_resources", &json!({"request": {}})) == resources {
+                break (accounts, resources, entitlements, associations);
+            }
+            assert!(attempt < 10, "the cluster's bindings never held still for one round of listings");
+        }
+    };
     let account = cli("get_account", &json!({"request": {"account_id": format!("User:{alice}")}}));
     validate(&[
         ("InfoResponse", &info),
