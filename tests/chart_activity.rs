@@ -3,14 +3,23 @@
 //! admission policy; the API server's audit policy and webhook kubeconfig), and, on a real
 //! kube-apiserver, that it installs, that its identities may do exactly what the store needs, that
 //! the admission policy holds the operator to the store's names, and that the install notes'
-//! command extracts the API server's files, whose kubeconfig names the Service and carries the
-//! token the operator checks.
+//! command extracts the API server's files, whose kubeconfig names the Service over https, trusts
+//! the CA of the endpoint's certificate and carries the token the operator checks; and, end to
+//! end, that an API server started with exactly the chart's files sends a user's request to an
+//! operator serving the chart's certificate, key and token.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use deprovisioner::activity::Shard;
+use deprovisioner::activity::ledger::{COMPONENT, DATA_KEY};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Api;
+use kube::api::ListParams;
 use serde_json::{Value, json};
 use support::*;
 
@@ -77,6 +86,38 @@ fn shard_names(full_name: &str) -> Vec<String> {
     (0..deprovisioner_core::activity::SHARDS).map(|n| deprovisioner_core::activity::object_name(&prefix, n)).collect()
 }
 
+/// The PEM CA in a webhook kubeconfig's `certificate-authority-data`.
+fn kubeconfig_ca(kubeconfig: &Value) -> String {
+    let b64 = kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"].as_str().expect("a CA");
+    String::from_utf8(base64_decode(b64)).unwrap()
+}
+
+/// A name a serving certificate must be valid for.
+enum San<'a> {
+    Ip(&'a str),
+    Dns(&'a str),
+}
+
+/// `openssl verify`: `cert` (PEM) chains to `ca` (PEM), is for TLS servers and valid for `san`.
+fn verifies(ca: &str, cert: &str, san: &San) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, cert_file) = (dir.path().join("ca.crt"), dir.path().join("tls.crt"));
+    std::fs::write(&ca_file, ca).unwrap();
+    std::fs::write(&cert_file, cert).unwrap();
+    let (flag, name) = match san {
+        San::Ip(ip) => ("-verify_ip", *ip),
+        San::Dns(host) => ("-verify_hostname", *host),
+    };
+    let out = Command::new("openssl")
+        .args(["verify", "-purpose", "sslserver", "-CAfile"])
+        .arg(&ca_file)
+        .args([flag, name])
+        .arg(&cert_file)
+        .output()
+        .expect("running openssl");
+    if out.status.success() { Ok(()) } else { Err(format!("{}{}", text(&out.stdout), text(&out.stderr))) }
+}
+
 #[test]
 fn activity_is_off_by_default_and_renders_nothing_of_it() {
     let objs = render(&[]).unwrap();
@@ -92,6 +133,7 @@ fn activity_is_off_by_default_and_renders_nothing_of_it() {
     for name in [
         "x-deprovisioner-audit",
         "x-deprovisioner-audit-apiserver",
+        "x-deprovisioner-audit-tls",
         "x-deprovisioner-activity",
         "x-deprovisioner-lumos-agent-activity",
         "x-deprovisioner-activity-names",
@@ -121,6 +163,8 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
             "--audit-max-body=8388608",
             "--audit-max-events-per-second=5000",
             "--activity-prefix=x-deprovisioner-activity",
+            "--audit-tls-cert-file=/var/run/secrets/deprovisioner/audit-tls/tls.crt",
+            "--audit-tls-key-file=/var/run/secrets/deprovisioner/audit-tls/tls.key",
         ]
     );
     assert!(a.contains(&"--listen=0.0.0.0:8080".to_string()), "the webhook keeps its own listener");
@@ -133,6 +177,18 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
     let pod = &object(&objs, "Deployment", "x-deprovisioner").unwrap()["spec"]["template"]["spec"];
     let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "audit-token").unwrap();
     assert_eq!(volume["secret"]["secretName"], "x-deprovisioner-audit");
+    // The serving certificate and key, read-only; never the CA's key.
+    let mount = ctr["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == "audit-tls").unwrap();
+    assert_eq!(
+        (&mount["mountPath"], &mount["readOnly"]),
+        (&json!("/var/run/secrets/deprovisioner/audit-tls"), &json!(true))
+    );
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "audit-tls").unwrap();
+    assert_eq!(
+        volume["secret"],
+        json!({"secretName": "x-deprovisioner-audit-tls", "defaultMode": 288,
+               "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]})
+    );
 
     let svc = object(&objs, "Service", "x-deprovisioner-audit").expect("the audit Service");
     assert_eq!(svc["spec"]["type"], "ClusterIP");
@@ -155,7 +211,10 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
     assert_eq!(kubeconfig["current-context"], "deprovisioner");
     // Offline (helm template) the Service has no address yet: the notes say what to do.
     assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], "PENDING-SEE-INSTALL-NOTES");
-    assert!(kubeconfig["clusters"][0]["cluster"].get("certificate-authority-data").is_none());
+    // It trusts the CA of the chart's serving certificate.
+    let tls = object(&objs, "Secret", "x-deprovisioner-audit-tls").expect("the serving certificate");
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert_eq!(kubeconfig_ca(&kubeconfig), secret_value(tls, "ca.crt"));
 
     assert_eq!((&policy["apiVersion"], &policy["kind"]), (&json!("audit.k8s.io/v1"), &json!("Policy")));
     assert_eq!(policy["omitStages"], json!(["RequestReceived"]));
@@ -236,13 +295,13 @@ fn the_kubeconfig_names_the_service_or_your_url_and_your_token() {
     };
     let node =
         render(&["activity.enabled=true,activity.service.type=NodePort,activity.service.nodePort=30844"]).unwrap();
-    assert_eq!(server(&node)["server"], "http://127.0.0.1:30844/audit");
+    assert_eq!(server(&node)["server"], "https://127.0.0.1:30844/audit");
     let svc = object(&node, "Service", "x-deprovisioner-audit").unwrap();
     assert_eq!((&svc["spec"]["type"], &svc["spec"]["ports"][0]["nodePort"]), (&json!("NodePort"), &json!(30844)));
 
     let ip =
         render(&["activity.enabled=true,activity.service.clusterIP=10.0.0.44,activity.service.port=9444"]).unwrap();
-    assert_eq!(server(&ip)["server"], "http://10.0.0.44:9444/audit");
+    assert_eq!(server(&ip)["server"], "https://10.0.0.44:9444/audit");
     assert_eq!(object(&ip, "Service", "x-deprovisioner-audit").unwrap()["spec"]["clusterIP"], "10.0.0.44");
 
     let yours = render(&[
@@ -287,9 +346,30 @@ fn activity_values_are_checked_with_clear_messages() {
             "activity.service.nodePort is set but activity.service.type is not NodePort",
         ),
         (
-            "activity.enabled=true,activity.apiServer.caBundle=PEM",
+            "activity.enabled=true,activity.tls.terminatedElsewhere=true,activity.apiServer.caBundle=PEM",
             "activity.apiServer.caBundle is set but activity.apiServer.url is not https://",
         ),
+        (
+            "activity.enabled=true,activity.apiServer.caBundle=PEM",
+            "activity.apiServer.caBundle is set but the chart generates the audit endpoint's certificate",
+        ),
+        (
+            "activity.enabled=true,activity.apiServer.url=http://10.0.0.1:8444/audit",
+            "activity.apiServer.url is http:// but the audit port serves https",
+        ),
+        (
+            "activity.enabled=true,activity.tls.existingSecret=mine",
+            "activity.tls.existingSecret is set but activity.apiServer.caBundle is empty",
+        ),
+        (
+            "activity.enabled=true,activity.tls.existingSecret=mine,activity.tls.terminatedElsewhere=true",
+            "activity.tls.existingSecret is set but activity.tls.terminatedElsewhere is true",
+        ),
+        (
+            "activity.enabled=true,rbac.credentials.secretNames={x-deprovisioner-audit-tls}",
+            "it holds the audit endpoint's private key",
+        ),
+        ("activity.tls.extraSANs[0]=has space", "at '/activity/tls/extraSANs/0'"),
         ("activity.service.type=LoadBalancer", "at '/activity/service/type'"),
         ("activity.shards=3", "additional properties 'shards' not allowed"),
         ("activity.apiServer.url=ftp://x", "at '/activity/apiServer/url'"),
@@ -372,7 +452,7 @@ fn activity_installs_and_holds_its_identities_to_the_store() {
             .unwrap()
     };
     // The API server loads a new policy within a moment: until then RBAC alone would let it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut i = 0;
     loop {
         i += 1;
@@ -385,8 +465,8 @@ fn activity_installs_and_holds_its_identities_to_the_store() {
             );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the admission policy never refused the operator");
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(Instant::now() < deadline, "the admission policy never refused the operator");
+        std::thread::sleep(Duration::from_millis(200));
     }
     let out = create(&as_operator, "deprovisioner-activity-02");
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -436,9 +516,178 @@ fn activity_installs_and_holds_its_identities_to_the_store() {
         .unwrap()
         .to_string();
     let (_, second) = extract(&c.dir.join("admin-files-2"));
-    assert_eq!(second["clusters"][0]["cluster"]["server"], format!("http://{ip}:8444/audit"));
+    assert_eq!(second["clusters"][0]["cluster"]["server"], format!("https://{ip}:8444/audit"));
     assert_eq!(second["users"][0]["user"]["token"], token.as_str());
     let notes = helm_ok(Some(&kc), &["get", "notes", release, "--namespace", ns]);
-    assert!(notes.contains(&format!("The API server sends to http://{ip}:8444/audit")), "{notes}");
+    assert!(notes.contains(&format!("The API server sends to https://{ip}:8444/audit")), "{notes}");
     assert!(!notes.contains("WARNING: the kubeconfig's server"), "{notes}");
+
+    // The certificate: the same CA throughout (the admins' kubeconfig stays right); the upgrade
+    // that learnt the cluster IP re-signed it for that address; later upgrades keep it as it is.
+    let serving = || {
+        let s = kubectl_json(c, &["-n", ns, "get", "secret", "deprovisioner-audit-tls"]);
+        let get = |k: &str| String::from_utf8(base64_decode(s["data"][k].as_str().unwrap())).unwrap();
+        (get("ca.crt"), get("tls.crt"), get("tls.key"))
+    };
+    let (ca, cert, key) = serving();
+    assert_eq!(kubeconfig_ca(&first), ca);
+    assert_eq!(kubeconfig_ca(&second), ca, "the CA is kept across upgrades");
+    verifies(&ca, &cert, &San::Ip(&ip)).expect("re-signed for the cluster IP");
+    helm_ok(Some(&kc), &["upgrade", release, CHART, "--namespace", ns, "--reuse-values"]);
+    assert_eq!(serving(), (ca, cert, key), "the certificate is the same after helm upgrade");
+    let (_, third) = extract(&c.dir.join("admin-files-3"));
+    assert_eq!(third, second, "the API server's files are the same after helm upgrade");
+}
+
+/// TLS by default: the kubeconfig's CA verifies the rendered serving certificate for every name
+/// the API server or a shipper may use (the Service's DNS names, its cluster IP, 127.0.0.1, the
+/// url's host, the extra SANs) and for nothing else; the pods roll when it changes. Your own
+/// certificate Secret is mounted instead, with your CA; TLS terminated elsewhere serves http.
+#[test]
+fn the_kubeconfig_trusts_a_ca_that_verifies_the_serving_certificate() {
+    let objs = render(&[
+        "activity.enabled=true,activity.service.clusterIP=10.0.0.44",
+        "activity.tls.extraSANs={audit.example.com,192.0.2.7}",
+    ])
+    .unwrap();
+    let (_, kubeconfig) = api_server_files(object(&objs, "Secret", "x-deprovisioner-audit-apiserver").unwrap());
+    assert_eq!(kubeconfig["clusters"][0]["cluster"]["server"], "https://10.0.0.44:8444/audit");
+    let ca = kubeconfig_ca(&kubeconfig);
+    let tls = object(&objs, "Secret", "x-deprovisioner-audit-tls").unwrap();
+    let cert = secret_value(tls, "tls.crt");
+    assert!(secret_value(tls, "tls.key").contains("PRIVATE KEY"));
+    for san in [
+        San::Ip("10.0.0.44"),
+        San::Ip("127.0.0.1"),
+        San::Ip("192.0.2.7"),
+        San::Dns("x-deprovisioner-audit"),
+        San::Dns("x-deprovisioner-audit.ops"),
+        San::Dns("x-deprovisioner-audit.ops.svc"),
+        San::Dns("x-deprovisioner-audit.ops.svc.cluster.local"),
+        San::Dns("audit.example.com"),
+    ] {
+        verifies(&ca, &cert, &san).unwrap();
+    }
+    // A check that can fail: other names, and another render's CA.
+    assert!(verifies(&ca, &cert, &San::Ip("10.0.0.45")).is_err());
+    assert!(verifies(&ca, &cert, &San::Dns("other.ops.svc")).is_err());
+    let again = render(&["activity.enabled=true,activity.service.clusterIP=10.0.0.44"]).unwrap();
+    let other_ca = secret_value(object(&again, "Secret", "x-deprovisioner-audit-tls").unwrap(), "ca.crt");
+    assert!(verifies(&other_ca, &cert, &San::Ip("10.0.0.44")).is_err());
+    // The pod template names the certificate, so a re-signed one rolls the pods.
+    let annotations =
+        &object(&objs, "Deployment", "x-deprovisioner").unwrap()["spec"]["template"]["metadata"]["annotations"];
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(cert.as_bytes()))
+    };
+    assert_eq!(annotations["deprovisioner.dev/audit-tls"], digest[..16]);
+
+    // A node port: 127.0.0.1, which the certificate covers; your url's host is covered too.
+    let node =
+        render(&["activity.enabled=true,activity.service.type=NodePort,activity.service.nodePort=30844"]).unwrap();
+    let (_, kc) = api_server_files(object(&node, "Secret", "x-deprovisioner-audit-apiserver").unwrap());
+    assert_eq!(kc["clusters"][0]["cluster"]["server"], "https://127.0.0.1:30844/audit");
+    let cert = secret_value(object(&node, "Secret", "x-deprovisioner-audit-tls").unwrap(), "tls.crt");
+    verifies(&kubeconfig_ca(&kc), &cert, &San::Ip("127.0.0.1")).unwrap();
+    let url = render(&["activity.enabled=true,activity.apiServer.url=https://audit.internal:443/audit"]).unwrap();
+    let (_, kc) = api_server_files(object(&url, "Secret", "x-deprovisioner-audit-apiserver").unwrap());
+    let cert = secret_value(object(&url, "Secret", "x-deprovisioner-audit-tls").unwrap(), "tls.crt");
+    verifies(&kubeconfig_ca(&kc), &cert, &San::Dns("audit.internal")).unwrap();
+
+    // Your certificate: mounted from your Secret; the kubeconfig trusts your CA; nothing generated.
+    let yours = render(&["activity.enabled=true,activity.tls.existingSecret=my-tls,activity.apiServer.caBundle=MY CA"])
+        .unwrap();
+    assert!(object(&yours, "Secret", "x-deprovisioner-audit-tls").is_none());
+    let pod = &object(&yours, "Deployment", "x-deprovisioner").unwrap()["spec"]["template"]["spec"];
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "audit-tls").unwrap();
+    assert_eq!(volume["secret"]["secretName"], "my-tls");
+    assert!(args(&yours).contains(&"--audit-tls-cert-file=/var/run/secrets/deprovisioner/audit-tls/tls.crt".into()));
+    let (_, kc) = api_server_files(object(&yours, "Secret", "x-deprovisioner-audit-apiserver").unwrap());
+    assert_eq!(kubeconfig_ca(&kc), "MY CA");
+
+    // TLS terminated elsewhere, said explicitly: plain http, no certificate.
+    let plain =
+        render(&["activity.enabled=true,activity.tls.terminatedElsewhere=true,activity.service.clusterIP=10.0.0.44"])
+            .unwrap();
+    assert!(object(&plain, "Secret", "x-deprovisioner-audit-tls").is_none());
+    assert!(args(&plain).iter().all(|a| !a.starts_with("--audit-tls-")), "{:?}", args(&plain));
+    assert!(container(&plain)["volumeMounts"].as_array().unwrap().iter().all(|m| m["name"] != "audit-tls"));
+    let (_, kc) = api_server_files(object(&plain, "Secret", "x-deprovisioner-audit-apiserver").unwrap());
+    assert_eq!(kc["clusters"][0]["cluster"]["server"], "http://10.0.0.44:8444/audit");
+    assert!(kc["clusters"][0]["cluster"].get("certificate-authority-data").is_none());
+}
+
+/// The chart's files, end to end on a real API server: render the chart for an API server that
+/// reaches the operator at `https://127.0.0.1:<port>/audit`, start kube-apiserver with exactly
+/// the audit policy and webhook kubeconfig of `<full name>-audit-apiserver` (the bytes the notes'
+/// command writes), run the operator with the chart's serving certificate, key and token (as its
+/// pod mounts them) and the chart's RBAC; a user's request then shows up in the activity store,
+/// and the API server reports nothing dropped or failed once the operator listens.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_server_with_the_charts_files_sends_to_the_operator_over_https() {
+    let port = free_port();
+    let out = helm(
+        None,
+        &[
+            "template",
+            "deprovisioner",
+            CHART,
+            "--namespace",
+            "deprovisioner",
+            "--kube-version",
+            KUBE_VERSION,
+            "--skip-tests",
+            "--set",
+            &format!("activity.enabled=true,activity.apiServer.url=https://127.0.0.1:{port}/audit"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let objs = docs(&text(&out.stdout));
+    let dir = tempfile::Builder::new().prefix("deprovisioner-chart-audit-").tempdir().unwrap().keep();
+    let write = |name: &str, secret: &str, key: &str| {
+        let path = dir.join(name);
+        let value = secret_value(object(&objs, "Secret", secret).unwrap(), key);
+        std::fs::write(&path, value).unwrap();
+        path
+    };
+    let policy = write("audit-policy.yaml", "deprovisioner-audit-apiserver", "audit-policy.yaml");
+    let kubeconfig = write("audit-webhook.kubeconfig", "deprovisioner-audit-apiserver", "audit-webhook.kubeconfig");
+    let token_file = write("token", "deprovisioner-audit", "token");
+    let cert = write("tls.crt", "deprovisioner-audit-tls", "tls.crt");
+    let key = write("tls.key", "deprovisioner-audit-tls", "tls.key");
+    let ca = write("ca.crt", "deprovisioner-audit-tls", "ca.crt");
+    let kc: Value = serde_yaml::from_str(&std::fs::read_to_string(&kubeconfig).unwrap()).unwrap();
+    assert_eq!(kc["clusters"][0]["cluster"]["server"], format!("https://127.0.0.1:{port}/audit"));
+
+    let ac = audit_cluster_with(AuditFiles { policy, kubeconfig, port, token_file, cert, key, ca });
+    let c = ac.cluster;
+    let op = Operator::start(OperatorOpts::on(c).audit(&ac).args(&["--activity-resolution", "1s"]));
+    op.wait_audit_listening();
+    // Batches sent before the operator listened failed; from now on none may.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (events_before, errors_before) = audit_counters(c);
+
+    let alice = client_for(&c.client_cert("alice", &["dev"])).await;
+    let since = Timestamp::now().checked_sub(SignedDuration::from_secs(1)).unwrap();
+    let _ = Api::<ConfigMap>::namespaced(alice, "default").list(&ListParams::default().limit(1)).await;
+    let shards = Api::<ConfigMap>::namespaced(c.admin().await, "deprovisioner");
+    let lp = ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = shards.list(&lp).await.unwrap().items.into_iter().any(|cm| {
+            let Some(text) = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) else { return false };
+            let shard: Shard = serde_json::from_str(text).unwrap();
+            shard.accounts.get("User:alice").is_some_and(|e| e.at >= since)
+        });
+        if stored {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alice's request not stored within 20 s; operator log:\n{}", op.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (events_after, errors_after) = audit_counters(c);
+    assert!(events_after > events_before, "the API server audited the request");
+    assert_eq!(errors_after, errors_before, "audit events dropped or failed while the operator listened");
+    drop(op);
 }

@@ -751,14 +751,32 @@ pub struct AuditCluster {
     pub cluster: &'static Cluster,
     /// The port on 127.0.0.1 the API server sends its batches to (`POST /audit`).
     pub port: u16,
-    /// The file holding [`AUDIT_TOKEN`].
+    /// The file holding the audit token ([`AUDIT_TOKEN`] unless given).
     pub token_file: PathBuf,
+    /// The endpoint's serving certificate and key (PEM) and the CA that signed the certificate.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
+/// The API server's audit files and the receiver's side, given by a test (e.g. rendered by the
+/// chart) for [`audit_cluster_with`].
+pub struct AuditFiles {
+    /// `--audit-policy-file`.
+    pub policy: PathBuf,
+    /// `--audit-webhook-config-file`: it must send to `https://127.0.0.1:<port>/audit`.
+    pub kubeconfig: PathBuf,
+    pub port: u16,
+    pub token_file: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 /// A control plane of the caller's own (not the shared one, which it would slow) whose API
 /// server audits every request at Metadata level and sends batches at least every second to
 /// `https://127.0.0.1:<port>/audit` with [`AUDIT_TOKEN`] (`scripts/control-plane up --audit`); the
-/// operator's identity may keep the activity store ([`grant_activity_store`]).
+/// operator's identity has the chart's RBAC with `activity.enabled` (the activity store's Role).
 pub fn audit_cluster() -> AuditCluster {
     let dir = tempfile::Builder::new().prefix("deprovisioner-audit-").tempdir().unwrap().keep();
     let token_file = dir.join("audit.token");
@@ -769,43 +787,41 @@ pub fn audit_cluster() -> AuditCluster {
     let url = format!("https://127.0.0.1:{port}/audit");
     let cluster: &'static Cluster =
         Box::leak(Box::new(Cluster::start_in(dir, &["--audit", &url, token_file.to_str().unwrap()])));
-    grant_activity_store(cluster, "deprovisioner-activity");
-    AuditCluster { cluster, port, token_file }
+    apply_chart_rbac(cluster, &["activity.enabled=true"]);
+    let pki = cluster.dir.join("pki");
+    AuditCluster {
+        cluster,
+        port,
+        token_file,
+        cert: pki.join("audit-receiver.crt"),
+        key: pki.join("audit-receiver.key"),
+        ca: pki.join("ca.crt"),
+    }
 }
 
-/// Lets the operator's identity keep the activity store, as the chart's Role does with
-/// `activity.enabled`: get, list, watch and update the ConfigMaps `<prefix>-00` to `-63` of its
-/// namespace by name, and create ConfigMaps there.
-pub fn grant_activity_store(c: &Cluster, prefix: &str) {
-    let names: Vec<String> = (0..deprovisioner::activity::ledger::SHARDS)
-        .map(|n| deprovisioner::activity::ledger::object_name(prefix, n))
-        .collect();
-    let rbac = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "deprovisioner-activity", "namespace": "deprovisioner"},
-         "rules": [
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "update"], "resourceNames": names},
-            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]},
-        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": "deprovisioner-activity", "namespace": "deprovisioner"},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deprovisioner-activity"},
-         "subjects": [{"kind": "ServiceAccount", "name": "deprovisioner", "namespace": "deprovisioner"}]}]});
-    let file = c.dir.join(format!("{}.json", unique("activity-rbac")));
-    std::fs::write(&file, rbac.to_string()).unwrap();
-    kubectl_ok(c, &["apply", "-f", file.to_str().unwrap()]);
+/// As [`audit_cluster`], with the API server's audit policy and webhook kubeconfig exactly as
+/// given (`scripts/control-plane up --audit-files`), and the receiver's token, certificate and
+/// key from `files`.
+pub fn audit_cluster_with(files: AuditFiles) -> AuditCluster {
+    let dir = tempfile::Builder::new().prefix("deprovisioner-audit-").tempdir().unwrap().keep();
+    let cluster: &'static Cluster = Box::leak(Box::new(Cluster::start_in(
+        dir,
+        &["--audit-files", files.policy.to_str().unwrap(), files.kubeconfig.to_str().unwrap()],
+    )));
+    apply_chart_rbac(cluster, &["activity.enabled=true"]);
+    let AuditFiles { port, token_file, cert, key, ca, .. } = files;
+    AuditCluster { cluster, port, token_file, cert, key, ca }
 }
 
 impl OperatorOpts {
     /// Serves the audit endpoint (https) on the port `ac`'s API server sends its batches to.
     pub fn audit(self, ac: &AuditCluster) -> Self {
         let listen = format!("127.0.0.1:{}", ac.port);
-        let pki = ac.cluster.dir.join("pki");
-        let (cert, key) = (pki.join("audit-receiver.crt"), pki.join("audit-receiver.key"));
         self.args(&["--audit-listen", &listen, "--audit-token-file", ac.token_file.to_str().unwrap()]).args(&[
             "--audit-tls-cert-file",
-            cert.to_str().unwrap(),
+            ac.cert.to_str().unwrap(),
             "--audit-tls-key-file",
-            key.to_str().unwrap(),
+            ac.key.to_str().unwrap(),
         ])
     }
 }
@@ -835,9 +851,9 @@ impl Cluster {
     }
 }
 
-/// An https client trusting `ac`'s control plane CA (the audit endpoint's certificate).
+/// An https client trusting the CA of `ac`'s audit endpoint certificate.
 pub fn audit_client(ac: &AuditCluster) -> reqwest::Client {
-    let ca = std::fs::read(ac.cluster.dir.join("pki/ca.crt")).unwrap();
+    let ca = std::fs::read(&ac.ca).unwrap();
     reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .timeout(Duration::from_secs(30))

@@ -327,36 +327,129 @@ a generated one is kept in .Values (a render-scoped cache).
 {{- end -}}
 {{- end }}
 
-{{/* The URL the API server sends its audit batches to. */}}
+{{/* The audit Service's cluster IP: the value, else the Service's (once it exists), else empty. */}}
+{{- define "deprovisioner.auditClusterIP" -}}
+{{- $a := .Values.activity -}}
+{{- if eq $a.service.type "ClusterIP" -}}
+{{- $ip := $a.service.clusterIP -}}
+{{- if not $ip -}}
+{{- $svc := lookup "v1" "Service" .Release.Namespace (include "deprovisioner.auditName" .) -}}
+{{- if and $svc (ne (toString $svc.spec.clusterIP) "None") -}}
+{{- $ip = $svc.spec.clusterIP -}}
+{{- end -}}
+{{- end -}}
+{{- $ip -}}
+{{- end -}}
+{{- end }}
+
+{{/* The URL the API server sends its audit batches to: https unless TLS ends elsewhere. */}}
 {{- define "deprovisioner.auditURL" -}}
 {{- $a := .Values.activity -}}
+{{- $scheme := ternary "http" "https" (eq (toString $a.tls.terminatedElsewhere) "true") -}}
 {{- if $a.apiServer.url -}}
 {{- $a.apiServer.url -}}
-{{- else -}}
-{{- $svc := lookup "v1" "Service" .Release.Namespace (include "deprovisioner.auditName" .) -}}
-{{- if eq $a.service.type "NodePort" -}}
+{{- else if eq $a.service.type "NodePort" -}}
 {{- $port := int $a.service.nodePort -}}
+{{- $svc := lookup "v1" "Service" .Release.Namespace (include "deprovisioner.auditName" .) -}}
 {{- if and (not $port) $svc -}}
 {{- range $svc.spec.ports -}}
 {{- if eq .name "audit" }}{{ $port = int .nodePort }}{{ end -}}
 {{- end -}}
 {{- end -}}
 {{- if $port -}}
-{{- printf "http://127.0.0.1:%d/audit" $port -}}
+{{- printf "%s://127.0.0.1:%d/audit" $scheme $port -}}
 {{- end -}}
 {{- else -}}
-{{- $ip := $a.service.clusterIP -}}
-{{- if and (not $ip) $svc -}}
-{{- $ip = $svc.spec.clusterIP -}}
-{{- end -}}
+{{- $ip := include "deprovisioner.auditClusterIP" . -}}
 {{- if $ip -}}
 {{- if contains ":" $ip -}}
-{{- printf "http://[%s]:%d/audit" $ip (int $a.service.port) -}}
+{{- printf "%s://[%s]:%d/audit" $scheme $ip (int $a.service.port) -}}
 {{- else -}}
-{{- printf "http://%s:%d/audit" $ip (int $a.service.port) -}}
+{{- printf "%s://%s:%d/audit" $scheme $ip (int $a.service.port) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end }}
+
+{{- define "deprovisioner.auditTLSSecretName" -}}
+{{- default (printf "%s-audit-tls" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-") .Values.activity.tls.existingSecret }}
+{{- end }}
+
+{{/*
+The names the generated serving certificate is for (JSON {"ips": [...], "dns": [...]}, sorted):
+the audit Service's DNS names, its cluster IP when known, 127.0.0.1 (a node port through
+localhost, or a host-network operator), the host of activity.apiServer.url, and
+activity.tls.extraSANs.
+*/}}
+{{- define "deprovisioner.auditSANs" -}}
+{{- $a := .Values.activity -}}
+{{- $svc := include "deprovisioner.auditName" . -}}
+{{- $ns := .Release.Namespace -}}
+{{- $names := list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) "127.0.0.1" -}}
+{{- with include "deprovisioner.auditClusterIP" . }}{{ $names = append $names . }}{{ end -}}
+{{- if $a.apiServer.url }}{{ $names = append $names (urlParse $a.apiServer.url).hostname }}{{ end -}}
+{{- $names = concat $names $a.tls.extraSANs -}}
+{{- $ips := list -}}
+{{- $dns := list -}}
+{{- range $names -}}
+{{- if or (regexMatch "^[0-9]+[.][0-9]+[.][0-9]+[.][0-9]+$" .) (contains ":" .) -}}
+{{- $ips = append $ips . -}}
+{{- else if . -}}
+{{- $dns = append $dns . -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "ips" ($ips | uniq | sortAlpha) "dns" ($dns | uniq | sortAlpha)) -}}
+{{- end }}
+
+{{/*
+The audit endpoint's generated serving certificate (JSON {"crt", "key", "ca", "caKey", "sans"},
+PEM): the one the chart's Secret holds, kept across upgrades like the generated tokens (the API
+server's kubeconfig trusts its CA); re-signed by the same CA when the names it must cover change
+(the cluster IP becomes known at the first upgrade), else a new CA (genCA) and certificate
+(genSignedCert), ten years each. Cached in .Values for the render, as the audit token.
+*/}}
+{{- define "deprovisioner.auditTLS" -}}
+{{- $cache := .Values.activity -}}
+{{- if not (hasKey $cache "_generatedTLS") -}}
+{{- $sans := include "deprovisioner.auditSANs" . -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "deprovisioner.auditTLSSecretName" .) -}}
+{{- $d := dict -}}
+{{- if and $existing $existing.data -}}
+{{- $d = $existing.data -}}
+{{- end -}}
+{{- $old := dict -}}
+{{- if and $existing $existing.metadata.annotations -}}
+{{- $old = $existing.metadata.annotations -}}
+{{- end -}}
+{{- $tls := dict -}}
+{{- if and (hasKey $d "tls.crt") (hasKey $d "tls.key") (hasKey $d "ca.crt") (hasKey $d "ca.key") -}}
+{{- $tls = dict "crt" (index $d "tls.crt" | b64dec) "key" (index $d "tls.key" | b64dec) "ca" (index $d "ca.crt" | b64dec) "caKey" (index $d "ca.key" | b64dec) -}}
+{{- if ne (index $old "deprovisioner.dev/sans" | default "") $sans -}}
+{{- $ca := buildCustomCert (index $d "ca.crt") (index $d "ca.key") -}}
+{{- $s := $sans | fromJson -}}
+{{- $cert := genSignedCert (include "deprovisioner.auditName" .) $s.ips $s.dns 3650 $ca -}}
+{{- $_ := set $tls "crt" $cert.Cert -}}
+{{- $_ := set $tls "key" $cert.Key -}}
+{{- end -}}
+{{- else -}}
+{{- $ca := genCA (printf "%s audit CA" (include "deprovisioner.fullname" .)) 3650 -}}
+{{- $s := $sans | fromJson -}}
+{{- $cert := genSignedCert (include "deprovisioner.auditName" .) $s.ips $s.dns 3650 $ca -}}
+{{- $tls = dict "crt" $cert.Cert "key" $cert.Key "ca" $ca.Cert "caKey" $ca.Key -}}
+{{- end -}}
+{{- $_ := set $tls "sans" $sans -}}
+{{- $_ := set $cache "_generatedTLS" $tls -}}
+{{- end -}}
+{{- index $cache "_generatedTLS" | toJson -}}
+{{- end }}
+
+{{/* The CA the API server's kubeconfig trusts (PEM): caBundle, else the generated CA. */}}
+{{- define "deprovisioner.auditCA" -}}
+{{- $a := .Values.activity -}}
+{{- if $a.apiServer.caBundle -}}
+{{- $a.apiServer.caBundle -}}
+{{- else if not (or $a.tls.terminatedElsewhere $a.tls.existingSecret) -}}
+{{- (include "deprovisioner.auditTLS" . | fromJson).ca -}}
 {{- end -}}
 {{- end }}
 
@@ -401,6 +494,13 @@ send events.
 {{- fail (printf "rbac.credentials.secretNames must not list %q: it holds the audit token (a policy could send it to another system)" .) }}
 {{- end }}
 {{- end }}
+{{- if not $a.tls.terminatedElsewhere }}
+{{- range .Values.rbac.credentials.secretNames }}
+{{- if eq . (include "deprovisioner.auditTLSSecretName" $) }}
+{{- fail (printf "rbac.credentials.secretNames must not list %q: it holds the audit endpoint's private key" .) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and .Values.networkPolicy.enabled (not $a.networkPolicyFrom) }}
 {{- fail "activity.enabled and networkPolicy.enabled but activity.networkPolicyFrom is empty: list where the API server's requests come from (it usually runs in the host network: its nodes' addresses as ipBlock CIDRs), or your log shipper's pods" }}
 {{- end }}
@@ -410,8 +510,23 @@ send events.
 {{- if and (ne $a.service.type "ClusterIP") $a.service.clusterIP }}
 {{- fail "activity.service.clusterIP is set but activity.service.type is not ClusterIP" }}
 {{- end }}
+{{- if $a.tls.terminatedElsewhere }}
+{{- if $a.tls.existingSecret }}
+{{- fail "activity.tls.existingSecret is set but activity.tls.terminatedElsewhere is true: the audit port then speaks plain http and serves no certificate" }}
+{{- end }}
 {{- if and $a.apiServer.caBundle (not (hasPrefix "https://" $a.apiServer.url)) }}
-{{- fail "activity.apiServer.caBundle is set but activity.apiServer.url is not https://: the operator's audit port speaks plain HTTP, so a CA is only for TLS you terminate in front of it (set the url to it)" }}
+{{- fail "activity.apiServer.caBundle is set but activity.apiServer.url is not https://: with activity.tls.terminatedElsewhere, a CA is only for the https url of what terminates TLS in front of the operator (set the url to it)" }}
+{{- end }}
+{{- else }}
+{{- if hasPrefix "http://" $a.apiServer.url }}
+{{- fail "activity.apiServer.url is http:// but the audit port serves https (and the API server sends its token only over https): use https://, or set activity.tls.terminatedElsewhere=true if TLS ends in front of the operator" }}
+{{- end }}
+{{- if and $a.tls.existingSecret (not $a.apiServer.caBundle) }}
+{{- fail "activity.tls.existingSecret is set but activity.apiServer.caBundle is empty: give the PEM CA that signed its certificate, for the API server's kubeconfig" }}
+{{- end }}
+{{- if and $a.apiServer.caBundle (not $a.tls.existingSecret) (not $a.apiServer.url) }}
+{{- fail "activity.apiServer.caBundle is set but the chart generates the audit endpoint's certificate and activity.apiServer.url is empty: the kubeconfig would trust a CA that did not sign it (leave caBundle empty, or give activity.tls.existingSecret, or the https url of a proxy presenting a certificate of that CA)" }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
