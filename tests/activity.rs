@@ -215,6 +215,101 @@ async fn audit_events_become_last_activity_that_survives_a_restart() {
     drop(op);
 }
 
+/// What Lumos and people read is what the API server audited, end to end: alice (a client
+/// certificate), a ServiceAccount (a token) and bob (impersonated) act; the connector CLI, run as
+/// Lumos's agent with the chart's identity, answers `get_last_activity` for them at their
+/// requests' times (the SDK's models accept the answer); dave, who only holds a binding, is left
+/// out, and `deprovisioner inactive` lists him as inactive once recording covers its window,
+/// and none of those who acted.
+#[tokio::test(flavor = "multi_thread")]
+async fn lumos_and_inactive_read_what_the_api_server_audited() {
+    let ac = audit_cluster();
+    let c = ac.cluster;
+    let admin = c.admin().await;
+    let op = Operator::start(OperatorOpts::on(c).audit(&ac).args(&["--activity-resolution", "1s"]));
+    op.wait_audit_listening();
+    let recording = Timestamp::now();
+
+    kubectl_ok(c, &["create", "namespace", "team-b"]);
+    kubectl_ok(c, &["create", "serviceaccount", "builder", "-n", "team-b"]);
+    kubectl_ok(c, &["create", "rolebinding", "devs", "-n", "team-b", "--clusterrole", "view", "--user", "alice"]);
+    kubectl_ok(c, &["create", "rolebinding", "more", "-n", "team-b", "--clusterrole", "view", "--user", "bob"]);
+    kubectl_ok(c, &["create", "rolebinding", "idle", "-n", "team-b", "--clusterrole", "edit", "--user", "dave"]);
+    kubectl_ok(
+        c,
+        &["create", "rolebinding", "ci", "-n", "team-b", "--clusterrole", "view", "--serviceaccount", "team-b:builder"],
+    );
+    let alice = Client::try_from(config_of(&c.client_cert("alice", &["dev"])).await).unwrap();
+    let token = text(&kubectl_ok(c, &["create", "token", "builder", "-n", "team-b"]).stdout).trim().to_string();
+    let mut sa_config = config_of(&c.kubeconfig).await;
+    sa_config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    let builder = Client::try_from(sa_config).unwrap();
+    let mut bob_config = config_of(&c.kubeconfig).await;
+    bob_config.auth_info.impersonate = Some("bob".into());
+    let bob = Client::try_from(bob_config).unwrap();
+
+    let acted = [
+        ("User:alice", act(&alice, "team-b").await),
+        ("ServiceAccount:team-b/builder", act(&builder, "team-b").await),
+        ("User:bob", act(&bob, "team-b").await),
+    ];
+    wait_stored(&admin, &acted.map(|(who, _)| who), acted[0].1.0).await;
+
+    // Lumos's agent, with the identity and the store's read access the chart gives it.
+    let agent = c.kubeconfig_as("deprovisioner-lumos-agent");
+    let ask = serde_json::json!({"request": {"account_ids": ["User:alice", "ServiceAccount:team-b/builder", "User:bob", "User:dave"]}});
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "get_last_activity", "--json", &ask.to_string()])
+        .args(["--kubeconfig", agent.to_str().unwrap()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "get_last_activity: {}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::sdk::validate(&[("GetLastActivityResponse", &answer)]);
+    let answered: BTreeMap<String, Timestamp> = answer["response"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|d| (d["account_id"].as_str().unwrap().to_string(), d["happened_at"].as_str().unwrap().parse().unwrap()))
+        .collect();
+    assert_eq!(
+        answered.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["ServiceAccount:team-b/builder", "User:alice", "User:bob"],
+        "dave never acted: left out ({answer})"
+    );
+    for (who, window) in acted {
+        assert!(within(answered[who], window), "{who} at {} not within {window:?}", answered[who]);
+    }
+
+    // `inactive` (as an admin would run it): dave, once recording covers the window; not those
+    // who acted within it.
+    let window = Duration::from_secs(3);
+    let covered = recording.checked_add(SignedDuration::try_from(window).unwrap()).unwrap();
+    while Timestamp::now() < covered.checked_add(SignedDuration::from_millis(200)).unwrap() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["inactive", "--for", "3s", "--format", "json"])
+        .args(["--kubeconfig", c.kubeconfig.to_str().unwrap()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "inactive: {}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status_of = |id: &str| {
+        report["accounts"].as_array().unwrap().iter().find(|a| a["account"] == id).map(|a| a["status"].clone())
+    };
+    assert_eq!(status_of("User:dave"), Some(serde_json::json!("inactive")), "only holds a binding: {report:#}");
+    let since_acted = Timestamp::now().duration_since(acted[0].1.0);
+    if since_acted < SignedDuration::try_from(window).unwrap() {
+        for (who, _) in acted {
+            assert_eq!(status_of(who), None, "{who} acted within the window: {report:#}");
+        }
+    }
+    drop(op);
+}
+
 /// CPU time (user + system) of a process so far, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();

@@ -83,6 +83,8 @@ pub enum FlushError {
 /// One batch's sightings and whom to tell once they are stored.
 struct Batch {
     sightings: Vec<Sighting>,
+    /// Also store every shard not stored yet ([`Flusher::store_every_shard`]).
+    every_shard: bool,
     done: oneshot::Sender<Result<(), Arc<FlushError>>>,
 }
 
@@ -111,7 +113,17 @@ impl Flusher {
     /// Returns once `sightings` are stored (or could not be).
     pub async fn commit(&self, sightings: Vec<Sighting>) -> Result<(), Arc<FlushError>> {
         let (done, stored) = oneshot::channel();
-        self.tx.send(Batch { sightings, done }).await.map_err(|_| Arc::new(FlushError::Stopped))?;
+        self.tx.send(Batch { sightings, every_shard: false, done }).await.map_err(|_| Arc::new(FlushError::Stopped))?;
+        stored.await.unwrap_or_else(|_| Err(Arc::new(FlushError::Stopped)))
+    }
+
+    /// Stores every shard not stored yet, empty and recording since this writer started, so that
+    /// an account never seen acting reads "not seen since recording began" (provably idle once
+    /// that is long enough ago) rather than "not recorded". Returns once they are stored.
+    pub async fn store_every_shard(&self) -> Result<(), Arc<FlushError>> {
+        let (done, stored) = oneshot::channel();
+        let batch = Batch { sightings: Vec::new(), every_shard: true, done };
+        self.tx.send(batch).await.map_err(|_| Arc::new(FlushError::Stopped))?;
         stored.await.unwrap_or_else(|_| Err(Arc::new(FlushError::Stopped)))
     }
 }
@@ -149,8 +161,12 @@ impl Writer {
                 group.push(more);
             }
             let started = Instant::now();
+            let every_shard = group.iter().any(|b| b.every_shard);
             let (sightings, waiters): (Vec<_>, Vec<_>) = group.into_iter().map(|b| (b.sightings, b.done)).unzip();
-            let result = self.flush(sightings.into_iter().flatten()).await.map_err(Arc::new);
+            let mut result = self.flush(sightings.into_iter().flatten()).await.map_err(Arc::new);
+            if every_shard && result.is_ok() {
+                result = self.store_every_shard().await.map_err(Arc::new);
+            }
             self.metrics.activity_flush_seconds.observe(started.elapsed().as_secs_f64());
             if let Err(e) = &result {
                 tracing::warn!(error = %e, batches = waiters.len(), "audit events not stored; the sender is told to send them again");
@@ -246,6 +262,30 @@ impl Writer {
             }
         }
         (None, Err(FlushError::Contended { name }))
+    }
+
+    /// Stores, one by one, each shard neither cached here nor stored yet (empty, `since` this
+    /// writer started); a shard another replica created meanwhile is read instead.
+    async fn store_every_shard(&mut self) -> Result<(), FlushError> {
+        for n in 0..SHARDS {
+            if self.cache.contains_key(&n) {
+                continue;
+            }
+            let name = object_name(&self.settings.prefix, n);
+            let mut cur = self.read(&name).await?;
+            if cur.version.is_none() {
+                match self.store(&name, &cur).await {
+                    Ok(version) => {
+                        cur.version = Some(version);
+                        self.metrics.activity_writes.get_or_create(&WriteLabels { result: "written" }).inc();
+                    }
+                    Err(kube::Error::Api(s)) if s.is_already_exists() => cur = self.read(&name).await?,
+                    Err(source) => return Err(FlushError::Api { name, source }),
+                }
+            }
+            self.cache.insert(n, cur);
+        }
+        Ok(())
     }
 
     fn bound(&self, shard: &mut Shard) {

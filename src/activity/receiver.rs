@@ -129,6 +129,7 @@ pub async fn start(
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.listen, source })?;
     let tls = settings.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
     let (flusher, writer) = Flusher::start(client, settings.store.clone(), metrics.clone(), Timestamp::now());
+    tokio::spawn(store_every_shard(flusher.clone(), stop.clone()));
     let state = Arc::new(AuditState::new(token, settings.max_body, settings.max_events_per_second, flusher, metrics));
     tracing::info!(%addr, path = PATH, https = tls.is_some(), namespace = %settings.store.namespace, prefix = %settings.store.prefix, "audit endpoint listening");
     Ok(tokio::spawn(async move {
@@ -140,6 +141,23 @@ pub async fn start(
         // it has stored what it took.
         let _ = writer.await;
     }))
+}
+
+/// Stores every shard not stored yet (so an account never seen reads "not seen since recording
+/// began", not "not recorded"), trying again every 10 s while the API server refuses, until done
+/// or stopped.
+async fn store_every_shard(flusher: Flusher, stop: CancellationToken) {
+    loop {
+        match flusher.store_every_shard().await {
+            Ok(()) => return,
+            Err(e) if matches!(*e, super::flush::FlushError::Stopped) => return,
+            Err(e) => tracing::warn!(error = %e, "not every activity shard could be stored yet; trying again in 10 s"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }
 
 /// A TLS acceptor serving the PEM certificate chain in `cert` with the key in `key`.

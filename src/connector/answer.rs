@@ -20,7 +20,6 @@ use crate::crd::{
 };
 use crate::plan::subject::Principal;
 use crate::webhook::submit::Waited;
-use deprovisioner_core::activity::known::rfc3339;
 
 /// Bindings named per item at most (the count is always given).
 const BINDINGS_SHOWN: usize = 20;
@@ -278,7 +277,7 @@ pub fn last_activity(ids: &[AccountId], known: impl Fn(&str) -> Known, skip: imp
         .filter(|id| seen.insert(id.clone()))
         .filter_map(|id| match known(&id) {
             Known::Seen(e) => {
-                Some(json!({"account_id": id, "event_type": LAST_ACTIVITY, "happened_at": rfc3339(e.at)}))
+                Some(json!({"account_id": id, "event_type": LAST_ACTIVITY, "happened_at": e.at.to_string()}))
             }
             Known::NotSeenSince(_) | Known::NotRecorded => None,
         })
@@ -309,7 +308,7 @@ pub fn activity_records<'a>(
             let item = json!({
                 "id": format!("{account}@{at}"),
                 "activity_type": API_REQUEST,
-                "timestamp": rfc3339(e.at),
+                "timestamp": e.at.to_string(),
                 "actor": {"account_id": account},
                 "targets": [],
                 "metadata": metadata,

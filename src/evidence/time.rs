@@ -45,10 +45,7 @@ impl When {
     }
 }
 
-/// An instant as the CSV and JSON write it: RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+pub use deprovisioner_core::text::rfc3339;
 
 /// An instant as the HTML report shows it: `2025-01-31 09:00:00 UTC`.
 pub fn human(t: Timestamp) -> String {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod activity_store;
+pub mod sdk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

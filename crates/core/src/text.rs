@@ -50,3 +50,8 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// An instant as reports write it: RFC 3339 in UTC, to the second.
+pub fn rfc3339(t: k8s_openapi::jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}

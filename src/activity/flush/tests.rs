@@ -254,3 +254,32 @@ async fn an_api_error_fails_the_batch_and_the_shard_is_read_again_next_time() {
     flusher.commit(vec![seen("alice", "2026-12-07T08:00:00Z")]).await.unwrap();
     assert_eq!(store.lock().unwrap().requests[0], format!("GET {}", name_of("alice")), "read again");
 }
+
+#[tokio::test]
+async fn every_shard_is_stored_once_recording_begins_and_none_is_overwritten() {
+    let (flusher, store, _) = start(settings());
+    let name = name_of("alice");
+    let mut theirs = Shard::new(ts("2026-12-07T05:00:00Z"));
+    theirs.accounts.insert(
+        "User:carol".into(),
+        Entry { at: ts("2026-12-07T06:00:00Z"), credential: None, impersonated_by: None, what: None },
+    );
+    store.lock().unwrap().put(shard_object(&name, "deprovisioner", None, serde_json::to_string(&theirs).unwrap()));
+    flusher.store_every_shard().await.unwrap();
+    {
+        let st = store.lock().unwrap();
+        assert_eq!(st.objects.len(), usize::from(SHARDS));
+        assert_eq!(st.shard(&name).unwrap(), theirs, "a stored shard is read, not replaced");
+        let other = object_name("deprovisioner-activity", (shard_of("User:alice") + 1) % SHARDS);
+        assert_eq!(
+            st.shard(&other).unwrap(),
+            Shard::new(ts("2026-12-07T07:00:00Z")),
+            "recording since the writer started"
+        );
+        assert_eq!(st.requests.iter().filter(|r| r.starts_with("POST")).count(), usize::from(SHARDS) - 1);
+    }
+    // Done once: asked again, nothing is sent.
+    let sent = store.lock().unwrap().requests.len();
+    flusher.store_every_shard().await.unwrap();
+    assert_eq!(store.lock().unwrap().requests.len(), sent);
+}

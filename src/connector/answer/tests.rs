@@ -211,8 +211,9 @@ mod activity {
             v,
             json!({"response": [
                 {"account_id": "User:b", "event_type": "last_activity", "happened_at": "2025-03-02T10:00:00Z"},
-                {"account_id": "User:a", "event_type": "last_activity", "happened_at": "2025-03-01T10:00:00Z"},
-            ]})
+                {"account_id": "User:a", "event_type": "last_activity", "happened_at": "2025-03-01T10:00:00.5Z"},
+            ]}),
+            "the event's own time, its fraction kept"
         );
     }
 

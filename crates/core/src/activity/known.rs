@@ -91,10 +91,7 @@ pub fn judge(known: &Known, from: Timestamp) -> Inactivity {
     }
 }
 
-/// An instant as the reports write it: RFC 3339 in UTC, to the second.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
+pub use crate::text::rfc3339;
 
 #[cfg(test)]
 mod tests;
