@@ -2,7 +2,8 @@
 //!
 //! The pure parts (reading events, the ledger's shards) are `deprovisioner-core`'s
 //! [`event`] and [`ledger`]. Here: [`receiver`] the audit endpoint, [`flush`] writing the
-//! shards to ConfigMaps, [`read`] reading them back (the connector, `inactive`, the record).
+//! shards to ConfigMaps, [`read`] reading them back (the connector, `inactive`, the record); [`tls`] the endpoint's
+//! certificate, read again when its files change.
 
 pub use deprovisioner_core::activity::{Entry, Inactivity, Known, LastSeen, Shard};
 pub use deprovisioner_core::activity::{event, ledger};
@@ -10,3 +11,4 @@ pub use deprovisioner_core::activity::{event, ledger};
 pub mod flush;
 pub mod read;
 pub mod receiver;
+pub mod tls;

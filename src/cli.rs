@@ -327,7 +327,8 @@ pub struct RunArgs {
     pub audit_token_file: Option<PathBuf>,
     /// PEM certificate chain the audit endpoint serves https with (with --audit-tls-key-file).
     /// The API server's audit webhook sends its bearer token only to an https URL; without these
-    /// the endpoint speaks plain http (for TLS ended in front of it, or a log shipper).
+    /// the endpoint speaks plain http (for TLS ended in front of it, or a log shipper). Read
+    /// again when the files change (a renewal needs no restart).
     #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_CERT_FILE", requires = "audit_tls_key_file")]
     pub audit_tls_cert_file: Option<PathBuf>,
     /// PEM private key of --audit-tls-cert-file.

@@ -127,7 +127,12 @@ pub async fn start(
         .await
         .map_err(|source| StartError::Bind { addr: settings.listen, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: settings.listen, source })?;
-    let tls = settings.tls.as_ref().map(|(cert, key)| tls_acceptor(cert, key)).transpose()?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(|(cert, key)| super::tls::acceptor(cert, key))
+        .transpose()
+        .map_err(|e| StartError::Tls(e.to_string()))?;
     let (flusher, writer) = Flusher::start(client, settings.store.clone(), metrics.clone(), Timestamp::now());
     tokio::spawn(store_every_shard(flusher.clone(), stop.clone()));
     let state = Arc::new(AuditState::new(token, settings.max_body, settings.max_events_per_second, flusher, metrics));
@@ -158,25 +163,6 @@ async fn store_every_shard(flusher: Flusher, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
     }
-}
-
-/// A TLS acceptor serving the PEM certificate chain in `cert` with the key in `key`.
-fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, StartError> {
-    use rustls_pki_types::pem::PemObject as _;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use tokio_rustls::rustls;
-    let bad = |what: &std::path::Path, e: &dyn std::fmt::Display| StartError::Tls(format!("{}: {e}", what.display()));
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| bad(cert, &e))?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, &e))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| StartError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .map_err(|e| bad(cert, &e))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// `POST /audit`.
