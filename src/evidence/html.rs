@@ -182,6 +182,15 @@ fn request(h: &mut String, r: &RequestEvidence) {
         time(r.completed_at),
         escape(&r.message),
     );
+    if !r.access_started.is_empty() || !r.ended_by.is_empty() {
+        let or_dash = |s: &str| if s.is_empty() { "—".to_string() } else { escape(s) };
+        let _ = writeln!(
+            h,
+            "<dl class=\"facts\"><dt>Access started</dt><dd>{}</dd><dt>Ended by</dt><dd>{}</dd></dl>",
+            or_dash(&r.access_started),
+            or_dash(&r.ended_by),
+        );
+    }
     if let Some(a) = &r.last_activity {
         let _ = writeln!(h, "<dl class=\"facts\"><dt>Last activity</dt><dd>{}</dd></dl>", last_activity(a));
     }
