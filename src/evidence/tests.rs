@@ -425,11 +425,13 @@ fn an_expiry_says_when_the_access_started_and_what_ended_it_in_every_format() {
     assert!(page.contains("<dt>Access started</dt><dd>2025-01-30T09:00:00Z (Created)</dd>"), "{page}");
     assert!(page.contains("<dt>Ended by</dt><dd>DeprovisionPolicy &lt;p&gt; rules[0] maxAccess 720h</dd>"), "{page}");
     assert!(!page.contains("<p>"), "escaped");
+    assert!(page.contains("<dt>Expiry recorded</dt>") && !page.contains("<dt>Lumos call</dt>"), "{page}");
     let json: serde_json::Value = serde_json::from_str(&report.render(EvidenceFormat::Json).unwrap()).unwrap();
     assert_eq!(json["rows"][0]["accessStarted"], "2025-01-30T09:00:00Z (Created)");
 
     // A request that is no expiry shows neither.
     r.spec.expiry = None;
     let report = Report { requests: vec![RequestEvidence::of(&r)], ..report };
-    assert!(!html::render(&report).contains("Access started"));
+    let page = html::render(&report);
+    assert!(!page.contains("Access started") && page.contains("<dt>Lumos call</dt>"));
 }
