@@ -192,7 +192,10 @@ async fn policy_and_annotation_end_exactly_what_is_due() {
     let section = html.split("<section class=\"request\">").find(|s| s.contains(&name_of(&ann))).unwrap_or(&html);
     let started = format!("<dt>Access started</dt><dd>{} (Created)</dd>", e_started(&ann));
     assert!(section.contains(&started), "{section}");
-    assert!(section.contains("<dt>Ended by</dt><dd>DeprovisionPolicy ") && section.contains("maxAccess 5s</dd>"), "{section}");
+    assert!(
+        section.contains("<dt>Ended by</dt><dd>DeprovisionPolicy ") && section.contains("maxAccess 5s</dd>"),
+        "{section}"
+    );
     // And what will expire when: carol, in about an hour.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
         .args(["expiring", "--within", "2h", "--kubeconfig", cluster().kubeconfig.to_str().unwrap()])
@@ -307,7 +310,11 @@ async fn access_given_back_after_it_expired_is_reported_and_ends_on_a_new_clock(
     assert_eq!(g.subject, "User gina@lumos.com");
     assert_eq!(g.field_manager.as_deref(), Some("kubectl-edit"));
     assert!(!g.removed_again, "{g:?}");
-    assert!(g.message.contains("not removed again: the access had expired; given again, it is on a new clock"), "{}", g.message);
+    assert!(
+        g.message.contains("not removed again: the access had expired; given again, it is on a new clock"),
+        "{}",
+        g.message
+    );
     assert!(g.removal.is_none(), "{g:?}");
     let cond = st.conditions.iter().find(|c| c.type_ == "Regranted").expect("a Regranted condition");
     assert_eq!(cond.status, "True");
@@ -320,7 +327,9 @@ async fn access_given_back_after_it_expired_is_reported_and_ends_on_a_new_clock(
     // Then its own clock ends it: a second request, not before a new 4 s.
     let gone = until_removed(&c, &ns, "rb", "User:gina@lumos.com", Duration::from_secs(40)).await;
     let held = seconds(gone.duration_since(added));
-    println!("given back after expiry: re-grant recorded, removed again by a new clock after {held:.2} s (maxAccess 4s)");
+    println!(
+        "given back after expiry: re-grant recorded, removed again by a new clock after {held:.2} s (maxAccess 4s)"
+    );
     assert!(held > 3.0, "removed after {held} s: not on a new clock");
     let both = expiries_of(&c, "User:gina@lumos.com").await;
     assert_eq!(both.len(), 2, "{:?}", both.iter().map(name_of).collect::<Vec<_>>());

@@ -408,6 +408,7 @@ fn an_expiry_says_when_the_access_started_and_what_ended_it_in_every_format() {
         ended_by: EndedBy::MaxAccess,
         policy: "p".into(),
         reason: "DeprovisionPolicy <p> rules[0] maxAccess 720h".into(),
+        binding_version: Some("10".into()),
     });
     let e = RequestEvidence::of(&r);
     let rows = e.rows();
