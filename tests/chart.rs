@@ -1271,6 +1271,59 @@ fn uninstall_leaves_no_orphans(r: &Release, installed: &Installed) {
     assert_eq!(records["items"].as_array().unwrap().len(), 3);
 }
 
+/// The operator's arguments in a rendering.
+fn deployment_args(objs: &[Value]) -> Vec<String> {
+    let ctr = &find(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    ctr["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect()
+}
+
+/// The ClusterRole's rules on AccessClocks.
+fn clock_rules(objs: &[Value]) -> Vec<Value> {
+    let role = objs.iter().find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == "x-deprovisioner").unwrap();
+    let rules = role["rules"].as_array().unwrap().iter();
+    rules.filter(|r| r["resources"].as_array().unwrap().iter().any(|x| x == "accessclocks")).cloned().collect()
+}
+
+#[test]
+fn expiry_is_on_by_default_with_rbac_on_exactly_the_operators_clock_objects_and_off_with_none() {
+    // On (the binary's default): the operator is told where the clocks are, and may `get` and
+    // `update` exactly the objects it keeps them in: as many as CLOCK_SHARDS, named as it names them.
+    let objs = docs(&template("x", "ops", &[]));
+    let args = deployment_args(&objs);
+    assert!(args.contains(&"--expiry-clocks=x-deprovisioner-clocks".to_string()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--expiry=")), "{args:?}");
+    let rules = clock_rules(&objs);
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(rules[0]["verbs"], json!(["create"]));
+    assert!(rules[0].get("resourceNames").is_none());
+    assert_eq!(rules[1]["verbs"], json!(["get", "update"]));
+    let shards = deprovisioner::expiry::CLOCK_SHARDS;
+    let names: Vec<String> =
+        (0..shards).map(|i| deprovisioner::expiry::clock_shard_name("x-deprovisioner-clocks", i)).collect();
+    assert_eq!(rules[1]["resourceNames"], json!(names), "the chart and CLOCK_SHARDS ({shards}) disagree");
+    // What the shipped manifests grant (deploy/, rendered from the chart) is the same.
+    let shipped = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).unwrap();
+    let names = (0..shards).map(|i| deprovisioner::expiry::clock_shard_name("deprovisioner-clocks", i));
+    for name in names {
+        assert!(shipped.contains(&format!("  - {name}\n")), "deploy/rbac.yaml does not name {name}");
+    }
+    assert!(!shipped.contains(&format!("deprovisioner-clocks-{shards}\n")));
+
+    // Off: the operator is told so, and nothing is granted on AccessClocks.
+    let objs = docs(&template("x", "ops", &["--set", "expiry.enabled=false"]));
+    let args = deployment_args(&objs);
+    assert!(args.contains(&"--expiry=false".to_string()), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--expiry-clocks")), "{args:?}");
+    assert!(clock_rules(&objs).is_empty());
+    assert!(!template("x", "ops", &["--set", "expiry.enabled=false"]).contains("accessclocks"));
+
+    // Anything else is refused by the schema.
+    let out = helm(None, &["template", "x", CHART, "--kube-version", KUBE_VERSION, "--set", "expiry.enabled=maybe"]);
+    assert!(!out.status.success());
+    let out = helm(None, &["template", "x", CHART, "--kube-version", KUBE_VERSION, "--set", "expiry.shards=9"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("shards"), "{}", text(&out.stderr));
+}
+
 // ---- What the chart ships for on-call people: alerts and a dashboard (off by default) ----
 
 const ALERTS: &str = "charts/deprovisioner/files/alerts.yaml";
@@ -1279,7 +1332,7 @@ const DASHBOARD: &str = "charts/deprovisioner/files/dashboard.json";
 const PROMETHEUS_RULE_API: [&str; 2] = ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
 
 /// The alerts the chart ships, by name.
-const ALERT_NAMES: [&str; 7] = [
+const ALERT_NAMES: [&str; 8] = [
     "DeprovisionerRequestsFailing",
     "DeprovisionerAnswersMissDeadline",
     "DeprovisionerAccessRegranted",
@@ -1287,6 +1340,7 @@ const ALERT_NAMES: [&str; 7] = [
     "DeprovisionerNoLeader",
     "DeprovisionerAbsent",
     "DeprovisionerWatchStuckListing",
+    "DeprovisionerExpiriesOverdue",
 ];
 
 fn repo_yaml(path: &str) -> Value {
@@ -1425,6 +1479,8 @@ fn dashboard_renders_when_enabled_and_reads_only_registered_metrics() {
         "deprovisioner_budget_wait_seconds_bucket",
         "deprovisioner_barrier_seconds_bucket",
         "deprovisioner_barrier_fallbacks_total",
+        "deprovisioner_expiries_total",
+        "deprovisioner_expiries_overdue",
     ] {
         assert!(read.contains(want), "the dashboard does not show {want}");
     }

@@ -2,7 +2,8 @@
 //! rule's `maxAccess` and a binding's `deprovisioner.dev/expires` annotation each remove exactly
 //! the subject whose time is up, as an `Expiry` request (plan, actions, verification, record,
 //! evidence, an Event on the binding); exempt and protected subjects stay; a later Lumos call for
-//! the same removal finds it done; a subject added again gets a new clock; the clocks survive a
+//! the same removal finds it done; a subject added again gets a new clock (and one given back
+//! after its expiry is reported on the expiry's record as a re-grant, not removed by it); the clocks survive a
 //! restart between grant and expiry, and a leader killed at the moment of expiry leaves nothing
 //! removed twice and nothing left.
 
@@ -182,6 +183,19 @@ async fn policy_and_annotation_end_exactly_what_is_due() {
     let csv = text(&out.stdout);
     let row = csv.lines().find(|l| l.starts_with(&name_of(&ann))).unwrap_or_else(|| panic!("{csv}"));
     assert!(row.contains(&e_started(&ann)) && row.contains("maxAccess 5s"), "{row}");
+    // The HTML report says them too, in the request's facts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["evidence", "--format", "html", "--kubeconfig", cluster().kubeconfig.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let html = text(&out.stdout);
+    let section = html.split("<section class=\"request\">").find(|s| s.contains(&name_of(&ann))).unwrap_or(&html);
+    let started = format!("<dt>Access started</dt><dd>{} (Created)</dd>", e_started(&ann));
+    assert!(section.contains(&started), "{section}");
+    assert!(
+        section.contains("<dt>Ended by</dt><dd>DeprovisionPolicy ") && section.contains("maxAccess 5s</dd>"),
+        "{section}"
+    );
     // And what will expire when: carol, in about an hour.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
         .args(["expiring", "--within", "2h", "--kubeconfig", cluster().kubeconfig.to_str().unwrap()])
@@ -252,6 +266,80 @@ async fn a_subject_added_again_gets_a_fresh_clock() {
     for r in &both {
         assert_eq!(terminal(&c, r).await.status.unwrap().phase, Phase::Succeeded);
     }
+}
+
+#[tokio::test]
+async fn access_given_back_after_it_expired_is_reported_and_ends_on_a_new_clock() {
+    shared();
+    let c = admin().await;
+    let ns = unique("exp-back");
+    namespace(&c, &ns, &[]).await;
+    // A policy that removes re-granted access again: not access given back after it expired.
+    let spec = json!({"emptyBindings": "Keep", "onRegrant": "Remove"});
+    expiry_policy(&c, &ns, &unique("exp-app"), json!({"maxAccess": "4s"}), spec).await;
+    role_binding(&c, &ns, "rb", "view", vec![user("gina@lumos.com")]).await;
+    until_removed(&c, &ns, "rb", "User:gina@lumos.com", Duration::from_secs(40)).await;
+    let [first] = expiries_of(&c, "User:gina@lumos.com").await.try_into().unwrap();
+    let first = terminal(&c, &first).await;
+    assert_eq!(first.status.as_ref().unwrap().phase, Phase::Succeeded);
+    // Given back (as `kubectl edit` would) once the removal is done and recorded.
+    let done = first.status.as_ref().unwrap().completed_at.clone().unwrap().0;
+    while Timestamp::now().as_second() <= done.as_second() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let api: Api<RoleBinding> = Api::namespaced(c.clone(), &ns);
+    let mut rb = api.get("rb").await.unwrap();
+    rb.subjects.get_or_insert_with(Vec::new).push(user("gina@lumos.com"));
+    let pp = PostParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    api.replace("rb", &pp, &rb).await.unwrap();
+    let added = Timestamp::now();
+
+    // The re-grant watch reports it on the expiry's record, and removes nothing (though the policy
+    // says `onRegrant: Remove`): it is a new grant.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        let st = Api::<DeprovisionRequest>::all(c.clone()).get(&name_of(&first)).await.unwrap().status.unwrap();
+        if !st.regrants.is_empty() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "no re-grant recorded on {}", name_of(&first));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let g = &st.regrants[0];
+    assert_eq!(g.object, format!("RoleBinding {ns}/rb"));
+    assert_eq!(g.subject, "User gina@lumos.com");
+    assert_eq!(g.field_manager.as_deref(), Some("kubectl-edit"));
+    assert!(!g.removed_again, "{g:?}");
+    assert!(
+        g.message.contains("not removed again: the access had expired; given again, it is on a new clock"),
+        "{}",
+        g.message
+    );
+    assert!(g.removal.is_none(), "{g:?}");
+    let cond = st.conditions.iter().find(|c| c.type_ == "Regranted").expect("a Regranted condition");
+    assert_eq!(cond.status, "True");
+    let labelled = Api::<DeprovisionRequest>::all(c.clone())
+        .list(&ListParams::default().labels("access.deprovisioner.dev/regranted=true"))
+        .await
+        .unwrap();
+    assert!(labelled.items.iter().any(|r| r.metadata.name == first.metadata.name), "labelled regranted");
+
+    // Then its own clock ends it: a second request, not before a new 4 s.
+    let gone = until_removed(&c, &ns, "rb", "User:gina@lumos.com", Duration::from_secs(40)).await;
+    let held = seconds(gone.duration_since(added));
+    println!(
+        "given back after expiry: re-grant recorded, removed again by a new clock after {held:.2} s (maxAccess 4s)"
+    );
+    assert!(held > 3.0, "removed after {held} s: not on a new clock");
+    let both = expiries_of(&c, "User:gina@lumos.com").await;
+    assert_eq!(both.len(), 2, "{:?}", both.iter().map(name_of).collect::<Vec<_>>());
+    assert_eq!(name_of(&both[0]), name_of(&first));
+    let second = terminal(&c, &both[1]).await;
+    assert!(second.spec.expiry.as_ref().unwrap().started_at.0 >= added - SignedDuration::from_secs(1));
+    assert_eq!(second.status.unwrap().phase, Phase::Succeeded);
+    // The first record still says the re-grant was only reported.
+    let st = Api::<DeprovisionRequest>::all(c.clone()).get(&name_of(&first)).await.unwrap().status.unwrap();
+    assert!(st.regrants.iter().all(|g| !g.removed_again), "{:?}", st.regrants);
 }
 
 /// The leading operator's log says it holds the Lease.

@@ -603,7 +603,7 @@ fn observed_from(rbs: Vec<RbSeed>, crbs: Vec<RbSeed>) -> Observed {
         cluster_role_bindings.push(b.into());
     }
     let namespaces = NAMESPACES.iter().map(|n| fixtures::namespace(n, &[("team", n)])).collect();
-    Observed { namespaces, role_bindings, cluster_role_bindings }
+    Observed { namespaces, role_bindings, cluster_role_bindings, clocks: None }
 }
 
 /// Subject templates: the target user (any case, with a prefix), names typed by the requester

@@ -51,6 +51,48 @@ struct Term {
     recorded: BTreeSet<String>,
     /// Annotation errors already reported (binding UID, message).
     reported: BTreeSet<(String, String)>,
+    /// By binding UID: the resourceVersion of the last change of it this loop took in (or, for a
+    /// time-bound binding with none, the one its first scan read). The clocks are exact for a
+    /// binding only at that version: one the view shows newer has a change not taken in yet.
+    versions: BTreeMap<String, String>,
+    /// The last scan met bindings whose clocks it could not vouch for: scan again.
+    unvouched: bool,
+}
+
+impl Term {
+    /// Takes in a change of the view (before the clocks it shows gone are forgotten).
+    fn took_in(&mut self, change: &crate::view::Change) {
+        use crate::view::Change;
+        let meta = match change {
+            Change::RoleBinding(b) => &b.metadata,
+            Change::ClusterRoleBinding(b) => &b.metadata,
+            Change::Deleted(..) | Change::Relisted => return,
+        };
+        if let (Some(uid), Some(v)) = (&meta.uid, &meta.resource_version) {
+            self.versions.insert(uid.clone(), v.clone());
+        }
+    }
+
+    /// Marks each binding's clocks exact for the version the scan read (`version`) only when
+    /// every change of it up to that version was taken in; the rest get none, and their due
+    /// expiries wait for the next scan (their clocks may miss a removal). Returns the UIDs of
+    /// the bindings vouched for.
+    fn vouch(&mut self, clocks: &mut BTreeMap<String, crate::crd::BindingClocks>) -> BTreeSet<String> {
+        let mut vouched = BTreeSet::new();
+        self.unvouched = false;
+        for (uid, c) in clocks.iter_mut() {
+            let read = c.version.clone().unwrap_or_default();
+            let known = self.versions.entry(uid.clone()).or_insert_with(|| read.clone());
+            if !read.is_empty() && *known == read {
+                vouched.insert(uid.clone());
+            } else {
+                c.version = None;
+                self.unvouched = true;
+            }
+        }
+        self.versions.retain(|uid, _| clocks.contains_key(uid));
+        vouched
+    }
 }
 
 /// The name of the request ending one expiry: the same whoever records it (see
@@ -98,10 +140,15 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
                     // A subject on a clock that a change shows gone lost the access, even when
                     // it is back before the next scan: its clock starts anew.
                     Ok(change) => {
+                        term.took_in(&change);
                         store.forget_absent(&change);
                         dirty = true;
                     }
-                    Err(TryRecvError::Lagged(_)) => dirty = true,
+                    // Changes were lost: what the view holds now is all there is to go by.
+                    Err(TryRecvError::Lagged(_)) => {
+                        term.versions.clear();
+                        dirty = true;
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Closed) => {
                         changes = None;
@@ -124,7 +171,7 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         policies_seen = fingerprint;
         last_scan = Some(tokio::time::Instant::now());
         next_due = scan_and_act(&ctx, &snapshot, &policies, &mut store, &mut term, now).await;
-        if store.dirty() {
+        if store.dirty() || term.unvouched {
             dirty = true;
         }
     }
@@ -150,10 +197,11 @@ async fn scan_and_act(
             let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)))?;
             Some(Scanned { view, terms })
         });
-    let scan = {
+    let mut scan = {
         let seen = &term.seen;
         expiry::scan(scanned, &|uid| store.get(uid), &|uid| seen.contains(uid), &ctx.settings.protected, now)
     };
+    let vouched = term.vouch(&mut scan.clocks);
     term.seen = scan.clocks.keys().cloned().collect();
     let subjects: usize = scan.clocks.values().map(|b| b.subjects.len()).sum();
     ctx.settings.metrics.expiry_clocks.set(subjects as i64);
@@ -174,6 +222,10 @@ async fn scan_and_act(
     for e in scan.scheduled.iter().filter(|e| e.due_at.0 <= now) {
         let name = request_name(e);
         wanted.insert(name.clone());
+        // Not before its clocks are vouched for (the next scan, a second later).
+        if !vouched.contains(&e.binding.uid) {
+            continue;
+        }
         if term.recorded.contains(&name) {
             continue;
         }
@@ -335,3 +387,6 @@ fn human(s: i64) -> String {
         _ => format!("{s}s"),
     }
 }
+
+#[cfg(test)]
+mod tests;

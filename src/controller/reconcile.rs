@@ -169,14 +169,15 @@ async fn observe_and_plan(rec: &Record, activity: &mut activity::Pending) -> Res
         }
         None => None,
     };
-    let mut observed = Observed::default();
+    let clocks = expiry_clocks(rec).await?;
+    let mut observed = Observed { clocks: clocks.clone(), ..Observed::default() };
     match read {
         Some(Ok(snapshot)) => {
             if watched && added_unwatched_namespaces(rec, &snapshot, &matched, &mut namespaces).await? {
                 scope = plan::scope(spec, &matched, &namespaces).map_err(PlanFailure::Refused)?;
             }
-            if let Some(plan) = plan_from_named(rec, &snapshot, &policies, &scope, &namespaces) {
-                return plan.map_err(PlanFailure::Refused);
+            if let Some(plan) = plan_from_named(rec, &snapshot, &policies, &scope, &namespaces, &clocks) {
+                return plan;
             }
             let b = snapshot.bindings(&scope.namespaces, scope.cluster_role_bindings);
             observed.role_bindings = b.role_bindings;
@@ -190,7 +191,33 @@ async fn observe_and_plan(rec: &Record, activity: &mut activity::Pending) -> Res
         }
     }
     observed.namespaces = namespaces;
-    plan::compute(spec, &policies, &observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+    compute(rec, &policies, &observed)
+}
+
+/// The plan, unless the request is an expiry whose binding changed since it was scheduled and
+/// the leader's clocks do not cover that change yet: then it is planned again shortly (a subject
+/// removed and given the binding again meanwhile keeps the new grant: see
+/// [`crate::expiry::holding`]).
+fn compute(rec: &Record, policies: &[DeprovisionPolicy], observed: &Observed) -> Result<plan::Plan, PlanFailure> {
+    let spec = &rec.obj.spec;
+    if let Some(crate::expiry::Holding::Unknown(why)) = plan::expiry_holding(spec, observed) {
+        let why = format!("waiting to plan the expiry: {why}");
+        return Err(PlanFailure::Unavailable(ExecError::Stale(why)));
+    }
+    plan::compute(spec, policies, observed, &rec.ctx.settings.protected).map_err(PlanFailure::Refused)
+}
+
+/// An expiry's binding's clocks as the leader stored them (in the `AccessClock` object its UID
+/// falls in); `None` for other requests, when no clocks are kept (`--expiry=false`), or when the
+/// object does not hold the binding.
+async fn expiry_clocks(rec: &Record) -> Result<Option<crate::crd::BindingClocks>, PlanFailure> {
+    let Some(e) = plan::expiry_of(&rec.obj.spec) else { return Ok(None) };
+    let Some(prefix) = rec.ctx.settings.expiry_clocks.as_deref() else { return Ok(None) };
+    let uid = &e.binding.uid;
+    let name = crate::expiry::clock_shard_name(prefix, crate::expiry::clock_shard_of(uid));
+    let api = Api::<crate::crd::AccessClock>::all(rec.ctx.client.clone());
+    let stored = api.get_opt(&name).await.map_err(unavailable("reading the expiry clocks"))?;
+    Ok(stored.and_then(|mut o| o.spec.bindings.remove(uid)))
 }
 
 /// Where the target's last activity is read from, when the operator records it.
@@ -255,7 +282,8 @@ fn plan_from_named(
     policies: &[DeprovisionPolicy],
     scope: &plan::Scope,
     namespaces: &[Namespace],
-) -> Option<Result<plan::Plan, PlanError>> {
+    clocks: &Option<crate::crd::BindingClocks>,
+) -> Option<Result<plan::Plan, PlanFailure>> {
     let spec = &rec.obj.spec;
     let wanted = plan::principals(spec, &plan::matching_policies(spec, policies)).ok()?;
     let keys = wanted.iter().map(Wanted::key).collect();
@@ -264,8 +292,9 @@ fn plan_from_named(
         namespaces: namespaces.to_vec(),
         role_bindings: named.role_bindings,
         cluster_role_bindings: named.cluster_role_bindings,
+        clocks: clocks.clone(),
     };
-    match plan::compute(spec, policies, &observed, &rec.ctx.settings.protected) {
+    match compute(rec, policies, &observed) {
         Ok(p) if p.checks_absence() => None,
         done => Some(done),
     }

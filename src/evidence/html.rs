@@ -174,9 +174,24 @@ fn request(h: &mut String, r: &RequestEvidence) {
     } else {
         escape(&r.permissions)
     };
+    // An expiry was recorded by the operator, not called by Lumos; it says when the access began
+    // and what ended it.
+    let expiry = !r.access_started.is_empty() || !r.ended_by.is_empty();
+    let (called, expiry_facts) = match expiry {
+        true => {
+            let or_dash = |s: &str| if s.is_empty() { "—".to_string() } else { escape(s) };
+            let facts = format!(
+                "\n<dt>Access started</dt><dd>{}</dd><dt>Ended by</dt><dd>{}</dd>",
+                or_dash(&r.access_started),
+                or_dash(&r.ended_by)
+            );
+            ("Expiry recorded", facts)
+        }
+        false => ("Lumos call", String::new()),
+    };
     let _ = writeln!(
         h,
-        "<dl class=\"facts\"><dt>Person</dt><dd>{person}</dd><dt>Lumos call</dt><dd>{}</dd>\n<dt>App</dt><dd>{}</dd><dt>Completed</dt><dd>{}</dd>\n<dt>Permissions</dt><dd>{perms}</dd><dt>Message</dt><dd>{}</dd></dl>",
+        "<dl class=\"facts\"><dt>Person</dt><dd>{person}</dd><dt>{called}</dt><dd>{}</dd>\n<dt>App</dt><dd>{}</dd><dt>Completed</dt><dd>{}</dd>\n<dt>Permissions</dt><dd>{perms}</dd><dt>Message</dt><dd>{}</dd>{expiry_facts}</dl>",
         time(r.called_at),
         escape(&r.app),
         time(r.completed_at),

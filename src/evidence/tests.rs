@@ -381,3 +381,58 @@ fn the_last_activity_a_removal_was_based_on_is_in_every_format() {
     r.status.as_mut().unwrap().last_activity = None;
     assert_eq!(RequestEvidence::of(&r).rows()[0].last_activity, "");
 }
+
+#[test]
+fn an_expiry_says_when_the_access_started_and_what_ended_it_in_every_format() {
+    use crate::crd::{EndedBy, Expiry, RequestSource, StartEvidence};
+    let mut r = request(
+        "expiry-1",
+        "kubernetes",
+        "User:ann@x.com",
+        "2025-03-01T10:00:00Z",
+        vec![binding_result(0, Outcome::Removed, &["User:ann@x.com"], &[])],
+    );
+    r.spec.source = RequestSource::Expiry;
+    r.spec.expiry = Some(Expiry {
+        binding: BindingRef {
+            scope: BindingScope::Namespaced("team-a".into()),
+            name: "b0".into(),
+            uid: "u".into(),
+            role_ref: "ClusterRole/edit".into(),
+        },
+        subject: SubjectRef { kind: "User".into(), name: "ann@x.com".into(), namespace: None },
+        account: "User:ann@x.com".into(),
+        started_at: Time(ts("2025-01-30T09:00:00Z")),
+        started_from: StartEvidence::Created,
+        due_at: Time(ts("2025-03-01T09:00:00Z")),
+        ended_by: EndedBy::MaxAccess,
+        policy: "p".into(),
+        reason: "DeprovisionPolicy <p> rules[0] maxAccess 720h".into(),
+        binding_version: Some("10".into()),
+    });
+    let e = RequestEvidence::of(&r);
+    let rows = e.rows();
+    assert_eq!(rows[0].access_started, "2025-01-30T09:00:00Z (Created)");
+    assert_eq!(rows[0].ended_by, "DeprovisionPolicy <p> rules[0] maxAccess 720h");
+    let csv = csv::render(&rows);
+    assert!(csv.contains(",2025-01-30T09:00:00Z (Created),DeprovisionPolicy <p> rules[0] maxAccess 720h,"), "{csv}");
+    let report = Report {
+        generated_at: ts("2025-03-02T00:00:00Z"),
+        cluster: "c".into(),
+        filter: Filter::default(),
+        requests: vec![e],
+    };
+    let page = html::render(&report);
+    assert!(page.contains("<dt>Access started</dt><dd>2025-01-30T09:00:00Z (Created)</dd>"), "{page}");
+    assert!(page.contains("<dt>Ended by</dt><dd>DeprovisionPolicy &lt;p&gt; rules[0] maxAccess 720h</dd>"), "{page}");
+    assert!(!page.contains("<p>"), "escaped");
+    assert!(page.contains("<dt>Expiry recorded</dt>") && !page.contains("<dt>Lumos call</dt>"), "{page}");
+    let json: serde_json::Value = serde_json::from_str(&report.render(EvidenceFormat::Json).unwrap()).unwrap();
+    assert_eq!(json["rows"][0]["accessStarted"], "2025-01-30T09:00:00Z (Created)");
+
+    // A request that is no expiry shows neither.
+    r.spec.expiry = None;
+    let report = Report { requests: vec![RequestEvidence::of(&r)], ..report };
+    let page = html::render(&report);
+    assert!(!page.contains("Access started") && page.contains("<dt>Lumos call</dt>"));
+}

@@ -73,6 +73,18 @@ ServiceAccount the chart renders is missing here. */}}
 {{- printf "%s-events" (include "deprovisioner.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The AccessClock objects' name prefix (the operator's --expiry-clocks): they are
+<prefix>-0 .. -N (cluster-scoped, so no 63-character limit), N+1 being clockShards. */}}
+{{- define "deprovisioner.clocksName" -}}
+{{- printf "%s-clocks" (include "deprovisioner.fullname" .) }}
+{{- end }}
+
+{{/* How many AccessClock objects the operator keeps: deprovisioner_core::expiry::CLOCK_SHARDS
+(tests/chart.rs fails when they differ). */}}
+{{- define "deprovisioner.clockShards" -}}
+8
+{{- end }}
+
 {{/* The binding index's sentinels (a RoleBinding and a ClusterRoleBinding) and the empty
 ClusterRole they bind. */}}
 {{- define "deprovisioner.indexBarrierName" -}}

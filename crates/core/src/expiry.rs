@@ -22,6 +22,26 @@ use crate::plan::{BindingView, glob_match, validate_policy};
 /// object from account ids to RFC 3339 times, e.g. `{"User:ann@x.com": "2025-07-01T00:00:00Z"}`.
 pub const ANNOTATION: &str = "deprovisioner.dev/expires";
 
+/// How many `AccessClock` objects hold the clocks (the chart grants `get` and `update` on exactly
+/// their names, and tests/chart.rs holds it to this number). At about 100 bytes a subject, 10,000
+/// subjects take about 125 KiB each.
+pub const CLOCK_SHARDS: usize = 8;
+
+/// Which clock object a binding's clocks live in (FNV-1a of its UID: the same in every version).
+pub fn clock_shard_of(uid: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in uid.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % CLOCK_SHARDS as u64) as usize
+}
+
+/// The name of clock object `i` (`<prefix>-<i>`).
+pub fn clock_shard_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i}")
+}
+
 /// The longest `maxAccess` (100 years): anything longer is a typo.
 const LONGEST: SignedDuration = SignedDuration::from_hours(24 * 365 * 100);
 
@@ -276,7 +296,11 @@ pub fn scan<'a>(
         }
         let before = old(uid);
         let seen = seen_this_term(uid);
-        let mut kept = BindingClocks { binding: binding.to_string(), subjects: BTreeMap::new() };
+        let mut kept = BindingClocks {
+            binding: binding.to_string(),
+            subjects: BTreeMap::new(),
+            version: b.meta.resource_version.clone(),
+        };
         let mut done = BTreeSet::new();
         for s in b.subjects {
             let Some(p) = PrincipalRef::of_subject(s, b.namespace) else { continue };
@@ -316,6 +340,7 @@ pub fn scan<'a>(
                     ended_by,
                     policy,
                     reason,
+                    binding_version: b.meta.resource_version.clone(),
                 });
             }
             kept.subjects.insert(account, clock);
@@ -350,6 +375,50 @@ pub fn request_spec(e: &Expiry, app: &ApplicationSelector) -> DeprovisionRequest
 /// of its clock (a subject added again has a new start, so a new expiry).
 pub fn identity(e: &Expiry) -> String {
     format!("{}\n{}\n{}", e.binding.uid, e.account, e.started_at.0)
+}
+
+/// Whether the access an expiry request was recorded for is still what the subject holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// The same grant: remove it.
+    Holds,
+    /// That grant ended (the subject was removed and given the binding again, or the binding is
+    /// no longer time-bound for it): what it holds now ends on its own clock, if any. Why.
+    Ended(String),
+    /// Not known yet: the binding changed since the expiry was scheduled and the leader's clocks
+    /// have not caught up with that change. Ask again shortly. Why.
+    Unknown(String),
+}
+
+/// Whether the grant expiry `e` was recorded for still holds in the binding as it is now
+/// (`version`: its resourceVersion; the caller saw the subject in it): the binding unchanged
+/// since `e` was scheduled, it does; changed, the leader's `clocks` for it, when they are exact
+/// for that very version, say whether the subject's clock still started at or before `e`'s start
+/// (a subject removed and given it again has a later one). An `e` that names no version (recorded
+/// before versions were kept) holds, as it did then.
+pub fn holding(e: &Expiry, version: Option<&str>, clocks: Option<&BindingClocks>) -> Holding {
+    let Some(scheduled) = e.binding_version.as_deref() else { return Holding::Holds };
+    if version == Some(scheduled) {
+        return Holding::Holds;
+    }
+    let now = version.unwrap_or("unknown");
+    let Some(clocks) = clocks.filter(|c| c.version.is_some() && c.version.as_deref() == version) else {
+        return Holding::Unknown(format!(
+            "{} changed since the expiry was scheduled (resourceVersion {scheduled}, now {now}) and the leader's clocks do not cover that change yet",
+            e.binding
+        ));
+    };
+    match clocks.subjects.get(&e.account) {
+        Some(c) if c.since.0 <= e.started_at.0 => Holding::Holds,
+        Some(c) => Holding::Ended(format!(
+            "{} was removed from {} and given it again since this expiry was scheduled: the access it held from {} ended; what it holds now started {} and ends on its own clock",
+            e.account, e.binding, e.started_at.0, c.since.0
+        )),
+        None => Holding::Ended(format!(
+            "{} holds {} on no clock now (the binding is no longer time-bound for it): the access this expiry was for is not what it holds",
+            e.account, e.binding
+        )),
+    }
 }
 
 /// Whether the subject is exactly the expiring account (any spelling of it).

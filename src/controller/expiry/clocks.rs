@@ -10,24 +10,7 @@ use kube::{Api, Client};
 
 use crate::crd::{AccessClock, AccessClockSpec, BindingClocks};
 
-/// How many objects hold the clocks (the chart grants `get` and `update` on exactly these names).
-/// At about 100 bytes a subject, 10,000 subjects take about 125 KiB each.
-pub const SHARDS: usize = 8;
-
-/// Which shard a binding's clocks live in (FNV-1a of its UID: the same in every version).
-pub fn shard_of(uid: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in uid.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % SHARDS as u64) as usize
-}
-
-/// The name of shard `i`.
-pub fn shard_name(prefix: &str, i: usize) -> String {
-    format!("{prefix}-{i}")
-}
+pub use crate::expiry::{CLOCK_SHARDS as SHARDS, clock_shard_name as shard_name, clock_shard_of as shard_of};
 
 struct Shard {
     /// The stored resourceVersion (`None`: not created yet).

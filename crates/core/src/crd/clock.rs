@@ -40,6 +40,10 @@ pub struct BindingClocks {
     /// started holding the binding. A subject removed is dropped, so one added again starts anew.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub subjects: BTreeMap<String, Clock>,
+    /// The binding's resourceVersion these clocks are exact for: the leader saw every change of
+    /// the binding up to it. None: not known (a change it saw later is not in them yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// When a subject started holding a binding, and how that is known.

@@ -88,6 +88,11 @@ pub struct Expiry {
     pub policy: String,
     /// What ended it, fit to show a person, e.g. `DeprovisionPolicy demo rules[0] maxAccess 720h`.
     pub reason: String,
+    /// The binding's resourceVersion when the expiry was scheduled: unchanged at planning, the
+    /// subject held it throughout; changed, the leader's clocks say whether it is still the
+    /// same grant (see `expiry::holding`). None in requests recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_version: Option<String>,
 }
 
 /// How the operator knows when a subject started holding a binding.

@@ -169,3 +169,60 @@ fn the_request_names_the_account_the_policy_and_its_application() {
     assert_eq!(spec.application.app_id.as_deref(), Some("app"));
     assert!(spec.permissions.is_empty());
 }
+
+#[test]
+fn an_expiry_holds_while_its_binding_is_unchanged_or_the_clocks_say_the_same_grant() {
+    let p = policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "1h"}]}));
+    let p = std::slice::from_ref(&p);
+    let versioned = |subjects, v: &str| {
+        let mut b = rb("a", subjects, "2025-06-01T00:00:00Z");
+        b.metadata.resource_version = Some(v.into());
+        b
+    };
+    // Scheduled from version 10: the request names it, the clocks are exact for it.
+    let b10 = versioned(vec![user("ann@x.com"), user("bob@x.com")], "10");
+    let due = scan_one(p, &b10, &BTreeMap::new(), at("2025-06-01T01:00:01Z"));
+    let e = due.scheduled.iter().find(|e| e.account == "User:ann@x.com").unwrap().clone();
+    assert_eq!(e.binding_version.as_deref(), Some("10"));
+    assert_eq!(due.clocks["u1"].version.as_deref(), Some("10"));
+    // Unchanged at planning: the same grant, whatever the clocks.
+    assert_eq!(holding(&e, Some("10"), None), Holding::Holds);
+
+    // Version 11: someone else left; ann's clock is the same one.
+    let b11 = versioned(vec![user("ann@x.com")], "11");
+    let later = scan_one(p, &b11, &due.clocks, at("2025-06-01T01:00:02Z"));
+    assert_eq!(holding(&e, Some("11"), Some(&later.clocks["u1"])), Holding::Holds);
+    // ... but until the clocks are exact for version 11, nobody knows.
+    assert!(
+        matches!(holding(&e, Some("11"), Some(&due.clocks["u1"])), Holding::Unknown(w) if w.contains("resourceVersion 10, now 11"))
+    );
+    assert!(matches!(holding(&e, Some("11"), None), Holding::Unknown(_)));
+    let mut unvouched = later.clocks["u1"].clone();
+    unvouched.version = None;
+    assert!(matches!(holding(&e, Some("11"), Some(&unvouched)), Holding::Unknown(_)));
+
+    // Versions 12 and 13: ann removed and given it again (the leader saw both): a new clock, so
+    // the grant this expiry was for ended.
+    let b12 = versioned(vec![user("bob@x.com")], "12");
+    let gone = scan_one(p, &b12, &due.clocks, at("2025-06-01T01:00:03Z"));
+    let b13 = versioned(vec![user("ann@x.com"), user("bob@x.com")], "13");
+    let back = scan_seen(p, &b13, &gone.clocks, at("2025-06-01T01:00:04Z"), true);
+    assert_eq!(back.clocks["u1"].subjects["User:ann@x.com"].since.0, at("2025-06-01T01:00:04Z"));
+    let ended = holding(&e, Some("13"), Some(&back.clocks["u1"]));
+    assert!(
+        matches!(&ended, Holding::Ended(w) if w.contains("given it again") && w.contains("2025-06-01T01:00:04Z")),
+        "{ended:?}"
+    );
+    // No clock for her at an exact version (no longer time-bound): not the grant either.
+    let mut none = back.clocks["u1"].clone();
+    none.subjects.clear();
+    assert!(matches!(holding(&e, Some("13"), Some(&none)), Holding::Ended(_)));
+    // A clock that started earlier than the expiry's (never the case by construction) still holds.
+    let mut earlier = back.clocks["u1"].clone();
+    earlier.subjects.get_mut("User:ann@x.com").unwrap().since = e.started_at.clone();
+    assert_eq!(holding(&e, Some("13"), Some(&earlier)), Holding::Holds);
+
+    // A request recorded before versions were kept holds, as it did.
+    let old = Expiry { binding_version: None, ..e };
+    assert_eq!(holding(&old, Some("13"), None), Holding::Holds);
+}

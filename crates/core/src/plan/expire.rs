@@ -2,6 +2,8 @@
 //! binding (the same UID), with the policy's `emptyBindings` and `managedBindings`, protection
 //! checked again, and the policy's exemptions too (it may have changed since).
 
+use k8s_openapi::api::rbac::v1::Subject;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_core::ResourceExt;
 
 use crate::crd::{AbsentCheck, Action, BindingAction, DeprovisionPolicy, Expiry, PlannedAction};
@@ -36,18 +38,22 @@ pub(super) fn compute(
             e.account, e.policy
         )));
     }
-    let found = match e.binding.namespace() {
-        Some(ns) => (observed.role_bindings.iter())
-            .find(|b| {
-                b.metadata.namespace.as_deref() == Some(ns) && b.metadata.name.as_deref() == Some(&e.binding.name)
-            })
-            .map(|b| (&b.metadata, b.subjects.as_deref().unwrap_or_default())),
-        None => (observed.cluster_role_bindings.iter())
-            .find(|b| b.metadata.name.as_deref() == Some(&e.binding.name))
-            .map(|b| (&b.metadata, b.subjects.as_deref().unwrap_or_default())),
-    };
+    let found = binding_of(e, observed);
     let same =
         found.filter(|(meta, _)| meta.uid.as_deref() == Some(&e.binding.uid) && meta.deletion_timestamp.is_none());
+    // Removed and given again since the expiry was scheduled: that is another grant, on its own
+    // clock; the one this expiry was for is gone.
+    if let Some(crate::expiry::Holding::Ended(why)) = binding_naming(e, observed)
+        .map(|(meta, _)| crate::expiry::holding(e, meta.resource_version.as_deref(), observed.clocks.as_ref()))
+    {
+        let check = AbsentCheck { subject: principal.to_string(), bindings_checked: 0 };
+        let reason = format!("not removed: {why} (expired: {})", e.reason);
+        let action = Action::ConfirmAbsent(check);
+        return Ok(Plan {
+            policies: vec![e.policy.clone()],
+            actions: vec![PlannedAction { id: 0, policy: e.policy.clone(), reason, action }],
+        });
+    }
     let mut actions = vec![];
     if let Some((meta, subjects)) = same {
         let managed_by = super::manager::of(meta, super::manager::OWN_FIELD_MANAGER);
@@ -83,6 +89,31 @@ pub(super) fn compute(
     }
     refuse_managed(&[policy], &actions)?;
     Ok(Plan { policies: vec![e.policy.clone()], actions })
+}
+
+type Found<'a> = (&'a ObjectMeta, &'a [Subject]);
+
+/// The expiry's binding by namespace and name, as observed (any UID).
+fn binding_of<'a>(e: &Expiry, observed: &'a Observed) -> Option<Found<'a>> {
+    match e.binding.namespace() {
+        Some(ns) => (observed.role_bindings.iter())
+            .find(|b| {
+                b.metadata.namespace.as_deref() == Some(ns) && b.metadata.name.as_deref() == Some(&e.binding.name)
+            })
+            .map(|b| (&b.metadata, b.subjects.as_deref().unwrap_or_default())),
+        None => (observed.cluster_role_bindings.iter())
+            .find(|b| b.metadata.name.as_deref() == Some(&e.binding.name))
+            .map(|b| (&b.metadata, b.subjects.as_deref().unwrap_or_default())),
+    }
+}
+
+/// The expiry's binding (that UID, not being deleted) when it still names the account.
+pub(super) fn binding_naming<'a>(e: &Expiry, observed: &'a Observed) -> Option<Found<'a>> {
+    binding_of(e, observed).filter(|(meta, subjects)| {
+        meta.uid.as_deref() == Some(&e.binding.uid)
+            && meta.deletion_timestamp.is_none()
+            && subjects.iter().any(|s| crate::expiry::is_account(s, e.binding.namespace(), &e.account))
+    })
 }
 
 /// The policy's exemption pattern the account matches, if any.

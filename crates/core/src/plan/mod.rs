@@ -235,6 +235,8 @@ pub struct Observed {
     pub role_bindings: Vec<Arc<RoleBinding>>,
     /// ClusterRoleBindings (when the scope needs them).
     pub cluster_role_bindings: Vec<Arc<ClusterRoleBinding>>,
+    /// An expiry's: the leader's stored clocks of its binding (see [`expiry_holding`]).
+    pub clocks: Option<crate::crd::BindingClocks>,
 }
 
 impl Observed {
@@ -256,6 +258,7 @@ impl Observed {
                 .filter(|b| names(&b.subjects, None))
                 .cloned()
                 .collect(),
+            clocks: self.clocks.clone(),
         }
     }
 }
@@ -540,6 +543,16 @@ fn refuse_managed(policies: &[&DeprovisionPolicy], actions: &[PlannedAction]) ->
 /// The expiry a request carries (source `Expiry`).
 pub fn expiry_of(spec: &DeprovisionRequestSpec) -> Option<&crate::crd::Expiry> {
     spec.expiry.as_ref().filter(|_| spec.source == RequestSource::Expiry)
+}
+
+/// For an expiry whose binding still names its account: whether the grant it was recorded for
+/// still holds there (see [`crate::expiry::holding`]); `None` for other requests, and when the
+/// binding (that UID) no longer names the account (planning confirms it gone). A planner meeting
+/// [`crate::expiry::Holding::Unknown`] asks again shortly rather than plan.
+pub fn expiry_holding(spec: &DeprovisionRequestSpec, observed: &Observed) -> Option<crate::expiry::Holding> {
+    let e = expiry_of(spec)?;
+    let (meta, _) = expire::binding_naming(e, observed)?;
+    Some(crate::expiry::holding(e, meta.resource_version.as_deref(), observed.clocks.as_ref()))
 }
 
 /// What must be read from the cluster to plan this request (after namespaces are known): for an

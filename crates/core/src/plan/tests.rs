@@ -53,6 +53,7 @@ fn ns(name: &str, labels: &[(&str, &str)]) -> Namespace {
 
 fn observed() -> Observed {
     Observed {
+        clocks: None,
         namespaces: vec![ns("team-a", &[("team", "a")]), ns("team-b", &[("team", "b")]), ns("other", &[])],
         role_bindings: vec![
             rb("team-a", "edit", "edit", vec![s("User", "Peter@Lumos.com", None), s("User", "mj@lumos.com", None)]),
@@ -589,6 +590,7 @@ fn connector_policy(entitlements: serde_json::Value) -> DeprovisionPolicy {
 #[test]
 fn an_entitlements_rule_removes_exactly_the_account_from_the_bindings_granting_that_role_there() {
     let observed = Observed {
+        clocks: None,
         namespaces: vec![ns("team-a", &[("team", "a")]), ns("team-b", &[])],
         role_bindings: vec![
             rb("team-a", "editors", "edit", vec![s("User", "ann@x.io", None), s("User", "bob@x.io", None)]),
@@ -698,6 +700,7 @@ fn entitlements_rules_are_validated() {
 #[test]
 fn a_lumos_account_is_matched_exactly_whatever_the_policy_says() {
     let observed = Observed {
+        clocks: None,
         namespaces: vec![ns("team-a", &[])],
         role_bindings: vec![rb(
             "team-a",

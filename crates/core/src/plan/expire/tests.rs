@@ -33,6 +33,7 @@ fn expiry(account: &str, uid: &str) -> crate::crd::DeprovisionRequestSpec {
         ended_by: EndedBy::MaxAccess,
         policy: "p".into(),
         reason: "DeprovisionPolicy p rules[0] maxAccess 1h".into(),
+        binding_version: Some("10".into()),
     };
     crate::expiry::request_spec(&e, &policy(serde_json::json!({})).spec.application)
 }
@@ -106,4 +107,59 @@ fn an_expiry_is_planned_for_its_policy_only_and_its_principal_is_the_account() {
     assert_eq!(w[0].principal, crate::plan::subject::Principal::User("ann@x.com".into()));
     let err = compute(&spec, &[], &observed(vec![]), &Protected::default()).unwrap_err();
     assert!(matches!(err, PlanError::NoPolicy(_)), "{err}");
+}
+
+#[test]
+fn a_subject_given_the_binding_again_since_the_expiry_was_scheduled_keeps_the_new_grant() {
+    use crate::crd::{BindingClocks, Clock};
+    use crate::expiry::Holding;
+    use crate::plan::expiry_holding;
+    let spec = expiry("User:ann@x.com", "u1");
+    let policies = [policy(serde_json::json!({}))];
+    let at = |v: &str, subjects| {
+        let mut o = observed(subjects);
+        let b = Arc::make_mut(&mut o.role_bindings[0]);
+        b.metadata.resource_version = Some(v.into());
+        o
+    };
+    let clocks = |v: &str, since: &str| BindingClocks {
+        binding: "RoleBinding a/rb".into(),
+        subjects: [(
+            "User:ann@x.com".to_string(),
+            Clock { since: Time(since.parse().unwrap()), from: StartEvidence::Observed },
+        )]
+        .into(),
+        version: Some(v.into()),
+    };
+    let removes = |o: &Observed| {
+        let plan = compute(&spec, &policies, o, &Protected::default()).unwrap();
+        plan.actions.iter().any(|a| matches!(a.action, Action::RemoveBindingSubject(_)))
+    };
+    // Unchanged since scheduled: removed.
+    let same = at("10", vec![user("ann@x.com")]);
+    assert_eq!(expiry_holding(&spec, &same), Some(Holding::Holds));
+    assert!(removes(&same));
+    // Changed, the clocks not there yet: the planner waits (and is told so).
+    let mut changed = at("12", vec![user("ann@x.com"), user("bob@x.com")]);
+    changed.clocks = Some(clocks("11", "2025-06-01T00:00:00Z"));
+    assert!(matches!(expiry_holding(&spec, &changed), Some(Holding::Unknown(_))));
+    // Changed, the clocks exact for it, ann's clock the expiry's: removed.
+    changed.clocks = Some(clocks("12", "2025-06-01T00:00:00Z"));
+    assert_eq!(expiry_holding(&spec, &changed), Some(Holding::Holds));
+    assert!(removes(&changed));
+    // Changed, the clocks exact for it, ann's clock newer (removed and given again): kept, and the
+    // record says why.
+    changed.clocks = Some(clocks("12", "2025-06-01T00:00:05Z"));
+    assert!(matches!(expiry_holding(&spec, &changed), Some(Holding::Ended(_))));
+    let plan = compute(&spec, &policies, &changed, &Protected::default()).unwrap();
+    let [a] = plan.actions.as_slice() else { panic!("{:?}", plan.actions) };
+    assert!(matches!(a.action, Action::ConfirmAbsent(_)), "{a:?}");
+    assert!(
+        a.reason.starts_with("not removed: User:ann@x.com was removed from RoleBinding a/rb and given it again"),
+        "{}",
+        a.reason
+    );
+    // The binding no longer names her (or is another binding): nothing to hold, confirmed gone.
+    assert_eq!(expiry_holding(&spec, &at("12", vec![user("bob@x.com")])), None);
+    assert_eq!(expiry_holding(&fixtures::request_spec("app", "ann@x.com").build(), &same), None);
 }
