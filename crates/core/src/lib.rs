@@ -12,6 +12,7 @@ pub mod crd;
 pub mod egress;
 pub mod entitlement;
 pub mod expiry;
+pub mod fleet;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod names;
