@@ -387,7 +387,9 @@ fn parse_member_name(s: &str) -> Result<String, String> {
         && !s.ends_with('-');
     match ok {
         true => Ok(s.to_string()),
-        false => Err("a member name is 1-41 lower-case letters, digits and '-' (it names a namespace on the hub)".into()),
+        false => {
+            Err("a member name is 1-41 lower-case letters, digits and '-' (it names a namespace on the hub)".into())
+        }
     }
 }
 

@@ -22,7 +22,14 @@ const EMAIL: &str = "ann@x.com";
 async fn member_access(c: &Client, app: &str, email: &str) -> String {
     let ns = unique("team");
     namespace(c, &ns, &[]).await;
-    role_binding(c, &ns, "devs", "view", vec![deprovisioner::fixtures::user(email), deprovisioner::fixtures::user("bob@x.com")]).await;
+    role_binding(
+        c,
+        &ns,
+        "devs",
+        "view",
+        vec![deprovisioner::fixtures::user(email), deprovisioner::fixtures::user("bob@x.com")],
+    )
+    .await;
     let exists = Api::<deprovisioner::crd::DeprovisionPolicy>::all(c.clone()).get_opt(app).await.unwrap();
     if exists.is_none() {
         policy(
@@ -60,8 +67,24 @@ async fn names_in(c: &Client, ns: &str) -> Vec<String> {
     names(&get_rb(c, ns, "devs").await.unwrap().subjects)
 }
 
+/// The hub's record named in an answer (`(record: deprovisionrequest/NAME)`; the members'
+/// records are named before it).
+fn hub_record(answer: &serde_json::Value) -> String {
+    let msg = answer["msg"].as_str().unwrap_or_default();
+    let i = msg.rfind("(record: deprovisionrequest/").unwrap_or_else(|| panic!("no hub record in {msg:?}"));
+    msg[i + "(record: deprovisionrequest/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
 /// Waits until `check` holds for the hub record `name`.
-async fn wait_hub(hub: &Client, name: &str, timeout: Duration, check: impl Fn(&DeprovisionRequest) -> bool) -> DeprovisionRequest {
+async fn wait_hub(
+    hub: &Client,
+    name: &str,
+    timeout: Duration,
+    check: impl Fn(&DeprovisionRequest) -> bool,
+) -> DeprovisionRequest {
     let deadline = Instant::now() + timeout;
     loop {
         let r = get_request(hub, name).await;
@@ -109,7 +132,7 @@ async fn one_call_reaches_every_member() {
     println!("a call to 2 members answered in {took:?}");
     assert_eq!(names_in(&ca, &ns_a).await, ["User:bob@x.com"]);
     assert_eq!(names_in(&cb, &ns_b).await, ["User:bob@x.com"]);
-    let record = get_request(&hub, &request_name(&answer)).await;
+    let record = get_request(&hub, &hub_record(&answer)).await;
     let st = record.status.clone().unwrap();
     assert_eq!(st.phase, Phase::Succeeded);
     assert!(st.plan.is_empty(), "the hub changes nothing itself: {:?}", st.plan);
@@ -172,7 +195,7 @@ async fn one_call_reaches_every_member() {
     assert!(took < Duration::from_secs(8), "answered within the deadline: {took:?}");
     assert_eq!(names_in(&ca, &ns_a2).await, ["User:bob@x.com"]);
     assert_eq!(names_in(&cb, &ns_b2).await.len(), 2, "b removed nothing while down");
-    let hub_name = request_name(&answer);
+    let hub_name = hub_record(&answer);
     assert_eq!(phase(&get_request(&hub, &hub_name).await), Phase::InProgress);
     agent_b = Some(fleet.agent(1));
     let done = wait_hub(&hub, &hub_name, Duration::from_secs(30), |r| phase(r) == Phase::Succeeded).await;
@@ -223,7 +246,7 @@ async fn one_call_reaches_every_member() {
     let answer = hub_call.await.unwrap();
     assert_eq!(answer["response"], "FAILURE", "a's agent was down at the deadline: {answer}");
     agent_a = Some(fleet.agent(0));
-    let hub_name = request_name(&answer);
+    let hub_name = hub_record(&answer);
     wait_hub(&hub, &hub_name, Duration::from_secs(30), |r| phase(r) == Phase::Succeeded).await;
     let locals = local_records(&ca, &mr_name).await;
     assert_eq!(locals.len(), 1, "one local record however often the agent restarts");
@@ -234,7 +257,11 @@ async fn one_call_reaches_every_member() {
     let agent_a_sa = format!("system:serviceaccount:{}:agent", mailbox("a"));
     let h = fleet.hub;
     assert!(can_i(h, &agent_a_sa, &["watch", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")]));
-    assert!(can_i(h, &agent_a_sa, &["patch", "memberrequests.access.deprovisioner.dev", "--subresource", "status", "-n", &mailbox("a")]));
+    assert!(can_i(
+        h,
+        &agent_a_sa,
+        &["patch", "memberrequests.access.deprovisioner.dev", "--subresource", "status", "-n", &mailbox("a")]
+    ));
     assert!(can_i(h, &agent_a_sa, &["patch", "memberclusters.access.deprovisioner.dev/a", "--subresource", "status"]));
     for args in [
         &["list", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")][..],
@@ -252,22 +279,30 @@ async fn one_call_reaches_every_member() {
     }
     // The agent's real token is refused another member's mailbox by the hub's API server.
     let token_kc = fleet.members[0].hub_kubeconfig.to_str().unwrap().to_string();
-    let out = h.kubectl(&["--kubeconfig", &token_kc, "get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")]);
+    let out =
+        h.kubectl(&["--kubeconfig", &token_kc, "get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")]);
     assert!(!out.status.success() && text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
-    let out = h.kubectl(&["--kubeconfig", &token_kc, "get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")]);
+    let out =
+        h.kubectl(&["--kubeconfig", &token_kc, "get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The hub's operator hands requests over but reads nothing else of the fleet's mailboxes.
     let hub_sa = "system:serviceaccount:deprovisioner:deprovisioner";
     assert!(can_i(h, hub_sa, &["create", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")]));
-    assert!(!can_i(h, hub_sa, &["patch", "memberrequests.access.deprovisioner.dev", "--subresource", "status", "-n", &mailbox("b")]));
+    assert!(!can_i(
+        h,
+        hub_sa,
+        &["patch", "memberrequests.access.deprovisioner.dev", "--subresource", "status", "-n", &mailbox("b")]
+    ));
     assert!(!can_i(h, hub_sa, &["get", "secrets", "-n", &mailbox("b")]));
     // The hub holds no credential to a member: a token the hub mints for its own operator is not
     // accepted by a member's API server (each has its own issuer), so it cannot edit bindings
     // there; and nothing of the hub's is known to a member's authorizer.
-    let hub_token = text(&kubectl_ok(h, &["create", "token", "deprovisioner", "-n", "deprovisioner"]).stdout).trim().to_string();
+    let hub_token =
+        text(&kubectl_ok(h, &["create", "token", "deprovisioner", "-n", "deprovisioner"]).stdout).trim().to_string();
     let member = fleet.members[0].cluster;
     let hub_kc = support::fleet::token_kubeconfig(member, &hub_token, "hub-operator-on-a", "default");
-    let out = member.kubectl(&["--kubeconfig", hub_kc.to_str().unwrap(), "auth", "can-i", "update", "rolebindings", "-A"]);
+    let out =
+        member.kubectl(&["--kubeconfig", hub_kc.to_str().unwrap(), "auth", "can-i", "update", "rolebindings", "-A"]);
     assert!(!out.status.success(), "a member accepted the hub's token: {}", text(&out.stdout));
     let out_text = text(&out.stderr) + &text(&out.stdout);
     assert!(out_text.contains("nauthorized") || out_text.trim() == "no", "{out_text}");

@@ -11,8 +11,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
-use super::record::{EventAction, Record, now};
 use super::Error;
+use super::record::{EventAction, Record, now};
 use crate::crd::{
     ClusterSet, ConditionType, DeprovisionRequestStatus, MemberCluster, MemberPhase, MemberRecord, MemberRequest,
     MemberRequestSpec, MemberRequestStatus, Phase, Reason, set_condition,
@@ -86,11 +86,7 @@ async fn select(rec: &Record) -> Result<fleet::Selection, ExecError> {
     let sets: Vec<Set> = sets
         .items
         .into_iter()
-        .map(|s| Set {
-            name: s.name_any(),
-            application: s.spec.application,
-            match_labels: s.spec.members.match_labels,
-        })
+        .map(|s| Set { name: s.name_any(), application: s.spec.application, match_labels: s.spec.members.match_labels })
         .collect();
     if !sets.iter().any(|s| fleet::application_matches(&s.application, &rec.obj.spec)) {
         return Ok(fleet::Selection::default());
@@ -153,7 +149,8 @@ async fn hand_over(
 /// Makes sure the member's `MemberRequest` exists and returns what its agent reported.
 async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRequestStatus, ExecError> {
     let api: Api<MemberRequest> = Api::namespaced(rec.ctx.client.clone(), &m.mailbox);
-    let context = format!("handing the request to cluster {} (MemberRequest {}/{})", m.cluster, m.mailbox, m.member_request);
+    let context =
+        format!("handing the request to cluster {} (MemberRequest {}/{})", m.cluster, m.mailbox, m.member_request);
     let found = api
         .get_opt(&m.member_request)
         .await

@@ -16,10 +16,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{AgentSettings, Admission, LABEL_MEMBER_REQUEST, admit, local_record_name, member_phase};
-use crate::crd::{
-    DeprovisionRequest, MemberCluster, MemberPhase, MemberRequest, MemberRequestStatus, RequestSource,
-};
+use super::{Admission, AgentSettings, LABEL_MEMBER_REQUEST, admit, local_record_name, member_phase};
+use crate::crd::{DeprovisionRequest, MemberCluster, MemberPhase, MemberRequest, MemberRequestStatus, RequestSource};
 use crate::metrics::{Metrics, PhaseLabels};
 
 /// Annotation on a member's local record: the hub record it came from (`name uid`).
@@ -65,10 +63,10 @@ pub async fn run(settings: AgentSettings, local: Client, metrics: Arc<Metrics>, 
     let (reader, writer) = reflector::store();
     // Both watches back off while their API server is away (the hub down, or the link cut)
     // and resume from where they were: nothing addressed here is missed.
-    let mailbox_watch = watcher(requests, watcher::Config::default()).default_backoff().reflect(writer).applied_objects();
-    let local_watch = watcher(records, watcher::Config::default().labels(LABEL_MEMBER_REQUEST))
-        .default_backoff()
-        .touched_objects();
+    let mailbox_watch =
+        watcher(requests, watcher::Config::default()).default_backoff().reflect(writer).applied_objects();
+    let local_watch =
+        watcher(records, watcher::Config::default().labels(LABEL_MEMBER_REQUEST)).default_backoff().touched_objects();
     let runner = Controller::for_stream(mailbox_watch, reader)
         .watches_stream(local_watch, move |r: DeprovisionRequest| {
             r.labels().get(LABEL_MEMBER_REQUEST).map(|n| ObjectRef::new(n).within(&mailbox))
@@ -166,13 +164,14 @@ async fn local_record(mr: &MemberRequest, agent: &Agent) -> Result<DeprovisionRe
 
 /// Writes what this member reports into the `MemberRequest`'s status on the hub.
 async fn report(agent: &Agent, name: &str, mut reported: MemberRequestStatus) -> Result<(), AgentError> {
-    reported.updated_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+    reported.updated_at =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
     let phase = reported.phase;
     let api: Api<MemberRequest> = Api::namespaced(agent.settings.hub.clone(), &agent.settings.mailbox);
     let patch = serde_json::json!({ "status": reported });
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(|source| {
-        AgentError::Hub { context: format!("reporting to memberrequest/{name}"), source }
-    })?;
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| AgentError::Hub { context: format!("reporting to memberrequest/{name}"), source })?;
     agent.metrics.fleet_reports.get_or_create(&PhaseLabels { phase: phase.as_str() }).inc();
     tracing::debug!(member_request = %name, phase = phase.as_str(), "fleet agent: reported to the hub");
     Ok(())

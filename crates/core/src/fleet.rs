@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::crd::{
-    ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberRequestSpec, Phase,
-};
+use crate::crd::{ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberRequestSpec, Phase};
 
 /// Label on a member's local record naming the `MemberRequest` it answers.
 pub const LABEL_MEMBER_REQUEST: &str = "access.deprovisioner.dev/member-request";

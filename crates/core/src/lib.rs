@@ -12,9 +12,9 @@ pub mod crd;
 pub mod egress;
 pub mod entitlement;
 pub mod expiry;
-pub mod fleet;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod fleet;
 pub mod names;
 pub mod plan;
 pub mod text;

@@ -29,7 +29,9 @@ fn the_verdict_is_spelled_as_lumos_expects() {
 fn a_fleet_record_unfinished_at_the_deadline_names_who_has_not_answered() {
     let s = DeprovisionRequestStatus {
         phase: Phase::InProgress,
-        message: Some("1 of 2 clusters answered: a: Succeeded (record deprovisionrequest/fleet-x); b: no answer yet".into()),
+        message: Some(
+            "1 of 2 clusters answered: a: Succeeded (record deprovisionrequest/fleet-x); b: no answer yet".into(),
+        ),
         members: vec![crate::crd::MemberRecord::default()],
         ..Default::default()
     };

@@ -52,7 +52,8 @@ fn selects_members_by_every_label_of_the_sets_for_the_app() {
         member("dev", &[("env", "dev"), ("fleet", "all")]),
         member("other", &[]),
     ];
-    let sets = [set("b", "demo", &[("env", "prod")]), set("a", "demo", &[("fleet", "all")]), set("c", "x", &[("env", "dev")])];
+    let sets =
+        [set("b", "demo", &[("env", "prod")]), set("a", "demo", &[("fleet", "all")]), set("c", "x", &[("env", "dev")])];
     let s = select(&spec("demo"), &sets, &members);
     assert_eq!(s.sets, ["a", "b"]);
     assert_eq!(s.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["dev", "prod"]);
@@ -76,7 +77,8 @@ fn names_are_the_uids() {
 
 #[test]
 fn an_agent_refuses_a_request_for_another_cluster() {
-    let mut mr = MemberRequestSpec { cluster: "a".into(), hub_record: "r".into(), hub_uid: "u".into(), request: spec("demo") };
+    let mut mr =
+        MemberRequestSpec { cluster: "a".into(), hub_record: "r".into(), hub_uid: "u".into(), request: spec("demo") };
     assert_eq!(admit("a", &mr), Admission::Take);
     mr.cluster = "b".into();
     match admit("a", &mr) {
