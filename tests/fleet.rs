@@ -309,3 +309,107 @@ async fn one_call_reaches_every_member() {
     drop(agent_a);
     drop(agent_b);
 }
+
+/// The median of some durations.
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+/// Figures for the README (ignored by default; `FLEET_MEMBERS=8 cargo test --test fleet figures
+/// -- --ignored --nocapture`): the latency of a call to every member against a call to one, the
+/// hub's memory, and how long a member that was down takes to catch up on 100 queued requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn figures() {
+    let n: usize = std::env::var("FLEET_MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let specs: Vec<(&str, &[(&str, &str)])> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (name.as_str(), if i == 0 { &[("env", "prod"), ("one", "yes")][..] } else { &[("env", "prod")][..] })
+        })
+        .collect();
+    let started = Instant::now();
+    let fleet = Fleet::start(&specs);
+    println!("{n} members: hub and members started and set up in {:?}", started.elapsed());
+    let hub = fleet.hub.admin().await;
+    let hub_op = fleet.hub_operator(&["--response-deadline", "10s"]);
+    let mut agents: Vec<Option<Operator>> = (0..n).map(|i| Some(fleet.agent(i))).collect();
+    let mut members = Vec::new();
+    for m in &fleet.members {
+        members.push(m.cluster.admin().await);
+    }
+    let all_app = unique("fig-all");
+    let one_app = unique("fig-one");
+    cluster_set(&hub, &all_app).await;
+    let one: deprovisioner::crd::ClusterSet = serde_json::from_value(json!({
+        "apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "ClusterSet", "metadata": {"name": one_app},
+        "spec": {"application": {"appId": one_app}, "members": {"matchLabels": {"one": "yes"}}}
+    }))
+    .unwrap();
+    Api::<deprovisioner::crd::ClusterSet>::all(hub.clone()).create(&PostParams::default(), &one).await.unwrap();
+    let rounds = 10;
+    let (mut to_all, mut to_one) = (vec![], vec![]);
+    for r in 0..rounds {
+        let email = format!("user{r}@x.com");
+        for c in &members {
+            member_access(c, &all_app, &email).await;
+        }
+        member_access(&members[0], &one_app, &email).await;
+        let (_, a, took) = hub_op.lumos(&payload(&all_app, &email, &[])).await;
+        assert_eq!(a["response"], "SUCCESS", "{a}");
+        to_all.push(took);
+        let (_, a, took) = hub_op.lumos(&payload(&one_app, &email, &[])).await;
+        assert_eq!(a["response"], "SUCCESS", "{a}");
+        to_one.push(took);
+    }
+    println!(
+        "{n} members: a call to all answered in {:?} (median of {rounds}; max {:?}), a call to one in {:?} (max {:?})",
+        median(to_all.clone()),
+        to_all.iter().max().unwrap(),
+        median(to_one.clone()),
+        to_one.iter().max().unwrap()
+    );
+    // A member down while 100 requests are made, then back.
+    agents[0].take();
+    let queued = 100;
+    let calls: Vec<_> = (0..queued)
+        .map(|i| {
+            let url = hub_op.url.clone();
+            let p = payload(&one_app, &format!("queued{i}@x.com"), &[]);
+            tokio::spawn(async move {
+                let a = http_client()
+                    .post(format!("{url}/webhooks/lumos/deprovision"))
+                    .header("authorization", format!("Bearer {SECRET}"))
+                    .json(&p)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap();
+                hub_record(&a)
+            })
+        })
+        .collect();
+    let mut hub_names = vec![];
+    for c in calls {
+        hub_names.push(c.await.unwrap());
+    }
+    let rss_hub = proc_status_mib(hub_op.pid(), "VmHWM");
+    let back = Instant::now();
+    agents[0] = Some(fleet.agent(0));
+    for name in &hub_names {
+        wait_hub(&hub, name, Duration::from_secs(300), |r| phase(r) == Phase::Succeeded).await;
+    }
+    println!(
+        "{n} members: a member back after {queued} requests were queued for it caught up (every hub record Succeeded) in {:?} from its start",
+        back.elapsed()
+    );
+    println!(
+        "{n} members: the hub operator's peak RSS {rss_hub:.1} MiB (VmHWM), now {:.1} MiB",
+        proc_status_mib(hub_op.pid(), "VmRSS")
+    );
+}
