@@ -147,6 +147,24 @@ async fn one_call_reaches_every_member() {
         assert_eq!(phase(&local), Phase::Succeeded);
         assert!(msg.contains(&local.name_any()), "the answer names {} : {msg}", local.name_any());
     }
+    // `deprovisioner evidence` on the hub: the hub's row and every member's rows.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["evidence", "--kubeconfig", fleet.hub.kubeconfig.to_str().unwrap(), "--format", "json"])
+        .args(["--app", &app])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let evidence: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = evidence["rows"].as_array().unwrap();
+    for (m, ns) in st.members.iter().zip([&ns_a, &ns_b]) {
+        let name = format!("{}/{}", m.cluster, m.reported.record.as_deref().unwrap());
+        let row =
+            rows.iter().find(|r| r["request"] == name.as_str()).unwrap_or_else(|| panic!("no row {name}: {rows:#?}"));
+        assert_eq!(row["outcome"], "Removed", "{row}");
+        assert_eq!(row["object"], format!("RoleBinding {ns}/devs"), "{row}");
+        assert_eq!(row["verification"].as_str().map(|v| v.is_empty()), Some(false), "{row}");
+    }
+    assert!(rows.iter().any(|r| r["request"] == record.name_any().as_str()), "the hub's own row: {rows:#?}");
     // The agents' heartbeats reach their MemberClusters.
     for name in ["a", "b"] {
         let mc = Api::<MemberCluster>::all(hub.clone()).get(name).await.unwrap();
@@ -168,8 +186,8 @@ async fn one_call_reaches_every_member() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
         let got = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox("a")).get("forged").await.unwrap();
-        if let Some(s) = got.status.filter(|s| s.phase.is_terminal()) {
-            break s;
+        if let Some(s) = got.status.filter(|s| s.report.phase.is_terminal()) {
+            break s.report;
         }
         assert!(Instant::now() < deadline, "agent a did not answer the forged request");
         tokio::time::sleep(Duration::from_millis(200)).await;

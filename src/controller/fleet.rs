@@ -14,8 +14,8 @@ use kube::{Api, ResourceExt};
 use super::Error;
 use super::record::{EventAction, Record, now};
 use crate::crd::{
-    ClusterSet, ConditionType, DeprovisionRequestStatus, MemberCluster, MemberPhase, MemberRecord, MemberRequest,
-    MemberRequestSpec, MemberRequestStatus, Phase, Reason, set_condition,
+    ClusterSet, ConditionType, DeprovisionRequestStatus, MemberCluster, MemberPhase, MemberRecord, MemberReport,
+    MemberRequest, MemberRequestSpec, Phase, Reason, set_condition,
 };
 use crate::exec::ExecError;
 use crate::fleet::{self, Member, Set};
@@ -130,7 +130,7 @@ async fn hand_over(
             cluster: m.name.clone(),
             member_request: name.clone(),
             mailbox: m.mailbox.clone(),
-            reported: MemberRequestStatus::default(),
+            reported: MemberReport::default(),
         })
         .collect();
     let names: Vec<&str> = selection.members.iter().map(|m| m.name.as_str()).collect();
@@ -147,7 +147,7 @@ async fn hand_over(
 }
 
 /// Makes sure the member's `MemberRequest` exists and returns what its agent reported.
-async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRequestStatus, ExecError> {
+async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberReport, ExecError> {
     let api: Api<MemberRequest> = Api::namespaced(rec.ctx.client.clone(), &m.mailbox);
     let context =
         format!("handing the request to cluster {} (MemberRequest {}/{})", m.cluster, m.mailbox, m.member_request);
@@ -170,14 +170,14 @@ async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRequ
             match api.create(&PostParams::default(), &mr).await {
                 Ok(created) => created,
                 Err(kube::Error::Api(s)) if s.is_already_exists() => {
-                    return Ok(MemberRequestStatus::default());
+                    return Ok(MemberReport::default());
                 }
                 Err(source) => return Err(ExecError::Unavailable { context, source }),
             }
         }
     };
     if found.spec.hub_uid != uid {
-        return Ok(MemberRequestStatus {
+        return Ok(MemberReport {
             phase: MemberPhase::Failed,
             message: Some(format!(
                 "MemberRequest {}/{} belongs to another hub record ({}): not handed over",
@@ -187,7 +187,7 @@ async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRequ
             ..Default::default()
         });
     }
-    Ok(found.status.unwrap_or_default())
+    Ok(found.status.map(|s| s.report).unwrap_or_default())
 }
 
 /// The hub record a `MemberRequest` answers (what the hub's watch of them wakes).

@@ -17,7 +17,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{Admission, AgentSettings, LABEL_MEMBER_REQUEST, admit, local_record_name, member_phase};
-use crate::crd::{DeprovisionRequest, MemberCluster, MemberPhase, MemberRequest, MemberRequestStatus, RequestSource};
+use crate::crd::{
+    DeprovisionRequest, MemberCluster, MemberPhase, MemberReport, MemberRequest, MemberRequestStatus, RequestSource,
+};
 use crate::metrics::{Metrics, PhaseLabels};
 
 /// Annotation on a member's local record: the hub record it came from (`name uid`).
@@ -89,7 +91,7 @@ fn error_policy(mr: Arc<MemberRequest>, err: &AgentError, _: Arc<Agent>) -> Acti
 /// Works one `MemberRequest`: refuse it, record it here, or report its local record's end.
 async fn reconcile(mr: Arc<MemberRequest>, agent: Arc<Agent>) -> Result<Action, AgentError> {
     let st = mr.status.clone().unwrap_or_default();
-    if st.phase.is_terminal() {
+    if st.report.phase.is_terminal() {
         return Ok(Action::await_change());
     }
     let name = mr.name_any();
@@ -100,7 +102,8 @@ async fn reconcile(mr: Arc<MemberRequest>, agent: Arc<Agent>) -> Result<Action, 
                 "fleet agent: refused a request addressed to another cluster"
             );
             agent.metrics.fleet_refused.inc();
-            MemberRequestStatus { phase: MemberPhase::Refused, message: Some(why), ..Default::default() }
+            let report = MemberReport { phase: MemberPhase::Refused, message: Some(why), ..Default::default() };
+            MemberRequestStatus { report, record_status: None }
         }
         Admission::Take => {
             let record = local_record(&mr, &agent).await?;
@@ -110,18 +113,22 @@ async fn reconcile(mr: Arc<MemberRequest>, agent: Arc<Agent>) -> Result<Action, 
                 .iter()
                 .find(|c| c.type_ == crate::crd::ConditionType::Verified.as_str())
                 .map(|c| c.status.clone());
-            MemberRequestStatus {
+            let report = MemberReport {
                 phase: member_phase(rst.phase),
                 record: Some(record.name_any()),
                 record_uid: record.uid(),
                 verified,
                 message: rst.message.clone(),
                 updated_at: None,
-            }
+            };
+            // The whole record once it is finished: what evidence on the hub shows.
+            let finished = rst.phase.is_terminal().then(|| Box::new(rst));
+            MemberRequestStatus { report, record_status: finished }
         }
     };
-    let unchanged = MemberRequestStatus { updated_at: None, ..st.clone() } == reported;
-    if !unchanged {
+    let mut was = st.clone();
+    was.report.updated_at = None;
+    if was != reported {
         report(&agent, &name, reported).await?;
     }
     Ok(Action::await_change())
@@ -164,9 +171,9 @@ async fn local_record(mr: &MemberRequest, agent: &Agent) -> Result<DeprovisionRe
 
 /// Writes what this member reports into the `MemberRequest`'s status on the hub.
 async fn report(agent: &Agent, name: &str, mut reported: MemberRequestStatus) -> Result<(), AgentError> {
-    reported.updated_at =
+    reported.report.updated_at =
         Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
-    let phase = reported.phase;
+    let phase = reported.report.phase;
     let api: Api<MemberRequest> = Api::namespaced(agent.settings.hub.clone(), &agent.settings.mailbox);
     let patch = serde_json::json!({ "status": reported });
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))

@@ -97,8 +97,8 @@ pub struct MemberSelector {
     doc = "A request the hub handed to one member cluster, and (in status) the member's record of it.",
     printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
     printcolumn(name = "Hub record", type_ = "string", json_path = ".spec.hubRecord"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Record", type_ = "string", json_path = ".status.record"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.report.phase"),
+    printcolumn(name = "Record", type_ = "string", json_path = ".status.report.record"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable"))]
@@ -159,7 +159,7 @@ impl MemberPhase {
 /// What the member's agent reports about its record of a request.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct MemberRequestStatus {
+pub struct MemberReport {
     /// Where the member is with it.
     #[serde(default)]
     pub phase: MemberPhase,
@@ -180,6 +180,19 @@ pub struct MemberRequestStatus {
     pub updated_at: Option<Time>,
 }
 
+/// The member's answer: its report, and once its record is finished, that record's status
+/// (what `deprovisioner evidence` on the hub shows for the member).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRequestStatus {
+    /// The member's report.
+    #[serde(default)]
+    pub report: MemberReport,
+    /// The member's finished record's status, as recorded there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_status: Option<Box<super::DeprovisionRequestStatus>>,
+}
+
 /// On the hub's record: one member the request was handed to, and that member's record.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -192,5 +205,5 @@ pub struct MemberRecord {
     pub mailbox: String,
     /// What the member's agent reported (its record's name, UID, phase, verification, message).
     #[serde(default)]
-    pub reported: MemberRequestStatus,
+    pub reported: MemberReport,
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::crd::{Application, MemberRequestStatus, Person};
+use crate::crd::{Application, MemberReport, Person};
 
 fn spec(app: &str) -> DeprovisionRequestSpec {
     DeprovisionRequestSpec {
@@ -36,7 +36,7 @@ fn answered(cluster: &str, phase: MemberPhase) -> MemberRecord {
         cluster: cluster.into(),
         member_request: "uid".into(),
         mailbox: format!("deprovisioner-member-{cluster}"),
-        reported: MemberRequestStatus {
+        reported: MemberReport {
             phase,
             record: (phase != MemberPhase::Pending).then(|| format!("fleet-{cluster}")),
             message: Some("boom".into()),
