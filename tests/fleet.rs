@@ -431,3 +431,60 @@ async fn figures() {
         proc_status_mib(hub_op.pid(), "VmRSS")
     );
 }
+
+/// `helm template` of the chart as a hub and as an agent: what each release would install.
+#[test]
+fn the_chart_sets_up_a_hub_or_an_agent() {
+    let base = ["template", "deprovisioner", "charts/deprovisioner", "-n", "deprovisioner", "--kube-version", "1.37.2"];
+    let mut agent = base.to_vec();
+    agent.extend(["--set", "fleet.agent.memberName=prod-eu", "--set", "fleet.agent.hubKubeconfigSecret=hub-kc"]);
+    let out = helm_ok(None, &agent);
+    assert!(out.contains("- --member-name=prod-eu"), "{out}");
+    assert!(out.contains("- --hub-kubeconfig=/etc/deprovisioner/hub/kubeconfig"), "{out}");
+    assert!(out.contains("- --hub-mailbox=deprovisioner-member-prod-eu"), "{out}");
+    assert!(out.contains("secretName: hub-kc"), "{out}");
+    assert!(!out.contains("--fleet-hub") && !out.contains("kind: MemberCluster"), "an agent is no hub");
+    // The agent needs the Secret named.
+    let mut missing = base.to_vec();
+    missing.extend(["--set", "fleet.agent.memberName=prod-eu"]);
+    let failed = helm(None, &missing);
+    assert!(
+        !failed.status.success() && text(&failed.stderr).contains("hubKubeconfigSecret"),
+        "{}",
+        text(&failed.stderr)
+    );
+    let mut hub = base.to_vec();
+    hub.extend([
+        "--set",
+        "fleet.hub.enabled=true",
+        "--set",
+        "fleet.hub.members[0].name=prod-eu",
+        "--set",
+        "fleet.hub.members[0].labels.env=prod",
+        "--set",
+        "fleet.hub.clusterSets[0].name=demo",
+        "--set",
+        "fleet.hub.clusterSets[0].application.appId=demo_app",
+        "--set",
+        "fleet.hub.clusterSets[0].matchLabels.env=prod",
+    ]);
+    let out = helm_ok(None, &hub);
+    assert!(out.contains("- --fleet-hub"), "{out}");
+    for want in [
+        "kind: MemberCluster",
+        "mailbox: deprovisioner-member-prod-eu",
+        "kind: ClusterSet",
+        "appId: demo_app",
+        "type: kubernetes.io/service-account-token",
+    ] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+    assert!(!out.contains("--member-name"), "a hub is no agent");
+    // Without fleet values, nothing of the fleet.
+    let plain = helm_ok(None, &base);
+    assert!(!plain.contains("memberrequests") && !plain.contains("--fleet-hub") && !plain.contains("--member-name"));
+    // A member's name is a DNS label.
+    let mut bad = base.to_vec();
+    bad.extend(["--set", "fleet.hub.members[0].name=Prod_EU"]);
+    assert!(!helm(None, &bad).status.success(), "a bad member name passed the schema");
+}
