@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::api::{ListParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::Error;
 use super::record::{EventAction, Record, now};
@@ -158,7 +158,7 @@ async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRepo
     let found = match found {
         Some(found) => found,
         None => {
-            let mr = MemberRequest::new(
+            let mut mr = MemberRequest::new(
                 &m.member_request,
                 MemberRequestSpec {
                     cluster: m.cluster.clone(),
@@ -167,6 +167,12 @@ async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRepo
                     request: rec.obj.spec.clone(),
                 },
             );
+            // Owned by the hub record: deleted with it when its retention ends (no blocking of
+            // the owner's deletion, which would need more than `create`).
+            mr.metadata.owner_references = rec.obj.controller_owner_ref(&()).map(|mut o| {
+                o.block_owner_deletion = None;
+                vec![o]
+            });
             match api.create(&PostParams::default(), &mr).await {
                 Ok(created) => created,
                 Err(kube::Error::Api(s)) if s.is_already_exists() => {
