@@ -358,6 +358,40 @@ pub struct RunArgs {
     /// Log filter, e.g. `info` or `deprovisioner=debug,kube=info`.
     #[arg(long, env = "DEPROVISIONER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Fleet hub: a request whose Lumos application a `ClusterSet` names is handed to the member
+    /// clusters it selects (each plans with its own policies), not planned here; the record lists
+    /// each member's record, and succeeds only when all of them do.
+    #[arg(long, env = "DEPROVISIONER_FLEET_HUB")]
+    pub fleet_hub: bool,
+    /// Fleet member: a kubeconfig for the hub, with this member's agent identity there. The
+    /// agent dials out to the hub (nothing dials in), takes the requests in its mailbox, records
+    /// and works them here, and reports each record's end back. Needs --member-name.
+    #[arg(long, env = "DEPROVISIONER_HUB_KUBECONFIG", requires = "member_name")]
+    pub hub_kubeconfig: Option<PathBuf>,
+    /// Fleet member: this cluster's name on the hub (its `MemberCluster`).
+    #[arg(long, env = "DEPROVISIONER_MEMBER_NAME", requires = "hub_kubeconfig", value_parser = parse_member_name)]
+    pub member_name: Option<String>,
+    /// Fleet member: its mailbox namespace on the hub (default `deprovisioner-member-<name>`).
+    #[arg(long, env = "DEPROVISIONER_HUB_MAILBOX")]
+    pub hub_mailbox: Option<String>,
+    /// Fleet member: how often the agent writes its heartbeat to its `MemberCluster`.
+    #[arg(long, env = "DEPROVISIONER_FLEET_HEARTBEAT", default_value = "30s", value_parser = parse_duration)]
+    pub fleet_heartbeat: Duration,
+}
+
+/// A member's name: a DNS label (it names a namespace on the hub).
+fn parse_member_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 41
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    match ok {
+        true => Ok(s.to_string()),
+        false => {
+            Err("a member name is 1-41 lower-case letters, digits and '-' (it names a namespace on the hub)".into())
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

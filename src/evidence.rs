@@ -100,7 +100,12 @@ pub fn filter(args: &EvidenceArgs, now: Timestamp) -> anyhow::Result<Filter> {
 pub async fn write(client: &Client, cluster: String, args: &EvidenceArgs) -> anyhow::Result<()> {
     let now = Timestamp::now();
     let filter = filter(args, now)?;
-    let all = list::requests(client).await.context("listing DeprovisionRequests")?;
+    let mut all = list::requests(client).await.context("listing DeprovisionRequests")?;
+    // On a fleet hub, every member's record too (as each agent reported it).
+    match list::member_records(client).await {
+        Ok(members) => all.extend(members),
+        Err(e) => eprintln!("members' records not included: listing MemberRequests: {e}"),
+    }
     let report = Report { generated_at: now, cluster, requests: row::select(&all, &filter), filter };
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

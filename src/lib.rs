@@ -21,6 +21,7 @@ pub mod exec;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod finished;
+pub mod fleet;
 pub mod inactive;
 #[cfg(any(test, feature = "fixtures"))]
 pub use deprovisioner_core::fixtures;

@@ -233,7 +233,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let webhook = webhook_state(&args, &client, secret, &metrics, &shared);
     let server = serve(&args, &client, &webhook, connector_secrets, &protected, &shared, &stop).await?;
     let audit = serve_audit(&args, &client, &metrics, &webhook.secret, &stop).await?;
-    let controllers = run_controllers(client, settings(&args, protected, metrics), shared, &args, stop.clone());
+    let mut settings = settings(&args, protected, metrics);
+    settings.fleet_agent = fleet_agent(&args).await?;
+    let controllers = run_controllers(client, settings, shared, &args, stop.clone());
     #[cfg(feature = "failpoints")]
     let controllers = args.failpoints.controllers(controllers);
     let ran = supervise(controllers, &webhook, server, &stop).await;
@@ -408,7 +410,25 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
         regrant_watch: args.regrant_watch,
         last_activity: (args.record_last_activity || args.audit_listen.is_some()).then(|| args.activity_prefix.clone()),
         expiry_clocks: args.expiry.then(|| args.expiry_clocks.clone()),
+        fleet_hub: args.fleet_hub,
+        fleet_agent: None,
     }
+}
+
+/// The fleet agent's settings when this cluster is a member (`--hub-kubeconfig`): a client for
+/// the hub with the agent's own identity there (through no budget: the hub's API server is not
+/// this cluster's).
+async fn fleet_agent(args: &RunArgs) -> anyhow::Result<Option<deprovisioner::fleet::AgentSettings>> {
+    let (Some(path), Some(member)) = (&args.hub_kubeconfig, &args.member_name) else { return Ok(None) };
+    let config = kube_config(Some(path), None).await.context("the hub's kubeconfig (--hub-kubeconfig)")?;
+    let hub = Client::try_from(config).context("building the hub's client")?;
+    let mailbox = args.hub_mailbox.clone().unwrap_or_else(|| deprovisioner::fleet::default_mailbox(member));
+    Ok(Some(deprovisioner::fleet::AgentSettings {
+        hub,
+        member: member.clone(),
+        mailbox,
+        heartbeat: args.fleet_heartbeat,
+    }))
 }
 
 /// Waits for the controllers, then for the server's drain. A controller that ends while the

@@ -209,6 +209,11 @@ pub struct Metrics {
     pub activity_accounts_forgotten: Counter,
     /// Writes of the activity store's shards, by result.
     pub activity_writes: Family<WriteLabels, Counter>,
+    /// Requests this member's fleet agent refused (found in its mailbox addressed to another
+    /// cluster).
+    pub fleet_refused: Counter,
+    /// Answers this member's fleet agent wrote back to the hub, by the phase reported.
+    pub fleet_reports: Family<PhaseLabels, Counter>,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -325,6 +330,14 @@ impl Metrics {
             "Writes of the activity store's shards, by result",
             activity_writes.clone(),
         );
+        let fleet_refused = Counter::default();
+        registry.register(
+            "fleet_refused",
+            "Requests the fleet agent refused: addressed to another cluster",
+            fleet_refused.clone(),
+        );
+        let fleet_reports = Family::<PhaseLabels, Counter>::default();
+        registry.register("fleet_reports", "Answers the fleet agent wrote back to the hub", fleet_reports.clone());
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -363,6 +376,8 @@ impl Metrics {
             activity_accounts,
             activity_accounts_forgotten,
             activity_writes,
+            fleet_refused,
+            fleet_reports,
         })
     }
 

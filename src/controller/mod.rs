@@ -9,6 +9,7 @@
 pub mod activity;
 mod clock;
 mod expiry;
+mod fleet;
 mod local;
 mod policy;
 mod reconcile;
@@ -67,6 +68,12 @@ pub struct Settings {
     /// Where the clocks of time-bound access are kept (`AccessClock` name prefix); `None`: no
     /// access ends by itself.
     pub expiry_clocks: Option<String>,
+    /// A fleet hub (`--fleet-hub`): requests whose application a `ClusterSet` names are handed
+    /// to member clusters instead of planned here.
+    pub fleet_hub: bool,
+    /// A fleet member's agent (`--hub-kubeconfig`, `--member-name`): requests the hub hands to
+    /// this cluster are recorded and worked here, and their end reported back.
+    pub fleet_agent: Option<crate::fleet::AgentSettings>,
 }
 
 /// What the controller shares with the rest of the process, which outlives it (the controller
@@ -172,7 +179,17 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
     // that cheap (in a burst of 300 unbounded, that polling took 8 % of the operator's CPU).
     let config = controller::Config::default().concurrency(ctx.settings.concurrency);
     let requests_listed = watched.store().clone();
-    let requests = Controller::for_shared_stream(watched.applied(), requests_listed.clone())
+    let requests = Controller::for_shared_stream(watched.applied(), requests_listed.clone());
+    // On a hub, a member's answer (its MemberRequest's status) wakes the record it answers.
+    let requests = match ctx.settings.fleet_hub {
+        true => requests.watches(
+            kube::Api::<crate::crd::MemberRequest>::all(client.clone()),
+            kube::runtime::watcher::Config::default(),
+            |mr| Some(kube::runtime::reflector::ObjectRef::new(&fleet::hub_record_of(&mr))),
+        ),
+        false => requests,
+    };
+    let requests = requests
         .with_config(config)
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(reconcile::reconcile, error_policy, ctx.clone())
@@ -194,6 +211,11 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
     let sweep = retention::run(client.clone(), ctx.settings.retention, stop.clone());
     let regrants = regrant::run(ctx.clone(), stop.clone());
     let expiries = expiry::run(ctx.clone(), stop.clone());
+    let agent = async {
+        if let Some(agent) = ctx.settings.fleet_agent.clone() {
+            crate::fleet::agent::run(agent, client.clone(), ctx.settings.metrics.clone(), stop.clone()).await;
+        }
+    };
     let policies_watch = view.policies_watch();
     let policies_listed = policies_watch.store().clone();
     let policies = Controller::for_shared_stream(policies_watch.applied(), policies_listed.clone())
@@ -206,7 +228,8 @@ pub async fn run(client: Client, settings: Settings, shared: Shared, stop: Cance
         sweep,
         handoff_closed,
         regrants,
-        expiries
+        expiries,
+        agent
     );
     ctx.shared.handoff.close();
 }

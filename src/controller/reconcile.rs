@@ -69,6 +69,11 @@ async fn reconcile_fresh(name: &str, uid: Option<&str>, ctx: Arc<Context>) -> Re
     if st.started_at.is_none() {
         st.started_at = Some(now());
     }
+    if rec.ctx.settings.fleet_hub
+        && let Some(done) = super::fleet::reconcile(&mut rec, st.clone()).await?
+    {
+        return Ok(done);
+    }
     match st.phase {
         // Finished: the retention sweep deletes it in time.
         Phase::Succeeded | Phase::Failed | Phase::DryRun => Ok(Action::await_change()),

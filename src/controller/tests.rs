@@ -36,6 +36,8 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         regrant_watch: Duration::ZERO,
         last_activity: None,
         expiry_clocks: None,
+        fleet_hub: false,
+        fleet_agent: None,
     };
     (Context::new(client, settings, Default::default(), Default::default()), ApiServer::new(handle))
 }

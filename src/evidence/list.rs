@@ -26,3 +26,42 @@ pub async fn requests(client: &Client) -> Result<Vec<DeprovisionRequest>, kube::
         }
     }
 }
+
+/// On a fleet hub: each member's finished record of the requests handed to it, as its agent
+/// reported it into the `MemberRequest`'s status, named `<cluster>/<record>` (so its rows say
+/// which cluster). Empty where no `MemberRequest` CRD is installed.
+pub async fn member_records(client: &Client) -> Result<Vec<DeprovisionRequest>, kube::Error> {
+    use crate::crd::MemberRequest;
+    let api: Api<MemberRequest> = Api::all(client.clone());
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(PAGE);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = match api.list(&lp).await {
+            Ok(page) => page,
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(all),
+            Err(e) => return Err(e),
+        };
+        all.extend(page.items.into_iter().filter_map(member_record));
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(all);
+        }
+    }
+}
+
+/// A member's record as the hub holds it, if the member reported it finished.
+pub fn member_record(mr: crate::crd::MemberRequest) -> Option<DeprovisionRequest> {
+    let status = mr.status?;
+    let record = status.report.record?;
+    let mut spec = mr.spec.request;
+    spec.source = crate::crd::RequestSource::Fleet;
+    let mut r = DeprovisionRequest::new(&format!("{}/{record}", mr.spec.cluster), spec);
+    r.metadata.creation_timestamp = mr.metadata.creation_timestamp;
+    r.metadata.uid = status.report.record_uid;
+    r.status = Some(*status.record_status?);
+    Some(r)
+}

@@ -57,6 +57,14 @@ impl LumosAnswer {
         match phase {
             Phase::Succeeded | Phase::DryRun => LumosAnswer::success(msg),
             Phase::Failed => LumosAnswer::failure(msg),
+            // A fleet hub's record names each member's answer so far (who has not answered).
+            Phase::Pending | Phase::InProgress if status.is_some_and(|s| !s.members.is_empty()) => {
+                let said = status.and_then(|s| s.message.as_deref()).unwrap_or_default();
+                LumosAnswer::failure(text::clip_keeping(
+                    &format!("Not every cluster answered in time, the hub keeps waiting for them: {said}"),
+                    &record,
+                ))
+            }
             Phase::Pending | Phase::InProgress => LumosAnswer::failure(format!(
                 "Still in progress: the operator will finish it; see deprovisionrequest/{name} for the result"
             )),

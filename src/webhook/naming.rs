@@ -68,6 +68,7 @@ pub fn source_label(source: RequestSource) -> &'static str {
         RequestSource::LumosConnector => "lumos-connector",
         RequestSource::Manual => "manual",
         RequestSource::Expiry => "expiry",
+        RequestSource::Fleet => "fleet",
     }
 }
 

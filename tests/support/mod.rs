@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod activity_store;
+pub mod fleet;
 pub mod sdk;
 
 use std::path::{Path, PathBuf};

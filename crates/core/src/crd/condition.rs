@@ -107,6 +107,12 @@ vocabulary! {
         AccessRegranted,
         /// The subject was removed again after it came back.
         RemovedAgain,
+        /// On a fleet hub: the request was handed to the member clusters a `ClusterSet` selects.
+        HandedToMembers,
+        /// On a fleet hub: a member's record did not succeed.
+        MembersFailed,
+        /// On a fleet hub: the `ClusterSet`s for the application select no member cluster.
+        NoMember,
     }
 }
 

@@ -4,6 +4,7 @@ mod action;
 mod activity;
 mod clock;
 mod condition;
+mod fleet;
 mod policy;
 mod request;
 mod verification;
@@ -12,6 +13,7 @@ pub use action::*;
 pub use activity::*;
 pub use clock::*;
 pub use condition::*;
+pub use fleet::*;
 pub use policy::*;
 pub use request::*;
 pub use verification::*;
@@ -24,7 +26,14 @@ pub const GROUP: &str = "access.deprovisioner.dev";
 
 /// Every CRD the operator needs, in install order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![DeprovisionRequest::crd(), DeprovisionPolicy::crd(), AccessClock::crd()]
+    vec![
+        DeprovisionRequest::crd(),
+        DeprovisionPolicy::crd(),
+        AccessClock::crd(),
+        MemberCluster::crd(),
+        ClusterSet::crd(),
+        MemberRequest::crd(),
+    ]
 }
 
 /// Every CRD as one multi-document YAML stream (what `deprovisioner crd` prints).

@@ -252,6 +252,8 @@ pub enum RequestSource {
     /// Created by a person or another tool (`kubectl apply`).
     #[default]
     Manual,
+    /// Created by this member cluster's fleet agent from a request the hub handed to it.
+    Fleet,
 }
 
 /// Lifecycle phase of a request.
@@ -348,4 +350,9 @@ pub struct DeprovisionRequestStatus {
     /// the operator reads it): what an inactivity removal was based on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<super::RecordedActivity>,
+    /// On a fleet hub: the member clusters this request was handed to (chosen once, when first
+    /// planned), and each member's record as its agent reported it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub members: Vec<super::MemberRecord>,
 }

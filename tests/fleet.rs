@@ -1,0 +1,497 @@
+//! Many clusters behind one Lumos endpoint (issue 28), on this machine: a hub and two member
+//! control planes, each its own etcd and kube-apiserver. Lumos calls the hub; each member's agent
+//! dials out to the hub with a token of its own mailbox's ServiceAccount and removes with its own
+//! policies. One test, in steps: the steps stop and start agents, which every other step would
+//! see.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use deprovisioner::crd::{DeprovisionRequest, MemberCluster, MemberPhase, MemberRequest, Phase};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use support::fleet::{Fleet, mailbox};
+use support::*;
+
+const EMAIL: &str = "ann@x.com";
+
+/// On a member: a namespace with a RoleBinding naming `email` (and bob, who keeps it), and a
+/// policy of the member's own for `app` removing `email` from the RoleBindings there.
+async fn member_access(c: &Client, app: &str, email: &str) -> String {
+    let ns = unique("team");
+    namespace(c, &ns, &[]).await;
+    role_binding(
+        c,
+        &ns,
+        "devs",
+        "view",
+        vec![deprovisioner::fixtures::user(email), deprovisioner::fixtures::user("bob@x.com")],
+    )
+    .await;
+    let exists = Api::<deprovisioner::crd::DeprovisionPolicy>::all(c.clone()).get_opt(app).await.unwrap();
+    if exists.is_none() {
+        policy(
+            c,
+            app,
+            json!({
+                "application": {"appId": app},
+                "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+                "rules": [{"roleBindings": {"namespaceSelector": {"matchLabels": {"fleet-test": app}}}}]
+            }),
+        )
+        .await;
+    }
+    let patch = json!({"metadata": {"labels": {"fleet-test": app}}});
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(c.clone())
+        .patch(&ns, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    ns
+}
+
+/// On the hub: a ClusterSet sending `app`'s removals to the members labelled env=prod.
+async fn cluster_set(hub: &Client, app: &str) {
+    let set: deprovisioner::crd::ClusterSet = serde_json::from_value(json!({
+        "apiVersion": "access.deprovisioner.dev/v1alpha1",
+        "kind": "ClusterSet",
+        "metadata": {"name": app},
+        "spec": {"application": {"appId": app}, "members": {"matchLabels": {"env": "prod"}}}
+    }))
+    .unwrap();
+    Api::<deprovisioner::crd::ClusterSet>::all(hub.clone()).create(&PostParams::default(), &set).await.unwrap();
+}
+
+async fn names_in(c: &Client, ns: &str) -> Vec<String> {
+    names(&get_rb(c, ns, "devs").await.unwrap().subjects)
+}
+
+/// The hub's record named in an answer (`(record: deprovisionrequest/NAME)`; the members'
+/// records are named before it).
+fn hub_record(answer: &serde_json::Value) -> String {
+    let msg = answer["msg"].as_str().unwrap_or_default();
+    let i = msg.rfind("(record: deprovisionrequest/").unwrap_or_else(|| panic!("no hub record in {msg:?}"));
+    msg[i + "(record: deprovisionrequest/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+/// Waits until `check` holds for the hub record `name`.
+async fn wait_hub(
+    hub: &Client,
+    name: &str,
+    timeout: Duration,
+    check: impl Fn(&DeprovisionRequest) -> bool,
+) -> DeprovisionRequest {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = get_request(hub, name).await;
+        if check(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "hub record {name} did not get there: {:#?}", r.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The member's local records of one `MemberRequest`.
+async fn local_records(c: &Client, member_request: &str) -> Vec<DeprovisionRequest> {
+    let lp = ListParams::default().labels(&format!("access.deprovisioner.dev/member-request={member_request}"));
+    Api::<DeprovisionRequest>::all(c.clone()).list(&lp).await.unwrap().items
+}
+
+/// `kubectl auth can-i` on `c` as `who`: the real authorizer's answer.
+fn can_i(c: &Cluster, who: &str, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    all.extend(["--as", who]);
+    let out = c.kubectl(&all);
+    text(&out.stdout).trim() == "yes"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_call_reaches_every_member() {
+    let fleet = Fleet::start(&[("a", &[("env", "prod")]), ("b", &[("env", "prod")])]);
+    let hub = fleet.hub.admin().await;
+    let (ca, cb) = (fleet.members[0].cluster.admin().await, fleet.members[1].cluster.admin().await);
+    let hub_op = fleet.hub_operator(&["--response-deadline", "6s"]);
+    let mut agent_a = Some(fleet.agent(0));
+    let mut agent_b = Some(fleet.agent(1));
+
+    // --- a removal in every member, one call ---
+    let app = unique("fleet-app");
+    cluster_set(&hub, &app).await;
+    let (ns_a, ns_b) = (member_access(&ca, &app, EMAIL).await, member_access(&cb, &app, EMAIL).await);
+    let (code, answer, took) = hub_op.lumos(&payload(&app, EMAIL, &[])).await;
+    assert_eq!(code, 200);
+    assert_eq!(answer["response"], "SUCCESS", "{answer}");
+    let msg = answer["msg"].as_str().unwrap();
+    assert!(msg.contains("Succeeded in all 2 clusters"), "{msg}");
+    println!("a call to 2 members answered in {took:?}");
+    assert_eq!(names_in(&ca, &ns_a).await, ["User:bob@x.com"]);
+    assert_eq!(names_in(&cb, &ns_b).await, ["User:bob@x.com"]);
+    let record = get_request(&hub, &hub_record(&answer)).await;
+    let st = record.status.clone().unwrap();
+    assert_eq!(st.phase, Phase::Succeeded);
+    assert!(st.plan.is_empty(), "the hub changes nothing itself: {:?}", st.plan);
+    assert_eq!(st.members.iter().map(|m| m.cluster.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    for (m, c) in st.members.iter().zip([&ca, &cb]) {
+        assert_eq!(m.member_request, record.uid().unwrap());
+        assert_eq!(m.reported.phase, MemberPhase::Succeeded, "{m:?}");
+        assert_eq!(m.reported.verified.as_deref(), Some("True"), "{m:?}");
+        let local = get_request(c, m.reported.record.as_deref().unwrap()).await;
+        assert_eq!(local.uid(), m.reported.record_uid, "the hub names the member's record by UID");
+        assert_eq!(local.spec.source, deprovisioner::crd::RequestSource::Fleet);
+        assert_eq!(phase(&local), Phase::Succeeded);
+        assert!(msg.contains(&local.name_any()), "the answer names {} : {msg}", local.name_any());
+    }
+    // Each MemberRequest is owned by the hub record (deleted with it at the end of its retention).
+    let mr = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox("a")).get(&record.uid().unwrap()).await.unwrap();
+    assert_eq!(mr.owner_references().first().map(|o| o.uid.clone()), record.uid());
+    // `deprovisioner evidence` on the hub: the hub's row and every member's rows.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["evidence", "--kubeconfig", fleet.hub.kubeconfig.to_str().unwrap(), "--format", "json"])
+        .args(["--app", &app])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let evidence: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = evidence["rows"].as_array().unwrap();
+    for (m, ns) in st.members.iter().zip([&ns_a, &ns_b]) {
+        let name = format!("{}/{}", m.cluster, m.reported.record.as_deref().unwrap());
+        let row =
+            rows.iter().find(|r| r["request"] == name.as_str()).unwrap_or_else(|| panic!("no row {name}: {rows:#?}"));
+        assert_eq!(row["outcome"], "Removed", "{row}");
+        assert_eq!(row["object"], format!("RoleBinding {ns}/devs"), "{row}");
+        assert_eq!(row["verification"].as_str().map(|v| v.is_empty()), Some(false), "{row}");
+    }
+    assert!(rows.iter().any(|r| r["request"] == record.name_any().as_str()), "the hub's own row: {rows:#?}");
+    // The agents' heartbeats reach their MemberClusters.
+    for name in ["a", "b"] {
+        let mc = Api::<MemberCluster>::all(hub.clone()).get(name).await.unwrap();
+        assert!(mc.status.and_then(|s| s.last_heartbeat).is_some(), "no heartbeat from {name}");
+    }
+
+    // --- a forged request: in a's mailbox, addressed to b ---
+    let forged: MemberRequest = serde_json::from_value(json!({
+        "apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "MemberRequest",
+        "metadata": {"name": "forged", "namespace": mailbox("a")},
+        "spec": {"cluster": "b", "hubRecord": "nobody", "hubUid": "0",
+                 "request": record.spec.clone()}
+    }))
+    .unwrap();
+    let forged = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox("a"))
+        .create(&PostParams::default(), &forged)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let got = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox("a")).get("forged").await.unwrap();
+        if let Some(s) = got.status.filter(|s| s.report.phase.is_terminal()) {
+            break s.report;
+        }
+        assert!(Instant::now() < deadline, "agent a did not answer the forged request");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refused.phase, MemberPhase::Refused);
+    assert!(refused.message.as_deref().unwrap().contains("addressed to cluster \"b\""), "{refused:?}");
+    assert!(local_records(&ca, "forged").await.is_empty(), "a recorded a request addressed to b");
+    assert!(local_records(&cb, "forged").await.is_empty(), "b saw a request in a's mailbox");
+    let a_log = agent_a.as_ref().unwrap().log_text();
+    assert!(a_log.contains("refused a request addressed to another cluster"), "not in a's log");
+    let _ = forged;
+
+    // --- a member down during the call, then back ---
+    agent_b.take(); // killed
+    let app2 = unique("fleet-down");
+    cluster_set(&hub, &app2).await;
+    let (ns_a2, ns_b2) = (member_access(&ca, &app2, EMAIL).await, member_access(&cb, &app2, EMAIL).await);
+    let (_, answer, took) = hub_op.lumos(&payload(&app2, EMAIL, &[])).await;
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    let msg = answer["msg"].as_str().unwrap();
+    assert!(msg.contains("b: no answer yet"), "the answer names the cluster that did not answer: {msg}");
+    assert!(msg.contains("a: Succeeded (record deprovisionrequest/fleet-"), "and a's record: {msg}");
+    assert!(took < Duration::from_secs(8), "answered within the deadline: {took:?}");
+    assert_eq!(names_in(&ca, &ns_a2).await, ["User:bob@x.com"]);
+    assert_eq!(names_in(&cb, &ns_b2).await.len(), 2, "b removed nothing while down");
+    let hub_name = hub_record(&answer);
+    assert_eq!(phase(&get_request(&hub, &hub_name).await), Phase::InProgress);
+    agent_b = Some(fleet.agent(1));
+    let done = wait_hub(&hub, &hub_name, Duration::from_secs(30), |r| phase(r) == Phase::Succeeded).await;
+    assert_eq!(names_in(&cb, &ns_b2).await, ["User:bob@x.com"], "b removed it once back");
+    let b = &done.status.unwrap().members[1];
+    assert_eq!((b.cluster.as_str(), b.reported.phase), ("b", MemberPhase::Succeeded));
+    let b_local = get_request(&cb, b.reported.record.as_deref().unwrap()).await;
+    assert_eq!(phase(&b_local), Phase::Succeeded, "both records show it");
+
+    // --- a member's agent restarted mid-request ---
+    agent_a.take();
+    let app3 = unique("fleet-restart");
+    cluster_set(&hub, &app3).await;
+    let (ns_a3, _) = (member_access(&ca, &app3, EMAIL).await, member_access(&cb, &app3, EMAIL).await);
+    let hub_call = {
+        let url = hub_op.url.clone();
+        let p = payload(&app3, EMAIL, &[]);
+        tokio::spawn(async move {
+            http_client()
+                .post(format!("{url}/webhooks/lumos/deprovision"))
+                .header("authorization", format!("Bearer {SECRET}"))
+                .json(&p)
+                .send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        })
+    };
+    // Wait for the MemberRequest in a's mailbox, start a's agent, and kill it as soon as it
+    // has recorded the request locally.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mr_name = loop {
+        assert!(Instant::now() < deadline, "the hub did not hand the request to a");
+        let lp = ListParams::default();
+        let items = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox("a")).list(&lp).await.unwrap().items;
+        if let Some(mr) = items.into_iter().find(|m| m.spec.request.application.app_id.as_deref() == Some(&app3)) {
+            break mr.name_any();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut restarted = fleet.agent(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_records(&ca, &mr_name).await.is_empty() {
+        assert!(Instant::now() < deadline, "agent a did not record the request");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    restarted.kill();
+    let answer = hub_call.await.unwrap();
+    // Usually FAILURE (a's agent was killed before it reported); SUCCESS only if it reported
+    // within the moment before the kill. Either way the hub record ends Succeeded below.
+    println!("answer with a's agent killed mid-request: {answer}");
+    agent_a = Some(fleet.agent(0));
+    let hub_name = hub_record(&answer);
+    wait_hub(&hub, &hub_name, Duration::from_secs(30), |r| phase(r) == Phase::Succeeded).await;
+    let locals = local_records(&ca, &mr_name).await;
+    assert_eq!(locals.len(), 1, "one local record however often the agent restarts");
+    assert_eq!(phase(&locals[0]), Phase::Succeeded);
+    assert_eq!(names_in(&ca, &ns_a3).await, ["User:bob@x.com"]);
+
+    // --- least privilege, by each real authorizer ---
+    let agent_a_sa = format!("system:serviceaccount:{}:agent", mailbox("a"));
+    let h = fleet.hub;
+    assert!(can_i(h, &agent_a_sa, &["watch", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")]));
+    assert!(can_i(
+        h,
+        &agent_a_sa,
+        &["patch", "memberrequests.access.deprovisioner.dev", "--subresource", "status", "-n", &mailbox("a")]
+    ));
+    assert!(can_i(h, &agent_a_sa, &["patch", "memberclusters.access.deprovisioner.dev/a", "--subresource", "status"]));
+    for args in [
+        &["list", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")][..],
+        &["get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")],
+        &["create", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")],
+        &["update", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")],
+        &["delete", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")],
+        &["patch", "memberclusters.access.deprovisioner.dev/b", "--subresource", "status"],
+        &["list", "memberclusters.access.deprovisioner.dev"],
+        &["list", "deprovisionrequests.access.deprovisioner.dev"],
+        &["get", "secrets", "-n", &mailbox("a")],
+        &["update", "rolebindings", "-A"],
+    ] {
+        assert!(!can_i(h, &agent_a_sa, args), "agent a may {args:?} on the hub");
+    }
+    // The agent's real token is refused another member's mailbox by the hub's API server.
+    let token_kc = fleet.members[0].hub_kubeconfig.to_str().unwrap().to_string();
+    let out =
+        h.kubectl(&["--kubeconfig", &token_kc, "get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")]);
+    assert!(!out.status.success() && text(&out.stderr).contains("forbidden"), "{}", text(&out.stderr));
+    let out =
+        h.kubectl(&["--kubeconfig", &token_kc, "get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The hub's operator hands requests over but reads nothing else of the fleet's mailboxes.
+    let hub_sa = "system:serviceaccount:deprovisioner:deprovisioner";
+    assert!(can_i(h, hub_sa, &["create", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("b")]));
+    assert!(!can_i(
+        h,
+        hub_sa,
+        &["patch", "memberrequests.access.deprovisioner.dev", "--subresource", "status", "-n", &mailbox("b")]
+    ));
+    assert!(!can_i(h, hub_sa, &["get", "secrets", "-n", &mailbox("b")]));
+    // The hub holds no credential to a member: a token the hub mints for its own operator is not
+    // accepted by a member's API server (each has its own issuer), so it cannot edit bindings
+    // there; and nothing of the hub's is known to a member's authorizer.
+    let hub_token =
+        text(&kubectl_ok(h, &["create", "token", "deprovisioner", "-n", "deprovisioner"]).stdout).trim().to_string();
+    let member = fleet.members[0].cluster;
+    let hub_kc = support::fleet::token_kubeconfig(member, &hub_token, "hub-operator-on-a", "default");
+    let out =
+        member.kubectl(&["--kubeconfig", hub_kc.to_str().unwrap(), "auth", "can-i", "update", "rolebindings", "-A"]);
+    assert!(!out.status.success(), "a member accepted the hub's token: {}", text(&out.stdout));
+    let out_text = text(&out.stderr) + &text(&out.stdout);
+    assert!(out_text.contains("nauthorized") || out_text.trim() == "no", "{out_text}");
+    drop(agent_a);
+    drop(agent_b);
+}
+
+/// The median of some durations.
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+/// Figures for the README (ignored by default; `FLEET_MEMBERS=8 cargo test --test fleet figures
+/// -- --ignored --nocapture`): the latency of a call to every member against a call to one, the
+/// hub's memory, and how long a member that was down takes to catch up on 100 queued requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn figures() {
+    let n: usize = std::env::var("FLEET_MEMBERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let names: Vec<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let specs: Vec<(&str, &[(&str, &str)])> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            (name.as_str(), if i == 0 { &[("env", "prod"), ("one", "yes")][..] } else { &[("env", "prod")][..] })
+        })
+        .collect();
+    let started = Instant::now();
+    let fleet = Fleet::start(&specs);
+    println!("{n} members: hub and members started and set up in {:?}", started.elapsed());
+    let hub = fleet.hub.admin().await;
+    let hub_op = fleet.hub_operator(&["--response-deadline", "10s"]);
+    let mut agents: Vec<Option<Operator>> = (0..n).map(|i| Some(fleet.agent(i))).collect();
+    let mut members = Vec::new();
+    for m in &fleet.members {
+        members.push(m.cluster.admin().await);
+    }
+    let all_app = unique("fig-all");
+    let one_app = unique("fig-one");
+    cluster_set(&hub, &all_app).await;
+    let one: deprovisioner::crd::ClusterSet = serde_json::from_value(json!({
+        "apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "ClusterSet", "metadata": {"name": one_app},
+        "spec": {"application": {"appId": one_app}, "members": {"matchLabels": {"one": "yes"}}}
+    }))
+    .unwrap();
+    Api::<deprovisioner::crd::ClusterSet>::all(hub.clone()).create(&PostParams::default(), &one).await.unwrap();
+    let rounds = 10;
+    let (mut to_all, mut to_one) = (vec![], vec![]);
+    for r in 0..rounds {
+        let email = format!("user{r}@x.com");
+        for c in &members {
+            member_access(c, &all_app, &email).await;
+        }
+        member_access(&members[0], &one_app, &email).await;
+        let (_, a, took) = hub_op.lumos(&payload(&all_app, &email, &[])).await;
+        assert_eq!(a["response"], "SUCCESS", "{a}");
+        to_all.push(took);
+        let (_, a, took) = hub_op.lumos(&payload(&one_app, &email, &[])).await;
+        assert_eq!(a["response"], "SUCCESS", "{a}");
+        to_one.push(took);
+    }
+    println!(
+        "{n} members: a call to all answered in {:?} (median of {rounds}; max {:?}), a call to one in {:?} (max {:?})",
+        median(to_all.clone()),
+        to_all.iter().max().unwrap(),
+        median(to_one.clone()),
+        to_one.iter().max().unwrap()
+    );
+    // A member down while 100 requests are made, then back.
+    agents[0].take();
+    let queued = 100;
+    let calls: Vec<_> = (0..queued)
+        .map(|i| {
+            let url = hub_op.url.clone();
+            let p = payload(&one_app, &format!("queued{i}@x.com"), &[]);
+            tokio::spawn(async move {
+                let a = http_client()
+                    .post(format!("{url}/webhooks/lumos/deprovision"))
+                    .header("authorization", format!("Bearer {SECRET}"))
+                    .json(&p)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap();
+                hub_record(&a)
+            })
+        })
+        .collect();
+    let mut hub_names = vec![];
+    for c in calls {
+        hub_names.push(c.await.unwrap());
+    }
+    let rss_hub = proc_status_mib(hub_op.pid(), "VmHWM");
+    let back = Instant::now();
+    agents[0] = Some(fleet.agent(0));
+    for name in &hub_names {
+        wait_hub(&hub, name, Duration::from_secs(300), |r| phase(r) == Phase::Succeeded).await;
+    }
+    println!(
+        "{n} members: a member back after {queued} requests were queued for it caught up (every hub record Succeeded) in {:?} from its start",
+        back.elapsed()
+    );
+    println!(
+        "{n} members: the hub operator's peak RSS {rss_hub:.1} MiB (VmHWM), now {:.1} MiB",
+        proc_status_mib(hub_op.pid(), "VmRSS")
+    );
+}
+
+/// `helm template` of the chart as a hub and as an agent: what each release would install.
+#[test]
+fn the_chart_sets_up_a_hub_or_an_agent() {
+    let base = ["template", "deprovisioner", "charts/deprovisioner", "-n", "deprovisioner", "--kube-version", "1.37.2"];
+    let mut agent = base.to_vec();
+    agent.extend(["--set", "fleet.agent.memberName=prod-eu", "--set", "fleet.agent.hubKubeconfigSecret=hub-kc"]);
+    let out = helm_ok(None, &agent);
+    assert!(out.contains("- --member-name=prod-eu"), "{out}");
+    assert!(out.contains("- --hub-kubeconfig=/etc/deprovisioner/hub/kubeconfig"), "{out}");
+    assert!(out.contains("- --hub-mailbox=deprovisioner-member-prod-eu"), "{out}");
+    assert!(out.contains("secretName: hub-kc"), "{out}");
+    assert!(!out.contains("--fleet-hub") && !out.contains("kind: MemberCluster"), "an agent is no hub");
+    // The agent needs the Secret named.
+    let mut missing = base.to_vec();
+    missing.extend(["--set", "fleet.agent.memberName=prod-eu"]);
+    let failed = helm(None, &missing);
+    assert!(
+        !failed.status.success() && text(&failed.stderr).contains("hubKubeconfigSecret"),
+        "{}",
+        text(&failed.stderr)
+    );
+    let mut hub = base.to_vec();
+    hub.extend([
+        "--set",
+        "fleet.hub.enabled=true",
+        "--set",
+        "fleet.hub.members[0].name=prod-eu",
+        "--set",
+        "fleet.hub.members[0].labels.env=prod",
+        "--set",
+        "fleet.hub.clusterSets[0].name=demo",
+        "--set",
+        "fleet.hub.clusterSets[0].application.appId=demo_app",
+        "--set",
+        "fleet.hub.clusterSets[0].matchLabels.env=prod",
+    ]);
+    let out = helm_ok(None, &hub);
+    assert!(out.contains("- --fleet-hub"), "{out}");
+    for want in [
+        "kind: MemberCluster",
+        "mailbox: deprovisioner-member-prod-eu",
+        "kind: ClusterSet",
+        "appId: demo_app",
+        "type: kubernetes.io/service-account-token",
+    ] {
+        assert!(out.contains(want), "no {want:?} in\n{out}");
+    }
+    assert!(!out.contains("--member-name"), "a hub is no agent");
+    // Without fleet values, nothing of the fleet.
+    let plain = helm_ok(None, &base);
+    assert!(!plain.contains("memberrequests") && !plain.contains("--fleet-hub") && !plain.contains("--member-name"));
+    // A member's name is a DNS label.
+    let mut bad = base.to_vec();
+    bad.extend(["--set", "fleet.hub.members[0].name=Prod_EU"]);
+    assert!(!helm(None, &bad).status.success(), "a bad member name passed the schema");
+}
