@@ -48,15 +48,7 @@ pub fn accounts(wanted: &[Wanted]) -> Vec<String> {
 
 /// What a failed read records.
 pub fn failed(reason: impl std::fmt::Display) -> RecordedActivity {
-    let mut e = reason.to_string();
-    if e.len() > MAX_ERROR {
-        let mut end = MAX_ERROR;
-        while !e.is_char_boundary(end) {
-            end -= 1;
-        }
-        e.truncate(end);
-        e.push('…');
-    }
+    let e = crate::text::clip_to(&reason.to_string(), MAX_ERROR);
     RecordedActivity { read_at: Some(Time(k8s_openapi::jiff::Timestamp::now())), accounts: vec![], error: Some(e) }
 }
 

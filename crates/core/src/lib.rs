@@ -14,6 +14,7 @@ pub mod entitlement;
 pub mod expiry;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
+pub mod hash;
 pub mod names;
 pub mod plan;
 pub mod text;
