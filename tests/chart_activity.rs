@@ -160,7 +160,7 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
         [
             "--audit-listen=0.0.0.0:8444",
             "--audit-token-file=/var/run/secrets/deprovisioner/audit/token",
-            "--audit-max-body=8388608",
+            "--audit-max-body=1048576",
             "--audit-max-events-per-second=5000",
             "--activity-prefix=x-deprovisioner-activity",
             "--audit-tls-cert-file=/var/run/secrets/deprovisioner/audit-tls/tls.crt",
