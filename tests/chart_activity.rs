@@ -239,6 +239,8 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
         })
     };
     assert!(reads_only("system:nodes") && reads_only("system:kube-controller-manager"));
+    // kubeadm's controllers read as kube-system ServiceAccounts (--use-service-account-credentials).
+    assert!(reads_only("system:serviceaccounts:kube-system"), "kube-system's ServiceAccounts' reads are dropped");
 
     // RBAC: the store's names exactly; create by namespace only (held to the names by the
     // admission policy); Lumos's agent reads them.
