@@ -355,6 +355,13 @@ pub struct RunArgs {
     /// per this).
     #[arg(long, env = "DEPROVISIONER_ACTIVITY_RESOLUTION", default_value = "1m", value_parser = parse_duration)]
     pub activity_resolution: Duration,
+    /// A silence this long (no audit batch at all; plus --activity-resolution) ends the stream
+    /// of batches the store says it observed: the next batch begins a new one, and nobody is
+    /// proven inactive over a window reaching before it. A live API server audits its own Lease
+    /// renewals (and this operator's) every few seconds, so minutes of silence mean the events
+    /// stopped (the API server not configured, a broken token or certificate, dropped batches).
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_GAP", default_value = "5m", value_parser = parse_duration)]
+    pub activity_gap: Duration,
     /// Accounts whose last activity is kept (the least recently seen are forgotten past it).
     #[arg(long, env = "DEPROVISIONER_ACTIVITY_MAX_ACCOUNTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(64..=1_000_000))]
     pub activity_max_accounts: u32,

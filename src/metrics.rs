@@ -209,6 +209,8 @@ pub struct Metrics {
     pub activity_accounts_forgotten: Counter,
     /// Writes of the activity store's shards, by result.
     pub activity_writes: Family<WriteLabels, Counter>,
+    /// When this replica last stored an audit batch (Unix seconds; 0: never since it started).
+    pub activity_last_batch_stored: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -325,6 +327,13 @@ impl Metrics {
             "Writes of the activity store's shards, by result",
             activity_writes.clone(),
         );
+        let activity_last_batch_stored = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "activity_last_batch_stored_timestamp",
+            "When this replica last stored an audit batch (Unix time; 0: none since it started)",
+            prometheus_client::registry::Unit::Seconds,
+            activity_last_batch_stored.clone(),
+        );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -363,6 +372,7 @@ impl Metrics {
             activity_accounts,
             activity_accounts_forgotten,
             activity_writes,
+            activity_last_batch_stored,
         })
     }
 
