@@ -328,10 +328,9 @@ impl Metrics {
             activity_writes.clone(),
         );
         let activity_last_batch_stored = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register_with_unit(
-            "activity_last_batch_stored_timestamp",
-            "When this replica last stored an audit batch (Unix time; 0: none since it started)",
-            prometheus_client::registry::Unit::Seconds,
+        registry.register(
+            "activity_last_batch_stored_timestamp_seconds",
+            "When this replica last stored an audit batch (Unix time in seconds; 0: none since it started)",
             activity_last_batch_stored.clone(),
         );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at

@@ -1279,7 +1279,7 @@ const DASHBOARD: &str = "charts/deprovisioner/files/dashboard.json";
 const PROMETHEUS_RULE_API: [&str; 2] = ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
 
 /// The alerts the chart ships, by name.
-const ALERT_NAMES: [&str; 7] = [
+const ALERT_NAMES: [&str; 8] = [
     "DeprovisionerRequestsFailing",
     "DeprovisionerAnswersMissDeadline",
     "DeprovisionerAccessRegranted",
@@ -1287,6 +1287,7 @@ const ALERT_NAMES: [&str; 7] = [
     "DeprovisionerNoLeader",
     "DeprovisionerAbsent",
     "DeprovisionerWatchStuckListing",
+    "DeprovisionerAuditEventsStopped",
 ];
 
 fn repo_yaml(path: &str) -> Value {
