@@ -5,7 +5,7 @@
 //! shards to ConfigMaps, [`read`] reading them back (the connector, `inactive`, the record); [`tls`] the endpoint's
 //! certificate, read again when its files change.
 
-pub use deprovisioner_core::activity::{Entry, Inactivity, Known, LastSeen, Shard};
+pub use deprovisioner_core::activity::{Coverage, Entry, Inactivity, Known, LastSeen, Shard};
 pub use deprovisioner_core::activity::{event, ledger};
 
 pub mod flush;

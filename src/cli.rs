@@ -289,9 +289,12 @@ pub struct RunArgs {
     /// Run the controller only while holding a Lease (set false for a single local process).
     #[arg(long, env = "DEPROVISIONER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_election: bool,
-    /// The operator's own namespace: where its leader Lease lives and the only namespace
-    /// external actions read Secrets (and CA ConfigMaps) from.
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    /// The operator's own namespace: where its leader Lease lives, the activity store is kept,
+    /// and the only namespace external actions read Secrets (and CA ConfigMaps) from. The default
+    /// is the one the other commands assume (`connector`'s and `inactive`'s
+    /// `--activity-namespace`, the `deprovisioner/deprovisioner` ServiceAccount); the chart sets
+    /// it to the release namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "deprovisioner")]
     pub namespace: String,
     /// Record in each request the last activity of the identities it removes, read from the
     /// activity store when it is planned (the store must be readable: the chart's activity.*).
@@ -334,8 +337,11 @@ pub struct RunArgs {
     /// PEM private key of --audit-tls-cert-file.
     #[arg(long, env = "DEPROVISIONER_AUDIT_TLS_KEY_FILE", requires = "audit_tls_cert_file")]
     pub audit_tls_key_file: Option<PathBuf>,
-    /// Largest accepted audit body in bytes.
-    #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_BODY", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
+    /// Largest accepted audit body in bytes. With at most 16 batches in flight, each held once as
+    /// bytes and once parsed (about 3x its size), 1 MiB bounds the endpoint's memory near
+    /// 16 x 4 MiB = 64 MiB, well inside the chart's 256 MiB; the API server's batch of 400
+    /// Metadata-level events is about 0.4 MiB.
+    #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_BODY", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=64 * 1024 * 1024))]
     pub audit_max_body: u32,
     /// Audit events accepted per second; past it batches are answered 429 with Retry-After.
     #[arg(long, env = "DEPROVISIONER_AUDIT_MAX_EVENTS_PER_SECOND", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -349,6 +355,13 @@ pub struct RunArgs {
     /// per this).
     #[arg(long, env = "DEPROVISIONER_ACTIVITY_RESOLUTION", default_value = "1m", value_parser = parse_duration)]
     pub activity_resolution: Duration,
+    /// A silence this long (no audit batch at all; plus --activity-resolution) ends the stream
+    /// of batches the store says it observed: the next batch begins a new one, and nobody is
+    /// proven inactive over a window reaching before it. A live API server audits its own Lease
+    /// renewals (and this operator's) every few seconds, so minutes of silence mean the events
+    /// stopped (the API server not configured, a broken token or certificate, dropped batches).
+    #[arg(long, env = "DEPROVISIONER_ACTIVITY_GAP", default_value = "5m", value_parser = parse_duration)]
+    pub activity_gap: Duration,
     /// Accounts whose last activity is kept (the least recently seen are forgotten past it).
     #[arg(long, env = "DEPROVISIONER_ACTIVITY_MAX_ACCOUNTS", default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(64..=1_000_000))]
     pub activity_max_accounts: u32,

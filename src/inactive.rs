@@ -1,7 +1,8 @@
 //! `deprovisioner inactive --for 30d`: the users and ServiceAccounts that hold bindings but made
 //! no request to the API server within the window, with their bindings and what the activity
-//! store says. Accounts the store cannot prove inactive (recording began inside the window, or
-//! never for their shard) are listed apart, never as inactive. `--all` adds the active ones.
+//! store says. Accounts the store cannot prove inactive (its stream of audit batches did not
+//! cover the whole window, or stopped; recording began inside the window, or never for their
+//! shard) are listed apart with the reason, never as inactive. `--all` adds the active ones.
 //!
 //! The rows are `deprovisioner-core`'s [`inactive::rows`]; here the reads and the three formats.
 
@@ -13,7 +14,7 @@ use kube::Client;
 use serde_json::{Value, json};
 
 use crate::activity::read::{Shards, Store};
-use crate::activity::{Inactivity, Known};
+use crate::activity::{Coverage, Inactivity, Known};
 use crate::cli::{InactiveArgs, InactiveFormat};
 use crate::plan::subject::Protected;
 use deprovisioner_core::activity::inactive::{self, Row};
@@ -33,6 +34,8 @@ pub struct Report {
     pub from: Timestamp,
     /// When the earliest shard began recording (none: nothing was ever recorded).
     pub recording_since: Option<Timestamp>,
+    /// The stretch of time the store observed (none: no audit batch was ever stored).
+    pub coverage: Option<Coverage>,
     /// Every account holding bindings.
     pub rows: Vec<Row>,
     /// Also show the active accounts.
@@ -51,7 +54,7 @@ pub async fn run(client: &Client, args: &InactiveArgs) -> anyhow::Result<()> {
         namespace: args.activity.activity_namespace.clone(),
         prefix: args.activity.activity_prefix.clone(),
     };
-    let (bindings, shards) = tokio::join!(crate::connector::read::bindings(client), store.all());
+    let (bindings, shards) = tokio::join!(crate::connector::read::bindings(client), store.all_covered());
     let bindings = bindings.map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let shards: Shards = shards.context("reading the activity store")?;
     let grants = crate::connector::model::grants(&bindings.role_bindings, &bindings.cluster_role_bindings, &protected);
@@ -60,7 +63,8 @@ pub async fn run(client: &Client, args: &InactiveArgs) -> anyhow::Result<()> {
         window: humantime::format_duration(args.window).to_string(),
         from,
         recording_since: shards.recording_since(),
-        rows: inactive::rows(&grants, |a| shards.known(a), from),
+        rows: inactive::rows(&grants, |a| shards.known(a), from, shards.coverage.as_ref(), now),
+        coverage: shards.coverage.clone(),
         all: args.all,
     };
     let text = match args.format {
@@ -94,6 +98,8 @@ impl Report {
             "window": self.window,
             "from": rfc3339(self.from),
             "recordingSince": self.recording_since.map(rfc3339),
+            "coveredFrom": self.coverage.as_ref().map(|c| rfc3339(c.covered_from)),
+            "heardAt": self.coverage.as_ref().map(|c| rfc3339(c.heard_at)),
             "accounts": self.shown().into_iter().map(row_json).collect::<Vec<_>>(),
         })
     }
@@ -107,6 +113,9 @@ fn row_json(r: &Row) -> Value {
         "bindingCount": r.bindings.len(),
         "bindings": r.bindings,
     });
+    if let Some(reason) = &r.reason {
+        v["reason"] = json!(reason);
+    }
     match &r.known {
         Known::Seen(e) => {
             v["lastActiveAt"] = json!(rfc3339(e.at));
@@ -135,6 +144,19 @@ fn last_seen_text(k: &Known) -> String {
         Known::Seen(e) => rfc3339(e.at),
         Known::NotSeenSince(t) => format!("not since {}", rfc3339(*t)),
         Known::NotRecorded => "not recorded".into(),
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// `: STOPPED …` when batches no longer arrive.
+fn stopped(c: &Coverage, now: Timestamp) -> String {
+    match c.live_at(now) {
+        true => String::new(),
+        false => "; they have STOPPED arriving: nobody is proven inactive (is the audit webhook still sending?)".into(),
     }
 }
 
@@ -174,6 +196,11 @@ pub fn table(report: &Report) -> String {
     match report.recording_since {
         Some(t) => {
             let _ = writeln!(out, "Activity recorded since {}.", rfc3339(t));
+            let coverage = report.coverage.as_ref().map_or_else(
+                || "No audit batch was ever stored: nothing can be proven inactive.".to_string(),
+                |c| format!("{}{}.", capitalized(&c.describe()), stopped(c, report.generated_at)),
+            );
+            let _ = writeln!(out, "{coverage}");
         }
         None => {
             let _ = writeln!(
@@ -184,7 +211,7 @@ pub fn table(report: &Report) -> String {
     }
     let sections = [
         (Inactivity::Inactive, "Inactive (recording covered the whole window)"),
-        (Inactivity::Unproven, "Not proven inactive (not seen, but recording began inside the window, or never)"),
+        (Inactivity::Unproven, "Not proven inactive (the store cannot prove it: why under each)"),
         (Inactivity::Active, "Active within the window"),
     ];
     let shown = report.shown();
@@ -202,8 +229,12 @@ pub fn table(report: &Report) -> String {
         let header = ["ACCOUNT".to_string(), "LAST SEEN".to_string(), "BINDINGS".to_string()];
         let width = |i: usize| cells.iter().map(|c| c[i].chars().count()).chain([header[i].len()]).max().unwrap_or(0);
         let (w0, w1) = (width(0), width(1));
-        for c in std::iter::once(&header).chain(cells.iter()) {
+        let _ = writeln!(out, "{:w0$}  {:w1$}  {}", header[0], header[1], header[2]);
+        for (c, r) in cells.iter().zip(&rows) {
             let _ = writeln!(out, "{:w0$}  {:w1$}  {}", c[0], c[1], c[2]);
+            if let Some(reason) = &r.reason {
+                let _ = writeln!(out, "  why: {reason}");
+            }
         }
     }
     out

@@ -269,6 +269,7 @@ async fn serve_audit(
             prefix: args.activity_prefix.clone(),
             resolution: args.activity_resolution,
             max_accounts: args.activity_max_accounts as usize,
+            gap: args.activity_gap,
         },
     };
     let limits = ServerLimits {

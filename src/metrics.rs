@@ -214,6 +214,8 @@ pub struct Metrics {
     pub fleet_refused: Counter,
     /// Answers this member's fleet agent wrote back to the hub, by the phase reported.
     pub fleet_reports: Family<PhaseLabels, Counter>,
+    /// When this replica last stored an audit batch (Unix seconds; 0: never since it started).
+    pub activity_last_batch_stored: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -338,6 +340,12 @@ impl Metrics {
         );
         let fleet_reports = Family::<PhaseLabels, Counter>::default();
         registry.register("fleet_reports", "Answers the fleet agent wrote back to the hub", fleet_reports.clone());
+        let activity_last_batch_stored = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "activity_last_batch_stored_timestamp_seconds",
+            "When this replica last stored an audit batch (Unix time in seconds; 0: none since it started)",
+            activity_last_batch_stored.clone(),
+        );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -378,6 +386,7 @@ impl Metrics {
             activity_writes,
             fleet_refused,
             fleet_reports,
+            activity_last_batch_stored,
         })
     }
 

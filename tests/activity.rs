@@ -27,6 +27,9 @@ async fn stored(admin: &Client) -> BTreeMap<String, Entry> {
     let lp = ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
     let mut all = BTreeMap::new();
     for cm in api.list(&lp).await.unwrap() {
+        if cm.metadata.name.as_deref() == Some("deprovisioner-activity-status") {
+            continue; // the store's status, not a shard
+        }
         let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY)).expect("a shard's data");
         let shard: Shard = serde_json::from_str(text).unwrap();
         all.extend(shard.accounts);
@@ -228,7 +231,20 @@ async fn lumos_and_inactive_read_what_the_api_server_audited() {
     let admin = c.admin().await;
     let op = Operator::start(OperatorOpts::on(c).audit(&ac).args(&["--activity-resolution", "1s"]));
     op.wait_audit_listening();
-    let recording = Timestamp::now();
+    // Recording begins at the first stored batch (the API server audits the operator's own Lease
+    // renewals within a few seconds), not when the operator started.
+    let started = Timestamp::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let covered_from = loop {
+        if let Some(c) = support::activity_store::get_status(&admin, "deprovisioner-activity").await {
+            break c.covered_from;
+        }
+        assert!(Instant::now() < deadline, "no status object within 20 s of the endpoint listening");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(covered_from >= started.checked_sub(SignedDuration::from_secs(2)).unwrap(), "{covered_from} {started}");
+    // Room between the start of coverage and the first request, for a window that starts inside it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     kubectl_ok(c, &["create", "namespace", "team-b"]);
     kubectl_ok(c, &["create", "serviceaccount", "builder", "-n", "team-b"]);
@@ -282,15 +298,14 @@ async fn lumos_and_inactive_read_what_the_api_server_audited() {
         assert!(within(answered[who], window), "{who} at {} not within {window:?}", answered[who]);
     }
 
-    // `inactive` (as an admin would run it): dave, once recording covers the window; not those
-    // who acted within it.
-    let window = Duration::from_secs(3);
-    let covered = recording.checked_add(SignedDuration::try_from(window).unwrap()).unwrap();
-    while Timestamp::now() < covered.checked_add(SignedDuration::from_millis(200)).unwrap() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // `inactive` (as an admin would run it), over a window that starts between the start of
+    // coverage and the first request: dave is proven inactive (coverage spans the window), and
+    // none of those who acted is listed. Both always hold, whatever the timing.
+    let window_start = covered_from.checked_add(covered_from.duration_until(acted[0].1.0) / 2).unwrap();
+    let window_ms = Timestamp::now().duration_since(window_start).as_millis();
+    assert!(window_start > covered_from && window_start < acted[0].1.0, "room on both sides");
     let out = Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
-        .args(["inactive", "--for", "3s", "--format", "json"])
+        .args(["inactive", "--for", &format!("{window_ms}ms"), "--format", "json"])
         .args(["--kubeconfig", c.kubeconfig.to_str().unwrap()])
         .env_remove("KUBECONFIG")
         .output()
@@ -301,12 +316,10 @@ async fn lumos_and_inactive_read_what_the_api_server_audited() {
         report["accounts"].as_array().unwrap().iter().find(|a| a["account"] == id).map(|a| a["status"].clone())
     };
     assert_eq!(status_of("User:dave"), Some(serde_json::json!("inactive")), "only holds a binding: {report:#}");
-    let since_acted = Timestamp::now().duration_since(acted[0].1.0);
-    if since_acted < SignedDuration::try_from(window).unwrap() {
-        for (who, _) in acted {
-            assert_eq!(status_of(who), None, "{who} acted within the window: {report:#}");
-        }
+    for (who, _) in acted {
+        assert_eq!(status_of(who), None, "{who} acted within the window: {report:#}");
     }
+    assert_eq!(report["coveredFrom"], serde_json::json!(deprovisioner::text::rfc3339(covered_from)), "{report:#}");
     drop(op);
 }
 

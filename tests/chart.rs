@@ -1332,7 +1332,7 @@ const DASHBOARD: &str = "charts/deprovisioner/files/dashboard.json";
 const PROMETHEUS_RULE_API: [&str; 2] = ["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"];
 
 /// The alerts the chart ships, by name.
-const ALERT_NAMES: [&str; 8] = [
+const ALERT_NAMES: [&str; 9] = [
     "DeprovisionerRequestsFailing",
     "DeprovisionerAnswersMissDeadline",
     "DeprovisionerAccessRegranted",
@@ -1341,6 +1341,7 @@ const ALERT_NAMES: [&str; 8] = [
     "DeprovisionerAbsent",
     "DeprovisionerWatchStuckListing",
     "DeprovisionerExpiriesOverdue",
+    "DeprovisionerAuditEventsStopped",
 ];
 
 fn repo_yaml(path: &str) -> Value {

@@ -81,9 +81,12 @@ fn api_server_files(secret: &Value) -> (Value, Value) {
 
 /// The store's ConfigMaps for a full name: the operator's shard count and names
 /// (`deprovisioner_core::activity`), which the chart must name exactly.
+/// The activity store's names: its shards, then its status.
 fn shard_names(full_name: &str) -> Vec<String> {
     let prefix = format!("{full_name}-activity");
-    (0..deprovisioner_core::activity::SHARDS).map(|n| deprovisioner_core::activity::object_name(&prefix, n)).collect()
+    let shards =
+        (0..deprovisioner_core::activity::SHARDS).map(|n| deprovisioner_core::activity::object_name(&prefix, n));
+    shards.chain([deprovisioner_core::activity::status_name(&prefix)]).collect()
 }
 
 /// The PEM CA in a webhook kubeconfig's `certificate-authority-data`.
@@ -160,7 +163,7 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
         [
             "--audit-listen=0.0.0.0:8444",
             "--audit-token-file=/var/run/secrets/deprovisioner/audit/token",
-            "--audit-max-body=8388608",
+            "--audit-max-body=1048576",
             "--audit-max-events-per-second=5000",
             "--activity-prefix=x-deprovisioner-activity",
             "--audit-tls-cert-file=/var/run/secrets/deprovisioner/audit-tls/tls.crt",
@@ -239,6 +242,8 @@ fn activity_renders_the_endpoint_and_the_api_servers_files() {
         })
     };
     assert!(reads_only("system:nodes") && reads_only("system:kube-controller-manager"));
+    // kubeadm's controllers read as kube-system ServiceAccounts (--use-service-account-credentials).
+    assert!(reads_only("system:serviceaccounts:kube-system"), "kube-system's ServiceAccounts' reads are dropped");
 
     // RBAC: the store's names exactly; create by namespace only (held to the names by the
     // admission policy); Lumos's agent reads them.
@@ -474,6 +479,63 @@ fn activity_installs_and_holds_its_identities_to_the_store() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("the deprovisioner creates only its activity store"), "{}", text(&out.stderr));
     assert!(create(&kc, "an-admins-configmap").status.success());
+
+    // Nobody else writes the store, not even an admin or someone with `edit` here: no forged
+    // or erased activity. The status object is held the same way.
+    let vap = kubectl_json(c, &["get", "validatingadmissionpolicy", "deprovisioner-activity-store"]);
+    let warnings = &vap["status"]["typeChecking"]["expressionWarnings"];
+    assert!(warnings.is_null() || warnings.as_array().unwrap().is_empty(), "{vap}");
+    // What `edit` grants on ConfigMaps (this control plane runs no controller manager to
+    // aggregate `edit` itself).
+    let verbs = "--verb=get,list,create,update,patch,delete";
+    kubectl_ok(c, &["-n", ns, "create", "role", "forger-edit", verbs, "--resource=configmaps"]);
+    let binding = ["-n", ns, "create", "rolebinding", "forger-edit", "--role=forger-edit"];
+    kubectl_ok(c, &[&binding[..], &["--serviceaccount=deprovisioner:forger"]].concat());
+    let forger = c.kubeconfig_as("forger");
+    let kubectl_as = |kubeconfig: &std::path::Path, args: &[&str]| {
+        Command::new(c.bin_dir.join("kubectl"))
+            .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "-n", ns])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = |out: std::process::Output, what: &str| {
+        assert!(!out.status.success(), "{what} was allowed");
+        let e = text(&out.stderr);
+        assert!(
+            e.contains(
+                "only the deprovisioner (system:serviceaccount:deprovisioner:deprovisioner) writes its activity store"
+            ),
+            "{what}: {e}"
+        );
+    };
+    let forged = r#"{"data":{"ledger.json":"{\"since\":\"2020-01-01T00:00:00Z\",\"accounts\":{}}"}}"#;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = kubectl_as(&kc, &["patch", "configmap", "deprovisioner-activity-02", "--type=merge", "-p", forged]);
+        if !out.status.success() {
+            refused(out, "an admin's patch");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store's admission policy never refused an admin");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    refused(
+        kubectl_as(&forger, &["patch", "configmap", "deprovisioner-activity-02", "--type=merge", "-p", forged]),
+        "an editor's patch",
+    );
+    refused(kubectl_as(&forger, &["delete", "configmap", "deprovisioner-activity-02"]), "an editor's delete");
+    refused(kubectl_as(&kc, &["delete", "configmap", "deprovisioner-activity-02"]), "an admin's delete");
+    refused(
+        kubectl_as(&forger, &["create", "configmap", "deprovisioner-activity-status"]),
+        "an editor's create of the status",
+    );
+    refused(kubectl_as(&kc, &["create", "configmap", "deprovisioner-activity-07"]), "an admin's create of a shard");
+    assert!(
+        kubectl_as(&forger, &["create", "configmap", "an-editors-configmap"]).status.success(),
+        "other ConfigMaps are not matched"
+    );
+    assert!(kubectl_as(&kc, &["get", "configmap", "deprovisioner-activity-02"]).status.success(), "it is still there");
 
     // The notes: the one command that extracts the files, the flags, and (no cluster IP at the
     // first render) the warning. Run the command as written.

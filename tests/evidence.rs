@@ -259,6 +259,8 @@ async fn inactive_lists_idle_bindings_and_a_removal_records_the_last_activity() 
         ],
     )
     .await;
+    // Audit batches have kept arriving for 60 days (without it, nobody is proven inactive).
+    put_status(&c, &prefix, ago(60), now).await;
     let taken = [stale_id.as_str(), busy_id.as_str(), bot_id.as_str()];
     // Only holds a binding: its shard records from 60 days ago and never saw it.
     let never_id = account_outside(&format!("User:never@{ns}.example.com"), &[]);
@@ -327,6 +329,7 @@ async fn inactive_lists_idle_bindings_and_a_removal_records_the_last_activity() 
     let record = get_request(&c, &name).await;
     let last = record.status.unwrap().last_activity.expect("the last activity is recorded");
     assert_eq!(last.error, None);
+    assert!(last.covered_from.is_some() && last.heard_at.is_some(), "the store's coverage is recorded: {last:?}");
     assert_eq!(last.accounts.len(), 1, "{last:?}");
     assert_eq!(last.accounts[0].account, stale_id);
     assert_eq!(last.accounts[0].state, deprovisioner::crd::ActivityState::Seen);

@@ -8,6 +8,12 @@
 //! resolution (the operator's own writes, themselves audited, included). A write replaces the
 //! stored copy at its resourceVersion (creates a missing one); a conflict (another replica wrote
 //! it) reads the stored copy, [`Shard::absorb`]s it and writes again: every replica may write.
+//!
+//! A batch the audit endpoint received ([`Flusher::received`]) also says that events were
+//! arriving: once its sightings are stored, the status object `<prefix>-status` records it
+//! ([`Coverage`]: the current unbroken stream of batches, `heardAt` moved at most once per
+//! resolution, read again and decided again on a conflict), and at the first such batch every
+//! shard not stored yet is stored, dated then. Nothing is dated from the process's start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,6 +30,7 @@ use super::Shard;
 use super::event::Sighting;
 use super::ledger::{COMPONENT, DATA_KEY, SHARDS, object_name, shard_of};
 use crate::metrics::{Metrics, WriteLabels};
+use deprovisioner_core::activity::coverage::{Coverage, Next, STATUS_KEY, status_name};
 
 /// Largest stored size of one shard (about; a ConfigMap holds at most 1 MiB with its metadata).
 pub const MAX_SHARD_BYTES: usize = 900 * 1024;
@@ -48,6 +55,17 @@ pub struct StoreSettings {
     pub resolution: Duration,
     /// Accounts kept in all (each shard keeps its share, the least recently seen forgotten).
     pub max_accounts: usize,
+    /// A silence (no batch at all) longer than this, plus the resolution, ends the stream of
+    /// batches the store claims to have observed.
+    pub gap: Duration,
+}
+
+/// Where the writer reads the time: when a shard is created, when a batch was stored.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system's clock.
+pub fn system_clock() -> Clock {
+    Arc::new(Timestamp::now)
 }
 
 impl StoreSettings {
@@ -85,6 +103,8 @@ struct Batch {
     sightings: Vec<Sighting>,
     /// Also store every shard not stored yet ([`Flusher::store_every_shard`]).
     every_shard: bool,
+    /// The audit endpoint received it: events are arriving ([`Flusher::received`]).
+    heard: bool,
     done: oneshot::Sender<Result<(), Arc<FlushError>>>,
 }
 
@@ -96,35 +116,44 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// Starts the writer. `started` is when recording began here: the `since` of a shard this
-    /// replica creates.
+    /// Starts the writer; `clock` dates the shards it creates and the batches it stores.
     pub fn start(
         client: Client,
         settings: StoreSettings,
         metrics: Arc<Metrics>,
-        started: Timestamp,
+        clock: Clock,
     ) -> (Flusher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let api = Api::namespaced(client, &settings.namespace);
-        let writer = Writer { api, settings, metrics, started, cache: HashMap::new() };
+        let writer =
+            Writer { api, settings, metrics, clock, cache: HashMap::new(), status: None, every_shard_stored: false };
         (Flusher { tx }, tokio::spawn(writer.run(rx)))
     }
 
     /// Returns once `sightings` are stored (or could not be).
     pub async fn commit(&self, sightings: Vec<Sighting>) -> Result<(), Arc<FlushError>> {
+        self.send(sightings, false, false).await
+    }
+
+    /// Returns once the sightings of a batch the audit endpoint received are stored (or could
+    /// not be); then also records in the status object that a batch arrived (a failure there is
+    /// logged, not the batch's: its sightings are stored).
+    pub async fn received(&self, sightings: Vec<Sighting>) -> Result<(), Arc<FlushError>> {
+        self.send(sightings, false, true).await
+    }
+
+    async fn send(&self, sightings: Vec<Sighting>, every_shard: bool, heard: bool) -> Result<(), Arc<FlushError>> {
         let (done, stored) = oneshot::channel();
-        self.tx.send(Batch { sightings, every_shard: false, done }).await.map_err(|_| Arc::new(FlushError::Stopped))?;
+        let batch = Batch { sightings, every_shard, heard, done };
+        self.tx.send(batch).await.map_err(|_| Arc::new(FlushError::Stopped))?;
         stored.await.unwrap_or_else(|_| Err(Arc::new(FlushError::Stopped)))
     }
 
-    /// Stores every shard not stored yet, empty and recording since this writer started, so that
+    /// Stores every shard not stored yet, empty and recording from when it is written, so that
     /// an account never seen acting reads "not seen since recording began" (provably idle once
     /// that is long enough ago) rather than "not recorded". Returns once they are stored.
     pub async fn store_every_shard(&self) -> Result<(), Arc<FlushError>> {
-        let (done, stored) = oneshot::channel();
-        let batch = Batch { sightings: Vec::new(), every_shard: true, done };
-        self.tx.send(batch).await.map_err(|_| Arc::new(FlushError::Stopped))?;
-        stored.await.unwrap_or_else(|_| Err(Arc::new(FlushError::Stopped)))
+        self.send(Vec::new(), true, false).await
     }
 }
 
@@ -136,12 +165,24 @@ struct Cached {
     version: Option<String>,
 }
 
+/// The status object as this replica last stored or read it.
+#[derive(Debug, Clone)]
+struct CachedStatus {
+    coverage: Option<Coverage>,
+    /// Its resourceVersion; `None` when it is not stored (create it).
+    version: Option<String>,
+}
+
 struct Writer {
     api: Api<ConfigMap>,
     settings: StoreSettings,
     metrics: Arc<Metrics>,
-    started: Timestamp,
+    clock: Clock,
     cache: HashMap<u16, Cached>,
+    /// `None`: read it before deciding.
+    status: Option<CachedStatus>,
+    /// Every shard is stored (or was found stored).
+    every_shard_stored: bool,
 }
 
 /// What one shard's write did.
@@ -162,10 +203,14 @@ impl Writer {
             }
             let started = Instant::now();
             let every_shard = group.iter().any(|b| b.every_shard);
+            let heard = group.iter().any(|b| b.heard);
             let (sightings, waiters): (Vec<_>, Vec<_>) = group.into_iter().map(|b| (b.sightings, b.done)).unzip();
             let mut result = self.flush(sightings.into_iter().flatten()).await.map_err(Arc::new);
             if every_shard && result.is_ok() {
                 result = self.store_every_shard().await.map_err(Arc::new);
+            }
+            if heard && result.is_ok() {
+                self.heard().await;
             }
             self.metrics.activity_flush_seconds.observe(started.elapsed().as_secs_f64());
             if let Err(e) = &result {
@@ -264,8 +309,85 @@ impl Writer {
         (None, Err(FlushError::Contended { name }))
     }
 
-    /// Stores, one by one, each shard neither cached here nor stored yet (empty, `since` this
-    /// writer started); a shard another replica created meanwhile is read instead.
+    /// A received batch's sightings are stored: the gauge, every shard at the first one, and the
+    /// status object. Failures are logged (readers then prove less, never more).
+    async fn heard(&mut self) {
+        let at = (self.clock)();
+        self.metrics.activity_last_batch_stored.set(at.as_millisecond() as f64 / 1000.0);
+        if !self.every_shard_stored
+            && let Err(e) = self.store_every_shard().await
+        {
+            tracing::warn!(error = %e, "not every activity shard could be stored yet; trying again at the next batch");
+        }
+        if let Err(e) = self.store_status(at).await {
+            self.metrics.activity_writes.get_or_create(&WriteLabels { result: "failed" }).inc();
+            tracing::warn!(error = %e, "the activity store's status could not be stored: nobody is proven inactive past its heardAt");
+        }
+    }
+
+    /// Records in the status object that a batch was stored `at` ([`Coverage::next`]); a
+    /// stream is only ended after reading the stored status again (another replica may have
+    /// stored batches meanwhile); a conflict reads it again and decides again.
+    async fn store_status(&mut self, at: Timestamp) -> Result<(), FlushError> {
+        let name = status_name(&self.settings.prefix);
+        for _ in 0..MAX_TRIES {
+            let fresh = self.status.is_none();
+            let cur = match self.status.take() {
+                Some(c) => c,
+                None => self.read_status(&name).await?,
+            };
+            let coverage = match Coverage::next(cur.coverage.as_ref(), at, self.settings.resolution, self.settings.gap)
+            {
+                Next::Same => {
+                    self.status = Some(cur);
+                    return Ok(());
+                }
+                Next::Begin(_) if !fresh && cur.coverage.is_some() => continue,
+                Next::Begin(c) | Next::Extend(c) => c,
+            };
+            let json = serde_json::to_string(&coverage)
+                .map_err(|e| FlushError::Api { name: name.clone(), source: kube::Error::SerdeError(e) })?;
+            let cm = store_object(&name, &self.settings.namespace, cur.version.clone(), STATUS_KEY, json);
+            let pp = PostParams::default();
+            let written = match &cur.version {
+                None => self.api.create(&pp, &cm).await,
+                Some(_) => self.api.replace(&name, &pp, &cm).await,
+            };
+            match written {
+                Ok(w) => {
+                    let version = w.metadata.resource_version;
+                    self.status = Some(CachedStatus { coverage: Some(coverage), version });
+                    self.metrics.activity_writes.get_or_create(&WriteLabels { result: "written" }).inc();
+                    return Ok(());
+                }
+                Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() || s.is_not_found() => {
+                    self.metrics.activity_writes.get_or_create(&WriteLabels { result: "conflict" }).inc();
+                }
+                Err(source) => return Err(FlushError::Api { name, source }),
+            }
+        }
+        Err(FlushError::Contended { name })
+    }
+
+    /// The stored status (an unreadable one is replaced: the stream begins anew).
+    async fn read_status(&self, name: &str) -> Result<CachedStatus, FlushError> {
+        let api_error = |source| FlushError::Api { name: name.to_string(), source };
+        let Some(cm) = self.api.get_opt(name).await.map_err(api_error)? else {
+            return Ok(CachedStatus { coverage: None, version: None });
+        };
+        let text = cm.data.as_ref().and_then(|d| d.get(STATUS_KEY));
+        let coverage = match text.map(|t| serde_json::from_str::<Coverage>(t)) {
+            Some(Ok(c)) => Some(c),
+            _ => {
+                tracing::warn!(configmap = name, "the activity store's status is unreadable; writing it anew");
+                None
+            }
+        };
+        Ok(CachedStatus { coverage, version: cm.metadata.resource_version })
+    }
+
+    /// Stores, one by one, each shard neither cached here nor stored yet (empty, `since` when it
+    /// is written); a shard another replica created meanwhile is read instead.
     async fn store_every_shard(&mut self) -> Result<(), FlushError> {
         for n in 0..SHARDS {
             if self.cache.contains_key(&n) {
@@ -285,6 +407,7 @@ impl Writer {
             }
             self.cache.insert(n, cur);
         }
+        self.every_shard_stored = true;
         Ok(())
     }
 
@@ -295,21 +418,23 @@ impl Writer {
         }
     }
 
-    /// The stored copy of a shard; a missing one is empty, recording since this replica started.
+    /// The stored copy of a shard; a missing one is empty, recording from now (when it is about
+    /// to be written).
     async fn read(&self, name: &str) -> Result<Cached, FlushError> {
         let api_error = |source| FlushError::Api { name: name.to_string(), source };
         let Some(cm) = self.api.get_opt(name).await.map_err(api_error)? else {
-            return Ok(Cached { shard: Shard::new(self.started), version: None });
+            return Ok(Cached { shard: Shard::new((self.clock)()), version: None });
         };
         let text = cm.data.as_ref().and_then(|d| d.get(DATA_KEY));
         let shard = match text.map(|t| serde_json::from_str::<Shard>(t)) {
             Some(Ok(shard)) => shard,
-            // Unreadable: replaced (its accounts are lost, and it says so: recording starts now).
+            // Unreadable: replaced (its accounts are lost, and it says so: recording starts when
+            // it is written).
             other => {
                 let error =
                     other.and_then(Result::err).map(|e| e.to_string()).unwrap_or_else(|| format!("no {DATA_KEY}"));
                 tracing::warn!(configmap = name, error, "an activity shard is unreadable; writing it anew");
-                Shard::new(self.started)
+                Shard::new((self.clock)())
             }
         };
         Ok(Cached { shard, version: cm.metadata.resource_version })
@@ -319,7 +444,7 @@ impl Writer {
     /// new resourceVersion.
     async fn store(&self, name: &str, cur: &Cached) -> Result<String, kube::Error> {
         let json = serde_json::to_string(&cur.shard).map_err(kube::Error::SerdeError)?;
-        let cm = shard_object(name, &self.settings.namespace, cur.version.clone(), json);
+        let cm = store_object(name, &self.settings.namespace, cur.version.clone(), DATA_KEY, json);
         let pp = PostParams::default();
         let written = match &cur.version {
             None => self.api.create(&pp, &cm).await?,
@@ -331,6 +456,11 @@ impl Writer {
 
 /// The ConfigMap holding one shard (pure).
 pub fn shard_object(name: &str, namespace: &str, version: Option<String>, json: String) -> ConfigMap {
+    store_object(name, namespace, version, DATA_KEY, json)
+}
+
+/// A ConfigMap of the activity store (a shard, or the status), `json` under `key` (pure).
+pub fn store_object(name: &str, namespace: &str, version: Option<String>, key: &str, json: String) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -342,7 +472,7 @@ pub fn shard_object(name: &str, namespace: &str, version: Option<String>, json: 
             ])),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(DATA_KEY.to_string(), json)])),
+        data: Some(BTreeMap::from([(key.to_string(), json)])),
         ..Default::default()
     }
 }

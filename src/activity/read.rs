@@ -3,7 +3,9 @@
 //! GET once; for everything one LIST by label (or, when the identity may only read the shards by
 //! name, a GET of each). A shard whose ConfigMap does not exist was never written (recording
 //! never began for its accounts: [`Known::NotRecorded`]); one that does not parse is an error
-//! naming the ConfigMap, never taken as "nobody was active".
+//! naming the ConfigMap, never taken as "nobody was active". The status object `<prefix>-status`
+//! is read with them: the stretch of time the store observed ([`Coverage`]), without which
+//! nobody is proven inactive.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,7 +14,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
-use deprovisioner_core::activity::{COMPONENT, DATA_KEY, Known, SHARDS, Shard, object_name, shard_of};
+use deprovisioner_core::activity::{
+    COMPONENT, Coverage, DATA_KEY, Known, SHARDS, STATUS_KEY, Shard, object_name, shard_of, status_name,
+};
 
 /// The shards' default name prefix (`--activity-prefix`; the chart's `<release>-activity`).
 pub const DEFAULT_PREFIX: &str = "deprovisioner-activity";
@@ -68,11 +72,14 @@ impl ReadError {
     }
 }
 
-/// Shards as read: by number, `None` for one whose ConfigMap does not exist.
+/// Shards as read: by number, `None` for one whose ConfigMap does not exist; and the store's
+/// coverage (its status object `<prefix>-status`; `None` when it does not exist).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shards {
     /// By shard number.
     pub by_number: BTreeMap<u16, Option<Shard>>,
+    /// The stretch of time the store observed, from its status object.
+    pub coverage: Option<Coverage>,
 }
 
 impl Shards {
@@ -108,6 +115,15 @@ pub fn parse(namespace: &str, cm: &ConfigMap) -> Result<Shard, ReadError> {
     serde_json::from_str(text).map_err(|e| err(e.to_string()))
 }
 
+/// The coverage the status ConfigMap holds.
+pub fn parse_status(namespace: &str, cm: &ConfigMap) -> Result<Coverage, ReadError> {
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let err = |reason: String| ReadError::Parse { namespace: namespace.to_string(), name: name.clone(), reason };
+    let text =
+        cm.data.as_ref().and_then(|d| d.get(STATUS_KEY)).ok_or_else(|| err(format!("no data key {STATUS_KEY}")))?;
+    serde_json::from_str(text).map_err(|e| err(e.to_string()))
+}
+
 /// The label selector every shard carries.
 pub fn label() -> String {
     format!("app.kubernetes.io/component={COMPONENT}")
@@ -118,7 +134,8 @@ impl Store {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// The shards of `accounts`: each distinct shard GET once (more than [`GETS_BEFORE_LIST`]:
+    /// The shards of `accounts` (without the coverage: [`Store::for_accounts_covered`]): each
+    /// distinct shard GET once (more than [`GETS_BEFORE_LIST`]:
     /// everything, as [`Store::all`]).
     pub async fn for_accounts<'a>(&self, accounts: impl IntoIterator<Item = &'a str>) -> Result<Shards, ReadError> {
         let numbers: BTreeSet<u16> = accounts.into_iter().map(shard_of).collect();
@@ -128,14 +145,14 @@ impl Store {
         self.by_name(numbers).await
     }
 
-    /// Every shard: one LIST by label. An identity that may read the shards only by name (RBAC
+    /// Every shard (without the coverage: [`Store::all_covered`]): one LIST by label. An identity that may read the shards only by name (RBAC
     /// `resourceNames`, which a label LIST does not satisfy) is answered 403: then each shard
     /// is read by name.
     pub async fn all(&self) -> Result<Shards, ReadError> {
         let label = label();
         match self.api().list(&ListParams::default().labels(&label)).await {
             Ok(list) => {
-                let mut out = Shards { by_number: (0..SHARDS).map(|n| (n, None)).collect() };
+                let mut out = Shards { by_number: (0..SHARDS).map(|n| (n, None)).collect(), coverage: None };
                 for cm in &list.items {
                     let Some(n) = cm.metadata.name.as_deref().and_then(|name| shard_number(&self.prefix, name)) else {
                         continue; // another object with the same label
@@ -166,7 +183,35 @@ impl Store {
             .buffer_unordered(GETS_AT_ONCE)
             .try_collect::<BTreeMap<_, _>>()
             .await?;
-        Ok(Shards { by_number })
+        Ok(Shards { by_number, coverage: None })
+    }
+
+    /// [`Store::for_accounts`] with the store's coverage, read at the same time.
+    pub async fn for_accounts_covered<'a>(
+        &self,
+        accounts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Shards, ReadError> {
+        let (mut shards, coverage) = futures::future::try_join(self.for_accounts(accounts), self.coverage()).await?;
+        shards.coverage = coverage;
+        Ok(shards)
+    }
+
+    /// [`Store::all`] with the store's coverage, read at the same time.
+    pub async fn all_covered(&self) -> Result<Shards, ReadError> {
+        let (mut shards, coverage) = futures::future::try_join(self.all(), self.coverage()).await?;
+        shards.coverage = coverage;
+        Ok(shards)
+    }
+
+    /// The store's coverage: its status object (`None` when it does not exist: no batch was
+    /// ever stored).
+    pub async fn coverage(&self) -> Result<Option<Coverage>, ReadError> {
+        let name = status_name(&self.prefix);
+        match self.api().get_opt(&name).await {
+            Ok(Some(cm)) => parse_status(&self.namespace, &cm).map(Some),
+            Ok(None) => Ok(None),
+            Err(source) => Err(ReadError::Get { namespace: self.namespace.clone(), name, source }),
+        }
     }
 }
 

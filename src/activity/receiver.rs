@@ -20,13 +20,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::event::parse_batch;
-use super::flush::{Flusher, StoreSettings};
+use super::flush::{Flusher, StoreSettings, system_clock};
 use crate::metrics::{CodeLabels, EventLabels, Metrics};
 use crate::webhook::auth::{HeaderScheme, SecretError, SecretFile};
 use crate::webhook::server::{self, ServerLimits};
@@ -133,8 +132,8 @@ pub async fn start(
         .map(|(cert, key)| super::tls::acceptor(cert, key))
         .transpose()
         .map_err(|e| StartError::Tls(e.to_string()))?;
-    let (flusher, writer) = Flusher::start(client, settings.store.clone(), metrics.clone(), Timestamp::now());
-    tokio::spawn(store_every_shard(flusher.clone(), stop.clone()));
+    // Recording begins at the first stored batch, not here: nothing is dated from the start.
+    let (flusher, writer) = Flusher::start(client, settings.store.clone(), metrics.clone(), system_clock());
     let state = Arc::new(AuditState::new(token, settings.max_body, settings.max_events_per_second, flusher, metrics));
     tracing::info!(%addr, path = PATH, https = tls.is_some(), namespace = %settings.store.namespace, prefix = %settings.store.prefix, "audit endpoint listening");
     Ok(tokio::spawn(async move {
@@ -146,23 +145,6 @@ pub async fn start(
         // it has stored what it took.
         let _ = writer.await;
     }))
-}
-
-/// Stores every shard not stored yet (so an account never seen reads "not seen since recording
-/// began", not "not recorded"), trying again every 10 s while the API server refuses, until done
-/// or stopped.
-async fn store_every_shard(flusher: Flusher, stop: CancellationToken) {
-    loop {
-        match flusher.store_every_shard().await {
-            Ok(()) => return,
-            Err(e) if matches!(*e, super::flush::FlushError::Stopped) => return,
-            Err(e) => tracing::warn!(error = %e, "not every activity shard could be stored yet; trying again in 10 s"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-        }
-    }
 }
 
 /// `POST /audit`.
@@ -235,7 +217,7 @@ async fn answer(s: &AuditState, req: Request) -> (StatusCode, Response, Vec<(&'s
     }
     drop(events);
     let accepted = total - ignored;
-    match s.flusher.commit(sightings).await {
+    match s.flusher.received(sightings).await {
         Ok(()) => {
             let body = serde_json::json!({ "accepted": accepted, "ignored": ignored });
             (StatusCode::OK, axum::Json(body).into_response(), vec![("accepted", accepted), ("ignored", ignored)])

@@ -17,6 +17,19 @@ fn defaults() {
     assert_eq!(r.retention, Duration::from_secs(400 * 86_400));
     assert_eq!(r.secret_header, axum::http::header::AUTHORIZATION);
     assert!(r.leader_election);
+    assert_eq!(r.audit_max_body, 1024 * 1024, "16 batches in flight stay well inside the pod's 256 MiB");
+}
+
+#[test]
+fn run_and_the_readers_of_the_activity_store_meet_in_the_same_namespace() {
+    let r = run(&[]).unwrap();
+    let Command::Connector(c) = Cli::try_parse_from(["deprovisioner", "connector", "info"]).unwrap().command else {
+        panic!("not connector")
+    };
+    if std::env::var_os("POD_NAMESPACE").is_none() && std::env::var_os("DEPROVISIONER_ACTIVITY_NAMESPACE").is_none() {
+        assert_eq!(r.namespace, c.activity.activity_namespace);
+        assert_eq!(r.namespace, c.service_account.0, "where the operator's own ServiceAccount is assumed to be");
+    }
 }
 
 #[test]

@@ -292,31 +292,40 @@ pub fn activity_records<'a>(
     since: Timestamp,
     p: &Paging,
 ) -> Value {
-    let items: Vec<(Vec<String>, Value)> = entries
-        .into_iter()
-        .filter(|(_, e)| e.at >= since)
-        .map(|(account, e)| {
-            let mut metadata = serde_json::Map::new();
-            metadata.insert("event_type".into(), json!(LAST_ACTIVITY));
-            for (k, v) in [("what", &e.what), ("credential_id", &e.credential), ("impersonated_by", &e.impersonated_by)]
-            {
-                if let Some(v) = v {
-                    metadata.insert(k.into(), json!(v));
-                }
-            }
-            let at = e.at.to_string();
-            let item = json!({
-                "id": format!("{account}@{at}"),
-                "activity_type": API_REQUEST,
-                "timestamp": e.at.to_string(),
-                "actor": {"account_id": account},
-                "targets": [],
-                "metadata": metadata,
-            });
-            (vec![account.to_string()], item)
-        })
-        .collect();
-    paged(Capability::ListActivityRecords, items, p)
+    activity_records_with(entries, since, p, activity_record)
+}
+
+/// [`activity_records`] with the item built by `record`: the entries are ordered and sliced by
+/// key first, and only the page's are built.
+fn activity_records_with<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a Entry)>,
+    since: Timestamp,
+    p: &Paging,
+    record: impl Fn(&str, &Entry) -> Value,
+) -> Value {
+    let by_key: BTreeMap<Key, &Entry> =
+        entries.into_iter().filter(|(_, e)| e.at >= since).map(|(a, e)| (vec![a.to_string()], e)).collect();
+    paged_range(Capability::ListActivityRecords, &by_key, p, |k, e| record(&k[0], e))
+}
+
+/// One `ActivityRecord`: the account's last request.
+fn activity_record(account: &str, e: &Entry) -> Value {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("event_type".into(), json!(LAST_ACTIVITY));
+    for (k, v) in [("what", &e.what), ("credential_id", &e.credential), ("impersonated_by", &e.impersonated_by)] {
+        if let Some(v) = v {
+            metadata.insert(k.into(), json!(v));
+        }
+    }
+    let at = e.at.to_string();
+    json!({
+        "id": format!("{account}@{at}"),
+        "activity_type": API_REQUEST,
+        "timestamp": at,
+        "actor": {"account_id": account},
+        "targets": [],
+        "metadata": metadata,
+    })
 }
 
 /// A `since_date`: an RFC 3339 time, or a date (its midnight UTC).

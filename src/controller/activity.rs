@@ -48,16 +48,12 @@ pub fn accounts(wanted: &[Wanted]) -> Vec<String> {
 
 /// What a failed read records.
 pub fn failed(reason: impl std::fmt::Display) -> RecordedActivity {
-    let mut e = reason.to_string();
-    if e.len() > MAX_ERROR {
-        let mut end = MAX_ERROR;
-        while !e.is_char_boundary(end) {
-            end -= 1;
-        }
-        e.truncate(end);
-        e.push('…');
+    let e = crate::text::clip_to(&reason.to_string(), MAX_ERROR);
+    RecordedActivity {
+        read_at: Some(Time(k8s_openapi::jiff::Timestamp::now())),
+        error: Some(e),
+        ..RecordedActivity::default()
     }
-    RecordedActivity { read_at: Some(Time(k8s_openapi::jiff::Timestamp::now())), accounts: vec![], error: Some(e) }
 }
 
 impl Pending {
@@ -67,13 +63,15 @@ impl Pending {
         let Some(store) = store else { return Pending(None) };
         let ids = accounts(&crate::plan::principals(spec, matched).unwrap_or_default());
         Pending(Some(tokio::spawn(async move {
-            let read = store.for_accounts(ids.iter().map(String::as_str)).await;
+            let read = store.for_accounts_covered(ids.iter().map(String::as_str)).await;
             let read_at = Some(Time(k8s_openapi::jiff::Timestamp::now()));
             match read {
                 Ok(shards) => RecordedActivity {
                     read_at,
                     accounts: ids.iter().map(|a| AccountActivity::of(a, &shards.known(a))).collect(),
                     error: None,
+                    covered_from: shards.coverage.as_ref().map(|c| Time(c.covered_from)),
+                    heard_at: shards.coverage.as_ref().map(|c| Time(c.heard_at)),
                 },
                 Err(e) => failed(e),
             }

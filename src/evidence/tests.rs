@@ -353,6 +353,8 @@ fn the_last_activity_a_removal_was_based_on_is_in_every_format() {
             AccountActivity::of("ServiceAccount:ci/bot", &Known::NotRecorded),
         ],
         error: None,
+        covered_from: None,
+        heard_at: None,
     });
     let e = RequestEvidence::of(&r);
     let rows = e.rows();
@@ -374,6 +376,18 @@ fn the_last_activity_a_removal_was_based_on_is_in_every_format() {
     assert!(html.contains("last active 2025-01-02T03:04:05Z (get &lt;pods&gt;"), "escaped: {html}");
     let json: serde_json::Value = serde_json::from_str(&report.render(EvidenceFormat::Json).unwrap()).unwrap();
     assert!(json["rows"][0]["lastActivity"].as_str().unwrap().starts_with("User:ann@x.com: last active"));
+
+    // With the store's coverage when it was read: what stretch of time it had observed.
+    let la = r.status.as_mut().unwrap().last_activity.as_mut().unwrap();
+    la.covered_from = Some(Time(ts("2025-01-01T00:00:00Z")));
+    la.heard_at = Some(Time(ts("2025-03-01T10:00:00Z")));
+    assert!(
+        RequestEvidence::of(&r).rows()[0]
+            .last_activity
+            .ends_with("(audit events received without a break from 2025-01-01T00:00:00Z to 2025-03-01T10:00:00Z)"),
+        "{}",
+        RequestEvidence::of(&r).rows()[0].last_activity
+    );
 
     // A failed read says so; a request without one shows nothing.
     r.status.as_mut().unwrap().last_activity = Some(crate::controller::activity::failed("403 Forbidden"));

@@ -6,7 +6,8 @@ fn ts(s: &str) -> Timestamp {
 }
 
 fn row(account: &str, known: Known, judged: Inactivity) -> Row {
-    Row { account: account.into(), kind: "User", bindings: vec!["RoleBinding team/devs".into()], known, judged }
+    let reason = (judged == Inactivity::Unproven).then(|| "its shard was never stored".to_string());
+    Row { account: account.into(), kind: "User", bindings: vec!["RoleBinding team/devs".into()], known, judged, reason }
 }
 
 fn report(all: bool) -> Report {
@@ -21,6 +22,12 @@ fn report(all: bool) -> Report {
         window: "10days".into(),
         from: ts("2025-03-10T00:00:00Z"),
         recording_since: Some(ts("2025-03-01T00:00:00Z")),
+        coverage: Some(Coverage {
+            covered_from: ts("2025-03-01T00:00:00Z"),
+            heard_at: ts("2025-03-19T23:59:30Z"),
+            resolution_seconds: 60,
+            gap_seconds: 300,
+        }),
         rows: vec![
             row("User:active", Known::Seen(seen), Inactivity::Active),
             row("User:gone", Known::NotSeenSince(ts("2025-03-01T00:00:00Z")), Inactivity::Inactive),
@@ -58,4 +65,23 @@ fn csv_and_json_say_the_status_and_what_the_store_said() {
     assert_eq!(j["accounts"][1]["status"], "unproven");
     assert_eq!(j["accounts"][1]["recorded"], false);
     assert_eq!(j["accounts"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn the_report_says_what_stretch_the_store_observed_and_why_each_is_unproven() {
+    let t = table(&report(false));
+    assert!(
+        t.contains("Audit events received without a break since 2025-03-01T00:00:00Z, last at 2025-03-19T23:59:30Z"),
+        "{t}"
+    );
+    assert!(!t.contains("STOPPED"), "{t}");
+    assert!(t.contains("  why: its shard was never stored"), "{t}");
+    let j = report(false).json();
+    assert_eq!((&j["coveredFrom"], &j["heardAt"]), (&json!("2025-03-01T00:00:00Z"), &json!("2025-03-19T23:59:30Z")));
+    assert_eq!(j["accounts"][1]["reason"], "its shard was never stored");
+    let mut r = report(false);
+    r.coverage.as_mut().unwrap().heard_at = ts("2025-03-18T00:00:00Z");
+    assert!(table(&r).contains("STOPPED arriving"), "{}", table(&r));
+    r.coverage = None;
+    assert!(table(&r).contains("No audit batch was ever stored"), "{}", table(&r));
 }

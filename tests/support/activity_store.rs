@@ -1,12 +1,14 @@
 //! The activity store as the audit receiver writes it (issue 26): shard ConfigMaps
 //! `<prefix>-NN` in the operator's namespace, labelled `app.kubernetes.io/component=activity`,
 //! each holding core's `Shard` as JSON under `ledger.json`; and read access to them for a
-//! ServiceAccount, by name, as the chart grants it (`activity.*`).
+//! ServiceAccount, by name, as the chart grants it (`activity.*`); the status `<prefix>-status`
+//! (the stretch of time the store observed).
 
 use std::time::Duration;
 
 use deprovisioner::activity::ledger::{COMPONENT, DATA_KEY, SHARDS, object_name, shard_of};
-use deprovisioner::activity::{Entry, Shard};
+use deprovisioner::activity::{Coverage, Entry, Shard};
+use deprovisioner_core::activity::{STATUS_KEY, status_name};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::jiff::Timestamp;
@@ -53,7 +55,31 @@ pub fn account_outside(base: &str, taken: &[&str]) -> String {
     (0..1000).map(|i| format!("{base}-{i}")).find(|a| !used.contains(&shard_of(a))).unwrap()
 }
 
-/// Lets ServiceAccount `deprovisioner/<sa>` get and list the shards `<prefix>-NN`, by name only
+/// Writes the store's status `<prefix>-status`: audit batches arrived without a break from
+/// `covered_from` until `heard_at` (resolution 1 s, gap 5 min), as the receiver would.
+pub async fn put_status(c: &Client, prefix: &str, covered_from: Timestamp, heard_at: Timestamp) {
+    let coverage = Coverage { covered_from, heard_at, resolution_seconds: 1, gap_seconds: 300 };
+    let cm = serde_json::from_value::<ConfigMap>(serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": status_name(prefix), "namespace": NAMESPACE,
+                     "labels": {"app.kubernetes.io/component": COMPONENT}},
+        "data": {STATUS_KEY: serde_json::to_string(&coverage).unwrap()},
+    }))
+    .unwrap();
+    let pp = PatchParams::apply("tests").force();
+    Api::<ConfigMap>::namespaced(c.clone(), NAMESPACE)
+        .patch(&status_name(prefix), &pp, &Patch::Apply(&cm))
+        .await
+        .unwrap();
+}
+
+/// The store's status, when stored.
+pub async fn get_status(c: &Client, prefix: &str) -> Option<Coverage> {
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), NAMESPACE).get_opt(&status_name(prefix)).await.unwrap()?;
+    Some(serde_json::from_str(&cm.data?[STATUS_KEY]).unwrap())
+}
+
+/// Lets ServiceAccount `deprovisioner/<sa>` get and list the shards `<prefix>-NN` and the status, by name only
 /// (as the chart's activity RBAC does; a LIST by label is then refused).
 pub async fn grant_shard_reads(c: &Client, sa: &str, prefix: &str) {
     let name = format!("{sa}-reads-{prefix}");
@@ -63,7 +89,7 @@ pub async fn grant_shard_reads(c: &Client, sa: &str, prefix: &str) {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["configmaps".into()]),
             verbs: vec!["get".into(), "list".into()],
-            resource_names: Some((0..SHARDS).map(|n| object_name(prefix, n)).collect()),
+            resource_names: Some((0..SHARDS).map(|n| object_name(prefix, n)).chain([status_name(prefix)]).collect()),
             ..Default::default()
         }]),
     };

@@ -300,15 +300,16 @@ every value of every release, secrets included), whatever the chart's name or re
 {{- printf "%s-activity" (include "deprovisioner.fullname" .) | trunc 60 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The activity store's ConfigMaps, <full name>-activity-00 .. -63 (a JSON list): the operator
-passes the prefix with --activity-prefix, and the count is crates/core's activity::SHARDS
-(tests/chart_activity.rs fails when they differ). */}}
+{{/* The activity store's ConfigMaps, <full name>-activity-00 .. -63 and its status
+<full name>-activity-status (a JSON list): the operator passes the prefix with --activity-prefix,
+and the count is crates/core's activity::SHARDS (tests/chart_activity.rs fails when they differ). */}}
 {{- define "deprovisioner.activityShards" -}}
 {{- $prefix := include "deprovisioner.activityName" . -}}
 {{- $names := list -}}
 {{- range $i := until 64 -}}
 {{- $names = append $names (printf "%s-%02d" $prefix $i) -}}
 {{- end -}}
+{{- $names = append $names (printf "%s-status" $prefix) -}}
 {{- toJson $names -}}
 {{- end }}
 

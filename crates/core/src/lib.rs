@@ -15,6 +15,7 @@ pub mod expiry;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
 pub mod fleet;
+pub mod hash;
 pub mod names;
 pub mod plan;
 pub mod text;

@@ -13,6 +13,23 @@ pub fn clip_to(s: &str, max: usize) -> String {
     out
 }
 
+/// Cuts `s` to at most `max` bytes (for what is stored, where size counts) on a character
+/// boundary, ending in `…` when cut.
+pub fn clip_bytes(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let room = max.saturating_sub('…'.len_utf8());
+    let mut end = 0;
+    for (i, c) in s.char_indices() {
+        if i + c.len_utf8() > room {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    format!("{}…", &s[..end])
+}
+
 /// Cuts a message to [`MAX_MESSAGE`] characters.
 pub fn clip(s: impl AsRef<str>) -> String {
     clip_to(s.as_ref(), MAX_MESSAGE)

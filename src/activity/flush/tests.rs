@@ -7,6 +7,7 @@ use super::*;
 use crate::connector::model::AccountId;
 use crate::plan::subject::Principal;
 use deprovisioner_core::activity::Entry;
+use deprovisioner_core::activity::coverage::{Coverage, STATUS_KEY};
 
 type Handle = tower_test::mock::Handle<http::Request<kube::client::Body>, http::Response<kube::client::Body>>;
 
@@ -104,7 +105,14 @@ pub(crate) fn settings() -> StoreSettings {
         prefix: "deprovisioner-activity".into(),
         resolution: Duration::from_secs(60),
         max_accounts: 100_000,
+        gap: Duration::from_secs(300),
     }
+}
+
+/// A clock that always says `at`.
+pub(crate) fn fixed(at: &str) -> Clock {
+    let at = ts(at);
+    Arc::new(move || at)
 }
 
 pub(crate) fn ts(s: &str) -> Timestamp {
@@ -124,7 +132,7 @@ fn start(settings: StoreSettings) -> (Flusher, Arc<Mutex<Store>>, Arc<Metrics>) 
     serve(handle, store.clone());
     let metrics = Metrics::new();
     let client = Client::new(svc, "default");
-    let (flusher, _writer) = Flusher::start(client, settings, metrics.clone(), ts("2026-12-07T07:00:00Z"));
+    let (flusher, _writer) = Flusher::start(client, settings, metrics.clone(), fixed("2026-12-07T07:00:00Z"));
     (flusher, store, metrics)
 }
 
@@ -142,7 +150,7 @@ async fn a_batch_is_stored_before_commit_returns_and_a_repeat_within_the_resolut
         assert_eq!(st.requests, [format!("GET {name}"), format!("POST {name}")]);
         let shard = st.shard(&name).expect("stored when commit returned");
         assert_eq!(shard.accounts["User:alice"].at, ts("2026-12-07T08:00:00Z"));
-        assert_eq!(shard.since, ts("2026-12-07T07:00:00Z"), "recording since the writer started");
+        assert_eq!(shard.since, ts("2026-12-07T07:00:00Z"), "recording from when it was written");
         let labels = st.objects[&name].metadata.labels.clone().unwrap();
         assert_eq!(labels["app.kubernetes.io/component"], "activity");
     }
@@ -240,7 +248,7 @@ async fn an_api_error_fails_the_batch_and_the_shard_is_read_again_next_time() {
     let (svc, mut handle) =
         tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
     let client = Client::new(svc, "default");
-    let (flusher, _w) = Flusher::start(client, settings(), Metrics::new(), ts("2026-12-07T07:00:00Z"));
+    let (flusher, _w) = Flusher::start(client, settings(), Metrics::new(), fixed("2026-12-07T07:00:00Z"));
     let server = tokio::spawn(async move {
         let (_, send) = handle.next_request().await.unwrap();
         send.send_response(status(500, "InternalError"));
@@ -274,7 +282,7 @@ async fn every_shard_is_stored_once_recording_begins_and_none_is_overwritten() {
         assert_eq!(
             st.shard(&other).unwrap(),
             Shard::new(ts("2026-12-07T07:00:00Z")),
-            "recording since the writer started"
+            "recording from when it was written"
         );
         assert_eq!(st.requests.iter().filter(|r| r.starts_with("POST")).count(), usize::from(SHARDS) - 1);
     }
@@ -282,4 +290,106 @@ async fn every_shard_is_stored_once_recording_begins_and_none_is_overwritten() {
     let sent = store.lock().unwrap().requests.len();
     flusher.store_every_shard().await.unwrap();
     assert_eq!(store.lock().unwrap().requests.len(), sent);
+}
+
+/// A clock the test moves.
+fn movable(at: &str) -> (Clock, Arc<Mutex<Timestamp>>) {
+    let now = Arc::new(Mutex::new(ts(at)));
+    let read = now.clone();
+    (Arc::new(move || *read.lock().unwrap()), now)
+}
+
+fn started_with(clock: Clock) -> (Flusher, Arc<Mutex<Store>>, Arc<Metrics>) {
+    let (svc, handle) = tower_test::mock::pair();
+    let store = Arc::new(Mutex::new(Store::default()));
+    serve(handle, store.clone());
+    let metrics = Metrics::new();
+    let (flusher, _writer) = Flusher::start(Client::new(svc, "default"), settings(), metrics.clone(), clock);
+    (flusher, store, metrics)
+}
+
+fn coverage(store: &Mutex<Store>) -> Option<Coverage> {
+    let st = store.lock().unwrap();
+    let cm = st.objects.get("deprovisioner-activity-status")?;
+    Some(serde_json::from_str(&cm.data.as_ref()?[STATUS_KEY]).unwrap())
+}
+
+#[tokio::test]
+async fn a_shard_is_dated_when_it_is_written_not_when_the_writer_started() {
+    let (clock, now) = movable("2026-12-07T07:00:00Z");
+    let (flusher, store, _) = started_with(clock);
+    // An hour passes before the first batch: that hour was not observed.
+    *now.lock().unwrap() = ts("2026-12-07T08:00:00Z");
+    flusher.commit(vec![seen("alice", "2026-12-07T08:00:00Z")]).await.unwrap();
+    assert_eq!(store.lock().unwrap().shard(&name_of("alice")).unwrap().since, ts("2026-12-07T08:00:00Z"));
+    // An unreadable shard is replaced, dated when it is written again.
+    let bob = (0..).map(|i| format!("b{i}")).find(|u| name_of(u) != name_of("alice")).unwrap();
+    let mut cm = shard_object(&name_of(&bob), "deprovisioner", None, "{broken".into());
+    cm.metadata.resource_version = None;
+    store.lock().unwrap().put(cm);
+    *now.lock().unwrap() = ts("2026-12-07T09:00:00Z");
+    flusher.commit(vec![seen(&bob, "2026-12-07T09:00:00Z")]).await.unwrap();
+    assert_eq!(store.lock().unwrap().shard(&name_of(&bob)).unwrap().since, ts("2026-12-07T09:00:00Z"));
+}
+
+#[tokio::test]
+async fn recording_begins_at_the_first_received_batch_and_the_status_follows_the_stream() {
+    let (clock, now) = movable("2026-12-07T07:00:00Z");
+    let (flusher, store, metrics) = started_with(clock);
+    assert!(store.lock().unwrap().objects.is_empty(), "nothing is stored before a batch arrives");
+    *now.lock().unwrap() = ts("2026-12-07T08:00:00Z");
+    flusher.received(vec![seen("alice", "2026-12-07T07:59:59Z")]).await.unwrap();
+    {
+        let st = store.lock().unwrap();
+        assert_eq!(st.objects.len(), usize::from(SHARDS) + 1, "every shard and the status");
+        let other = object_name("deprovisioner-activity", (shard_of("User:alice") + 1) % SHARDS);
+        assert_eq!(st.shard(&other).unwrap().since, ts("2026-12-07T08:00:00Z"), "dated at the first batch");
+    }
+    let first = coverage(&store).unwrap();
+    assert_eq!((first.covered_from, first.heard_at), (ts("2026-12-07T08:00:00Z"), ts("2026-12-07T08:00:00Z")));
+    assert_eq!((first.resolution_seconds, first.gap_seconds), (60, 300));
+    assert!(
+        metrics.encode().contains("deprovisioner_activity_last_batch_stored_timestamp_seconds 1796630400"),
+        "{}",
+        metrics.encode()
+    );
+
+    // Within the resolution: no write of the status.
+    let sent = store.lock().unwrap().requests.len();
+    *now.lock().unwrap() = ts("2026-12-07T08:00:30Z");
+    flusher.received(vec![]).await.unwrap();
+    assert_eq!(store.lock().unwrap().requests.len(), sent, "{:?}", &store.lock().unwrap().requests[sent..]);
+    // A minute on: heardAt moves, the stream goes on.
+    *now.lock().unwrap() = ts("2026-12-07T08:01:00Z");
+    flusher.received(vec![]).await.unwrap();
+    let c = coverage(&store).unwrap();
+    assert_eq!((c.covered_from, c.heard_at), (ts("2026-12-07T08:00:00Z"), ts("2026-12-07T08:01:00Z")));
+
+    // Another replica heard batches meanwhile: a silence seen only here does not end the stream.
+    let theirs = Coverage { heard_at: ts("2026-12-07T08:09:00Z"), ..c.clone() };
+    {
+        let mut st = store.lock().unwrap();
+        let cm = store_object(
+            "deprovisioner-activity-status",
+            "deprovisioner",
+            None,
+            STATUS_KEY,
+            serde_json::to_string(&theirs).unwrap(),
+        );
+        st.put(cm);
+    }
+    *now.lock().unwrap() = ts("2026-12-07T08:10:00Z");
+    flusher.received(vec![]).await.unwrap();
+    let c = coverage(&store).unwrap();
+    assert_eq!(
+        (c.covered_from, c.heard_at),
+        (ts("2026-12-07T08:00:00Z"), ts("2026-12-07T08:10:00Z")),
+        "read again, then extended"
+    );
+
+    // Ten minutes of silence: the next batch begins a new stream.
+    *now.lock().unwrap() = ts("2026-12-07T08:20:00Z");
+    flusher.received(vec![]).await.unwrap();
+    let c = coverage(&store).unwrap();
+    assert_eq!((c.covered_from, c.heard_at), (ts("2026-12-07T08:20:00Z"), ts("2026-12-07T08:20:00Z")));
 }

@@ -152,3 +152,29 @@ async fn everything_is_one_list_by_label_or_every_shard_by_name_when_listing_is_
     many.for_accounts(ids.iter().map(String::as_str)).await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_coverage_is_read_from_the_status_object_and_absent_without_it() {
+    let ann = "User:ann@x.com";
+    let text = serde_json::to_string(&shard_with(ann, "2025-03-05T00:00:00Z")).unwrap();
+    let shard = config_map(&object_name("act", shard_of(ann)), Some(&text));
+    let (none, _) = store(vec![shard.clone()], None);
+    assert_eq!(none.for_accounts_covered([ann]).await.unwrap().coverage, None, "no batch was ever stored");
+    let coverage = Coverage {
+        covered_from: ts("2025-03-01T00:00:00Z"),
+        heard_at: ts("2025-03-06T00:00:00Z"),
+        resolution_seconds: 60,
+        gap_seconds: 300,
+    };
+    let mut status = config_map("act-status", None);
+    status["data"] = json!({STATUS_KEY: serde_json::to_string(&coverage).unwrap()});
+    let (with, _) = store(vec![shard, status.clone()], None);
+    assert_eq!(with.for_accounts_covered([ann]).await.unwrap().coverage.as_ref(), Some(&coverage));
+    let all = with.all_covered().await.unwrap();
+    assert_eq!(all.coverage.as_ref(), Some(&coverage));
+    assert_eq!(all.accounts().len(), 1, "the status object is not a shard");
+    status["data"] = json!({STATUS_KEY: "{"});
+    let (bad, _) = store(vec![status], None);
+    let e = bad.all_covered().await.unwrap_err();
+    assert!(e.to_string().contains("ops/act-status"), "{e}");
+}

@@ -30,8 +30,8 @@ fn app(max_body: usize, per_second: u32) -> App {
     let path = dir.path().join("token");
     std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
     let metrics = Metrics::new();
-    let started = "2026-12-07T07:00:00Z".parse().unwrap();
-    let (flusher, _) = Flusher::start(Client::new(svc, "default"), settings(), metrics.clone(), started);
+    let clock = crate::activity::flush::tests::fixed("2026-12-07T07:00:00Z");
+    let (flusher, _) = Flusher::start(Client::new(svc, "default"), settings(), metrics.clone(), clock);
     let state = AuditState::new(SecretFile::load(&path).unwrap(), max_body, per_second, flusher, metrics.clone());
     App { router: router(Arc::new(state)), store, metrics, _dir: dir }
 }

@@ -240,6 +240,22 @@ mod activity {
     }
 
     #[test]
+    fn activity_records_build_only_the_page() {
+        let e = entry("2025-03-05T00:00:00Z");
+        let names: Vec<String> = (0..1000).map(|i| format!("User:u{i:04}")).collect();
+        let entries: Vec<(&str, &Entry)> = names.iter().rev().map(|n| (n.as_str(), &e)).collect();
+        let built = std::cell::Cell::new(0);
+        let p = Paging { after: Some(vec!["User:u0100".into()]), size: 10 };
+        let v = activity_records_with(entries, ts("2025-03-02T00:00:00Z"), &p, |a, e| {
+            built.set(built.get() + 1);
+            activity_record(a, e)
+        });
+        assert_eq!(built.get(), 10, "only the page's items are built");
+        assert_eq!(v["response"][0]["actor"]["account_id"], "User:u0101", "ordered by key, after the token");
+        assert!(v["page"]["token"].is_string(), "more remain: {v}");
+    }
+
+    #[test]
     fn since_date_is_a_time_or_a_date() {
         assert_eq!(since_date("2025-03-01T09:00:00+01:00").unwrap(), ts("2025-03-01T08:00:00Z"));
         assert_eq!(since_date("2025-03-01").unwrap(), ts("2025-03-01T00:00:00Z"));

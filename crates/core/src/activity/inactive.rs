@@ -4,7 +4,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::known::{Inactivity, Known, judge};
+use super::coverage::Coverage;
+use super::known::{Inactivity, Known, judge_covered};
 use crate::connector::model::{Grant, accounts};
 use crate::plan::subject::Principal;
 
@@ -21,11 +22,20 @@ pub struct Row {
     pub known: Known,
     /// Whether that proves it inactive over the window.
     pub judged: Inactivity,
+    /// Why it is not proven inactive (`None` unless [`Inactivity::Unproven`]).
+    pub reason: Option<String>,
 }
 
-/// The rows for every account the grants name, by account id; groups are left out (requests are
-/// made by their members, never by a group).
-pub fn rows(grants: &[Grant], known: impl Fn(&str) -> Known, from: Timestamp) -> Vec<Row> {
+/// The rows for every account the grants name, by account id, judged over the window from
+/// `from` to `now` with the store's `coverage` ([`judge_covered`]); groups are left out
+/// (requests are made by their members, never by a group).
+pub fn rows(
+    grants: &[Grant],
+    known: impl Fn(&str) -> Known,
+    from: Timestamp,
+    coverage: Option<&Coverage>,
+    now: Timestamp,
+) -> Vec<Row> {
     accounts(grants)
         .into_iter()
         .filter_map(|(id, a)| {
@@ -35,13 +45,14 @@ pub fn rows(grants: &[Grant], known: impl Fn(&str) -> Known, from: Timestamp) ->
                 Principal::Group(_) => return None,
             };
             let k = known(&id);
-            let judged = judge(&k, from);
+            let judged = judge_covered(&k, from, coverage, now);
             Some(Row {
                 account: id,
                 kind,
                 bindings: a.bindings.iter().map(ToString::to_string).collect(),
                 known: k,
-                judged,
+                judged: judged.inactivity,
+                reason: judged.reason,
             })
         })
         .collect()

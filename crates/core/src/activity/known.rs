@@ -91,6 +91,48 @@ pub fn judge(known: &Known, from: Timestamp) -> Inactivity {
     }
 }
 
+/// A judgement with the reason an account is not proven inactive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judged {
+    /// The judgement.
+    pub inactivity: Inactivity,
+    /// Why it is [`Inactivity::Unproven`] (`None` otherwise).
+    pub reason: Option<String>,
+}
+
+/// Judges `known` over the window from `from` to `now` as [`judge`] does, and also holds the
+/// store to what it observed: inactive only when `coverage` spans the whole window and was still
+/// live at `now`, and when the last sighting plus the resolution (by which a stored time may lag
+/// the true last request) is still at or before `from`. Otherwise not proven, saying why.
+pub fn judge_covered(known: &Known, from: Timestamp, coverage: Option<&Coverage>, now: Timestamp) -> Judged {
+    let unproven = |reason: String| Judged { inactivity: Inactivity::Unproven, reason: Some(reason) };
+    match judge(known, from) {
+        Inactivity::Active => Judged { inactivity: Inactivity::Active, reason: None },
+        Inactivity::Unproven => unproven(match known {
+            Known::NotSeenSince(t) => {
+                format!("not seen, but its shard began recording at {}, inside the window", rfc3339(*t))
+            }
+            _ => "its shard was never stored".into(),
+        }),
+        Inactivity::Inactive => {
+            if let Err(reason) = covers(coverage, from, now) {
+                return unproven(reason);
+            }
+            if let (Known::Seen(e), Some(c)) = (known, coverage)
+                && e.at.checked_add(c.resolution()).is_ok_and(|lag| lag > from)
+            {
+                return unproven(format!(
+                    "last seen {}, within the store's resolution ({} s) of the window's start",
+                    rfc3339(e.at),
+                    c.resolution_seconds
+                ));
+            }
+            Judged { inactivity: Inactivity::Inactive, reason: None }
+        }
+    }
+}
+
+use super::coverage::{Coverage, covers};
 pub use crate::text::rfc3339;
 
 #[cfg(test)]

@@ -33,12 +33,7 @@ pub fn object_name(prefix: &str, n: u16) -> String {
 
 /// Which shard an account id belongs to (FNV-1a: stable across builds and versions).
 pub fn shard_of(account: &str) -> u16 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in account.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    (h % u64::from(SHARDS)) as u16
+    (crate::hash::fnv1a(account.as_bytes()) % u64::from(SHARDS)) as u16
 }
 
 /// The last sighting of one account.
@@ -62,13 +57,7 @@ pub struct Entry {
 impl Entry {
     fn clipped(mut self) -> Entry {
         for t in [&mut self.credential, &mut self.impersonated_by, &mut self.what].into_iter().flatten() {
-            if t.len() > MAX_TEXT {
-                let mut end = MAX_TEXT;
-                while !t.is_char_boundary(end) {
-                    end -= 1;
-                }
-                t.truncate(end);
-            }
+            *t = crate::text::clip_bytes(t, MAX_TEXT);
         }
         self
     }

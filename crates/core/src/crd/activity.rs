@@ -25,6 +25,13 @@ pub struct RecordedActivity {
     /// Why it could not be read; the removal went on without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Since when audit batches had kept arriving without a break, when it was read (absent: no
+    /// batch was ever stored, or the store predates this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covered_from: Option<Time>,
+    /// When the last audit batch had been stored (to within the store's resolution).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heard_at: Option<Time>,
 }
 
 /// One account's last activity as the store knew it.
@@ -109,6 +116,16 @@ impl RecordedActivity {
         if self.accounts.is_empty() {
             return "no user or ServiceAccount to look up".into();
         }
-        self.accounts.iter().map(|a| format!("{}: {}", a.account, a.known().describe())).collect::<Vec<_>>().join("; ")
+        let accounts =
+            self.accounts.iter().map(|a| format!("{}: {}", a.account, a.known().describe())).collect::<Vec<_>>();
+        match (&self.covered_from, &self.heard_at) {
+            (Some(from), Some(heard)) => format!(
+                "{} (audit events received without a break from {} to {})",
+                accounts.join("; "),
+                crate::text::rfc3339(from.0),
+                crate::text::rfc3339(heard.0)
+            ),
+            _ => accounts.join("; "),
+        }
     }
 }

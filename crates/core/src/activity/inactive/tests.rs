@@ -1,7 +1,7 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
-use crate::activity::Entry;
+use crate::activity::{Coverage, Entry};
 use crate::fixtures::{self, group, service_account, user};
 use crate::plan::subject::Protected;
 
@@ -25,7 +25,14 @@ fn users_and_service_accounts_holding_bindings_are_judged_groups_and_protected_o
         "User:bob@x.com" => Known::NotSeenSince(ts("2025-03-01T00:00:00Z")),
         _ => Known::NotSeenSince(ts("2025-03-11T00:00:00Z")),
     };
-    let rows = rows(&grants, known, from);
+    let now = ts("2025-03-20T00:00:00Z");
+    let covered = Coverage {
+        covered_from: ts("2025-03-01T00:00:00Z"),
+        heard_at: ts("2025-03-19T23:59:00Z"),
+        resolution_seconds: 60,
+        gap_seconds: 300,
+    };
+    let rows = rows(&grants, known, from, Some(&covered), now);
     let got: Vec<(&str, &str, Inactivity)> = rows.iter().map(|r| (r.account.as_str(), r.kind, r.judged)).collect();
     assert_eq!(
         got,
@@ -36,4 +43,13 @@ fn users_and_service_accounts_holding_bindings_are_judged_groups_and_protected_o
         ]
     );
     assert_eq!(rows[1].bindings, ["ClusterRoleBinding admins", "RoleBinding team/devs"]);
+    assert!(rows[0].reason.as_deref().unwrap().contains("2025-03-11T00:00:00Z, inside the window"), "{:?}", rows[0]);
+    assert_eq!(rows[2].reason, None);
+    // The same store, but batches stopped arriving on the 12th: bob is no longer proven inactive.
+    let stopped = Coverage { heard_at: ts("2025-03-12T00:00:00Z"), ..covered };
+    let rows = super::rows(&grants, known, from, Some(&stopped), now);
+    assert_eq!(
+        (rows[2].judged, rows[2].reason.as_deref()),
+        (Inactivity::Unproven, Some("no audit events received since 2025-03-12T00:00:00Z"))
+    );
 }
