@@ -209,6 +209,15 @@ pub struct Metrics {
     pub activity_accounts_forgotten: Counter,
     /// Writes of the activity store's shards, by result.
     pub activity_writes: Family<WriteLabels, Counter>,
+    /// Expiry requests recorded again because the previous attempt failed (not refused).
+    pub expiry_retries: Counter,
+    /// When the leader last completed a scan of time-bound access (Unix seconds; 0: never here).
+    pub expiry_last_scan_timestamp_seconds: Gauge,
+    /// Writes of the `AccessClock` objects, by result (`written`, `conflict`, `failed`,
+    /// `too_large`: refused here, over the size bound).
+    pub expiry_clock_writes: Family<WriteLabels, Counter>,
+    /// Subjects whose clocks are kept in memory only: their object would pass the size bound.
+    pub expiry_clocks_unsaved: Gauge,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -325,6 +334,33 @@ impl Metrics {
             "Writes of the activity store's shards, by result",
             activity_writes.clone(),
         );
+        let expiry_retries = Counter::default();
+        registry.register(
+            "expiry_retries",
+            "Expiry requests recorded again because the previous attempt failed",
+            expiry_retries.clone(),
+        );
+        let expiry_last_scan_timestamp_seconds = Gauge::default();
+        registry.register(
+            "expiry_last_scan_timestamp_seconds",
+            "When the leader last completed a scan of time-bound access",
+            expiry_last_scan_timestamp_seconds.clone(),
+        );
+        let expiry_clock_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "expiry_clock_writes",
+            "Writes of the AccessClock objects, by result",
+            expiry_clock_writes.clone(),
+        );
+        for result in ["written", "conflict", "failed", "too_large"] {
+            let _ = expiry_clock_writes.get_or_create(&WriteLabels { result });
+        }
+        let expiry_clocks_unsaved = Gauge::default();
+        registry.register(
+            "expiry_clocks_unsaved",
+            "Subjects on clocks kept in memory only (their object would pass the size bound)",
+            expiry_clocks_unsaved.clone(),
+        );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -363,6 +399,10 @@ impl Metrics {
             activity_accounts,
             activity_accounts_forgotten,
             activity_writes,
+            expiry_retries,
+            expiry_last_scan_timestamp_seconds,
+            expiry_clock_writes,
+            expiry_clocks_unsaved,
         })
     }
 

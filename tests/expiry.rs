@@ -380,3 +380,26 @@ async fn memory_with_ten_thousand_subjects_on_clocks() {
     );
     assert!(after.1 < 256.0, "over the chart's limit");
 }
+
+/// The API server refuses a `maxAccess` of zero (`0s`, `0h0m`): the CRD's pattern alone lets it
+/// through, and a policy the operator then refuses leaves its bindings without terms.
+#[tokio::test]
+async fn a_zero_max_access_is_refused_by_the_api_server() {
+    let c = admin().await;
+    let api: Api<deprovisioner::crd::DeprovisionPolicy> = Api::all(c.clone());
+    for (max, ok) in [("0s", false), ("0h00m", false), ("00h0m0s", false), ("10s", true), ("0h1m", true)] {
+        let spec = json!({
+            "application": {"appId": "zero"},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": ["zero"]}, "maxAccess": max}]
+        });
+        let made = api.create(&PostParams::default(), &deprovisioner::fixtures::policy(&unique("exp-zero"), spec)).await;
+        match made {
+            Ok(_) => assert!(ok, "maxAccess {max} accepted"),
+            Err(e) => {
+                assert!(!ok, "maxAccess {max} refused: {e}");
+                assert!(e.to_string().contains("more than zero"), "{e}");
+            }
+        }
+    }
+}

@@ -208,6 +208,7 @@ pub enum SubjectKind {
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.entitlements) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http"))]
 #[x_kube(validation = Rule::new("!has(self.maxAccess) || has(self.roleBindings) || has(self.clusterRoleBindings) || (has(self.namespaceAccess) && has(self.namespaceAccess.namespaces) && size(self.namespaceAccess.namespaces) > 0)").message("maxAccess needs roleBindings, clusterRoleBindings or namespaceAccess with namespaces: the bindings whose access it ends"))]
+#[x_kube(validation = Rule::new("!has(self.maxAccess) || self.maxAccess.matches('[1-9]')").message("maxAccess must be more than zero: access would end at once"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// Lumos permission values this rule applies to: exact, or with `*` wildcards. Empty: the
