@@ -208,7 +208,6 @@ pub enum SubjectKind {
 #[x_kube(crates(kube_core = "::kube_core"))]
 #[x_kube(validation = Rule::new("has(self.roleBindings) || has(self.clusterRoleBindings) || has(self.namespaceAccess) || has(self.entitlements) || has(self.scim) || has(self.http)").message("a rule needs roleBindings, clusterRoleBindings, namespaceAccess, entitlements, scim or http"))]
 #[x_kube(validation = Rule::new("!has(self.maxAccess) || has(self.roleBindings) || has(self.clusterRoleBindings) || (has(self.namespaceAccess) && has(self.namespaceAccess.namespaces) && size(self.namespaceAccess.namespaces) > 0)").message("maxAccess needs roleBindings, clusterRoleBindings or namespaceAccess with namespaces: the bindings whose access it ends"))]
-#[x_kube(validation = Rule::new("!has(self.maxAccess) || self.maxAccess.matches('[1-9]')").message("maxAccess must be more than zero: access would end at once"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessRule {
     /// Lumos permission values this rule applies to: exact, or with `*` wildcards. Empty: the
@@ -239,7 +238,8 @@ pub struct AccessRule {
     /// seconds (`720h`, `36h30m`, `90s`); then the operator removes it, as a request with source
     /// `Expiry`. Counted from when the subject started holding the binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2))]
+    #[schemars(pattern(r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2, max = 30))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("maxAccess must be more than zero: access would end at once"))]
     pub max_access: Option<String>,
 }
 
