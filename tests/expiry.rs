@@ -393,7 +393,8 @@ async fn a_zero_max_access_is_refused_by_the_api_server() {
             "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
             "rules": [{"roleBindings": {"namespaces": ["zero"]}, "maxAccess": max}]
         });
-        let made = api.create(&PostParams::default(), &deprovisioner::fixtures::policy(&unique("exp-zero"), spec)).await;
+        let made =
+            api.create(&PostParams::default(), &deprovisioner::fixtures::policy(&unique("exp-zero"), spec)).await;
         match made {
             Ok(_) => assert!(ok, "maxAccess {max} accepted"),
             Err(e) => {
@@ -449,7 +450,10 @@ async fn an_expiry_of_a_binding_gitops_keeps_follows_managed_bindings() {
             assert_eq!(expiries_of(&c, &account).await.len(), 1, "a refused expiry is not tried again");
         } else {
             assert_eq!(st.phase, Phase::Succeeded, "{msg}");
-            assert!(msg.contains(&format!("RoleBinding {ns}/deployers is managed by Argo CD application team-rbac")), "{msg}");
+            assert!(
+                msg.contains(&format!("RoleBinding {ns}/deployers is managed by Argo CD application team-rbac")),
+                "{msg}"
+            );
             assert_eq!(now, ["User:stays@lumos.com"]);
         }
     }

@@ -183,7 +183,16 @@ async fn scan_and_act(
         let seen = &term.seen;
         let (rbs, crbs) = (all.role_bindings.iter().map(|b| &**b), all.cluster_role_bindings.iter().map(|b| &**b));
         let old = |uid: &str| store.get(uid);
-        scan_all(rbs, crbs, policies, snapshot.namespaces(), &old, &|uid| seen.contains(uid), &ctx.settings.protected, now)
+        scan_all(
+            rbs,
+            crbs,
+            policies,
+            snapshot.namespaces(),
+            &old,
+            &|uid| seen.contains(uid),
+            &ctx.settings.protected,
+            now,
+        )
     };
     term.seen = scan.clocks.keys().cloned().collect();
     let subjects: usize = scan.clocks.values().map(|b| b.subjects.len()).sum();

@@ -173,7 +173,8 @@ fn the_request_names_the_account_the_policy_and_its_application() {
 
 #[test]
 fn clocks_outlive_terms_that_go_away_for_a_while() {
-    let good = policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "720h"}]}));
+    let good =
+        policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "720h"}]}));
     // The same policy failing validation (a `maxAccess` the operator refuses) for one scan.
     let bad = policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "0s"}]}));
     // Binding created a year ago; ann seen added yesterday by this leader.
