@@ -66,11 +66,12 @@ pub async fn run(client: &Client, args: &ExpiringArgs) -> anyhow::Result<String>
 /// `expiry-…-2 (attempt 2 of 5) Failed: …`.
 pub fn last_attempt(base: &str, requests: &BTreeMap<String, Option<DeprovisionRequestStatus>>) -> Option<String> {
     let (n, name, status) = (1..=MAX_ATTEMPTS)
+        .rev()
         .filter_map(|n| {
             let name = attempt::name(base, n);
             requests.get(&name).map(|st| (n, name, st))
         })
-        .last()?;
+        .next()?;
     let phase = status.as_ref().map_or("Pending".to_string(), |s| format!("{:?}", s.phase));
     let message = (status.as_ref().filter(|s| s.phase == crate::crd::Phase::Failed))
         .and_then(|s| s.message.as_deref())

@@ -44,7 +44,9 @@ fn shards(fail: Option<u16>) -> (Shards, Arc<Mutex<Vec<String>>>) {
     (Shards { api, prefix: "clocks".into(), shards: (0..SHARDS).map(|_| empty()).collect() }, requests)
 }
 
-/// `n` subjects with names of `len` bytes in one binding whose UID falls in shard 0.
+/// `n` subjects with names of `len` bytes in one binding whose UID falls in shard 0 (any other
+/// field of the binding's clocks at its default).
+#[allow(clippy::needless_update)]
 fn one_binding(n: usize, len: usize) -> (String, BTreeMap<String, BindingClocks>) {
     let uid = (0..).map(|i| format!("uid-{i}")).find(|u| shard_of(u) == 0).unwrap();
     let clock = Clock { since: Time("2025-06-01T00:00:00Z".parse().unwrap()), from: StartEvidence::Observed };
