@@ -250,7 +250,10 @@ pub struct RunArgs {
     pub regrant_watch: Duration,
     /// Time-bound access: the leader removes a subject once a policy rule's `maxAccess` or the
     /// binding's `deprovisioner.dev/expires` annotation says its time is up. `false`: never.
-    #[arg(long, env = "DEPROVISIONER_EXPIRY", default_value_t = true, action = clap::ArgAction::Set)]
+    /// It follows the binding index, so its default is `--binding-index`'s value, and `true`
+    /// without the index is refused (see [`RunArgs::check`]).
+    #[arg(long, env = "DEPROVISIONER_EXPIRY", default_value_t = true, action = clap::ArgAction::Set,
+          default_value_if("binding_index", "false", "false"))]
     pub expiry: bool,
     /// The `AccessClock` objects keeping when each subject started holding each time-bound
     /// binding: `<NAME>-0` … `<NAME>-7` (the chart grants exactly those).
@@ -404,6 +407,19 @@ fn parse_member_name(s: &str) -> Result<String, String> {
         false => {
             Err("a member name is 1-41 lower-case letters, digits and '-' (it names a namespace on the hub)".into())
         }
+    }
+}
+
+impl RunArgs {
+    /// Refuses what the flags cannot do together: `--expiry` follows the bindings the binding
+    /// index keeps, so it needs `--binding-index` (with the controller).
+    pub fn check(&self) -> Result<(), String> {
+        if self.expiry && self.controller && !self.binding_index {
+            return Err("--expiry=true needs --binding-index=true (expiry follows the bindings it keeps); \
+                        set --expiry=false to run without the index"
+                .into());
+        }
+        Ok(())
     }
 }
 

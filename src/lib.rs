@@ -18,6 +18,7 @@ pub use deprovisioner_core::expiry;
 pub mod egress;
 pub mod evidence;
 pub mod exec;
+pub mod expiring;
 #[cfg(feature = "failpoints")]
 pub mod failpoints;
 pub mod finished;

@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Expiring(args) => {
             let config = kube_config(args.kubeconfig.as_deref(), args.context.clone()).await?;
             let client = Client::try_from(config).context("building the Kubernetes client")?;
-            print!("{}", deprovisioner::controller::expiring(&client, &args).await?);
+            print!("{}", deprovisioner::expiring::run(&client, &args).await?);
             Ok(())
         }
     }
@@ -216,6 +216,7 @@ fn stop_on_signal(stop: CancellationToken) -> anyhow::Result<()> {
 /// then exits non-zero so the pod restarts).
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&args)?;
+    args.check().map_err(anyhow::Error::msg)?;
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone())?;
     let (secret, connector_secrets) = secrets(&args)?;

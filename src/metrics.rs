@@ -216,6 +216,15 @@ pub struct Metrics {
     pub fleet_reports: Family<PhaseLabels, Counter>,
     /// When this replica last stored an audit batch (Unix seconds; 0: never since it started).
     pub activity_last_batch_stored: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Expiry requests recorded again because the previous attempt failed (not refused).
+    pub expiry_retries: Counter,
+    /// When the leader last completed a scan of time-bound access (Unix seconds; 0: never here).
+    pub expiry_last_scan_timestamp_seconds: Gauge,
+    /// Writes of the `AccessClock` objects, by result (`written`, `conflict`, `failed`,
+    /// `too_large`: refused here, over the size bound).
+    pub expiry_clock_writes: Family<WriteLabels, Counter>,
+    /// Subjects whose clocks are kept in memory only: their object would pass the size bound.
+    pub expiry_clocks_unsaved: Gauge,
 }
 
 /// Buckets of a short wait or call: 1 ms to about 16 s.
@@ -346,6 +355,33 @@ impl Metrics {
             "When this replica last stored an audit batch (Unix time in seconds; 0: none since it started)",
             activity_last_batch_stored.clone(),
         );
+        let expiry_retries = Counter::default();
+        registry.register(
+            "expiry_retries",
+            "Expiry requests recorded again because the previous attempt failed",
+            expiry_retries.clone(),
+        );
+        let expiry_last_scan_timestamp_seconds = Gauge::default();
+        registry.register(
+            "expiry_last_scan_timestamp_seconds",
+            "When the leader last completed a scan of time-bound access",
+            expiry_last_scan_timestamp_seconds.clone(),
+        );
+        let expiry_clock_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "expiry_clock_writes",
+            "Writes of the AccessClock objects, by result",
+            expiry_clock_writes.clone(),
+        );
+        for result in ["written", "conflict", "failed", "too_large"] {
+            let _ = expiry_clock_writes.get_or_create(&WriteLabels { result });
+        }
+        let expiry_clocks_unsaved = Gauge::default();
+        registry.register(
+            "expiry_clocks_unsaved",
+            "Subjects on clocks kept in memory only (their object would pass the size bound)",
+            expiry_clocks_unsaved.clone(),
+        );
         // The series alerts compare over time exist from the start, at 0: a counter first seen at
         // 1 shows no increase, and its first failure would go unnoticed.
         for phase in ["Succeeded", "Failed", "DryRun"] {
@@ -387,6 +423,10 @@ impl Metrics {
             fleet_refused,
             fleet_reports,
             activity_last_batch_stored,
+            expiry_retries,
+            expiry_last_scan_timestamp_seconds,
+            expiry_clock_writes,
+            expiry_clocks_unsaved,
         })
     }
 

@@ -350,8 +350,10 @@ fn shipped_manifests_grant_least_privilege_and_run_restricted() {
             "RoleBinding/deprovisioner/deprovisioner-index-barrier",
             "ValidatingAdmissionPolicy/-/deprovisioner-lumos-source",
             "ValidatingAdmissionPolicy/-/deprovisioner-only-removes",
+            "ValidatingAdmissionPolicy/-/deprovisioner-clocks",
             "ValidatingAdmissionPolicyBinding/-/deprovisioner-lumos-source",
             "ValidatingAdmissionPolicyBinding/-/deprovisioner-only-removes",
+            "ValidatingAdmissionPolicyBinding/-/deprovisioner-clocks",
         ]
     );
     // Every identity the chart creates, now or later, is held to taking access away: each

@@ -468,3 +468,136 @@ async fn memory_with_ten_thousand_subjects_on_clocks() {
     );
     assert!(after.1 < 256.0, "over the chart's limit");
 }
+
+/// The API server refuses a `maxAccess` of zero (`0s`, `0h0m`): the CRD's pattern alone lets it
+/// through, and a policy the operator then refuses leaves its bindings without terms.
+#[tokio::test]
+async fn a_zero_max_access_is_refused_by_the_api_server() {
+    let c = admin().await;
+    let api: Api<deprovisioner::crd::DeprovisionPolicy> = Api::all(c.clone());
+    for (max, ok) in [("0s", false), ("0h00m", false), ("00h0m0s", false), ("10s", true), ("0h1m", true)] {
+        let spec = json!({
+            "application": {"appId": "zero"},
+            "subjects": [{"kind": "User", "name": "{{target_user.email}}"}],
+            "rules": [{"roleBindings": {"namespaces": ["zero"]}, "maxAccess": max}]
+        });
+        let made =
+            api.create(&PostParams::default(), &deprovisioner::fixtures::policy(&unique("exp-zero"), spec)).await;
+        match made {
+            Ok(_) => assert!(ok, "maxAccess {max} accepted"),
+            Err(e) => {
+                assert!(!ok, "maxAccess {max} refused: {e}");
+                assert!(e.to_string().contains("more than zero"), "{e}");
+            }
+        }
+    }
+}
+
+/// A binding Argo CD keeps: under `managedBindings: Fail` the expiry request fails naming it and
+/// nothing changes (and is not tried again: the policy refused it); under `Remove` the subject
+/// is removed, with the warning.
+#[tokio::test]
+async fn an_expiry_of_a_binding_gitops_keeps_follows_managed_bindings() {
+    shared();
+    let c = admin().await;
+    for rule in ["Fail", "Remove"] {
+        let ns = unique("exp-argo");
+        namespace(&c, &ns, &[]).await;
+        let who = format!("{}@lumos.com", unique("gus"));
+        let mut rb = fixtures_rb(&ns, "deployers", vec![user(&who), user("stays@lumos.com")]);
+        rb.metadata.annotations = Some(
+            [(
+                "argocd.argoproj.io/tracking-id".to_string(),
+                format!("team-rbac:rbac.authorization.k8s.io/RoleBinding:{ns}/deployers"),
+            )]
+            .into(),
+        );
+        let pp = PostParams { field_manager: Some("argocd-controller".into()), ..Default::default() };
+        Api::<RoleBinding>::namespaced(c.clone(), &ns).create(&pp, &rb).await.unwrap();
+        let exempt = json!({"managedBindings": rule, "expiry": {"exempt": ["User:stays@lumos.com"]}});
+        expiry_policy(&c, &ns, &unique("exp-app"), json!({"maxAccess": "2s"}), exempt).await;
+        let account = format!("User:{who}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let r = loop {
+            if let [r] = &expiries_of(&c, &account).await[..] {
+                break terminal(&c, r).await;
+            }
+            assert!(Instant::now() < deadline, "no expiry request for {account}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let st = r.status.clone().unwrap();
+        let msg = st.message.clone().unwrap_or_default();
+        let now = names(&get_rb(&c, &ns, "deployers").await.unwrap().subjects);
+        if rule == "Fail" {
+            assert_eq!(st.phase, Phase::Failed, "{msg}");
+            assert!(msg.contains(&format!("RoleBinding {ns}/deployers (Argo CD application team-rbac)")), "{msg}");
+            assert!(st.results.is_empty());
+            assert_eq!(now, [account.clone(), "User:stays@lumos.com".to_string()], "nothing changed");
+            // A refusal is the policy's answer: no second attempt, seconds later.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(expiries_of(&c, &account).await.len(), 1, "a refused expiry is not tried again");
+        } else {
+            assert_eq!(st.phase, Phase::Succeeded, "{msg}");
+            assert!(
+                msg.contains(&format!("RoleBinding {ns}/deployers is managed by Argo CD application team-rbac")),
+                "{msg}"
+            );
+            assert_eq!(now, ["User:stays@lumos.com"]);
+        }
+    }
+}
+
+/// An expiry whose request failed for a reason other than a refusal (here: one that gave up,
+/// the API server unreachable for longer than `--give-up-after`) is tried again under the next
+/// name, and the access ends.
+#[tokio::test]
+async fn a_failed_expiry_is_tried_again() {
+    shared();
+    let c = admin().await;
+    let ns = unique("exp-retry");
+    namespace(&c, &ns, &[]).await;
+    let rb = role_binding(&c, &ns, "rb", "view", vec![user("hal@lumos.com")]).await;
+    // The first attempt's name, as the leader derives it (the clock: the binding's creation).
+    let e = deprovisioner::crd::Expiry {
+        binding: deprovisioner::crd::BindingRef {
+            scope: deprovisioner::crd::BindingScope::Namespaced(ns.clone()),
+            name: "rb".into(),
+            uid: rb.metadata.uid.clone().unwrap(),
+            role_ref: "ClusterRole/view".into(),
+        },
+        subject: deprovisioner::crd::SubjectRef { kind: "User".into(), name: "hal@lumos.com".into(), namespace: None },
+        account: "User:hal@lumos.com".into(),
+        started_at: rb.metadata.creation_timestamp.clone().unwrap(),
+        started_from: StartEvidence::Created,
+        due_at: rb.metadata.creation_timestamp.clone().unwrap(),
+        ended_by: EndedBy::MaxAccess,
+        policy: "p".into(),
+        reason: "r".into(),
+        binding_version: None,
+    };
+    let first = deprovisioner::controller::expiry::request_name(&e);
+    // That attempt, recorded and failed before the policy exists (no Planned condition: it gave up).
+    let api: Api<DeprovisionRequest> = Api::all(c.clone());
+    let spec = deprovisioner::fixtures::request_spec(&unique("no-such-app"), "hal@lumos.com").build();
+    api.create(&PostParams::default(), &deprovisioner::fixtures::request(&first, spec)).await.unwrap();
+    let failed = json!({"status": {"phase": "Failed", "conditions": [], "plan": [],
+                                   "message": "Could not plan: gave up after 15m: the API server did not answer"}});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pp = kube::api::PatchParams::default();
+        api.patch_status(&first, &pp, &kube::api::Patch::Merge(&failed)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let st = api.get(&first).await.unwrap().status.unwrap();
+        if st.phase == Phase::Failed && st.conditions.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{st:?}");
+    }
+    expiry_policy(&c, &ns, &unique("exp-app"), json!({"maxAccess": "1s"}), json!({})).await;
+    until_removed(&c, &ns, "rb", "User:hal@lumos.com", Duration::from_secs(30)).await;
+    let second = wait_terminal(&c, &format!("{first}-2"), Duration::from_secs(20)).await;
+    assert_eq!(second.status.unwrap().phase, Phase::Succeeded);
+    assert_eq!(second.spec.expiry.unwrap().started_at, e.started_at);
+    let log = shared().log_text();
+    assert!(log.lines().any(|l| l.contains(&first) && l.contains("recording the next attempt")), "{log}");
+}

@@ -417,3 +417,42 @@ async fn a_removal_that_could_not_be_verified_is_never_answered_success_by_defau
     assert!(answer["msg"].as_str().unwrap().contains("removed, but not verified"), "{answer}");
     op.kill();
 }
+
+/// The clocks of time-bound access cannot be forged: the admission policy lets only the
+/// operator's identity create, update or delete an AccessClock; a cluster admin (whom RBAC lets
+/// do anything) is refused each, and may still read them.
+#[tokio::test]
+async fn only_the_operator_writes_the_clocks() {
+    use deprovisioner::crd::{AccessClock, AccessClockSpec};
+    use kube::api::DeleteParams;
+    let cl = cluster();
+    let admin = cl.admin().await;
+    let operator = client_for(&cl.operator_kubeconfig).await;
+    let name = unique("forged-clocks");
+    let clock = AccessClock::new(&name, AccessClockSpec::default());
+    let as_admin = Api::<AccessClock>::all(admin.clone());
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let forbidden = |what: &str, r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 403, "{what}: {s:?}");
+            assert!(s.message.contains("only the deprovisioner"), "{what}: {}", s.message);
+        }
+        other => panic!("{what}: not refused: {other:?}"),
+    };
+    // In force a moment after the policy is applied.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while as_admin.create(&dry, &clock).await.is_ok() {
+        assert!(Instant::now() < deadline, "the clocks' admission policy is not enforced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    forbidden("an admin creating", as_admin.create(&dry, &clock).await.map(|_| ()));
+    // The operator may.
+    let mine = Api::<AccessClock>::all(operator).create(&PostParams::default(), &clock).await.unwrap();
+    // An admin may read it, not move a start nor delete it.
+    let mut moved = as_admin.get(&name).await.unwrap();
+    assert_eq!(moved.spec, mine.spec);
+    moved.spec.bindings.insert("uid".into(), Default::default());
+    forbidden("an admin updating", as_admin.replace(&name, &PostParams::default(), &moved).await.map(|_| ()));
+    forbidden("an admin deleting", as_admin.delete(&name, &DeleteParams::default()).await.map(|_| ()));
+    assert!(as_admin.get_opt(&name).await.unwrap().is_some());
+}

@@ -87,3 +87,15 @@ fn inactive_takes_a_window_and_where_the_activity_store_is() {
     assert!(parse(&["--for", "0s"]).unwrap_err().contains("longer than 0s"));
     assert!(parse(&["--for", "soon"]).unwrap_err().contains("examples"));
 }
+
+/// Expiry follows the binding index: off with it by default, refused when asked for without it.
+#[test]
+fn expiry_needs_the_binding_index() {
+    let r = run(&[]).unwrap();
+    assert!(r.expiry && r.binding_index && r.check().is_ok());
+    let r = run(&["--binding-index", "false"]).unwrap();
+    assert!(!r.expiry && r.check().is_ok());
+    let r = run(&["--binding-index", "false", "--expiry", "true"]).unwrap();
+    assert!(r.check().unwrap_err().contains("--expiry=true needs --binding-index=true"));
+    assert!(run(&["--binding-index", "false", "--expiry", "true", "--controller", "false"]).unwrap().check().is_ok());
+}

@@ -8,29 +8,38 @@
 //!
 //! What is due when is decided by the pure [`crate::expiry`]; this module reads, writes and
 //! wakes. It scans once a second when something changed (a binding, a policy), when an expiry
-//! falls due, and every [`RESCAN`] anyway; it opens no watch of its own.
+//! falls due, and every [`RESCAN`] anyway; it opens no watch of its own. A request that failed
+//! (not refused) is followed by another attempt ([`expiry::attempt`]). A scan that cannot be
+//! made (the view cannot answer) is logged, and past [`BOUND`] warned of; the time of the last
+//! completed scan is a metric.
 
-mod clocks;
+pub mod clocks;
+mod outage;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 use tokio::sync::broadcast::error::TryRecvError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Context;
-use crate::crd::{BindingRef, DeprovisionPolicy, DeprovisionRequest, EndedBy, Expiry};
-use crate::expiry::{self, Scanned};
+use crate::crd::{BindingClocks, BindingRef, DeprovisionPolicy, DeprovisionRequest, EndedBy, Expiry};
+use crate::expiry::attempt::{self, MAX_ATTEMPTS, Next};
+use crate::expiry::{self, Scan, Scanned};
 use crate::metrics::EndedByLabels;
+use crate::plan::subject::Protected;
 use crate::view::{Need, Reader, Since, Snapshot};
 use crate::webhook::naming;
+use outage::Outage;
 
 /// How often the loop looks whether something changed or fell due.
 const TICK: Duration = Duration::from_secs(1);
@@ -42,13 +51,27 @@ const RESCAN: Duration = Duration::from_secs(30);
 /// holding a binding longer than this after its time counts in `expiries_overdue`.
 pub const BOUND: Duration = Duration::from_secs(30);
 
+/// How often an attempt not finished yet is looked at again (a failed one is followed by the
+/// next).
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// What this term knows of the requests of one due expiry.
+struct Recorded {
+    /// The attempt last recorded or found (from 1).
+    attempt: u32,
+    /// It finished for good (succeeded, refused, or the last attempt failed): nothing more to do.
+    settled: bool,
+    /// When it was last looked at.
+    checked: Instant,
+}
+
 /// What one term of leadership remembers between scans.
 #[derive(Default)]
 struct Term {
     /// Bindings (by UID) the previous scan held: a subject new in one of them appeared now.
     seen: BTreeSet<String>,
-    /// Requests recorded (or found recorded) this term, by name.
-    recorded: BTreeSet<String>,
+    /// Requests recorded (or found recorded) this term, by the name of the first attempt.
+    recorded: BTreeMap<String, Recorded>,
     /// Annotation errors already reported (binding UID, message).
     reported: BTreeSet<(String, String)>,
     /// By binding UID: the resourceVersion of the last change of it this loop took in (or, for a
@@ -122,7 +145,8 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
     tracing::info!(clocks = store.subjects(), "expiry: clocks read; following time-bound access");
     let mut changes = view.subscribe();
     let mut term = Term::default();
-    let mut last_scan: Option<tokio::time::Instant> = None;
+    let mut last_scan: Option<Instant> = None;
+    let mut outage = Outage::default();
     let mut next_due: Option<Timestamp> = None;
     let mut policies_seen = String::new();
     let mut dirty = true;
@@ -158,7 +182,20 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
             }
         }
         let need = Need { role_bindings: true, cluster_role_bindings: true, policies: true, namespaces: true };
-        let Ok(snapshot) = view.read(Since::Held, need, Reader::Expiry).await else { continue };
+        let snapshot = match view.read(Since::Held, need, Reader::Expiry).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some(failing_for) = outage.failed(Instant::now()) {
+                    tracing::warn!(error = %e, ?failing_for, "expiry: no scan for longer than the stated bound: the view cannot answer; nothing expires until it does");
+                } else {
+                    tracing::debug!(error = %e, "expiry: the view cannot answer; scanning again in a second");
+                }
+                continue;
+            }
+        };
+        if let Some(after) = outage.answered(Instant::now()) {
+            tracing::warn!(?after, "expiry: the view answers again; scanning");
+        }
         let policies = snapshot.policies();
         let fingerprint: String = policies.iter().map(|p| p.resource_version().unwrap_or_default() + ",").collect();
         let now = Timestamp::now();
@@ -169,8 +206,9 @@ pub(super) async fn run(ctx: Arc<Context>, stop: CancellationToken) {
         }
         dirty = false;
         policies_seen = fingerprint;
-        last_scan = Some(tokio::time::Instant::now());
+        last_scan = Some(Instant::now());
         next_due = scan_and_act(&ctx, &snapshot, &policies, &mut store, &mut term, now).await;
+        ctx.settings.metrics.expiry_last_scan_timestamp_seconds.set(Timestamp::now().as_second());
         if store.dirty() || term.unvouched {
             dirty = true;
         }
@@ -187,26 +225,28 @@ async fn scan_and_act(
     term: &mut Term,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    let usable = expiry::usable(policies);
-    let labels: BTreeMap<String, BTreeMap<String, String>> =
-        snapshot.namespaces().into_iter().map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default())).collect();
     let all = snapshot.all();
-    let scanned = (all.role_bindings.iter().map(|b| crate::verify::residual::role_binding(b)))
-        .chain(all.cluster_role_bindings.iter().map(|b| crate::verify::residual::cluster_role_binding(b)))
-        .filter_map(|view| {
-            let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)))?;
-            Some(Scanned { view, terms })
-        });
     let mut scan = {
         let seen = &term.seen;
-        expiry::scan(scanned, &|uid| store.get(uid), &|uid| seen.contains(uid), &ctx.settings.protected, now)
+        let (rbs, crbs) = (all.role_bindings.iter().map(|b| &**b), all.cluster_role_bindings.iter().map(|b| &**b));
+        let old = |uid: &str| store.get(uid);
+        scan_all(
+            rbs,
+            crbs,
+            policies,
+            snapshot.namespaces(),
+            &old,
+            &|uid| seen.contains(uid),
+            &ctx.settings.protected,
+            now,
+        )
     };
     let vouched = term.vouch(&mut scan.clocks);
     term.seen = scan.clocks.keys().cloned().collect();
     let subjects: usize = scan.clocks.values().map(|b| b.subjects.len()).sum();
     ctx.settings.metrics.expiry_clocks.set(subjects as i64);
     // Clocks first: a start is durable before anything depends on it.
-    if let Err(e) = store.save(scan.clocks).await {
+    if let Err(e) = store.save(scan.clocks, &ctx.settings.metrics).await {
         tracing::warn!(error = %e, "expiry: writing the clocks failed; writing them again at the next scan");
     }
     for bad in &scan.invalid {
@@ -226,42 +266,101 @@ async fn scan_and_act(
         if !vouched.contains(&e.binding.uid) {
             continue;
         }
-        if term.recorded.contains(&name) {
+        let known = term.recorded.get(&name);
+        if known.is_some_and(|r| r.settled || r.checked.elapsed() < RECHECK) {
             continue;
         }
-        if record(ctx, e, &name, policies).await {
-            term.recorded.insert(name);
+        if let Some(r) = record(ctx, e, &name, known.map_or(1, |r| r.attempt), policies).await {
+            term.recorded.insert(name, r);
         }
     }
     // Forget what is no longer due (the subject went): memory stays bounded.
-    term.recorded.retain(|n| wanted.contains(n));
+    term.recorded.retain(|n, _| wanted.contains(n));
     scan.scheduled.iter().map(|e| e.due_at.0).find(|t| *t > now)
 }
 
-/// Records the request ending `e`; true when it is recorded (by this call or before).
-async fn record(ctx: &Context, e: &Expiry, name: &str, policies: &[DeprovisionPolicy]) -> bool {
-    let Some(policy) = policies.iter().find(|p| p.name_any() == e.policy) else { return false };
+/// Every binding, with what the policies say of it, scanned against the clocks (`old`): the
+/// leader's scan and `deprovisioner expiring`'s.
+#[allow(clippy::too_many_arguments)]
+pub fn scan_all<'a>(
+    role_bindings: impl Iterator<Item = &'a RoleBinding>,
+    cluster_role_bindings: impl Iterator<Item = &'a ClusterRoleBinding>,
+    policies: &[DeprovisionPolicy],
+    namespaces: Vec<Namespace>,
+    old: &dyn Fn(&str) -> Option<&'a BindingClocks>,
+    seen_this_term: &dyn Fn(&str) -> bool,
+    protected: &Protected,
+    now: Timestamp,
+) -> Scan {
+    let usable = expiry::usable(policies);
+    let labels: BTreeMap<String, BTreeMap<String, String>> =
+        namespaces.into_iter().map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default())).collect();
+    let scanned = (role_bindings.map(crate::verify::residual::role_binding))
+        .chain(cluster_role_bindings.map(crate::verify::residual::cluster_role_binding))
+        .map(|view| {
+            let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)));
+            Scanned { view, terms }
+        });
+    expiry::scan(scanned, old, seen_this_term, protected, now)
+}
+
+/// Records the request ending `e`, attempt `from` first (see [`expiry::attempt`]): an attempt
+/// already there that failed, not refused, is followed by the next, up to [`MAX_ATTEMPTS`].
+/// Returns what was recorded or found; `None` when the API server could not say (tried again at
+/// the next scan).
+async fn record(ctx: &Context, e: &Expiry, base: &str, from: u32, policies: &[DeprovisionPolicy]) -> Option<Recorded> {
+    let policy = policies.iter().find(|p| p.name_any() == e.policy)?;
     let spec = expiry::request_spec(e, &policy.spec.application);
-    let mut obj = DeprovisionRequest::new(name, spec);
-    obj.metadata.labels = Some(naming::labels(&obj.spec, &naming::sha_hex(name.as_bytes(), 20)));
     let api: Api<DeprovisionRequest> = Api::all(ctx.client.clone());
-    match api.create(&PostParams::default(), &obj).await {
-        Ok(_) => {
-            let by = match e.ended_by {
-                EndedBy::MaxAccess => "max_access",
-                EndedBy::Annotation => "annotation",
-            };
-            ctx.settings.metrics.expiries.get_or_create(&EndedByLabels { by }).inc();
-            let late = Timestamp::now().duration_since(e.due_at.0).as_secs_f64();
-            tracing::info!(request = name, binding = %e.binding, account = %e.account, late_seconds = late, reason = %e.reason, "expiry: access is due to end; recorded");
-            true
+    let found = |attempt, settled| Some(Recorded { attempt, settled, checked: Instant::now() });
+    for n in from.max(1)..=MAX_ATTEMPTS {
+        let name = attempt::name(base, n);
+        let mut obj = DeprovisionRequest::new(&name, spec.clone());
+        obj.metadata.labels = Some(naming::labels(&obj.spec, &naming::sha_hex(name.as_bytes(), 20)));
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {
+                let by = match e.ended_by {
+                    EndedBy::MaxAccess => "max_access",
+                    EndedBy::Annotation => "annotation",
+                };
+                if n == 1 {
+                    ctx.settings.metrics.expiries.get_or_create(&EndedByLabels { by }).inc();
+                } else {
+                    ctx.settings.metrics.expiry_retries.inc();
+                }
+                let late = Timestamp::now().duration_since(e.due_at.0).as_secs_f64();
+                tracing::info!(request = name, attempt = n, binding = %e.binding, account = %e.account, late_seconds = late, reason = %e.reason, "expiry: access is due to end; recorded");
+                return found(n, false);
+            }
+            Err(kube::Error::Api(s)) if s.is_already_exists() => {}
+            Err(err) => {
+                tracing::warn!(request = name, error = %err, "expiry: recording the request failed; trying again");
+                return None;
+            }
         }
-        Err(kube::Error::Api(s)) if s.is_already_exists() => true,
-        Err(err) => {
-            tracing::warn!(request = name, error = %err, "expiry: recording the request failed; trying again");
-            false
+        let there = match api.get_opt(&name).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(err) => {
+                tracing::warn!(request = name, error = %err, "expiry: reading the request failed; trying again");
+                return None;
+            }
+        };
+        match attempt::next(there.status.as_ref()) {
+            Next::Wait => return found(n, false),
+            Next::Settled => return found(n, true),
+            Next::Again if n == MAX_ATTEMPTS => {
+                let why = there.status.and_then(|s| s.message).unwrap_or_default();
+                tracing::error!(request = name, attempts = n, binding = %e.binding, account = %e.account, error = %why, "expiry: every attempt failed; the access stays (see the requests, and deprovisioner expiring)");
+                return found(n, true);
+            }
+            Next::Again => {
+                let why = there.status.and_then(|s| s.message).unwrap_or_default();
+                tracing::warn!(request = name, attempt = n, error = %why, "expiry: the request failed; recording the next attempt");
+            }
         }
     }
+    None
 }
 
 /// Writes an Event about a binding (in namespace `default`, where the operator may write Events;
@@ -269,14 +368,7 @@ async fn record(ctx: &Context, e: &Expiry, name: &str, policies: &[DeprovisionPo
 /// logged.
 pub(super) fn event_on_binding(ctx: &Context, b: &BindingRef, type_: &str, reason: &str, note: &str) {
     let client = ctx.client.clone();
-    let regarding = ObjectReference {
-        api_version: Some("rbac.authorization.k8s.io/v1".into()),
-        kind: Some(b.kind().as_str().into()),
-        namespace: b.namespace().map(str::to_string),
-        name: Some(b.name.clone()),
-        uid: Some(b.uid.clone()),
-        ..Default::default()
-    };
+    let regarding = super::record::binding_reference(b);
     let ev = K8sEvent {
         metadata: ObjectMeta { generate_name: Some("expiry-".into()), ..Default::default() },
         event_time: Some(MicroTime(Timestamp::now())),
@@ -295,97 +387,6 @@ pub(super) fn event_on_binding(ctx: &Context, b: &BindingRef, type_: &str, reaso
             tracing::warn!(error = %e, "expiry: writing an Event on a binding failed");
         }
     });
-}
-
-/// `deprovisioner expiring`: what will expire within `--within` (and anything overdue), from the
-/// policies, bindings, namespaces and clocks as stored now (a subject with no clock yet is shown
-/// from the evidence the leader would use), rendered as `--format` says.
-pub async fn expiring(client: &kube::Client, args: &crate::cli::ExpiringArgs) -> anyhow::Result<String> {
-    use anyhow::Context as _;
-    use k8s_openapi::api::core::v1::Namespace;
-    use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
-    use kube::api::ListParams;
-    let lp = ListParams::default();
-    let policies = Api::<DeprovisionPolicy>::all(client.clone()).list(&lp).await.context("listing policies")?.items;
-    let rbs = Api::<RoleBinding>::all(client.clone()).list(&lp).await.context("listing RoleBindings")?.items;
-    let crbs =
-        Api::<ClusterRoleBinding>::all(client.clone()).list(&lp).await.context("listing ClusterRoleBindings")?.items;
-    let namespaces = Api::<Namespace>::all(client.clone()).list(&lp).await.context("listing namespaces")?.items;
-    let store = clocks::Shards::load(client.clone(), &args.clocks).await.context("reading the clocks")?;
-    let protected = crate::plan::subject::Protected {
-        operator: Some(args.service_account.clone()),
-        also: args.protect_service_account.clone(),
-    };
-    let usable = expiry::usable(&policies);
-    let labels: BTreeMap<String, BTreeMap<String, String>> =
-        namespaces.into_iter().map(|n| (n.name_any(), n.metadata.labels.unwrap_or_default())).collect();
-    let scanned = (rbs.iter().map(crate::verify::residual::role_binding))
-        .chain(crbs.iter().map(crate::verify::residual::cluster_role_binding))
-        .filter_map(|view| {
-            let terms = expiry::terms(&view, &usable, view.namespace.and_then(|ns| labels.get(ns)))?;
-            Some(Scanned { view, terms })
-        });
-    let now = Timestamp::now();
-    let scan = expiry::scan(scanned, &|uid| store.get(uid), &|_| false, &protected, now);
-    let until = now + SignedDuration::try_from(args.within).unwrap_or(SignedDuration::MAX);
-    let due: Vec<&Expiry> = scan.scheduled.iter().filter(|e| e.due_at.0 <= until).collect();
-    Ok(render_expiring(&due, args.format, now))
-}
-
-/// The listing of `expiring`.
-fn render_expiring(due: &[&Expiry], format: crate::cli::ExpiringFormat, now: Timestamp) -> String {
-    use crate::cli::ExpiringFormat;
-    let when = |e: &Expiry| {
-        let left = e.due_at.0.duration_since(now).as_secs();
-        match left {
-            ..0 => format!("overdue {}", human(-left)),
-            _ => format!("in {}", human(left)),
-        }
-    };
-    let row = |e: &Expiry| {
-        [
-            e.due_at.0.to_string(),
-            when(e),
-            e.binding.to_string(),
-            e.account.clone(),
-            format!("{} ({:?})", e.started_at.0, e.started_from),
-            e.reason.clone(),
-        ]
-    };
-    match format {
-        ExpiringFormat::Json => serde_json::to_string_pretty(&due).unwrap_or_default() + "\n",
-        ExpiringFormat::Csv => {
-            let mut out = String::from("dueAt,when,binding,account,started,endedBy\r\n");
-            for e in due {
-                out.push_str(&row(e).iter().map(|f| crate::evidence::csv::field(f)).collect::<Vec<_>>().join(","));
-                out.push_str("\r\n");
-            }
-            out
-        }
-        ExpiringFormat::Table => {
-            let header = ["DUE", "WHEN", "BINDING", "SUBJECT", "STARTED", "ENDED BY"].map(String::from);
-            let rows: Vec<[String; 6]> = std::iter::once(header).chain(due.iter().map(|e| row(e))).collect();
-            let widths: Vec<usize> =
-                (0..6).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-            let mut out = String::new();
-            for r in &rows {
-                let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-                out.push_str(cells.join("   ").trim_end());
-                out.push('\n');
-            }
-            out
-        }
-    }
-}
-
-/// Seconds as the largest whole unit or two: `6d 23h`, `3h 5m`, `42s`.
-fn human(s: i64) -> String {
-    match s {
-        86_400.. => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
-        3600.. => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        60.. => format!("{}m {}s", s / 60, s % 60),
-        _ => format!("{s}s"),
-    }
 }
 
 #[cfg(test)]

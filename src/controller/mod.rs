@@ -8,7 +8,7 @@
 
 pub mod activity;
 mod clock;
-mod expiry;
+pub mod expiry;
 mod fleet;
 mod local;
 mod policy;
@@ -34,7 +34,6 @@ use crate::finished::Finished;
 use crate::metrics::Metrics;
 use crate::plan::subject::Protected;
 
-pub use expiry::expiring;
 pub use local::Handoff;
 pub use regrant::REGRANTED_LABEL;
 pub use retention::unfinished_selector;

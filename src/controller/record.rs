@@ -280,14 +280,7 @@ impl Record {
         note: String,
         related: Option<&BindingRef>,
     ) {
-        let secondary = related.map(|b| ObjectReference {
-            api_version: Some("rbac.authorization.k8s.io/v1".into()),
-            kind: Some(b.kind().as_str().into()),
-            namespace: b.namespace().map(str::to_string),
-            name: Some(b.name.clone()),
-            uid: Some(b.uid.clone()),
-            ..Default::default()
-        });
+        let secondary = related.map(binding_reference);
         let ev = Event {
             type_,
             reason: reason.as_str().into(),
@@ -296,5 +289,17 @@ impl Record {
             secondary,
         };
         self.ctx.events.send(ev, self.obj.object_ref(&()));
+    }
+}
+
+/// A binding as an Event names it (`regarding` or `related`).
+pub(super) fn binding_reference(b: &BindingRef) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("rbac.authorization.k8s.io/v1".into()),
+        kind: Some(b.kind().as_str().into()),
+        namespace: b.namespace().map(str::to_string),
+        name: Some(b.name.clone()),
+        uid: Some(b.uid.clone()),
+        ..Default::default()
     }
 }

@@ -2,7 +2,7 @@
 //! started holding each such binding (and how that is known), and when its access is due to end:
 //! the earlier of a policy rule's `maxAccess` after that start and the time the binding's
 //! `deprovisioner.dev/expires` annotation gives the subject. The leading operator acts on what is
-//! due (`src/expiry.rs`); `deprovisioner expiring` lists what will be.
+//! due (`src/controller/expiry.rs`); `deprovisioner expiring` lists what will be.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,12 +29,7 @@ pub const CLOCK_SHARDS: usize = 8;
 
 /// Which clock object a binding's clocks live in (FNV-1a of its UID: the same in every version).
 pub fn clock_shard_of(uid: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in uid.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % CLOCK_SHARDS as u64) as usize
+    (crate::hash::fnv1a(uid.as_bytes()) % CLOCK_SHARDS as u64) as usize
 }
 
 /// The name of clock object `i` (`<prefix>-<i>`).
@@ -224,8 +219,9 @@ pub fn start(known: bool, seen_this_term: bool, meta: &ObjectMeta, now: Timestam
 pub struct Scanned<'a> {
     /// The binding.
     pub view: BindingView<'a>,
-    /// What the policies say of it.
-    pub terms: Terms,
+    /// What the policies say of it now (`None`: no valid policy selects it, or none gives it an
+    /// end): its clocks are kept all the same, so terms that come back find them.
+    pub terms: Option<Terms>,
 }
 
 /// A binding annotation that could not be read.
@@ -241,7 +237,9 @@ pub struct Invalid {
 #[derive(Debug, Default)]
 pub struct Scan {
     /// The clocks to keep, by binding UID: every binding with time-bound access, each subject it
-    /// holds that may expire.
+    /// holds that may expire, and every binding with clocks before that still exists (its terms
+    /// gone for a while: a policy failing validation, deleted and created again, a namespace
+    /// label flapping), each clock of a subject it still holds.
     pub clocks: BTreeMap<String, BindingClocks>,
     /// When each such subject's access ends.
     pub scheduled: Vec<Expiry>,
@@ -262,10 +260,11 @@ pub fn binding_ref(b: &BindingView<'_>) -> BindingRef {
     }
 }
 
-/// Scans the bindings the policies select: keeps each clock `old` has for a subject still there,
-/// starts one (see [`start`]) for each new subject, drops the rest (a subject removed and added
-/// again starts anew; a binding gone or no longer time-bound is forgotten), and says when each
-/// subject's access ends. Protected and exempt subjects get no clock and never end.
+/// Scans the bindings: keeps each clock `old` has for a subject still there (also while the
+/// binding has no terms, and for a subject exempt for now), starts one (see [`start`]) for each
+/// new subject of a time-bound binding or of one already on clocks, drops the rest (a subject
+/// removed and added again starts anew; a binding deleted is forgotten), and says when each
+/// subject's access ends. Protected and exempt subjects never end; protected ones get no clock.
 /// `seen_this_term`: whether this leader's previous scan held the binding (by UID).
 pub fn scan<'a>(
     bindings: impl IntoIterator<Item = Scanned<'a>>,
@@ -280,8 +279,10 @@ pub fn scan<'a>(
         if b.meta.deletion_timestamp.is_some() {
             continue;
         }
+        let before = old(uid);
         let binding = binding_ref(&b);
-        let annotation = terms.annotation_policy.as_ref().and_then(|_| b.meta.annotations.as_ref()?.get(ANNOTATION));
+        let annotation = (terms.as_ref().and_then(|t| t.annotation_policy.as_ref()))
+            .and_then(|_| b.meta.annotations.as_ref()?.get(ANNOTATION));
         let ends = match annotation {
             Some(v) => {
                 let (ends, errors) = parse_annotation(v);
@@ -291,10 +292,11 @@ pub fn scan<'a>(
             }
             None => None,
         };
-        if terms.max_access.is_none() && ends.is_none() {
+        // The terms that give an end, if any.
+        let terms = terms.filter(|t| t.max_access.is_some() || ends.is_some());
+        if terms.is_none() && before.is_none() {
             continue;
         }
-        let before = old(uid);
         let seen = seen_this_term(uid);
         let mut kept = BindingClocks {
             binding: binding.to_string(),
@@ -305,12 +307,18 @@ pub fn scan<'a>(
         for s in b.subjects {
             let Some(p) = PrincipalRef::of_subject(s, b.namespace) else { continue };
             let account = AccountId(p.to_owned()).to_string();
-            if protected.why(&p.to_owned()).is_some() || terms.exempts(&account) || !done.insert(account.clone()) {
+            if protected.why(&p.to_owned()).is_some() || !done.insert(account.clone()) {
                 continue;
             }
+            let exempt = terms.as_ref().is_some_and(|t| t.exempts(&account));
             let clock = match before.and_then(|c| c.subjects.get(&account)) {
                 Some(c) => c.clone(),
+                None if exempt => continue,
                 None => start(before.is_some(), seen, b.meta, now),
+            };
+            let Some(terms) = terms.as_ref().filter(|_| !exempt) else {
+                kept.subjects.insert(account, clock);
+                continue;
             };
             let by_rule = terms.max_access.as_ref().and_then(|(d, policy, i, text)| {
                 let at = clock.since.0.checked_add(*d).ok()?;
@@ -434,6 +442,8 @@ pub fn subject_of(account: &str) -> Option<SubjectRef> {
         Principal::ServiceAccount(ns, n) => SubjectRef { kind: "ServiceAccount".into(), name: n, namespace: Some(ns) },
     })
 }
+
+pub mod attempt;
 
 #[cfg(test)]
 mod tests;

@@ -238,7 +238,8 @@ pub struct AccessRule {
     /// seconds (`720h`, `36h30m`, `90s`); then the operator removes it, as a request with source
     /// `Expiry`. Counted from when the subject started holding the binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(pattern(r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2))]
+    #[schemars(pattern(r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$"), length(min = 2, max = 30))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("maxAccess must be more than zero: access would end at once"))]
     pub max_access: Option<String>,
 }
 

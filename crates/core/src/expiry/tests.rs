@@ -87,7 +87,8 @@ fn scan_seen(
 ) -> Scan {
     let usable = usable(p);
     let view = crate::verify::residual::role_binding(b);
-    let scanned = terms(&view, &usable, None).map(|terms| Scanned { view, terms });
+    let terms = terms(&view, &usable, None);
+    let scanned = Some(Scanned { view, terms });
     scan(scanned, &|uid| old.get(uid), &|_| seen, &Protected::default(), now)
 }
 
@@ -225,4 +226,50 @@ fn an_expiry_holds_while_its_binding_is_unchanged_or_the_clocks_say_the_same_gra
     // A request recorded before versions were kept holds, as it did.
     let old = Expiry { binding_version: None, ..e };
     assert_eq!(holding(&old, Some("13"), None), Holding::Holds);
+}
+
+#[test]
+fn clocks_outlive_terms_that_go_away_for_a_while() {
+    let good =
+        policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "720h"}]}));
+    // The same policy failing validation (a `maxAccess` the operator refuses) for one scan.
+    let bad = policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "0s"}]}));
+    // Binding created a year ago; ann seen added yesterday by this leader.
+    let empty = rb("a", vec![], "2024-06-01T00:00:00Z");
+    let b = rb("a", vec![user("ann@x.com")], "2024-06-01T00:00:00Z");
+    let s0 = scan_seen(std::slice::from_ref(&good), &empty, &BTreeMap::new(), at("2025-05-31T00:00:00Z"), false);
+    let s1 = scan_seen(std::slice::from_ref(&good), &b, &s0.clocks, at("2025-05-31T00:00:01Z"), true);
+    assert_eq!(s1.scheduled[0].started_from, StartEvidence::Observed);
+    let due = s1.scheduled[0].due_at.0;
+    // One scan with the invalid policy, one with none at all (deleted, created again by GitOps):
+    // nothing is due meanwhile, and ann's clock is kept.
+    let s2 = scan_seen(std::slice::from_ref(&bad), &b, &s1.clocks, at("2025-06-01T00:00:00Z"), true);
+    assert!(s2.scheduled.is_empty());
+    assert_eq!(s2.clocks["u1"].subjects["User:ann@x.com"], s1.clocks["u1"].subjects["User:ann@x.com"]);
+    let s3 = scan_seen(&[], &b, &s2.clocks, at("2025-06-01T00:00:01Z"), true);
+    assert_eq!(s3.clocks, s2.clocks);
+    // The policy back: the same clock, the same end (not restarted from the binding's creation).
+    let s4 = scan_seen(std::slice::from_ref(&good), &b, &s3.clocks, at("2025-06-01T00:00:02Z"), true);
+    assert_eq!(s4.scheduled[0].due_at.0, due);
+    assert_eq!(s4.scheduled[0].started_from, StartEvidence::Observed);
+    // A subject removed while there are no terms is dropped all the same.
+    let s5 = scan_seen(&[], &empty, &s4.clocks, at("2025-06-01T00:00:03Z"), true);
+    assert!(s5.clocks["u1"].subjects.is_empty());
+}
+
+#[test]
+fn a_subject_exempt_for_a_while_keeps_its_clock() {
+    let plain = policy("p", serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "1h"}]}));
+    let exempting = policy(
+        "p",
+        serde_json::json!({"rules": [{"roleBindings": {"namespaces": ["a"]}, "maxAccess": "1h"}],
+                            "expiry": {"exempt": ["User:ann@x.com"]}}),
+    );
+    let b = rb("a", vec![user("ann@x.com")], "2025-06-01T00:00:00Z");
+    let s1 = scan_seen(std::slice::from_ref(&plain), &b, &BTreeMap::new(), at("2025-06-01T00:10:00Z"), false);
+    let s2 = scan_seen(std::slice::from_ref(&exempting), &b, &s1.clocks, at("2025-06-01T00:20:00Z"), true);
+    assert!(s2.scheduled.is_empty());
+    assert_eq!(s2.clocks, s1.clocks);
+    let s3 = scan_seen(std::slice::from_ref(&plain), &b, &s2.clocks, at("2025-06-01T00:30:00Z"), true);
+    assert_eq!(s3.scheduled[0].started_at, s1.scheduled[0].started_at);
 }
