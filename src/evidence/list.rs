@@ -10,7 +10,14 @@ pub const PAGE: u32 = 250;
 
 /// Every DeprovisionRequest in the cluster, listed `PAGE` at a time (`limit`/`continue`).
 pub async fn requests(client: &Client) -> Result<Vec<DeprovisionRequest>, kube::Error> {
-    let api: Api<DeprovisionRequest> = Api::all(client.clone());
+    every(&Api::all(client.clone())).await
+}
+
+/// Every object `api` lists, `PAGE` at a time (`limit`/`continue`).
+async fn every<K>(api: &Api<K>) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut all = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -18,7 +25,7 @@ pub async fn requests(client: &Client) -> Result<Vec<DeprovisionRequest>, kube::
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
-        let page: ObjectList<DeprovisionRequest> = api.list(&lp).await?;
+        let page: ObjectList<K> = api.list(&lp).await?;
         all.extend(page.items);
         token = page.metadata.continue_.filter(|t| !t.is_empty());
         if token.is_none() {
@@ -31,25 +38,10 @@ pub async fn requests(client: &Client) -> Result<Vec<DeprovisionRequest>, kube::
 /// reported it into the `MemberRequest`'s status, named `<cluster>/<record>` (so its rows say
 /// which cluster). Empty where no `MemberRequest` CRD is installed.
 pub async fn member_records(client: &Client) -> Result<Vec<DeprovisionRequest>, kube::Error> {
-    use crate::crd::MemberRequest;
-    let api: Api<MemberRequest> = Api::all(client.clone());
-    let mut all = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(PAGE);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
-        let page = match api.list(&lp).await {
-            Ok(page) => page,
-            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(all),
-            Err(e) => return Err(e),
-        };
-        all.extend(page.items.into_iter().filter_map(member_record));
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            return Ok(all);
-        }
+    match every(&Api::<crate::crd::MemberRequest>::all(client.clone())).await {
+        Ok(all) => Ok(all.into_iter().filter_map(member_record).collect()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(Vec::new()),
+        Err(e) => Err(e),
     }
 }
 

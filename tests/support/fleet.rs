@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use super::{Cluster, Operator, OperatorOpts, apply_chart_rbac, helm_command, kubectl_ok, text};
+use super::{Cluster, Operator, OperatorOpts, apply_chart_rbac, kubectl_ok, text};
 
 /// One member cluster.
 pub struct Member {
@@ -80,28 +80,8 @@ impl Fleet {
 /// Renders one template of the chart (release "deprovisioner" in namespace "deprovisioner") with
 /// `--set` values and applies it to `c`.
 pub fn apply_chart_template(c: &Cluster, template: &str, sets: &[String]) {
-    let mut cmd = helm_command();
-    cmd.env_remove("KUBECONFIG").args([
-        "template",
-        "deprovisioner",
-        "charts/deprovisioner",
-        "--namespace",
-        "deprovisioner",
-        "--kube-version",
-        "1.37.2",
-        "--set",
-        "webhook.secret.existingSecret=deprovisioner-webhook",
-        "--show-only",
-        template,
-    ]);
-    for s in sets {
-        cmd.args(["--set", s]);
-    }
-    let out = cmd.output().expect("running helm");
-    assert!(out.status.success(), "helm template failed: {}", text(&out.stderr));
-    let file = c.dir.join(format!("{}.yaml", super::unique("chart")));
-    std::fs::write(&file, &out.stdout).unwrap();
-    kubectl_ok(c, &["apply", "-f", file.to_str().unwrap()]);
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    super::apply_chart(c, template, &sets);
 }
 
 /// A kubeconfig for the hub holding only a token of member `name`'s agent ServiceAccount (minted

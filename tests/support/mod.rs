@@ -210,6 +210,12 @@ pub fn kubectl_json(c: &Cluster, args: &[&str]) -> Value {
 /// "deprovisioner", as deploy/rbac.yaml) rendered with `--set` values, as a user installing the
 /// chart with them would get it.
 pub fn apply_chart_rbac(c: &Cluster, sets: &[&str]) {
+    apply_chart(c, "templates/rbac.yaml", sets);
+}
+
+/// Renders one template of the chart (release "deprovisioner" in namespace "deprovisioner") with
+/// `--set` values and applies it to `c`.
+pub fn apply_chart(c: &Cluster, template: &str, sets: &[&str]) {
     let mut cmd = helm_command();
     cmd.env_remove("KUBECONFIG").args([
         "template",
@@ -222,17 +228,17 @@ pub fn apply_chart_rbac(c: &Cluster, sets: &[&str]) {
         "--set",
         "webhook.secret.existingSecret=deprovisioner-webhook",
         "--show-only",
-        "templates/rbac.yaml",
+        template,
     ]);
     for s in sets {
         cmd.args(["--set", s]);
     }
     let out = cmd.output().expect("running helm");
     assert!(out.status.success(), "helm template failed: {}", String::from_utf8_lossy(&out.stderr));
-    let file = c.dir.join(format!("{}.yaml", unique("chart-rbac")));
+    let file = c.dir.join(format!("{}.yaml", unique("chart")));
     std::fs::write(&file, &out.stdout).unwrap();
     let out = c.kubectl(&["apply", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "applying the chart's RBAC: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "applying the chart's {template}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// A name no other test (or test run) uses.
