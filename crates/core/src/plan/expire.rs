@@ -43,8 +43,8 @@ pub(super) fn compute(
         found.filter(|(meta, _)| meta.uid.as_deref() == Some(&e.binding.uid) && meta.deletion_timestamp.is_none());
     // Removed and given again since the expiry was scheduled: that is another grant, on its own
     // clock; the one this expiry was for is gone.
-    if let Some(crate::expiry::Holding::Ended(why)) = binding_naming(e, observed)
-        .map(|(meta, _)| crate::expiry::holding(e, meta.resource_version.as_deref(), observed.clocks.as_ref()))
+    if let Some(crate::expiry::grant::Holding::Ended(why)) = binding_naming(e, observed)
+        .map(|(meta, _)| crate::expiry::grant::holding(e, meta.resource_version.as_deref(), observed.clocks.as_ref()))
     {
         let check = AbsentCheck { subject: principal.to_string(), bindings_checked: 0 };
         let reason = format!("not removed: {why} (expired: {})", e.reason);
@@ -57,7 +57,7 @@ pub(super) fn compute(
     let mut actions = vec![];
     if let Some((meta, subjects)) = same {
         let managed_by = super::manager::of(meta, super::manager::OWN_FIELD_MANAGER);
-        for s in subjects.iter().filter(|s| crate::expiry::is_account(s, e.binding.namespace(), &e.account)) {
+        for s in subjects.iter().filter(|s| crate::expiry::grant::is_account(s, e.binding.namespace(), &e.account)) {
             let subject = subject_ref(s);
             if actions
                 .iter()
@@ -112,7 +112,7 @@ pub(super) fn binding_naming<'a>(e: &Expiry, observed: &'a Observed) -> Option<F
     binding_of(e, observed).filter(|(meta, subjects)| {
         meta.uid.as_deref() == Some(&e.binding.uid)
             && meta.deletion_timestamp.is_none()
-            && subjects.iter().any(|s| crate::expiry::is_account(s, e.binding.namespace(), &e.account))
+            && subjects.iter().any(|s| crate::expiry::grant::is_account(s, e.binding.namespace(), &e.account))
     })
 }
 

@@ -26,7 +26,8 @@ const RBAC_MANAGER: &str = "rbac-manager";
 
 /// The annotations the binding index keeps (with its barrier's): what recognising a manager reads,
 /// and the end times the granting tool wrote (`deprovisioner.dev/expires`).
-pub const KEPT_ANNOTATIONS: [&str; 4] = [ARGOCD_TRACKING, HELM_RELEASE.0, HELM_RELEASE.1, crate::expiry::ANNOTATION];
+pub const KEPT_ANNOTATIONS: [&str; 4] =
+    [ARGOCD_TRACKING, HELM_RELEASE.0, HELM_RELEASE.1, crate::expiry::grant::ANNOTATION];
 
 /// Field managers of controllers that keep bindings in sync (the last writer of `subjects`).
 const SYNCING_FIELD_MANAGERS: [&str; 5] =

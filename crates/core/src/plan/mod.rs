@@ -546,13 +546,13 @@ pub fn expiry_of(spec: &DeprovisionRequestSpec) -> Option<&crate::crd::Expiry> {
 }
 
 /// For an expiry whose binding still names its account: whether the grant it was recorded for
-/// still holds there (see [`crate::expiry::holding`]); `None` for other requests, and when the
+/// still holds there (see [`crate::expiry::grant::holding`]); `None` for other requests, and when the
 /// binding (that UID) no longer names the account (planning confirms it gone). A planner meeting
-/// [`crate::expiry::Holding::Unknown`] asks again shortly rather than plan.
-pub fn expiry_holding(spec: &DeprovisionRequestSpec, observed: &Observed) -> Option<crate::expiry::Holding> {
+/// [`crate::expiry::grant::Holding::Unknown`] asks again shortly rather than plan.
+pub fn expiry_holding(spec: &DeprovisionRequestSpec, observed: &Observed) -> Option<crate::expiry::grant::Holding> {
     let e = expiry_of(spec)?;
     let (meta, _) = expire::binding_naming(e, observed)?;
-    Some(crate::expiry::holding(e, meta.resource_version.as_deref(), observed.clocks.as_ref()))
+    Some(crate::expiry::grant::holding(e, meta.resource_version.as_deref(), observed.clocks.as_ref()))
 }
 
 /// What must be read from the cluster to plan this request (after namespaces are known): for an

@@ -83,7 +83,7 @@ pub fn validate_policy(spec: &DeprovisionPolicySpec) -> Result<(), String> {
             check_namespaces(&na.namespaces).map_err(|e| format!("rules[{i}].namespaceAccess.namespaces: {e}"))?;
         }
         if let Some(m) = &r.max_access {
-            crate::expiry::parse_max_access(m).map_err(|e| format!("rules[{i}].maxAccess: {e}"))?;
+            crate::expiry::grant::parse_max_access(m).map_err(|e| format!("rules[{i}].maxAccess: {e}"))?;
         }
         if let Some(e) = &r.entitlements {
             check_namespaces(&e.namespaces).map_err(|err| format!("rules[{i}].entitlements.namespaces: {err}"))?;
