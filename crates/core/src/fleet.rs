@@ -2,6 +2,8 @@
 //! repeatable, what the hub's record says once members answer, and whether an agent takes a
 //! request addressed to it.
 
+pub mod inventory;
+
 use std::collections::BTreeMap;
 
 use crate::crd::{ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberRequestSpec, Phase};

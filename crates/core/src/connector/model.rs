@@ -38,6 +38,8 @@ impl FromStr for AccountId {
 /// A binding, by kind, namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BindingName {
+    /// The member cluster it is in, on a fleet hub (`None`: this cluster).
+    pub cluster: Option<String>,
     /// `None` for a ClusterRoleBinding.
     pub namespace: Option<String>,
     /// The binding's name.
@@ -46,6 +48,9 @@ pub struct BindingName {
 
 impl fmt::Display for BindingName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(c) = &self.cluster {
+            write!(f, "{c}: ")?;
+        }
         match &self.namespace {
             Some(ns) => write!(f, "RoleBinding {ns}/{}", self.name),
             None => write!(f, "ClusterRoleBinding {}", self.name),
@@ -56,6 +61,8 @@ impl fmt::Display for BindingName {
 /// One account holding one entitlement through one binding.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Grant {
+    /// The member cluster it is in, on a fleet hub (`None`: this cluster).
+    pub cluster: Option<String>,
     /// Who.
     pub account: AccountId,
     /// What, where.
@@ -75,8 +82,11 @@ pub fn grants<'a>(
     let mut out = Vec::new();
     for rb in role_bindings {
         let Some(ns) = rb.metadata.namespace.as_deref() else { continue };
-        let binding =
-            BindingName { namespace: Some(ns.to_string()), name: rb.metadata.name.clone().unwrap_or_default() };
+        let binding = BindingName {
+            cluster: None,
+            namespace: Some(ns.to_string()),
+            name: rb.metadata.name.clone().unwrap_or_default(),
+        };
         push_grants(
             &mut out,
             &rb.role_ref,
@@ -87,7 +97,8 @@ pub fn grants<'a>(
         );
     }
     for crb in cluster_role_bindings {
-        let binding = BindingName { namespace: None, name: crb.metadata.name.clone().unwrap_or_default() };
+        let binding =
+            BindingName { cluster: None, namespace: None, name: crb.metadata.name.clone().unwrap_or_default() };
         push_grants(&mut out, &crb.role_ref, crb.subjects.as_deref(), Scope::Cluster, binding, protected);
     }
     out.sort();
@@ -121,6 +132,7 @@ fn push_grants(
             continue;
         }
         out.push(Grant {
+            cluster: None,
             account: AccountId(p),
             entitlement: Entitlement { scope: scope.clone(), role: role.clone() },
             binding: binding.clone(),
@@ -149,13 +161,31 @@ pub fn accounts(grants: &[Grant]) -> BTreeMap<String, Account> {
     out
 }
 
+/// An entitlement as listed: where, what, and the bindings granting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    /// The member cluster it is in, on a fleet hub (`None`: this cluster).
+    pub cluster: Option<String>,
+    /// What, where.
+    pub entitlement: Entitlement,
+    /// Through which bindings.
+    pub bindings: BTreeSet<BindingName>,
+}
+
 /// The entitlements held by any account, with the bindings granting each, ordered by
 /// (resource id, entitlement id).
-pub fn entitlements(grants: &[Grant]) -> BTreeMap<(String, String), (Entitlement, BTreeSet<BindingName>)> {
-    let mut out: BTreeMap<(String, String), (Entitlement, BTreeSet<BindingName>)> = BTreeMap::new();
+pub fn entitlements(grants: &[Grant]) -> BTreeMap<(String, String), Held> {
+    let mut out: BTreeMap<(String, String), Held> = BTreeMap::new();
     for g in grants {
-        let key = (g.entitlement.scope.resource_id().to_string(), g.entitlement.role.to_string());
-        out.entry(key).or_insert_with(|| (g.entitlement.clone(), BTreeSet::new())).1.insert(g.binding.clone());
+        let key = (resource_id(g.cluster.as_deref(), &g.entitlement.scope), g.entitlement.role.to_string());
+        out.entry(key)
+            .or_insert_with(|| Held {
+                cluster: g.cluster.clone(),
+                entitlement: g.entitlement.clone(),
+                bindings: BTreeSet::new(),
+            })
+            .bindings
+            .insert(g.binding.clone());
     }
     out
 }
@@ -163,6 +193,8 @@ pub fn entitlements(grants: &[Grant]) -> BTreeMap<(String, String), (Entitlement
 /// One association (account, entitlement, resource), with the bindings that make it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Association {
+    /// The member cluster it is in, on a fleet hub (`None`: this cluster).
+    pub cluster: Option<String>,
     /// Who.
     pub account: AccountId,
     /// What, where.
@@ -175,10 +207,14 @@ pub struct Association {
 pub fn associations(grants: &[Grant]) -> BTreeMap<(String, String, String), Association> {
     let mut out: BTreeMap<(String, String, String), Association> = BTreeMap::new();
     for g in grants {
-        let key =
-            (g.account.to_string(), g.entitlement.scope.resource_id().to_string(), g.entitlement.role.to_string());
+        let key = (
+            g.account.to_string(),
+            resource_id(g.cluster.as_deref(), &g.entitlement.scope),
+            g.entitlement.role.to_string(),
+        );
         out.entry(key)
             .or_insert_with(|| Association {
+                cluster: g.cluster.clone(),
                 account: g.account.clone(),
                 entitlement: g.entitlement.clone(),
                 bindings: BTreeSet::new(),
@@ -200,7 +236,7 @@ pub struct Snapshot {
     /// Accounts by `[account id]`.
     pub accounts: BTreeMap<Key, Account>,
     /// Entitlements and the bindings granting each, by `[resource id, entitlement id]`.
-    pub entitlements: BTreeMap<Key, (Entitlement, BTreeSet<BindingName>)>,
+    pub entitlements: BTreeMap<Key, Held>,
     /// Associations by `[account id, resource id, entitlement id]`.
     pub associations: BTreeMap<Key, Association>,
 }
@@ -213,6 +249,62 @@ impl Snapshot {
             entitlements: entitlements(grants).into_iter().map(|((r, e), v)| (vec![r, e], v)).collect(),
             associations: associations(grants).into_iter().map(|((a, r, e), v)| (vec![a, r, e], v)).collect(),
         }
+    }
+}
+
+/// Resource type of a member cluster, on a fleet hub (the hub itself is the global resource).
+pub const MEMBER_CLUSTER: &str = "cluster";
+/// Entitlement type of a ClusterRole granted cluster-wide in a member cluster.
+pub const MEMBER_CLUSTER_ROLE: &str = "member_cluster_role";
+
+/// A resource's id: this cluster's as [`Scope::resource_id`] says; in member `m`, `m` for the
+/// member cluster and `m/<namespace>` for its namespaces (a namespace name has no `/`).
+pub fn resource_id(cluster: Option<&str>, scope: &Scope) -> String {
+    match (cluster, scope) {
+        (None, s) => s.resource_id().to_string(),
+        (Some(m), Scope::Cluster) => m.to_string(),
+        (Some(m), Scope::Namespace(ns)) => format!("{m}/{ns}"),
+    }
+}
+
+/// A resource's type: a member cluster is [`MEMBER_CLUSTER`], a namespace anywhere `namespace`.
+pub fn resource_type(cluster: Option<&str>, scope: &Scope) -> &'static str {
+    match (cluster, scope) {
+        (Some(_), Scope::Cluster) => MEMBER_CLUSTER,
+        (_, s) => s.resource_type(),
+    }
+}
+
+/// An entitlement's type: a member's ClusterRoleBindings grant [`MEMBER_CLUSTER_ROLE`].
+pub fn entitlement_type(cluster: Option<&str>, scope: &Scope) -> &'static str {
+    match (cluster, scope) {
+        (Some(_), Scope::Cluster) => MEMBER_CLUSTER_ROLE,
+        (_, s) => s.entitlement_type(),
+    }
+}
+
+/// Reads the ids Lumos sends back, on a fleet hub too: the member cluster they are in (`None`:
+/// this cluster) and the entitlement as that cluster names it.
+pub fn parse_placed(
+    entitlement_type: &str,
+    entitlement_id: &str,
+    resource_type: &str,
+    resource_id: &str,
+) -> Result<(Option<String>, Entitlement), IdError> {
+    let member = |m: &str| {
+        if crate::names::is_dns_label(m) { Ok(m.to_string()) } else { Err(IdError::Namespace(resource_id.to_string())) }
+    };
+    match (entitlement_type, resource_type) {
+        (MEMBER_CLUSTER_ROLE, MEMBER_CLUSTER) => {
+            let e = Entitlement::parse(CLUSTER_ROLE, entitlement_id, "", "")?;
+            Ok((Some(member(resource_id)?), e))
+        }
+        (NAMESPACE_ROLE, NAMESPACE) if resource_id.contains('/') => {
+            let (m, ns) = resource_id.split_once('/').unwrap_or_default();
+            let e = Entitlement::parse(entitlement_type, entitlement_id, resource_type, ns)?;
+            Ok((Some(member(m)?), e))
+        }
+        _ => Ok((None, Entitlement::parse(entitlement_type, entitlement_id, resource_type, resource_id)?)),
     }
 }
 

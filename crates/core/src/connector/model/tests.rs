@@ -114,7 +114,7 @@ fn associations_merge_bindings_and_entitlements_name_them() {
     );
     let ents = entitlements(&g);
     assert_eq!(ents.len(), 2);
-    assert_eq!(ents[&("team-a".to_string(), "ClusterRole:edit".to_string())].1.len(), 2);
+    assert_eq!(ents[&("team-a".to_string(), "ClusterRole:edit".to_string())].bindings.len(), 2);
     let accs = accounts(&g);
     assert_eq!(accs.keys().collect::<Vec<_>>(), vec!["User:alice", "User:bob"]);
     assert_eq!(accs["User:alice"].bindings.len(), 3);
@@ -150,4 +150,23 @@ fn emails_only_for_plain_addresses() {
     assert_eq!(email("alice"), None);
     assert_eq!(email("a@localhost"), None);
     assert_eq!(email_of(&Principal::Group("a@example.com".into())), None);
+}
+
+#[test]
+fn a_member_resources_ids_read_back_to_the_member_and_its_own_entitlement() {
+    let (m, e) = parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "b/team").unwrap();
+    assert_eq!(m.as_deref(), Some("b"));
+    assert_eq!(e.scope, Scope::Namespace("team".into()));
+    assert_eq!(resource_id(m.as_deref(), &e.scope), "b/team");
+    let (m, e) = parse_placed(MEMBER_CLUSTER_ROLE, "ClusterRole:view", MEMBER_CLUSTER, "a").unwrap();
+    assert_eq!((m.as_deref(), e.scope.clone()), (Some("a"), Scope::Cluster));
+    assert_eq!(
+        (resource_type(m.as_deref(), &e.scope), entitlement_type(m.as_deref(), &e.scope)),
+        (MEMBER_CLUSTER, MEMBER_CLUSTER_ROLE)
+    );
+    let (m, e) = parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "team").unwrap();
+    assert_eq!((m, e.scope), (None, Scope::Namespace("team".into())), "the hub's own, as before");
+    assert!(parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "B_/team").is_err());
+    assert!(parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "b/").is_err());
+    assert!(parse_placed(MEMBER_CLUSTER_ROLE, "Role:dev", MEMBER_CLUSTER, "a").is_err(), "a Role is never cluster-wide");
 }

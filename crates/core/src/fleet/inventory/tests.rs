@@ -1,0 +1,81 @@
+use super::*;
+use crate::connector::model::{self, Grant};
+use crate::entitlement::Entitlement;
+
+fn grant(account: &str, ns: &str, role: &str, binding: &str) -> Grant {
+    let scope = if ns.is_empty() { Scope::Cluster } else { Scope::Namespace(ns.into()) };
+    let (kind, name) = role.split_once(':').unwrap();
+    Grant {
+        cluster: None,
+        account: account.parse().unwrap(),
+        entitlement: Entitlement { scope, role: Role { kind: kind.into(), name: name.into() } },
+        binding: BindingName {
+            cluster: None,
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+            name: binding.into(),
+        },
+    }
+}
+
+fn texts(t: &[String]) -> Vec<Option<String>> {
+    t.iter().cloned().map(Some).collect()
+}
+
+#[test]
+fn an_inventory_reads_back_placed_in_its_member() {
+    let inv = Inventory {
+        namespaces: vec!["team".into()],
+        grants: vec![
+            grant("User:alice@x.io", "team", "Role:dev", "rb"),
+            grant("Group:ops", "", "ClusterRole:view", "crb"),
+        ],
+    };
+    let (header, chunks) = encode(&inv, "g1");
+    assert_eq!(header.chunks, 1);
+    let back = decode("b", &header, &texts(&chunks)).unwrap();
+    assert_eq!(back.namespaces, inv.namespaces);
+    assert_eq!(back.grants.len(), 2);
+    assert!(back.grants.iter().all(|g| g.cluster.as_deref() == Some("b") && g.binding.cluster.as_deref() == Some("b")));
+    let ids: Vec<String> =
+        back.grants.iter().map(|g| model::resource_id(g.cluster.as_deref(), &g.entitlement.scope)).collect();
+    assert_eq!(ids, ["b/team", "b"]);
+    assert_eq!(back.grants[0].binding.to_string(), "b: RoleBinding team/rb");
+}
+
+#[test]
+fn a_large_inventory_is_chunked_under_the_bound_and_a_torn_one_is_refused() {
+    let grants: Vec<Grant> = (0..30_000)
+        .map(|i| grant(&format!("User:user-{i:06}@example.com"), "team", "ClusterRole:edit", &format!("b-{i}")))
+        .collect();
+    let inv = Inventory { namespaces: vec!["team".into()], grants };
+    let (header, chunks) = encode(&inv, "g2");
+    assert!(header.chunks > 1, "{} chunks", header.chunks);
+    assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES), "every chunk under the bound");
+    assert_eq!(header.left_out, 0);
+    assert_eq!(decode("a", &header, &texts(&chunks)).unwrap().grants.len(), 30_000);
+    // A chunk of an older generation: caught in a rewrite.
+    let (_, old) = encode(&inv, "g1");
+    let mut mixed = texts(&chunks);
+    mixed[1] = Some(old[1].clone());
+    assert!(matches!(decode("a", &header, &mixed), Err(InventoryError::Torn { index: 1, .. })));
+    mixed.truncate(1);
+    assert!(matches!(decode("a", &header, &mixed), Err(InventoryError::Torn { index: 1, .. })));
+}
+
+#[test]
+fn past_the_last_chunk_grants_are_counted_left_out() {
+    let grants: Vec<Grant> = (0..300_000)
+        .map(|i| {
+            grant(
+                &format!("User:someone-with-a-long-name-{i:08}@example.com"),
+                "team",
+                "ClusterRole:edit",
+                &format!("binding-{i:08}"),
+            )
+        })
+        .collect();
+    let (header, chunks) = encode(&Inventory { namespaces: vec![], grants }, "g");
+    assert_eq!(header.chunks, MAX_CHUNKS);
+    assert!(header.left_out > 0);
+    assert!(chunks.iter().all(|c| c.len() <= CHUNK_BYTES));
+}
