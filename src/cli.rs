@@ -88,6 +88,10 @@ pub struct ConnectorArgs {
     /// before answering `request_timeout` (the record stays and finishes).
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub deadline: Duration,
+    /// On a fleet hub: list every member cluster's access too (from the inventories their
+    /// agents report), and send an `unassign_entitlement` on a member's resource to that member.
+    #[arg(long, env = "DEPROVISIONER_FLEET_HUB")]
+    pub fleet_hub: bool,
     /// Where `get_last_activity` and `list_activity_records` read the activity store.
     #[command(flatten)]
     pub activity: ActivityStoreArgs,
@@ -393,6 +397,10 @@ pub struct RunArgs {
     /// Fleet member: how often the agent writes its heartbeat to its `MemberCluster`.
     #[arg(long, env = "DEPROVISIONER_FLEET_HEARTBEAT", default_value = "30s", value_parser = parse_duration)]
     pub fleet_heartbeat: Duration,
+    /// Fleet member: how often the agent computes this cluster's access map and, when it
+    /// changed, reports it into its mailbox on the hub (what the hub's connector lists).
+    #[arg(long, env = "DEPROVISIONER_FLEET_INVENTORY_EVERY", default_value = "60s", value_parser = parse_duration)]
+    pub fleet_inventory_every: Duration,
 }
 
 /// A member's name: a DNS label (it names a namespace on the hub).

@@ -13,6 +13,7 @@ pub mod access;
 pub mod answer;
 pub mod capabilities;
 pub mod capability;
+pub mod fleet;
 pub mod http;
 pub use deprovisioner_core::connector::{model, page};
 pub mod read;

@@ -3,6 +3,7 @@
 //! (selection, names, admission, the hub's outcome) are pure, in `deprovisioner_core::fleet`.
 
 pub mod agent;
+pub mod report;
 
 pub use deprovisioner_core::fleet::*;
 
@@ -21,6 +22,10 @@ pub struct AgentSettings {
     pub mailbox: String,
     /// How often it writes its heartbeat to its `MemberCluster`.
     pub heartbeat: Duration,
+    /// How often it computes this cluster's access map and reports it when it changed.
+    pub inventory_every: Duration,
+    /// Principals never reported (as the connector never lists them).
+    pub protected: crate::plan::subject::Protected,
 }
 
 impl std::fmt::Debug for AgentSettings {
@@ -29,6 +34,7 @@ impl std::fmt::Debug for AgentSettings {
             .field("member", &self.member)
             .field("mailbox", &self.mailbox)
             .field("heartbeat", &self.heartbeat)
+            .field("inventory_every", &self.inventory_every)
             .finish_non_exhaustive()
     }
 }

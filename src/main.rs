@@ -81,7 +81,8 @@ async fn connector(args: ConnectorArgs) -> anyhow::Result<()> {
                 };
                 let writer = connector::Writer::Client { deadline: args.deadline };
                 let conn = connector::Connector::new(client, protected, cluster_label, None, writer)
-                    .with_activity(&args.activity.activity_namespace, &args.activity.activity_prefix);
+                    .with_activity(&args.activity.activity_namespace, &args.activity.activity_prefix)
+                    .with_fleet(args.fleet_hub);
                 connector::call(&conn, &args.capability, &body).await
             }
             Err(e) => ConnectorError::new(ErrorCode::ConnectionRejected, format!("no cluster to read: {e:#}"))
@@ -235,7 +236,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let server = serve(&args, &client, &webhook, connector_secrets, &protected, &shared, &stop).await?;
     let audit = serve_audit(&args, &client, &metrics, &webhook.secret, &stop).await?;
     let mut settings = settings(&args, protected, metrics);
-    settings.fleet_agent = fleet_agent(&args).await?;
+    settings.fleet_agent = fleet_agent(&args, &settings.protected).await?;
     let controllers = run_controllers(client, settings, shared, &args, stop.clone());
     #[cfg(feature = "failpoints")]
     let controllers = args.failpoints.controllers(controllers);
@@ -391,7 +392,8 @@ async fn serve(
     let writer = connector::Writer::Operator(webhook.clone());
     let cluster = "Kubernetes cluster".to_string();
     let conn = connector::Connector::new(client.clone(), protected.clone(), cluster, shared.view.clone(), writer)
-        .with_activity(&args.namespace, &args.activity_prefix);
+        .with_activity(&args.namespace, &args.activity_prefix)
+        .with_fleet(args.fleet_hub);
     let connector = Arc::new(http::ConnectorState { secrets, webhook: webhook.clone(), connector: conn });
     let routes = webhook::router(webhook.clone()).merge(http::router(connector));
     Ok(tokio::spawn(server::serve(listener, routes, limits, stop.clone())))
@@ -420,7 +422,10 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
 /// The fleet agent's settings when this cluster is a member (`--hub-kubeconfig`): a client for
 /// the hub with the agent's own identity there (through no budget: the hub's API server is not
 /// this cluster's).
-async fn fleet_agent(args: &RunArgs) -> anyhow::Result<Option<deprovisioner::fleet::AgentSettings>> {
+async fn fleet_agent(
+    args: &RunArgs,
+    protected: &Protected,
+) -> anyhow::Result<Option<deprovisioner::fleet::AgentSettings>> {
     let (Some(path), Some(member)) = (&args.hub_kubeconfig, &args.member_name) else { return Ok(None) };
     let config = kube_config(Some(path), None).await.context("the hub's kubeconfig (--hub-kubeconfig)")?;
     let hub = Client::try_from(config).context("building the hub's client")?;
@@ -430,6 +435,8 @@ async fn fleet_agent(args: &RunArgs) -> anyhow::Result<Option<deprovisioner::fle
         member: member.clone(),
         mailbox,
         heartbeat: args.fleet_heartbeat,
+        inventory_every: args.fleet_inventory_every,
+        protected: protected.clone(),
     }))
 }
 

@@ -123,6 +123,33 @@ pub fn get_account(map: &Snapshot, id: &AccountId) -> Result<Value, ConnectorErr
 
 /// `list_resources`: the cluster (the global resource) first, then each namespace by name.
 pub fn list_resources(cluster_label: &str, namespaces: &[String], p: &Paging) -> Value {
+    list_fleet_resources(cluster_label, namespaces, &[], p)
+}
+
+/// A member cluster as the hub's connector lists it: its namespaces from its last inventory,
+/// and how fresh that is.
+#[derive(Debug, Clone, Default)]
+pub struct MemberResources {
+    /// Its name.
+    pub name: String,
+    /// Its namespaces as last reported.
+    pub namespaces: Vec<String>,
+    /// When its agent last computed a changed inventory (`None`: none reported yet).
+    pub reported_at: Option<String>,
+    /// Its agent's last heartbeat.
+    pub heartbeat: Option<String>,
+    /// Grants its inventory left out (past the bound).
+    pub left_out: usize,
+}
+
+/// `list_resources` on a fleet hub: the hub's own as [`list_resources`], then each member
+/// (`<member>`, type `cluster`) and its namespaces (`<member>/<namespace>`), ordered by id.
+pub fn list_fleet_resources(
+    cluster_label: &str,
+    namespaces: &[String],
+    members: &[MemberResources],
+    p: &Paging,
+) -> Value {
     let mut items = vec![(
         vec![String::new()],
         json!({"integration_specific_id": "", "resource_type": "", "label": cluster_label,
@@ -135,6 +162,33 @@ pub fn list_resources(cluster_label: &str, namespaces: &[String], p: &Paging) ->
                    "description": format!("Namespace {ns}: Roles and ClusterRoles granted by RoleBindings in it")}),
         )
     }));
+    for m in members {
+        let fresh = json!({
+            "inventory_reported_at": m.reported_at.as_deref().unwrap_or("not reported yet"),
+            "agent_heartbeat": m.heartbeat.as_deref().unwrap_or("none yet"),
+            "grants_left_out": m.left_out,
+        });
+        let mut cluster = fresh.clone();
+        cluster["cluster"] = json!(m.name);
+        items.push((
+            vec![m.name.clone()],
+            json!({"integration_specific_id": m.name, "resource_type": model::MEMBER_CLUSTER, "label": format!("cluster {}", m.name),
+                   "description": format!("Member cluster {}: ClusterRoles granted by its ClusterRoleBindings", m.name),
+                   "extra_data": cluster}),
+        ));
+        for ns in &m.namespaces {
+            let id = format!("{}/{ns}", m.name);
+            let mut extra = fresh.clone();
+            extra["cluster"] = json!(m.name);
+            extra["namespace"] = json!(ns);
+            items.push((
+                vec![id.clone()],
+                json!({"integration_specific_id": id, "resource_type": NAMESPACE, "label": format!("{ns} in cluster {}", m.name),
+                       "description": format!("Namespace {ns} of member cluster {}: Roles and ClusterRoles granted by RoleBindings in it", m.name),
+                       "extra_data": extra}),
+            ));
+        }
+    }
     items.sort_by(|a, b| a.0.cmp(&b.0));
     paged(Capability::ListResources, items, p)
 }
@@ -149,12 +203,17 @@ fn entitlement_label(e: &Entitlement) -> String {
 /// `list_entitlements`: every role held by an account, per resource, ordered by (resource id,
 /// entitlement id). None is assignable: the connector only removes.
 pub fn list_entitlements(map: &Snapshot, p: &Paging) -> Value {
-    paged_range(Capability::ListEntitlements, &map.entitlements, p, |_, (e, bindings)| {
+    paged_range(Capability::ListEntitlements, &map.entitlements, p, |_, held| {
+        let (c, e, bindings) = (held.cluster.as_deref(), &held.entitlement, &held.bindings);
+        let label = match c {
+            Some(m) => format!("{} in cluster {m}", entitlement_label(e)),
+            None => entitlement_label(e),
+        };
         json!({
-            "entitlement_type": e.scope.entitlement_type(),
+            "entitlement_type": model::entitlement_type(c, &e.scope),
             "integration_specific_id": e.role.to_string(),
-            "integration_specific_resource_id": e.scope.resource_id(),
-            "label": entitlement_label(e),
+            "integration_specific_resource_id": model::resource_id(c, &e.scope),
+            "label": label,
             "is_assignable": false,
             "extra_data": {
                 "role_kind": e.role.kind,
@@ -170,7 +229,7 @@ fn association_data(a: &Association) -> Value {
     json!({
         "account_id": a.account.to_string(),
         "integration_specific_entitlement_id": a.entitlement.role.to_string(),
-        "integration_specific_resource_id": a.entitlement.scope.resource_id(),
+        "integration_specific_resource_id": model::resource_id(a.cluster.as_deref(), &a.entitlement.scope),
     })
 }
 
@@ -386,10 +445,12 @@ pub fn info(capabilities: &[Capability]) -> Value {
             "entitlement_types": [
                 {"type_id": CLUSTER_ROLE, "type_label": "ClusterRole (cluster-wide)", "resource_type_id": "", "min": 0},
                 {"type_id": NAMESPACE_ROLE, "type_label": "Role in a namespace", "resource_type_id": NAMESPACE, "min": 0},
+                {"type_id": model::MEMBER_CLUSTER_ROLE, "type_label": "ClusterRole in a member cluster (fleet hub)", "resource_type_id": model::MEMBER_CLUSTER, "min": 0},
             ],
             "resource_types": [
                 {"type_id": "", "type_label": "Cluster"},
                 {"type_id": NAMESPACE, "type_label": "Namespace"},
+                {"type_id": model::MEMBER_CLUSTER, "type_label": "Member cluster (fleet hub)"},
             ],
             "request_settings_schema": {"type": "object", "title": "NoSettings", "properties": {}},
         }),

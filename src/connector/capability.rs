@@ -42,6 +42,8 @@ pub struct Connector {
     pub writer: Writer,
     /// Where the activity store's shards are: (namespace, name prefix).
     pub activity: (String, String),
+    /// On a fleet hub: every member's access map too, from the inventories its agents report.
+    pub fleet: bool,
     /// The access map shared by the calls reading the same bindings, and the reads' turns.
     shared: Shared,
 }
@@ -57,7 +59,15 @@ impl Connector {
         writer: Writer,
     ) -> Connector {
         let activity = (DEFAULT_NAMESPACE.to_string(), crate::activity::read::DEFAULT_PREFIX.to_string());
-        Connector { client, protected, cluster_label, view, writer, activity, shared: Shared::new() }
+        Connector { client, protected, cluster_label, view, writer, activity, fleet: false, shared: Shared::new() }
+    }
+
+    /// On a fleet hub (`fleet`): lists every member's accounts, resources, entitlements and
+    /// associations as well, and sends an `unassign_entitlement` on a member's resource to
+    /// that member only.
+    pub fn with_fleet(mut self, fleet: bool) -> Connector {
+        self.fleet = fleet;
+        self
     }
 
     /// Reads last activity from the shards `<prefix>-NN` in `namespace` (default: the chart's
@@ -169,7 +179,11 @@ async fn run(conn: &Connector, name: &str, body: &[u8]) -> Result<Value, Connect
             let p = answer::paging(capability, envelope.page.as_ref())?;
             let _turn = turn(conn).await?;
             let namespaces = read::namespace_names(&conn.client).await?;
-            Ok(answer::list_resources(&conn.cluster_label, &namespaces, &p))
+            let members = match conn.fleet {
+                true => super::fleet::members(&conn.client).await?.resources,
+                false => Vec::new(),
+            };
+            Ok(answer::list_fleet_resources(&conn.cluster_label, &namespaces, &members, &p))
         }
         Capability::ListEntitlements => {
             let p = answer::paging(capability, envelope.page.as_ref())?;
@@ -310,18 +324,29 @@ struct UnassignEntitlement {
 async fn unassign(conn: &Connector, req: UnassignEntitlement) -> Result<Value, ConnectorError> {
     let invalid = |e: model::IdError| ConnectorError::new(ErrorCode::InvalidValue, e.to_string());
     let account: AccountId = req.account_integration_specific_id.parse().map_err(invalid)?;
-    let entitlement = model::Entitlement::parse(
+    let (member, entitlement) = model::parse_placed(
         &req.entitlement_type,
         &req.entitlement_integration_specific_id,
         &req.resource_type,
         &req.resource_integration_specific_id,
     )
     .map_err(invalid)?;
+    if member.is_some() && !conn.fleet {
+        let m = format!(
+            "resource {:?} is in a member cluster, and this connector is not a fleet hub's",
+            req.resource_integration_specific_id
+        );
+        return Err(ConnectorError::new(ErrorCode::InvalidValue, m));
+    }
     // Refused here too, so a protected account gets no record at all; the plan refuses it again.
     if let Some(why) = conn.protected.why(&account.0) {
         return Err(ConnectorError::new(ErrorCode::PermissionDenied, format!("refused: {why}; nothing was recorded")));
     }
-    let spec = answer::unassign_request(&account, &entitlement);
+    let mut spec = answer::unassign_request(&account, &entitlement);
+    if let Some(m) = member {
+        // The hub hands it to that member only; the member plans it with its own policies.
+        crate::fleet::address_to(&mut spec, &m);
+    }
     let waited = match &conn.writer {
         Writer::Operator(w) => submit::record_and_wait(w, spec, Instant::now()).await,
         Writer::Client { deadline } => submit::record_and_poll(&conn.client, spec, Instant::now() + *deadline).await,
@@ -370,6 +395,9 @@ fn argument<T: DeserializeOwned>(e: &Envelope) -> Result<T, ConnectorError> {
 /// arrived before it began. One map is computed at a time; the previous one is freed as soon as
 /// the calls reading it are done.
 async fn access_map(conn: &Connector, arrived: Instant) -> Result<Arc<Snapshot>, ConnectorError> {
+    if conn.fleet {
+        return fleet_map(conn, arrived).await;
+    }
     let index = match conn.view.as_deref() {
         Some(view) => view.read(Since::Arrived(arrived), Need::BINDINGS, Reader::Connector).await.ok(),
         None => None,
@@ -405,6 +433,32 @@ async fn access_map(conn: &Connector, arrived: Instant) -> Result<Arc<Snapshot>,
     let map = Arc::new(map);
     *current = Some((source, map.clone()));
     Ok(map)
+}
+
+/// On a fleet hub: this cluster's grants as of the call's arrival and every member's last
+/// reported ones, computed for each call (the members' reports change without this process
+/// seeing it).
+async fn fleet_map(conn: &Connector, arrived: Instant) -> Result<Arc<Snapshot>, ConnectorError> {
+    let index = match conn.view.as_deref() {
+        Some(view) => view.read(Since::Arrived(arrived), Need::BINDINGS, Reader::Connector).await.ok(),
+        None => None,
+    };
+    let protected = conn.protected.clone();
+    let mut grants = match index {
+        Some(index) => {
+            let b = index.all();
+            let rbs = b.role_bindings.iter().map(AsRef::as_ref);
+            model::grants(rbs, b.cluster_role_bindings.iter().map(AsRef::as_ref), &protected)
+        }
+        None => {
+            let b = read::bindings(&conn.client).await?;
+            model::grants(&b.role_bindings, &b.cluster_role_bindings, &protected)
+        }
+    };
+    grants.extend(
+        super::fleet::members(&conn.client).await?.grants.into_iter().filter(|g| protected.why(&g.account.0).is_none()),
+    );
+    compute(move || grants).await.map(Arc::new)
 }
 
 /// Computes a map off the async threads (tens of milliseconds over 10,000 bindings).

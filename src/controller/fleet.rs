@@ -72,6 +72,31 @@ pub(super) async fn reconcile(rec: &mut Record, mut st: DeprovisionRequestStatus
     Ok(Some(Action::requeue(RECHECK)))
 }
 
+/// A request the connector addressed to a member cluster reaching an operator that is not a
+/// fleet hub: it ends Failed, nothing changed (planned here, it would name this cluster's
+/// namespace of the same name).
+pub(super) async fn refuse_addressed(
+    rec: &mut Record,
+    mut st: DeprovisionRequestStatus,
+) -> Result<Option<Action>, Error> {
+    let Some(cluster) = fleet::addressed_to(&rec.obj.spec) else { return Ok(None) };
+    if st.phase != Phase::Pending {
+        return Ok(None);
+    }
+    let generation = rec.obj.metadata.generation;
+    let msg = format!(
+        "addressed to member cluster {cluster}, and this operator is not a fleet hub (--fleet-hub): nothing was changed"
+    );
+    st.phase = Phase::Failed;
+    st.message = Some(msg.clone());
+    st.completed_at = Some(now());
+    set_condition(&mut st.conditions, ConditionType::Planned, false, Reason::NoMember, &msg, generation);
+    set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::NoMember, &msg, generation);
+    rec.write(st).await?;
+    rec.event(EventType::Warning, Reason::NoMember, EventAction::Plan, msg, None);
+    Ok(Some(Action::await_change()))
+}
+
 /// The `ClusterSet`s for the request's application and the members they select.
 async fn select(rec: &Record) -> Result<fleet::Selection, ExecError> {
     let client = rec.ctx.client.clone();
@@ -88,7 +113,8 @@ async fn select(rec: &Record) -> Result<fleet::Selection, ExecError> {
         .into_iter()
         .map(|s| Set { name: s.name_any(), application: s.spec.application, match_labels: s.spec.members.match_labels })
         .collect();
-    if !sets.iter().any(|s| fleet::application_matches(&s.application, &rec.obj.spec)) {
+    let addressed = fleet::addressed_to(&rec.obj.spec);
+    if addressed.is_none() && !sets.iter().any(|s| fleet::application_matches(&s.application, &rec.obj.spec)) {
         return Ok(fleet::Selection::default());
     }
     let members = Api::<MemberCluster>::all(client)
@@ -100,7 +126,10 @@ async fn select(rec: &Record) -> Result<fleet::Selection, ExecError> {
         .into_iter()
         .map(|m| Member { name: m.name_any(), labels: m.labels().clone(), mailbox: m.spec.mailbox })
         .collect();
-    Ok(fleet::select(&rec.obj.spec, &sets, &members))
+    match addressed {
+        Some(cluster) => Ok(fleet::select_addressed(cluster, &members)),
+        None => Ok(fleet::select(&rec.obj.spec, &sets, &members)),
+    }
 }
 
 /// Records which members the request goes to (before any is handed it), then hands it over.

@@ -74,6 +74,11 @@ async fn reconcile_fresh(name: &str, uid: Option<&str>, ctx: Arc<Context>) -> Re
     {
         return Ok(done);
     }
+    if !rec.ctx.settings.fleet_hub
+        && let Some(done) = super::fleet::refuse_addressed(&mut rec, st.clone()).await?
+    {
+        return Ok(done);
+    }
     match st.phase {
         // Finished: the retention sweep deletes it in time.
         Phase::Succeeded | Phase::Failed | Phase::DryRun => Ok(Action::await_change()),

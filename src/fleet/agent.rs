@@ -61,6 +61,7 @@ pub async fn run(settings: AgentSettings, local: Client, metrics: Arc<Metrics>, 
     let requests: Api<MemberRequest> = Api::namespaced(settings.hub.clone(), &mailbox);
     let records: Api<DeprovisionRequest> = Api::all(local.clone());
     let heartbeat = heartbeat(settings.clone(), stop.clone());
+    let inventory = super::report::run(settings.clone(), local.clone(), stop.clone());
     let agent = Arc::new(Agent { settings, local, metrics });
     let (reader, writer) = reflector::store();
     // Both watches back off while their API server is away (the hub down, or the link cut)
@@ -80,7 +81,7 @@ pub async fn run(settings: AgentSettings, local: Client, metrics: Arc<Metrics>, 
                 tracing::debug!(error = %e, "fleet agent loop");
             }
         });
-    futures::join!(runner, heartbeat);
+    futures::join!(runner, heartbeat, inventory);
 }
 
 fn error_policy(mr: Arc<MemberRequest>, err: &AgentError, _: Arc<Agent>) -> Action {

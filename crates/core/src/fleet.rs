@@ -6,10 +6,43 @@ pub mod inventory;
 
 use std::collections::BTreeMap;
 
-use crate::crd::{ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberRequestSpec, Phase};
+use crate::crd::{
+    ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberRequestSpec, Phase, RequestSource,
+};
 
 /// Label on a member's local record naming the `MemberRequest` it answers.
 pub const LABEL_MEMBER_REQUEST: &str = "access.deprovisioner.dev/member-request";
+
+/// The custom field of a request from the connector addressing one member cluster (an
+/// entitlement on that member's resource).
+pub const CLUSTER_FIELD: &str = "fleetCluster";
+
+/// Addresses a connector's request to member `cluster` only.
+pub fn address_to(spec: &mut DeprovisionRequestSpec, cluster: &str) {
+    spec.custom_fields.insert(CLUSTER_FIELD.to_string(), cluster.to_string());
+    for p in &mut spec.permissions {
+        if let Some(l) = &mut p.label {
+            l.push_str(&format!(" of cluster {cluster}"));
+        }
+    }
+}
+
+/// The member a request is addressed to: only the connector's requests are (its entitlement is
+/// on that member's resource); others reach the members their application's `ClusterSet`s select.
+pub fn addressed_to(spec: &DeprovisionRequestSpec) -> Option<&str> {
+    match spec.source {
+        RequestSource::LumosConnector => spec.custom_fields.get(CLUSTER_FIELD).map(String::as_str),
+        _ => None,
+    }
+}
+
+/// The selection of a request addressed to one member: that member (if the hub knows it).
+pub fn select_addressed(cluster: &str, members: &[Member]) -> Selection {
+    Selection {
+        sets: vec![format!("(none: the connector addressed cluster {cluster})")],
+        members: members.iter().filter(|m| m.name == cluster).cloned().collect(),
+    }
+}
 
 /// A member cluster as the hub knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -168,5 +168,8 @@ fn a_member_resources_ids_read_back_to_the_member_and_its_own_entitlement() {
     assert_eq!((m, e.scope), (None, Scope::Namespace("team".into())), "the hub's own, as before");
     assert!(parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "B_/team").is_err());
     assert!(parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "b/").is_err());
-    assert!(parse_placed(MEMBER_CLUSTER_ROLE, "Role:dev", MEMBER_CLUSTER, "a").is_err(), "a Role is never cluster-wide");
+    assert!(
+        parse_placed(MEMBER_CLUSTER_ROLE, "Role:dev", MEMBER_CLUSTER, "a").is_err(),
+        "a Role is never cluster-wide"
+    );
 }
