@@ -335,6 +335,141 @@ async fn one_call_reaches_every_member() {
     drop(agent_b);
 }
 
+/// `deprovisioner connector <capability> --fleet-hub` on the hub as Lumos's agent (the chart's
+/// identity for it); the answer is validated by connector-py's model `model`.
+fn hub_connector(fleet: &Fleet, capability: &str, model: &str, request: &serde_json::Value) -> serde_json::Value {
+    let kc = fleet.hub.kubeconfig_as("deprovisioner-lumos-agent");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", capability, "--fleet-hub", "--kubeconfig", kc.to_str().unwrap()])
+        .args(["--json", &request.to_string()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{capability}: {}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::sdk::validate(&[(model, &answer)]);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
+    let fleet = Fleet::start(&[("a", &[("env", "prod")]), ("b", &[("env", "prod")])]);
+    let hub = fleet.hub.admin().await;
+    let (ca, cb) = (fleet.members[0].cluster.admin().await, fleet.members[1].cluster.admin().await);
+    let _hub_op = fleet.hub_operator(&["--response-deadline", "6s"]);
+    // The same namespace name in both members: only the resource id tells them apart.
+    let ns = unique("team");
+    let (ann, bob) = ("User:ann@x.com", "User:bob@x.com");
+    for (c, who) in [(&ca, "ann@x.com"), (&cb, "bob@x.com")] {
+        namespace(c, &ns, &[]).await;
+        role_binding(
+            c,
+            &ns,
+            "devs",
+            "edit",
+            vec![deprovisioner::fixtures::user(who), deprovisioner::fixtures::user("carol@x.com")],
+        )
+        .await;
+        // Each member's own policy bounds what the connector may remove there.
+        policy(
+            c,
+            "lumos-connector",
+            json!({"application": {"appId": "kubernetes"},
+                   "subjects": [{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}"}],
+                   "rules": [{"entitlements": {"namespaces": [ns], "roles": ["edit"]}}]}),
+        )
+        .await;
+    }
+    let _agents = (fleet.agent(0), fleet.agent(1));
+    let page = json!({"request": {}, "page": {"size": 2000}});
+    let held = |assocs: &serde_json::Value, account: &str, resource: &str| {
+        assocs["response"].as_array().unwrap().iter().any(|a| {
+            a["account_id"] == account
+                && a["integration_specific_resource_id"] == resource
+                && a["integration_specific_entitlement_id"] == "ClusterRole:edit"
+        })
+    };
+    let (a_ns, b_ns) = (format!("a/{ns}"), format!("b/{ns}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let assocs = loop {
+        let assocs =
+            hub_connector(&fleet, "find_entitlement_associations", "FindEntitlementAssociationsResponse", &page);
+        if held(&assocs, ann, &a_ns) && held(&assocs, bob, &b_ns) {
+            break assocs;
+        }
+        assert!(Instant::now() < deadline, "the members' inventories never reached the hub's connector: {assocs}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(!held(&assocs, ann, &b_ns) && !held(&assocs, bob, &a_ns), "each grant in its own cluster: {assocs}");
+    let accounts = hub_connector(&fleet, "list_accounts", "ListAccountsResponse", &page);
+    let resources = hub_connector(&fleet, "list_resources", "ListResourcesResponse", &page);
+    let ents = hub_connector(&fleet, "list_entitlements", "ListEntitlementsResponse", &page);
+    let info = hub_connector(&fleet, "info", "InfoResponse", &json!({"request": {}}));
+    let ids = |v: &serde_json::Value, f: &str| -> Vec<String> {
+        v["response"].as_array().unwrap().iter().map(|i| i[f].as_str().unwrap().to_string()).collect()
+    };
+    let account_ids = ids(&accounts, "integration_specific_id");
+    assert!(account_ids.contains(&ann.to_string()) && account_ids.contains(&bob.to_string()), "{account_ids:?}");
+    let resource_ids = ids(&resources, "integration_specific_id");
+    for r in ["", "a", "b", &a_ns, &b_ns] {
+        assert!(resource_ids.contains(&r.to_string()), "resource {r:?} listed: {resource_ids:?}");
+    }
+    let list = resources["response"].as_array().unwrap();
+    let a = list.iter().find(|r| r["integration_specific_id"] == "a").unwrap();
+    assert_eq!(a["resource_type"], "cluster", "{a}");
+    assert!(
+        a["extra_data"]["inventory_reported_at"].as_str().unwrap().parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "{a}"
+    );
+    // Every association points at a listed account, resource and entitlement, whose types fit.
+    let ent_list = ents["response"].as_array().unwrap();
+    let types = info["response"]["entitlement_types"].as_array().unwrap();
+    for x in assocs["response"].as_array().unwrap() {
+        let (acc, res, ent) = (
+            x["account_id"].as_str().unwrap(),
+            x["integration_specific_resource_id"].as_str().unwrap(),
+            x["integration_specific_entitlement_id"].as_str().unwrap(),
+        );
+        assert!(account_ids.iter().any(|i| i == acc), "unlisted account {acc}");
+        assert!(resource_ids.iter().any(|i| i == res), "unlisted resource {res}");
+        let e = ent_list
+            .iter()
+            .find(|e| e["integration_specific_resource_id"] == res && e["integration_specific_id"] == ent)
+            .unwrap_or_else(|| panic!("unlisted entitlement {ent} on {res}"));
+        let t = types.iter().find(|t| t["type_id"] == e["entitlement_type"]).expect("a declared type");
+        let r = list.iter().find(|r| r["integration_specific_id"] == res).unwrap();
+        assert_eq!(r["resource_type"], t["resource_type_id"], "{e}");
+    }
+
+    // unassign_entitlement on b's namespace: only b's grant goes, a's same-named one stays.
+    let unassign = json!({"request": {
+        "account_integration_specific_id": "User:carol@x.com", "resource_type": "namespace",
+        "resource_integration_specific_id": b_ns, "entitlement_type": "namespace_role",
+        "entitlement_integration_specific_id": "ClusterRole:edit"}});
+    // Recorded as the operator records it (the admission policy lets only its identity record a
+    // connector's request; over HTTP it is the operator itself).
+    let kc = fleet.hub.kubeconfig_as("deprovisioner");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "unassign_entitlement", "--fleet-hub", "--deadline", "30s"])
+        .args(["--kubeconfig", kc.to_str().unwrap(), "--json", &unassign.to_string()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::sdk::validate(&[("UnassignEntitlementResponse", &done)]);
+    assert_eq!(done, json!({"response": {"unassigned": true}}));
+    assert_eq!(names_in(&cb, &ns).await, [bob]);
+    assert_eq!(names_in(&ca, &ns).await, [ann, "User:carol@x.com"], "nothing changed in a");
+    // The hub's record went to b alone, and b's record did it.
+    let recs = Api::<DeprovisionRequest>::all(hub.clone()).list(&ListParams::default()).await.unwrap().items;
+    let rec = recs.iter().find(|r| r.spec.source == deprovisioner::crd::RequestSource::LumosConnector).unwrap();
+    let st = rec.status.clone().unwrap();
+    assert_eq!(st.members.iter().map(|m| m.cluster.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert!(st.plan.is_empty(), "nothing planned on the hub");
+    assert_eq!(local_records(&ca, &rec.uid().unwrap()).await.len(), 0);
+    assert_eq!(local_records(&cb, &rec.uid().unwrap()).await.len(), 1);
+}
+
 /// The median of some durations.
 fn median(mut d: Vec<Duration>) -> Duration {
     d.sort();

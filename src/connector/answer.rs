@@ -166,7 +166,7 @@ pub fn list_fleet_resources(
         let fresh = json!({
             "inventory_reported_at": m.reported_at.as_deref().unwrap_or("not reported yet"),
             "agent_heartbeat": m.heartbeat.as_deref().unwrap_or("none yet"),
-            "grants_left_out": m.left_out,
+            "grants_left_out": m.left_out.to_string(),
         });
         let mut cluster = fresh.clone();
         cluster["cluster"] = json!(m.name);

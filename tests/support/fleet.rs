@@ -73,6 +73,8 @@ impl Fleet {
             &m.name,
             "--fleet-heartbeat",
             "1s",
+            "--fleet-inventory-every",
+            "1s",
         ]))
     }
 }
