@@ -258,6 +258,7 @@ pub fn unassign_request(account: &AccountId, entitlement: &Entitlement) -> Depro
         source: RequestSource::LumosConnector,
         dry_run: false,
         expiry: None,
+        hub_source: None,
     }
 }
 

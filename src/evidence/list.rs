@@ -50,6 +50,7 @@ pub fn member_record(mr: crate::crd::MemberRequest) -> Option<DeprovisionRequest
     let status = mr.status?;
     let record = status.report.record?;
     let mut spec = mr.spec.request;
+    spec.hub_source = Some(spec.source);
     spec.source = crate::crd::RequestSource::Fleet;
     let mut r = DeprovisionRequest::new(&format!("{}/{record}", mr.spec.cluster), spec);
     r.metadata.creation_timestamp = mr.metadata.creation_timestamp;

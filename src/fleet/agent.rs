@@ -149,6 +149,7 @@ async fn local_record(mr: &MemberRequest, agent: &Agent) -> Result<DeprovisionRe
         return Ok(found);
     }
     let mut spec = mr.spec.request.clone();
+    spec.hub_source = Some(spec.source);
     spec.source = RequestSource::Fleet;
     let fingerprint = crate::webhook::naming::fingerprint(&spec);
     let mut labels = crate::webhook::naming::labels(&spec, &fingerprint);

@@ -123,6 +123,7 @@ pub fn parse(body: &[u8], dry_run: bool) -> Result<DeprovisionRequestSpec, Paylo
         source: RequestSource::LumosWebhook,
         dry_run,
         expiry: None,
+        hub_source: None,
     })
 }
 

@@ -337,6 +337,7 @@ pub fn request_spec(e: &Expiry, app: &ApplicationSelector) -> DeprovisionRequest
         source: RequestSource::Expiry,
         dry_run: false,
         expiry: Some(e.clone()),
+        hub_source: None,
     }
 }
 

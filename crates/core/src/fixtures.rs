@@ -210,6 +210,7 @@ pub fn request_spec(app_id: &str, target_email: &str) -> RequestSpecBuilder {
         source: RequestSource::Manual,
         dry_run: false,
         expiry: None,
+        hub_source: None,
     })
 }
 

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
     selectable = ".status.phase"
 )]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec is immutable: create a new DeprovisionRequest instead"))]
+#[x_kube(validation = Rule::new("!has(self.hubSource) || self.source == 'Fleet'").message("hubSource is only for source Fleet (a member's record of a request the fleet's hub handed to it)"))]
 #[serde(rename_all = "camelCase")]
 pub struct DeprovisionRequestSpec {
     /// The Lumos application whose access goes.
@@ -62,6 +63,19 @@ pub struct DeprovisionRequestSpec {
     /// For source `Expiry`: the one subject of the one binding whose time is up, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry: Option<Expiry>,
+    /// For source `Fleet`: the source of the hub's record this member's record came from. A
+    /// `LumosAccount` subject applies only when it was `LumosConnector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_source: Option<RequestSource>,
+}
+
+impl DeprovisionRequestSpec {
+    /// True when the Lumos connector recorded the request: here (`LumosConnector`), or on the
+    /// fleet's hub that handed it to this member (`Fleet` with `hubSource: LumosConnector`).
+    pub fn from_connector(&self) -> bool {
+        self.source == RequestSource::LumosConnector
+            || (self.source == RequestSource::Fleet && self.hub_source == Some(RequestSource::LumosConnector))
+    }
 }
 
 /// Access whose time is up: which subject of which binding, since when it held it (and how that

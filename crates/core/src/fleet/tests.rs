@@ -12,6 +12,7 @@ fn spec(app: &str) -> DeprovisionRequestSpec {
         source: Default::default(),
         dry_run: false,
         expiry: None,
+        hub_source: None,
     }
 }
 

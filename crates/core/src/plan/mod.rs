@@ -111,7 +111,8 @@ pub enum PlanError {
     },
     /// A `LumosAccount` subject in a request that did not come from the Lumos connector.
     #[error(
-        "DeprovisionPolicy {policy} subjects[{index}] is a LumosAccount, which only requests from the Lumos connector name (this one's source is {from:?}); nothing was changed"
+        "DeprovisionPolicy {policy} subjects[{index}] is a LumosAccount, which only requests from the Lumos connector name (this one's source is {from:?}{}); nothing was changed",
+        hub.map(|h| format!(", handed over by a fleet hub whose record's source is {h:?}")).unwrap_or_default()
     )]
     ConnectorOnly {
         /// Policy name.
@@ -120,6 +121,8 @@ pub enum PlanError {
         index: usize,
         /// The request's source.
         from: RequestSource,
+        /// For source `Fleet`: the hub's record's source.
+        hub: Option<RequestSource>,
     },
     /// A `LumosAccount` subject rendered to something that is not an account id.
     #[error(
@@ -309,8 +312,8 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .iter()
         .enumerate()
         .map(|(index, s)| {
-            if s.kind == SubjectKind::LumosAccount && spec.source != RequestSource::LumosConnector {
-                return Err(PlanError::ConnectorOnly { policy: policy.name_any(), index, from: spec.source });
+            if s.kind == SubjectKind::LumosAccount && !spec.from_connector() {
+                return Err(PlanError::ConnectorOnly { policy: policy.name_any(), index, from: spec.source, hub: spec.hub_source });
             }
             let rendered = template::render(&s.name, spec).map_err(err)?;
             if !s.allowed_names.is_empty() && !s.allowed_names.iter().any(|p| glob_match(p, &rendered)) {

@@ -578,6 +578,34 @@ fn connector_spec(account: &str, entitlement: &str) -> DeprovisionRequestSpec {
         .build()
 }
 
+/// A member's record of a request the hub's connector recorded (source `Fleet`, `hubSource:
+/// LumosConnector`) is planned like the connector's own; one whose hub record came from anywhere
+/// else is refused, naming both sources.
+#[test]
+fn a_lumos_account_applies_to_a_fleet_request_only_when_the_hubs_connector_recorded_it() {
+    let observed = Observed {
+        clocks: None,
+        namespaces: vec![ns("team-a", &[])],
+        role_bindings: vec![rb("team-a", "editors", "edit", vec![s("User", "ann@x.io", None)])],
+        cluster_role_bindings: vec![],
+    };
+    let p = connector_policy(json!({"namespaces": ["team-a"]}));
+    let handed = |hub: Option<RequestSource>| {
+        let mut spec = connector_spec("User:ann@x.io", "namespace_role/team-a/ClusterRole:edit");
+        spec.hub_source = hub;
+        spec.source = RequestSource::Fleet;
+        compute(&spec, std::slice::from_ref(&p), &observed, &Protected::default())
+    };
+    let got = handed(Some(RequestSource::LumosConnector)).unwrap();
+    assert_eq!(rows(&got), ["RoleBinding team-a/editors | User ann@x.io"]);
+    let err = handed(Some(RequestSource::LumosWebhook)).unwrap_err();
+    assert!(
+        err.to_string().contains("source is Fleet, handed over by a fleet hub whose record's source is LumosWebhook"),
+        "{err}"
+    );
+    assert!(matches!(handed(None).unwrap_err(), PlanError::ConnectorOnly { hub: None, .. }));
+}
+
 fn connector_policy(entitlements: serde_json::Value) -> DeprovisionPolicy {
     policy(
         "lumos-connector",
