@@ -380,6 +380,12 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         )
         .await;
     }
+    // A chunk left by an earlier, larger map: the agent's first report deletes it.
+    let mailbox_a: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(hub.clone(), &mailbox("a"));
+    let stale = serde_json::from_value(json!({"metadata": {"name": "deprovisioner-inventory-09"},
+        "data": {"inventory.json": "{\"generation\": \"old\"}"}}))
+    .unwrap();
+    mailbox_a.create(&PostParams::default(), &stale).await.unwrap();
     let _agents = (fleet.agent(0), fleet.agent(1));
     let page = json!({"request": {}, "page": {"size": 2000}});
     let held = |assocs: &serde_json::Value, account: &str, resource: &str| {
@@ -401,6 +407,12 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(!held(&assocs, ann, &b_ns) && !held(&assocs, bob, &a_ns), "each grant in its own cluster: {assocs}");
+    // Deleted right after the header that made the inventory visible is written.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mailbox_a.get_opt("deprovisioner-inventory-09").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the stale chunk was never deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let accounts = hub_connector(&fleet, "list_accounts", "ListAccountsResponse", &page);
     let resources = hub_connector(&fleet, "list_resources", "ListResourcesResponse", &page);
     let ents = hub_connector(&fleet, "list_entitlements", "ListEntitlementsResponse", &page);
@@ -468,6 +480,49 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     assert!(st.plan.is_empty(), "nothing planned on the hub");
     assert_eq!(local_records(&ca, &rec.uid().unwrap()).await.len(), 0);
     assert_eq!(local_records(&cb, &rec.uid().unwrap()).await.len(), 1);
+    let member_record = &local_records(&cb, &rec.uid().unwrap()).await[0];
+    assert_eq!(member_record.spec.hub_source, Some(deprovisioner::crd::RequestSource::LumosConnector));
+    // Nobody can claim the hub's connector on a request of their own: the API server refuses
+    // a hubSource on anything but a member's fleet record.
+    let mut claimed = rec.spec.clone();
+    (claimed.source, claimed.hub_source) =
+        (deprovisioner::crd::RequestSource::Manual, Some(deprovisioner::crd::RequestSource::LumosConnector));
+    let err = Api::<DeprovisionRequest>::all(cb.clone())
+        .create(&PostParams::default(), &DeprovisionRequest::new(&unique("claimed"), claimed))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hubSource is only for source Fleet"), "{err}");
+
+    // --- the inventories' privileges, by the hub's real authorizer ---
+    let h = fleet.hub;
+    let agent_a = format!("system:serviceaccount:{}:agent", mailbox("a"));
+    let lumos = "system:serviceaccount:deprovisioner:deprovisioner-lumos-agent";
+    let (inv, chunk) = ("configmaps/deprovisioner-inventory", "configmaps/deprovisioner-inventory-15");
+    for args in [&["update", inv, "-n", &mailbox("a")][..], &["update", chunk, "-n", &mailbox("a")]] {
+        assert!(can_i(h, &agent_a, args), "agent a may not {args:?}");
+    }
+    for args in [
+        &["update", inv, "-n", &mailbox("b")][..],
+        &["get", inv, "-n", &mailbox("b")],
+        &["update", "configmaps/deprovisioner-inventory-16", "-n", &mailbox("a")],
+        &["update", "configmaps/kube-root-ca.crt", "-n", &mailbox("a")],
+        &["list", "configmaps", "-n", &mailbox("a")],
+    ] {
+        assert!(!can_i(h, &agent_a, args), "agent a may {args:?}");
+    }
+    for args in [&["get", inv, "-n", &mailbox("b")][..], &["get", chunk, "-n", &mailbox("a")], &["list", "memberclusters"]] {
+        assert!(can_i(h, lumos, args), "Lumos's agent may not {args:?}");
+    }
+    for args in [
+        &["list", "configmaps", "-n", &mailbox("a")][..],
+        &["update", inv, "-n", &mailbox("a")],
+        &["get", "configmaps/other", "-n", &mailbox("a")],
+        &["get", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")],
+        &["create", "memberrequests.access.deprovisioner.dev", "-n", &mailbox("a")],
+        &["patch", "memberclusters.access.deprovisioner.dev/a", "--subresource", "status"],
+    ] {
+        assert!(!can_i(h, lumos, args), "Lumos's agent may {args:?}");
+    }
 }
 
 /// The median of some durations.

@@ -39,14 +39,14 @@ pub enum ReportError {
 pub async fn run(settings: AgentSettings, local: Client, stop: CancellationToken) {
     let mut tick = tokio::time::interval(settings.inventory_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<Inventory> = None;
+    let mut last: Option<(Inventory, usize)> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
         match once(&settings, &local, last.as_ref()).await {
-            Ok(Some(inv)) => last = Some(inv),
+            Ok(Some(written)) => last = Some(written),
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(member = %settings.member, error = %e, "fleet agent: reporting the access map failed")
@@ -55,17 +55,18 @@ pub async fn run(settings: AgentSettings, local: Client, stop: CancellationToken
     }
 }
 
-/// Computes the access map and writes it when it differs from `last`: the new one, or `None`.
+/// Computes the access map and writes it when it differs from `last` (the one this process
+/// wrote, and its chunks): the new one and its chunks, or `None`.
 async fn once(
     settings: &AgentSettings,
     local: &Client,
-    last: Option<&Inventory>,
-) -> Result<Option<Inventory>, ReportError> {
+    last: Option<&(Inventory, usize)>,
+) -> Result<Option<(Inventory, usize)>, ReportError> {
     let (bindings, namespaces) = tokio::try_join!(read::bindings(local), read::namespace_names(local))
         .map_err(|e| ReportError::Local(e.message.clone()))?;
     let grants = model::grants(&bindings.role_bindings, &bindings.cluster_role_bindings, &settings.protected);
     let inv = Inventory { namespaces, grants };
-    if last == Some(&inv) {
+    if last.is_some_and(|(l, _)| l == &inv) {
         return Ok(None);
     }
     let generation = k8s_openapi::jiff::Timestamp::now().to_string();
@@ -76,9 +77,20 @@ async fn once(
     }
     let text = serde_json::to_string(&header).unwrap_or_default();
     write(&api, &settings.member, inventory::HEADER, text).await?;
+    // Chunks past the new count belong to no generation the header names: deleted, so a
+    // shrinking map frees its space (after a restart, every name past the count is tried).
+    let stale = last.map_or(inventory::MAX_CHUNKS, |(_, n)| (*n).max(header.chunks));
+    for i in header.chunks..stale {
+        let name = inventory::chunk_name(i);
+        match api.delete(&name, &Default::default()).await {
+            Ok(_) => tracing::debug!(member = %settings.member, chunk = %name, "fleet agent: deleted a stale chunk"),
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(source) => return Err(ReportError::Hub { name, source }),
+        }
+    }
     tracing::info!(member = %settings.member, grants = inv.grants.len(), chunks = header.chunks, left_out = header.left_out,
         "fleet agent: reported this cluster's access map to the hub");
-    Ok(Some(inv))
+    Ok(Some((inv, header.chunks)))
 }
 
 /// Replaces (or creates) one ConfigMap in the mailbox.
