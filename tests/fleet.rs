@@ -458,9 +458,35 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         "account_integration_specific_id": "User:carol@x.com", "resource_type": "namespace",
         "resource_integration_specific_id": b_ns, "entitlement_type": "namespace_role",
         "entitlement_integration_specific_id": "ClusterRole:edit"}});
-    // Recorded as the operator records it (the admission policy lets only its identity record a
-    // connector's request; over HTTP it is the operator itself).
-    let kc = fleet.hub.kubeconfig_as("deprovisioner");
+    // Recorded by Lumos's agent itself, as the chart's admission policy lets it (one entitlement,
+    // the account, and the member it is addressed to).
+    support::fleet::apply_chart_template(fleet.hub, "templates/admission.yaml", &["fleet.hub.enabled=true".into()]);
+    let kc = fleet.hub.kubeconfig_as("deprovisioner-lumos-agent");
+    // deploy/rbac.yaml's policy (no fleet) was in force: the fleet's is once it admits a request
+    // addressed to one member, and it still refuses the agent anything wider (one more field).
+    let spec = json!({"application": {"appId": "kubernetes"}, "source": "LumosConnector",
+        "targetUser": {"email": "User:carol@x.com"}, "permissions": [{"value": format!("namespace_role/{ns}/ClusterRole:edit")}],
+        "customFields": {"accountId": "User:carol@x.com", "fleetCluster": "b"}});
+    let dry_run = |spec: &serde_json::Value| {
+        let file = fleet.hub.dir.join(format!("{}.json", unique("request")));
+        let request = json!({"apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "DeprovisionRequest",
+            "metadata": {"generateName": "dry-"}, "spec": spec});
+        std::fs::write(&file, request.to_string()).unwrap();
+        // A server-side dry run: admitted or refused, nothing is stored.
+        let args = ["--kubeconfig", kc.to_str().unwrap(), "create", "--dry-run=server", "-f", file.to_str().unwrap()];
+        let out = fleet.hub.kubectl(&args);
+        (out.status.success(), text(&out.stderr))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let (false, why) = dry_run(&spec) {
+        assert!(why.contains("may only record what unassign_entitlement records"), "refused otherwise: {why}");
+        assert!(Instant::now() < deadline, "the fleet hub's admission policy never came into force: {why}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut wider = spec.clone();
+    wider["customFields"]["more"] = json!("x");
+    let (admitted, why) = dry_run(&wider);
+    assert!(!admitted && why.contains("(and fleetCluster, naming a member)"), "{why}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
         .args(["connector", "unassign_entitlement", "--fleet-hub", "--deadline", "30s"])
         .args(["--kubeconfig", kc.to_str().unwrap(), "--json", &unassign.to_string()])
@@ -510,7 +536,9 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     ] {
         assert!(!can_i(h, &agent_a, args), "agent a may {args:?}");
     }
-    for args in [&["get", inv, "-n", &mailbox("b")][..], &["get", chunk, "-n", &mailbox("a")], &["list", "memberclusters"]] {
+    for args in
+        [&["get", inv, "-n", &mailbox("b")][..], &["get", chunk, "-n", &mailbox("a")], &["list", "memberclusters"]]
+    {
         assert!(can_i(h, lumos, args), "Lumos's agent may not {args:?}");
     }
     for args in [

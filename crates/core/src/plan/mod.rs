@@ -313,7 +313,12 @@ fn resolve_subjects(policy: &DeprovisionPolicy, spec: &DeprovisionRequestSpec) -
         .enumerate()
         .map(|(index, s)| {
             if s.kind == SubjectKind::LumosAccount && !spec.from_connector() {
-                return Err(PlanError::ConnectorOnly { policy: policy.name_any(), index, from: spec.source, hub: spec.hub_source });
+                return Err(PlanError::ConnectorOnly {
+                    policy: policy.name_any(),
+                    index,
+                    from: spec.source,
+                    hub: spec.hub_source,
+                });
             }
             let rendered = template::render(&s.name, spec).map_err(err)?;
             if !s.allowed_names.is_empty() && !s.allowed_names.iter().any(|p| glob_match(p, &rendered)) {
