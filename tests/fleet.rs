@@ -487,15 +487,20 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     wider["customFields"]["more"] = json!("x");
     let (admitted, why) = dry_run(&wider);
     assert!(!admitted && why.contains("(and fleetCluster, naming a member)"), "{why}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
-        .args(["connector", "unassign_entitlement", "--fleet-hub", "--deadline", "30s"])
-        .args(["--kubeconfig", kc.to_str().unwrap(), "--json", &unassign.to_string()])
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap();
-    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    support::sdk::validate(&[("UnassignEntitlementResponse", &done)]);
-    assert_eq!(done, json!({"response": {"unassigned": true}}));
+    let unassign_as_agent = |resource: &str| {
+        let mut unassign = unassign.clone();
+        unassign["request"]["resource_integration_specific_id"] = json!(resource);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+            .args(["connector", "unassign_entitlement", "--fleet-hub", "--deadline", "30s"])
+            .args(["--kubeconfig", kc.to_str().unwrap(), "--json", &unassign.to_string()])
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        support::sdk::validate(&[("UnassignEntitlementResponse", &done)]);
+        done
+    };
+    assert_eq!(unassign_as_agent(&b_ns), json!({"response": {"unassigned": true}}));
     assert_eq!(names_in(&cb, &ns).await, [bob]);
     assert_eq!(names_in(&ca, &ns).await, [ann, "User:carol@x.com"], "nothing changed in a");
     // The hub's record went to b alone, and b's record did it.
@@ -518,6 +523,18 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("hubSource is only for source Fleet"), "{err}");
+
+    // A member whose mailbox is gone (taken out of the fleet while Lumos still lists it): the hub
+    // record ends Failed at once, naming why, instead of waiting for ever.
+    let gone: MemberCluster =
+        serde_json::from_value(json!({"metadata": {"name": "gone"}, "spec": {"mailbox": mailbox("gone")}})).unwrap();
+    Api::<MemberCluster>::all(hub.clone()).create(&PostParams::default(), &gone).await.unwrap();
+    let done = unassign_as_agent(&format!("gone/{ns}"));
+    let msg = done["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&format!("gone: Failed: its mailbox namespace {} does not exist", mailbox("gone"))), "{done}");
+    let recs = Api::<DeprovisionRequest>::all(hub.clone()).list(&ListParams::default()).await.unwrap().items;
+    let rec = recs.iter().find(|r| r.status.as_ref().is_some_and(|s| s.members.iter().any(|m| m.cluster == "gone")));
+    assert_eq!(rec.map(phase), Some(Phase::Failed), "the hub record ended");
 
     // --- the inventories' privileges, by the hub's real authorizer ---
     let h = fleet.hub;

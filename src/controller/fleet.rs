@@ -207,6 +207,19 @@ async fn collect(rec: &Record, m: &MemberRecord, uid: &str) -> Result<MemberRepo
                 Err(kube::Error::Api(s)) if s.is_already_exists() => {
                     return Ok(MemberReport::default());
                 }
+                // The mailbox is gone (the member was taken out of the fleet) or was never made:
+                // nothing can reach that cluster, and waiting would leave the record open forever.
+                Err(kube::Error::Api(s)) if s.is_not_found() => {
+                    return Ok(MemberReport {
+                        phase: MemberPhase::Failed,
+                        message: Some(format!(
+                            "its mailbox namespace {} does not exist on the hub (the cluster was taken out of the fleet, or was never set up): not handed over, nothing was changed there",
+                            m.mailbox
+                        )),
+                        updated_at: Some(now()),
+                        ..Default::default()
+                    });
+                }
                 Err(source) => return Err(ExecError::Unavailable { context, source }),
             }
         }
