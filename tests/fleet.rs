@@ -684,6 +684,7 @@ fn the_chart_sets_up_a_hub_or_an_agent() {
     assert!(out.contains("- --member-name=prod-eu"), "{out}");
     assert!(out.contains("- --hub-kubeconfig=/etc/deprovisioner/hub/kubeconfig"), "{out}");
     assert!(out.contains("- --hub-mailbox=deprovisioner-member-prod-eu"), "{out}");
+    assert!(out.contains("- --fleet-inventory-every=60s"), "{out}");
     assert!(out.contains("secretName: hub-kc"), "{out}");
     assert!(!out.contains("--fleet-hub") && !out.contains("kind: MemberCluster"), "an agent is no hub");
     // The agent needs the Secret named.
