@@ -75,18 +75,20 @@ pub(super) async fn reconcile(rec: &mut Record, mut st: DeprovisionRequestStatus
 /// A request the connector addressed to a member cluster reaching an operator that is not a
 /// fleet hub: it ends Failed, nothing changed (planned here, it would name this cluster's
 /// namespace of the same name).
-pub(super) async fn refuse_addressed(
-    rec: &mut Record,
-    mut st: DeprovisionRequestStatus,
-) -> Result<Option<Action>, Error> {
+pub(super) async fn refuse_addressed(rec: &mut Record, st: DeprovisionRequestStatus) -> Result<Option<Action>, Error> {
     let Some(cluster) = fleet::addressed_to(&rec.obj.spec) else { return Ok(None) };
     if st.phase != Phase::Pending {
         return Ok(None);
     }
-    let generation = rec.obj.metadata.generation;
     let msg = format!(
         "addressed to member cluster {cluster}, and this operator is not a fleet hub (--fleet-hub): nothing was changed"
     );
+    no_member(rec, st, msg).await.map(Some)
+}
+
+/// Ends a request that reaches no member cluster: Failed, not planned, nothing changed.
+async fn no_member(rec: &mut Record, mut st: DeprovisionRequestStatus, msg: String) -> Result<Action, Error> {
+    let generation = rec.obj.metadata.generation;
     st.phase = Phase::Failed;
     st.message = Some(msg.clone());
     st.completed_at = Some(now());
@@ -94,7 +96,7 @@ pub(super) async fn refuse_addressed(
     set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::NoMember, &msg, generation);
     rec.write(st).await?;
     rec.event(EventType::Warning, Reason::NoMember, EventAction::Plan, msg, None);
-    Ok(Some(Action::await_change()))
+    Ok(Action::await_change())
 }
 
 /// The `ClusterSet`s for the request's application and the members they select.
@@ -142,14 +144,7 @@ async fn hand_over(
     let sets = selection.sets.join(", ");
     if selection.members.is_empty() {
         let msg = format!("ClusterSet {sets} selects no member cluster: nothing was handed over or changed");
-        st.phase = Phase::Failed;
-        st.message = Some(msg.clone());
-        st.completed_at = Some(now());
-        set_condition(&mut st.conditions, ConditionType::Planned, false, Reason::NoMember, &msg, generation);
-        set_condition(&mut st.conditions, ConditionType::Complete, true, Reason::NoMember, &msg, generation);
-        rec.write(st).await?;
-        rec.event(EventType::Warning, Reason::NoMember, EventAction::Plan, msg, None);
-        return Ok(Action::await_change());
+        return no_member(rec, st, msg).await;
     }
     let name = fleet::member_request_name(&rec.obj.uid().unwrap_or_default());
     st.members = selection
