@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use deprovisioner::crd::{DeprovisionRequest, MemberCluster, MemberPhase, MemberRequest, Phase};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 use support::fleet::{Fleet, mailbox};
 use support::*;
 
@@ -338,17 +338,26 @@ async fn one_call_reaches_every_member() {
 /// `deprovisioner connector <capability> --fleet-hub` on the hub as Lumos's agent (the chart's
 /// identity for it); the answer is validated by connector-py's model `model`.
 fn hub_connector(fleet: &Fleet, capability: &str, model: &str, request: &serde_json::Value) -> serde_json::Value {
+    let (answer, _) = connector_cli(fleet, capability, request, true);
+    support::sdk::validate(&[(model, &answer)]);
+    answer
+}
+
+/// `deprovisioner connector <capability>` on the hub as Lumos's agent (with `--fleet-hub` when
+/// `fleet`): its answer, and how long the process took.
+fn connector_cli(fleet: &Fleet, capability: &str, request: &serde_json::Value, fleet_hub: bool) -> (Value, Duration) {
     let kc = fleet.hub.kubeconfig_as("deprovisioner-lumos-agent");
+    let started = Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
-        .args(["connector", capability, "--fleet-hub", "--kubeconfig", kc.to_str().unwrap()])
+        .args(["connector", capability, "--kubeconfig", kc.to_str().unwrap()])
+        .args(fleet_hub.then_some("--fleet-hub"))
         .args(["--json", &request.to_string()])
         .env_remove("KUBECONFIG")
         .output()
         .unwrap();
+    let took = started.elapsed();
     assert!(out.status.success(), "{capability}: {}", text(&out.stderr));
-    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    support::sdk::validate(&[(model, &answer)]);
-    answer
+    (serde_json::from_slice(&out.stdout).unwrap(), took)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -631,6 +640,32 @@ async fn figures() {
         to_all.iter().max().unwrap(),
         median(to_one.clone()),
         to_one.iter().max().unwrap()
+    );
+    // The hub's connector listing the fleet (as Lumos's agent, the CLI: its process start
+    // included), once every member's inventory has reached the hub.
+    let page = json!({"request": {}, "page": {"size": 2000}});
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let resources = hub_connector(&fleet, "list_resources", "ListResourcesResponse", &page);
+        let reported = resources["response"].as_array().unwrap().iter().filter(|r| r["resource_type"] == "cluster");
+        if reported.filter(|r| r["extra_data"]["inventory_reported_at"] != "not reported yet").count() == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every member's inventory reached the hub: {resources}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let listed = hub_connector(&fleet, "find_entitlement_associations", "FindEntitlementAssociationsResponse", &page);
+    let associations = listed["response"].as_array().unwrap().len();
+    let (mut fleet_wide, mut hub_only) = (vec![], vec![]);
+    for _ in 0..5 {
+        fleet_wide.push(connector_cli(&fleet, "find_entitlement_associations", &page, true).1);
+        hub_only.push(connector_cli(&fleet, "find_entitlement_associations", &page, false).1);
+    }
+    println!(
+        "{n} members: the hub's connector listed {associations} associations across the fleet in {:?} (median of 5, the CLI process as Lumos's agent; max {:?}); the hub's own alone in {:?}",
+        median(fleet_wide.clone()),
+        fleet_wide.iter().max().unwrap(),
+        median(hub_only)
     );
     // A member down while 100 requests are made, then back.
     agents[0].take();
