@@ -395,6 +395,11 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         "data": {"inventory.json": "{\"generation\": \"old\"}"}}))
     .unwrap();
     mailbox_a.create(&PostParams::default(), &stale).await.unwrap();
+    // The hub's own namespace named like member a, and a cluster-wide grant in member a: two
+    // resources and two entitlements, never one.
+    namespace(&hub, "a", &[]).await;
+    role_binding(&hub, "a", "hub-devs", "edit", vec![deprovisioner::fixtures::user("dave@x.com")]).await;
+    cluster_role_binding(&ca, &unique("erin"), "edit", &[], vec![deprovisioner::fixtures::user("erin@x.com")]).await;
     let _agents = (fleet.agent(0), fleet.agent(1));
     let page = json!({"request": {}, "page": {"size": 2000}});
     let held = |assocs: &serde_json::Value, account: &str, resource: &str| {
@@ -416,6 +421,17 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert!(!held(&assocs, ann, &b_ns) && !held(&assocs, bob, &a_ns), "each grant in its own cluster: {assocs}");
+    let one = |account: &str| -> Vec<(String, String)> {
+        let all = assocs["response"].as_array().unwrap().iter().filter(|a| a["account_id"] == account);
+        all.map(|a| {
+            let res = a["integration_specific_resource_id"].as_str().unwrap().to_string();
+            (res, a["integration_specific_entitlement_id"].as_str().unwrap().to_string())
+        })
+        .collect()
+    };
+    // erin's binding was made before a's agent started: its first report holds it.
+    assert_eq!(one("User:dave@x.com"), [("a".to_string(), "ClusterRole:edit".to_string())], "the hub's namespace a");
+    assert_eq!(one("User:erin@x.com"), [("a/".to_string(), "ClusterRole:edit".to_string())], "member a, cluster-wide");
     // Deleted right after the header that made the inventory visible is written.
     let deadline = Instant::now() + Duration::from_secs(10);
     while mailbox_a.get_opt("deprovisioner-inventory-09").await.unwrap().is_some() {
@@ -432,11 +448,11 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     let account_ids = ids(&accounts, "integration_specific_id");
     assert!(account_ids.contains(&ann.to_string()) && account_ids.contains(&bob.to_string()), "{account_ids:?}");
     let resource_ids = ids(&resources, "integration_specific_id");
-    for r in ["", "a", "b", &a_ns, &b_ns] {
+    for r in ["", "a/", "b/", &a_ns, &b_ns] {
         assert!(resource_ids.contains(&r.to_string()), "resource {r:?} listed: {resource_ids:?}");
     }
     let list = resources["response"].as_array().unwrap();
-    let a = list.iter().find(|r| r["integration_specific_id"] == "a").unwrap();
+    let a = list.iter().find(|r| r["integration_specific_id"] == "a/").unwrap();
     assert_eq!(a["resource_type"], "cluster", "{a}");
     assert!(
         a["extra_data"]["inventory_reported_at"].as_str().unwrap().parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
@@ -544,6 +560,41 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     let recs = Api::<DeprovisionRequest>::all(hub.clone()).list(&ListParams::default()).await.unwrap().items;
     let rec = recs.iter().find(|r| r.status.as_ref().is_some_and(|s| s.members.iter().any(|m| m.cluster == "gone")));
     assert_eq!(rec.map(phase), Some(Phase::Failed), "the hub record ended");
+
+    // A connector request on the hub's own resource is planned on the hub, even when a ClusterSet
+    // names the connector's application: it names the hub's bindings, not the members'.
+    cluster_set(&hub, "kubernetes").await;
+    policy(
+        &hub,
+        "lumos-connector",
+        json!({"application": {"appId": "kubernetes"},
+               "subjects": [{"kind": "LumosAccount", "name": "{{custom_fields.accountId}}"}],
+               "rules": [{"entitlements": {"namespaces": ["a"], "roles": ["edit"]}}]}),
+    )
+    .await;
+    let mut on_hub = unassign.clone();
+    on_hub["request"]["account_integration_specific_id"] = json!("User:dave@x.com");
+    on_hub["request"]["resource_integration_specific_id"] = json!("a");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "unassign_entitlement", "--fleet-hub", "--deadline", "30s"])
+        .args(["--kubeconfig", kc.to_str().unwrap(), "--json", &on_hub.to_string()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done, json!({"response": {"unassigned": true}}), "{}", text(&out.stderr));
+    assert!(
+        get_rb(&hub, "a", "hub-devs").await.is_none_or(|b| b.subjects.is_none_or(|s| s.is_empty())),
+        "dave's grant on the hub is gone"
+    );
+    let recs = Api::<DeprovisionRequest>::all(hub.clone()).list(&ListParams::default()).await.unwrap().items;
+    let rec = recs.iter().find(|r| r.spec.target_user.email == "User:dave@x.com").unwrap();
+    let st = rec.status.clone().unwrap();
+    assert!(st.members.is_empty() && !st.plan.is_empty(), "planned on the hub, handed to no member: {st:?}");
+    for m in ["a", "b"] {
+        let handed = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox(m)).get_opt(&rec.uid().unwrap()).await;
+        assert!(handed.unwrap().is_none(), "handed to member {m}");
+    }
 
     // --- the inventories' privileges, by the hub's real authorizer ---
     let h = fleet.hub;

@@ -170,14 +170,15 @@ pub fn list_fleet_resources(
         });
         let mut cluster = fresh.clone();
         cluster["cluster"] = json!(m.name);
+        let id = model::resource_id(Some(&m.name), &Scope::Cluster);
         items.push((
-            vec![m.name.clone()],
-            json!({"integration_specific_id": m.name, "resource_type": model::MEMBER_CLUSTER, "label": format!("cluster {}", m.name),
+            vec![id.clone()],
+            json!({"integration_specific_id": id, "resource_type": model::MEMBER_CLUSTER, "label": format!("cluster {}", m.name),
                    "description": format!("Member cluster {}: ClusterRoles granted by its ClusterRoleBindings", m.name),
                    "extra_data": cluster}),
         ));
         for ns in &m.namespaces {
-            let id = format!("{}/{ns}", m.name);
+            let id = model::resource_id(Some(&m.name), &Scope::Namespace(ns.clone()));
             let mut extra = fresh.clone();
             extra["cluster"] = json!(m.name);
             extra["namespace"] = json!(ns);

@@ -53,7 +53,7 @@ pub(super) async fn reconcile(rec: &mut Record, mut st: DeprovisionRequestStatus
             Err(e) => return rec.transient(st, e).await.map(Some),
         }
     }
-    let (phase, msg) = fleet::hub_outcome(&st.members);
+    let (phase, msg) = fleet::hub_outcome(&st.members, rec.obj.spec.dry_run);
     st.message = Some(crate::text::clip(&msg));
     if phase.is_terminal() {
         st.phase = phase;
@@ -101,6 +101,9 @@ async fn no_member(rec: &mut Record, mut st: DeprovisionRequestStatus, msg: Stri
 
 /// The `ClusterSet`s for the request's application and the members they select.
 async fn select(rec: &Record) -> Result<fleet::Selection, ExecError> {
+    if !fleet::reaches_members(&rec.obj.spec) {
+        return Ok(fleet::Selection::default());
+    }
     let client = rec.ctx.client.clone();
     let unavailable = |context: &str| {
         let context = context.to_string();

@@ -36,6 +36,18 @@ pub fn addressed_to(spec: &DeprovisionRequestSpec) -> Option<&str> {
     }
 }
 
+/// Whether a request may reach member clusters at all: Lumos's calls and people's requests do
+/// (by `ClusterSet`), and a connector request addressed to a member does (to that one). An
+/// expiry, and a connector request on the hub's own resource, name this cluster's bindings: they
+/// are planned here, whatever `ClusterSet`s name their application.
+pub fn reaches_members(spec: &DeprovisionRequestSpec) -> bool {
+    match spec.source {
+        RequestSource::LumosWebhook | RequestSource::Manual => true,
+        RequestSource::LumosConnector => addressed_to(spec).is_some(),
+        RequestSource::Expiry | RequestSource::Fleet => false,
+    }
+}
+
 /// The selection of a request addressed to one member: that member (if the hub knows it).
 pub fn select_addressed(cluster: &str, members: &[Member]) -> Selection {
     Selection {
@@ -140,20 +152,25 @@ pub fn admit(me: &str, spec: &MemberRequestSpec) -> Admission {
 
 /// The hub record's phase and message from its members' answers: `Succeeded` only when every
 /// member's record succeeded; `Failed` once every member answered and one did not succeed;
-/// otherwise `InProgress`, the message naming who has not answered yet.
-pub fn hub_outcome(members: &[MemberRecord]) -> (Phase, String) {
+/// otherwise `InProgress`, the message naming who has not answered yet. A member's `DryRun`
+/// counts as success only for a dry run (`dry_run`): for a removal it is not one.
+pub fn hub_outcome(members: &[MemberRecord], dry_run: bool) -> (Phase, String) {
     if members.is_empty() {
         return (Phase::Failed, "no member cluster is selected for this application".into());
     }
+    let ok = |m: &MemberRecord| match m.reported.phase {
+        MemberPhase::DryRun => dry_run,
+        p => p.is_success(),
+    };
     let all_answered = members.iter().all(|m| m.reported.phase.is_terminal());
-    let all_ok = members.iter().all(|m| m.reported.phase.is_success());
+    let all_ok = members.iter().all(ok);
     let phase = match (all_answered, all_ok) {
         (true, true) if members.iter().all(|m| m.reported.phase == MemberPhase::DryRun) => Phase::DryRun,
         (true, true) => Phase::Succeeded,
         (true, false) => Phase::Failed,
         (false, _) => Phase::InProgress,
     };
-    let ok = members.iter().filter(|m| m.reported.phase.is_success()).count();
+    let ok = members.iter().filter(|m| ok(m)).count();
     let head = match phase {
         Phase::Succeeded | Phase::DryRun => format!("Succeeded in all {} clusters", members.len()),
         Phase::Failed => format!("Failed in {} of {} clusters", members.len() - ok, members.len()),

@@ -257,13 +257,14 @@ pub const MEMBER_CLUSTER: &str = "cluster";
 /// Entitlement type of a ClusterRole granted cluster-wide in a member cluster.
 pub const MEMBER_CLUSTER_ROLE: &str = "member_cluster_role";
 
-/// A resource's id: this cluster's as [`Scope::resource_id`] says; in member `m`, `m` for the
-/// member cluster and `m/<namespace>` for its namespaces (a namespace name has no `/`).
+/// A resource's id: this cluster's as [`Scope::resource_id`] says (`""`, `<namespace>`); in
+/// member `m`, the same behind `m/`: `m/` for the member cluster and `m/<namespace>` for its
+/// namespaces. A namespace name has no `/`, so no member's id is ever one of this cluster's (a
+/// member named like one of its namespaces included).
 pub fn resource_id(cluster: Option<&str>, scope: &Scope) -> String {
-    match (cluster, scope) {
-        (None, s) => s.resource_id().to_string(),
-        (Some(m), Scope::Cluster) => m.to_string(),
-        (Some(m), Scope::Namespace(ns)) => format!("{m}/{ns}"),
+    match cluster {
+        None => scope.resource_id().to_string(),
+        Some(m) => format!("{m}/{}", scope.resource_id()),
     }
 }
 
@@ -296,8 +297,9 @@ pub fn parse_placed(
     };
     match (entitlement_type, resource_type) {
         (MEMBER_CLUSTER_ROLE, MEMBER_CLUSTER) => {
+            let m = resource_id.strip_suffix('/').ok_or_else(|| IdError::Namespace(resource_id.to_string()))?;
             let e = Entitlement::parse(CLUSTER_ROLE, entitlement_id, "", "")?;
-            Ok((Some(member(resource_id)?), e))
+            Ok((Some(member(m)?), e))
         }
         (NAMESPACE_ROLE, NAMESPACE) if resource_id.contains('/') => {
             let (m, ns) = resource_id.split_once('/').unwrap_or_default();

@@ -90,7 +90,7 @@ fn an_agent_refuses_a_request_for_another_cluster() {
 
 #[test]
 fn succeeded_only_when_every_member_succeeded() {
-    let (p, msg) = hub_outcome(&[answered("a", MemberPhase::Succeeded), answered("b", MemberPhase::Succeeded)]);
+    let (p, msg) = hub_outcome(&[answered("a", MemberPhase::Succeeded), answered("b", MemberPhase::Succeeded)], false);
     assert_eq!(p, Phase::Succeeded);
     assert!(msg.starts_with("Succeeded in all 2 clusters"), "{msg}");
     assert!(msg.contains("deprovisionrequest/fleet-a"), "{msg}");
@@ -98,7 +98,7 @@ fn succeeded_only_when_every_member_succeeded() {
 
 #[test]
 fn waits_for_a_member_that_has_not_answered_and_names_it() {
-    let (p, msg) = hub_outcome(&[answered("a", MemberPhase::Succeeded), answered("b", MemberPhase::Pending)]);
+    let (p, msg) = hub_outcome(&[answered("a", MemberPhase::Succeeded), answered("b", MemberPhase::Pending)], false);
     assert_eq!(p, Phase::InProgress);
     assert!(msg.contains("b: no answer yet"), "{msg}");
     assert!(msg.contains("1 of 2 clusters answered"), "{msg}");
@@ -106,11 +106,14 @@ fn waits_for_a_member_that_has_not_answered_and_names_it() {
 
 #[test]
 fn failed_names_each_cluster_that_failed_with_its_record() {
-    let (p, msg) = hub_outcome(&[
-        answered("a", MemberPhase::Failed),
-        answered("b", MemberPhase::Refused),
-        answered("c", MemberPhase::Succeeded),
-    ]);
+    let (p, msg) = hub_outcome(
+        &[
+            answered("a", MemberPhase::Failed),
+            answered("b", MemberPhase::Refused),
+            answered("c", MemberPhase::Succeeded),
+        ],
+        false,
+    );
     assert_eq!(p, Phase::Failed);
     assert!(msg.starts_with("Failed in 2 of 3 clusters"), "{msg}");
     assert!(msg.contains("a: Failed: boom (record deprovisionrequest/fleet-a)"), "{msg}");
@@ -119,7 +122,7 @@ fn failed_names_each_cluster_that_failed_with_its_record() {
 
 #[test]
 fn no_member_fails() {
-    assert_eq!(hub_outcome(&[]).0, Phase::Failed);
+    assert_eq!(hub_outcome(&[], false).0, Phase::Failed);
 }
 
 #[test]
@@ -127,4 +130,32 @@ fn member_phases() {
     assert_eq!(member_phase(Phase::Pending), MemberPhase::InProgress);
     assert_eq!(member_phase(Phase::Failed), MemberPhase::Failed);
     assert!(MemberPhase::Refused.is_terminal() && !MemberPhase::Refused.is_success());
+}
+
+#[test]
+fn a_members_dry_run_is_a_success_only_for_a_dry_run() {
+    let both = [answered("a", MemberPhase::Succeeded), answered("b", MemberPhase::DryRun)];
+    let (p, msg) = hub_outcome(&both, false);
+    assert_eq!(p, Phase::Failed, "a removal that a member only planned did not succeed: {msg}");
+    assert!(msg.starts_with("Failed in 1 of 2 clusters"), "{msg}");
+    let dry = [answered("a", MemberPhase::DryRun), answered("b", MemberPhase::DryRun)];
+    assert_eq!(hub_outcome(&dry, true).0, Phase::DryRun);
+}
+
+#[test]
+fn only_lumos_calls_manual_requests_and_addressed_connector_requests_reach_members() {
+    let mut s = spec("demo");
+    for (source, reaches) in [
+        (RequestSource::LumosWebhook, true),
+        (RequestSource::Manual, true),
+        (RequestSource::LumosConnector, false),
+        (RequestSource::Expiry, false),
+        (RequestSource::Fleet, false),
+    ] {
+        s.source = source;
+        assert_eq!(reaches_members(&s), reaches, "{source:?}");
+    }
+    s.source = RequestSource::LumosConnector;
+    address_to(&mut s, "b");
+    assert!(reaches_members(&s), "a connector request addressed to member b");
 }

@@ -158,8 +158,12 @@ fn a_member_resources_ids_read_back_to_the_member_and_its_own_entitlement() {
     assert_eq!(m.as_deref(), Some("b"));
     assert_eq!(e.scope, Scope::Namespace("team".into()));
     assert_eq!(resource_id(m.as_deref(), &e.scope), "b/team");
-    let (m, e) = parse_placed(MEMBER_CLUSTER_ROLE, "ClusterRole:view", MEMBER_CLUSTER, "a").unwrap();
+    let (m, e) = parse_placed(MEMBER_CLUSTER_ROLE, "ClusterRole:view", MEMBER_CLUSTER, "a/").unwrap();
     assert_eq!((m.as_deref(), e.scope.clone()), (Some("a"), Scope::Cluster));
+    assert_eq!(resource_id(m.as_deref(), &e.scope), "a/");
+    // A member named like one of this cluster's namespaces never shares its id.
+    assert_ne!(resource_id(Some("team"), &Scope::Cluster), resource_id(None, &Scope::Namespace("team".into())));
+    assert!(parse_placed(MEMBER_CLUSTER_ROLE, "ClusterRole:view", MEMBER_CLUSTER, "a").is_err(), "no `/`");
     assert_eq!(
         (resource_type(m.as_deref(), &e.scope), entitlement_type(m.as_deref(), &e.scope)),
         (MEMBER_CLUSTER, MEMBER_CLUSTER_ROLE)
@@ -169,7 +173,7 @@ fn a_member_resources_ids_read_back_to_the_member_and_its_own_entitlement() {
     assert!(parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "B_/team").is_err());
     assert!(parse_placed(NAMESPACE_ROLE, "Role:dev", NAMESPACE, "b/").is_err());
     assert!(
-        parse_placed(MEMBER_CLUSTER_ROLE, "Role:dev", MEMBER_CLUSTER, "a").is_err(),
+        parse_placed(MEMBER_CLUSTER_ROLE, "Role:dev", MEMBER_CLUSTER, "a/").is_err(),
         "a Role is never cluster-wide"
     );
 }
