@@ -365,7 +365,11 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     let fleet = Fleet::start(&[("a", &[("env", "prod")]), ("b", &[("env", "prod")])]);
     let hub = fleet.hub.admin().await;
     let (ca, cb) = (fleet.members[0].cluster.admin().await, fleet.members[1].cluster.admin().await);
-    let _hub_op = fleet.hub_operator(&["--response-deadline", "6s"]);
+    // The connector served over HTTP too, as the operator's own identity.
+    let read_secret = fleet.hub.dir.join("connector-read.secret");
+    std::fs::write(&read_secret, "fleet-connector-read-secret\n").unwrap();
+    let hub_op =
+        fleet.hub_operator(&["--response-deadline", "6s", "--connector-secret-file", read_secret.to_str().unwrap()]);
     // The same namespace name in both members: only the resource id tells them apart.
     let ns = unique("team");
     let (ann, bob) = ("User:ann@x.com", "User:bob@x.com");
@@ -438,6 +442,14 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         assert!(Instant::now() < deadline, "the stale chunk was never deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Over HTTP, as the operator's identity: the same fleet.
+    let headers = [("content-type", "application/json"), ("authorization", "Bearer fleet-connector-read-secret")];
+    let (status, over_http, _) = hub_op
+        .post_raw("/connectors/kubernetes/find_entitlement_associations", &headers, page.to_string().into_bytes())
+        .await;
+    assert_eq!(status, 200, "{over_http}");
+    support::sdk::validate(&[("FindEntitlementAssociationsResponse", &over_http)]);
+    assert!(held(&over_http, ann, &a_ns) && held(&over_http, bob, &b_ns), "over HTTP: {over_http}");
     let accounts = hub_connector(&fleet, "list_accounts", "ListAccountsResponse", &page);
     let resources = hub_connector(&fleet, "list_resources", "ListResourcesResponse", &page);
     let ents = hub_connector(&fleet, "list_entitlements", "ListEntitlementsResponse", &page);
@@ -512,6 +524,41 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     wider["customFields"]["more"] = json!("x");
     let (admitted, why) = dry_run(&wider);
     assert!(!admitted && why.contains("(and fleetCluster, naming a member)"), "{why}");
+    // The mailboxes' policy: not even the hub's admin may hand a member a request (a MemberRequest
+    // carries the source a member's LumosAccount policy trusts), and an agent writes only its
+    // inventory's names.
+    let forged = json!({"apiVersion": "access.deprovisioner.dev/v1alpha1", "kind": "MemberRequest",
+        "metadata": {"name": "by-an-admin", "namespace": mailbox("b")},
+        "spec": {"cluster": "b", "hubRecord": "none", "hubUid": "0", "request": spec}});
+    let forged_file = fleet.hub.dir.join("forged-by-admin.json");
+    std::fs::write(&forged_file, forged.to_string()).unwrap();
+    // (A new policy comes into force within seconds: a dry run until it does.)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = fleet.hub.kubectl(&["create", "--dry-run=server", "-f", forged_file.to_str().unwrap()]);
+        if !out.status.success() && text(&out.stderr).contains("only the operator of the fleet hub") {
+            break;
+        }
+        assert!(out.status.success(), "refused otherwise: {}", text(&out.stderr));
+        assert!(Instant::now() < deadline, "the hub's admin handed a member a request");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let agent_kc = fleet.members[0].hub_kubeconfig.to_str().unwrap().to_string();
+    let out = fleet.hub.kubectl(&[
+        "--kubeconfig",
+        &agent_kc,
+        "create",
+        "configmap",
+        "anything",
+        "-n",
+        &mailbox("a"),
+        "--from-literal=k=v",
+    ]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("the agent of a member writes only its inventory"),
+        "{}",
+        text(&out.stderr)
+    );
     let unassign_as_agent = |resource: &str| {
         let mut unassign = unassign.clone();
         unassign["request"]["resource_integration_specific_id"] = json!(resource);
@@ -618,6 +665,11 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     {
         assert!(can_i(h, lumos, args), "Lumos's agent may not {args:?}");
     }
+    // The operator serves the connector over HTTP: it reads the inventories by name, no more.
+    let operator = "system:serviceaccount:deprovisioner:deprovisioner";
+    assert!(can_i(h, operator, &["get", inv, "-n", &mailbox("b")]));
+    assert!(!can_i(h, operator, &["get", "configmaps/other", "-n", &mailbox("b")]));
+    assert!(!can_i(h, operator, &["update", inv, "-n", &mailbox("b")]));
     for args in [
         &["list", "configmaps", "-n", &mailbox("a")][..],
         &["update", inv, "-n", &mailbox("a")],
