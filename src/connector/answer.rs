@@ -136,6 +136,11 @@ pub struct MemberResources {
     pub namespaces: Vec<String>,
     /// When its agent last computed a changed inventory (`None`: none reported yet).
     pub reported_at: Option<String>,
+    /// When its agent last found that inventory still true.
+    pub checked_at: Option<String>,
+    /// Its last check is more than three of its agent's periods old: listed as last reported,
+    /// which may no longer hold.
+    pub stale: bool,
     /// Its agent's last heartbeat.
     pub heartbeat: Option<String>,
     /// Grants its inventory left out (past the bound).
@@ -143,7 +148,7 @@ pub struct MemberResources {
 }
 
 /// `list_resources` on a fleet hub: the hub's own as [`list_resources`], then each member
-/// (`<member>`, type `cluster`) and its namespaces (`<member>/<namespace>`), ordered by id.
+/// (`<member>/`, type `cluster`) and its namespaces (`<member>/<namespace>`), ordered by id.
 pub fn list_fleet_resources(
     cluster_label: &str,
     namespaces: &[String],
@@ -165,6 +170,8 @@ pub fn list_fleet_resources(
     for m in members {
         let fresh = json!({
             "inventory_reported_at": m.reported_at.as_deref().unwrap_or("not reported yet"),
+            "inventory_checked_at": m.checked_at.as_deref().unwrap_or("not reported yet"),
+            "inventory_stale": m.stale.to_string(),
             "agent_heartbeat": m.heartbeat.as_deref().unwrap_or("none yet"),
             "grants_left_out": m.left_out.to_string(),
         });

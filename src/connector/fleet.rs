@@ -15,6 +15,8 @@ use crate::fleet::inventory::{self, Header, Inventory};
 
 /// Reads of a member's inventory before a rewrite seen in the middle is an error.
 const TRIES: usize = 3;
+/// The pause before reading a torn inventory again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What the members reported: their resources (for `list_resources`) and their grants.
 #[derive(Debug, Default)]
@@ -35,13 +37,22 @@ pub async fn members(client: &Client) -> Result<Members, ConnectorError> {
     let mut out = Members::default();
     let mut items = list.items;
     items.sort_by_key(|m| m.name_any());
-    for m in items {
+    // Every member's inventory read at once (a few small GETs each).
+    let read =
+        futures::future::try_join_all(items.iter().map(|m| member(client, m.name_any(), &m.spec.mailbox))).await?;
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for (m, (header, inv)) in items.into_iter().zip(read) {
         let name = m.name_any();
         let heartbeat = m.status.as_ref().and_then(|s| s.last_heartbeat.as_ref()).map(|t| t.0.to_string());
-        let (header, inv) = member(client, &name, &m.spec.mailbox).await?;
         let mut res = MemberResources { name, heartbeat, ..Default::default() };
         if let Some(h) = header {
+            res.stale = inventory::is_stale(&h, now);
+            if res.stale {
+                tracing::warn!(member = %res.name, checked_at = ?h.checked_at,
+                    "fleet connector: a member's inventory is stale (its agent has not checked it for three periods)");
+            }
             res.reported_at = Some(h.generation);
+            res.checked_at = h.checked_at;
             res.left_out = h.left_out;
         }
         res.namespaces = inv.namespaces;
@@ -53,7 +64,8 @@ pub async fn members(client: &Client) -> Result<Members, ConnectorError> {
 }
 
 /// One member's inventory: nothing while its agent has reported none.
-async fn member(client: &Client, name: &str, mailbox: &str) -> Result<(Option<Header>, Inventory), ConnectorError> {
+async fn member(client: &Client, name: String, mailbox: &str) -> Result<(Option<Header>, Inventory), ConnectorError> {
+    let name = name.as_str();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), mailbox);
     let read = |what: String| move |e: kube::Error| ConnectorError::from_kube(&what, &e);
     let mut last = None;
@@ -68,14 +80,18 @@ async fn member(client: &Client, name: &str, mailbox: &str) -> Result<(Option<He
         };
         let mut chunks = Vec::with_capacity(header.chunks);
         for i in 0..header.chunks.min(inventory::MAX_CHUNKS) {
-            let chunk = inventory::chunk_name(i);
+            let chunk = inventory::chunk_name(header.slot, i);
             let what = format!("reading cluster {name}'s inventory (configmap {mailbox}/{chunk})");
             let cm = api.get_opt(&chunk).await.map_err(read(what))?;
             chunks.push(cm.as_ref().and_then(data).map(str::to_string));
         }
         match inventory::decode(name, &header, &chunks) {
             Ok(inv) => return Ok((Some(header), inv)),
-            Err(e @ inventory::InventoryError::Torn { .. }) => last = Some(e),
+            // Two rewrites during this read (each goes to the slot not being read): a moment later.
+            Err(e @ inventory::InventoryError::Torn { .. }) => {
+                last = Some(e);
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
             Err(e) => return Err(broken(name, mailbox, &e.to_string())),
         }
     }

@@ -1,9 +1,11 @@
 //! A member's agent reports this cluster's access map to the hub: every `inventory_every` it
-//! computes the grants the connector's model finds in this cluster's bindings, and when they
-//! (or the namespaces) changed since its last report, writes them as chunked ConfigMaps into its
-//! mailbox on the hub (`deprovisioner_core::fleet::inventory`): the chunks first, the header
-//! naming their generation last. So the hub's connector lists a member as of at most
-//! `inventory_every` (plus a write) ago while the agent runs; the header's generation is when.
+//! computes the grants the connector's model finds in this cluster's bindings. When they (or the
+//! namespaces) changed since its last report, it writes them as chunked ConfigMaps into its
+//! mailbox on the hub (`deprovisioner_core::fleet::inventory`): into the slot the header does not
+//! name, then the header naming the new generation and slot, then it deletes that slot's chunks
+//! past the new count. When nothing changed it only writes the header's `checkedAt`. So the hub's
+//! connector lists a member as of at most `inventory_every` (plus a write) ago while the agent
+//! runs, and calls it stale when its last check is three periods old.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +15,7 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::AgentSettings;
-use super::inventory::{self, Inventory};
+use super::inventory::{self, Header, Inventory, Slot};
 use crate::connector::{model, read};
 
 /// Label on the inventory ConfigMaps: the member they describe.
@@ -35,62 +37,123 @@ pub enum ReportError {
     },
 }
 
+/// What this process last wrote: the map, its header, and how many chunks each slot may hold
+/// (`None`: not known since this process started).
+struct Written {
+    inventory: Inventory,
+    header: Header,
+    slot_chunks: [Option<usize>; 2],
+}
+
 /// Reports every `settings.inventory_every` until `stop`.
 pub async fn run(settings: AgentSettings, local: Client, stop: CancellationToken) {
     let mut tick = tokio::time::interval(settings.inventory_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last: Option<(Inventory, usize)> = None;
+    let mut last: Option<Written> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match once(&settings, &local, last.as_ref()).await {
-            Ok(Some(written)) => last = Some(written),
-            Ok(None) => {}
-            Err(e) => {
+        match once(&settings, &local, last.take()).await {
+            Ok(written) => last = Some(written),
+            Err((e, kept)) => {
+                last = kept;
                 tracing::warn!(member = %settings.member, error = %e, "fleet agent: reporting the access map failed")
             }
         }
     }
 }
 
-/// Computes the access map and writes it when it differs from `last` (the one this process
-/// wrote, and its chunks): the new one and its chunks, or `None`.
+fn slot_index(slot: Slot) -> usize {
+    match slot {
+        Slot::A => 0,
+        Slot::B => 1,
+    }
+}
+
+/// Computes the access map; writes a new generation when it differs from `last`, or else the
+/// header's `checkedAt`. On failure, what is known of the hub's state is handed back.
 async fn once(
     settings: &AgentSettings,
     local: &Client,
-    last: Option<&(Inventory, usize)>,
-) -> Result<Option<(Inventory, usize)>, ReportError> {
-    let (bindings, namespaces) = tokio::try_join!(read::bindings(local), read::namespace_names(local))
-        .map_err(|e| ReportError::Local(e.message.clone()))?;
+    last: Option<Written>,
+) -> Result<Written, (ReportError, Option<Written>)> {
+    let (bindings, namespaces) = match tokio::try_join!(read::bindings(local), read::namespace_names(local)) {
+        Ok(read) => read,
+        Err(e) => return Err((ReportError::Local(e.message.clone()), last)),
+    };
     let grants = model::grants(&bindings.role_bindings, &bindings.cluster_role_bindings, &settings.protected);
-    let inv = Inventory { namespaces, grants };
-    if last.is_some_and(|(l, _)| l == &inv) {
-        return Ok(None);
-    }
-    let generation = k8s_openapi::jiff::Timestamp::now().to_string();
-    let (header, chunks) = inventory::encode(&inv, &generation);
+    let inventory = Inventory { namespaces, grants };
     let api: Api<ConfigMap> = Api::namespaced(settings.hub.clone(), &settings.mailbox);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let every = Some(settings.inventory_every.as_secs().max(1));
+    if let Some(mut was) = last {
+        if was.inventory == inventory {
+            was.header.checked_at = Some(now);
+            was.header.every_seconds = every;
+            let text = serde_json::to_string(&was.header).unwrap_or_default();
+            return match write(&api, &settings.member, inventory::HEADER, text).await {
+                Ok(()) => Ok(was),
+                Err(e) => Err((e, Some(was))),
+            };
+        }
+        return publish(settings, &api, inventory, was.header.slot, was.slot_chunks, now, every).await;
+    }
+    // Since this process started: the slot the hub's header names now is the one not to touch.
+    let current = match api.get_opt(inventory::HEADER).await {
+        Ok(found) => found
+            .and_then(|cm| cm.data?.remove(inventory::DATA_KEY))
+            .and_then(|t| serde_json::from_str::<Header>(&t).ok())
+            .map_or(Slot::B, |h| h.slot),
+        Err(source) => return Err((ReportError::Hub { name: inventory::HEADER.into(), source }, None)),
+    };
+    publish(settings, &api, inventory, current, [None, None], now, every).await
+}
+
+/// Writes `inventory` as a new generation into the slot other than `current`, then the header,
+/// then deletes that slot's chunks past the new count.
+async fn publish(
+    settings: &AgentSettings,
+    api: &Api<ConfigMap>,
+    inventory: Inventory,
+    current: Slot,
+    mut slot_chunks: [Option<usize>; 2],
+    now: String,
+    every: Option<u64>,
+) -> Result<Written, (ReportError, Option<Written>)> {
+    let slot = current.other();
+    let (mut header, chunks) = inventory::encode(&inventory, &now, slot);
+    header.checked_at = Some(now);
+    header.every_seconds = every;
+    let count = header.chunks;
+    // Until the header is switched, the hub holds what it held: the next try starts over.
     for (i, text) in chunks.into_iter().enumerate() {
-        write(&api, &settings.member, &inventory::chunk_name(i), text).await?;
+        write(api, &settings.member, &inventory::chunk_name(slot, i), text).await.map_err(|e| (e, None))?;
     }
     let text = serde_json::to_string(&header).unwrap_or_default();
-    write(&api, &settings.member, inventory::HEADER, text).await?;
-    // Chunks past the new count belong to no generation the header names: deleted, so a
-    // shrinking map frees its space (after a restart, every name past the count is tried).
-    let stale = last.map_or(inventory::MAX_CHUNKS, |(_, n)| (*n).max(header.chunks));
-    for i in header.chunks..stale {
-        let name = inventory::chunk_name(i);
+    write(api, &settings.member, inventory::HEADER, text).await.map_err(|e| (e, None))?;
+    tracing::info!(member = %settings.member, grants = inventory.grants.len(), chunks = count, left_out = header.left_out,
+        slot = ?slot, "fleet agent: reported this cluster's access map to the hub");
+    // Chunks of this slot past the new count belong to no generation the header names: deleted,
+    // so a shrinking map frees its space (when not known, every name past the count is tried).
+    let stale = slot_chunks[slot_index(slot)].unwrap_or(inventory::MAX_CHUNKS).max(count);
+    slot_chunks[slot_index(slot)] = Some(count);
+    let written = Written { inventory, header, slot_chunks };
+    for i in count..stale {
+        let name = inventory::chunk_name(slot, i);
         match api.delete(&name, &Default::default()).await {
             Ok(_) => tracing::debug!(member = %settings.member, chunk = %name, "fleet agent: deleted a stale chunk"),
             Err(kube::Error::Api(s)) if s.is_not_found() => {}
-            Err(source) => return Err(ReportError::Hub { name, source }),
+            Err(source) => {
+                // Still there: tried again after the next change.
+                let mut kept = written;
+                kept.slot_chunks[slot_index(slot)] = None;
+                return Err((ReportError::Hub { name, source }, Some(kept)));
+            }
         }
     }
-    tracing::info!(member = %settings.member, grants = inv.grants.len(), chunks = header.chunks, left_out = header.left_out,
-        "fleet agent: reported this cluster's access map to the hub");
-    Ok(Some((inv, header.chunks)))
+    Ok(written)
 }
 
 /// Replaces (or creates) one ConfigMap in the mailbox.

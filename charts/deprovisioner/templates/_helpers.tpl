@@ -543,3 +543,11 @@ send events.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/*
+The ConfigMaps a fleet member's agent writes in its mailbox on the hub (its inventory: a header
+and two slots of 16 chunks, deprovisioner_core::fleet::inventory::names), for RBAC's resourceNames.
+*/}}
+{{- define "deprovisioner.inventoryNames" -}}
+deprovisioner-inventory{{ range $s := list "a" "b" }}{{ range $i, $_ := until 16 }}, {{ printf "deprovisioner-inventory-%s%02d" $s $i }}{{ end }}{{ end }}
+{{- end }}

@@ -1,9 +1,12 @@
 //! Pure: a member's access map as it reports it to the hub, in its mailbox namespace there: the
 //! grants the connector's model computes from the member's bindings, and its namespaces, in
 //! ConfigMaps of at most [`CHUNK_BYTES`] each (at most [`MAX_CHUNKS`]), under a header naming the
-//! generation every chunk must carry (a reader that finds a chunk of another generation caught a
-//! rewrite in the middle, and reads again).
+//! generation every chunk must carry. The chunks are double-buffered: a new generation is
+//! written into the [`Slot`] the header does not name, and the header is switched last, so a
+//! reader always finds one whole generation, even when a writer died in the middle (a chunk of
+//! another generation means two rewrites during one read: read again).
 
+use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::connector::model::{AccountId, BindingName, Grant};
@@ -18,27 +21,81 @@ pub const CHUNK_BYTES: usize = 900_000;
 /// The most chunks a member writes: past them its inventory is reported truncated.
 pub const MAX_CHUNKS: usize = 16;
 
-/// Chunk `i`'s ConfigMap (`deprovisioner-inventory-00` …).
-pub fn chunk_name(i: usize) -> String {
-    format!("{HEADER}-{i:02}")
+/// One of the two sets of chunk names a member writes in turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    /// `deprovisioner-inventory-a00` …
+    #[default]
+    A,
+    /// `deprovisioner-inventory-b00` …
+    B,
 }
 
-/// Every chunk name a member may write (what RBAC names).
-pub fn chunk_names() -> Vec<String> {
-    (0..MAX_CHUNKS).map(chunk_name).collect()
+impl Slot {
+    /// The other slot: where the next generation is written.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// Both slots.
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    fn letter(self) -> char {
+        match self {
+            Slot::A => 'a',
+            Slot::B => 'b',
+        }
+    }
 }
 
-/// The header: which generation is complete, how many chunks it has, when it was computed.
+/// Chunk `i`'s ConfigMap in `slot` (`deprovisioner-inventory-a00` …).
+pub fn chunk_name(slot: Slot, i: usize) -> String {
+    format!("{HEADER}-{}{i:02}", slot.letter())
+}
+
+/// Every name a member may write: the header and each slot's chunks (what RBAC and the
+/// admission policy name).
+pub fn names() -> Vec<String> {
+    let chunks = Slot::ALL.into_iter().flat_map(|s| (0..MAX_CHUNKS).map(move |i| chunk_name(s, i)));
+    std::iter::once(HEADER.to_string()).chain(chunks).collect()
+}
+
+/// The header: which generation is complete and where, how many chunks it has, when it was
+/// computed, and when the agent last checked that it still holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Header {
     /// The generation every chunk must carry (the time it was computed, RFC 3339).
     pub generation: String,
+    /// The slot holding its chunks.
+    #[serde(default)]
+    pub slot: Slot,
     /// How many chunks it has.
     pub chunks: usize,
     /// Grants left out because [`MAX_CHUNKS`] were full.
     #[serde(default)]
     pub left_out: usize,
+    /// When the agent last computed the map and found this generation still true (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<String>,
+    /// How often the agent checks, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every_seconds: Option<u64>,
+}
+
+/// How long past its agent's period a member's last check may be before its listing is called
+/// stale: three periods (a missed write or two is no outage), at least ten seconds.
+pub fn is_stale(header: &Header, now: Timestamp) -> bool {
+    let Some(checked) = header.checked_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()) else {
+        return true;
+    };
+    let every = header.every_seconds.unwrap_or(60);
+    let allowed = (3 * every).max(10) as i64;
+    now.as_second() - checked.as_second() > allowed
 }
 
 /// One chunk: namespaces and grants, each grant `[account, namespace ("" for cluster-wide),
@@ -80,7 +137,7 @@ fn size_of<T: Serialize>(item: &T) -> usize {
 
 /// The chunks of an inventory, each under [`CHUNK_BYTES`], at most [`MAX_CHUNKS`], and the
 /// header; the grants that did not fit are counted in `left_out`.
-pub fn encode(inv: &Inventory, generation: &str) -> (Header, Vec<String>) {
+pub fn encode(inv: &Inventory, generation: &str, slot: Slot) -> (Header, Vec<String>) {
     let fresh = || Chunk { generation: generation.to_string(), ..Default::default() };
     let overhead = size_of(&fresh()) + 64;
     let mut chunks = vec![fresh()];
@@ -109,7 +166,14 @@ pub fn encode(inv: &Inventory, generation: &str) -> (Header, Vec<String>) {
             _ => {}
         }
     }
-    let header = Header { generation: generation.to_string(), chunks: chunks.len(), left_out };
+    let header = Header {
+        generation: generation.to_string(),
+        slot,
+        chunks: chunks.len(),
+        left_out,
+        checked_at: None,
+        every_seconds: None,
+    };
     let texts = chunks.iter().map(|c| serde_json::to_string(c).unwrap_or_default()).collect();
     (header, texts)
 }
