@@ -574,11 +574,31 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         done
     };
     assert_eq!(unassign_as_agent(&b_ns), json!({"response": {"unassigned": true}}));
+    // What b's own policy does not allow (only `edit` there) is b's refusal: `permission_denied`.
+    let mut view = unassign.clone();
+    view["request"]["resource_integration_specific_id"] = json!(b_ns);
+    view["request"]["entitlement_integration_specific_id"] = json!("ClusterRole:view");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_deprovisioner"))
+        .args(["connector", "unassign_entitlement", "--fleet-hub", "--deadline", "30s"])
+        .args(["--kubeconfig", kc.to_str().unwrap(), "--json", &view.to_string()])
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    let refused: Value = serde_json::from_slice(&out.stdout).unwrap();
+    support::sdk::validate(&[("ErrorResponse", &refused)]);
+    assert_eq!(refused["error"]["error_code"], "permission_denied", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("b: Failed"), "{refused}");
     assert_eq!(names_in(&cb, &ns).await, [bob]);
     assert_eq!(names_in(&ca, &ns).await, [ann, "User:carol@x.com"], "nothing changed in a");
     // The hub's record went to b alone, and b's record did it.
     let recs = Api::<DeprovisionRequest>::all(hub.clone()).list(&ListParams::default()).await.unwrap().items;
-    let rec = recs.iter().find(|r| r.spec.source == deprovisioner::crd::RequestSource::LumosConnector).unwrap();
+    let rec = recs
+        .iter()
+        .find(|r| {
+            r.spec.source == deprovisioner::crd::RequestSource::LumosConnector
+                && r.spec.permissions[0].value.ends_with("ClusterRole:edit")
+        })
+        .unwrap();
     let st = rec.status.clone().unwrap();
     assert_eq!(st.members.iter().map(|m| m.cluster.as_str()).collect::<Vec<_>>(), ["b"]);
     assert!(st.plan.is_empty(), "nothing planned on the hub");

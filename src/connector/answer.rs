@@ -299,10 +299,7 @@ pub fn unassigned(waited: &Waited) -> Result<Value, ConnectorError> {
     match status.map(|s| s.phase).unwrap_or_default() {
         Phase::Succeeded => Ok(wire::ok(json!({"unassigned": true}), None)),
         Phase::Failed => {
-            let refused = status
-                .and_then(|s| s.conditions.iter().find(|c| c.type_ == ConditionType::Planned.as_str()))
-                .is_some_and(|c| c.status == "False" && REFUSALS.iter().any(|r| r.as_str() == c.reason));
-            let code = if refused { ErrorCode::PermissionDenied } else { ErrorCode::ServiceError };
+            let code = if status.is_some_and(refused) { ErrorCode::PermissionDenied } else { ErrorCode::ServiceError };
             Err(ConnectorError::new(code, message))
         }
         Phase::DryRun => Err(ConnectorError::new(ErrorCode::InternalError, message)),
@@ -311,6 +308,18 @@ pub fn unassigned(waited: &Waited) -> Result<Value, ConnectorError> {
             format!("Still in progress: the operator will finish it; see deprovisionrequest/{name} for the result"),
         )),
     }
+}
+
+/// True when a failed record was refused rather than broken: its plan was refused here, or (on a
+/// fleet hub) every member that did not succeed refused it with its own policies.
+fn refused(status: &crate::crd::DeprovisionRequestStatus) -> bool {
+    let is_refusal = |reason: &str| REFUSALS.iter().any(|r| r.as_str() == reason);
+    let here = status.conditions.iter().find(|c| c.type_ == ConditionType::Planned.as_str());
+    if here.is_some_and(|c| c.status == "False" && is_refusal(&c.reason)) {
+        return true;
+    }
+    let failed: Vec<_> = status.members.iter().filter(|m| !m.reported.phase.is_success()).collect();
+    !failed.is_empty() && failed.iter().all(|m| m.reported.refused.as_deref().is_some_and(is_refusal))
 }
 
 /// Planning refusals that mean "not allowed", answered `permission_denied`.

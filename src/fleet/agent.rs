@@ -114,12 +114,18 @@ async fn reconcile(mr: Arc<MemberRequest>, agent: Arc<Agent>) -> Result<Action, 
                 .iter()
                 .find(|c| c.type_ == crate::crd::ConditionType::Verified.as_str())
                 .map(|c| c.status.clone());
+            let refused = rst
+                .conditions
+                .iter()
+                .find(|c| c.type_ == crate::crd::ConditionType::Planned.as_str() && c.status == "False")
+                .map(|c| c.reason.clone());
             let report = MemberReport {
                 phase: member_phase(rst.phase),
                 record: Some(record.name_any()),
                 record_uid: record.uid(),
                 verified,
                 message: rst.message.clone(),
+                refused,
                 updated_at: None,
             };
             // The whole record once it is finished: what evidence on the hub shows.

@@ -176,6 +176,27 @@ fn unassign_answers_from_the_record() {
     assert_eq!(code(&Waited::Deleted("x".into())), ErrorCode::ServiceError);
 }
 
+/// On a fleet hub the record is not planned here: a refusal is the members' own.
+#[test]
+fn a_fleet_record_is_a_refusal_only_when_every_failed_member_refused_it() {
+    use crate::crd::{DeprovisionRequestStatus, MemberPhase, MemberRecord, MemberReport, Phase};
+    let member = |phase: MemberPhase, refused: Option<&str>| MemberRecord {
+        cluster: "b".into(),
+        member_request: "x".into(),
+        mailbox: "deprovisioner-member-b".into(),
+        reported: MemberReport { phase, refused: refused.map(str::to_string), ..Default::default() },
+    };
+    let hub = |members: Vec<MemberRecord>| {
+        let st = DeprovisionRequestStatus { phase: Phase::Failed, members, ..Default::default() };
+        unassigned(&Waited::Record { name: "lumos-abc-1".into(), status: Some(Box::new(st)) }).unwrap_err().code
+    };
+    let refused = member(MemberPhase::Failed, Some("EntitlementNotAllowed"));
+    assert_eq!(hub(vec![refused.clone(), member(MemberPhase::Succeeded, None)]), ErrorCode::PermissionDenied);
+    assert_eq!(hub(vec![refused.clone(), member(MemberPhase::Failed, None)]), ErrorCode::ServiceError);
+    assert_eq!(hub(vec![member(MemberPhase::Failed, Some("ActionFailed"))]), ErrorCode::ServiceError);
+    assert_eq!(hub(vec![refused, member(MemberPhase::Pending, None)]), ErrorCode::ServiceError);
+}
+
 mod activity {
     use super::super::*;
     use crate::activity::{Entry, Known};

@@ -175,6 +175,10 @@ pub struct MemberReport {
     /// Its message (or why the agent refused it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// When the member's own policies refused the plan: its `Planned` condition's reason (e.g.
+    /// `EntitlementNotAllowed`), so the hub answers a refusal as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
     /// When the agent wrote this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<Time>,
