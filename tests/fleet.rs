@@ -545,21 +545,15 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let agent_kc = fleet.members[0].hub_kubeconfig.to_str().unwrap().to_string();
-    let out = fleet.hub.kubectl(&[
-        "--kubeconfig",
-        &agent_kc,
-        "create",
-        "configmap",
-        "anything",
-        "-n",
-        &mailbox("a"),
-        "--from-literal=k=v",
-    ]);
-    assert!(
-        !out.status.success() && text(&out.stderr).contains("the agent of a member writes only its inventory"),
-        "{}",
-        text(&out.stderr)
-    );
+    for name in ["anything", "deprovisioner-inventory-a16"] {
+        let args = ["--kubeconfig", &agent_kc, "create", "configmap", name, "-n", &mailbox("a"), "--from-literal=k=v"];
+        let out = fleet.hub.kubectl(&args);
+        assert!(
+            !out.status.success() && text(&out.stderr).contains("the agent of a member writes only its inventory"),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
     // `unassign_entitlement` of `account`'s `entitlement` on `resource`, run by Lumos's agent; the
     // answer is validated by the SDK's model for what it is.
     let unassign_as_agent = |account: &str, resource: &str, entitlement: &str| {
@@ -602,6 +596,12 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     assert!(st.plan.is_empty(), "nothing planned on the hub");
     assert_eq!(local_records(&ca, &rec.uid().unwrap()).await.len(), 0);
     assert_eq!(local_records(&cb, &rec.uid().unwrap()).await.len(), 1);
+    // Its report is the agent's alone: the hub's admin cannot write a member's answer.
+    let forged_report = json!({"status": {"report": {"phase": "Succeeded", "verified": "True"}}}).to_string();
+    let mr = rec.uid().unwrap().to_ascii_lowercase();
+    let args = ["patch", "memberrequest", &mr, "-n", &mailbox("b"), "--subresource=status", "--type=merge"];
+    let out = fleet.hub.kubectl(&[&args[..], &["-p", &forged_report, "--dry-run=server"]].concat());
+    assert!(!out.status.success() && text(&out.stderr).contains("only the agent of mailbox"), "{}", text(&out.stderr));
     let member_record = &local_records(&cb, &rec.uid().unwrap()).await[0];
     assert_eq!(member_record.spec.hub_source, Some(deprovisioner::crd::RequestSource::LumosConnector));
     // Nobody can claim the hub's connector on a request of their own: the API server refuses
@@ -699,6 +699,27 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     let assocs = hub_connector(&fleet, "find_entitlement_associations", "FindEntitlementAssociationsResponse", &page);
     assert!(held(&assocs, ann, &a_ns), "a's listing survives a torn rewrite: {assocs}");
 
+    // A new generation goes into the other slot; the slot the header named is not touched until
+    // the header has moved to the new one, so a reader in the middle of it is never torn.
+    let header_of = |cm: k8s_openapi::api::core::v1::ConfigMap| -> Value {
+        serde_json::from_str(&cm.data.unwrap()["inventory.json"]).unwrap()
+    };
+    let before = header_of(mailbox_a.get("deprovisioner-inventory").await.unwrap());
+    let named = format!("deprovisioner-inventory-{}00", before["slot"].as_str().unwrap());
+    let version = mailbox_a.get(&named).await.unwrap().metadata.resource_version;
+    role_binding(&ca, &ns, "more", "view", vec![deprovisioner::fixtures::user("frank@x.com")]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        let h = header_of(mailbox_a.get("deprovisioner-inventory").await.unwrap());
+        if h["generation"] != before["generation"] {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "a's agent never wrote a new generation");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(after["slot"], before["slot"], "{before} then {after}");
+    assert_eq!(mailbox_a.get(&named).await.unwrap().metadata.resource_version, version, "{named} was rewritten");
+
     // A member whose agent stopped: still listed as last reported, and marked stale once its last
     // check is three periods old (at least ten seconds); the other member is not.
     drop(agent_b);
@@ -719,6 +740,13 @@ async fn the_connector_lists_the_fleet_and_unassigns_in_one_member() {
     }
     let assocs = hub_connector(&fleet, "find_entitlement_associations", "FindEntitlementAssociationsResponse", &page);
     assert!(held(&assocs, bob, &b_ns), "b listed as last reported: {assocs}");
+    let ents = hub_connector(&fleet, "list_entitlements", "ListEntitlementsResponse", &page);
+    let stale_on = |resource: &str| {
+        let list = ents["response"].as_array().unwrap();
+        let e = list.iter().find(|e| e["integration_specific_resource_id"] == resource).unwrap();
+        e["extra_data"]["inventory_stale"].clone()
+    };
+    assert_eq!((stale_on(&b_ns), stale_on(&a_ns)), (json!("true"), json!("false")), "{ents}");
     for args in [
         &["list", "configmaps", "-n", &mailbox("a")][..],
         &["update", inv, "-n", &mailbox("a")],

@@ -136,7 +136,8 @@ pub struct MemberResources {
     pub namespaces: Vec<String>,
     /// When its agent last computed a changed inventory (`None`: none reported yet).
     pub reported_at: Option<String>,
-    /// When its agent last found that inventory still true.
+    /// When its agent last found that inventory still true (when the hub's API server saw the
+    /// header written: the hub's clock).
     pub checked_at: Option<String>,
     /// Its last check is more than three of its agent's periods old: listed as last reported,
     /// which may no longer hold.
@@ -217,7 +218,7 @@ pub fn list_entitlements(map: &Snapshot, p: &Paging) -> Value {
             Some(m) => format!("{} in cluster {m}", entitlement_label(e)),
             None => entitlement_label(e),
         };
-        json!({
+        let mut item = json!({
             "entitlement_type": model::entitlement_type(c, &e.scope),
             "integration_specific_id": e.role.to_string(),
             "integration_specific_resource_id": model::resource_id(c, &e.scope),
@@ -229,7 +230,13 @@ pub fn list_entitlements(map: &Snapshot, p: &Paging) -> Value {
                 "binding_count": bindings.len(),
                 "bindings": binding_names(bindings),
             },
-        })
+        });
+        // A member's, as last reported: whether that report is stale.
+        if let Some(m) = c {
+            item["extra_data"]["cluster"] = json!(m);
+            item["extra_data"]["inventory_stale"] = json!(map.stale_members.contains(m).to_string());
+        }
+        item
     })
 }
 
@@ -311,14 +318,16 @@ pub fn unassigned(waited: &Waited) -> Result<Value, ConnectorError> {
 }
 
 /// True when a failed record was refused rather than broken: its plan was refused here, or (on a
-/// fleet hub) every member that did not succeed refused it with its own policies.
+/// fleet hub) every member that did not succeed refused it with its own policies (a member's
+/// `DryRun` is no success: the connector never asks for one).
 fn refused(status: &crate::crd::DeprovisionRequestStatus) -> bool {
+    use crate::crd::MemberPhase;
     let is_refusal = |reason: &str| REFUSALS.iter().any(|r| r.as_str() == reason);
     let here = status.conditions.iter().find(|c| c.type_ == ConditionType::Planned.as_str());
     if here.is_some_and(|c| c.status == "False" && is_refusal(&c.reason)) {
         return true;
     }
-    let failed: Vec<_> = status.members.iter().filter(|m| !m.reported.phase.is_success()).collect();
+    let failed: Vec<_> = status.members.iter().filter(|m| m.reported.phase != MemberPhase::Succeeded).collect();
     !failed.is_empty() && failed.iter().all(|m| m.reported.refused.as_deref().is_some_and(is_refusal))
 }
 

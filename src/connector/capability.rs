@@ -455,10 +455,12 @@ async fn fleet_map(conn: &Connector, arrived: Instant) -> Result<Arc<Snapshot>, 
             model::grants(&b.role_bindings, &b.cluster_role_bindings, &protected)
         }
     };
-    grants.extend(
-        super::fleet::members(&conn.client).await?.grants.into_iter().filter(|g| protected.why(&g.account.0).is_none()),
-    );
-    compute(move || grants).await.map(Arc::new)
+    let members = super::fleet::members(&conn.client).await?;
+    let stale = members.resources.iter().filter(|m| m.stale).map(|m| m.name.clone()).collect();
+    grants.extend(members.grants.into_iter().filter(|g| protected.why(&g.account.0).is_none()));
+    let mut map = compute(move || grants).await?;
+    map.stale_members = stale;
+    Ok(Arc::new(map))
 }
 
 /// Computes a map off the async threads (tens of milliseconds over 10,000 bindings).

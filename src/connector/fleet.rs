@@ -4,6 +4,7 @@
 //! any member. A member's map is as fresh as its agent's last report (see `list_resources`).
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
@@ -40,19 +41,19 @@ pub async fn members(client: &Client) -> Result<Members, ConnectorError> {
     // Every member's inventory read at once (a few small GETs each).
     let read =
         futures::future::try_join_all(items.iter().map(|m| member(client, m.name_any(), &m.spec.mailbox))).await?;
-    let now = k8s_openapi::jiff::Timestamp::now();
-    for (m, (header, inv)) in items.into_iter().zip(read) {
+    let now = Timestamp::now();
+    for (m, (header, written, inv)) in items.into_iter().zip(read) {
         let name = m.name_any();
         let heartbeat = m.status.as_ref().and_then(|s| s.last_heartbeat.as_ref()).map(|t| t.0.to_string());
         let mut res = MemberResources { name, heartbeat, ..Default::default() };
+        res.stale = inventory::is_stale(header.as_ref(), written, now);
+        if res.stale && header.is_some() {
+            tracing::warn!(member = %res.name, written = ?written,
+                "fleet connector: a member's inventory is stale (its agent has not checked it for three periods)");
+        }
         if let Some(h) = header {
-            res.stale = inventory::is_stale(&h, now);
-            if res.stale {
-                tracing::warn!(member = %res.name, checked_at = ?h.checked_at,
-                    "fleet connector: a member's inventory is stale (its agent has not checked it for three periods)");
-            }
             res.reported_at = Some(h.generation);
-            res.checked_at = h.checked_at;
+            res.checked_at = written.map(|t| t.to_string());
             res.left_out = h.left_out;
         }
         res.namespaces = inv.namespaces;
@@ -64,7 +65,11 @@ pub async fn members(client: &Client) -> Result<Members, ConnectorError> {
 }
 
 /// One member's inventory: nothing while its agent has reported none.
-async fn member(client: &Client, name: String, mailbox: &str) -> Result<(Option<Header>, Inventory), ConnectorError> {
+/// One member's inventory as read: its header, when the hub's API server last saw it written
+/// (the latest time in its `managedFields`), and its grants.
+type Reported = (Option<Header>, Option<Timestamp>, Inventory);
+
+async fn member(client: &Client, name: String, mailbox: &str) -> Result<Reported, ConnectorError> {
     let name = name.as_str();
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), mailbox);
     let read = |what: String| move |e: kube::Error| ConnectorError::from_kube(&what, &e);
@@ -72,8 +77,9 @@ async fn member(client: &Client, name: String, mailbox: &str) -> Result<(Option<
     for _ in 0..TRIES {
         let what = format!("reading cluster {name}'s inventory (configmap {mailbox}/{})", inventory::HEADER);
         let Some(cm) = api.get_opt(inventory::HEADER).await.map_err(read(what))? else {
-            return Ok((None, Inventory::default()));
+            return Ok((None, None, Inventory::default()));
         };
+        let written = cm.metadata.managed_fields.iter().flatten().filter_map(|f| f.time.as_ref().map(|t| t.0)).max();
         let header: Header = match data(&cm).map(serde_json::from_str) {
             Some(Ok(h)) => h,
             _ => return Err(broken(name, mailbox, "its header does not parse")),
@@ -86,7 +92,7 @@ async fn member(client: &Client, name: String, mailbox: &str) -> Result<(Option<
             chunks.push(cm.as_ref().and_then(data).map(str::to_string));
         }
         match inventory::decode(name, &header, &chunks) {
-            Ok(inv) => return Ok((Some(header), inv)),
+            Ok(inv) => return Ok((Some(header), written, inv)),
             // Two rewrites during this read (each goes to the slot not being read): a moment later.
             Err(e @ inventory::InventoryError::Torn { .. }) => {
                 last = Some(e);

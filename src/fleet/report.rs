@@ -43,7 +43,13 @@ struct Written {
     inventory: Inventory,
     header: Header,
     slot_chunks: [Option<usize>; 2],
+    /// Checks since this generation was written whole.
+    checks: u32,
 }
+
+/// A generation is written whole again after this many checks found it unchanged, so chunks
+/// changed or lost on the hub behind the agent's back (an admin, a restore) heal on their own.
+const REWRITE_AFTER_CHECKS: u32 = 10;
 
 /// Reports every `settings.inventory_every` until `stop`.
 pub async fn run(settings: AgentSettings, local: Client, stop: CancellationToken) {
@@ -88,26 +94,30 @@ async fn once(
     let api: Api<ConfigMap> = Api::namespaced(settings.hub.clone(), &settings.mailbox);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let every = Some(settings.inventory_every.as_secs().max(1));
+    // The header as the hub holds it: its slot is the one a new generation must not touch.
+    let on_hub = match api.get_opt(inventory::HEADER).await {
+        Ok(found) => found
+            .and_then(|cm| cm.data?.remove(inventory::DATA_KEY))
+            .and_then(|t| serde_json::from_str::<Header>(&t).ok()),
+        Err(source) => return Err((ReportError::Hub { name: inventory::HEADER.into(), source }, last)),
+    };
+    let current = on_hub.as_ref().map_or(Slot::B, |h| h.slot);
     if let Some(mut was) = last {
-        if was.inventory == inventory {
+        let same = |h: &Header| {
+            (&h.generation, h.slot, h.chunks) == (&was.header.generation, was.header.slot, was.header.chunks)
+        };
+        if was.inventory == inventory && on_hub.as_ref().is_some_and(same) && was.checks < REWRITE_AFTER_CHECKS {
             was.header.checked_at = Some(now);
             was.header.every_seconds = every;
+            was.checks += 1;
             let text = serde_json::to_string(&was.header).unwrap_or_default();
             return match write(&api, &settings.member, inventory::HEADER, text).await {
                 Ok(()) => Ok(was),
                 Err(e) => Err((e, Some(was))),
             };
         }
-        return publish(settings, &api, inventory, was.header.slot, was.slot_chunks, now, every).await;
+        return publish(settings, &api, inventory, current, was.slot_chunks, now, every).await;
     }
-    // Since this process started: the slot the hub's header names now is the one not to touch.
-    let current = match api.get_opt(inventory::HEADER).await {
-        Ok(found) => found
-            .and_then(|cm| cm.data?.remove(inventory::DATA_KEY))
-            .and_then(|t| serde_json::from_str::<Header>(&t).ok())
-            .map_or(Slot::B, |h| h.slot),
-        Err(source) => return Err((ReportError::Hub { name: inventory::HEADER.into(), source }, None)),
-    };
     publish(settings, &api, inventory, current, [None, None], now, every).await
 }
 
@@ -139,7 +149,7 @@ async fn publish(
     // so a shrinking map frees its space (when not known, every name past the count is tried).
     let stale = slot_chunks[slot_index(slot)].unwrap_or(inventory::MAX_CHUNKS).max(count);
     slot_chunks[slot_index(slot)] = Some(count);
-    let written = Written { inventory, header, slot_chunks };
+    let written = Written { inventory, header, slot_chunks, checks: 0 };
     for i in count..stale {
         let name = inventory::chunk_name(slot, i);
         match api.delete(&name, &Default::default()).await {

@@ -194,7 +194,12 @@ fn a_fleet_record_is_a_refusal_only_when_every_failed_member_refused_it() {
     assert_eq!(hub(vec![refused.clone(), member(MemberPhase::Succeeded, None)]), ErrorCode::PermissionDenied);
     assert_eq!(hub(vec![refused.clone(), member(MemberPhase::Failed, None)]), ErrorCode::ServiceError);
     assert_eq!(hub(vec![member(MemberPhase::Failed, Some("ActionFailed"))]), ErrorCode::ServiceError);
-    assert_eq!(hub(vec![refused, member(MemberPhase::Pending, None)]), ErrorCode::ServiceError);
+    assert_eq!(hub(vec![refused.clone(), member(MemberPhase::Pending, None)]), ErrorCode::ServiceError);
+    assert_eq!(
+        hub(vec![refused, member(MemberPhase::DryRun, None)]),
+        ErrorCode::ServiceError,
+        "a dry run removed nothing"
+    );
 }
 
 mod activity {

@@ -239,6 +239,9 @@ pub struct Snapshot {
     pub entitlements: BTreeMap<Key, Held>,
     /// Associations by `[account id, resource id, entitlement id]`.
     pub associations: BTreeMap<Key, Association>,
+    /// On a fleet hub: the member clusters whose grants are listed as last reported, their agent
+    /// silent for too long (see `fleet::inventory::is_stale`).
+    pub stale_members: BTreeSet<String>,
 }
 
 impl Snapshot {
@@ -248,6 +251,7 @@ impl Snapshot {
             accounts: accounts(grants).into_iter().map(|(k, v)| (vec![k], v)).collect(),
             entitlements: entitlements(grants).into_iter().map(|((r, e), v)| (vec![r, e], v)).collect(),
             associations: associations(grants).into_iter().map(|((a, r, e), v)| (vec![a, r, e], v)).collect(),
+            stale_members: BTreeSet::new(),
         }
     }
 }

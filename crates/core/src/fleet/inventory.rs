@@ -87,15 +87,15 @@ pub struct Header {
     pub every_seconds: Option<u64>,
 }
 
-/// How long past its agent's period a member's last check may be before its listing is called
-/// stale: three periods (a missed write or two is no outage), at least ten seconds.
-pub fn is_stale(header: &Header, now: Timestamp) -> bool {
-    let Some(checked) = header.checked_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok()) else {
-        return true;
-    };
+/// Whether a member's listing is stale: its header was last written (`written`, by the hub's API
+/// server's clock, never the member's) more than three of its agent's periods before `now` (a
+/// missed write or two is no outage), at least ten seconds; or never, or in the future by more
+/// than that (clocks that disagree are not trusted either way).
+pub fn is_stale(header: Option<&Header>, written: Option<Timestamp>, now: Timestamp) -> bool {
+    let (Some(header), Some(written)) = (header, written) else { return true };
     let every = header.every_seconds.unwrap_or(60);
-    let allowed = (3 * every).max(10) as i64;
-    now.as_second() - checked.as_second() > allowed
+    let allowed = i64::try_from(every.saturating_mul(3).max(10)).unwrap_or(i64::MAX);
+    (now.as_second() - written.as_second()).abs() > allowed
 }
 
 /// One chunk: namespaces and grants, each grant `[account, namespace ("" for cluster-wide),

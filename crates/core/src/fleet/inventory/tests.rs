@@ -104,9 +104,16 @@ fn a_member_is_stale_three_periods_after_its_last_check() {
         checked_at: checked.map(str::to_string),
         every_seconds: every,
     };
-    assert!(!is_stale(&at(Some("2026-12-07T11:57:30Z"), Some(60)), now), "150 s after, period 60 s");
-    assert!(is_stale(&at(Some("2026-12-07T11:56:59Z"), Some(60)), now), "181 s after");
-    assert!(!is_stale(&at(Some("2026-12-07T11:59:52Z"), Some(1)), now), "at least ten seconds");
-    assert!(is_stale(&at(Some("2026-12-07T11:59:49Z"), Some(1)), now), "11 s after, period 1 s");
-    assert!(is_stale(&at(None, None), now), "never checked");
+    // Judged by when the hub's API server wrote the header, whatever the member's clock says.
+    let stale = |written: &str, every: Option<u64>| {
+        is_stale(Some(&at(Some("2099-01-01T00:00:00Z"), every)), Some(written.parse().unwrap()), now)
+    };
+    assert!(!stale("2026-12-07T11:57:30Z", Some(60)), "150 s after, period 60 s");
+    assert!(stale("2026-12-07T11:56:59Z", Some(60)), "181 s after");
+    assert!(!stale("2026-12-07T11:59:52Z", Some(1)), "at least ten seconds");
+    assert!(stale("2026-12-07T11:59:49Z", Some(1)), "11 s after, period 1 s");
+    assert!(stale("2026-12-07T12:05:00Z", Some(60)), "written in the future: not trusted");
+    assert!(!stale("2026-12-07T11:59:00Z", Some(u64::MAX)), "a huge period does not overflow");
+    assert!(is_stale(None, None, now), "never reported");
+    assert!(is_stale(Some(&at(None, None)), None, now), "no time of writing");
 }
