@@ -383,6 +383,11 @@ pub struct RunArgs {
     /// each member's record, and succeeds only when all of them do.
     #[arg(long, env = "DEPROVISIONER_FLEET_HUB")]
     pub fleet_hub: bool,
+    /// Fleet hub: how long after the call a member that has not finished a request is waited
+    /// for (a member down comes back and catches up within it). Past it the request is withdrawn
+    /// from the member's mailbox and the hub record ends Failed, naming the member.
+    #[arg(long, env = "DEPROVISIONER_FLEET_MEMBER_TIMEOUT", default_value = "7days", value_parser = parse_duration)]
+    pub fleet_member_timeout: Duration,
     /// Fleet member: a kubeconfig for the hub, with this member's agent identity there. The
     /// agent dials out to the hub (nothing dials in), takes the requests in its mailbox, records
     /// and works them here, and reports each record's end back. Needs --member-name.

@@ -415,6 +415,7 @@ fn settings(args: &RunArgs, protected: Protected, metrics: Arc<Metrics>) -> Sett
         last_activity: (args.record_last_activity || args.audit_listen.is_some()).then(|| args.activity_prefix.clone()),
         expiry_clocks: args.expiry.then(|| args.expiry_clocks.clone()),
         fleet_hub: args.fleet_hub,
+        fleet_member_timeout: args.fleet_member_timeout,
         fleet_agent: None,
     }
 }

@@ -335,6 +335,49 @@ async fn one_call_reaches_every_member() {
     drop(agent_b);
 }
 
+/// A member that never comes back: past `--fleet-member-timeout` its request is withdrawn from its
+/// mailbox and the hub record ends Failed, naming it; when its agent does come back, it finds
+/// nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_never_answers_is_withdrawn_and_the_hub_record_ends() {
+    let fleet = Fleet::start(&[("a", &[("env", "prod")])]);
+    let hub = fleet.hub.admin().await;
+    let ca = fleet.members[0].cluster.admin().await;
+    let hub_op = fleet.hub_operator(&["--response-deadline", "2s", "--fleet-member-timeout", "5s"]);
+    let app = unique("fleet-app");
+    cluster_set(&hub, &app).await;
+    let ns = member_access(&ca, &app, EMAIL).await;
+    let (_, answer, _) = hub_op.lumos(&payload(&app, EMAIL, &[])).await;
+    assert_eq!(answer["response"], "FAILURE", "{answer}");
+    assert!(answer["msg"].as_str().unwrap().contains("a: no answer yet"), "{answer}");
+    let name = hub_record(&answer);
+    let ended = wait_hub(&hub, &name, Duration::from_secs(30), |r| phase(r).is_terminal()).await;
+    assert_eq!(phase(&ended), Phase::Failed);
+    let msg = ended.status.clone().unwrap().message.unwrap();
+    assert!(msg.contains("a: Failed: did not answer within 5s of the call: withdrawn from its mailbox"), "{msg}");
+    let mr = Api::<MemberRequest>::namespaced(hub.clone(), &mailbox("a")).get_opt(&ended.uid().unwrap()).await;
+    assert!(mr.unwrap().is_none(), "the request was withdrawn");
+    // The agent back: nothing addressed to it any more, nothing changed there.
+    let _agent = fleet.agent(0);
+    wait_for_heartbeat(&hub, "a").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(local_records(&ca, &ended.uid().unwrap()).await.is_empty());
+    assert_eq!(names_in(&ca, &ns).await, ["User:ann@x.com", "User:bob@x.com"]);
+}
+
+/// Waits until member `name`'s agent has written a heartbeat to the hub.
+async fn wait_for_heartbeat(hub: &Client, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = Api::<MemberCluster>::all(hub.clone()).get(name).await.unwrap();
+        if m.status.and_then(|s| s.last_heartbeat).is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "member {name}'s agent never wrote a heartbeat");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `deprovisioner connector <capability> --fleet-hub` on the hub as Lumos's agent (the chart's
 /// identity for it); the answer is validated by connector-py's model `model`.
 fn hub_connector(fleet: &Fleet, capability: &str, model: &str, request: &serde_json::Value) -> serde_json::Value {
@@ -928,6 +971,7 @@ fn the_chart_sets_up_a_hub_or_an_agent() {
     ]);
     let out = helm_ok(None, &hub);
     assert!(out.contains("- --fleet-hub"), "{out}");
+    assert!(out.contains("- --fleet-member-timeout=168h"), "{out}");
     for want in [
         "kind: MemberCluster",
         "mailbox: deprovisioner-member-prod-eu",

@@ -44,8 +44,18 @@ pub(super) async fn reconcile(rec: &mut Record, mut st: DeprovisionRequestStatus
     }
     let uid = rec.obj.uid().unwrap_or_default();
     let before = st.clone();
+    let timeout = rec.ctx.settings.fleet_member_timeout;
+    let called = rec.obj.metadata.creation_timestamp.as_ref().map_or_else(k8s_openapi::jiff::Timestamp::now, |t| t.0);
+    let left = fleet::wait_left(called, k8s_openapi::jiff::Timestamp::now(), timeout);
     for m in st.members.iter_mut() {
         if m.reported.phase.is_terminal() {
+            continue;
+        }
+        if left.is_none() {
+            match withdraw(rec, m).await {
+                Ok(()) => m.reported = fleet::withdrawn(&m.reported, &humantime::format_duration(timeout).to_string()),
+                Err(e) => return rec.transient(st, e).await.map(Some),
+            }
             continue;
         }
         match collect(rec, m, &uid).await {
@@ -69,7 +79,28 @@ pub(super) async fn reconcile(rec: &mut Record, mut st: DeprovisionRequestStatus
     if st != before {
         rec.write(st).await?;
     }
-    Ok(Some(Action::requeue(RECHECK)))
+    // Looked at again when a member answers (the watch), every RECHECK, and when the wait ends.
+    Ok(Some(Action::requeue(left.map_or(RECHECK, |l| l.min(RECHECK) + Duration::from_millis(100)))))
+}
+
+/// Withdraws a member's `MemberRequest` from its mailbox (gone already is fine).
+async fn withdraw(rec: &Record, m: &MemberRecord) -> Result<(), ExecError> {
+    let api: Api<MemberRequest> = Api::namespaced(rec.ctx.client.clone(), &m.mailbox);
+    match api.delete(&m.member_request, &Default::default()).await {
+        Ok(_) => {
+            tracing::warn!(cluster = %m.cluster, member_request = %m.member_request,
+                "fleet hub: a member did not finish in time; its request was withdrawn");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(source) => Err(ExecError::Unavailable {
+            context: format!(
+                "withdrawing the request from cluster {} (MemberRequest {}/{})",
+                m.cluster, m.mailbox, m.member_request
+            ),
+            source,
+        }),
+    }
 }
 
 /// A request the connector addressed to a member cluster reaching an operator that is not a

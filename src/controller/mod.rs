@@ -70,6 +70,9 @@ pub struct Settings {
     /// A fleet hub (`--fleet-hub`): requests whose application a `ClusterSet` names are handed
     /// to member clusters instead of planned here.
     pub fleet_hub: bool,
+    /// On a fleet hub: how long after the call a member that has not finished is waited for;
+    /// then its request is withdrawn and the hub record ends (`--fleet-member-timeout`).
+    pub fleet_member_timeout: Duration,
     /// A fleet member's agent (`--hub-kubeconfig`, `--member-name`): requests the hub hands to
     /// this cluster are recorded and worked here, and their end reported back.
     pub fleet_agent: Option<crate::fleet::AgentSettings>,

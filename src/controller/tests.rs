@@ -37,6 +37,7 @@ fn ctx(give_up_after: Duration) -> (Arc<Context>, ApiServer) {
         last_activity: None,
         expiry_clocks: None,
         fleet_hub: false,
+        fleet_member_timeout: Duration::from_secs(7 * 86_400),
         fleet_agent: None,
     };
     (Context::new(client, settings, Default::default(), Default::default()), ApiServer::new(handle))

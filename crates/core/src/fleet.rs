@@ -7,7 +7,8 @@ pub mod inventory;
 use std::collections::BTreeMap;
 
 use crate::crd::{
-    ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberRequestSpec, Phase, RequestSource,
+    ApplicationSelector, DeprovisionRequestSpec, MemberPhase, MemberRecord, MemberReport, MemberRequestSpec, Phase,
+    RequestSource,
 };
 
 /// Label on a member's local record naming the `MemberRequest` it answers.
@@ -147,6 +148,39 @@ pub fn admit(me: &str, spec: &MemberRequestSpec) -> Admission {
             "refused by cluster {me}: this request is addressed to cluster {:?}; nothing was changed here",
             spec.cluster
         ))
+    }
+}
+
+/// How long the hub still waits for a member that has not finished a request handed over at
+/// `handed_at`: `None` once `timeout` has passed (then the request is withdrawn).
+pub fn wait_left(
+    handed_at: k8s_openapi::jiff::Timestamp,
+    now: k8s_openapi::jiff::Timestamp,
+    timeout: std::time::Duration,
+) -> Option<std::time::Duration> {
+    let waited = u64::try_from(now.as_millisecond().saturating_sub(handed_at.as_millisecond())).unwrap_or(0);
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    (waited < timeout_ms).then(|| std::time::Duration::from_millis(timeout_ms - waited))
+}
+
+/// What the hub records for a member that did not finish within `timeout` (written as
+/// `timeout_text`): `Failed`, its request withdrawn from the mailbox. Whether the agent took it
+/// first is said as the member reported it, and nothing more is claimed.
+pub fn withdrawn(reported: &MemberReport, timeout_text: &str) -> MemberReport {
+    let message = match &reported.record {
+        Some(record) => format!(
+            "did not finish within {timeout_text} of the call: withdrawn from its mailbox; its agent had taken it, and its own record there (deprovisionrequest/{record}) shows what it did"
+        ),
+        None => format!(
+            "did not answer within {timeout_text} of the call: withdrawn from its mailbox before its agent reported taking it"
+        ),
+    };
+    MemberReport {
+        phase: MemberPhase::Failed,
+        message: Some(message),
+        refused: None,
+        updated_at: None,
+        ..reported.clone()
     }
 }
 

@@ -133,6 +133,37 @@ fn member_phases() {
 }
 
 #[test]
+fn a_member_is_waited_for_until_the_timeout_then_withdrawn_saying_only_what_it_reported() {
+    let t = |s: &str| s.parse::<k8s_openapi::jiff::Timestamp>().unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    let left = wait_left(t("2026-12-07T00:00:00Z"), t("2026-12-07T06:00:00Z"), day);
+    assert_eq!(left, Some(std::time::Duration::from_secs(18 * 3600)));
+    assert_eq!(wait_left(t("2026-12-07T00:00:00Z"), t("2026-12-08T00:00:00Z"), day), None);
+    assert!(wait_left(t("2026-12-07T00:00:00Z"), t("2026-12-06T00:00:00Z"), day).is_some(), "a clock behind");
+    let silent = withdrawn(&MemberReport::default(), "1day");
+    assert_eq!(silent.phase, MemberPhase::Failed);
+    assert!(silent.message.unwrap().contains("did not answer within 1day of the call: withdrawn"));
+    let took = MemberReport { phase: MemberPhase::InProgress, record: Some("fleet-x".into()), ..Default::default() };
+    let took = withdrawn(&took, "1day");
+    assert_eq!(took.record.as_deref(), Some("fleet-x"));
+    assert!(took.message.unwrap().contains("its own record there (deprovisionrequest/fleet-x)"));
+    // The hub record then ends, naming it.
+    let (p, msg) = hub_outcome(
+        &[
+            answered("a", MemberPhase::Succeeded),
+            MemberRecord { reported: silent_report(), ..answered("b", MemberPhase::Pending) },
+        ],
+        false,
+    );
+    assert_eq!(p, Phase::Failed);
+    assert!(msg.contains("b: Failed: did not answer"), "{msg}");
+}
+
+fn silent_report() -> MemberReport {
+    withdrawn(&MemberReport::default(), "1day")
+}
+
+#[test]
 fn a_members_dry_run_is_a_success_only_for_a_dry_run() {
     let both = [answered("a", MemberPhase::Succeeded), answered("b", MemberPhase::DryRun)];
     let (p, msg) = hub_outcome(&both, false);
