@@ -94,11 +94,16 @@ async fn once(
     let api: Api<ConfigMap> = Api::namespaced(settings.hub.clone(), &settings.mailbox);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let every = Some(settings.inventory_every.as_secs().max(1));
-    // The header as the hub holds it: its slot is the one a new generation must not touch.
-    let on_hub = match api.get_opt(inventory::HEADER).await {
-        Ok(found) => found
-            .and_then(|cm| cm.data?.remove(inventory::DATA_KEY))
-            .and_then(|t| serde_json::from_str::<Header>(&t).ok()),
+    // The header as the hub holds it: its slot is the one a new generation must not touch, and
+    // its resourceVersion guards the header's next write (someone else's write in between is a
+    // conflict, and the next check starts over).
+    let (on_hub, version) = match api.get_opt(inventory::HEADER).await {
+        Ok(Some(cm)) => {
+            let version = cm.metadata.resource_version.clone();
+            let header = cm.data.and_then(|mut d| d.remove(inventory::DATA_KEY));
+            (header.and_then(|t| serde_json::from_str::<Header>(&t).ok()), version)
+        }
+        Ok(None) => (None, None),
         Err(source) => return Err((ReportError::Hub { name: inventory::HEADER.into(), source }, last)),
     };
     let current = on_hub.as_ref().map_or(Slot::B, |h| h.slot);
@@ -111,28 +116,36 @@ async fn once(
             was.header.every_seconds = every;
             was.checks += 1;
             let text = serde_json::to_string(&was.header).unwrap_or_default();
-            return match write(&api, &settings.member, inventory::HEADER, text).await {
+            return match put(&api, &settings.member, inventory::HEADER, text, version).await {
                 Ok(()) => Ok(was),
                 Err(e) => Err((e, Some(was))),
             };
         }
-        return publish(settings, &api, inventory, current, was.slot_chunks, now, every).await;
+        let at = Current { slot: current, version };
+        return publish(settings, &api, inventory, at, was.slot_chunks, now, every).await;
     }
-    publish(settings, &api, inventory, current, [None, None], now, every).await
+    publish(settings, &api, inventory, Current { slot: current, version }, [None, None], now, every).await
 }
 
-/// Writes `inventory` as a new generation into the slot other than `current`, then the header,
-/// then deletes that slot's chunks past the new count.
+/// The header as this check found it on the hub: the slot it names and its resourceVersion
+/// (`None`: there is none).
+struct Current {
+    slot: Slot,
+    version: Option<String>,
+}
+
+/// Writes `inventory` as a new generation into the slot other than `current`'s, then the header
+/// (guarded by `current`'s resourceVersion), then deletes that slot's chunks past the new count.
 async fn publish(
     settings: &AgentSettings,
     api: &Api<ConfigMap>,
     inventory: Inventory,
-    current: Slot,
+    current: Current,
     mut slot_chunks: [Option<usize>; 2],
     now: String,
     every: Option<u64>,
 ) -> Result<Written, (ReportError, Option<Written>)> {
-    let slot = current.other();
+    let slot = current.slot.other();
     let (mut header, chunks) = inventory::encode(&inventory, &now, slot);
     header.checked_at = Some(now);
     header.every_seconds = every;
@@ -142,7 +155,7 @@ async fn publish(
         write(api, &settings.member, &inventory::chunk_name(slot, i), text).await.map_err(|e| (e, None))?;
     }
     let text = serde_json::to_string(&header).unwrap_or_default();
-    write(api, &settings.member, inventory::HEADER, text).await.map_err(|e| (e, None))?;
+    put(api, &settings.member, inventory::HEADER, text, current.version).await.map_err(|e| (e, None))?;
     tracing::info!(member = %settings.member, grants = inventory.grants.len(), chunks = count, left_out = header.left_out,
         slot = ?slot, "fleet agent: reported this cluster's access map to the hub");
     // Chunks of this slot past the new count belong to no generation the header names: deleted,
@@ -168,6 +181,18 @@ async fn publish(
 
 /// Replaces (or creates) one ConfigMap in the mailbox.
 async fn write(api: &Api<ConfigMap>, member: &str, name: &str, text: String) -> Result<(), ReportError> {
+    let found = api.get_opt(name).await.map_err(|source| ReportError::Hub { name: name.to_string(), source })?;
+    put(api, member, name, text, found.and_then(|f| f.metadata.resource_version)).await
+}
+
+/// Replaces one ConfigMap at `version` (a conflict if it changed since), or creates it (`None`).
+async fn put(
+    api: &Api<ConfigMap>,
+    member: &str,
+    name: &str,
+    text: String,
+    version: Option<String>,
+) -> Result<(), ReportError> {
     let hub = |source| ReportError::Hub { name: name.to_string(), source };
     let mut cm = ConfigMap {
         metadata: ObjectMeta {
@@ -178,9 +203,9 @@ async fn write(api: &Api<ConfigMap>, member: &str, name: &str, text: String) -> 
         data: Some(BTreeMap::from([(inventory::DATA_KEY.to_string(), text)])),
         ..Default::default()
     };
-    match api.get_opt(name).await.map_err(hub)? {
-        Some(found) => {
-            cm.metadata.resource_version = found.metadata.resource_version;
+    match version {
+        Some(v) => {
+            cm.metadata.resource_version = Some(v);
             api.replace(name, &PostParams::default(), &cm).await.map_err(hub)?;
         }
         None => {
